@@ -1,0 +1,26 @@
+//! What the identity server and agent share: generated gRPC types, selectors, trust bundle
+//! formats, Unix-socket channels and SPIRE-style flag parsing.
+//!
+//! - [`workload`]: the SPIFFE Workload API, exactly as the standard defines it (no proto
+//!   package, so method paths are `/SpiffeWorkloadAPI/...`).
+//! - [`server`]: our identity server's `Agent` (mTLS, for agents) and `Admin` (local Unix
+//!   socket, for the `spire-server` CLI) services.
+
+/// The SPIFFE Workload API (`SpiffeWorkloadAPI`).
+pub mod workload {
+    #![allow(missing_docs, clippy::all)]
+    tonic::include_proto!("_");
+}
+
+/// The identity server's agent and admin APIs (`spire.server.v1`).
+pub mod server {
+    #![allow(missing_docs, clippy::all)]
+    tonic::include_proto!("spire.server.v1");
+}
+
+pub mod bundle_format;
+pub mod flags;
+mod selector;
+pub mod uds;
+
+pub use selector::{MAX_SELECTOR_LEN, SelectorParseError};
