@@ -1,0 +1,236 @@
+//! The `Agent` service: node attestation, agent SVID renewal, entry sync and workload SVID
+//! signing. Served over mTLS; every call but `AttestAgent` must come from an attested agent.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use identity::listener::PeerInfo;
+use spiffe::SpiffeId;
+use spire_proto::server as pb;
+use spire_proto::server::agent_server::Agent;
+use tonic::{Request, Response, Status};
+
+use crate::api::{ca_status, datastore_status};
+use crate::ca::SignedSvid;
+use crate::datastore::{self, AttestedAgent, EntryFilter};
+use crate::entries;
+use crate::state::{ServerState, now};
+
+/// Most CSRs one `BatchNewX509SVID` call may carry.
+pub const MAX_BATCH: usize = 500;
+
+/// The agent API.
+pub struct AgentService {
+    state: Arc<ServerState>,
+}
+
+impl AgentService {
+    pub fn new(state: Arc<ServerState>) -> Self {
+        AgentService { state }
+    }
+
+    /// The calling agent, authenticated by its SVID and still on record (not evicted).
+    async fn caller<T>(&self, request: &Request<T>) -> Result<SpiffeId, Status> {
+        let id = request
+            .extensions()
+            .get::<PeerInfo>()
+            .and_then(|p| p.spiffe_id.clone())
+            .ok_or_else(|| Status::unauthenticated("an agent SVID is required for this call"))?;
+        let agent = self
+            .state
+            .datastore
+            .get_attested_agent(&id.to_string())
+            .await
+            .map_err(datastore_status)?;
+        match agent {
+            Some(a) if a.banned => Err(Status::permission_denied(format!("agent {id} is banned"))),
+            Some(_) => Ok(id),
+            None => Err(Status::permission_denied(format!(
+                "agent {id} is not attested: it was evicted or never attested; start it with a new join token"
+            ))),
+        }
+    }
+
+    async fn authorized_entries(&self, agent: &SpiffeId) -> Result<Vec<datastore::Entry>, Status> {
+        let all = self
+            .state
+            .datastore
+            .list_entries(&EntryFilter::default())
+            .await
+            .map_err(datastore_status)?;
+        let now = now();
+        Ok(entries::authorized_for(&agent.to_string(), &all)
+            .into_iter()
+            .filter(|e| e.expires_at == 0 || e.expires_at > now)
+            .cloned()
+            .collect())
+    }
+}
+
+fn svid_to_proto(svid: &SignedSvid) -> pb::X509Svid {
+    pb::X509Svid {
+        spiffe_id: svid.spiffe_id.to_string(),
+        cert_chain: svid.cert_chain.clone(),
+        expires_at: svid.expires_at,
+    }
+}
+
+#[tonic::async_trait]
+impl Agent for AgentService {
+    async fn attest_agent(
+        &self,
+        request: Request<pb::AttestAgentRequest>,
+    ) -> Result<Response<pb::AttestAgentResponse>, Status> {
+        let req = request.into_inner();
+        if req.attestation_type != "join_token" {
+            return Err(Status::invalid_argument(format!(
+                "unsupported attestation type {:?}; this server supports \"join_token\"",
+                req.attestation_type
+            )));
+        }
+        let token = String::from_utf8(req.payload)
+            .map_err(|_| Status::invalid_argument("join token is not UTF-8"))?;
+        let agent_id = self
+            .state
+            .join_token_agent_id(&token)
+            .map_err(Status::invalid_argument)?;
+        // Sign first: a malformed CSR must not burn the single-use token.
+        let svid = self
+            .state
+            .ca
+            .sign_csr(&req.csr, &agent_id, self.state.config.agent_ttl, &[])
+            .map_err(ca_status)?;
+        let stored = self
+            .state
+            .datastore
+            .consume_join_token(&token)
+            .await
+            .map_err(datastore_status)?
+            .ok_or_else(|| {
+                Status::invalid_argument("join token does not exist or has already been used")
+            })?;
+        if stored.expires_at <= now() {
+            return Err(Status::invalid_argument("join token expired"));
+        }
+        let agent = AttestedAgent {
+            spiffe_id: agent_id.to_string(),
+            attestation_type: "join_token".into(),
+            serial_number: svid.serial_number.clone(),
+            expires_at: svid.expires_at,
+            selectors: vec![],
+            can_reattest: false,
+            banned: false,
+        };
+        self.state
+            .datastore
+            .upsert_attested_agent(&agent)
+            .await
+            .map_err(datastore_status)?;
+        tracing::info!(agent = %agent_id, "agent attested with join token");
+        let bundle = self.state.bundle().await.map_err(datastore_status)?;
+        Ok(Response::new(pb::AttestAgentResponse {
+            svid: Some(svid_to_proto(&svid)),
+            reattestable: false,
+            bundle: Some(bundle),
+        }))
+    }
+
+    async fn renew_agent(
+        &self,
+        request: Request<pb::RenewAgentRequest>,
+    ) -> Result<Response<pb::RenewAgentResponse>, Status> {
+        let agent = self.caller(&request).await?;
+        let req = request.into_inner();
+        let svid = self
+            .state
+            .ca
+            .sign_csr(&req.csr, &agent, self.state.config.agent_ttl, &[])
+            .map_err(ca_status)?;
+        self.state
+            .datastore
+            .update_agent_svid(&agent.to_string(), &svid.serial_number, svid.expires_at)
+            .await
+            .map_err(datastore_status)?;
+        tracing::debug!(%agent, "agent SVID renewed");
+        Ok(Response::new(pb::RenewAgentResponse {
+            svid: Some(svid_to_proto(&svid)),
+        }))
+    }
+
+    async fn sync_authorized_entries(
+        &self,
+        request: Request<pb::SyncAuthorizedEntriesRequest>,
+    ) -> Result<Response<pb::SyncAuthorizedEntriesResponse>, Status> {
+        let agent = self.caller(&request).await?;
+        let entries = self.authorized_entries(&agent).await?;
+        let bundle = self.state.bundle().await.map_err(datastore_status)?;
+        Ok(Response::new(pb::SyncAuthorizedEntriesResponse {
+            entries: entries.iter().map(entries::to_proto).collect(),
+            bundle: Some(bundle),
+            federated_bundles: vec![],
+        }))
+    }
+
+    async fn batch_new_x509svid(
+        &self,
+        request: Request<pb::BatchNewX509SvidRequest>,
+    ) -> Result<Response<pb::BatchNewX509SvidResponse>, Status> {
+        let agent = self.caller(&request).await?;
+        let params = request.into_inner().params;
+        if params.len() > MAX_BATCH {
+            return Err(Status::invalid_argument(format!(
+                "at most {MAX_BATCH} CSRs per call, got {}",
+                params.len()
+            )));
+        }
+        let authorized: HashMap<String, datastore::Entry> = self
+            .authorized_entries(&agent)
+            .await?
+            .into_iter()
+            .map(|e| (e.id.clone(), e))
+            .collect();
+        let default_ttl = self.state.config.default_x509_svid_ttl;
+        let mut results = Vec::with_capacity(params.len());
+        for param in params {
+            let result = match authorized.get(&param.entry_id) {
+                None => Err(format!(
+                    "entry {:?} is not authorized for this agent",
+                    param.entry_id
+                )),
+                Some(entry) => sign_for_entry(&self.state, entry, &param.csr, default_ttl),
+            };
+            results.push(match result {
+                Ok(svid) => pb::X509SvidResult {
+                    entry_id: param.entry_id,
+                    svid: Some(svid_to_proto(&svid)),
+                    error: String::new(),
+                },
+                Err(error) => pb::X509SvidResult {
+                    entry_id: param.entry_id,
+                    svid: None,
+                    error,
+                },
+            });
+        }
+        Ok(Response::new(pb::BatchNewX509SvidResponse { results }))
+    }
+}
+
+fn sign_for_entry(
+    state: &ServerState,
+    entry: &datastore::Entry,
+    csr: &[u8],
+    default_ttl: Duration,
+) -> Result<SignedSvid, String> {
+    let id =
+        SpiffeId::new(&entry.spiffe_id).map_err(|e| format!("stored entry is corrupt: {e}"))?;
+    let ttl = match u64::try_from(entry.x509_svid_ttl) {
+        Ok(secs) if secs > 0 => Duration::from_secs(secs),
+        _ => default_ttl,
+    };
+    state
+        .ca
+        .sign_csr(csr, &id, ttl, &entry.dns_names)
+        .map_err(|e| e.to_string())
+}

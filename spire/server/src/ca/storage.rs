@@ -1,0 +1,98 @@
+//! File-system helpers for the CA files: a private data directory and atomic writes.
+
+use std::fs::{self, DirBuilder, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+use super::CaError;
+
+fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> CaError + 'a {
+    move |source| CaError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Creates `dir` (and missing parents) with mode 0700 if it does not exist. An existing
+/// directory is left as it is.
+pub(super) fn ensure_private_dir(dir: &Path) -> Result<(), CaError> {
+    match fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => Err(CaError::Io {
+            action: "cannot use data directory",
+            path: dir.to_path_buf(),
+            source: std::io::Error::from(std::io::ErrorKind::NotADirectory),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io_err("cannot create data directory", dir)),
+        Err(e) => Err(io_err("cannot access data directory", dir)(e)),
+    }
+}
+
+/// Whether `path` exists (errors other than "not found" are reported).
+pub(super) fn exists(path: &Path) -> Result<bool, CaError> {
+    path.try_exists().map_err(io_err("cannot access", path))
+}
+
+/// Reads a UTF-8 file.
+pub(super) fn read_string(path: &Path) -> Result<String, CaError> {
+    fs::read_to_string(path).map_err(io_err("cannot read", path))
+}
+
+/// Logs a warning when a key file is readable or writable by group or others.
+pub(super) fn warn_if_not_private(path: &Path) {
+    if let Ok(meta) = fs::metadata(path) {
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                path = %path.display(),
+                mode = format!("{mode:o}"),
+                "CA private key file is accessible by group or others; it should be mode 0600"
+            );
+        }
+    }
+}
+
+/// Writes `contents` to `path` atomically: a new temp file in the same directory created with
+/// `mode`, fsynced, then renamed over `path`, then the directory is fsynced.
+pub(super) fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), CaError> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(
+        ".{name}.tmp-{}-{:x}",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+
+    let result = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)
+            .map_err(io_err("cannot create", &tmp))?;
+        file.write_all(contents)
+            .map_err(io_err("cannot write", &tmp))?;
+        file.sync_all().map_err(io_err("cannot sync", &tmp))?;
+        drop(file);
+        fs::rename(&tmp, path).map_err(io_err("cannot rename temp file to", path))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+        return result;
+    }
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err("cannot sync directory", dir))
+}

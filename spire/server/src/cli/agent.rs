@@ -1,0 +1,75 @@
+//! `spire-server agent list|evict`.
+
+use clap::Subcommand;
+use spire_proto::server as pb;
+
+use super::output::{print_json, time};
+use super::{Admin, Output, status_error};
+
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// Lists attested agents.
+    List {
+        #[command(flatten)]
+        admin: Admin,
+    },
+    /// Evicts an agent: it must attest again (with a new join token) to get SVIDs.
+    Evict {
+        /// The agent's SPIFFE ID.
+        #[arg(long = "spiffeID")]
+        spiffe_id: String,
+        #[command(flatten)]
+        admin: Admin,
+    },
+}
+
+pub async fn execute(command: AgentCommand) -> anyhow::Result<()> {
+    match command {
+        AgentCommand::List { admin } => {
+            let agents = admin
+                .client()
+                .await?
+                .list_agents(pb::Empty {})
+                .await
+                .map_err(status_error)?
+                .into_inner()
+                .agents;
+            match admin.output {
+                Output::Json => print_json(&serde_json::json!({
+                    "agents": agents.iter().map(|a| serde_json::json!({
+                        "id": a.spiffe_id,
+                        "attestation_type": a.attestation_type,
+                        "x509svid_serial_number": a.serial_number,
+                        "x509svid_expires_at": a.expires_at,
+                        "can_reattest": a.can_reattest,
+                        "banned": a.banned,
+                    })).collect::<Vec<_>>()
+                })),
+                Output::Pretty => {
+                    let noun = if agents.len() == 1 { "agent" } else { "agents" };
+                    println!("Found {} attested {noun}:\n", agents.len());
+                    for a in &agents {
+                        println!("SPIFFE ID         : {}", a.spiffe_id);
+                        println!("Attestation type  : {}", a.attestation_type);
+                        println!("Expiration time   : {}", time(a.expires_at));
+                        println!("Serial number     : {}", a.serial_number);
+                        println!("Can re-attest     : {}\n", a.can_reattest);
+                    }
+                }
+            }
+        }
+        AgentCommand::Evict { spiffe_id, admin } => {
+            admin
+                .client()
+                .await?
+                .evict_agent(pb::AgentIdRequest { spiffe_id })
+                .await
+                .map_err(status_error)?;
+            match admin.output {
+                Output::Json => print_json(&serde_json::json!({ "evicted": true })),
+                Output::Pretty => println!("Agent evicted successfully"),
+            }
+        }
+    }
+    Ok(())
+}

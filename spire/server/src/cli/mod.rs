@@ -1,0 +1,110 @@
+//! The `spire-server` command line. `run` starts the server; every other command talks to a
+//! running server over its admin socket. Flags follow SPIRE's (`-spiffeID`, `-parentID`, ...);
+//! `-output json` prints machine-readable results.
+
+mod agent;
+mod bundle;
+mod entry;
+mod output;
+mod token;
+mod x509;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use spire_proto::server::admin_client::AdminClient;
+use tonic::transport::Channel;
+
+use crate::config::{DEFAULT_SOCKET_PATH, RunArgs};
+pub use output::Output;
+
+/// SPIFFE identity server.
+#[derive(Debug, Parser)]
+#[command(name = "spire-server", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Connection flags shared by the admin commands.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Admin {
+    /// Path to the server's admin socket.
+    #[arg(long = "socketPath", env = "SPIRE_SERVER_SOCKET", default_value = DEFAULT_SOCKET_PATH)]
+    pub socket_path: PathBuf,
+    /// Output format: pretty or json.
+    #[arg(long = "output", default_value = "pretty")]
+    pub output: Output,
+}
+
+impl Admin {
+    async fn client(&self) -> anyhow::Result<AdminClient<Channel>> {
+        let channel = spire_proto::uds::connect(&self.socket_path).await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot reach the server at {}: {e} (is `spire-server run` running with this -socketPath?)",
+                self.socket_path.display()
+            )
+        })?;
+        Ok(AdminClient::new(channel))
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Runs the server.
+    Run(RunArgs),
+    /// Checks that the server is up and answering on its admin socket.
+    Healthcheck(Admin),
+    /// Manages registration entries.
+    #[command(subcommand)]
+    Entry(entry::EntryCommand),
+    /// Manages join tokens.
+    #[command(subcommand)]
+    Token(token::TokenCommand),
+    /// Shows the trust bundle.
+    #[command(subcommand)]
+    Bundle(bundle::BundleCommand),
+    /// Manages attested agents.
+    #[command(subcommand)]
+    Agent(agent::AgentCommand),
+    /// Mints X509-SVIDs outside the agent flow.
+    #[command(subcommand)]
+    X509(x509::X509Command),
+}
+
+/// Runs an admin command (everything but `run`).
+pub async fn execute(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Run(_) => unreachable!("`run` is handled by main"),
+        Command::Healthcheck(admin) => healthcheck(&admin).await,
+        Command::Entry(cmd) => entry::execute(cmd).await,
+        Command::Token(cmd) => token::execute(cmd).await,
+        Command::Bundle(cmd) => bundle::execute(cmd).await,
+        Command::Agent(cmd) => agent::execute(cmd).await,
+        Command::X509(cmd) => x509::execute(cmd).await,
+    }
+}
+
+async fn healthcheck(admin: &Admin) -> anyhow::Result<()> {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+    let channel = spire_proto::uds::connect(&admin.socket_path)
+        .await
+        .map_err(|e| anyhow::anyhow!("Server is unhealthy: cannot connect: {e}"))?;
+    let response = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("Server is unhealthy: {}", e.message()))?;
+    if response.into_inner().status != 1 {
+        anyhow::bail!("Server is unhealthy: not serving");
+    }
+    println!("Server is healthy.");
+    Ok(())
+}
+
+/// Turns a gRPC error into the message a user should see.
+pub(crate) fn status_error(e: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{}", e.message())
+}

@@ -1,0 +1,290 @@
+//! `spire-server run` configuration: a TOML file, overridden by flags (and their environment
+//! variables), validated once at start into [`ServerConfig`].
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use spiffe::TrustDomain;
+
+/// Flags of `spire-server run`. Each overrides the same key of the config file.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct RunArgs {
+    /// Path to a TOML configuration file (keys under `[server]`).
+    #[arg(long = "config", env = "SPIRE_SERVER_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Trust domain this server issues identities for, e.g. `example.org`.
+    #[arg(long = "trustDomain", env = "SPIRE_SERVER_TRUST_DOMAIN")]
+    pub trust_domain: Option<String>,
+    /// IP address the agent API listens on.
+    #[arg(long = "bindAddress", env = "SPIRE_SERVER_BIND_ADDRESS")]
+    pub bind_address: Option<IpAddr>,
+    /// TCP port the agent API listens on (0 picks a free port).
+    #[arg(long = "serverPort", env = "SPIRE_SERVER_PORT")]
+    pub server_port: Option<u16>,
+    /// Directory for the CA key and the default SQLite datastore.
+    #[arg(long = "dataDir", env = "SPIRE_SERVER_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Datastore URL: `sqlite://<file>` or `postgres://user@host/db`. Default: SQLite in dataDir.
+    #[arg(long = "dataStore", env = "SPIRE_SERVER_DATASTORE")]
+    pub datastore: Option<String>,
+    /// Admin API socket used by the CLI.
+    #[arg(long = "socketPath", env = "SPIRE_SERVER_SOCKET")]
+    pub socket_path: Option<PathBuf>,
+    /// Default X509-SVID lifetime, e.g. `1h`, `90s`.
+    #[arg(long = "defaultX509SVIDTTL")]
+    pub default_x509_svid_ttl: Option<String>,
+    /// Lifetime of agent SVIDs.
+    #[arg(long = "agentTTL")]
+    pub agent_ttl: Option<String>,
+    /// Lifetime of the CA certificate.
+    #[arg(long = "caTTL")]
+    pub ca_ttl: Option<String>,
+    /// Log level: error, warn, info, debug, trace.
+    #[arg(long = "logLevel", env = "SPIRE_SERVER_LOG_LEVEL")]
+    pub log_level: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    #[serde(default)]
+    server: FileServer,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileServer {
+    trust_domain: Option<String>,
+    bind_address: Option<IpAddr>,
+    bind_port: Option<u16>,
+    data_dir: Option<PathBuf>,
+    datastore: Option<String>,
+    socket_path: Option<PathBuf>,
+    default_x509_svid_ttl: Option<String>,
+    default_jwt_svid_ttl: Option<String>,
+    agent_ttl: Option<String>,
+    ca_ttl: Option<String>,
+    log_level: Option<String>,
+}
+
+/// A configuration problem, naming the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML or has unknown keys.
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    /// A value is missing or invalid.
+    #[error("invalid `{key}`: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+/// The validated server configuration.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub trust_domain: TrustDomain,
+    pub bind_addr: SocketAddr,
+    pub data_dir: PathBuf,
+    pub datastore_url: String,
+    pub socket_path: PathBuf,
+    pub default_x509_svid_ttl: Duration,
+    pub default_jwt_svid_ttl: Duration,
+    pub agent_ttl: Duration,
+    pub ca_ttl: Duration,
+    pub log_level: String,
+}
+
+/// Default admin socket, as SPIRE's.
+pub const DEFAULT_SOCKET_PATH: &str = "/tmp/spire-server/private/api.sock";
+
+impl ServerConfig {
+    /// Merges the config file (if any) with the flags and validates the result.
+    pub fn load(args: &RunArgs) -> Result<Self, ConfigError> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileServer::default(),
+        };
+        let trust_domain =
+            args.trust_domain
+                .clone()
+                .or(file.trust_domain)
+                .ok_or(ConfigError::Invalid {
+                    key: "trust_domain",
+                    message: "required (flag -trustDomain or `trust_domain` in [server])".into(),
+                })?;
+        let trust_domain = parse_trust_domain(&trust_domain)?;
+        let data_dir = args
+            .data_dir
+            .clone()
+            .or(file.data_dir)
+            .unwrap_or_else(|| "./.data".into());
+        let datastore_url = args
+            .datastore
+            .clone()
+            .or(file.datastore)
+            .unwrap_or_else(|| {
+                format!("sqlite://{}", data_dir.join("datastore.sqlite3").display())
+            });
+        let ip = args
+            .bind_address
+            .or(file.bind_address)
+            .unwrap_or([0, 0, 0, 0].into());
+        let port = args.server_port.or(file.bind_port).unwrap_or(8081);
+        let x509_ttl = duration(
+            "default_x509_svid_ttl",
+            args.default_x509_svid_ttl
+                .clone()
+                .or(file.default_x509_svid_ttl),
+            Duration::from_secs(3600),
+        )?;
+        let config = ServerConfig {
+            trust_domain,
+            bind_addr: SocketAddr::new(ip, port),
+            data_dir,
+            datastore_url,
+            socket_path: args
+                .socket_path
+                .clone()
+                .or(file.socket_path)
+                .unwrap_or_else(|| DEFAULT_SOCKET_PATH.into()),
+            default_x509_svid_ttl: x509_ttl,
+            default_jwt_svid_ttl: duration(
+                "default_jwt_svid_ttl",
+                file.default_jwt_svid_ttl,
+                Duration::from_secs(300),
+            )?,
+            agent_ttl: duration(
+                "agent_ttl",
+                args.agent_ttl.clone().or(file.agent_ttl),
+                x509_ttl,
+            )?,
+            ca_ttl: duration(
+                "ca_ttl",
+                args.ca_ttl.clone().or(file.ca_ttl),
+                Duration::from_secs(24 * 3600),
+            )?,
+            log_level: args
+                .log_level
+                .clone()
+                .or(file.log_level)
+                .unwrap_or_else(|| "info".into()),
+        };
+        if config.default_x509_svid_ttl >= config.ca_ttl {
+            return Err(ConfigError::Invalid {
+                key: "default_x509_svid_ttl",
+                message: "must be shorter than ca_ttl".into(),
+            });
+        }
+        Ok(config)
+    }
+}
+
+/// Parses a trust domain name, refusing any spelling but the canonical lowercase one
+/// (SPIFFE-ID §2.1: the trust domain MUST be lowercase).
+pub fn parse_trust_domain(raw: &str) -> Result<TrustDomain, ConfigError> {
+    let invalid = |message: String| ConfigError::Invalid {
+        key: "trust_domain",
+        message,
+    };
+    let td = TrustDomain::new(raw).map_err(|e| invalid(format!("{raw:?}: {e}")))?;
+    if td.to_string() != raw {
+        return Err(invalid(format!("{raw:?}: must be lowercase, e.g. {td:?}")));
+    }
+    Ok(td)
+}
+
+fn read_file(path: &Path) -> Result<FileServer, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let parsed: FileConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })?;
+    Ok(parsed.server)
+}
+
+fn duration(
+    key: &'static str,
+    value: Option<String>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    let Some(value) = value else {
+        return Ok(default);
+    };
+    let parsed = humantime::parse_duration(&value).map_err(|e| ConfigError::Invalid {
+        key,
+        message: format!("{value:?}: {e}"),
+    })?;
+    if parsed < Duration::from_secs(1) {
+        return Err(ConfigError::Invalid {
+            key,
+            message: "must be at least 1s".into(),
+        });
+    }
+    Ok(parsed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(text: &str) -> tempfile::NamedTempFile {
+        let file = tempfile::NamedTempFile::new().expect("temp file");
+        std::fs::write(file.path(), text).expect("write config");
+        file
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let file = write("[server]\ntrust_domain = \"file.org\"\nbind_port = 9000\n");
+        let args = RunArgs {
+            config: Some(file.path().into()),
+            trust_domain: Some("flag.org".into()),
+            ..RunArgs::default()
+        };
+        let config = ServerConfig::load(&args).expect("valid config");
+        assert_eq!(config.trust_domain.to_string(), "flag.org");
+        assert_eq!(config.bind_addr.port(), 9000);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_key() {
+        let file = write("[server]\ntrust_domian = \"x.org\"\n");
+        let args = RunArgs {
+            config: Some(file.path().into()),
+            ..RunArgs::default()
+        };
+        let err = ServerConfig::load(&args)
+            .expect_err("typo must be rejected")
+            .to_string();
+        assert!(err.contains("trust_domian"), "{err}");
+
+        let args = RunArgs {
+            trust_domain: Some("Bad_Upper.ORG".into()),
+            ..RunArgs::default()
+        };
+        let err = ServerConfig::load(&args)
+            .expect_err("uppercase TD")
+            .to_string();
+        assert!(err.contains("trust_domain"), "{err}");
+
+        let args = RunArgs {
+            trust_domain: Some("x.org".into()),
+            ca_ttl: Some("soon".into()),
+            ..RunArgs::default()
+        };
+        let err = ServerConfig::load(&args)
+            .expect_err("bad duration")
+            .to_string();
+        assert!(err.contains("ca_ttl"), "{err}");
+    }
+}

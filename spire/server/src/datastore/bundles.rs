@@ -1,0 +1,126 @@
+//! Trust bundles (`bundles`). The authorities of a bundle are JSON documents in the bundle's
+//! row (bytes as base64), so a bundle is always read and written as one row, atomically.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use serde::{Deserialize, Serialize};
+use sqlx::any::AnyRow;
+
+use super::entries::column;
+use super::{Bundle, Datastore, DatastoreError, JwtKey, from_json, to_json};
+
+const SELECT_BUNDLES: &str = "SELECT trust_domain, x509_authorities, jwt_authorities, \
+     sequence_number, refresh_hint FROM bundles";
+
+/// Stored form of a [`JwtKey`].
+#[derive(Serialize, Deserialize)]
+struct JwtKeyDoc {
+    key_id: String,
+    /// SPKI DER, base64 (standard alphabet, padded).
+    public_key: String,
+    expires_at: i64,
+}
+
+impl Datastore {
+    /// The bundle of `trust_domain`, if stored.
+    pub async fn get_bundle(&self, trust_domain: &str) -> Result<Option<Bundle>, DatastoreError> {
+        let sql = format!("{SELECT_BUNDLES} WHERE trust_domain = $1");
+        let row = sqlx::query(&sql)
+            .bind(trust_domain)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(bundle_from_row).transpose()
+    }
+
+    /// Stores `bundle`, replacing any bundle of the same trust domain, and returns it as
+    /// stored. The `sequence_number` passed in is ignored: the stored one is the previous
+    /// one plus 1, or 1 for a new bundle. One statement, so concurrent calls never reuse a
+    /// sequence number.
+    pub async fn set_bundle(&self, bundle: &Bundle) -> Result<Bundle, DatastoreError> {
+        let x509: Vec<String> = bundle
+            .x509_authorities
+            .iter()
+            .map(|der| BASE64.encode(der))
+            .collect();
+        let jwt: Vec<JwtKeyDoc> = bundle
+            .jwt_authorities
+            .iter()
+            .map(|key| JwtKeyDoc {
+                key_id: key.key_id.clone(),
+                public_key: BASE64.encode(&key.public_key),
+                expires_at: key.expires_at,
+            })
+            .collect();
+        let row = sqlx::query(
+            "INSERT INTO bundles (trust_domain, x509_authorities, jwt_authorities, \
+             sequence_number, refresh_hint) VALUES ($1, $2, $3, 1, $4) \
+             ON CONFLICT (trust_domain) DO UPDATE SET \
+             x509_authorities = excluded.x509_authorities, \
+             jwt_authorities = excluded.jwt_authorities, \
+             refresh_hint = excluded.refresh_hint, \
+             sequence_number = bundles.sequence_number + 1 \
+             RETURNING sequence_number",
+        )
+        .bind(&bundle.trust_domain)
+        .bind(to_json(&x509, "x509_authorities")?)
+        .bind(to_json(&jwt, "jwt_authorities")?)
+        .bind(bundle.refresh_hint)
+        .fetch_one(&self.pool)
+        .await?;
+        let mut stored = bundle.clone();
+        stored.sequence_number = column(&row, "sequence_number")?;
+        Ok(stored)
+    }
+
+    /// All stored bundles, ordered by trust domain (byte-wise).
+    pub async fn list_bundles(&self) -> Result<Vec<Bundle>, DatastoreError> {
+        let sql = format!("{SELECT_BUNDLES} ORDER BY trust_domain");
+        let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
+        rows.iter().map(bundle_from_row).collect()
+    }
+
+    /// Deletes the bundle of `trust_domain`; returns whether it existed.
+    pub async fn delete_bundle(&self, trust_domain: &str) -> Result<bool, DatastoreError> {
+        let result = sqlx::query("DELETE FROM bundles WHERE trust_domain = $1")
+            .bind(trust_domain)
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected() > 0)
+    }
+}
+
+fn decode_base64(text: &str, column: &str) -> Result<Vec<u8>, DatastoreError> {
+    BASE64
+        .decode(text)
+        .map_err(|e| DatastoreError::Corrupt(format!("column {column} holds invalid base64: {e}")))
+}
+
+fn bundle_from_row(row: &AnyRow) -> Result<Bundle, DatastoreError> {
+    let x509: Vec<String> = from_json(
+        &column::<String>(row, "x509_authorities")?,
+        "x509_authorities",
+    )?;
+    let jwt: Vec<JwtKeyDoc> = from_json(
+        &column::<String>(row, "jwt_authorities")?,
+        "jwt_authorities",
+    )?;
+    Ok(Bundle {
+        trust_domain: column(row, "trust_domain")?,
+        x509_authorities: x509
+            .iter()
+            .map(|b64| decode_base64(b64, "x509_authorities"))
+            .collect::<Result<_, _>>()?,
+        jwt_authorities: jwt
+            .into_iter()
+            .map(|doc| {
+                Ok(JwtKey {
+                    public_key: decode_base64(&doc.public_key, "jwt_authorities")?,
+                    key_id: doc.key_id,
+                    expires_at: doc.expires_at,
+                })
+            })
+            .collect::<Result<_, DatastoreError>>()?,
+        sequence_number: column(row, "sequence_number")?,
+        refresh_hint: column(row, "refresh_hint")?,
+    })
+}

@@ -1,0 +1,18 @@
+//! The identity server: a SPIFFE certificate authority with registration entries, node
+//! attestation and a SQL datastore.
+//!
+//! - [`config`]: the `run` configuration (TOML file + flags).
+//! - [`ca`]: the CA key and certificate, and signing X509-SVIDs to the letter of the standard.
+//! - [`datastore`]: entries, agents, join tokens and bundles in SQLite or PostgreSQL.
+//! - [`entries`]: validation of registration entries and which entries an agent may have.
+//! - [`api`]: the gRPC services (agent API over mTLS, admin API over the local socket).
+//! - [`run`]: wiring it all together; [`cli`]: the `spire-server` command line.
+
+pub mod api;
+pub mod ca;
+pub mod cli;
+pub mod config;
+pub mod datastore;
+pub mod entries;
+pub mod run;
+pub mod state;

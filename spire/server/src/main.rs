@@ -1,0 +1,42 @@
+//! `spire-server`: run the identity server, or administer a running one.
+
+use clap::Parser;
+use spire_server::cli::{self, Cli, Command};
+use spire_server::config::ServerConfig;
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse_from(spire_proto::flags::normalize(std::env::args()));
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("Error: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run(args) => {
+                let config = ServerConfig::load(&args)?;
+                init_logging(&config.log_level);
+                spire_server::run::run(config).await
+            }
+            other => cli::execute(other).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

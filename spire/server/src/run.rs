@@ -1,0 +1,199 @@
+//! `spire-server run`: opens the datastore, loads the CA, publishes the bundle, keeps the
+//! server's own SVID fresh and serves the agent API (mTLS, TCP) and the admin API (Unix socket)
+//! until SIGINT or SIGTERM.
+
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use identity::svid_tls::{self, ClientAuth, SvidStore};
+use spiffe::SpiffeId;
+use spire_proto::server::admin_server::AdminServer;
+use spire_proto::server::agent_server::AgentServer;
+use tokio::net::{TcpListener, UnixListener};
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::transport::Server;
+
+use crate::api::admin::AdminService;
+use crate::api::agent::AgentService;
+use crate::ca::Ca;
+use crate::config::ServerConfig;
+use crate::datastore::{self, Datastore};
+use crate::state::{ServerState, now, server_id};
+
+/// Runs the server until a shutdown signal arrives.
+pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
+    create_private_dir(&config.data_dir)?;
+    let datastore = Datastore::connect(&config.datastore_url)
+        .await
+        .context("opening the datastore")?;
+    let ca = Ca::load_or_create(&config.data_dir, &config.trust_domain, config.ca_ttl)
+        .context("loading the CA")?;
+    publish_ca(&datastore, &config, &ca).await?;
+    let state = Arc::new(ServerState {
+        config,
+        datastore,
+        ca: Arc::new(ca),
+    });
+
+    let bundle = state.bundle().await?;
+    let store = Arc::new(SvidStore::new(&bundle.x509_authorities)?);
+    let ttl = refresh_server_svid(&state, &store)?;
+    tokio::spawn(rotate_server_svid(state.clone(), store.clone(), ttl));
+
+    // Agents attest without a certificate; afterwards they must present an agent SVID.
+    let td = state.config.trust_domain.clone();
+    let agents_only: svid_tls::Authorizer = Arc::new(move |peer: &SpiffeId| {
+        peer.trust_domain() == &td && peer.path().starts_with("/spire/agent/")
+    });
+    let tls = svid_tls::server_config(store.clone(), ClientAuth::Optional(agents_only))?;
+    let tcp = TcpListener::bind(state.config.bind_addr)
+        .await
+        .with_context(|| format!("binding the agent API to {}", state.config.bind_addr))?;
+    let tcp_addr = tcp.local_addr()?;
+    let unix = bind_admin_socket(&state.config.socket_path)?;
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<AdminServer<AdminService>>().await;
+
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let agent_api = Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .add_service(AgentServer::new(AgentService::new(state.clone())))
+        .serve_with_incoming_shutdown(
+            identity::listener::tls_incoming(tcp, Arc::new(tls)),
+            wait_for(stop_rx.clone()),
+        );
+    let admin_api = Server::builder()
+        .add_service(health_service)
+        .add_service(AdminServer::new(AdminService::new(state.clone())))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(unix), wait_for(stop_rx));
+    tracing::info!(
+        trust_domain = %state.config.trust_domain,
+        address = %tcp_addr,
+        socket = %state.config.socket_path.display(),
+        "server ready"
+    );
+    let servers = async { tokio::try_join!(agent_api, admin_api) };
+    tokio::pin!(servers);
+    tokio::select! {
+        result = &mut servers => { result?; }
+        () = &mut shutdown => {
+            tracing::info!("shutting down");
+            let _ = stop_tx.send(true);
+            servers.await?;
+        }
+    }
+    let _ = std::fs::remove_file(&state.config.socket_path);
+    state.datastore.close().await;
+    Ok(())
+}
+
+/// Adds this server's CA to the trust domain's bundle if it is not there yet, dropping expired
+/// authorities. Other servers sharing the datastore keep their CAs in the same bundle.
+async fn publish_ca(ds: &Datastore, config: &ServerConfig, ca: &Ca) -> anyhow::Result<()> {
+    let td = config.trust_domain.to_string();
+    let mut bundle = ds.get_bundle(&td).await?.unwrap_or(datastore::Bundle {
+        trust_domain: td,
+        x509_authorities: vec![],
+        jwt_authorities: vec![],
+        sequence_number: 0,
+        refresh_hint: 300,
+    });
+    let now = now();
+    let before = bundle.x509_authorities.clone();
+    bundle
+        .x509_authorities
+        .retain(|der| cert_not_after(der).is_some_and(|t| t > now));
+    if !bundle
+        .x509_authorities
+        .iter()
+        .any(|der| der.as_slice() == ca.cert_der())
+    {
+        bundle.x509_authorities.push(ca.cert_der().to_vec());
+    }
+    if bundle.x509_authorities != before {
+        ds.set_bundle(&bundle).await?;
+        tracing::info!("CA published in the trust bundle");
+    }
+    Ok(())
+}
+
+/// A certificate's NotAfter in Unix seconds, if it parses.
+fn cert_not_after(der: &[u8]) -> Option<i64> {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let (_, cert) = X509Certificate::from_der(der).ok()?;
+    Some(cert.validity().not_after.timestamp())
+}
+
+/// Mints a new server SVID into `store`; returns its lifetime.
+fn refresh_server_svid(state: &ServerState, store: &SvidStore) -> anyhow::Result<Duration> {
+    let ttl = state.config.default_x509_svid_ttl;
+    let minted = state.ca.mint(&server_id(&state.config), ttl, &[])?;
+    store.set_svid(&minted.svid.cert_chain, &minted.private_key_pkcs8)?;
+    Ok(ttl)
+}
+
+/// Renews the server SVID at half its lifetime.
+async fn rotate_server_svid(state: Arc<ServerState>, store: Arc<SvidStore>, mut ttl: Duration) {
+    loop {
+        tokio::time::sleep(ttl / 2).await;
+        match refresh_server_svid(&state, &store) {
+            Ok(new_ttl) => ttl = new_ttl,
+            Err(e) => {
+                tracing::error!(error = %e, "renewing the server SVID failed; retrying");
+                ttl = Duration::from_secs(10);
+            }
+        }
+    }
+}
+
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))
+}
+
+/// Binds the admin socket in a 0700 directory with mode 0600, replacing a stale socket file.
+fn bind_admin_socket(path: &Path) -> anyhow::Result<UnixListener> {
+    if let Some(parent) = path.parent() {
+        create_private_dir(parent)?;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("removing stale {}", path.display())),
+    }
+    let listener = UnixListener::bind(path)
+        .with_context(|| format!("binding the admin socket {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+async fn wait_for(mut stop: tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stopped| *stopped).await;
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        () = term => {}
+    }
+}

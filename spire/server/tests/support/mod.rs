@@ -1,0 +1,3 @@
+//! Shared helpers for the spire-server integration tests.
+
+pub mod pg;

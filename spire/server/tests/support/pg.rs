@@ -1,0 +1,134 @@
+//! Throwaway PostgreSQL databases for tests.
+//!
+//! [`TestDatabase::create`] connects to the server named by `SPIKE_TEST_POSTGRES_URL`
+//! (default [`DEFAULT_URL`]), creates a database with a unique name and hands out its URL.
+//! Dropping the guard drops the database (`WITH (FORCE)`, so open pools do not block it),
+//! also when the test panics. An unreachable server fails the test: it is never skipped.
+
+use sqlx::{Connection, Executor, PgConnection};
+
+/// Server used when `SPIKE_TEST_POSTGRES_URL` is not set.
+pub const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// Environment variable naming the PostgreSQL server (any database on it) for tests.
+pub const URL_VAR: &str = "SPIKE_TEST_POSTGRES_URL";
+
+/// A database that exists for as long as this guard does.
+pub struct TestDatabase {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+impl TestDatabase {
+    /// Creates a fresh, empty database named `spire_test_<uuid>`.
+    ///
+    /// Panics, explaining how to start PostgreSQL, if the server cannot be reached.
+    pub async fn create() -> TestDatabase {
+        let admin_url = std::env::var(URL_VAR).unwrap_or_else(|_| DEFAULT_URL.to_owned());
+        let name = format!("spire_test_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = match PgConnection::connect(&admin_url).await {
+            Ok(conn) => conn,
+            Err(err) => panic!(
+                "PostgreSQL is not reachable at {} ({err}). These tests need a running \
+                 PostgreSQL whose user may CREATE DATABASE. Start one, for example with \
+                 `sudo service postgresql start` or `docker run --rm -d -p 5432:5432 \
+                 -e POSTGRES_HOST_AUTH_METHOD=trust postgres:16`, or set {URL_VAR} to the \
+                 URL of a server you have.",
+                redact(&admin_url)
+            ),
+        };
+        conn.execute(format!("CREATE DATABASE {name}").as_str())
+            .await
+            .unwrap_or_else(|err| panic!("create test database {name}: {err}"));
+        let _ = conn.close().await;
+        let url = with_database(&admin_url, &name);
+        TestDatabase {
+            admin_url,
+            name,
+            url,
+        }
+    }
+
+    /// The URL of the test database.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        // Drop runs inside the test's runtime, where we cannot block on async work: do it
+        // on a fresh thread with its own runtime and wait for it.
+        let admin_url = self.admin_url.clone();
+        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        let outcome = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            runtime.block_on(async {
+                let mut conn = PgConnection::connect(&admin_url)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                conn.execute(sql.as_str())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let _ = conn.close().await;
+                Ok::<(), String>(())
+            })
+        })
+        .join();
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => eprintln!("warning: could not drop test database {}: {err}", self.name),
+            Err(_) => eprintln!("warning: dropping test database {} panicked", self.name),
+        }
+    }
+}
+
+/// `url` with its database (path) replaced by `database`, keeping any query string.
+fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let authority_start = base.find("://").map_or(0, |i| i + 3);
+    let server = match base[authority_start..].find('/') {
+        Some(slash) => &base[..authority_start + slash],
+        None => base,
+    };
+    match query {
+        Some(query) => format!("{server}/{database}?{query}"),
+        None => format!("{server}/{database}"),
+    }
+}
+
+/// `url` with any password replaced by `***`, for messages.
+fn redact(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority = rest.split(['/', '?']).next().unwrap_or(rest);
+    match authority.rfind('@') {
+        Some(at) => match authority[..at].split_once(':') {
+            Some((user, _password)) => {
+                format!("{}://{user}:***{}", &url[..scheme_end], &rest[at..])
+            }
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+#[test]
+fn url_helpers() {
+    assert_eq!(
+        with_database("postgres://u@h:5432/postgres?sslmode=disable", "x"),
+        "postgres://u@h:5432/x?sslmode=disable"
+    );
+    assert_eq!(with_database("postgres://u@h", "x"), "postgres://u@h/x");
+    assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+    assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+}
