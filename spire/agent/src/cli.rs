@@ -1,0 +1,50 @@
+//! The `spire-agent` command line.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{DEFAULT_SOCKET_PATH, RunArgs};
+
+/// SPIFFE agent: attests this node and serves the Workload API to local workloads.
+#[derive(Debug, Parser)]
+#[command(name = "spire-agent", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Runs the agent.
+    Run(RunArgs),
+    /// Checks that the agent is up and serving the Workload API (gRPC health on its socket).
+    Healthcheck {
+        /// Path of the Workload API socket.
+        #[arg(long = "socketPath", env = "SPIRE_AGENT_SOCKET", default_value = DEFAULT_SOCKET_PATH)]
+        socket_path: PathBuf,
+    },
+}
+
+/// `spire-agent healthcheck`.
+pub async fn healthcheck(socket_path: PathBuf) -> anyhow::Result<()> {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+    let channel = spire_proto::uds::connect(&socket_path).await.map_err(|e| {
+        anyhow::anyhow!(
+            "Agent is unhealthy: cannot connect to {}: {e}",
+            socket_path.display()
+        )
+    })?;
+    let response = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("Agent is unhealthy: {}", e.message()))?;
+    if response.into_inner().status != 1 {
+        anyhow::bail!("Agent is unhealthy: not serving");
+    }
+    println!("Agent is healthy.");
+    Ok(())
+}

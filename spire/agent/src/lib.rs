@@ -1,0 +1,15 @@
+//! The agent: attests its node to the server, keeps SVIDs for local workloads fresh and serves
+//! the SPIFFE Workload API on a Unix socket.
+//!
+//! - [`node`]: the agent's own identity (join token attestation, stored SVID, server link).
+//! - [`manager`]: the sync loop and the cache of workload SVIDs.
+//! - [`workload`]: kernel-based caller attestation and the Workload API itself.
+//! - [`cli`], [`config`], [`run`]: the `spire-agent` binary.
+
+pub mod cli;
+pub mod config;
+pub mod manager;
+pub mod node;
+pub mod run;
+pub mod svid;
+pub mod workload;

@@ -1,0 +1,44 @@
+//! `spire-agent`: run the agent or check its health.
+
+use clap::Parser;
+use spire_agent::cli::{Cli, Command};
+use spire_agent::config::AgentConfig;
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse_from(spire_proto::flags::normalize(std::env::args()));
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("Error: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run(args) => {
+                let config = AgentConfig::load(&args)?;
+                init_logging(&config.log_level);
+                spire_agent::run::run(config).await
+            }
+            Command::Healthcheck { socket_path } => {
+                spire_agent::cli::healthcheck(socket_path).await
+            }
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -1,0 +1,227 @@
+//! The agent's cache of workload SVIDs and its sync loop.
+//!
+//! Every sync interval the manager renews the agent SVID if half its life has passed, fetches
+//! the entries this agent is authorised for and the trust bundle, and asks the server to sign
+//! a fresh SVID for every entry that is new, changed, or past half its lifetime. The result is
+//! published as an immutable [`Snapshot`] on a watch channel; Workload API streams wake on each
+//! new snapshot. When the server is unreachable the last snapshot stays in place, so workloads
+//! keep getting their (still valid) SVIDs.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use spiffe::TrustDomain;
+use spire_proto::server as pb;
+use tokio::sync::watch;
+use zeroize::Zeroizing;
+
+use crate::node::{DataDir, NodeError, ServerLink};
+use crate::svid::{new_key_and_csr, now, should_renew, validity};
+
+/// One workload SVID held for one registration entry.
+pub struct WorkloadSvid {
+    pub entry: pb::Entry,
+    /// DER certificates, leaf first.
+    pub chain: Vec<Vec<u8>>,
+    /// PKCS#8 DER.
+    pub key: Zeroizing<Vec<u8>>,
+    pub not_before: i64,
+    pub not_after: i64,
+}
+
+impl std::fmt::Debug for WorkloadSvid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkloadSvid")
+            .field("spiffe_id", &self.entry.spiffe_id)
+            .field("not_after", &self.not_after)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Everything the Workload API serves, at one instant.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub trust_domain: TrustDomain,
+    /// The trust domain's CA certificates (DER).
+    pub bundle: Vec<Vec<u8>>,
+    /// SVIDs ordered by entry ID (SPIRE's order; the first matching one is the default).
+    pub svids: Vec<Arc<WorkloadSvid>>,
+}
+
+/// Owns the sync loop and the sending side of the snapshot channel.
+pub struct Manager {
+    link: ServerLink,
+    data: DataDir,
+    agent: crate::node::AgentSvid,
+    sync_interval: Duration,
+    tx: watch::Sender<Arc<Snapshot>>,
+}
+
+impl Manager {
+    /// A manager with an empty cache.
+    pub fn new(
+        link: ServerLink,
+        data: DataDir,
+        agent: crate::node::AgentSvid,
+        trust_domain: TrustDomain,
+        sync_interval: Duration,
+    ) -> (Self, watch::Receiver<Arc<Snapshot>>) {
+        let empty = Snapshot {
+            trust_domain,
+            bundle: vec![],
+            svids: vec![],
+        };
+        let (tx, rx) = watch::channel(Arc::new(empty));
+        (
+            Manager {
+                link,
+                data,
+                agent,
+                sync_interval,
+                tx,
+            },
+            rx,
+        )
+    }
+
+    /// Runs the sync loop forever.
+    pub async fn run(mut self) {
+        loop {
+            tokio::time::sleep(self.sync_interval).await;
+            if let Err(e) = self.sync().await {
+                match e {
+                    NodeError::Refused(_) => {
+                        tracing::error!(error = %e, "the server refuses this agent")
+                    }
+                    _ => {
+                        tracing::warn!(error = %e, "sync with the server failed; serving cached SVIDs")
+                    }
+                }
+            }
+        }
+    }
+
+    /// One round: renew the agent SVID if due, sync entries and bundle, sign what is missing.
+    pub async fn sync(&mut self) -> Result<(), NodeError> {
+        if should_renew(self.agent.not_before, self.agent.not_after, now()) {
+            let renewed = self.link.renew().await?;
+            self.data.save_svid(&renewed)?;
+            self.link.store.set_svid(&renewed.chain, &renewed.key)?;
+            tracing::info!(expires_at = renewed.not_after, "agent SVID renewed");
+            self.agent = renewed;
+        }
+        let mut client = self.link.client();
+        let response = client
+            .sync_authorized_entries(pb::SyncAuthorizedEntriesRequest {})
+            .await
+            .map_err(|s| self.link.error(s))?
+            .into_inner();
+        let current = self.tx.borrow().clone();
+        let bundle = response
+            .bundle
+            .map(|b| b.x509_authorities)
+            .unwrap_or_default();
+        let bundle = if bundle.is_empty() {
+            current.bundle.clone()
+        } else {
+            bundle
+        };
+        if bundle != current.bundle {
+            self.link.store.set_bundle(&bundle)?;
+            self.data.save_bundle(&bundle)?;
+        }
+
+        let held: HashMap<&str, &Arc<WorkloadSvid>> = current
+            .svids
+            .iter()
+            .map(|s| (s.entry.id.as_str(), s))
+            .collect();
+        let now = now();
+        let mut keep = Vec::new();
+        let mut wanted = Vec::new();
+        for entry in response.entries {
+            match held.get(entry.id.as_str()) {
+                Some(svid)
+                    if svid.entry == entry
+                        && !should_renew(svid.not_before, svid.not_after, now) =>
+                {
+                    keep.push(Arc::clone(svid));
+                }
+                _ => wanted.push(entry),
+            }
+        }
+        let signed = self.sign(&mut client, wanted, &held).await?;
+        let changed =
+            !signed.is_empty() || keep.len() != current.svids.len() || bundle != current.bundle;
+        if changed {
+            let mut svids: Vec<_> = keep.into_iter().chain(signed).collect();
+            svids.sort_by(|a, b| a.entry.id.cmp(&b.entry.id));
+            let snapshot = Snapshot {
+                trust_domain: current.trust_domain.clone(),
+                bundle,
+                svids,
+            };
+            tracing::debug!(svids = snapshot.svids.len(), "cache updated");
+            self.tx.send_replace(Arc::new(snapshot));
+        }
+        Ok(())
+    }
+
+    /// Signs SVIDs for `entries` in batches; an entry the server refuses keeps its old SVID
+    /// (if any) until it expires.
+    async fn sign(
+        &self,
+        client: &mut spire_proto::server::agent_client::AgentClient<tonic::transport::Channel>,
+        entries: Vec<pb::Entry>,
+        held: &HashMap<&str, &Arc<WorkloadSvid>>,
+    ) -> Result<Vec<Arc<WorkloadSvid>>, NodeError> {
+        let mut out = Vec::new();
+        for batch in entries.chunks(100) {
+            let mut keys = HashMap::new();
+            let mut params = Vec::new();
+            for entry in batch {
+                let (csr, key) = new_key_and_csr()?;
+                keys.insert(entry.id.clone(), key);
+                params.push(pb::NewX509SvidParams {
+                    entry_id: entry.id.clone(),
+                    csr,
+                });
+            }
+            let response = client
+                .batch_new_x509svid(pb::BatchNewX509SvidRequest { params })
+                .await
+                .map_err(|s| self.link.error(s))?
+                .into_inner();
+            let by_id: HashMap<&str, &pb::Entry> =
+                batch.iter().map(|e| (e.id.as_str(), e)).collect();
+            for result in response.results {
+                let (Some(entry), Some(svid), Some(key)) = (
+                    by_id.get(result.entry_id.as_str()),
+                    result.svid,
+                    keys.remove(&result.entry_id),
+                ) else {
+                    tracing::warn!(entry_id = %result.entry_id, error = %result.error, "server did not sign");
+                    if let Some(old) = held.get(result.entry_id.as_str()) {
+                        out.push(Arc::clone(old));
+                    }
+                    continue;
+                };
+                let Some((not_before, not_after)) =
+                    svid.cert_chain.first().and_then(|c| validity(c))
+                else {
+                    tracing::warn!(entry_id = %result.entry_id, "server returned an unparsable SVID");
+                    continue;
+                };
+                out.push(Arc::new(WorkloadSvid {
+                    entry: (*entry).clone(),
+                    chain: svid.cert_chain,
+                    key,
+                    not_before,
+                    not_after,
+                }));
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,100 @@
+//! `spire-agent run`: establish the agent's identity, sync once, then serve the Workload API
+//! while the sync loop keeps SVIDs fresh, until SIGINT or SIGTERM.
+
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use spire_proto::workload::spiffe_workload_api_server::SpiffeWorkloadApiServer;
+use tokio::net::UnixListener;
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::transport::Server;
+
+use crate::config::AgentConfig;
+use crate::manager::Manager;
+use crate::node::{self, DataDir, NodeError};
+use crate::workload::api::{WorkloadApi, require_security_header};
+use crate::workload::attestor::UnixAttestor;
+
+/// Runs the agent until a shutdown signal arrives.
+pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
+    let data = DataDir::open(&config.data_dir)?;
+    let (link, agent_svid) = node::establish(&config, &data).await?;
+    let agent_id = agent_svid.id.clone();
+    let (mut manager, cache) = Manager::new(
+        link,
+        data,
+        agent_svid,
+        config.trust_domain.clone(),
+        config.sync_interval,
+    );
+    match manager.sync().await {
+        Ok(()) => {}
+        // An evicted or unknown agent cannot be helped by waiting: say so and stop.
+        Err(e @ NodeError::Refused(_)) => {
+            return Err(e).context(format!(
+                "agent {agent_id} was refused by the server (evicted?); remove {} and start it with a new join token",
+                config.data_dir.display()
+            ));
+        }
+        Err(e) => tracing::warn!(error = %e, "first sync failed; will retry"),
+    }
+    tokio::spawn(manager.run());
+
+    let listener = bind_workload_socket(&config.socket_path)?;
+    let attestor = Arc::new(UnixAttestor::new(config.workload_size_limit));
+    let api = WorkloadApi::new(cache, attestor);
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<SpiffeWorkloadApiServer<WorkloadApi>>()
+        .await;
+    tracing::info!(agent = %agent_id, socket = %config.socket_path.display(), "agent ready");
+    Server::builder()
+        .add_service(health_service)
+        .add_service(SpiffeWorkloadApiServer::with_interceptor(
+            api,
+            require_security_header,
+        ))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown_signal())
+        .await?;
+    let _ = std::fs::remove_file(&config.socket_path);
+    Ok(())
+}
+
+/// The Workload API socket is for every local process (the standard requires no client
+/// credentials; callers are identified through the kernel), so it is world-connectable.
+fn bind_workload_socket(path: &Path) -> anyhow::Result<UnixListener> {
+    if let Some(parent) = path.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("removing stale {}", path.display())),
+    }
+    let listener = UnixListener::bind(path)
+        .with_context(|| format!("binding the Workload API socket {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777))?;
+    Ok(listener)
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,226 @@
+//! The `SpiffeWorkloadAPI` service on the agent's Unix socket.
+//!
+//! Each call first checks the `workload.spiffe.io: true` security header (Workload Endpoint
+//! standard §4: InvalidArgument without it), then attests the caller through the kernel and
+//! matches its selectors against the cached entries. Streams send the current state at once
+//! and again on every cache change, always the full state, never deltas (Workload API §5).
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use spire_proto::server::Selector;
+use spire_proto::workload as wl;
+use spire_proto::workload::spiffe_workload_api_server::SpiffeWorkloadApi;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::server::UdsConnectInfo;
+use tonic::{Request, Response, Status};
+
+use super::attestor::{AttestError, Caller, UnixAttestor};
+use crate::manager::{Snapshot, WorkloadSvid};
+
+/// The message clients key on when nothing matches them (rust-spiffe maps this substring to
+/// `NoIdentityIssued`).
+pub const NO_IDENTITY: &str = "no identity issued";
+
+/// Checks the Workload API security header on every call.
+pub fn require_security_header(request: Request<()>) -> Result<Request<()>, Status> {
+    let values: Vec<_> = request
+        .metadata()
+        .get_all("workload.spiffe.io")
+        .iter()
+        .collect();
+    match values.as_slice() {
+        [only] if only.as_bytes() == b"true" => Ok(request),
+        _ => Err(Status::invalid_argument(
+            "security header missing from request",
+        )),
+    }
+}
+
+/// The Workload API.
+pub struct WorkloadApi {
+    cache: watch::Receiver<Arc<Snapshot>>,
+    attestor: Arc<UnixAttestor>,
+}
+
+impl WorkloadApi {
+    pub fn new(cache: watch::Receiver<Arc<Snapshot>>, attestor: Arc<UnixAttestor>) -> Self {
+        WorkloadApi { cache, attestor }
+    }
+
+    /// The caller's selectors, from its socket credentials and /proc.
+    async fn attest<T>(&self, request: &Request<T>) -> Result<Vec<Selector>, Status> {
+        let cred = request
+            .extensions()
+            .get::<UdsConnectInfo>()
+            .and_then(|info| info.peer_cred)
+            .ok_or_else(|| {
+                Status::unavailable("workload attestation failed: no peer credentials")
+            })?;
+        let caller = Caller {
+            pid: cred.pid().unwrap_or(0),
+            uid: cred.uid(),
+            gid: cred.gid(),
+        };
+        let attestor = self.attestor.clone();
+        let result = tokio::task::spawn_blocking(move || attestor.attest(caller))
+            .await
+            .map_err(|_| Status::unavailable("workload attestation failed"))?;
+        result.map_err(|e| match e {
+            AttestError::CallerGone { .. } => {
+                Status::unauthenticated("could not verify existence of the original caller")
+            }
+            other => {
+                tracing::warn!(error = %other, "workload attestation failed");
+                Status::unavailable("workload attestation failed")
+            }
+        })
+    }
+}
+
+/// The SVIDs whose entry selectors are all among the caller's, in cache (entry ID) order.
+pub fn matching<'a>(snapshot: &'a Snapshot, selectors: &[Selector]) -> Vec<&'a Arc<WorkloadSvid>> {
+    snapshot
+        .svids
+        .iter()
+        .filter(|svid| svid.entry.selectors.iter().all(|s| selectors.contains(s)))
+        .collect()
+}
+
+fn td_key(snapshot: &Snapshot) -> String {
+    format!("spiffe://{}", snapshot.trust_domain)
+}
+
+fn x509_svid_response(snapshot: &Snapshot, svids: &[&Arc<WorkloadSvid>]) -> wl::X509svidResponse {
+    let bundle = snapshot.bundle.concat();
+    let mut seen_hints = std::collections::HashSet::new();
+    let svids = svids
+        .iter()
+        // Workload API §5.3: non-empty hints are unique within a response; the first wins.
+        .filter(|s| s.entry.hint.is_empty() || seen_hints.insert(s.entry.hint.clone()))
+        .map(|s| wl::X509svid {
+            spiffe_id: s.entry.spiffe_id.clone(),
+            x509_svid: s.chain.concat(),
+            x509_svid_key: s.key.to_vec(),
+            bundle: bundle.clone(),
+            hint: s.entry.hint.clone(),
+        })
+        .collect();
+    wl::X509svidResponse {
+        svids,
+        crl: vec![],
+        federated_bundles: HashMap::new(),
+    }
+}
+
+fn x509_bundles_response(snapshot: &Snapshot) -> wl::X509BundlesResponse {
+    let bundles = HashMap::from([(td_key(snapshot), snapshot.bundle.concat())]);
+    wl::X509BundlesResponse {
+        crl: vec![],
+        bundles,
+    }
+}
+
+type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// Streams `build(snapshot)` now and after every cache change that alters it. `build`
+/// returning `None` means the caller has no identity: the stream ends with PermissionDenied.
+fn watch_stream<T, F>(mut cache: watch::Receiver<Arc<Snapshot>>, build: F) -> ResponseStream<T>
+where
+    T: Clone + PartialEq + Send + 'static,
+    F: Fn(&Snapshot) -> Option<T> + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel(4);
+    tokio::spawn(async move {
+        let mut last: Option<T> = None;
+        loop {
+            let snapshot = cache.borrow_and_update().clone();
+            let Some(message) = build(&snapshot) else {
+                let _ = tx.send(Err(Status::permission_denied(NO_IDENTITY))).await;
+                return;
+            };
+            if last.as_ref() != Some(&message) {
+                last = Some(message.clone());
+                if tx.send(Ok(message)).await.is_err() {
+                    return;
+                }
+            }
+            tokio::select! {
+                changed = cache.changed() => if changed.is_err() { return },
+                () = tx.closed() => return,
+            }
+        }
+    });
+    Box::pin(ReceiverStream::new(rx))
+}
+
+#[tonic::async_trait]
+impl SpiffeWorkloadApi for WorkloadApi {
+    type FetchX509SVIDStream = ResponseStream<wl::X509svidResponse>;
+    type FetchX509BundlesStream = ResponseStream<wl::X509BundlesResponse>;
+    type FetchJWTBundlesStream = ResponseStream<wl::JwtBundlesResponse>;
+
+    async fn fetch_x509svid(
+        &self,
+        request: Request<wl::X509svidRequest>,
+    ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
+        let selectors = self.attest(&request).await?;
+        if matching(&self.cache.borrow(), &selectors).is_empty() {
+            return Err(Status::permission_denied(NO_IDENTITY));
+        }
+        Ok(Response::new(watch_stream(
+            self.cache.clone(),
+            move |snapshot| {
+                let svids = matching(snapshot, &selectors);
+                (!svids.is_empty()).then(|| x509_svid_response(snapshot, &svids))
+            },
+        )))
+    }
+
+    async fn fetch_x509_bundles(
+        &self,
+        request: Request<wl::X509BundlesRequest>,
+    ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
+        let selectors = self.attest(&request).await?;
+        if matching(&self.cache.borrow(), &selectors).is_empty() {
+            return Err(Status::permission_denied(NO_IDENTITY));
+        }
+        Ok(Response::new(watch_stream(
+            self.cache.clone(),
+            move |snapshot| {
+                (!matching(snapshot, &selectors).is_empty())
+                    .then(|| x509_bundles_response(snapshot))
+            },
+        )))
+    }
+
+    async fn fetch_jwtsvid(
+        &self,
+        _request: Request<wl::JwtsvidRequest>,
+    ) -> Result<Response<wl::JwtsvidResponse>, Status> {
+        Err(Status::unimplemented(
+            "JWT-SVIDs are not served by this agent yet",
+        ))
+    }
+
+    async fn fetch_jwt_bundles(
+        &self,
+        _request: Request<wl::JwtBundlesRequest>,
+    ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
+        Err(Status::unimplemented(
+            "JWT bundles are not served by this agent yet",
+        ))
+    }
+
+    async fn validate_jwtsvid(
+        &self,
+        _request: Request<wl::ValidateJwtsvidRequest>,
+    ) -> Result<Response<wl::ValidateJwtsvidResponse>, Status> {
+        Err(Status::unimplemented(
+            "JWT-SVID validation is not served by this agent yet",
+        ))
+    }
+}

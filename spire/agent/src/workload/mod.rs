@@ -1,0 +1,4 @@
+//! The SPIFFE Workload API: who is calling ([`attestor`]) and what they get ([`api`]).
+
+pub mod api;
+pub mod attestor;
