@@ -1,0 +1,279 @@
+//! Real identity server and agent processes for end-to-end tests.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use crate::{bin, free_port, wait_for};
+
+/// Kills a child process when dropped.
+pub struct Process {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Process {
+    fn spawn(mut command: Command, log: PathBuf) -> Process {
+        let file = std::fs::File::create(&log).expect("creating a log file");
+        let err = file.try_clone().expect("cloning the log file handle");
+        command.stdout(Stdio::from(file)).stderr(Stdio::from(err));
+        let child = command.spawn().expect("spawning a process under test");
+        Process {
+            child: Some(child),
+            log,
+        }
+    }
+
+    /// The process's combined output so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The process ID.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+
+    /// Whether the process has exited, and with what status.
+    pub fn try_exit(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// Waits for the process to exit (it must do so on its own within `timeout`).
+    pub async fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        wait_for("the process to exit", timeout, || {
+            let status = self.try_exit();
+            async move { status }
+        })
+        .await
+    }
+
+    /// Kills the process (SIGKILL) and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A running `spire-server`.
+pub struct Server {
+    pub process: Process,
+    pub trust_domain: String,
+    pub socket: PathBuf,
+    pub port: u16,
+    pub dir: PathBuf,
+}
+
+impl Server {
+    /// Starts a server for `trust_domain` with its data in `dir`, plus any extra flags.
+    pub async fn start(dir: &Path, trust_domain: &str, extra: &[&str]) -> Server {
+        std::fs::create_dir_all(dir).expect("server dir");
+        let port = free_port();
+        let socket = dir.join("admin.sock");
+        let mut cmd = Command::new(bin("spire-server"));
+        cmd.arg("run")
+            .args(["-trustDomain", trust_domain, "-bindAddress", "127.0.0.1"])
+            .args(["-serverPort", &port.to_string()])
+            .arg("-dataDir")
+            .arg(dir.join("data"))
+            .arg("-socketPath")
+            .arg(&socket)
+            .args(extra);
+        let mut server = Server {
+            process: Process::spawn(cmd, dir.join("server.log")),
+            trust_domain: trust_domain.into(),
+            socket,
+            port,
+            dir: dir.to_owned(),
+        };
+        server.wait_healthy().await;
+        server
+    }
+
+    /// Waits until `healthcheck` passes; panics with the log if the server died.
+    pub async fn wait_healthy(&mut self) {
+        let socket = self.socket.clone();
+        let process = &mut self.process;
+        wait_for(
+            "the server to become healthy",
+            Duration::from_secs(30),
+            || {
+                if let Some(status) = process.try_exit() {
+                    panic!("server exited ({status}):\n{}", process.log());
+                }
+                let ok = Command::new(bin("spire-server"))
+                    .arg("healthcheck")
+                    .arg("-socketPath")
+                    .arg(&socket)
+                    .output()
+                    .map(|o| o.status.success())
+                    .unwrap_or(false);
+                async move { ok.then_some(()) }
+            },
+        )
+        .await;
+    }
+
+    /// Runs a `spire-server` admin command against this server.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(bin("spire-server"))
+            .args(args)
+            .arg("-socketPath")
+            .arg(&self.socket)
+            .output()
+            .expect("running spire-server")
+    }
+
+    /// Runs an admin command that must succeed; returns its stdout.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "spire-server {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("UTF-8 output")
+    }
+
+    /// A new join token.
+    pub fn join_token(&self, extra: &[&str]) -> String {
+        let mut args = vec!["token", "generate"];
+        args.extend_from_slice(extra);
+        let out = self.cli_ok(&args);
+        out.trim()
+            .strip_prefix("Token: ")
+            .expect("`Token: <value>` output")
+            .to_owned()
+    }
+
+    /// Writes the bundle (PEM) to `<dir>/bundle.pem` and returns its path.
+    pub fn write_bundle(&self) -> PathBuf {
+        let path = self.dir.join("bundle.pem");
+        std::fs::write(&path, self.cli_ok(&["bundle", "show"])).expect("writing bundle");
+        path
+    }
+
+    /// Creates an entry; returns its ID.
+    pub fn create_entry(
+        &self,
+        spiffe_id: &str,
+        parent_id: &str,
+        selectors: &[&str],
+        extra: &[&str],
+    ) -> String {
+        let mut args = vec![
+            "entry",
+            "create",
+            "-spiffeID",
+            spiffe_id,
+            "-parentID",
+            parent_id,
+        ];
+        for s in selectors {
+            args.extend_from_slice(&["-selector", s]);
+        }
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["-output", "json"]);
+        let out = self.cli_ok(&args);
+        let json: serde_json::Value = serde_json::from_str(&out).expect("entry JSON");
+        json["id"].as_str().expect("entry id").to_owned()
+    }
+
+    /// The agent ID a join token yields.
+    pub fn agent_id(&self, token: &str) -> String {
+        format!(
+            "spiffe://{}/spire/agent/join_token/{token}",
+            self.trust_domain
+        )
+    }
+}
+
+/// A running `spire-agent`.
+pub struct Agent {
+    pub process: Process,
+    pub socket: PathBuf,
+    pub data_dir: PathBuf,
+}
+
+impl Agent {
+    /// Command line for an agent of `server` with its files in `dir`.
+    pub fn command(server: &Server, dir: &Path, token: Option<&str>, bundle: &Path) -> Command {
+        let mut cmd = Command::new(bin("spire-agent"));
+        cmd.arg("run")
+            .args([
+                "-trustDomain",
+                &server.trust_domain,
+                "-serverAddress",
+                "127.0.0.1",
+            ])
+            .args([
+                "-serverPort",
+                &server.port.to_string(),
+                "-syncInterval",
+                "300ms",
+            ])
+            .arg("-trustBundle")
+            .arg(bundle)
+            .arg("-dataDir")
+            .arg(dir.join("data"))
+            .arg("-socketPath")
+            .arg(dir.join("api.sock"));
+        if let Some(token) = token {
+            cmd.args(["-joinToken", token]);
+        }
+        cmd
+    }
+
+    /// Spawns an agent without waiting for it.
+    pub fn spawn(server: &Server, dir: &Path, token: Option<&str>, bundle: &Path) -> Agent {
+        std::fs::create_dir_all(dir).expect("agent dir");
+        let cmd = Agent::command(server, dir, token, bundle);
+        Agent {
+            process: Process::spawn(cmd, dir.join(format!("agent-{}.log", crate::free_port()))),
+            socket: dir.join("api.sock"),
+            data_dir: dir.join("data"),
+        }
+    }
+
+    /// Starts an agent and waits until its Workload API is healthy.
+    pub async fn start(server: &Server, dir: &Path, token: Option<&str>) -> Agent {
+        let bundle = server.write_bundle();
+        let mut agent = Agent::spawn(server, dir, token, &bundle);
+        let socket = agent.socket.clone();
+        let process = &mut agent.process;
+        wait_for(
+            "the agent to become healthy",
+            Duration::from_secs(30),
+            || {
+                if let Some(status) = process.try_exit() {
+                    panic!("agent exited ({status}):\n{}", process.log());
+                }
+                let ok = Command::new(bin("spire-agent"))
+                    .arg("healthcheck")
+                    .arg("-socketPath")
+                    .arg(&socket)
+                    .output()
+                    .map(|o| o.status.success())
+                    .unwrap_or(false);
+                async move { ok.then_some(()) }
+            },
+        )
+        .await;
+        agent
+    }
+
+    /// The `SPIFFE_ENDPOINT_SOCKET` URI of this agent.
+    pub fn endpoint(&self) -> String {
+        format!("unix://{}", self.socket.display())
+    }
+}

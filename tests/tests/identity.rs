@@ -1,0 +1,555 @@
+//! The identity plane end to end: a real server and agent, real SPIFFE clients.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use spiffe::{WorkloadApiClient, X509Source};
+use tests::stack::{Agent, Server};
+use tests::wait_for;
+use x509_parser::prelude::*;
+
+const TD: &str = "example.org";
+
+fn uid() -> String {
+    nix::unistd::geteuid().as_raw().to_string()
+}
+
+/// A server, an agent attested with a fresh token, and the agent's ID.
+async fn stack(dir: &std::path::Path) -> (Server, Agent, String) {
+    let server = Server::start(&dir.join("server"), TD, &[]).await;
+    let token = server.join_token(&[]);
+    let agent = Agent::start(&server, &dir.join("agent"), Some(&token)).await;
+    let agent_id = server.agent_id(&token);
+    (server, agent, agent_id)
+}
+
+async fn client(agent: &Agent) -> WorkloadApiClient {
+    WorkloadApiClient::connect_to(agent.endpoint())
+        .await
+        .expect("connecting to the Workload API")
+}
+
+/// Fetches the default X509-SVID, waiting for the agent to sync a new entry.
+async fn fetch_svid(agent: &Agent) -> spiffe::X509Svid {
+    wait_for(
+        "an X509-SVID from the agent",
+        Duration::from_secs(20),
+        || async { client(agent).await.fetch_x509_svid().await.ok() },
+    )
+    .await
+}
+
+/// Checks every rule of the X509-SVID standard that clients depend on.
+fn assert_x509_svid_rules(leaf_der: &[u8], expected_id: &str, ca_der: &[u8]) {
+    let (_, leaf) = X509Certificate::from_der(leaf_der).expect("leaf parses");
+    let (_, ca) = X509Certificate::from_der(ca_der).expect("CA parses");
+
+    let san = leaf
+        .subject_alternative_name()
+        .expect("SAN ok")
+        .expect("SAN present");
+    let uris: Vec<_> = san
+        .value
+        .general_names
+        .iter()
+        .filter_map(|n| {
+            if let GeneralName::URI(u) = n {
+                Some(*u)
+            } else {
+                None
+            }
+        })
+        .collect();
+    assert_eq!(
+        uris,
+        [expected_id],
+        "exactly one URI SAN holding the SPIFFE ID"
+    );
+
+    let bc = leaf
+        .basic_constraints()
+        .expect("BC ok")
+        .expect("basicConstraints present");
+    assert!(!bc.value.ca, "leaf must not be a CA");
+    let ku = leaf.key_usage().expect("KU ok").expect("keyUsage present");
+    assert!(ku.critical, "keyUsage must be critical");
+    assert!(ku.value.digital_signature());
+    assert!(!ku.value.key_cert_sign() && !ku.value.crl_sign());
+    let eku = leaf
+        .extended_key_usage()
+        .expect("EKU ok")
+        .expect("EKU present");
+    assert!(eku.value.server_auth && eku.value.client_auth);
+
+    let serial = leaf.raw_serial();
+    assert!(
+        !serial.is_empty() && serial.len() <= 17,
+        "serial is a positive 128-bit number"
+    );
+    assert!(
+        leaf.validity().not_after <= ca.validity().not_after,
+        "NotAfter capped by the CA"
+    );
+    let now = ASN1Time::now();
+    assert!(leaf.validity().not_before < now, "NotBefore is backdated");
+    leaf.verify_signature(Some(ca.public_key()))
+        .expect("leaf is signed by the bundle's CA");
+    assert!(ca.is_ca());
+}
+
+#[tokio::test]
+async fn real_clients_fetch_and_validate_svids_from_the_agent() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (server, agent, agent_id) = stack(dir.path()).await;
+    let app_id = "spiffe://example.org/app";
+    server.create_entry(
+        app_id,
+        &agent_id,
+        &[&format!("unix:uid:{}", uid())],
+        &["-dns", "app.internal"],
+    );
+
+    let svid = fetch_svid(&agent).await;
+    assert_eq!(svid.spiffe_id().to_string(), app_id);
+
+    let bundles = client(&agent)
+        .await
+        .fetch_x509_bundles()
+        .await
+        .expect("bundles");
+    let td = spiffe::TrustDomain::new(TD).expect("td");
+    let bundle = bundles.get(&td).expect("own trust domain bundle");
+    let ca = bundle
+        .authorities()
+        .first()
+        .expect("one CA")
+        .as_ref()
+        .to_vec();
+    let leaf = svid.leaf().as_ref().to_vec();
+    assert_x509_svid_rules(&leaf, app_id, &ca);
+
+    // The X509Source used by every workload in this project sees the same identity.
+    let source = X509Source::builder()
+        .endpoint(agent.endpoint())
+        .initial_sync_timeout(Duration::from_secs(10))
+        .build()
+        .await
+        .expect("X509Source");
+    assert_eq!(source.svid().expect("svid").spiffe_id().to_string(), app_id);
+
+    // The server's own view: the agent is listed and the bundle is the one workloads got.
+    let agents = server.cli_ok(&["agent", "list"]);
+    assert!(agents.contains(&agent_id), "{agents}");
+    let shown = server.cli_ok(&["bundle", "show"]);
+    let parsed = ::pem::parse(shown.trim()).expect("bundle PEM");
+    assert_eq!(parsed.contents(), ca.as_slice());
+}
+
+#[tokio::test]
+async fn two_workloads_do_mtls_and_see_each_others_ids() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (server, agent, agent_id) = stack(dir.path()).await;
+    let me = std::env::current_exe()
+        .expect("test exe")
+        .canonicalize()
+        .expect("canonical");
+    let peer_bin = tests::bin("mtls-peer").canonicalize().expect("peer binary");
+    let server_id = "spiffe://example.org/workload/server";
+    let client_id = "spiffe://example.org/workload/client";
+    let uid = format!("unix:uid:{}", uid());
+    server.create_entry(
+        server_id,
+        &agent_id,
+        &[&uid, &format!("unix:path:{}", me.display())],
+        &[],
+    );
+    server.create_entry(
+        client_id,
+        &agent_id,
+        &[&uid, &format!("unix:path:{}", peer_bin.display())],
+        &[],
+    );
+
+    let source = X509Source::builder()
+        .endpoint(agent.endpoint())
+        .initial_sync_timeout(Duration::from_secs(20))
+        .build()
+        .await
+        .expect("X509Source for the server workload");
+    assert_eq!(
+        source.svid().expect("svid").spiffe_id().to_string(),
+        server_id
+    );
+    let td = spiffe::TrustDomain::new(TD).expect("td");
+    let client = identity::SpiffeId::new(client_id).expect("id");
+    let config = identity::workload::server_config(source, td, identity::workload::exactly(client))
+        .expect("server config");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let accept = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.expect("accept");
+        let mut tls = acceptor.accept(tcp).await.expect("handshake");
+        let peer = identity::peer::peer_spiffe_id(tls.get_ref().1).expect("client SVID");
+        use tokio::io::AsyncWriteExt;
+        tls.write_all(format!("{peer}\n").as_bytes())
+            .await
+            .expect("write");
+        tls.shutdown().await.ok();
+        peer.to_string()
+    });
+
+    let output = tokio::process::Command::new(&peer_bin)
+        .args([addr.to_string(), server_id.to_string()])
+        .env("SPIFFE_ENDPOINT_SOCKET", agent.endpoint())
+        .output()
+        .await
+        .expect("running mtls-peer");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "mtls-peer failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains(&format!("server={server_id}")), "{stdout}");
+    assert!(stdout.contains(&format!("seen-as={client_id}")), "{stdout}");
+    assert_eq!(accept.await.expect("server task"), client_id);
+}
+
+#[tokio::test]
+async fn svids_rotate_before_expiry_and_deleted_entries_end_the_stream() {
+    use futures::StreamExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (server, agent, agent_id) = stack(dir.path()).await;
+    let entry = server.create_entry(
+        "spiffe://example.org/short",
+        &agent_id,
+        &[&format!("unix:uid:{}", uid())],
+        &["-x509SVIDTTL", "4"],
+    );
+    fetch_svid(&agent).await;
+    let mut stream = client(&agent)
+        .await
+        .stream_x509_svids()
+        .await
+        .expect("stream");
+    let first = stream
+        .next()
+        .await
+        .expect("first message")
+        .expect("first SVID");
+    let first_leaf = first.leaf().as_ref().to_vec();
+    let (_, cert) = X509Certificate::from_der(&first_leaf).expect("leaf");
+    let first_expiry = cert.validity().not_after.timestamp();
+
+    let next = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let svid = stream
+                .next()
+                .await
+                .expect("stream open")
+                .expect("rotated SVID");
+            if svid.leaf().as_ref() != first_leaf.as_slice() {
+                return svid;
+            }
+        }
+    })
+    .await
+    .expect("a rotated SVID within 10s");
+    let received_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    assert!(
+        received_at < first_expiry,
+        "the new SVID must arrive before the old one expires"
+    );
+    assert_eq!(next.spiffe_id().to_string(), "spiffe://example.org/short");
+
+    server.cli_ok(&["entry", "delete", "-entryID", &entry]);
+    let end = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match stream.next().await {
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return e.to_string(),
+                None => return "stream ended without an error".into(),
+            }
+        }
+    })
+    .await
+    .expect("stream ends after the entry is deleted");
+    assert!(end.to_lowercase().contains("no identity"), "{end}");
+}
+
+#[tokio::test]
+async fn workload_api_refuses_missing_header_and_unknown_callers() {
+    use spire_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_server, agent, _agent_id) = stack(dir.path()).await;
+
+    // No entry matches this process: PermissionDenied with SPIRE's wording.
+    let err = client(&agent)
+        .await
+        .fetch_x509_svid()
+        .await
+        .expect_err("no entry yet");
+    assert!(
+        err.to_string()
+            .to_lowercase()
+            .contains("no identity issued"),
+        "{err}"
+    );
+
+    // Without the security header: InvalidArgument, before any attestation.
+    let channel = spire_proto::uds::connect(&agent.socket)
+        .await
+        .expect("channel");
+    let status = SpiffeWorkloadApiClient::new(channel)
+        .fetch_x509svid(spire_proto::workload::X509svidRequest {})
+        .await
+        .expect_err("header required");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(
+        status.message().contains("security header"),
+        "{}",
+        status.message()
+    );
+}
+
+#[tokio::test]
+async fn entry_create_rejects_bad_input_and_writes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("server"), TD, &[]).await;
+    let parent = "spiffe://example.org/spire/agent/join_token/x";
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &[
+                "-spiffeID",
+                "spiffe://Example.org/a",
+                "-parentID",
+                parent,
+                "-selector",
+                "unix:uid:1",
+            ],
+            "spiffeID",
+        ),
+        (
+            &[
+                "-spiffeID",
+                "spiffe://example.org/a//b",
+                "-parentID",
+                parent,
+                "-selector",
+                "unix:uid:1",
+            ],
+            "spiffeID",
+        ),
+        (
+            &[
+                "-spiffeID",
+                "http://example.org/a",
+                "-parentID",
+                parent,
+                "-selector",
+                "unix:uid:1",
+            ],
+            "spiffeID",
+        ),
+        (
+            &[
+                "-spiffeID",
+                "spiffe://other.org/a",
+                "-parentID",
+                parent,
+                "-selector",
+                "unix:uid:1",
+            ],
+            "trust domain",
+        ),
+        (
+            &[
+                "-spiffeID",
+                "spiffe://example.org/a",
+                "-parentID",
+                "nope",
+                "-selector",
+                "unix:uid:1",
+            ],
+            "parentID",
+        ),
+        (
+            &[
+                "-spiffeID",
+                "spiffe://example.org/a",
+                "-parentID",
+                parent,
+                "-selector",
+                "unix",
+            ],
+            "type:value",
+        ),
+        (
+            &[
+                "-spiffeID",
+                "spiffe://example.org/a",
+                "-parentID",
+                parent,
+                "-selector",
+                "unix:",
+            ],
+            "value is empty",
+        ),
+    ];
+    for (flags, expected) in cases {
+        let mut args = vec!["entry", "create"];
+        args.extend_from_slice(flags);
+        let out = server.cli(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flags:?} should fail");
+        assert!(
+            stderr.contains(expected),
+            "{flags:?}: expected {expected:?} in {stderr}"
+        );
+    }
+    let shown = server.cli_ok(&["entry", "show"]);
+    assert!(
+        shown.starts_with("Found 0 entries"),
+        "nothing was written: {shown}"
+    );
+
+    // A duplicate of an existing entry is refused, and the first one is untouched.
+    let flags = ["-selector", "unix:uid:1"];
+    server.create_entry("spiffe://example.org/a", parent, &[], &flags);
+    let mut dup = vec![
+        "entry",
+        "create",
+        "-spiffeID",
+        "spiffe://example.org/a",
+        "-parentID",
+        parent,
+    ];
+    dup.extend_from_slice(&flags);
+    let out = server.cli(&dup);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("exists"));
+    assert!(
+        server
+            .cli_ok(&["entry", "show"])
+            .starts_with("Found 1 entry")
+    );
+}
+
+#[tokio::test]
+async fn join_tokens_are_single_use_and_expire() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("server"), TD, &[]).await;
+    let bundle = server.write_bundle();
+
+    let token = server.join_token(&[]);
+    let _first = Agent::start(&server, &dir.path().join("a1"), Some(&token)).await;
+    let mut reuse = Agent::spawn(&server, &dir.path().join("a2"), Some(&token), &bundle);
+    let status = reuse.process.wait_exit(Duration::from_secs(20)).await;
+    assert!(!status.success());
+    let log = reuse.process.log();
+    assert!(
+        log.contains("does not exist or has already been used"),
+        "{log}"
+    );
+
+    let short = server.join_token(&["-ttl", "1"]);
+    // Wait for the token to expire by the server's own clock.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let mut late = Agent::spawn(&server, &dir.path().join("a3"), Some(&short), &bundle);
+    let status = late.process.wait_exit(Duration::from_secs(20)).await;
+    assert!(!status.success());
+    let log = late.process.log();
+    assert!(log.contains("join token expired"), "{log}");
+}
+
+#[tokio::test]
+async fn agents_restart_without_a_token_until_evicted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (server, mut agent, agent_id) = stack(dir.path()).await;
+    server.create_entry(
+        "spiffe://example.org/app",
+        &agent_id,
+        &[&format!("unix:uid:{}", uid())],
+        &[],
+    );
+    fetch_svid(&agent).await;
+
+    // Restart with the data dir and no token: the stored agent SVID is enough.
+    agent.process.kill();
+    let agent = Agent::start(&server, &dir.path().join("agent"), None).await;
+    assert_eq!(
+        fetch_svid(&agent).await.spiffe_id().to_string(),
+        "spiffe://example.org/app"
+    );
+    drop(agent);
+
+    server.cli_ok(&["agent", "evict", "-spiffeID", &agent_id]);
+    assert!(!server.cli_ok(&["agent", "list"]).contains(&agent_id));
+    let bundle = server.write_bundle();
+    let mut evicted = Agent::spawn(&server, &dir.path().join("agent"), None, &bundle);
+    let status = evicted.process.wait_exit(Duration::from_secs(20)).await;
+    assert!(!status.success());
+    let log = evicted.process.log();
+    assert!(
+        log.contains("not attested") && log.contains("new join token"),
+        "{log}"
+    );
+}
+
+#[tokio::test]
+async fn agent_refuses_a_server_outside_its_trust_bundle() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("server"), TD, &[]).await;
+    let other = Server::start(&dir.path().join("other"), TD, &[]).await;
+    let token = server.join_token(&[]);
+    let wrong_bundle = other.write_bundle();
+    let mut agent = Agent::spawn(
+        &server,
+        &dir.path().join("agent"),
+        Some(&token),
+        &wrong_bundle,
+    );
+    let status = agent.process.wait_exit(Duration::from_secs(20)).await;
+    assert!(!status.success());
+    let log = agent.process.log();
+    assert!(log.contains("trust bundle"), "{log}");
+    // The token was not consumed by the failed attempt.
+    let _ok = Agent::start(&server, &dir.path().join("agent2"), Some(&token)).await;
+}
+
+#[tokio::test]
+async fn server_runs_on_postgresql() {
+    let url = tests::postgres_url();
+    let db = format!("spire_e2e_{}", uuid::Uuid::new_v4().simple());
+    let admin = tests::pg::admin(&url).await;
+    sqlx::query(&format!("CREATE DATABASE {db}"))
+        .execute(&admin)
+        .await
+        .expect("create db");
+    let db_url = tests::pg::with_database(&url, &db);
+    let result = async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let server = Server::start(&dir.path().join("server"), TD, &["-dataStore", &db_url]).await;
+        let token = server.join_token(&[]);
+        let agent = Agent::start(&server, &dir.path().join("agent"), Some(&token)).await;
+        server.create_entry(
+            "spiffe://example.org/pg",
+            &server.agent_id(&token),
+            &[&format!("unix:uid:{}", uid())],
+            &[],
+        );
+        fetch_svid(&agent).await.spiffe_id().to_string()
+    }
+    .await;
+    sqlx::query(&format!("DROP DATABASE {db} WITH (FORCE)"))
+        .execute(&admin)
+        .await
+        .expect("drop db");
+    assert_eq!(result, "spiffe://example.org/pg");
+}
