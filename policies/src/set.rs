@@ -1,0 +1,287 @@
+//! A compiled set of policies and the access decision.
+//!
+//! [`PolicySet`] is built once (compiling and validating every policy) and
+//! then answers [`PolicySet::check`] with nothing but regex matching: no I/O,
+//! no per-check allocation. Decisions are default-deny, and role identities
+//! (see [`roles`](crate::roles)) are always denied here because they are
+//! authorised by route, not by policy.
+
+use std::collections::BTreeSet;
+
+use crate::permission::Permission;
+use crate::policy::{CompiledPolicy, Policy, PolicyError};
+use crate::roles::role_of;
+
+/// Compiled policies for one trust domain.
+#[derive(Debug, Clone)]
+pub struct PolicySet {
+    trust_domain: String,
+    policies: Vec<CompiledPolicy>,
+}
+
+impl PolicySet {
+    /// Validates and compiles `policies` for `trust_domain`. Names must be unique.
+    pub fn new(
+        trust_domain: impl Into<String>,
+        policies: Vec<Policy>,
+    ) -> Result<Self, PolicyError> {
+        let compiled = policies
+            .iter()
+            .map(Policy::compile)
+            .collect::<Result<Vec<_>, _>>()?;
+        Self::from_compiled(trust_domain, compiled)
+    }
+
+    /// Builds a set from already compiled policies. Names must be unique.
+    pub fn from_compiled(
+        trust_domain: impl Into<String>,
+        policies: Vec<CompiledPolicy>,
+    ) -> Result<Self, PolicyError> {
+        let trust_domain = trust_domain.into();
+        let valid_td = !trust_domain.is_empty()
+            && trust_domain
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
+        if !valid_td {
+            return Err(PolicyError::InvalidTrustDomain(trust_domain));
+        }
+        let mut names = BTreeSet::new();
+        for p in &policies {
+            if !names.insert(p.name()) {
+                return Err(PolicyError::DuplicateName(p.name().to_owned()));
+            }
+        }
+        Ok(PolicySet {
+            trust_domain,
+            policies,
+        })
+    }
+
+    /// The trust domain whose role IDs are never granted.
+    pub fn trust_domain(&self) -> &str {
+        &self.trust_domain
+    }
+
+    /// The compiled policies, in the order given.
+    pub fn policies(&self) -> &[CompiledPolicy] {
+        &self.policies
+    }
+
+    /// Number of policies.
+    pub fn len(&self) -> usize {
+        self.policies.len()
+    }
+
+    /// Whether the set has no policies (and so denies everything).
+    pub fn is_empty(&self) -> bool {
+        self.policies.is_empty()
+    }
+
+    /// Whether `caller` may perform `wanted` on `path`.
+    ///
+    /// True only if the caller is not a role and some policy fully matches
+    /// both the caller and the path and grants `wanted` or `super`.
+    pub fn check(&self, caller: &str, path: &str, wanted: Permission) -> bool {
+        if self.is_role(caller) {
+            return false;
+        }
+        self.policies
+            .iter()
+            .any(|p| p.grants(wanted) && p.matches_caller(caller) && p.matches_path(path))
+    }
+
+    /// The subset of `paths` that `caller` may `read`, in input order.
+    pub fn readable_paths<'a>(
+        &self,
+        caller: &str,
+        paths: impl IntoIterator<Item = &'a str>,
+    ) -> Vec<&'a str> {
+        if self.is_role(caller) {
+            return Vec::new();
+        }
+        let applicable: Vec<&CompiledPolicy> = self
+            .policies
+            .iter()
+            .filter(|p| p.grants(Permission::Read) && p.matches_caller(caller))
+            .collect();
+        if applicable.is_empty() {
+            return Vec::new();
+        }
+        paths
+            .into_iter()
+            .filter(|path| applicable.iter().any(|p| p.matches_path(path)))
+            .collect()
+    }
+
+    fn is_role(&self, caller: &str) -> bool {
+        role_of(&self.trust_domain, caller).is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::roles::Role;
+    use crate::{SYSTEM_ACL_PATH, SYSTEM_CIPHER_EXEC_PATH};
+
+    fn set(policies: Vec<Policy>) -> PolicySet {
+        match PolicySet::new("td", policies) {
+            Ok(s) => s,
+            Err(e) => panic!("policy set rejected: {e}"),
+        }
+    }
+
+    fn billing() -> Policy {
+        Policy::new(
+            "billing",
+            "spiffe://td/app/billing",
+            "secrets/billing/.*",
+            [Permission::Read],
+        )
+    }
+
+    #[test]
+    fn default_deny() {
+        let s = set(vec![]);
+        assert!(s.is_empty());
+        assert!(!s.check("spiffe://td/app", "secrets/x", Permission::Read));
+        let s = set(vec![billing()]);
+        assert!(!s.check(
+            "spiffe://td/app/other",
+            "secrets/billing/a",
+            Permission::Read
+        ));
+        assert!(!s.check("spiffe://td/app/billing", "secrets/hr/a", Permission::Read));
+        assert!(!s.check(
+            "spiffe://td/app/billing",
+            "secrets/billing/a",
+            Permission::Write
+        ));
+    }
+
+    #[test]
+    fn grants_when_both_match() {
+        let s = set(vec![billing()]);
+        assert!(s.check(
+            "spiffe://td/app/billing",
+            "secrets/billing/a",
+            Permission::Read
+        ));
+    }
+
+    #[test]
+    fn anchoring_prefix_and_suffix_tricks_denied() {
+        let s = set(vec![billing()]);
+        for caller in [
+            "spiffe://td/app/billing-evil",
+            "spiffe://td/app/billing/evil",
+            "spiffe://evil/x/spiffe://td/app/billing",
+        ] {
+            assert!(
+                !s.check(caller, "secrets/billing/a", Permission::Read),
+                "{caller}"
+            );
+        }
+        assert!(!s.check(
+            "spiffe://td/app/billing",
+            "x/secrets/billing/a",
+            Permission::Read
+        ));
+    }
+
+    #[test]
+    fn super_grants_everything() {
+        let s = set(vec![Policy::new(
+            "root",
+            "spiffe://td/ops",
+            ".*",
+            [Permission::Super],
+        )]);
+        for p in Permission::ALL {
+            assert!(s.check("spiffe://td/ops", "secrets/any", p));
+            assert!(s.check("spiffe://td/ops", SYSTEM_ACL_PATH, p));
+        }
+    }
+
+    #[test]
+    fn roles_denied_even_with_catch_all() {
+        let s = set(vec![Policy::new("all", ".*", ".*", [Permission::Super])]);
+        for role in Role::ALL {
+            let id = role.spiffe_id("td");
+            for p in Permission::ALL {
+                assert!(!s.check(&id, "secrets/a", p), "{id}");
+                assert!(
+                    !s.check(&format!("{id}/x"), SYSTEM_CIPHER_EXEC_PATH, p),
+                    "{id}"
+                );
+            }
+            assert!(s.readable_paths(&id, ["secrets/a"]).is_empty());
+        }
+        // Look-alikes are ordinary workloads, governed by policy.
+        assert!(s.check(
+            "spiffe://td/spike/nexus-fake",
+            "secrets/a",
+            Permission::Read
+        ));
+        assert!(s.check("spiffe://other/spike/nexus", "secrets/a", Permission::Read));
+    }
+
+    #[test]
+    fn readable_paths_filters() {
+        let s = set(vec![
+            billing(),
+            Policy::new(
+                "w",
+                "spiffe://td/app/billing",
+                "secrets/hr/.*",
+                [Permission::Write],
+            ),
+        ]);
+        let paths = [
+            "secrets/billing/a",
+            "secrets/hr/b",
+            "secrets/billing/c",
+            "secrets/billingx",
+        ];
+        assert_eq!(
+            s.readable_paths("spiffe://td/app/billing", paths),
+            vec!["secrets/billing/a", "secrets/billing/c"]
+        );
+        assert!(s.readable_paths("spiffe://td/app/other", paths).is_empty());
+        let owned: Vec<String> = paths.iter().map(|p| p.to_string()).collect();
+        assert_eq!(
+            s.readable_paths("spiffe://td/app/billing", owned.iter().map(String::as_str))
+                .len(),
+            2
+        );
+    }
+
+    #[test]
+    fn invalid_policy_rejects_set() {
+        let bad = Policy::new("bad", "(", "x", [Permission::Read]);
+        assert!(matches!(
+            PolicySet::new("td", vec![billing(), bad]),
+            Err(PolicyError::InvalidPattern {
+                field: "spiffeidPattern",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn duplicate_names_and_bad_trust_domain_rejected() {
+        assert_eq!(
+            PolicySet::new("td", vec![billing(), billing()]).err(),
+            Some(PolicyError::DuplicateName("billing".into()))
+        );
+        for td in ["", "td/x", "TD", "spiffe://td"] {
+            assert!(
+                matches!(
+                    PolicySet::new(td, vec![]),
+                    Err(PolicyError::InvalidTrustDomain(_))
+                ),
+                "{td}"
+            );
+        }
+    }
+}
