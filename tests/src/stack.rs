@@ -65,6 +65,26 @@ impl Drop for Process {
     }
 }
 
+/// Waits until `<binary> healthcheck -socketPath <socket>` passes; panics with the process's
+/// log if it exits first.
+async fn wait_healthy(process: &mut Process, binary: &str, socket: &Path) {
+    let what = format!("{binary} to become healthy");
+    wait_for(&what, Duration::from_secs(30), || {
+        if let Some(status) = process.try_exit() {
+            panic!("{binary} exited ({status}):\n{}", process.log());
+        }
+        let ok = Command::new(bin(binary))
+            .arg("healthcheck")
+            .arg("-socketPath")
+            .arg(socket)
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        async move { ok.then_some(()) }
+    })
+    .await;
+}
+
 /// A running `spire-server`.
 pub struct Server {
     pub process: Process,
@@ -102,26 +122,7 @@ impl Server {
 
     /// Waits until `healthcheck` passes; panics with the log if the server died.
     pub async fn wait_healthy(&mut self) {
-        let socket = self.socket.clone();
-        let process = &mut self.process;
-        wait_for(
-            "the server to become healthy",
-            Duration::from_secs(30),
-            || {
-                if let Some(status) = process.try_exit() {
-                    panic!("server exited ({status}):\n{}", process.log());
-                }
-                let ok = Command::new(bin("spire-server"))
-                    .arg("healthcheck")
-                    .arg("-socketPath")
-                    .arg(&socket)
-                    .output()
-                    .map(|o| o.status.success())
-                    .unwrap_or(false);
-                async move { ok.then_some(()) }
-            },
-        )
-        .await;
+        wait_healthy(&mut self.process, "spire-server", &self.socket).await;
     }
 
     /// Runs a `spire-server` admin command against this server.
@@ -249,26 +250,7 @@ impl Agent {
     pub async fn start(server: &Server, dir: &Path, token: Option<&str>) -> Agent {
         let bundle = server.write_bundle();
         let mut agent = Agent::spawn(server, dir, token, &bundle);
-        let socket = agent.socket.clone();
-        let process = &mut agent.process;
-        wait_for(
-            "the agent to become healthy",
-            Duration::from_secs(30),
-            || {
-                if let Some(status) = process.try_exit() {
-                    panic!("agent exited ({status}):\n{}", process.log());
-                }
-                let ok = Command::new(bin("spire-agent"))
-                    .arg("healthcheck")
-                    .arg("-socketPath")
-                    .arg(&socket)
-                    .output()
-                    .map(|o| o.status.success())
-                    .unwrap_or(false);
-                async move { ok.then_some(()) }
-            },
-        )
-        .await;
+        wait_healthy(&mut agent.process, "spire-agent", &agent.socket).await;
         agent
     }
 

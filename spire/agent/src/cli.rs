@@ -28,23 +28,9 @@ pub enum Command {
 
 /// `spire-agent healthcheck`.
 pub async fn healthcheck(socket_path: PathBuf) -> anyhow::Result<()> {
-    use tonic_health::pb::HealthCheckRequest;
-    use tonic_health::pb::health_client::HealthClient;
-    let channel = spire_proto::uds::connect(&socket_path).await.map_err(|e| {
-        anyhow::anyhow!(
-            "Agent is unhealthy: cannot connect to {}: {e}",
-            socket_path.display()
-        )
-    })?;
-    let response = HealthClient::new(channel)
-        .check(HealthCheckRequest {
-            service: String::new(),
-        })
+    spire_proto::process::healthcheck(&socket_path)
         .await
-        .map_err(|e| anyhow::anyhow!("Agent is unhealthy: {}", e.message()))?;
-    if response.into_inner().status != 1 {
-        anyhow::bail!("Agent is unhealthy: not serving");
-    }
+        .map_err(|e| anyhow::anyhow!("Agent is unhealthy: {e}"))?;
     println!("Agent is healthy.");
     Ok(())
 }

@@ -56,7 +56,10 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
             api,
             require_security_header,
         ))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown_signal())
+        .serve_with_incoming_shutdown(
+            UnixListenerStream::new(listener),
+            spire_proto::process::shutdown_signal(),
+        )
         .await?;
     let _ = std::fs::remove_file(&config.socket_path);
     Ok(())
@@ -81,20 +84,4 @@ fn bind_workload_socket(path: &Path) -> anyhow::Result<UnixListener> {
         .with_context(|| format!("binding the Workload API socket {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777))?;
     Ok(listener)
-}
-
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = term => {}
-    }
-    tracing::info!("shutting down");
 }

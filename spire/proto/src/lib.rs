@@ -1,5 +1,5 @@
 //! What the identity server and agent share: generated gRPC types, selectors, trust bundle
-//! formats, Unix-socket channels and SPIRE-style flag parsing.
+//! formats, Unix-socket channels, SPIRE-style flag parsing and process plumbing.
 //!
 //! - [`workload`]: the SPIFFE Workload API, exactly as the standard defines it (no proto
 //!   package, so method paths are `/SpiffeWorkloadAPI/...`).
@@ -20,6 +20,7 @@ pub mod server {
 
 pub mod bundle_format;
 pub mod flags;
+pub mod process;
 mod selector;
 pub mod uds;
 

@@ -143,20 +143,24 @@ fn validate_dns_name(name: &str) -> Result<(), String> {
     }
 }
 
+/// Converts stored selectors to their wire form.
+pub fn selectors_to_proto(selectors: &[datastore::Selector]) -> Vec<pb::Selector> {
+    selectors
+        .iter()
+        .map(|s| pb::Selector {
+            r#type: s.kind.clone(),
+            value: s.value.clone(),
+        })
+        .collect()
+}
+
 /// Converts a stored entry to its wire form.
 pub fn to_proto(entry: &datastore::Entry) -> pb::Entry {
     pb::Entry {
         id: entry.id.clone(),
         spiffe_id: entry.spiffe_id.clone(),
         parent_id: entry.parent_id.clone(),
-        selectors: entry
-            .selectors
-            .iter()
-            .map(|s| pb::Selector {
-                r#type: s.kind.clone(),
-                value: s.value.clone(),
-            })
-            .collect(),
+        selectors: selectors_to_proto(&entry.selectors),
         x509_svid_ttl: i32::try_from(entry.x509_svid_ttl).unwrap_or(i32::MAX),
         jwt_svid_ttl: i32::try_from(entry.jwt_svid_ttl).unwrap_or(i32::MAX),
         dns_names: entry.dns_names.clone(),

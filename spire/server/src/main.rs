@@ -17,7 +17,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Run(args) => {
                 let config = ServerConfig::load(&args)?;
-                init_logging(&config.log_level);
+                spire_proto::process::init_logging(&config.log_level);
                 spire_server::run::run(config).await
             }
             other => cli::execute(other).await,
@@ -30,13 +30,4 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
-}
-
-fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
 }

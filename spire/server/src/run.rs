@@ -58,7 +58,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<AdminServer<AdminService>>().await;
 
-    let shutdown = shutdown_signal();
+    let shutdown = spire_proto::process::shutdown_signal();
     tokio::pin!(shutdown);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let agent_api = Server::builder()
@@ -83,7 +83,6 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     tokio::select! {
         result = &mut servers => { result?; }
         () = &mut shutdown => {
-            tracing::info!("shutting down");
             let _ = stop_tx.send(true);
             servers.await?;
         }
@@ -178,22 +177,4 @@ fn bind_admin_socket(path: &Path) -> anyhow::Result<UnixListener> {
 
 async fn wait_for(mut stop: tokio::sync::watch::Receiver<bool>) {
     let _ = stop.wait_for(|stopped| *stopped).await;
-}
-
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = ctrl_c => {}
-        () = term => {}
-    }
 }

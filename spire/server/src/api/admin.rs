@@ -36,14 +36,7 @@ fn agent_to_proto(a: &datastore::AttestedAgent) -> pb::AttestedAgent {
         attestation_type: a.attestation_type.clone(),
         serial_number: a.serial_number.clone(),
         expires_at: a.expires_at,
-        selectors: a
-            .selectors
-            .iter()
-            .map(|s| pb::Selector {
-                r#type: s.kind.clone(),
-                value: s.value.clone(),
-            })
-            .collect(),
+        selectors: entries::selectors_to_proto(&a.selectors),
         can_reattest: a.can_reattest,
         banned: a.banned,
     }
