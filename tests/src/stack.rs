@@ -13,7 +13,8 @@ pub struct Process {
 }
 
 impl Process {
-    fn spawn(mut command: Command, log: PathBuf) -> Process {
+    /// Spawns `command` with stdout and stderr going to `log`.
+    pub fn spawn(mut command: Command, log: PathBuf) -> Process {
         let file = std::fs::File::create(&log).expect("creating a log file");
         let err = file.try_clone().expect("cloning the log file handle");
         command.stdout(Stdio::from(file)).stderr(Stdio::from(err));

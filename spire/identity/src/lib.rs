@@ -13,6 +13,7 @@
 //!   picked up by new handshakes without a restart.
 
 pub mod dial;
+pub mod http;
 pub mod listener;
 pub mod peer;
 pub mod svid_tls;

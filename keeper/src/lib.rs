@@ -1,0 +1,78 @@
+//! A keeper holds one Shamir shard of Nexus's root key, in memory only, and gives it back to
+//! Nexus (and only Nexus, checked at the TLS handshake) so a restarted Nexus can rebuild its
+//! key without a human.
+//!
+//! - [`shard`]: the in-memory slot (zeroized on replacement and drop).
+//! - [`routes`]: the SPIKE-compatible HTTP routes.
+//! - [`hardening`]: no core dumps, memory locked where allowed.
+
+pub mod hardening;
+pub mod routes;
+pub mod shard;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use spiffe::{SpiffeId, TrustDomain};
+
+/// Keeper configuration (flags with environment fallbacks).
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "keeper",
+    version,
+    about = "Holds one shard of Nexus's root key, in memory only"
+)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "SPIKE_KEEPER_LISTEN", default_value = "127.0.0.1:8443")]
+    pub listen: std::net::SocketAddr,
+    /// Trust domain of Nexus (only `spiffe://<td>/spike/nexus[/...]` may call).
+    #[arg(long, env = "SPIKE_TRUST_ROOT_NEXUS", default_value = "spike.ist")]
+    pub trust_domain: String,
+    /// Workload API socket (`unix:///path`); defaults to `SPIFFE_ENDPOINT_SOCKET`.
+    #[arg(long, env = "SPIFFE_ENDPOINT_SOCKET")]
+    pub spiffe_endpoint_socket: Option<String>,
+    /// Log level.
+    #[arg(long, env = "SPIKE_KEEPER_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+}
+
+/// Runs a keeper until SIGINT/SIGTERM.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    hardening::apply();
+    let td = TrustDomain::new(&config.trust_domain).context("invalid --trust-domain")?;
+    let source = identity::workload::x509_source(
+        config.spiffe_endpoint_socket.as_deref(),
+        Duration::from_secs(30),
+    )
+    .await
+    .context("getting this keeper's SVID from the Workload API")?;
+    let td_name = td.to_string();
+    let only_nexus = move |peer: &SpiffeId| {
+        policies::role_of(&td_name, &peer.to_string()) == Some(policies::Role::Nexus)
+    };
+    let tls = identity::workload::server_config(source, td, only_nexus)?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    tracing::info!(address = %listener.local_addr()?, "keeper ready");
+    let app = routes::router(Arc::new(shard::ShardSlot::default()));
+    identity::http::serve(listener, Arc::new(tls), app, shutdown()).await;
+    Ok(())
+}
+
+async fn shutdown() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+}
