@@ -553,3 +553,107 @@ async fn server_runs_on_postgresql() {
         .expect("drop db");
     assert_eq!(result, "spiffe://example.org/pg");
 }
+
+#[tokio::test]
+async fn admin_cli_updates_entries_mints_svids_and_prints_spiffe_bundles() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("server"), TD, &[]).await;
+    let parent = "spiffe://example.org/spire/agent/join_token/x";
+    let id = server.create_entry("spiffe://example.org/a", parent, &["unix:uid:1"], &[]);
+    let updated = server.cli_ok(&[
+        "entry",
+        "update",
+        "-entryID",
+        &id,
+        "-spiffeID",
+        "spiffe://example.org/b",
+        "-parentID",
+        parent,
+        "-selector",
+        "unix:uid:2",
+        "-x509SVIDTTL",
+        "60",
+        "-hint",
+        "internal",
+        "-output",
+        "json",
+    ]);
+    let json: serde_json::Value = serde_json::from_str(&updated).expect("json");
+    assert_eq!(json["spiffe_id"], "spiffe://example.org/b");
+    assert_eq!(json["revision_number"], 1);
+    assert_eq!(json["x509_svid_ttl"], 60);
+    let shown = server.cli_ok(&["entry", "show", "-selector", "unix:uid:2"]);
+    assert!(shown.contains("Hint             : internal"), "{shown}");
+
+    let out = dir.path().join("minted");
+    std::fs::create_dir_all(&out).expect("dir");
+    server.cli_ok(&[
+        "x509",
+        "mint",
+        "-spiffeID",
+        "spiffe://example.org/minted",
+        "-ttl",
+        "120",
+        "-write",
+        out.to_str().expect("utf8"),
+    ]);
+    let svid = ::pem::parse(std::fs::read(out.join("svid.pem")).expect("svid")).expect("pem");
+    let bundle = ::pem::parse(std::fs::read(out.join("bundle.pem")).expect("bundle")).expect("pem");
+    assert_x509_svid_rules(
+        svid.contents(),
+        "spiffe://example.org/minted",
+        bundle.contents(),
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(out.join("key.pem"))
+        .expect("key")
+        .permissions()
+        .mode();
+    assert_eq!(
+        mode & 0o777,
+        0o600,
+        "the minted key is readable only by its owner"
+    );
+
+    let doc: serde_json::Value =
+        serde_json::from_str(&server.cli_ok(&["bundle", "show", "-format", "spiffe"]))
+            .expect("JWKS");
+    let keys = doc["keys"].as_array().expect("keys");
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0]["use"], "x509-svid");
+    assert!(
+        keys[0].get("kid").is_none(),
+        "X509-SVID §6: x509 authorities carry no kid"
+    );
+    assert_eq!(keys[0]["x5c"].as_array().expect("x5c").len(), 1);
+    assert!(doc["spiffe_sequence"].as_i64().expect("sequence") >= 1);
+}
+
+#[tokio::test]
+async fn agent_renews_its_own_svid_at_half_life() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("server"), TD, &["-agentTTL", "4s"]).await;
+    let token = server.join_token(&[]);
+    let _agent = Agent::start(&server, &dir.path().join("agent"), Some(&token)).await;
+    let serial = || {
+        let list: serde_json::Value =
+            serde_json::from_str(&server.cli_ok(&["agent", "list", "-output", "json"]))
+                .expect("json");
+        list["agents"][0]["x509svid_serial_number"]
+            .as_str()
+            .expect("serial")
+            .to_owned()
+    };
+    let first = serial();
+    let renewed = wait_for(
+        "the agent to renew its SVID",
+        Duration::from_secs(15),
+        || {
+            let now = serial();
+            let first = first.clone();
+            async move { (now != first).then_some(now) }
+        },
+    )
+    .await;
+    assert_ne!(renewed, first);
+}
