@@ -58,21 +58,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", config.listen))?;
     tracing::info!(address = %listener.local_addr()?, "keeper ready");
     let app = routes::router(Arc::new(shard::ShardSlot::default()));
-    identity::http::serve(listener, Arc::new(tls), app, shutdown()).await;
+    identity::http::serve(
+        listener,
+        Arc::new(tls),
+        app,
+        spire_proto::process::shutdown_signal(),
+    )
+    .await;
     Ok(())
-}
-
-async fn shutdown() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = term => {}
-    }
 }
