@@ -15,23 +15,14 @@ use std::time::{Duration, Instant};
 /// Directory of the workspace's built binaries, building them once per test process.
 ///
 /// `cargo test` only builds a package's binaries for that package's own integration tests, so
-/// the identity binaries are built here with the same profile (a no-op when up to date).
+/// every workspace binary is built here with the same profile (a no-op when up to date).
 pub fn bin_dir() -> &'static PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
         let status = Command::new(env!("CARGO"))
             .current_dir(&workspace)
-            .args([
-                "build",
-                "--bins",
-                "-p",
-                "spire-server",
-                "-p",
-                "spire-agent",
-                "-p",
-                "tests",
-            ])
+            .args(["build", "--workspace", "--bins"])
             .status()
             .expect("running cargo build for the test binaries");
         assert!(status.success(), "building the binaries under test failed");
