@@ -7,6 +7,7 @@
 //! - [`svid_tls`] builds rustls configs from SVIDs held in memory. The identity server and agent
 //!   use it for their own link, since they *are* the source of SVIDs and cannot fetch them from
 //!   a Workload API.
+//! - [`http`] serves axum routers over mTLS and [`https_client`] calls them.
 //! - [`workload`] is for everything else (nexus, keepers, pilot, applications): SVIDs and
 //!   bundles come live from the agent's Workload API through the `spiffe` crate's
 //!   [`spiffe::X509Source`], and `spiffe-rustls` builds the rustls configs, so rotated SVIDs are
@@ -14,6 +15,7 @@
 
 pub mod dial;
 pub mod http;
+pub mod https_client;
 pub mod listener;
 pub mod peer;
 pub mod svid_tls;

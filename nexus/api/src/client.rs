@@ -1,0 +1,244 @@
+//! A typed client for Nexus over SPIFFE mTLS, for `spike`, `spike exec` and applications.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let source = identity::workload::x509_source(None, std::time::Duration::from_secs(10)).await?;
+//! let nexus = nexus_api::Client::connect(source, "https://127.0.0.1:8553", "spike.ist")?;
+//! let secret = nexus.get_secret("db/password", 0).await?;
+//! # Ok(()) }
+//! ```
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use identity::https_client::{HttpsClient, HttpsError};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use spiffe::{SpiffeId, TrustDomain, X509Source};
+
+use crate::error::{ErrorBody, ErrorCode};
+use crate::model::*;
+use crate::routes::{self, Action};
+
+/// How long a call may take before the client gives up.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Nexus answered with an error.
+    #[error("{code}: {message}")]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// The error code.
+        code: ErrorCode,
+        /// Nexus's message (or the code when it sent none).
+        message: String,
+    },
+    /// Nexus could not be reached, or the TLS handshake failed (for example because the
+    /// server is not Nexus or does not trust our SVID).
+    #[error("cannot reach Nexus: {0}")]
+    Transport(#[from] HttpsError),
+    /// The answer was not what the API promises.
+    #[error("unexpected answer from Nexus: {0}")]
+    Decode(String),
+    /// The client could not be set up.
+    #[error("{0}")]
+    Setup(String),
+}
+
+impl ClientError {
+    /// The API error code, if Nexus answered with one.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::Api { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+/// A Nexus client.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: HttpsClient,
+    base: String,
+}
+
+impl Client {
+    /// A client over an existing HTTPS client; `base_url` is `https://host:port`.
+    pub fn new(http: HttpsClient, base_url: &str) -> Result<Self, ClientError> {
+        HttpsClient::parse_url(base_url)?;
+        Ok(Client {
+            http,
+            base: base_url.trim_end_matches('/').to_owned(),
+        })
+    }
+
+    /// A client presenting the SVID from `source` to the Nexus of `trust_domain` (its SVID must
+    /// be `spiffe://<trust_domain>/spike/nexus`, or below it).
+    pub fn connect(
+        source: X509Source,
+        base_url: &str,
+        trust_domain: &str,
+    ) -> Result<Self, ClientError> {
+        let td = TrustDomain::new(trust_domain).map_err(|e| {
+            ClientError::Setup(format!("invalid trust domain {trust_domain:?}: {e}"))
+        })?;
+        let td_name = td.to_string();
+        let is_nexus = move |peer: &SpiffeId| {
+            let id = peer.to_string();
+            let nexus = format!("spiffe://{td_name}/spike/nexus");
+            id == nexus || id.starts_with(&format!("{nexus}/"))
+        };
+        let tls = identity::workload::client_config(source, td, is_nexus)
+            .map_err(|e| ClientError::Setup(e.to_string()))?;
+        Client::new(HttpsClient::new(tls, DEFAULT_TIMEOUT), base_url)
+    }
+
+    async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        route: &str,
+        action: Action,
+        request: &Req,
+    ) -> Result<Resp, ClientError> {
+        let url = format!("{}{}", self.base, action.url(route));
+        let uri = HttpsClient::parse_url(&url)?;
+        let body = serde_json::to_vec(request).map_err(|e| ClientError::Decode(e.to_string()))?;
+        let (status, body) = self.http.post_json(uri, Bytes::from(body)).await?;
+        if status.is_success() {
+            return serde_json::from_slice(&body).map_err(|e| ClientError::Decode(e.to_string()));
+        }
+        let status = status.as_u16();
+        Err(match serde_json::from_slice::<ErrorBody>(&body) {
+            Ok(error) => ClientError::Api {
+                status,
+                code: ErrorCode::parse(&error.err),
+                message: if error.message.is_empty() {
+                    error.err
+                } else {
+                    error.message
+                },
+            },
+            Err(_) => ClientError::Api {
+                status,
+                code: ErrorCode::from_status(status),
+                message: format!("HTTP {status}"),
+            },
+        })
+    }
+
+    /// Writes a new version of `path`; `cas` makes it conditional on the current version.
+    /// Returns the new version.
+    pub async fn put_secret(
+        &self,
+        path: &str,
+        values: Values,
+        cas: Option<u64>,
+    ) -> Result<u64, ClientError> {
+        let request = PutSecretRequest {
+            path: path.to_owned(),
+            values,
+            cas,
+        };
+        let response: PutSecretResponse = self.call(routes::SECRETS, Action::Put, &request).await?;
+        Ok(response.version)
+    }
+
+    /// Reads `version` of `path` (0: the current one).
+    pub async fn get_secret(
+        &self,
+        path: &str,
+        version: u64,
+    ) -> Result<GetSecretResponse, ClientError> {
+        let request = GetSecretRequest {
+            path: path.to_owned(),
+            version,
+        };
+        self.call(routes::SECRETS, Action::Get, &request).await
+    }
+
+    async fn versions(
+        &self,
+        action: Action,
+        path: &str,
+        versions: &[u64],
+    ) -> Result<(), ClientError> {
+        let request = VersionsRequest {
+            path: path.to_owned(),
+            versions: versions.to_vec(),
+        };
+        let _: Empty = self.call(routes::SECRETS, action, &request).await?;
+        Ok(())
+    }
+
+    /// Soft-deletes versions (none: the current one).
+    pub async fn delete_secret(&self, path: &str, versions: &[u64]) -> Result<(), ClientError> {
+        self.versions(Action::Delete, path, versions).await
+    }
+
+    /// Restores soft-deleted versions (none: the current one).
+    pub async fn undelete_secret(&self, path: &str, versions: &[u64]) -> Result<(), ClientError> {
+        self.versions(Action::Undelete, path, versions).await
+    }
+
+    /// Destroys versions for good (none: the whole secret with its metadata).
+    pub async fn destroy_secret(&self, path: &str, versions: &[u64]) -> Result<(), ClientError> {
+        self.versions(Action::Destroy, path, versions).await
+    }
+
+    /// The paths the caller may read, sorted.
+    pub async fn list_secrets(&self) -> Result<Vec<String>, ClientError> {
+        let response: ListSecretsResponse =
+            self.call(routes::SECRETS, Action::List, &Empty {}).await?;
+        Ok(response.keys)
+    }
+
+    /// Metadata of `path`.
+    pub async fn secret_metadata(&self, path: &str) -> Result<MetadataResponse, ClientError> {
+        let request = GetSecretRequest {
+            path: path.to_owned(),
+            version: 0,
+        };
+        self.call(routes::SECRETS_METADATA, Action::Get, &request)
+            .await
+    }
+
+    /// Creates or replaces a policy.
+    pub async fn put_policy(&self, policy: &PutPolicyRequest) -> Result<(), ClientError> {
+        let _: Empty = self.call(routes::POLICY, Action::Put, policy).await?;
+        Ok(())
+    }
+
+    /// Reads a policy by name.
+    pub async fn get_policy(&self, name: &str) -> Result<PolicyResponse, ClientError> {
+        let request = PolicyIdRequest {
+            id: name.to_owned(),
+        };
+        self.call(routes::POLICY, Action::Get, &request).await
+    }
+
+    /// Deletes a policy by name.
+    pub async fn delete_policy(&self, name: &str) -> Result<(), ClientError> {
+        let request = PolicyIdRequest {
+            id: name.to_owned(),
+        };
+        let _: Empty = self.call(routes::POLICY, Action::Delete, &request).await?;
+        Ok(())
+    }
+
+    /// Lists policies, optionally only those with exactly these patterns.
+    pub async fn list_policies(
+        &self,
+        filter: &ListPoliciesRequest,
+    ) -> Result<Vec<PolicyResponse>, ClientError> {
+        let response: ListPoliciesResponse =
+            self.call(routes::POLICY, Action::List, filter).await?;
+        Ok(response.policies)
+    }
+
+    /// Nexus's lifecycle state and keeper reachability.
+    pub async fn status(&self) -> Result<StatusResponse, ClientError> {
+        self.call(routes::STATUS, Action::Put, &Empty {}).await
+    }
+}

@@ -1,0 +1,420 @@
+//! Request and response bodies. Field names are SPIKE's (camelCase); fields SPIKE lacks are
+//! optional on input and additive on output, so either side may be a SPIKE implementation.
+//!
+//! Secret values appear only in [`Values`]; every type holding them prints `[REDACTED]` in
+//! its `Debug` output.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+/// One version of a secret: string keys to string values.
+pub type Values = BTreeMap<String, String>;
+
+/// Debug for a map of secret values: keys only.
+struct RedactedValues<'a>(&'a Values);
+
+impl std::fmt::Debug for RedactedValues<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.0.keys().map(|k| (k, "[REDACTED]")))
+            .finish()
+    }
+}
+
+/// `POST /v1/store/secrets`: writes a new version.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PutSecretRequest {
+    /// Secret path, e.g. `db/password`.
+    pub path: String,
+    /// The whole new version.
+    pub values: Values,
+    /// Check-and-set: the write succeeds only if the current version equals this (0: the
+    /// secret must not exist yet). Not in SPIKE.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cas: Option<u64>,
+}
+
+impl std::fmt::Debug for PutSecretRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PutSecretRequest")
+            .field("path", &self.path)
+            .field("values", &RedactedValues(&self.values))
+            .field("cas", &self.cas)
+            .finish()
+    }
+}
+
+/// Answer to a put: the version written (SPIKE answers `{}`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PutSecretResponse {
+    /// The new version's number.
+    #[serde(default)]
+    pub version: u64,
+}
+
+/// `?action=get` on secrets and on metadata.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GetSecretRequest {
+    /// Secret path.
+    pub path: String,
+    /// Version to read; 0 is the current one.
+    #[serde(default)]
+    pub version: u64,
+}
+
+/// A secret version's data.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GetSecretResponse {
+    /// The values.
+    pub data: Values,
+    /// Which version this is (not in SPIKE).
+    #[serde(default)]
+    pub version: u64,
+}
+
+impl std::fmt::Debug for GetSecretResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GetSecretResponse")
+            .field("data", &RedactedValues(&self.data))
+            .field("version", &self.version)
+            .finish()
+    }
+}
+
+/// `?action=delete|undelete|destroy`: versions of one secret.
+///
+/// For delete and undelete an empty list means the current version (0 also names it), as in
+/// SPIKE. For destroy an empty list destroys the whole secret: every version and its metadata.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VersionsRequest {
+    /// Secret path.
+    pub path: String,
+    /// Version numbers.
+    #[serde(default)]
+    pub versions: Vec<u64>,
+}
+
+/// An empty body: `{}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Empty {}
+
+/// `?action=list` on secrets.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListSecretsResponse {
+    /// Sorted paths the caller may read.
+    pub keys: Vec<String>,
+}
+
+/// Metadata of one version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VersionMetadata {
+    /// Version number.
+    pub version: u64,
+    /// When it was written.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_time: OffsetDateTime,
+    /// When it was soft-deleted, if it is.
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub deleted_time: Option<OffsetDateTime>,
+    /// SPIFFE ID of the writer (not in SPIKE).
+    #[serde(default)]
+    pub created_by: String,
+}
+
+/// Metadata of a secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretMetadata {
+    /// Highest version not deleted; 0 when every version is deleted.
+    pub current_version: u64,
+    /// Lowest version still stored.
+    pub oldest_version: u64,
+    /// When the secret was first written.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_time: OffsetDateTime,
+    /// When it last changed.
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_time: OffsetDateTime,
+    /// How many versions are kept.
+    pub max_versions: u32,
+    /// SPIFFE ID that first wrote it (not in SPIKE).
+    #[serde(default)]
+    pub created_by: String,
+}
+
+/// `POST /v1/store/secrets/metadata?action=get`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MetadataResponse {
+    /// Per-version metadata by version number.
+    pub versions: BTreeMap<u64, VersionMetadata>,
+    /// The secret's metadata.
+    pub metadata: SecretMetadata,
+}
+
+/// `POST /v1/acl/policy`: create or replace a policy.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PutPolicyRequest {
+    /// Unique name.
+    pub name: String,
+    /// Regular expression matched against the caller's whole SPIFFE ID.
+    #[serde(rename = "spiffeidPattern")]
+    pub spiffe_id_pattern: String,
+    /// Regular expression matched against the whole secret path.
+    pub path_pattern: String,
+    /// Permissions: `read`, `write`, `list`, `execute`, `super`.
+    pub permissions: Vec<String>,
+}
+
+/// `?action=get|delete` on policies. `id` carries the policy's name, as in SPIKE.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyIdRequest {
+    /// The policy's name.
+    pub id: String,
+}
+
+/// A stored policy.
+///
+/// SPIKE's get-policy answer spells the pattern field `spiffiedPattern`; Nexus sends both that
+/// and `spiffeidPattern`, and reads whichever is present.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "PolicyWire", into = "PolicyWire")]
+pub struct PolicyResponse {
+    /// Same as `name` (SPIKE keeps the field).
+    pub id: String,
+    /// Unique name.
+    pub name: String,
+    /// The SPIFFE ID pattern.
+    pub spiffe_id_pattern: String,
+    /// The path pattern.
+    pub path_pattern: String,
+    /// Granted permissions.
+    pub permissions: Vec<String>,
+    /// When it was first created.
+    pub created_at: OffsetDateTime,
+    /// When it last changed.
+    pub updated_at: OffsetDateTime,
+}
+
+/// [`PolicyResponse`] as it travels.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PolicyWire {
+    #[serde(default)]
+    id: String,
+    name: String,
+    #[serde(rename = "spiffeidPattern", default)]
+    spiffe_id_pattern: Option<String>,
+    #[serde(rename = "spiffiedPattern", default)]
+    spiffied_pattern: Option<String>,
+    #[serde(default)]
+    path_pattern: String,
+    #[serde(default)]
+    permissions: Vec<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    updated_at: OffsetDateTime,
+}
+
+impl From<PolicyWire> for PolicyResponse {
+    fn from(wire: PolicyWire) -> Self {
+        PolicyResponse {
+            id: wire.id,
+            name: wire.name,
+            spiffe_id_pattern: wire
+                .spiffe_id_pattern
+                .or(wire.spiffied_pattern)
+                .unwrap_or_default(),
+            path_pattern: wire.path_pattern,
+            permissions: wire.permissions,
+            created_at: wire.created_at,
+            updated_at: wire.updated_at,
+        }
+    }
+}
+
+impl From<PolicyResponse> for PolicyWire {
+    fn from(policy: PolicyResponse) -> Self {
+        PolicyWire {
+            id: policy.id,
+            name: policy.name,
+            spiffied_pattern: Some(policy.spiffe_id_pattern.clone()),
+            spiffe_id_pattern: Some(policy.spiffe_id_pattern),
+            path_pattern: policy.path_pattern,
+            permissions: policy.permissions,
+            created_at: policy.created_at,
+            updated_at: policy.updated_at,
+        }
+    }
+}
+
+/// `?action=list` on policies: optional exact-string filters, as SPIKE's.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListPoliciesRequest {
+    /// Only policies with exactly this SPIFFE ID pattern.
+    #[serde(
+        rename = "spiffeidPattern",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub spiffe_id_pattern: Option<String>,
+    /// Only policies with exactly this path pattern.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_pattern: Option<String>,
+}
+
+/// The policies, sorted by name.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListPoliciesResponse {
+    /// SPIKE sends `id` and `name`; Nexus sends every field.
+    pub policies: Vec<PolicyResponse>,
+}
+
+/// Where Nexus is in its root key lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SealState {
+    /// No root key exists yet; waiting for enough keepers to create one.
+    Uninitialized,
+    /// A root key exists but is not in memory; collecting shards from keepers.
+    Sealed,
+    /// Serving.
+    Ready,
+}
+
+/// Keeper reachability as last probed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeeperStatus {
+    /// Configured keepers.
+    pub total: usize,
+    /// Keepers that answered the last probe.
+    pub reachable: usize,
+    /// Shards needed to rebuild the root key.
+    pub threshold: u8,
+}
+
+/// `POST /v1/status` (or `GET`): not in SPIKE.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusResponse {
+    /// Whether a root key has ever been created for this datastore.
+    pub initialized: bool,
+    /// Lifecycle state.
+    pub state: SealState,
+    /// Keepers.
+    pub keepers: KeeperStatus,
+    /// Why Nexus is not ready, if it is not.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    /// Nexus's version.
+    pub version: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_values() {
+        let mut values = Values::new();
+        values.insert("password".into(), "hunter2".into());
+        let put = PutSecretRequest {
+            path: "db".into(),
+            values: values.clone(),
+            cas: None,
+        };
+        let got = GetSecretResponse {
+            data: values,
+            version: 1,
+        };
+        for text in [format!("{put:?}"), format!("{got:?}")] {
+            assert!(!text.contains("hunter2"), "{text}");
+            assert!(text.contains("password"), "{text}");
+        }
+    }
+
+    #[test]
+    fn spike_shapes_parse() {
+        let put: PutSecretRequest =
+            serde_json::from_str(r#"{"path":"a/b","values":{"k":"v"}}"#).expect("put");
+        assert_eq!(put.cas, None);
+        let get: GetSecretRequest = serde_json::from_str(r#"{"path":"a/b"}"#).expect("get");
+        assert_eq!(get.version, 0);
+        let del: VersionsRequest = serde_json::from_str(r#"{"path":"a"}"#).expect("delete");
+        assert!(del.versions.is_empty());
+        let policy: PutPolicyRequest = serde_json::from_str(
+            r#"{"name":"n","spiffeidPattern":"^a$","pathPattern":"b","permissions":["read"]}"#,
+        )
+        .expect("policy");
+        assert_eq!(policy.spiffe_id_pattern, "^a$");
+    }
+
+    #[test]
+    fn policy_answers_carry_both_spellings() {
+        let now = OffsetDateTime::UNIX_EPOCH;
+        let policy = PolicyResponse {
+            id: "p".into(),
+            name: "p".into(),
+            spiffe_id_pattern: "^x$".into(),
+            path_pattern: "y".into(),
+            permissions: vec!["read".into()],
+            created_at: now,
+            updated_at: now,
+        };
+        let wire = serde_json::to_value(&policy).expect("json");
+        assert_eq!(wire["spiffeidPattern"], "^x$");
+        assert_eq!(wire["spiffiedPattern"], "^x$");
+        let back: PolicyResponse = serde_json::from_value(wire).expect("parse back");
+        assert_eq!(back, policy);
+        let spike: PolicyResponse = serde_json::from_str(
+            r#"{"id":"p","name":"p","spiffiedPattern":"^x$","pathPattern":"y","permissions":["read"],"createdAt":"1970-01-01T00:00:00Z","updatedAt":"1970-01-01T00:00:00Z"}"#,
+        )
+        .expect("SPIKE's spelling");
+        assert_eq!(spike, policy);
+    }
+
+    #[test]
+    fn metadata_versions_are_string_keyed() {
+        let now = OffsetDateTime::UNIX_EPOCH;
+        let meta = MetadataResponse {
+            versions: [(
+                3,
+                VersionMetadata {
+                    version: 3,
+                    created_time: now,
+                    deleted_time: None,
+                    created_by: "spiffe://td/x".into(),
+                },
+            )]
+            .into(),
+            metadata: SecretMetadata {
+                current_version: 3,
+                oldest_version: 3,
+                created_time: now,
+                updated_time: now,
+                max_versions: 10,
+                created_by: "spiffe://td/x".into(),
+            },
+        };
+        let json = serde_json::to_value(&meta).expect("json");
+        assert_eq!(json["versions"]["3"]["version"], 3);
+        assert_eq!(json["metadata"]["currentVersion"], 3);
+        let back: MetadataResponse = serde_json::from_value(json).expect("back");
+        assert_eq!(back, meta);
+    }
+}

@@ -1,0 +1,89 @@
+//! Route paths and `?action=` values of the v1 API.
+
+/// Secrets: put (no action), `get`, `delete`, `undelete`, `destroy`, `list`.
+pub const SECRETS: &str = "/v1/store/secrets";
+/// Secret metadata: `get`.
+pub const SECRETS_METADATA: &str = "/v1/store/secrets/metadata";
+/// Policies: upsert (no action), `get`, `delete`, `list`.
+pub const POLICY: &str = "/v1/acl/policy";
+/// Break-glass: export all recovery shards.
+pub const RECOVER: &str = "/v1/operator/recover";
+/// Break-glass: submit one recovery shard.
+pub const RESTORE: &str = "/v1/operator/restore";
+/// Initialisation, seal state and keeper reachability.
+pub const STATUS: &str = "/v1/status";
+
+/// The operation named by `?action=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// No `action` parameter: create or update.
+    Put,
+    /// `get`
+    Get,
+    /// `delete` (soft)
+    Delete,
+    /// `undelete`
+    Undelete,
+    /// `destroy` (permanent; not in SPIKE)
+    Destroy,
+    /// `list`
+    List,
+}
+
+impl Action {
+    /// Parses the `action` query value; `None` is a put. An unknown action is `Err` with the
+    /// value as given.
+    pub fn parse(value: Option<&str>) -> Result<Self, String> {
+        match value {
+            None | Some("") => Ok(Action::Put),
+            Some("get") => Ok(Action::Get),
+            Some("delete") => Ok(Action::Delete),
+            Some("undelete") => Ok(Action::Undelete),
+            Some("destroy") => Ok(Action::Destroy),
+            Some("list") => Ok(Action::List),
+            Some(other) => Err(other.to_owned()),
+        }
+    }
+
+    /// The query value (`None` for a put).
+    pub fn as_query(self) -> Option<&'static str> {
+        match self {
+            Action::Put => None,
+            Action::Get => Some("get"),
+            Action::Delete => Some("delete"),
+            Action::Undelete => Some("undelete"),
+            Action::Destroy => Some("destroy"),
+            Action::List => Some("list"),
+        }
+    }
+
+    /// The path and query for this action on `route`.
+    pub fn url(self, route: &str) -> String {
+        match self.as_query() {
+            Some(action) => format!("{route}?action={action}"),
+            None => route.to_owned(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actions_round_trip() {
+        for action in [
+            Action::Put,
+            Action::Get,
+            Action::Delete,
+            Action::Undelete,
+            Action::Destroy,
+            Action::List,
+        ] {
+            assert_eq!(Action::parse(action.as_query()), Ok(action));
+        }
+        assert_eq!(Action::parse(Some("purge")), Err("purge".to_owned()));
+        assert_eq!(Action::Get.url(SECRETS), "/v1/store/secrets?action=get");
+        assert_eq!(Action::Put.url(POLICY), "/v1/acl/policy");
+    }
+}
