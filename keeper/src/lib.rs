@@ -4,9 +4,8 @@
 //!
 //! - [`shard`]: the in-memory slot (zeroized on replacement and drop).
 //! - [`routes`]: the SPIKE-compatible HTTP routes.
-//! - [`hardening`]: no core dumps, memory locked where allowed.
+//! - Hardening (no core dumps, memory locked) comes from `common_process::harden`.
 
-pub mod hardening;
 pub mod routes;
 pub mod shard;
 
@@ -40,7 +39,7 @@ pub struct Config {
 
 /// Runs a keeper until SIGINT/SIGTERM.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    hardening::apply();
+    common_process::harden();
     let td = TrustDomain::new(&config.trust_domain).context("invalid --trust-domain")?;
     let source = identity::workload::x509_source(
         config.spiffe_endpoint_socket.as_deref(),
@@ -62,7 +61,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         listener,
         Arc::new(tls),
         app,
-        spire_proto::process::shutdown_signal(),
+        common_process::shutdown_signal(),
     )
     .await;
     Ok(())

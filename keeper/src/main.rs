@@ -5,7 +5,7 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let config = keeper::Config::parse();
-    spire_proto::process::init_logging(&config.log_level);
+    common_process::init_logging(&config.log_level);
     match keeper::run(config).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -4,7 +4,7 @@
 //! Every helper waits on a condition (a health check answering, a socket accepting, an SVID
 //! arriving) with a deadline; none sleeps a fixed time and hopes.
 
-pub mod pg;
+pub mod secrets;
 pub mod stack;
 
 use std::path::PathBuf;
@@ -65,10 +65,4 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("binding an ephemeral port")
-}
-
-/// URL of the PostgreSQL server tests use.
-pub fn postgres_url() -> String {
-    std::env::var("SPIKE_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }

@@ -525,33 +525,21 @@ async fn agent_refuses_a_server_outside_its_trust_bundle() {
 
 #[tokio::test]
 async fn server_runs_on_postgresql() {
-    let url = tests::postgres_url();
-    let db = format!("spire_e2e_{}", uuid::Uuid::new_v4().simple());
-    let admin = tests::pg::admin(&url).await;
-    sqlx::query(&format!("CREATE DATABASE {db}"))
-        .execute(&admin)
-        .await
-        .expect("create db");
-    let db_url = tests::pg::with_database(&url, &db);
-    let result = async {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let server = Server::start(&dir.path().join("server"), TD, &["-dataStore", &db_url]).await;
-        let token = server.join_token(&[]);
-        let agent = Agent::start(&server, &dir.path().join("agent"), Some(&token)).await;
-        server.create_entry(
-            "spiffe://example.org/pg",
-            &server.agent_id(&token),
-            &[&format!("unix:uid:{}", uid())],
-            &[],
-        );
-        fetch_svid(&agent).await.spiffe_id().to_string()
-    }
-    .await;
-    sqlx::query(&format!("DROP DATABASE {db} WITH (FORCE)"))
-        .execute(&admin)
-        .await
-        .expect("drop db");
-    assert_eq!(result, "spiffe://example.org/pg");
+    let db = common_sql::testing::TestDatabase::create().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("server"), TD, &["-dataStore", db.url()]).await;
+    let token = server.join_token(&[]);
+    let agent = Agent::start(&server, &dir.path().join("agent"), Some(&token)).await;
+    server.create_entry(
+        "spiffe://example.org/pg",
+        &server.agent_id(&token),
+        &[&format!("unix:uid:{}", uid())],
+        &[],
+    );
+    assert_eq!(
+        fetch_svid(&agent).await.spiffe_id().to_string(),
+        "spiffe://example.org/pg"
+    );
 }
 
 #[tokio::test]

@@ -8,12 +8,15 @@
 //! - [`routes`]: paths and actions.
 //! - [`model`]: request and response bodies.
 //! - [`error`]: error codes, their HTTP statuses and the error body.
-//! - [`client`]: a typed client over SPIFFE mTLS.
+//! - [`client`]: a typed client over SPIFFE mTLS (feature `client`); without it this crate
+//!   is serde types only, with no runtime, TLS or database dependency.
 
+#[cfg(feature = "client")]
 pub mod client;
 pub mod error;
 pub mod model;
 pub mod routes;
 
+#[cfg(feature = "client")]
 pub use client::{Client, ClientError};
 pub use error::{ErrorBody, ErrorCode};

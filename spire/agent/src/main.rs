@@ -17,7 +17,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Run(args) => {
                 let config = AgentConfig::load(&args)?;
-                spire_proto::process::init_logging(&config.log_level);
+                common_process::init_logging(&config.log_level);
                 spire_agent::run::run(config).await
             }
             Command::Healthcheck { socket_path } => {

@@ -58,7 +58,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         ))
         .serve_with_incoming_shutdown(
             UnixListenerStream::new(listener),
-            spire_proto::process::shutdown_signal(),
+            common_process::shutdown_signal(),
         )
         .await?;
     let _ = std::fs::remove_file(&config.socket_path);

@@ -1,5 +1,5 @@
 //! What the identity server and agent share: generated gRPC types, selectors, trust bundle
-//! formats, Unix-socket channels, SPIRE-style flag parsing and process plumbing.
+//! formats, Unix-socket channels, SPIRE-style flag parsing and the gRPC health check.
 //!
 //! - [`workload`]: the SPIFFE Workload API, exactly as the standard defines it (no proto
 //!   package, so method paths are `/SpiffeWorkloadAPI/...`).

@@ -1,34 +1,7 @@
-//! Process plumbing both binaries share: logging set-up, shutdown signals and the gRPC health
-//! check their `healthcheck` commands run against a local socket.
+//! The gRPC health check the `healthcheck` commands of the server and agent run against their
+//! local sockets.
 
 use std::path::Path;
-
-/// Logs to stderr at `level`, unless `RUST_LOG` says otherwise.
-pub fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-}
-
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = term => {}
-    }
-    tracing::info!("shutting down");
-}
 
 /// Asks the `grpc.health.v1.Health` service on the Unix socket at `socket` whether it is
 /// serving. The error says why not.

@@ -58,7 +58,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<AdminServer<AdminService>>().await;
 
-    let shutdown = spire_proto::process::shutdown_signal();
+    let shutdown = common_process::shutdown_signal();
     tokio::pin!(shutdown);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let agent_api = Server::builder()

@@ -1,8 +1,6 @@
 //! Datastore tests. Every `check_*` function runs against BOTH backends: the macros below
 //! generate a `sqlite_*` test (fresh file in a temp dir) and a `postgres_*` test (fresh
-//! database on the server from `SPIKE_TEST_POSTGRES_URL`, see `support/pg.rs`).
-
-mod support;
+//! database on the server from `SPIKE_TEST_POSTGRES_URL`, see `common_sql::testing`).
 
 use std::path::Path;
 
@@ -27,7 +25,7 @@ macro_rules! backend_tests {
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn $postgres() {
-            let db = support::pg::TestDatabase::create().await;
+            let db = common_sql::testing::TestDatabase::create().await;
             let ds = Datastore::connect(db.url())
                 .await
                 .expect("open PostgreSQL datastore");
@@ -50,7 +48,7 @@ macro_rules! backend_url_tests {
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn $postgres() {
-            let db = support::pg::TestDatabase::create().await;
+            let db = common_sql::testing::TestDatabase::create().await;
             $check(db.url()).await;
         }
     )*};

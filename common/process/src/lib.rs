@@ -1,0 +1,62 @@
+//! Process plumbing every binary shares: logging set-up, shutdown signals and hardening for
+//! processes that hold key material.
+
+/// Logs to stderr at `level`, unless `RUST_LOG` says otherwise.
+pub fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+    tracing::info!("shutting down");
+}
+
+/// Locks all of this process's memory so secrets are never swapped out.
+///
+/// Only when the locked-memory limit is unlimited (root, or `LimitMEMLOCK=infinity` under
+/// systemd): with a finite limit, `MCL_FUTURE` would make allocations fail once the process
+/// outgrows it. The error says why memory was not locked.
+pub fn lock_memory() -> Result<(), String> {
+    use nix::sys::mman::{MlockAllFlags, mlockall};
+    use nix::sys::resource::{RLIM_INFINITY, Resource, getrlimit};
+    match getrlimit(Resource::RLIMIT_MEMLOCK) {
+        Ok((soft, _)) if soft == RLIM_INFINITY => {
+            mlockall(MlockAllFlags::MCL_CURRENT | MlockAllFlags::MCL_FUTURE)
+                .map_err(|e| format!("mlockall failed: {e}"))
+        }
+        Ok(_) => Err("the locked-memory limit (RLIMIT_MEMLOCK) is finite; run with CAP_IPC_LOCK and an unlimited limit".into()),
+        Err(e) => Err(format!("cannot read RLIMIT_MEMLOCK: {e}")),
+    }
+}
+
+/// Hardening for a process that holds key material (Nexus, keepers): no core dumps, so a
+/// crash never writes keys to disk, and memory locked where allowed ([`lock_memory`]).
+/// Failures are logged, not fatal.
+///
+/// A non-dumpable process's `/proc/<pid>` belongs to root, so an agent attesting it by
+/// `unix:path` must run as root (as SPIRE's agent usually does).
+pub fn harden() {
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        tracing::warn!(error = %e, "could not disable core dumps");
+    }
+    if let Err(reason) = lock_memory() {
+        tracing::warn!("memory not locked: {reason}");
+    }
+}

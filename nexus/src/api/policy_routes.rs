@@ -1,0 +1,74 @@
+//! `/v1/acl/policy`: the Pilot superuser manages policies; others need `read`, `write` or
+//! `list` on the reserved path `spike/system/acl`.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{RawQuery, State};
+use axum::response::Response;
+use identity::http::CallerId;
+use nexus_api::model::{
+    Empty, ListPoliciesRequest, ListPoliciesResponse, PolicyIdRequest, PutPolicyRequest,
+};
+use nexus_api::routes::{self, Action};
+use policies::{Permission, SYSTEM_ACL_PATH};
+
+use super::audit::Audit;
+use super::{ApiError, action, body, ok, parse};
+use crate::service::Nexus;
+
+pub async fn policy(
+    State(nexus): State<Arc<Nexus>>,
+    CallerId(caller): CallerId,
+    RawQuery(query): RawQuery,
+    request: Result<Bytes, BytesRejection>,
+) -> Response {
+    let caller = caller.to_string();
+    let mut audit = Audit::new(&caller, routes::POLICY);
+    let outcome = dispatch(&nexus, &mut audit, query.as_deref(), request).await;
+    audit.finish(outcome)
+}
+
+async fn dispatch(
+    nexus: &Nexus,
+    audit: &mut Audit<'_>,
+    query: Option<&str>,
+    request: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let action = action(query)?;
+    audit.action = Some(action);
+    let bytes = body(request)?;
+    match action {
+        Action::Put => {
+            let request: PutPolicyRequest = parse(&bytes)?;
+            audit.authorize(nexus, SYSTEM_ACL_PATH, Permission::Write)?;
+            audit.target = request.name.clone();
+            nexus.put_policy(&request).await?;
+            Ok(ok(Empty {}))
+        }
+        Action::Get => {
+            let request: PolicyIdRequest = parse(&bytes)?;
+            audit.authorize(nexus, SYSTEM_ACL_PATH, Permission::Read)?;
+            audit.target = request.id.clone();
+            Ok(ok(nexus.get_policy(&request.id).await?))
+        }
+        Action::Delete => {
+            let request: PolicyIdRequest = parse(&bytes)?;
+            audit.authorize(nexus, SYSTEM_ACL_PATH, Permission::Write)?;
+            audit.target = request.id.clone();
+            nexus.delete_policy(&request.id).await?;
+            Ok(ok(Empty {}))
+        }
+        Action::List => {
+            let filter: ListPoliciesRequest = parse(&bytes)?;
+            audit.authorize(nexus, SYSTEM_ACL_PATH, Permission::List)?;
+            let policies = nexus.list_policies(&filter).await?;
+            Ok(ok(ListPoliciesResponse { policies }))
+        }
+        Action::Undelete | Action::Destroy => Err(ApiError::bad_request(format!(
+            "policies have no {:?} action",
+            action.as_query().unwrap_or_default()
+        ))),
+    }
+}

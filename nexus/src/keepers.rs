@@ -1,0 +1,181 @@
+//! Talking to keepers: fetch the shard one holds, hand one its shard. Every call is mTLS with
+//! Nexus's SVID, and the keeper must present a keeper SVID of our trust domain.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use identity::https_client::{HttpsClient, HttpsError};
+use nexus_crypto::{KEY_LEN, Shard};
+use serde::{Deserialize, Serialize};
+use spiffe::{SpiffeId, TrustDomain, X509Source};
+use zeroize::Zeroizing;
+
+/// How long one keeper call may take. Short: a slow keeper must not hold up unsealing, which
+/// needs only a threshold of them.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Why a keeper call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum KeeperError {
+    /// The keeper could not be reached or the handshake failed.
+    #[error("keeper {id} ({url}): {source}")]
+    Unreachable {
+        /// Shard id (1-based position in the keeper list).
+        id: u8,
+        /// Keeper URL.
+        url: String,
+        /// Cause.
+        source: HttpsError,
+    },
+    /// The keeper answered something unexpected.
+    #[error("keeper {id} ({url}): {reason}")]
+    Protocol {
+        /// Shard id.
+        id: u8,
+        /// Keeper URL.
+        url: String,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+/// The wire body of both keeper routes (SPIKE's: 32 numbers).
+#[derive(Serialize, Deserialize)]
+struct ShardBody {
+    shard: Vec<u8>,
+}
+
+impl Drop for ShardBody {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.shard);
+    }
+}
+
+/// One keeper: its URL and the id of the shard it holds.
+#[derive(Debug, Clone)]
+pub struct Keeper {
+    /// Shard id, 1-based.
+    pub id: u8,
+    /// Base URL, `https://host:port`.
+    pub url: String,
+}
+
+/// The configured keepers and an mTLS client for them.
+#[derive(Debug, Clone)]
+pub struct Keepers {
+    keepers: Vec<Keeper>,
+    http: HttpsClient,
+}
+
+impl Keepers {
+    /// Keepers at `urls` (shard ids 1, 2, ... in order), reached with the SVID from `source`.
+    pub fn new(
+        urls: &[String],
+        source: X509Source,
+        trust_domain: TrustDomain,
+    ) -> Result<Self, identity::IdentityError> {
+        let td = trust_domain.to_string();
+        let is_keeper = move |peer: &SpiffeId| {
+            policies::role_of(&td, &peer.to_string()) == Some(policies::Role::Keeper)
+        };
+        let tls = identity::workload::client_config(source, trust_domain, is_keeper)?;
+        let keepers = urls
+            .iter()
+            .zip(1u8..)
+            .map(|(url, id)| Keeper {
+                id,
+                url: url.trim_end_matches('/').to_owned(),
+            })
+            .collect();
+        Ok(Keepers {
+            keepers,
+            http: HttpsClient::new(tls, CALL_TIMEOUT),
+        })
+    }
+
+    /// The keepers, in shard-id order.
+    pub fn all(&self) -> &[Keeper] {
+        &self.keepers
+    }
+
+    async fn post(
+        &self,
+        keeper: &Keeper,
+        route: &str,
+        body: Vec<u8>,
+    ) -> Result<(u16, Bytes), KeeperError> {
+        let url = format!("{}{route}", keeper.url);
+        let uri = HttpsClient::parse_url(&url).map_err(|source| KeeperError::Unreachable {
+            id: keeper.id,
+            url: keeper.url.clone(),
+            source,
+        })?;
+        let (status, body) =
+            self.http
+                .post_json(uri, Bytes::from(body))
+                .await
+                .map_err(|source| KeeperError::Unreachable {
+                    id: keeper.id,
+                    url: keeper.url.clone(),
+                    source,
+                })?;
+        Ok((status.as_u16(), body))
+    }
+
+    /// The shard `keeper` holds; `None` if it holds none (it restarted).
+    pub async fn fetch(&self, keeper: &Keeper) -> Result<Option<Shard>, KeeperError> {
+        let protocol = |reason: String| KeeperError::Protocol {
+            id: keeper.id,
+            url: keeper.url.clone(),
+            reason,
+        };
+        let (status, body) = self.post(keeper, "/v1/store/shard", b"{}".to_vec()).await?;
+        // SPIKE's keepers answer 400 (and older ones 404) when they hold no shard.
+        if status == 400 || status == 404 {
+            return Ok(None);
+        }
+        if status != 200 {
+            return Err(protocol(format!("HTTP {status}")));
+        }
+        let body = Zeroizing::new(body.to_vec());
+        let mut parsed: ShardBody = serde_json::from_slice(&body)
+            .map_err(|e| protocol(format!("malformed answer: {e}")))?;
+        let shard = Zeroizing::new(std::mem::take(&mut parsed.shard));
+        let value: [u8; KEY_LEN] = shard.as_slice().try_into().map_err(|_| {
+            protocol(format!(
+                "shard has {} bytes, expected {KEY_LEN}",
+                shard.len()
+            ))
+        })?;
+        let value = Zeroizing::new(value);
+        if value.iter().all(|b| *b == 0) {
+            return Ok(None);
+        }
+        Shard::new(keeper.id, *value)
+            .map(Some)
+            .map_err(|e| protocol(e.to_string()))
+    }
+
+    /// Gives `keeper` its shard.
+    pub async fn contribute(&self, keeper: &Keeper, shard: &Shard) -> Result<(), KeeperError> {
+        // The serialised body is handed to the transport, which owns (and frees) it.
+        let body = serde_json::to_vec(&ShardBody {
+            shard: shard.expose_secret().to_vec(),
+        })
+        .map_err(|e| KeeperError::Protocol {
+            id: keeper.id,
+            url: keeper.url.clone(),
+            reason: e.to_string(),
+        })?;
+        let (status, _) = self.post(keeper, "/v1/store/contribute", body).await?;
+        if status == 200 {
+            Ok(())
+        } else {
+            Err(KeeperError::Protocol {
+                id: keeper.id,
+                url: keeper.url.clone(),
+                reason: format!("refused the shard: HTTP {status}"),
+            })
+        }
+    }
+}

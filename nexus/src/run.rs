@@ -1,0 +1,76 @@
+//! Wiring: SVID source, datastore, keepers, the lifecycle task and the mTLS listener.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use spiffe::TrustDomain;
+
+use crate::access::Access;
+use crate::config::Config;
+use crate::keepers::Keepers;
+use crate::root_key::KeyState;
+use crate::service::Nexus;
+use crate::store::Store;
+
+/// Runs Nexus until SIGINT/SIGTERM.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    config.validate()?;
+    common_process::harden();
+    let td = TrustDomain::new(&config.trust_domain).context("invalid --trust-domain")?;
+    let database_url = config.database_url();
+    if config.database_url.is_none() {
+        create_private_dir(&config.data_dir)?;
+    }
+    let store = Store::connect(&database_url)
+        .await
+        .context("opening the datastore")?;
+    let source = identity::workload::x509_source(
+        config.spiffe_endpoint_socket.as_deref(),
+        Duration::from_secs(30),
+    )
+    .await
+    .context("getting Nexus's SVID from the Workload API")?;
+    let keepers = Keepers::new(&config.keepers, source.clone(), td.clone())?;
+    let access = Access::new(&config.trust_domain)?;
+    let nexus = Arc::new(Nexus::new(
+        store,
+        KeyState::new(config.shamir_threshold, config.keepers.len()),
+        access,
+        config.max_secret_versions,
+    ));
+
+    // Any SVID of the trust domain may connect; every route authorises the caller itself.
+    let tls = identity::workload::server_config(source, td, |_: &spiffe::SpiffeId| true)?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    tracing::info!(address = %listener.local_addr()?, "nexus listening; unsealing");
+
+    let lifecycle = tokio::spawn(crate::unseal::run(
+        nexus.clone(),
+        keepers,
+        config.shamir_threshold,
+        config.keeper_probe_interval,
+    ));
+    identity::http::serve(
+        listener,
+        Arc::new(tls),
+        crate::api::router(nexus.clone()),
+        common_process::shutdown_signal(),
+    )
+    .await;
+    lifecycle.abort();
+    nexus.store.close().await;
+    Ok(())
+}
+
+/// Creates the data directory readable only by this user.
+fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating the data directory {}", dir.display()))
+}

@@ -1,0 +1,351 @@
+//! What Nexus does, independent of HTTP: secret and policy operations over the store, with
+//! sealing on the way in and opening on the way out. Authorisation is the caller's
+//! ([`crate::api`]); this layer assumes it was granted.
+
+use std::sync::Arc;
+
+use nexus_api::model::{
+    GetSecretResponse, ListPoliciesRequest, MetadataResponse, PolicyResponse, PutPolicyRequest,
+    PutSecretRequest, SecretMetadata, VersionMetadata,
+};
+use nexus_crypto::RootKey;
+use policies::{Permission, Policy};
+use time::OffsetDateTime;
+
+use crate::access::Access;
+use crate::root_key::KeyState;
+use crate::sealing::{self, SealingError};
+use crate::store::{PutVersion, Store, StoreError};
+use crate::validate;
+
+/// Why an operation failed, in terms the API maps to its error codes.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// No root key in memory yet.
+    #[error("{0}")]
+    NotReady(String),
+    /// The named thing does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// A check-and-set or uniqueness conflict.
+    #[error("{0}")]
+    Conflict(String),
+    /// The request is invalid; the message says why.
+    #[error("{0}")]
+    Invalid(String),
+    /// The datastore cannot be reached right now.
+    #[error("the datastore is unavailable; retry shortly")]
+    Unavailable,
+    /// Something that should not happen; details are logged, not returned.
+    #[error("internal error")]
+    Internal,
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::NotFound(what) => ServiceError::NotFound(what),
+            StoreError::CasMismatch { expected, current } => ServiceError::Conflict(format!(
+                "check-and-set expected version {expected}, but the current version is {current}"
+            )),
+            error if error.is_unavailable() => {
+                tracing::warn!(%error, "datastore unavailable");
+                ServiceError::Unavailable
+            }
+            error => {
+                tracing::error!(%error, "datastore error");
+                ServiceError::Internal
+            }
+        }
+    }
+}
+
+impl From<SealingError> for ServiceError {
+    fn from(error: SealingError) -> Self {
+        tracing::error!(%error, "a stored record does not open under the root key");
+        ServiceError::Internal
+    }
+}
+
+impl From<nexus_crypto::CryptoError> for ServiceError {
+    fn from(error: nexus_crypto::CryptoError) -> Self {
+        tracing::error!(%error, "sealing failed");
+        ServiceError::Internal
+    }
+}
+
+/// Nexus's shared state.
+#[derive(Debug)]
+pub struct Nexus {
+    /// The datastore.
+    pub store: Store,
+    /// The root key and lifecycle progress.
+    pub keys: KeyState,
+    /// Compiled policies.
+    pub access: Access,
+    /// Versions kept for new secrets.
+    pub max_versions: u32,
+    /// Serialises policy changes so the cache is always rebuilt after the latest one.
+    policy_writes: tokio::sync::Mutex<()>,
+}
+
+impl Nexus {
+    /// Shared state over `store`, sealed until the root key is installed.
+    pub fn new(store: Store, keys: KeyState, access: Access, max_versions: u32) -> Self {
+        Nexus {
+            store,
+            keys,
+            access,
+            max_versions,
+            policy_writes: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The root key, or `NotReady` while sealed.
+    pub fn root(&self) -> Result<Arc<RootKey>, ServiceError> {
+        self.keys.root().ok_or_else(|| {
+            let status = self.keys.status();
+            ServiceError::NotReady(if status.message.is_empty() {
+                "Nexus is sealed".into()
+            } else {
+                format!("Nexus is not ready: {}", status.message)
+            })
+        })
+    }
+
+    /// Writes a new version; returns its number.
+    pub async fn put_secret(
+        &self,
+        request: &PutSecretRequest,
+        caller: &str,
+    ) -> Result<u64, ServiceError> {
+        validate::path(&request.path).map_err(ServiceError::Invalid)?;
+        validate::values(&request.values).map_err(ServiceError::Invalid)?;
+        let root = self.root()?;
+        let put = PutVersion {
+            path: &request.path,
+            cas: request.cas,
+            max_versions: self.max_versions,
+            created_by: caller,
+            now: OffsetDateTime::now_utc(),
+        };
+        let path = request.path.clone();
+        let values = &request.values;
+        let version = self
+            .store
+            .put_version(put, move |version| {
+                sealing::seal_values(&root, &path, version, values)
+            })
+            .await?;
+        Ok(version)
+    }
+
+    /// Reads a version (0: current).
+    pub async fn get_secret(
+        &self,
+        path: &str,
+        version: u64,
+    ) -> Result<GetSecretResponse, ServiceError> {
+        validate::path(path).map_err(ServiceError::Invalid)?;
+        validate::versions(&[version]).map_err(ServiceError::Invalid)?;
+        let root = self.root()?;
+        let stored = self.store.get_version(path, version).await?;
+        let data = sealing::open_values(&root, path, stored.version, &stored.sealed)?;
+        Ok(GetSecretResponse {
+            data,
+            version: stored.version,
+        })
+    }
+
+    /// Soft-deletes versions.
+    pub async fn delete_secret(&self, path: &str, versions: &[u64]) -> Result<(), ServiceError> {
+        self.check_versions_call(path, versions)?;
+        Ok(self
+            .store
+            .delete_versions(path, versions, OffsetDateTime::now_utc())
+            .await?)
+    }
+
+    /// Restores soft-deleted versions.
+    pub async fn undelete_secret(&self, path: &str, versions: &[u64]) -> Result<(), ServiceError> {
+        self.check_versions_call(path, versions)?;
+        Ok(self
+            .store
+            .undelete_versions(path, versions, OffsetDateTime::now_utc())
+            .await?)
+    }
+
+    /// Destroys versions, or the whole secret when none are named.
+    pub async fn destroy_secret(&self, path: &str, versions: &[u64]) -> Result<(), ServiceError> {
+        self.check_versions_call(path, versions)?;
+        Ok(self
+            .store
+            .destroy(path, versions, OffsetDateTime::now_utc())
+            .await?)
+    }
+
+    fn check_versions_call(&self, path: &str, versions: &[u64]) -> Result<(), ServiceError> {
+        validate::path(path).map_err(ServiceError::Invalid)?;
+        validate::versions(versions).map_err(ServiceError::Invalid)?;
+        self.root()?;
+        Ok(())
+    }
+
+    /// Every secret path, sorted.
+    pub async fn list_secrets(&self) -> Result<Vec<String>, ServiceError> {
+        self.root()?;
+        Ok(self.store.list_paths().await?)
+    }
+
+    /// A secret's metadata.
+    pub async fn metadata(&self, path: &str) -> Result<MetadataResponse, ServiceError> {
+        validate::path(path).map_err(ServiceError::Invalid)?;
+        self.root()?;
+        let meta = self.store.metadata(path).await?;
+        Ok(MetadataResponse {
+            versions: meta
+                .versions
+                .into_iter()
+                .map(|v| {
+                    (
+                        v.version,
+                        VersionMetadata {
+                            version: v.version,
+                            created_time: v.created_at,
+                            deleted_time: v.deleted_at,
+                            created_by: v.created_by,
+                        },
+                    )
+                })
+                .collect(),
+            metadata: SecretMetadata {
+                current_version: meta.current_version,
+                oldest_version: meta.oldest_version,
+                created_time: meta.created_at,
+                updated_time: meta.updated_at,
+                max_versions: meta.max_versions,
+                created_by: meta.created_by,
+            },
+        })
+    }
+
+    /// Creates or replaces a policy, then rebuilds the access cache.
+    pub async fn put_policy(&self, request: &PutPolicyRequest) -> Result<(), ServiceError> {
+        to_policy(request)?
+            .validate()
+            .map_err(|e| ServiceError::Invalid(e.to_string()))?;
+        let root = self.root()?;
+        let sealed = sealing::seal_policy(&root, request)?;
+        let _serial = self.policy_writes.lock().await;
+        self.store
+            .put_policy(&request.name, sealed, OffsetDateTime::now_utc())
+            .await?;
+        self.load_policies(&root).await
+    }
+
+    /// Deletes a policy, then rebuilds the access cache.
+    pub async fn delete_policy(&self, name: &str) -> Result<(), ServiceError> {
+        let root = self.root()?;
+        let _serial = self.policy_writes.lock().await;
+        if !self.store.delete_policy(name).await? {
+            return Err(ServiceError::NotFound(format!("policy {name:?}")));
+        }
+        self.load_policies(&root).await
+    }
+
+    /// A policy by name.
+    pub async fn get_policy(&self, name: &str) -> Result<PolicyResponse, ServiceError> {
+        let root = self.root()?;
+        let stored = self
+            .store
+            .get_policy(name)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("policy {name:?}")))?;
+        let policy = sealing::open_policy(&root, &stored.name, &stored.sealed)?;
+        Ok(policy_response(
+            policy,
+            stored.created_at,
+            stored.updated_at,
+        ))
+    }
+
+    /// Policies, optionally only those with exactly the given patterns.
+    pub async fn list_policies(
+        &self,
+        filter: &ListPoliciesRequest,
+    ) -> Result<Vec<PolicyResponse>, ServiceError> {
+        let root = self.root()?;
+        let mut out = Vec::new();
+        for stored in self.store.list_policies().await? {
+            let policy = sealing::open_policy(&root, &stored.name, &stored.sealed)?;
+            let keep = filter
+                .spiffe_id_pattern
+                .as_ref()
+                .is_none_or(|p| *p == policy.spiffe_id_pattern)
+                && filter
+                    .path_pattern
+                    .as_ref()
+                    .is_none_or(|p| *p == policy.path_pattern);
+            if keep {
+                out.push(policy_response(
+                    policy,
+                    stored.created_at,
+                    stored.updated_at,
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Decrypts every stored policy and swaps the access cache to them.
+    pub async fn load_policies(&self, root: &RootKey) -> Result<(), ServiceError> {
+        let mut loaded = Vec::new();
+        for stored in self.store.list_policies().await? {
+            let request = sealing::open_policy(root, &stored.name, &stored.sealed)?;
+            match to_policy(&request) {
+                Ok(policy) => loaded.push(policy),
+                Err(error) => {
+                    tracing::error!(policy = %stored.name, %error, "stored policy is invalid; ignoring it");
+                }
+            }
+        }
+        let count = loaded.len();
+        self.access.replace(loaded).map_err(|error| {
+            tracing::error!(%error, "stored policies do not compile");
+            ServiceError::Internal
+        })?;
+        tracing::debug!(policies = count, "policy cache rebuilt");
+        Ok(())
+    }
+}
+
+fn to_policy(request: &PutPolicyRequest) -> Result<Policy, ServiceError> {
+    let permissions = request
+        .permissions
+        .iter()
+        .map(|p| p.parse::<Permission>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ServiceError::Invalid(e.to_string()))?;
+    Ok(Policy::new(
+        request.name.clone(),
+        request.spiffe_id_pattern.clone(),
+        request.path_pattern.clone(),
+        permissions,
+    ))
+}
+
+fn policy_response(
+    policy: PutPolicyRequest,
+    created_at: OffsetDateTime,
+    updated_at: OffsetDateTime,
+) -> PolicyResponse {
+    PolicyResponse {
+        id: policy.name.clone(),
+        name: policy.name,
+        spiffe_id_pattern: policy.spiffe_id_pattern,
+        path_pattern: policy.path_pattern,
+        permissions: policy.permissions,
+        created_at,
+        updated_at,
+    }
+}

@@ -1,0 +1,74 @@
+//! What can go wrong in the store, and which failures mean "the database is down".
+
+use common_sql::SqlError;
+
+/// Errors returned by the [`Store`](super::Store).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The named object does not exist: `"secret db/x"`, `"version 3 of db/x"`,
+    /// `"policy p"`.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// A check-and-set put expected another latest version.
+    #[error(
+        "check-and-set expected version {expected}, but the latest version is {current}; \
+         read the secret again and retry"
+    )]
+    CasMismatch {
+        /// The version the caller expected to be the latest.
+        expected: u64,
+        /// The latest version actually stored (0: the secret has none).
+        current: u64,
+    },
+    /// The caller's seal function failed; nothing was written.
+    #[error("sealing the record failed: {0}")]
+    Crypto(#[from] nexus_crypto::CryptoError),
+    /// The datastore URL uses a scheme other than `sqlite`, `postgres` or `postgresql`.
+    /// Holds the scheme only, never the full URL (which may contain a password).
+    #[error(
+        "unsupported datastore URL scheme {0:?}: expected sqlite://, postgres:// or postgresql://"
+    )]
+    UnsupportedUrl(String),
+    /// The SQLite database file did not exist and could not be created.
+    #[error("cannot create database file {}: {source}", path.display())]
+    CreateFile {
+        /// The file that was to be created.
+        path: std::path::PathBuf,
+        /// Why creating it failed.
+        source: std::io::Error,
+    },
+    /// The database reported an error (connection, query or constraint failure).
+    #[error("database error: {0}")]
+    Sqlx(#[from] sqlx::Error),
+    /// Applying the schema migrations failed.
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A stored value is out of its valid range.
+    #[error("corrupt data in datastore: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    /// Whether the database is unreachable, overloaded or shutting down (so an API should
+    /// answer 503 and the caller retry), rather than the operation being at fault.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Sqlx(err) => common_sql::is_unavailable(err),
+            StoreError::Migrate(sqlx::migrate::MigrateError::Execute(err)) => {
+                common_sql::is_unavailable(err)
+            }
+            _ => false,
+        }
+    }
+}
+
+impl From<SqlError> for StoreError {
+    fn from(err: SqlError) -> Self {
+        match err {
+            SqlError::UnsupportedUrl(scheme) => StoreError::UnsupportedUrl(scheme),
+            SqlError::CreateFile { path, source } => StoreError::CreateFile { path, source },
+            SqlError::Sqlx(err) => StoreError::Sqlx(err),
+            SqlError::Migrate(err) => StoreError::Migrate(err),
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! Nexus's persistent state: the root key's public record, versioned secrets and policies,
+//! in SQLite or PostgreSQL.
+//!
+//! The store never sees a plaintext or a key. Records arrive sealed ([`SealedRecord`]: a
+//! wrapped data key and a ciphertext, both opaque bytes); paths and policy names stay in
+//! plaintext so listing needs no decryption.
+//!
+//! # One implementation for two databases
+//!
+//! A single [`Store`] type and code path serves both backends over sqlx's `Any` driver;
+//! `common_sql` does the connection setup (URL scheme, SQLite pragmas and a private database
+//! file, migrations, `BEGIN IMMEDIATE`). The migrations are `migrations/sqlite` and
+//! `migrations/postgres`: same tables and columns, each in its dialect. `tests/store.rs` runs
+//! one suite against both databases. Times are unix milliseconds and version numbers 64-bit
+//! signed integers, which `Any` decodes portably.
+//!
+//! # Concurrent writers
+//!
+//! Every write to a secret starts with a statement that locks the secret's row, and does
+//! all its reading after that, inside the same transaction. On SQLite `BEGIN IMMEDIATE`
+//! already serialises writers; on PostgreSQL (READ COMMITTED) the row lock does, so two
+//! puts to one path never compute the same version and exactly one check-and-set wins.
+//! Several Nexus replicas may share one PostgreSQL database.
+
+mod error;
+mod model;
+mod policies;
+mod root_key;
+mod secrets;
+mod versions;
+
+use sqlx::migrate::Migrator;
+use sqlx::{Any, AnyPool, Transaction};
+use time::OffsetDateTime;
+
+pub use common_sql::Backend;
+pub use error::StoreError;
+pub use model::{
+    KeyRecord, PutVersion, SealedRecord, SecretMeta, StoredPolicy, StoredVersion, VersionMeta,
+};
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Handle to the Nexus datastore. Cheap to clone: clones share one connection pool.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Store {
+    /// Connects to `url` and brings the schema up to date.
+    ///
+    /// Accepted URLs are `sqlite://PATH` (the file is created, readable by its owner only,
+    /// if missing) and `postgres://…` / `postgresql://…`. Any other scheme yields
+    /// [`StoreError::UnsupportedUrl`].
+    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        let (pool, backend) =
+            common_sql::connect(url, &SQLITE_MIGRATIONS, &POSTGRES_MIGRATIONS).await?;
+        Ok(Store { pool, backend })
+    }
+
+    /// The database this store is connected to.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Closes every connection of the pool, waiting for checked-out ones to be returned.
+    /// Later calls on any clone of this handle fail.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Starts a transaction that will write (`BEGIN IMMEDIATE` on SQLite).
+    async fn begin_write(&self) -> Result<Transaction<'static, Any>, StoreError> {
+        Ok(common_sql::begin_write(&self.pool, self.backend).await?)
+    }
+}
+
+/// A time as stored: unix milliseconds (sub-millisecond precision is dropped).
+fn to_millis(time: OffsetDateTime) -> i64 {
+    let millis = time.unix_timestamp_nanos() / 1_000_000;
+    i64::try_from(millis).unwrap_or(if millis < 0 { i64::MIN } else { i64::MAX })
+}
+
+/// Decodes a stored time.
+fn from_millis(millis: i64, column: &str) -> Result<OffsetDateTime, StoreError> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000)
+        .map_err(|_| StoreError::Corrupt(format!("column {column} holds time {millis} ms")))
+}
+
+/// A version number as stored. Numbers beyond `i64::MAX` cannot exist in the database.
+fn version_to_db(version: u64) -> Option<i64> {
+    i64::try_from(version).ok()
+}
+
+/// Decodes a stored version number or count.
+fn version_from_db(value: i64, column: &str) -> Result<u64, StoreError> {
+    u64::try_from(value)
+        .map_err(|_| StoreError::Corrupt(format!("column {column} holds {value}, expected >= 0")))
+}
+
+/// `"version 3 of db/x"` or `"versions 1, 2 of db/x"`, for not-found messages.
+fn describe_versions(versions: &[u64], path: &str) -> String {
+    let list: Vec<String> = versions.iter().map(u64::to_string).collect();
+    let noun = if versions.len() == 1 {
+        "version"
+    } else {
+        "versions"
+    };
+    format!("{noun} {} of {path}", list.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{describe_versions, from_millis, to_millis};
+    use time::OffsetDateTime;
+
+    #[test]
+    fn times_round_trip_at_millisecond_precision() {
+        let time = OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_123_456_789)
+            .expect("valid time");
+        let millis = to_millis(time);
+        assert_eq!(millis, 1_700_000_000_123);
+        let back = from_millis(millis, "t").expect("decodes");
+        assert_eq!(back.unix_timestamp_nanos(), 1_700_000_000_123_000_000);
+        assert!(from_millis(i64::MAX, "t").is_err());
+    }
+
+    #[test]
+    fn version_descriptions() {
+        assert_eq!(describe_versions(&[3], "db/x"), "version 3 of db/x");
+        assert_eq!(describe_versions(&[1, 2], "db/x"), "versions 1, 2 of db/x");
+    }
+}

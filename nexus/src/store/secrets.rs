@@ -1,0 +1,225 @@
+//! Writing and reading secret versions (`secrets`, `secret_versions`).
+
+use nexus_crypto::CryptoError;
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
+
+use super::versions::refresh_summary;
+use super::{
+    PutVersion, SealedRecord, SecretMeta, Store, StoreError, StoredVersion, VersionMeta,
+    describe_versions, from_millis, to_millis, version_from_db, version_to_db,
+};
+
+impl Store {
+    /// Writes a new version of `put.path` and returns its number: the highest version ever
+    /// written plus one (numbers are never reused, even after a delete or destroy; a secret
+    /// destroyed whole starts again at 1).
+    ///
+    /// `seal` is called with that number inside the transaction, so the ciphertext can bind
+    /// it; its error aborts the put. With `put.cas = Some(n)`, the put succeeds only if the
+    /// latest version is `n`, else [`StoreError::CasMismatch`]. Versions that fall out of the
+    /// secret's `max_versions` window are deleted from storage.
+    pub async fn put_version<F>(&self, put: PutVersion<'_>, seal: F) -> Result<u64, StoreError>
+    where
+        F: FnOnce(u64) -> Result<SealedRecord, CryptoError> + Send,
+    {
+        let now = to_millis(put.now);
+        let mut tx = self.begin_write().await?;
+        let (version, max_versions) = claim_version(&mut tx, &put, now).await?;
+
+        let previous = version - 1;
+        if let Some(expected) = put.cas
+            && version_to_db(expected) != Some(previous)
+        {
+            tx.rollback().await?;
+            return Err(StoreError::CasMismatch {
+                expected,
+                current: version_from_db(previous, "secrets.latest_version")?,
+            });
+        }
+
+        let sealed = match seal(version_from_db(version, "secrets.latest_version")?) {
+            Ok(sealed) => sealed,
+            Err(err) => {
+                tx.rollback().await?;
+                return Err(err.into());
+            }
+        };
+        sqlx::query(
+            "INSERT INTO secret_versions \
+             (path, version, created_at, deleted_at, created_by, wrapped_key, ciphertext) \
+             VALUES ($1, $2, $3, NULL, $4, $5, $6)",
+        )
+        .bind(put.path)
+        .bind(version)
+        .bind(now)
+        .bind(put.created_by)
+        .bind(sealed.wrapped_key)
+        .bind(sealed.ciphertext)
+        .execute(&mut *tx)
+        .await?;
+
+        // Keep the newest max_versions; older ones leave storage, not just the listing.
+        sqlx::query("DELETE FROM secret_versions WHERE path = $1 AND version <= $2")
+            .bind(put.path)
+            .bind(version - max_versions)
+            .execute(&mut *tx)
+            .await?;
+        refresh_summary(&mut tx, put.path, now).await?;
+        tx.commit().await?;
+        version_from_db(version, "secrets.latest_version")
+    }
+
+    /// Reads one version of a secret; `0` means the current one. A missing secret, a
+    /// missing (pruned, destroyed, never written) or soft-deleted version, and version 0 of
+    /// a secret whose versions are all deleted are [`StoreError::NotFound`].
+    pub async fn get_version(&self, path: &str, version: u64) -> Result<StoredVersion, StoreError> {
+        let Some(wanted) = version_to_db(version) else {
+            return Err(StoreError::NotFound(describe_versions(&[version], path)));
+        };
+        // One statement, so the current version and its row are read from one snapshot.
+        let row = sqlx::query(
+            "SELECT s.current_version, v.version, v.deleted_at, v.wrapped_key, v.ciphertext \
+             FROM secrets s LEFT JOIN secret_versions v ON v.path = s.path \
+             AND v.version = (CASE WHEN $2 = 0 THEN s.current_version ELSE $2 END) \
+             WHERE s.path = $1",
+        )
+        .bind(path)
+        .bind(wanted)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("secret {path}")))?;
+
+        let found: Option<i64> = row.try_get("version")?;
+        let deleted_at: Option<i64> = row.try_get("deleted_at")?;
+        let (Some(found), None) = (found, deleted_at) else {
+            return Err(StoreError::NotFound(if version == 0 {
+                format!("current version of {path}")
+            } else {
+                describe_versions(&[version], path)
+            }));
+        };
+        Ok(StoredVersion {
+            version: version_from_db(found, "secret_versions.version")?,
+            sealed: SealedRecord {
+                wrapped_key: row.try_get("wrapped_key")?,
+                ciphertext: row.try_get("ciphertext")?,
+            },
+        })
+    }
+
+    /// A secret's metadata and the metadata of its stored versions.
+    pub async fn metadata(&self, path: &str) -> Result<SecretMeta, StoreError> {
+        // One statement (secret LEFT JOIN versions) for a consistent snapshot on PostgreSQL.
+        let rows = sqlx::query(
+            "SELECT s.current_version, s.oldest_version, s.latest_version, s.max_versions, \
+             s.created_at, s.updated_at, s.created_by, v.version, \
+             v.created_at AS version_created_at, v.deleted_at, \
+             v.created_by AS version_created_by \
+             FROM secrets s LEFT JOIN secret_versions v ON v.path = s.path \
+             WHERE s.path = $1 ORDER BY v.version",
+        )
+        .bind(path)
+        .fetch_all(&self.pool)
+        .await?;
+        let Some(first) = rows.first() else {
+            return Err(StoreError::NotFound(format!("secret {path}")));
+        };
+        let max_versions: i64 = first.try_get("max_versions")?;
+        let mut meta = SecretMeta {
+            path: path.to_owned(),
+            current_version: version_column(first, "current_version")?,
+            oldest_version: version_column(first, "oldest_version")?,
+            latest_version: version_column(first, "latest_version")?,
+            max_versions: u32::try_from(max_versions).map_err(|_| {
+                StoreError::Corrupt(format!("column secrets.max_versions holds {max_versions}"))
+            })?,
+            created_at: from_millis(first.try_get("created_at")?, "secrets.created_at")?,
+            updated_at: from_millis(first.try_get("updated_at")?, "secrets.updated_at")?,
+            created_by: first.try_get("created_by")?,
+            versions: Vec::with_capacity(rows.len()),
+        };
+        for row in &rows {
+            if let Some(version) = version_meta(row)? {
+                meta.versions.push(version);
+            }
+        }
+        Ok(meta)
+    }
+
+    /// Every secret path (including secrets whose versions are all deleted, excluding
+    /// destroyed ones), sorted ascending byte-wise.
+    pub async fn list_paths(&self) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query("SELECT path FROM secrets ORDER BY path")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| row.try_get("path").map_err(StoreError::from))
+            .collect()
+    }
+
+    /// How many secrets exist (as [`list_paths`](Self::list_paths) counts them).
+    pub async fn secret_count(&self) -> Result<u64, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM secrets")
+            .fetch_one(&self.pool)
+            .await?;
+        version_from_db(row.try_get("n")?, "COUNT(*)")
+    }
+}
+
+/// Claims the next version number of `put.path`, creating the secret if needed, and
+/// returns it with the secret's `max_versions`.
+///
+/// A single upsert: it inserts the row (as version 1) or increments `latest_version`, and
+/// either way holds the row's write lock until the transaction ends. On PostgreSQL that
+/// serialises concurrent puts to one path even under READ COMMITTED (a waiting upsert sees
+/// the winner's committed row); on SQLite `BEGIN IMMEDIATE` has serialised them already.
+async fn claim_version(
+    tx: &mut Transaction<'static, Any>,
+    put: &PutVersion<'_>,
+    now: i64,
+) -> Result<(i64, i64), StoreError> {
+    let row = sqlx::query(
+        "INSERT INTO secrets (path, current_version, oldest_version, latest_version, \
+         max_versions, created_at, updated_at, created_by) \
+         VALUES ($1, 0, 0, 1, $2, $3, $3, $4) \
+         ON CONFLICT (path) DO UPDATE SET latest_version = secrets.latest_version + 1 \
+         RETURNING latest_version, max_versions",
+    )
+    .bind(put.path)
+    .bind(i64::from(put.max_versions.max(1)))
+    .bind(now)
+    .bind(put.created_by)
+    .fetch_one(&mut **tx)
+    .await?;
+    let version: i64 = row.try_get("latest_version")?;
+    let max_versions: i64 = row.try_get("max_versions")?;
+    if version < 1 || max_versions < 1 {
+        return Err(StoreError::Corrupt(format!(
+            "secret {} has latest_version {version} and max_versions {max_versions}",
+            put.path
+        )));
+    }
+    Ok((version, max_versions))
+}
+
+fn version_column(row: &AnyRow, column: &str) -> Result<u64, StoreError> {
+    version_from_db(row.try_get(column)?, column)
+}
+
+/// The version half of a metadata row; `None` for the NULLs of a secret without versions.
+fn version_meta(row: &AnyRow) -> Result<Option<VersionMeta>, StoreError> {
+    let Some(version) = row.try_get::<Option<i64>, _>("version")? else {
+        return Ok(None);
+    };
+    let created_at: i64 = row.try_get("version_created_at")?;
+    let deleted_at: Option<i64> = row.try_get("deleted_at")?;
+    Ok(Some(VersionMeta {
+        version: version_from_db(version, "secret_versions.version")?,
+        created_at: from_millis(created_at, "secret_versions.created_at")?,
+        deleted_at: deleted_at
+            .map(|millis| from_millis(millis, "secret_versions.deleted_at"))
+            .transpose()?,
+        created_by: row.try_get("version_created_by")?,
+    }))
+}

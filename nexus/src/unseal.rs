@@ -1,0 +1,318 @@
+//! The root key lifecycle (DESIGN.md section 4): create it on first start, rebuild it from
+//! keepers on every later start, and keep every keeper holding its shard.
+//!
+//! Nexus listens from the first moment; until this module installs the root key, data routes
+//! answer 503 `state_not_ready` and `/v1/status` says what Nexus is waiting for.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::future::join_all;
+use futures::stream::FuturesUnordered;
+use nexus_crypto::{CryptoError, KeyCheck, RootKey, Shard, combine, split};
+use time::OffsetDateTime;
+
+use crate::keepers::{Keeper, Keepers};
+use crate::service::Nexus;
+use crate::store::KeyRecord;
+
+/// First retry delay while keepers or the datastore are not answering.
+const BACKOFF_START: Duration = Duration::from_millis(50);
+/// Longest retry delay: a few hundred milliseconds, so Nexus serves soon after enough
+/// keepers return (SPIKE waits up to a minute).
+const BACKOFF_CAP: Duration = Duration::from_millis(400);
+
+struct Backoff(Duration);
+
+impl Backoff {
+    fn new() -> Self {
+        Backoff(BACKOFF_START)
+    }
+
+    async fn wait(&mut self) {
+        tokio::time::sleep(self.0).await;
+        self.0 = (self.0 * 2).min(BACKOFF_CAP);
+    }
+}
+
+/// Brings Nexus to ready, then keeps keepers seeded every `probe_interval`. Runs until the
+/// process ends.
+pub async fn run(nexus: Arc<Nexus>, keepers: Keepers, threshold: u8, probe_interval: Duration) {
+    let (root, threshold, shares) = obtain_root_key(&nexus, &keepers, threshold).await;
+    let shards = match split(&root, threshold, shares) {
+        Ok(shards) => shards,
+        Err(error) => {
+            tracing::error!(%error, "cannot split the root key; keepers will not be re-seeded");
+            return;
+        }
+    };
+    loop {
+        tokio::time::sleep(probe_interval).await;
+        let reachable = reseed(&keepers, &shards).await;
+        nexus.keys.set_reachable(reachable);
+    }
+}
+
+fn shares(keepers: &Keepers) -> u8 {
+    u8::try_from(keepers.all().len()).unwrap_or(u8::MAX)
+}
+
+/// Returns once the root key is in memory and the policy cache is loaded, with the Shamir
+/// parameters it was split with.
+async fn obtain_root_key(
+    nexus: &Nexus,
+    keepers: &Keepers,
+    threshold: u8,
+) -> (Arc<RootKey>, u8, u8) {
+    let started = std::time::Instant::now();
+    let mut backoff = Backoff::new();
+    loop {
+        let record = match nexus.store.key_record().await {
+            Ok(record) => record,
+            Err(error) => {
+                nexus
+                    .keys
+                    .set_waiting(format!("cannot read the datastore: {error}"));
+                backoff.wait().await;
+                continue;
+            }
+        };
+        nexus.keys.set_initialized(record.is_some());
+        let params = match &record {
+            None => (threshold, shares(keepers)),
+            Some(record) => (record.threshold, record.shares),
+        };
+        if params.1 != shares(keepers) {
+            nexus.keys.set_waiting(format!(
+                "the root key was split into {} shares but {} keepers are configured; configure the same keepers, in the same order",
+                params.1,
+                keepers.all().len()
+            ));
+        }
+        let root = match record {
+            None => initialize(nexus, keepers, threshold).await,
+            Some(record) => collect(nexus, keepers, &record).await,
+        };
+        let Some(root) = root else {
+            backoff.wait().await;
+            continue;
+        };
+        if let Err(error) = nexus.load_policies(&root).await {
+            nexus
+                .keys
+                .set_waiting(format!("cannot load policies: {error}"));
+            backoff.wait().await;
+            continue;
+        }
+        let root = nexus.keys.set_root(root);
+        tracing::info!(elapsed = ?started.elapsed(), "root key in memory; Nexus is ready");
+        return (root, params.0, params.1);
+    }
+}
+
+/// First start: a new root key, one shard to every keeper, then the key-check value. Every
+/// keeper must take its shard before the key is committed, so no shard of a committed key
+/// is missing from the start.
+async fn initialize(nexus: &Nexus, keepers: &Keepers, threshold: u8) -> Option<RootKey> {
+    let root = match RootKey::generate() {
+        Ok(root) => root,
+        Err(error) => {
+            nexus
+                .keys
+                .set_waiting(format!("cannot generate a root key: {error}"));
+            return None;
+        }
+    };
+    let shards = split(&root, threshold, shares(keepers)).ok()?;
+    let results = join_all(
+        keepers
+            .all()
+            .iter()
+            .zip(&shards)
+            .map(|(keeper, shard)| keepers.contribute(keeper, shard)),
+    )
+    .await;
+    let reached = results.iter().filter(|r| r.is_ok()).count();
+    nexus.keys.set_reachable(reached);
+    let failures: Vec<String> = results
+        .into_iter()
+        .filter_map(Result::err)
+        .map(|e| e.to_string())
+        .collect();
+    if !failures.is_empty() {
+        nexus.keys.set_waiting(format!(
+            "uninitialized: every keeper must take its shard of the new root key, {reached} of {} did; {}",
+            keepers.all().len(),
+            failures.join("; ")
+        ));
+        return None;
+    }
+    let record = KeyRecord {
+        key_check: KeyCheck::compute(&root).ok()?.to_bytes(),
+        threshold,
+        shares: shares(keepers),
+        created_at: OffsetDateTime::now_utc(),
+    };
+    match nexus.store.initialize(&record).await {
+        Ok(true) => {
+            tracing::info!(
+                threshold,
+                shares = record.shares,
+                "root key created and shared among keepers"
+            );
+            Some(root)
+        }
+        Ok(false) => {
+            // Another Nexus initialised the datastore first; its key wins and the next
+            // round unseals with it.
+            nexus
+                .keys
+                .set_waiting("the datastore was initialised concurrently; unsealing");
+            None
+        }
+        Err(error) => {
+            nexus
+                .keys
+                .set_waiting(format!("cannot store the key-check value: {error}"));
+            None
+        }
+    }
+}
+
+/// Later starts: shards from keepers until a threshold of them rebuilds the key that the
+/// stored key-check value names.
+async fn collect(nexus: &Nexus, keepers: &Keepers, record: &KeyRecord) -> Option<RootKey> {
+    let check = match KeyCheck::from_bytes(&record.key_check) {
+        Ok(check) => check,
+        Err(error) => {
+            nexus
+                .keys
+                .set_waiting(format!("the stored key-check value is corrupt: {error}"));
+            return None;
+        }
+    };
+    // Shards are used as they arrive: a threshold of fast keepers unseals Nexus without
+    // waiting for a slow or unreachable one to time out.
+    let mut answers: FuturesUnordered<_> = keepers.all().iter().map(|k| keepers.fetch(k)).collect();
+    let threshold = record.threshold;
+    let mut shards = Vec::new();
+    let mut problems = Vec::new();
+    let mut reachable = 0;
+    while let Some(answer) = answers.next().await {
+        match answer {
+            Ok(Some(shard)) => {
+                reachable += 1;
+                shards.push(shard);
+                if shards.len() >= usize::from(threshold)
+                    && let Ok(root) = combine_any(&shards, threshold, &check)
+                {
+                    nexus.keys.set_reachable(reachable);
+                    return Some(root);
+                }
+            }
+            Ok(None) => reachable += 1,
+            Err(error) => problems.push(error.to_string()),
+        }
+    }
+    nexus.keys.set_reachable(reachable);
+    if shards.len() < usize::from(threshold) {
+        nexus.keys.set_waiting(format!(
+            "sealed: {} of {} keepers returned a shard, {threshold} needed{}{}",
+            shards.len(),
+            keepers.all().len(),
+            if problems.is_empty() { "" } else { "; " },
+            problems.join("; ")
+        ));
+    } else {
+        nexus.keys.set_waiting(format!(
+            "sealed: the keepers' {} shards do not rebuild this datastore's root key (a keeper holds a shard of another key?)",
+            shards.len()
+        ));
+    }
+    None
+}
+
+/// Combines shards, tolerating some that are wrong (a keeper holding a shard of another
+/// key): tries every `threshold`-subset until one verifies against the key-check value.
+fn combine_any(shards: &[Shard], threshold: u8, check: &KeyCheck) -> Result<RootKey, CryptoError> {
+    let t = usize::from(threshold);
+    let mut indices: Vec<usize> = (0..t).collect();
+    let mut last_error;
+    loop {
+        let subset: Vec<Shard> = indices
+            .iter()
+            .filter_map(|&i| Shard::new(shards[i].id(), *shards[i].expose_secret()).ok())
+            .collect();
+        match combine(&subset, threshold, check) {
+            Ok(root) => return Ok(root),
+            Err(error) => last_error = error,
+        }
+        // Next combination in lexicographic order.
+        let n = shards.len();
+        let Some(i) = (0..t).rev().find(|&i| indices[i] != i + n - t) else {
+            return Err(last_error);
+        };
+        indices[i] += 1;
+        for j in i + 1..t {
+            indices[j] = indices[j - 1] + 1;
+        }
+    }
+}
+
+/// Makes sure every keeper holds its shard: one that lost it (restarted) or holds a wrong
+/// one gets it again. Returns how many keepers answered.
+async fn reseed(keepers: &Keepers, shards: &[Shard]) -> usize {
+    let rounds = keepers.all().iter().map(|keeper| async move {
+        let shard = shards.iter().find(|s| s.id() == keeper.id)?;
+        reseed_one(keepers, keeper, shard).await
+    });
+    join_all(rounds).await.into_iter().flatten().count()
+}
+
+async fn reseed_one(keepers: &Keepers, keeper: &Keeper, shard: &Shard) -> Option<()> {
+    match keepers.fetch(keeper).await {
+        Ok(Some(held)) if held == *shard => Some(()),
+        Ok(held) => {
+            let why = if held.is_some() {
+                "a wrong shard"
+            } else {
+                "no shard"
+            };
+            match keepers.contribute(keeper, shard).await {
+                Ok(()) => {
+                    tracing::info!(keeper = keeper.id, url = %keeper.url, "keeper held {why}; re-seeded it");
+                    Some(())
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "re-seeding a keeper failed");
+                    None
+                }
+            }
+        }
+        Err(error) => {
+            tracing::debug!(%error, "keeper unreachable");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn combine_any_skips_a_wrong_shard() -> Result<(), CryptoError> {
+        let root = RootKey::generate()?;
+        let check = KeyCheck::compute(&root)?;
+        let mut shards = split(&root, 2, 3)?;
+        // Keeper 1 holds a shard of some other key.
+        let stranger = split(&RootKey::generate()?, 2, 3)?;
+        shards[0] = Shard::new(1, *stranger[0].expose_secret())?;
+        assert_eq!(combine_any(&shards, 2, &check)?, root);
+        // With two wrong shards out of three, no pair verifies.
+        shards[1] = Shard::new(2, *stranger[1].expose_secret())?;
+        assert!(combine_any(&shards, 2, &check).is_err());
+        Ok(())
+    }
+}

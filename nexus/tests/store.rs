@@ -1,0 +1,720 @@
+//! Store tests. Every `check_*` function runs against BOTH backends: the macros below
+//! generate a `sqlite_*` test (fresh file in a temp dir) and a `postgres_*` test (fresh
+//! database on the server from `SPIKE_TEST_POSTGRES_URL`, see `common_sql::testing`).
+
+use std::path::Path;
+
+use nexus::store::{
+    Backend, KeyRecord, PutVersion, SealedRecord, Store, StoreError, StoredVersion,
+};
+use nexus_crypto::CryptoError;
+use time::{Duration, OffsetDateTime};
+
+/// Generates `$sqlite` and `$postgres` tests running `$check(&Store)`.
+macro_rules! backend_tests {
+    ($($check:ident => $sqlite:ident, $postgres:ident;)*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $sqlite() {
+            let dir = tempfile::tempdir().expect("create temp dir");
+            let store = Store::connect(&sqlite_url(dir.path()))
+                .await
+                .expect("open SQLite store");
+            assert_eq!(store.backend(), Backend::Sqlite);
+            $check(&store).await;
+            store.close().await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $postgres() {
+            let db = common_sql::testing::TestDatabase::create().await;
+            let store = Store::connect(db.url())
+                .await
+                .expect("open PostgreSQL store");
+            assert_eq!(store.backend(), Backend::Postgres);
+            $check(&store).await;
+            store.close().await;
+        }
+    )*};
+}
+
+/// Generates `$sqlite` and `$postgres` tests running `$check(url)` for tests that open
+/// the store themselves (several times, like several Nexus processes).
+macro_rules! backend_url_tests {
+    ($($check:ident => $sqlite:ident, $postgres:ident;)*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $sqlite() {
+            let dir = tempfile::tempdir().expect("create temp dir");
+            $check(&sqlite_url(dir.path())).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $postgres() {
+            let db = common_sql::testing::TestDatabase::create().await;
+            $check(db.url()).await;
+        }
+    )*};
+}
+
+backend_tests! {
+    check_initialize_once => sqlite_initialize_once, postgres_initialize_once;
+    check_put_and_get_versions => sqlite_put_and_get_versions, postgres_put_and_get_versions;
+    check_check_and_set => sqlite_check_and_set, postgres_check_and_set;
+    check_concurrent_puts_lose_nothing => sqlite_concurrent_puts_lose_nothing, postgres_concurrent_puts_lose_nothing;
+    check_concurrent_cas_has_one_winner => sqlite_concurrent_cas_has_one_winner, postgres_concurrent_cas_has_one_winner;
+    check_pruning => sqlite_pruning, postgres_pruning;
+    check_delete_and_undelete => sqlite_delete_and_undelete, postgres_delete_and_undelete;
+    check_destroy => sqlite_destroy, postgres_destroy;
+    check_seal_error_rolls_back => sqlite_seal_error_rolls_back, postgres_seal_error_rolls_back;
+    check_metadata => sqlite_metadata, postgres_metadata;
+    check_list_and_count => sqlite_list_and_count, postgres_list_and_count;
+    check_policies => sqlite_policies, postgres_policies;
+}
+
+backend_url_tests! {
+    check_concurrent_initialize => sqlite_concurrent_initialize, postgres_concurrent_initialize;
+}
+
+fn sqlite_url(dir: &Path) -> String {
+    format!("sqlite://{}", dir.join("nexus.db").display())
+}
+
+/// A fixed time `ms` milliseconds after a base (times are stored at millisecond precision).
+fn at(ms: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp(1_700_000_000).expect("valid time")
+        + Duration::milliseconds(ms)
+}
+
+fn put(path: &str) -> PutVersion<'_> {
+    PutVersion {
+        path,
+        cas: None,
+        max_versions: 10,
+        created_by: "spiffe://example.org/writer",
+        now: at(0),
+    }
+}
+
+/// What the test "seals" for version `version` of `path`: bytes that name both, so a read
+/// shows which version it got and that the seal function saw the right number.
+fn record(path: &str, version: u64) -> SealedRecord {
+    SealedRecord {
+        wrapped_key: format!("key {path}").into_bytes(),
+        ciphertext: format!("{path}#{version}").into_bytes(),
+    }
+}
+
+/// Puts a version sealed with [`record`].
+async fn put_with(store: &Store, put: PutVersion<'_>) -> Result<u64, StoreError> {
+    let path = put.path.to_owned();
+    store.put_version(put, move |v| Ok(record(&path, v))).await
+}
+
+async fn put_ok(store: &Store, path: &str) -> u64 {
+    put_with(store, put(path))
+        .await
+        .unwrap_or_else(|e| panic!("put {path}: {e}"))
+}
+
+async fn stored_versions(store: &Store, path: &str) -> Vec<u64> {
+    let meta = store.metadata(path).await.expect("metadata");
+    meta.versions.iter().map(|v| v.version).collect()
+}
+
+fn assert_not_found<T: std::fmt::Debug>(result: Result<T, StoreError>, what: &str) {
+    match result {
+        Err(StoreError::NotFound(got)) => assert_eq!(got, what),
+        other => panic!("expected NotFound({what:?}), got {other:?}"),
+    }
+}
+
+fn key_record(tag: u8) -> KeyRecord {
+    KeyRecord {
+        key_check: vec![tag; 40],
+        threshold: 2,
+        shares: 3,
+        created_at: at(i64::from(tag)),
+    }
+}
+
+async fn check_initialize_once(store: &Store) {
+    assert_eq!(store.key_record().await.expect("read"), None);
+    let first = key_record(1);
+    assert!(store.initialize(&first).await.expect("initialize"));
+    assert_eq!(store.key_record().await.expect("read"), Some(first.clone()));
+
+    let second = KeyRecord {
+        threshold: 3,
+        shares: 5,
+        ..key_record(2)
+    };
+    assert!(
+        !store.initialize(&second).await.expect("second initialize"),
+        "a second initialize must not store anything"
+    );
+    assert_eq!(
+        store.key_record().await.expect("read"),
+        Some(first),
+        "the first record is never overwritten"
+    );
+}
+
+async fn check_concurrent_initialize(url: &str) {
+    // Two stores on one database, like two Nexus replicas starting together.
+    let a = Store::connect(url).await.expect("open a");
+    let b = Store::connect(url).await.expect("open b");
+    let ta = tokio::spawn(async move { a.initialize(&key_record(1)).await.map(|won| (won, a)) });
+    let tb = tokio::spawn(async move { b.initialize(&key_record(2)).await.map(|won| (won, b)) });
+    let (ra, a) = ta.await.expect("task a").expect("initialize a");
+    let (rb, b) = tb.await.expect("task b").expect("initialize b");
+    assert!(ra ^ rb, "exactly one initialize wins (a: {ra}, b: {rb})");
+    let winner = if ra { key_record(1) } else { key_record(2) };
+    assert_eq!(b.key_record().await.expect("read"), Some(winner.clone()));
+    a.close().await;
+    b.close().await;
+
+    // The record survives reopening.
+    let c = Store::connect(url).await.expect("reopen");
+    assert_eq!(c.key_record().await.expect("read"), Some(winner));
+    c.close().await;
+}
+
+async fn check_put_and_get_versions(store: &Store) {
+    for expected in 1..=3 {
+        assert_eq!(put_ok(store, "db/x").await, expected);
+    }
+    assert_eq!(
+        store.get_version("db/x", 0).await.expect("current"),
+        StoredVersion {
+            version: 3,
+            sealed: record("db/x", 3)
+        }
+    );
+    for version in 1..=3 {
+        let got = store
+            .get_version("db/x", version)
+            .await
+            .expect("by version");
+        assert_eq!(got.version, version);
+        assert_eq!(got.sealed, record("db/x", version));
+    }
+    assert_not_found(store.get_version("db/x", 4).await, "version 4 of db/x");
+    assert_not_found(
+        store.get_version("db/x", u64::MAX).await,
+        &format!("version {} of db/x", u64::MAX),
+    );
+    assert_not_found(store.get_version("db/y", 0).await, "secret db/y");
+    assert_not_found(store.get_version("db/y", 1).await, "secret db/y");
+
+    // Paths are independent.
+    assert_eq!(put_ok(store, "db/y").await, 1);
+    assert_eq!(store.get_version("db/x", 0).await.expect("x").version, 3);
+}
+
+async fn check_check_and_set(store: &Store) {
+    let cas = |n| PutVersion {
+        cas: Some(n),
+        ..put("db/x")
+    };
+    assert_eq!(put_with(store, cas(0)).await.expect("CAS 0 creates"), 1);
+    match put_with(store, cas(0)).await {
+        Err(StoreError::CasMismatch {
+            expected: 0,
+            current: 1,
+        }) => {}
+        other => panic!("expected CasMismatch{{0, 1}}, got {other:?}"),
+    }
+    assert_eq!(put_with(store, cas(1)).await.expect("CAS 1"), 2);
+    match put_with(store, cas(5)).await {
+        Err(
+            err @ StoreError::CasMismatch {
+                expected: 5,
+                current: 2,
+            },
+        ) => {
+            assert!(err.to_string().contains("latest version is 2"), "{err}");
+        }
+        other => panic!("expected CasMismatch{{5, 2}}, got {other:?}"),
+    }
+    // A failed check-and-set wrote nothing and consumed no version number.
+    assert_eq!(stored_versions(store, "db/x").await, vec![1, 2]);
+    assert_eq!(
+        store.metadata("db/x").await.expect("meta").latest_version,
+        2
+    );
+    assert_eq!(put_ok(store, "db/x").await, 3);
+}
+
+async fn check_concurrent_puts_lose_nothing(store: &Store) {
+    const WRITERS: u64 = 20;
+    let tasks: Vec<_> = (0..WRITERS)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let put = PutVersion {
+                    max_versions: 50,
+                    ..put("db/race")
+                };
+                put_with(&store, put).await
+            })
+        })
+        .collect();
+    let mut versions = Vec::new();
+    for result in futures::future::join_all(tasks).await {
+        versions.push(result.expect("task").expect("concurrent put"));
+    }
+    versions.sort_unstable();
+    assert_eq!(
+        versions,
+        (1..=WRITERS).collect::<Vec<_>>(),
+        "each version exactly once"
+    );
+
+    let meta = store.metadata("db/race").await.expect("meta");
+    assert_eq!(meta.latest_version, WRITERS);
+    assert_eq!(meta.current_version, WRITERS);
+    assert_eq!(meta.oldest_version, 1);
+    assert_eq!(meta.versions.len(), 20, "no version row lost");
+    for version in 1..=WRITERS {
+        let got = store.get_version("db/race", version).await.expect("read");
+        assert_eq!(
+            got.sealed,
+            record("db/race", version),
+            "sealed with its own number"
+        );
+    }
+}
+
+async fn check_concurrent_cas_has_one_winner(store: &Store) {
+    let tasks: Vec<_> = (0..10)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let put = PutVersion {
+                    cas: Some(0),
+                    ..put("db/once")
+                };
+                put_with(&store, put).await
+            })
+        })
+        .collect();
+    let mut winners = 0;
+    for result in futures::future::join_all(tasks).await {
+        match result.expect("task") {
+            Ok(version) => {
+                assert_eq!(version, 1);
+                winners += 1;
+            }
+            Err(StoreError::CasMismatch {
+                expected: 0,
+                current: 1,
+            }) => {}
+            Err(err) => panic!("unexpected error: {err:?}"),
+        }
+    }
+    assert_eq!(winners, 1, "exactly one CAS(0) put wins");
+    assert_eq!(stored_versions(store, "db/once").await, vec![1]);
+}
+
+async fn check_pruning(store: &Store) {
+    let keep3 = |now| PutVersion {
+        max_versions: 3,
+        now,
+        ..put("db/p")
+    };
+    for (i, expected) in (1..=5).enumerate() {
+        let now = at(i64::try_from(i).expect("small"));
+        assert_eq!(put_with(store, keep3(now)).await.expect("put"), expected);
+    }
+    let meta = store.metadata("db/p").await.expect("meta");
+    assert_eq!(meta.max_versions, 3);
+    assert_eq!(
+        meta.versions.iter().map(|v| v.version).collect::<Vec<_>>(),
+        vec![3, 4, 5],
+        "pruned versions are gone from storage"
+    );
+    assert_eq!(
+        (
+            meta.oldest_version,
+            meta.current_version,
+            meta.latest_version
+        ),
+        (3, 5, 5)
+    );
+    assert_not_found(store.get_version("db/p", 2).await, "version 2 of db/p");
+
+    // max_versions was captured when the secret was created.
+    let wider = PutVersion {
+        max_versions: 10,
+        ..put("db/p")
+    };
+    assert_eq!(put_with(store, wider).await.expect("put"), 6);
+    let meta = store.metadata("db/p").await.expect("meta");
+    assert_eq!(meta.max_versions, 3);
+    assert_eq!(stored_versions(store, "db/p").await, vec![4, 5, 6]);
+    assert_eq!(meta.oldest_version, 4);
+
+    // A deleted oldest version does not count as oldest.
+    store
+        .delete_versions("db/p", &[4], at(10))
+        .await
+        .expect("delete");
+    assert_eq!(
+        store.metadata("db/p").await.expect("meta").oldest_version,
+        5
+    );
+}
+
+async fn check_delete_and_undelete(store: &Store) {
+    for _ in 0..3 {
+        put_ok(store, "db/d").await;
+    }
+    // Empty list: the current version.
+    store
+        .delete_versions("db/d", &[], at(100))
+        .await
+        .expect("delete current");
+    let meta = store.metadata("db/d").await.expect("meta");
+    assert_eq!((meta.current_version, meta.oldest_version), (2, 1));
+    assert_eq!(meta.updated_at, at(100));
+    assert_eq!(meta.versions[2].deleted_at, Some(at(100)));
+    assert_eq!(
+        store.get_version("db/d", 0).await.expect("current").version,
+        2
+    );
+    assert_not_found(store.get_version("db/d", 3).await, "version 3 of db/d");
+
+    // Explicit versions; unknown ones are ignored.
+    store
+        .delete_versions("db/d", &[1, 2, 99], at(200))
+        .await
+        .expect("delete the rest");
+    let meta = store.metadata("db/d").await.expect("meta");
+    assert_eq!((meta.current_version, meta.oldest_version), (0, 0));
+    assert_eq!(meta.latest_version, 3);
+    assert_not_found(
+        store.get_version("db/d", 0).await,
+        "current version of db/d",
+    );
+    assert_eq!(
+        store.list_paths().await.expect("list"),
+        vec!["db/d"],
+        "a secret with every version deleted is still listed"
+    );
+    assert_not_found(
+        store.delete_versions("db/none", &[], at(1)).await,
+        "secret db/none",
+    );
+
+    // Current is 0 and no version named: the highest deleted version comes back.
+    store
+        .undelete_versions("db/d", &[], at(300))
+        .await
+        .expect("undelete");
+    let meta = store.metadata("db/d").await.expect("meta");
+    assert_eq!((meta.current_version, meta.oldest_version), (3, 3));
+    assert_eq!(meta.updated_at, at(300));
+    assert_eq!(meta.versions[2].deleted_at, None);
+    assert_eq!(
+        store.get_version("db/d", 0).await.expect("current").version,
+        3
+    );
+
+    // Current (3) is not deleted: nothing to restore.
+    assert_not_found(
+        store.undelete_versions("db/d", &[0], at(400)).await,
+        "deleted current version of db/d",
+    );
+    assert_not_found(
+        store.undelete_versions("db/d", &[7], at(400)).await,
+        "deleted version 7 of db/d",
+    );
+    store
+        .undelete_versions("db/d", &[1], at(500))
+        .await
+        .expect("undelete 1");
+    let meta = store.metadata("db/d").await.expect("meta");
+    assert_eq!((meta.current_version, meta.oldest_version), (3, 1));
+    assert_eq!(
+        meta.versions[1].deleted_at,
+        Some(at(200)),
+        "2 is still deleted"
+    );
+    assert_not_found(
+        store.undelete_versions("db/none", &[], at(1)).await,
+        "secret db/none",
+    );
+
+    // A put after deletes continues the numbering.
+    assert_eq!(put_ok(store, "db/d").await, 4);
+}
+
+async fn check_destroy(store: &Store) {
+    for _ in 0..3 {
+        put_ok(store, "db/z").await;
+    }
+    store
+        .destroy("db/z", &[2], at(100))
+        .await
+        .expect("destroy 2");
+    assert_eq!(stored_versions(store, "db/z").await, vec![1, 3]);
+    assert_not_found(store.get_version("db/z", 2).await, "version 2 of db/z");
+    assert_not_found(
+        store.destroy("db/z", &[2], at(100)).await,
+        "version 2 of db/z",
+    );
+    assert_not_found(
+        store.destroy("db/z", &[2, 8], at(100)).await,
+        "versions 2, 8 of db/z",
+    );
+
+    // Destroying the current version moves current down; the counter stays.
+    store
+        .destroy("db/z", &[0], at(200))
+        .await
+        .expect("destroy current");
+    let meta = store.metadata("db/z").await.expect("meta");
+    assert_eq!(
+        (
+            meta.current_version,
+            meta.oldest_version,
+            meta.latest_version
+        ),
+        (1, 1, 3)
+    );
+    assert_eq!(meta.updated_at, at(200));
+    assert_eq!(
+        put_ok(store, "db/z").await,
+        4,
+        "version numbers are never reused"
+    );
+
+    // Destroying every version keeps the (empty) secret and its counter.
+    store
+        .destroy("db/z", &[1, 4], at(300))
+        .await
+        .expect("destroy rest");
+    let meta = store.metadata("db/z").await.expect("meta");
+    assert!(meta.versions.is_empty());
+    assert_eq!(
+        (
+            meta.current_version,
+            meta.oldest_version,
+            meta.latest_version
+        ),
+        (0, 0, 4)
+    );
+    assert_eq!(put_ok(store, "db/z").await, 5);
+
+    // An empty list removes the secret entirely.
+    put_ok(store, "db/keep").await;
+    store
+        .destroy("db/z", &[], at(400))
+        .await
+        .expect("destroy all");
+    assert_eq!(store.list_paths().await.expect("list"), vec!["db/keep"]);
+    assert_not_found(store.metadata("db/z").await, "secret db/z");
+    assert_not_found(store.get_version("db/z", 5).await, "secret db/z");
+    assert_not_found(store.destroy("db/z", &[], at(500)).await, "secret db/z");
+    assert_not_found(store.destroy("db/z", &[1], at(500)).await, "secret db/z");
+    assert_eq!(
+        put_ok(store, "db/z").await,
+        1,
+        "a destroyed secret starts again at 1"
+    );
+    assert_eq!(stored_versions(store, "db/z").await, vec![1]);
+}
+
+async fn check_seal_error_rolls_back(store: &Store) {
+    let failed = store
+        .put_version(put("db/s"), |_| Err(CryptoError::Encrypt))
+        .await;
+    assert!(
+        matches!(failed, Err(StoreError::Crypto(CryptoError::Encrypt))),
+        "{failed:?}"
+    );
+    assert_not_found(store.metadata("db/s").await, "secret db/s");
+    assert!(store.list_paths().await.expect("list").is_empty());
+    assert_eq!(store.secret_count().await.expect("count"), 0);
+
+    // On an existing secret, the failed put leaves no row and no gap.
+    assert_eq!(put_ok(store, "db/s").await, 1);
+    let mut seen = None;
+    let failed = store
+        .put_version(put("db/s"), |v| {
+            seen = Some(v);
+            Err(CryptoError::Encrypt)
+        })
+        .await;
+    assert!(matches!(failed, Err(StoreError::Crypto(_))), "{failed:?}");
+    assert_eq!(seen, Some(2), "the seal function is given the new version");
+    assert_eq!(
+        store.metadata("db/s").await.expect("meta").latest_version,
+        1
+    );
+    assert_eq!(put_ok(store, "db/s").await, 2);
+}
+
+async fn check_metadata(store: &Store) {
+    let first = PutVersion {
+        max_versions: 7,
+        created_by: "spiffe://example.org/alice",
+        now: at(1_000),
+        ..put("app/cfg")
+    };
+    put_with(store, first).await.expect("put 1");
+    let second = PutVersion {
+        max_versions: 99, // ignored: captured at creation
+        created_by: "spiffe://example.org/bob",
+        now: at(2_000),
+        ..put("app/cfg")
+    };
+    put_with(store, second).await.expect("put 2");
+    store
+        .delete_versions("app/cfg", &[1], at(3_000))
+        .await
+        .expect("delete 1");
+
+    let meta = store.metadata("app/cfg").await.expect("meta");
+    assert_eq!(meta.path, "app/cfg");
+    assert_eq!(
+        (
+            meta.current_version,
+            meta.oldest_version,
+            meta.latest_version
+        ),
+        (2, 2, 2)
+    );
+    assert_eq!(meta.max_versions, 7);
+    assert_eq!(meta.created_at, at(1_000));
+    assert_eq!(meta.updated_at, at(3_000));
+    assert_eq!(meta.created_by, "spiffe://example.org/alice");
+    assert_eq!(meta.versions.len(), 2);
+    let (v1, v2) = (&meta.versions[0], &meta.versions[1]);
+    assert_eq!(
+        (v1.version, v1.created_at, v1.deleted_at),
+        (1, at(1_000), Some(at(3_000)))
+    );
+    assert_eq!(v1.created_by, "spiffe://example.org/alice");
+    assert_eq!(
+        (v2.version, v2.created_at, v2.deleted_at),
+        (2, at(2_000), None)
+    );
+    assert_eq!(v2.created_by, "spiffe://example.org/bob");
+    assert_not_found(store.metadata("app/none").await, "secret app/none");
+}
+
+async fn check_list_and_count(store: &Store) {
+    assert!(store.list_paths().await.expect("list").is_empty());
+    assert_eq!(store.secret_count().await.expect("count"), 0);
+    for path in ["db/b", "app/x", "db/a", "Zeta", "db/a/b"] {
+        put_ok(store, path).await;
+    }
+    put_ok(store, "db/a").await;
+    assert_eq!(
+        store.list_paths().await.expect("list"),
+        vec!["Zeta", "app/x", "db/a", "db/a/b", "db/b"],
+        "sorted byte-wise, each path once"
+    );
+    assert_eq!(store.secret_count().await.expect("count"), 5);
+}
+
+async fn check_policies(store: &Store) {
+    let body = |tag: &str| SealedRecord {
+        wrapped_key: format!("wk {tag}").into_bytes(),
+        ciphertext: format!("ct {tag}").into_bytes(),
+    };
+    assert!(store.list_policies().await.expect("list").is_empty());
+    store
+        .put_policy("writers", body("w1"), at(10))
+        .await
+        .expect("put writers");
+    store
+        .put_policy("readers", body("r1"), at(20))
+        .await
+        .expect("put readers");
+    store
+        .put_policy("writers", body("w2"), at(30))
+        .await
+        .expect("replace writers");
+
+    let writers = store
+        .get_policy("writers")
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(writers.name, "writers");
+    assert_eq!(writers.sealed, body("w2"));
+    assert_eq!(writers.created_at, at(10), "replacing keeps created_at");
+    assert_eq!(writers.updated_at, at(30));
+
+    let names: Vec<String> = store
+        .list_policies()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    assert_eq!(names, vec!["readers", "writers"]);
+
+    assert!(store.delete_policy("writers").await.expect("delete"));
+    assert!(!store.delete_policy("writers").await.expect("delete again"));
+    assert_eq!(store.get_policy("writers").await.expect("get"), None);
+    assert_eq!(store.list_policies().await.expect("list").len(), 1);
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn sqlite_file_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let dir = tempfile::tempdir().expect("create temp dir");
+    let store = Store::connect(&sqlite_url(dir.path())).await.expect("open");
+    put_ok(&store, "db/x").await;
+    store.close().await;
+    let mode = std::fs::metadata(dir.path().join("nexus.db"))
+        .expect("database file exists")
+        .permissions()
+        .mode();
+    assert_eq!(
+        mode & 0o777,
+        0o600,
+        "secrets metadata is readable by its owner only"
+    );
+}
+
+#[tokio::test]
+async fn unsupported_url_is_rejected() {
+    let err = Store::connect("mysql://u:secret@h/db")
+        .await
+        .expect_err("unsupported scheme");
+    assert!(
+        matches!(&err, StoreError::UnsupportedUrl(s) if s == "mysql"),
+        "{err:?}"
+    );
+    assert!(
+        !err.to_string().contains("secret"),
+        "no password in the message: {err}"
+    );
+    assert!(!err.is_unavailable());
+}
+
+#[tokio::test]
+async fn closed_store_is_unavailable() {
+    let dir = tempfile::tempdir().expect("create temp dir");
+    let store = Store::connect(&sqlite_url(dir.path())).await.expect("open");
+    store.close().await;
+    let err = store.list_paths().await.expect_err("pool is closed");
+    assert!(err.is_unavailable(), "{err:?}");
+}
+
+#[test]
+fn sealed_record_debug_shows_lengths_only() {
+    let sealed = SealedRecord {
+        wrapped_key: b"secret-key".to_vec(),
+        ciphertext: b"secret-data".to_vec(),
+    };
+    assert_eq!(
+        format!("{sealed:?}"),
+        "SealedRecord { wrapped_key_len: 10, ciphertext_len: 11 }"
+    );
+}

@@ -1,0 +1,481 @@
+//! The command line, as clap types: global connection options, then one subcommand per
+//! operation. Parsing stops at syntax; reading values and talking to Nexus happen in the
+//! command modules.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::input::VersionList;
+use crate::output::Format;
+
+/// Where Nexus listens unless told otherwise (SPIKE's default).
+pub const DEFAULT_NEXUS_URL: &str = "https://localhost:8553";
+
+/// Shown under `--help`: what the exit codes mean.
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  failure (the message on stderr says why and what to do)
+  2  invalid command line
+  3  `spike status` only: Nexus answered but is not ready (uninitialized or sealed)
+
+Data goes to stdout, messages to stderr. Secret values are shown in plain text by design.";
+
+/// `spike`: manage the secrets and policies of a Nexus over SPIFFE mTLS.
+///
+/// This process gets its identity (X.509-SVID) from the SPIFFE Workload API; Nexus authorises
+/// it by that SPIFFE ID. Admin work needs the Pilot superuser ID
+/// (`spiffe://<trust domain>/spike/pilot/role/superuser`), other IDs get what policies grant.
+#[derive(Debug, Parser)]
+#[command(name = "spike", version, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// Where Nexus is and how to reach it.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command accepts, before or after the subcommand.
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// Nexus's API URL.
+    #[arg(
+        long,
+        env = "SPIKE_NEXUS_API_URL",
+        default_value = DEFAULT_NEXUS_URL,
+        global = true
+    )]
+    pub nexus_url: String,
+
+    /// Nexus's trust domain; its SVID must be spiffe://<this>/spike/nexus. A comma-separated
+    /// list (as SPIKE allows) picks this process's own trust domain if listed, else the first.
+    /// Default: the trust domain of this process's own SVID.
+    #[arg(long, env = "SPIKE_TRUST_ROOT_NEXUS", global = true)]
+    pub trust_domain: Option<String>,
+
+    /// The SPIFFE Workload API socket, e.g. unix:///run/spire/agent.sock.
+    #[arg(long, env = "SPIFFE_ENDPOINT_SOCKET", global = true)]
+    pub spiffe_endpoint_socket: Option<String>,
+
+    /// Output format: human (h, plain, p), json (j) or yaml (y).
+    #[arg(short, long, value_enum, default_value_t = Format::Human, global = true)]
+    pub format: Format,
+}
+
+/// The command groups.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write, read, list, delete and destroy secrets.
+    #[command(subcommand)]
+    Secret(SecretCommand),
+    /// Manage the policies that grant workloads access to secrets.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Show whether Nexus is ready and how many keepers it reaches.
+    ///
+    /// Exits 0 when Nexus is ready, 3 when it answered but is not ready (uninitialized or
+    /// sealed), 1 when it could not be asked.
+    Status,
+}
+
+/// `spike secret ...`
+#[derive(Debug, Subcommand)]
+pub enum SecretCommand {
+    /// Write a new version of a secret (it replaces every key of the previous version).
+    ///
+    /// Each pair is key=value. So that values need not appear in shell history or the process
+    /// list: key=- reads the value from stdin (one key at most; from a pipe, one trailing
+    /// newline is removed; on a terminal, one line is read without echo) and key=@FILE reads
+    /// it from FILE exactly as stored (nothing is removed). A literal value that is `-` or
+    /// starts with `@` must therefore come from stdin or a file. A pair without `=` is an
+    /// error, and then nothing is written.
+    Put(PutArgs),
+    /// Read a secret: every key, or the bare value of one key.
+    Get(GetArgs),
+    /// List the secret paths this process may read.
+    List(ListArgs),
+    /// Soft-delete versions of a secret (they can be undeleted).
+    Delete(VersionsArgs),
+    /// Restore soft-deleted versions of a secret.
+    Undelete(VersionsArgs),
+    /// Destroy versions for good; without --versions, the whole secret and its metadata.
+    Destroy(DestroyArgs),
+    /// Secret metadata.
+    #[command(subcommand)]
+    Metadata(MetadataCommand),
+}
+
+/// `spike secret put`
+#[derive(Debug, Args)]
+pub struct PutArgs {
+    /// Secret path, e.g. db/password.
+    pub path: String,
+    /// key=value, key=- (stdin) or key=@FILE; at least one.
+    #[arg(required = true, value_name = "KEY=VALUE")]
+    pub pairs: Vec<String>,
+    /// Check-and-set: write only if the current version is N (0: only if the secret does not
+    /// exist yet).
+    #[arg(long, value_name = "N")]
+    pub cas: Option<u64>,
+}
+
+/// `spike secret get`
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// Secret path.
+    pub path: String,
+    /// Print only this key's value.
+    pub key: Option<String>,
+    /// Version to read (0: the current one).
+    #[arg(short, long, default_value_t = 0, value_name = "N")]
+    pub version: u64,
+}
+
+/// `spike secret list`
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Show only paths starting with this.
+    pub prefix: Option<String>,
+}
+
+/// `spike secret delete|undelete`
+#[derive(Debug, Args)]
+pub struct VersionsArgs {
+    /// Secret path.
+    pub path: String,
+    /// Comma-separated versions, e.g. "1,2,0" (0: the current one). Default: the current one.
+    #[arg(short, long, value_name = "LIST")]
+    pub versions: Option<VersionList>,
+}
+
+/// `spike secret destroy`
+#[derive(Debug, Args)]
+pub struct DestroyArgs {
+    /// Secret path.
+    pub path: String,
+    /// Comma-separated versions to destroy (0: the current one). Without it, the whole secret
+    /// is destroyed, which needs --yes or a confirmation on a terminal.
+    #[arg(short, long, value_name = "LIST")]
+    pub versions: Option<VersionList>,
+    /// Do not ask for confirmation.
+    #[arg(short, long)]
+    pub yes: bool,
+}
+
+/// `spike secret metadata ...`
+#[derive(Debug, Subcommand)]
+pub enum MetadataCommand {
+    /// Show a secret's versions and who wrote them.
+    Get(MetadataGetArgs),
+}
+
+/// `spike secret metadata get`
+#[derive(Debug, Args)]
+pub struct MetadataGetArgs {
+    /// Secret path.
+    pub path: String,
+    /// Show only this version (0: every version).
+    #[arg(short, long, default_value_t = 0, value_name = "N")]
+    pub version: u64,
+}
+
+/// `spike policy ...`
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Create a policy; fails if one with that name exists.
+    Create(PolicyFields),
+    /// Create or replace a policy, from a YAML file or from flags.
+    ///
+    /// The file has the keys name, spiffeidPattern, pathPattern and permissions (a list).
+    Apply(ApplyArgs),
+    /// List policies, optionally only those with exactly this pattern.
+    List(PolicyListArgs),
+    /// Show one policy.
+    Get(PolicyNameArgs),
+    /// Delete a policy (asks for confirmation unless --yes).
+    Delete(PolicyDeleteArgs),
+}
+
+/// The four fields of a policy, all required (`spike policy create`).
+#[derive(Debug, Args)]
+pub struct PolicyFields {
+    /// Unique name (letters, digits, spaces, `_` and `-`).
+    #[arg(long)]
+    pub name: String,
+    /// Regular expression the caller's whole SPIFFE ID must match.
+    #[arg(long, value_name = "REGEX")]
+    pub spiffeid_pattern: String,
+    /// Regular expression the whole secret path must match.
+    #[arg(long, value_name = "REGEX")]
+    pub path_pattern: String,
+    /// Comma-separated: read, write, list, execute, super.
+    #[arg(long, value_delimiter = ',', required = true, value_name = "LIST")]
+    pub permissions: Vec<String>,
+}
+
+/// `spike policy apply`: a file, or every field as a flag.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// YAML policy file (`-`: stdin).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["name", "spiffeid_pattern", "path_pattern", "permissions"])]
+    pub file: Option<PathBuf>,
+    /// Unique name (letters, digits, spaces, `_` and `-`).
+    #[arg(long, required_unless_present = "file")]
+    pub name: Option<String>,
+    /// Regular expression the caller's whole SPIFFE ID must match.
+    #[arg(long, value_name = "REGEX", required_unless_present = "file")]
+    pub spiffeid_pattern: Option<String>,
+    /// Regular expression the whole secret path must match.
+    #[arg(long, value_name = "REGEX", required_unless_present = "file")]
+    pub path_pattern: Option<String>,
+    /// Comma-separated: read, write, list, execute, super.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "LIST",
+        required_unless_present = "file"
+    )]
+    pub permissions: Vec<String>,
+}
+
+/// `spike policy list`
+#[derive(Debug, Args)]
+pub struct PolicyListArgs {
+    /// Only policies whose SPIFFE ID pattern is exactly this.
+    #[arg(long, value_name = "PATTERN", conflicts_with = "path_pattern")]
+    pub spiffeid_pattern: Option<String>,
+    /// Only policies whose path pattern is exactly this.
+    #[arg(long, value_name = "PATTERN")]
+    pub path_pattern: Option<String>,
+}
+
+/// A policy named by argument or by `--name` (exactly one).
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct PolicyNameArgs {
+    /// The policy's name.
+    #[arg(value_name = "NAME")]
+    pub name: Option<String>,
+    /// The policy's name (same as the argument).
+    #[arg(long = "name", value_name = "NAME")]
+    pub name_flag: Option<String>,
+}
+
+impl PolicyNameArgs {
+    /// The name, from whichever form was given.
+    pub fn name(&self) -> &str {
+        self.name
+            .as_deref()
+            .or(self.name_flag.as_deref())
+            .unwrap_or_default()
+    }
+}
+
+/// `spike policy delete`
+#[derive(Debug, Args)]
+pub struct PolicyDeleteArgs {
+    /// Which policy.
+    #[command(flatten)]
+    pub name: PolicyNameArgs,
+    /// Do not ask for confirmation.
+    #[arg(short, long)]
+    pub yes: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("spike").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn command_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn format_is_global_and_has_aliases() {
+        for (flag, want) in [
+            ("json", Format::Json),
+            ("j", Format::Json),
+            ("yaml", Format::Yaml),
+            ("y", Format::Yaml),
+            ("human", Format::Human),
+            ("h", Format::Human),
+            ("plain", Format::Human),
+            ("p", Format::Human),
+        ] {
+            let cli = parse(&["secret", "get", "x", "-f", flag]).expect("parses");
+            assert_eq!(cli.global.format, want, "{flag}");
+        }
+        let cli = parse(&["--format", "yaml", "status"]).expect("before the subcommand");
+        assert_eq!(cli.global.format, Format::Yaml);
+        let cli = parse(&["status"]).expect("default");
+        assert_eq!(cli.global.format, Format::Human);
+        assert!(parse(&["status", "-f", "xml"]).is_err());
+    }
+
+    #[test]
+    fn format_flag_may_follow_pairs() {
+        let cli = parse(&[
+            "secret", "put", "db", "a=1", "b=-", "-f", "json", "--cas", "2",
+        ])
+        .expect("parses");
+        assert_eq!(cli.global.format, Format::Json);
+        match cli.command {
+            Command::Secret(SecretCommand::Put(put)) => {
+                assert_eq!(put.pairs, ["a=1", "b=-"]);
+                assert_eq!(put.cas, Some(2));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn put_needs_a_pair() {
+        assert!(parse(&["secret", "put", "db"]).is_err());
+    }
+
+    #[test]
+    fn connection_options_are_global() {
+        let cli = parse(&[
+            "secret",
+            "list",
+            "--nexus-url",
+            "https://n:1",
+            "--trust-domain",
+            "td",
+            "--spiffe-endpoint-socket",
+            "unix:///s",
+        ])
+        .expect("parses");
+        assert_eq!(cli.global.nexus_url, "https://n:1");
+        assert_eq!(cli.global.trust_domain.as_deref(), Some("td"));
+        assert_eq!(
+            cli.global.spiffe_endpoint_socket.as_deref(),
+            Some("unix:///s")
+        );
+    }
+
+    #[test]
+    fn versions_are_parsed_at_the_edge() {
+        let cli = parse(&["secret", "delete", "db", "-v", "1, 2,0"]).expect("parses");
+        match cli.command {
+            Command::Secret(SecretCommand::Delete(args)) => {
+                assert_eq!(args.versions.map(|v| v.0), Some(vec![1, 2, 0]));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(parse(&["secret", "undelete", "db", "--versions", "1,x"]).is_err());
+        assert!(parse(&["secret", "destroy", "db", "-v", ""]).is_err());
+    }
+
+    #[test]
+    fn policy_list_filters_are_exclusive() {
+        assert!(parse(&["policy", "list", "--spiffeid-pattern", "a"]).is_ok());
+        assert!(parse(&["policy", "list", "--path-pattern", "b"]).is_ok());
+        let both = parse(&[
+            "policy",
+            "list",
+            "--spiffeid-pattern",
+            "a",
+            "--path-pattern",
+            "b",
+        ]);
+        assert_eq!(
+            both.map(|_| ()).map_err(|e| e.kind()),
+            Err(clap::error::ErrorKind::ArgumentConflict)
+        );
+    }
+
+    #[test]
+    fn policy_name_by_argument_or_flag_but_not_both() {
+        for args in [
+            &["policy", "get", "p"][..],
+            &["policy", "get", "--name", "p"][..],
+        ] {
+            match parse(args).expect("parses").command {
+                Command::Policy(PolicyCommand::Get(name)) => assert_eq!(name.name(), "p"),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert!(parse(&["policy", "get"]).is_err());
+        assert!(parse(&["policy", "get", "p", "--name", "q"]).is_err());
+        let cli = parse(&["policy", "delete", "p", "--yes"]).expect("parses");
+        match cli.command {
+            Command::Policy(PolicyCommand::Delete(d)) => {
+                assert!(d.yes);
+                assert_eq!(d.name.name(), "p");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn policy_create_needs_every_field() {
+        let ok = parse(&[
+            "policy",
+            "create",
+            "--name",
+            "n",
+            "--spiffeid-pattern",
+            "a",
+            "--path-pattern",
+            "b",
+            "--permissions",
+            "read,write",
+        ])
+        .expect("parses");
+        match ok.command {
+            Command::Policy(PolicyCommand::Create(f)) => {
+                assert_eq!(f.permissions, ["read", "write"]);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(parse(&["policy", "create", "--name", "n"]).is_err());
+    }
+
+    #[test]
+    fn policy_apply_takes_a_file_or_flags() {
+        assert!(parse(&["policy", "apply", "--file", "p.yaml"]).is_ok());
+        assert!(
+            parse(&[
+                "policy",
+                "apply",
+                "--name",
+                "n",
+                "--spiffeid-pattern",
+                "a",
+                "--path-pattern",
+                "b",
+                "--permissions",
+                "read",
+            ])
+            .is_ok()
+        );
+        assert!(parse(&["policy", "apply"]).is_err());
+        assert!(parse(&["policy", "apply", "--name", "n"]).is_err());
+        assert!(parse(&["policy", "apply", "--file", "p.yaml", "--name", "n"]).is_err());
+    }
+
+    #[test]
+    fn help_documents_env_and_exit_codes() {
+        let help = Cli::command().render_long_help().to_string();
+        for text in [
+            "SPIKE_NEXUS_API_URL",
+            "SPIKE_TRUST_ROOT_NEXUS",
+            "SPIFFE_ENDPOINT_SOCKET",
+            "Exit codes",
+            "3  `spike status`",
+        ] {
+            assert!(help.contains(text), "{text} missing from:\n{help}");
+        }
+    }
+}

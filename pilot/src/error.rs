@@ -1,0 +1,434 @@
+//! Why a command failed, told so the user knows what to do next.
+//!
+//! Errors from Nexus arrive as [`ClientError`]s; [`explain`] turns one into a sentence in the
+//! user's terms, using what the command was doing ([`Operation`]) and who this process is.
+//! Secret values never appear: Nexus's messages do not hold them, and decode errors of a
+//! read (which could quote the answer) are not repeated.
+
+use identity::https_client::HttpsError;
+use nexus_api::{ClientError, ErrorCode};
+
+use crate::input::InputError;
+
+/// A failed command. The `Display` text is the whole message for stderr.
+#[derive(Debug, thiserror::Error)]
+pub enum PilotError {
+    /// The command line or its input files were refused before any call.
+    #[error("{0}")]
+    Input(#[from] InputError),
+    /// A policy given to `create` or `apply` is invalid.
+    #[error("Invalid policy: {0}")]
+    Policy(#[from] policies::PolicyError),
+    /// No SVID from the Workload API.
+    #[error("{0}")]
+    Identity(String),
+    /// Nexus refused, failed or could not be reached; already explained.
+    #[error("{0}")]
+    Nexus(String),
+    /// The call worked but the answer does not allow what was asked (a missing key, a
+    /// policy name already taken).
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// What a call to Nexus was doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation<'a> {
+    /// `secret put`.
+    PutSecret {
+        /// Secret path.
+        path: &'a str,
+    },
+    /// `secret get`.
+    GetSecret {
+        /// Secret path.
+        path: &'a str,
+        /// Version asked for (0: current).
+        version: u64,
+    },
+    /// `secret delete|undelete|destroy`.
+    ChangeVersions {
+        /// Secret path.
+        path: &'a str,
+    },
+    /// `secret list`.
+    ListSecrets,
+    /// `secret metadata get`.
+    SecretMetadata {
+        /// Secret path.
+        path: &'a str,
+    },
+    /// `policy get` (and the existence check of `create`).
+    ReadPolicy {
+        /// Policy name.
+        name: &'a str,
+    },
+    /// `policy create|apply|delete`.
+    WritePolicy {
+        /// Policy name.
+        name: &'a str,
+    },
+    /// `policy list`.
+    ListPolicies,
+    /// `status`.
+    Status,
+}
+
+impl Operation<'_> {
+    /// The permission and target the caller needs, as a policy would grant it.
+    fn needs(&self) -> String {
+        let acl = policies::SYSTEM_ACL_PATH;
+        match self {
+            Operation::PutSecret { path } | Operation::ChangeVersions { path } => {
+                format!("`write` on secret `{path}`")
+            }
+            Operation::GetSecret { path, .. } | Operation::SecretMetadata { path } => {
+                format!("`read` on secret `{path}`")
+            }
+            Operation::ListSecrets => "`list` on secrets".into(),
+            Operation::ReadPolicy { .. } => format!("`read` on `{acl}` (policy management)"),
+            Operation::WritePolicy { .. } => format!("`write` on `{acl}` (policy management)"),
+            Operation::ListPolicies => format!("`list` on `{acl}` (policy management)"),
+            Operation::Status => "access to the status".into(),
+        }
+    }
+
+    fn is_policy(&self) -> bool {
+        matches!(
+            self,
+            Operation::ReadPolicy { .. } | Operation::WritePolicy { .. } | Operation::ListPolicies
+        )
+    }
+
+    /// What was not found. Nexus's own message decides between "the secret" and "a version
+    /// of it", since only Nexus knows which was missing.
+    fn not_found(&self, message: &str) -> String {
+        let about_version = message.to_ascii_lowercase().contains("version");
+        match *self {
+            Operation::GetSecret { path, version } if version > 0 && about_version => {
+                format!("Version {version} of {path} not found")
+            }
+            Operation::ChangeVersions { path } if about_version => {
+                format!("Not found in {path}: {message}")
+            }
+            Operation::PutSecret { path }
+            | Operation::GetSecret { path, .. }
+            | Operation::ChangeVersions { path }
+            | Operation::SecretMetadata { path } => format!("Secret not found: {path}"),
+            Operation::ReadPolicy { name } | Operation::WritePolicy { name } => {
+                format!("Policy not found: {name}")
+            }
+            Operation::ListSecrets | Operation::ListPolicies | Operation::Status => {
+                format!("Not found: {message}")
+            }
+        }
+    }
+}
+
+/// A call to Nexus: what it was doing, and who called whom.
+#[derive(Debug, Clone, Copy)]
+pub struct Call<'a> {
+    /// What the command was doing.
+    pub op: Operation<'a>,
+    /// Nexus's URL.
+    pub url: &'a str,
+    /// Nexus's trust domain.
+    pub trust_domain: &'a str,
+    /// This process's SPIFFE ID.
+    pub own_id: &'a str,
+}
+
+/// The message for a failed call.
+pub fn explain(error: &ClientError, call: &Call<'_>) -> String {
+    match error {
+        ClientError::Api {
+            status,
+            code,
+            message,
+        } => explain_api(*status, *code, message, call),
+        ClientError::Transport(HttpsError::InvalidUrl { url, reason }) => format!(
+            "Invalid Nexus URL {url:?}: {reason}. Set --nexus-url or SPIKE_NEXUS_API_URL to https://host:port."
+        ),
+        ClientError::Transport(cause) => {
+            let mut text = format!(
+                "Cannot reach Nexus at {}: {cause}. Is Nexus running, and is SPIKE_NEXUS_API_URL right?",
+                call.url
+            );
+            let cause_text = cause.to_string().to_ascii_lowercase();
+            if ["certificate", "alert", "handshake", "tls"]
+                .iter()
+                .any(|word| cause_text.contains(word))
+            {
+                text.push_str(&format!(
+                    " If it is, check that its SVID is spiffe://{}/spike/nexus (--trust-domain, SPIKE_TRUST_ROOT_NEXUS) and that it trusts this process's trust domain.",
+                    call.trust_domain
+                ));
+            }
+            text
+        }
+        ClientError::Decode(cause) => {
+            // A read's answer holds secret values, and parse errors may quote it.
+            let cause = match call.op {
+                Operation::GetSecret { .. } => "the answer could not be parsed".to_owned(),
+                _ => cause.clone(),
+            };
+            format!(
+                "Unexpected answer from Nexus at {}: {cause}. Is SPIKE_NEXUS_API_URL pointing at Nexus?",
+                call.url
+            )
+        }
+        ClientError::Setup(cause) => format!(
+            "Cannot set up the connection to Nexus: {cause}. Check --trust-domain (SPIKE_TRUST_ROOT_NEXUS) and --nexus-url (SPIKE_NEXUS_API_URL)."
+        ),
+    }
+}
+
+fn explain_api(status: u16, code: ErrorCode, message: &str, call: &Call<'_>) -> String {
+    // Without a message of its own, the client fills in the bare code or status.
+    let said = |fallback: &str| -> String {
+        if message.is_empty() || message == code.as_str() || message.starts_with("HTTP ") {
+            fallback.to_owned()
+        } else {
+            message.to_owned()
+        }
+    };
+    match code {
+        ErrorCode::NotReady => format!(
+            "Nexus is not ready: {}. It is waiting for its keepers to return enough shards of the root key; check `spike status` and that the keepers are running.",
+            said("it has no root key yet")
+        ),
+        ErrorCode::Unauthorized => {
+            let mut text = format!(
+                "Not authorised: this process is {}, and no policy grants it {}. Ask an admin to apply a policy for it.",
+                call.own_id,
+                call.op.needs()
+            );
+            if call.op.is_policy() {
+                text.push_str(&format!(
+                    " Policy management is for the Pilot superuser, spiffe://{}/spike/pilot/role/superuser.",
+                    call.trust_domain
+                ));
+            }
+            text
+        }
+        ErrorCode::NotFound => call.op.not_found(&said("not found")),
+        ErrorCode::Conflict => match call.op {
+            Operation::PutSecret { .. } => {
+                format!("Check-and-set failed: {}", said("the version changed"))
+            }
+            _ => format!("Conflict: {}", said("it changed meanwhile")),
+        },
+        ErrorCode::BadRequest => format!("Invalid request: {}", said("Nexus refused it")),
+        ErrorCode::PayloadTooLarge => format!(
+            "Too large for Nexus: {}. Values and requests are size-limited.",
+            said("the request exceeds its limit")
+        ),
+        ErrorCode::Internal => format!(
+            "Nexus failed with an internal error ({}); its log has the details.",
+            said("no details")
+        ),
+        ErrorCode::Other => format!("Nexus answered HTTP {status}: {}", said("no explanation")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ME: &str = "spiffe://example.org/app/billing";
+    const SECRET: &str = "hunter2-value";
+
+    fn call(op: Operation<'_>) -> Call<'_> {
+        Call {
+            op,
+            url: "https://nexus:8553",
+            trust_domain: "example.org",
+            own_id: ME,
+        }
+    }
+
+    fn api(code: ErrorCode, message: &str) -> ClientError {
+        ClientError::Api {
+            status: code.status(),
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn get(path: &str, version: u64) -> Operation<'_> {
+        Operation::GetSecret { path, version }
+    }
+
+    #[test]
+    fn not_ready() {
+        let text = explain(
+            &api(ErrorCode::NotReady, "waiting for 2 of 3 keepers"),
+            &call(get("db", 0)),
+        );
+        assert_eq!(
+            text,
+            "Nexus is not ready: waiting for 2 of 3 keepers. It is waiting for its keepers to return enough shards of the root key; check `spike status` and that the keepers are running."
+        );
+        // SPIKE sends the bare code.
+        let text = explain(
+            &api(ErrorCode::NotReady, "state_not_ready"),
+            &call(get("db", 0)),
+        );
+        assert!(
+            text.starts_with("Nexus is not ready: it has no root key yet."),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn unauthorized_names_the_caller_and_the_grant() {
+        let error = api(ErrorCode::Unauthorized, "denied");
+        let text = explain(&error, &call(get("db/password", 0)));
+        assert_eq!(
+            text,
+            "Not authorised: this process is spiffe://example.org/app/billing, and no policy grants it `read` on secret `db/password`. Ask an admin to apply a policy for it."
+        );
+        let text = explain(&error, &call(Operation::PutSecret { path: "db" }));
+        assert!(text.contains("`write` on secret `db`"), "{text}");
+        let text = explain(&error, &call(Operation::ListPolicies));
+        assert!(text.contains("`list` on `spike/system/acl`"), "{text}");
+        assert!(
+            text.contains("spiffe://example.org/spike/pilot/role/superuser"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn not_found_says_what() {
+        let missing = api(ErrorCode::NotFound, "secret \"db\" not found");
+        assert_eq!(
+            explain(&missing, &call(get("db", 0))),
+            "Secret not found: db"
+        );
+        assert_eq!(
+            explain(&missing, &call(get("db", 4))),
+            "Secret not found: db"
+        );
+        let version = api(ErrorCode::NotFound, "version 4 of \"db\" not found");
+        assert_eq!(
+            explain(&version, &call(get("db", 4))),
+            "Version 4 of db not found"
+        );
+        assert_eq!(
+            explain(&missing, &call(Operation::SecretMetadata { path: "db" })),
+            "Secret not found: db"
+        );
+        assert_eq!(
+            explain(&version, &call(Operation::ChangeVersions { path: "db" })),
+            "Not found in db: version 4 of \"db\" not found"
+        );
+        let policy = api(ErrorCode::NotFound, "policy \"p\" not found");
+        assert_eq!(
+            explain(&policy, &call(Operation::ReadPolicy { name: "p" })),
+            "Policy not found: p"
+        );
+        assert_eq!(
+            explain(&policy, &call(Operation::WritePolicy { name: "p" })),
+            "Policy not found: p"
+        );
+    }
+
+    #[test]
+    fn conflict_bad_request_and_others() {
+        let cas = api(
+            ErrorCode::Conflict,
+            "check-and-set expected version 1, but the current version is 2",
+        );
+        assert_eq!(
+            explain(&cas, &call(Operation::PutSecret { path: "db" })),
+            "Check-and-set failed: check-and-set expected version 1, but the current version is 2"
+        );
+        assert_eq!(
+            explain(
+                &api(ErrorCode::BadRequest, "path: too long"),
+                &call(Operation::PutSecret { path: "db" })
+            ),
+            "Invalid request: path: too long"
+        );
+        let large = explain(
+            &api(ErrorCode::PayloadTooLarge, "HTTP 413"),
+            &call(Operation::PutSecret { path: "db" }),
+        );
+        assert!(large.starts_with("Too large for Nexus:"), "{large}");
+        let internal = explain(
+            &api(ErrorCode::Internal, "internal error"),
+            &call(get("db", 0)),
+        );
+        assert!(internal.contains("internal error"), "{internal}");
+        let other = explain(
+            &ClientError::Api {
+                status: 418,
+                code: ErrorCode::Other,
+                message: "teapot".into(),
+            },
+            &call(Operation::Status),
+        );
+        assert_eq!(other, "Nexus answered HTTP 418: teapot");
+    }
+
+    #[test]
+    fn transport_points_at_the_url() {
+        let error = ClientError::Transport(HttpsError::Transport("connection refused".into()));
+        assert_eq!(
+            explain(&error, &call(Operation::Status)),
+            "Cannot reach Nexus at https://nexus:8553: connection refused. Is Nexus running, and is SPIKE_NEXUS_API_URL right?"
+        );
+        for cause in [
+            "invalid peer certificate: UnknownIssuer",
+            "client error (Connect): received fatal alert: DecodeError",
+        ] {
+            let tls = ClientError::Transport(HttpsError::Transport(cause.into()));
+            let text = explain(&tls, &call(Operation::Status));
+            assert!(text.contains("spiffe://example.org/spike/nexus"), "{text}");
+        }
+        let plain = explain(&error, &call(Operation::Status));
+        assert!(!plain.contains("SVID"), "{plain}");
+        let url = ClientError::Transport(HttpsError::InvalidUrl {
+            url: "http://x".into(),
+            reason: "not https".into(),
+        });
+        assert!(explain(&url, &call(Operation::Status)).contains("SPIKE_NEXUS_API_URL"));
+    }
+
+    #[test]
+    fn decode_and_setup() {
+        let leaky = ClientError::Decode(format!("invalid type: string \"{SECRET}\""));
+        let text = explain(&leaky, &call(get("db", 0)));
+        assert!(text.starts_with("Unexpected answer from Nexus"), "{text}");
+        assert!(!text.contains(SECRET), "{text}");
+        let text = explain(
+            &ClientError::Setup("invalid trust domain \"A B\"".into()),
+            &call(Operation::Status),
+        );
+        assert!(text.contains("SPIKE_TRUST_ROOT_NEXUS"), "{text}");
+    }
+
+    #[test]
+    fn no_message_ever_holds_a_value() {
+        let errors = [
+            api(ErrorCode::NotReady, "sealed"),
+            api(ErrorCode::Unauthorized, "denied"),
+            api(ErrorCode::NotFound, "not found"),
+            api(ErrorCode::Conflict, "cas"),
+            api(ErrorCode::BadRequest, "bad"),
+            api(ErrorCode::PayloadTooLarge, "big"),
+            api(ErrorCode::Internal, "oops"),
+            api(ErrorCode::Other, "odd"),
+            ClientError::Transport(HttpsError::Transport("refused".into())),
+            ClientError::Decode(format!("invalid value \"{SECRET}\"")),
+            ClientError::Setup("bad".into()),
+        ];
+        for error in &errors {
+            for op in [get("db", 0), get("db", 3)] {
+                let text = explain(error, &call(op));
+                assert!(!text.contains(SECRET), "{text}");
+                assert!(!text.is_empty());
+            }
+        }
+    }
+}

@@ -1,3 +1,0 @@
-//! Shared helpers for the spire-server integration tests.
-
-pub mod pg;
