@@ -1,0 +1,323 @@
+//! The v1 API's handling of bad input and authorisation, without TLS: each request carries the
+//! peer identity the TLS layer would have attached. A real SQLite store and a real root key
+//! sit behind the routes.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use identity::listener::PeerInfo;
+use nexus::access::Access;
+use nexus::root_key::KeyState;
+use nexus::service::Nexus;
+use nexus::store::Store;
+use nexus_crypto::RootKey;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+const ADMIN: &str = "spiffe://td/spike/pilot/role/superuser";
+const APP: &str = "spiffe://td/app/billing";
+
+struct Api {
+    router: axum::Router,
+    nexus: Arc<Nexus>,
+    _dir: tempfile::TempDir,
+}
+
+async fn api(ready: bool) -> Api {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("nexus.db").display());
+    let store = Store::connect(&url).await.expect("store");
+    let nexus = Arc::new(Nexus::new(
+        store,
+        KeyState::new(2, 3),
+        Access::new("td").expect("access"),
+        3,
+    ));
+    if ready {
+        nexus.keys.set_root(RootKey::generate().expect("root key"));
+    }
+    Api {
+        router: nexus::api::router(nexus.clone()),
+        nexus,
+        _dir: dir,
+    }
+}
+
+impl Api {
+    async fn raw(
+        &self,
+        caller: &str,
+        method: &str,
+        uri: &str,
+        body: Vec<u8>,
+    ) -> (StatusCode, Value) {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body))
+            .expect("request");
+        request.extensions_mut().insert(PeerInfo {
+            spiffe_id: Some(caller.parse().expect("SPIFFE ID")),
+            remote_addr: "127.0.0.1:1".parse().expect("addr"),
+        });
+        let response = self
+            .router
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("response");
+        let status = response.status();
+        assert_eq!(
+            response
+                .headers()
+                .get(header::CACHE_CONTROL)
+                .map(|v| v.to_str().unwrap_or("")),
+            Some("no-store, no-cache, must-revalidate, private"),
+            "every answer forbids caching"
+        );
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    async fn post(&self, caller: &str, uri: &str, body: Value) -> (StatusCode, Value) {
+        self.raw(caller, "POST", uri, body.to_string().into_bytes())
+            .await
+    }
+}
+
+#[tokio::test]
+async fn bad_requests_get_spike_codes_and_messages_that_never_echo_values() {
+    let api = api(true).await;
+    let cases: Vec<(&str, &str, Vec<u8>, StatusCode, &str)> = vec![
+        ("POST", "/v1/store/secrets?action=purge", b"{}".to_vec(), StatusCode::BAD_REQUEST, "api_bad_request"),
+        ("GET", "/v1/store/secrets", Vec::new(), StatusCode::BAD_REQUEST, "api_bad_request"),
+        ("POST", "/v1/nope", b"{}".to_vec(), StatusCode::BAD_REQUEST, "api_bad_request"),
+        ("POST", "/v1/store/secrets?action=get", Vec::new(), StatusCode::BAD_REQUEST, "api_bad_request"),
+        ("POST", "/v1/store/secrets", b"{\"path\":".to_vec(), StatusCode::BAD_REQUEST, "api_bad_request"),
+        (
+            "POST",
+            "/v1/store/secrets",
+            br#"{"path":"a","values":{"k":["hunter2-in-a-list"]}}"#.to_vec(),
+            StatusCode::BAD_REQUEST,
+            "api_bad_request",
+        ),
+        (
+            "POST",
+            "/v1/store/secrets",
+            json!({"path": "a b", "values": {"k": "v"}}).to_string().into_bytes(),
+            StatusCode::BAD_REQUEST,
+            "api_bad_request",
+        ),
+        (
+            "POST",
+            "/v1/store/secrets",
+            json!({"path": "a", "values": {"k": "x".repeat(2 << 20)}}).to_string().into_bytes(),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "api_payload_too_large",
+        ),
+        (
+            "POST",
+            "/v1/acl/policy",
+            json!({"name": "p", "spiffeidPattern": "(", "pathPattern": ".*", "permissions": ["read"]}).to_string().into_bytes(),
+            StatusCode::BAD_REQUEST,
+            "api_bad_request",
+        ),
+        (
+            "POST",
+            "/v1/acl/policy",
+            json!({"name": "p", "spiffeidPattern": ".*", "pathPattern": ".*", "permissions": ["fly"]}).to_string().into_bytes(),
+            StatusCode::BAD_REQUEST,
+            "api_bad_request",
+        ),
+    ];
+    for (method, uri, body, status, code) in cases {
+        let (got, answer) = api.raw(ADMIN, method, uri, body).await;
+        assert_eq!(got, status, "{method} {uri}: {answer}");
+        assert_eq!(answer["err"], code, "{method} {uri}");
+        let message = answer["message"].as_str().unwrap_or_default();
+        assert!(
+            !message.is_empty(),
+            "{method} {uri}: a message says what is wrong"
+        );
+        assert!(!message.contains("hunter2"), "{message}");
+    }
+    // Nothing was written by any of them.
+    assert!(api.nexus.store.list_paths().await.expect("list").is_empty());
+}
+
+#[tokio::test]
+async fn sealed_nexus_answers_state_not_ready_but_reports_status() {
+    let api = api(false).await;
+    for (uri, body) in [
+        ("/v1/store/secrets?action=get", json!({"path": "a"})),
+        ("/v1/store/secrets?action=list", json!({})),
+        ("/v1/acl/policy?action=list", json!({})),
+    ] {
+        for caller in [ADMIN, APP] {
+            let (status, answer) = api.post(caller, uri, body.clone()).await;
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{uri}");
+            assert_eq!(answer["err"], "state_not_ready");
+        }
+    }
+    let (status, answer) = api.post(APP, "/v1/status", json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(answer["state"], "uninitialized");
+    assert_eq!(answer["keepers"]["threshold"], 2);
+}
+
+#[tokio::test]
+async fn workloads_get_only_what_policies_grant_and_roles_nothing() {
+    let api = api(true).await;
+    for path in ["billing/db", "other/db"] {
+        let (status, _) = api
+            .post(
+                ADMIN,
+                "/v1/store/secrets",
+                json!({"path": path, "values": {"k": "v"}}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let (status, answer) = api
+        .post(
+            APP,
+            "/v1/store/secrets?action=get",
+            json!({"path": "billing/db"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(answer["err"], "access_unauthorized");
+    assert!(answer["message"].as_str().unwrap_or_default().contains(APP));
+
+    let (status, _) = api
+        .post(
+            ADMIN,
+            "/v1/acl/policy",
+            json!({"name": "billing", "spiffeidPattern": "spiffe://td/app/billing", "pathPattern": "billing/.*", "permissions": ["read"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, answer) = api
+        .post(
+            APP,
+            "/v1/store/secrets?action=get",
+            json!({"path": "billing/db"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["data"]["k"], "v");
+    let (_, answer) = api
+        .post(APP, "/v1/store/secrets?action=list", json!({}))
+        .await;
+    assert_eq!(answer["keys"], json!(["billing/db"]));
+    let (status, _) = api
+        .post(
+            APP,
+            "/v1/store/secrets",
+            json!({"path": "billing/db", "values": {"k": "w"}}),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "read does not grant write"
+    );
+    let (status, _) = api.post(APP, "/v1/acl/policy?action=list", json!({})).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "policies are admin business"
+    );
+
+    // Role IDs are never granted through policies, even by a catch-all.
+    api.post(
+        ADMIN,
+        "/v1/acl/policy",
+        json!({"name": "everyone", "spiffeidPattern": ".*", "pathPattern": ".*", "permissions": ["super"]}),
+    )
+    .await;
+    let (status, _) = api
+        .post(
+            "spiffe://td/spike/keeper/k1",
+            "/v1/store/secrets?action=get",
+            json!({"path": "other/db"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // A revoked grant stops working at once.
+    api.post(
+        ADMIN,
+        "/v1/acl/policy?action=delete",
+        json!({"id": "everyone"}),
+    )
+    .await;
+    api.post(
+        ADMIN,
+        "/v1/acl/policy?action=delete",
+        json!({"id": "billing"}),
+    )
+    .await;
+    let (status, _) = api
+        .post(
+            APP,
+            "/v1/store/secrets?action=get",
+            json!({"path": "billing/db"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn check_and_set_conflicts_and_versions() {
+    let api = api(true).await;
+    let put = |cas: Option<u64>, v: &str| {
+        let mut body = json!({"path": "db", "values": {"password": v}});
+        if let Some(cas) = cas {
+            body["cas"] = json!(cas);
+        }
+        body
+    };
+    let (status, answer) = api
+        .post(ADMIN, "/v1/store/secrets", put(Some(0), "one"))
+        .await;
+    assert_eq!(
+        (status, answer["version"].clone()),
+        (StatusCode::OK, json!(1))
+    );
+    let (status, answer) = api
+        .post(ADMIN, "/v1/store/secrets", put(Some(0), "lost"))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(answer["err"], "api_conflict");
+    for v in ["two", "three", "four"] {
+        api.post(ADMIN, "/v1/store/secrets", put(None, v)).await;
+    }
+    // max_versions is 3 here: version 1 is pruned from storage.
+    let (status, _) = api
+        .post(
+            ADMIN,
+            "/v1/store/secrets?action=get",
+            json!({"path": "db", "version": 1}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (_, meta) = api
+        .post(
+            ADMIN,
+            "/v1/store/secrets/metadata?action=get",
+            json!({"path": "db"}),
+        )
+        .await;
+    assert_eq!(meta["metadata"]["currentVersion"], 4);
+    assert_eq!(meta["metadata"]["oldestVersion"], 2);
+    assert_eq!(meta["versions"].as_object().map(|v| v.len()), Some(3));
+    assert_eq!(meta["versions"]["4"]["createdBy"], ADMIN);
+}
