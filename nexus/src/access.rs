@@ -32,6 +32,11 @@ impl Access {
         Ok(())
     }
 
+    /// The trust domain whose role IDs these are.
+    pub fn trust_domain(&self) -> &str {
+        &self.trust_domain
+    }
+
     /// The role `caller` holds, if any.
     pub fn role(&self, caller: &str) -> Option<Role> {
         role_of(&self.trust_domain, caller)

@@ -12,12 +12,14 @@
 //!   keepers seeded.
 //! - [`keepers`]: the mTLS client for keepers.
 //! - [`access`]: the compiled, cached policy set.
+//! - [`break_glass`]: recovery shards out (`recover`) and back in (`restore`).
 //! - [`service`]: secret and policy operations, independent of HTTP.
 //! - [`validate`]: input limits.
 //! - [`api`]: the SPIKE-compatible v1 HTTP API.
 
 pub mod access;
 pub mod api;
+pub mod break_glass;
 pub mod config;
 pub mod keepers;
 pub mod root_key;

@@ -87,6 +87,8 @@ pub struct Nexus {
     pub max_versions: u32,
     /// Serialises policy changes so the cache is always rebuilt after the latest one.
     policy_writes: tokio::sync::Mutex<()>,
+    /// Recovery shards submitted so far by `restore` (break-glass), in memory only.
+    pub(crate) restoring: tokio::sync::Mutex<Vec<nexus_crypto::Shard>>,
 }
 
 impl Nexus {
@@ -98,6 +100,7 @@ impl Nexus {
             access,
             max_versions,
             policy_writes: tokio::sync::Mutex::new(()),
+            restoring: tokio::sync::Mutex::new(Vec::new()),
         }
     }
 

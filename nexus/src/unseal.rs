@@ -14,7 +14,7 @@ use nexus_crypto::{CryptoError, KeyCheck, RootKey, Shard, combine, split};
 use time::OffsetDateTime;
 
 use crate::keepers::{Keeper, Keepers};
-use crate::service::Nexus;
+use crate::service::{Nexus, ServiceError};
 use crate::store::KeyRecord;
 
 /// First retry delay while keepers or the datastore are not answering.
@@ -83,6 +83,11 @@ async fn obtain_root_key(
             None => (threshold, shares(keepers)),
             Some(record) => (record.threshold, record.shares),
         };
+        if let Some(root) = nexus.keys.root() {
+            // Restored by an operator (break-glass) while this loop was waiting.
+            tracing::info!("root key restored from recovery shards");
+            return (root, params.0, params.1);
+        }
         if params.1 != shares(keepers) {
             nexus.keys.set_waiting(format!(
                 "the root key was split into {} shares but {} keepers are configured; configure the same keepers, in the same order",
@@ -98,17 +103,26 @@ async fn obtain_root_key(
             backoff.wait().await;
             continue;
         };
-        if let Err(error) = nexus.load_policies(&root).await {
-            nexus
-                .keys
-                .set_waiting(format!("cannot load policies: {error}"));
-            backoff.wait().await;
-            continue;
+        match install(nexus, root).await {
+            Ok(root) => {
+                tracing::info!(elapsed = ?started.elapsed(), "root key in memory; Nexus is ready");
+                return (root, params.0, params.1);
+            }
+            Err(error) => {
+                nexus
+                    .keys
+                    .set_waiting(format!("cannot load policies: {error}"));
+                backoff.wait().await;
+            }
         }
-        let root = nexus.keys.set_root(root);
-        tracing::info!(elapsed = ?started.elapsed(), "root key in memory; Nexus is ready");
-        return (root, params.0, params.1);
     }
+}
+
+/// Makes `root` the root key: loads the policies it seals, then opens the data routes (in
+/// that order, so no request is judged against an empty policy set).
+pub async fn install(nexus: &Nexus, root: RootKey) -> Result<Arc<RootKey>, ServiceError> {
+    nexus.load_policies(&root).await?;
+    Ok(nexus.keys.set_root(root))
 }
 
 /// First start: a new root key, one shard to every keeper, then the key-check value. Every
@@ -235,7 +249,11 @@ async fn collect(nexus: &Nexus, keepers: &Keepers, record: &KeyRecord) -> Option
 
 /// Combines shards, tolerating some that are wrong (a keeper holding a shard of another
 /// key): tries every `threshold`-subset until one verifies against the key-check value.
-fn combine_any(shards: &[Shard], threshold: u8, check: &KeyCheck) -> Result<RootKey, CryptoError> {
+pub fn combine_any(
+    shards: &[Shard],
+    threshold: u8,
+    check: &KeyCheck,
+) -> Result<RootKey, CryptoError> {
     let t = usize::from(threshold);
     let mut indices: Vec<usize> = (0..t).collect();
     let mut last_error;

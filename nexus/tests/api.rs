@@ -321,3 +321,92 @@ async fn check_and_set_conflicts_and_versions() {
     assert_eq!(meta["versions"].as_object().map(|v| v.len()), Some(3));
     assert_eq!(meta["versions"]["4"]["createdBy"], ADMIN);
 }
+
+#[tokio::test]
+async fn break_glass_recover_and_restore() {
+    const RECOVER: &str = "spiffe://td/spike/pilot/role/recover";
+    const RESTORE: &str = "spiffe://td/spike/pilot/role/restore";
+    // A Nexus whose datastore knows a root key that is not in memory: sealed.
+    let api = api(false).await;
+    let root = RootKey::generate().expect("root key");
+    let record = nexus::store::KeyRecord {
+        key_check: nexus_crypto::KeyCheck::compute(&root)
+            .expect("check")
+            .to_bytes(),
+        threshold: 2,
+        shares: 3,
+        created_at: time::OffsetDateTime::now_utc(),
+    };
+    assert!(
+        api.nexus
+            .store
+            .initialize(&record)
+            .await
+            .expect("initialize")
+    );
+    let shards = nexus_crypto::split(&root, 2, 3).expect("split");
+    let shard =
+        |i: usize| json!({"id": shards[i].id(), "shard": shards[i].expose_secret().to_vec()});
+
+    // Only the restore role may restore, only the recover role may recover.
+    for caller in [ADMIN, RECOVER, APP] {
+        let (status, _) = api.post(caller, "/v1/operator/restore", shard(0)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{caller}");
+    }
+    let (status, answer) = api.post(RESTORE, "/v1/operator/restore", shard(0)).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(
+        answer,
+        json!({"collected": 1, "remaining": 1, "restored": false})
+    );
+    let (status, answer) = api.post(RESTORE, "/v1/operator/restore", shard(0)).await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "a duplicate is refused: {answer}"
+    );
+    for bad in [
+        json!({"id": 9, "shard": vec![1u8; 32]}),
+        json!({"id": 2, "shard": vec![1u8; 31]}),
+        json!({"id": 2, "shard": vec![0u8; 32]}),
+    ] {
+        let (status, _) = api.post(RESTORE, "/v1/operator/restore", bad.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+    }
+    // A shard of another key completes the threshold but does not verify: all discarded.
+    let stranger = nexus_crypto::split(&RootKey::generate().expect("key"), 2, 3).expect("split");
+    let (status, answer) = api
+        .post(
+            RESTORE,
+            "/v1/operator/restore",
+            json!({"id": 2, "shard": stranger[1].expose_secret().to_vec()}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert!(api.nexus.keys.root().is_none());
+
+    // Two good shards restore the key.
+    api.post(RESTORE, "/v1/operator/restore", shard(2)).await;
+    let (status, answer) = api.post(RESTORE, "/v1/operator/restore", shard(1)).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["restored"], true);
+    assert_eq!(*api.nexus.keys.root().expect("restored"), root);
+    let (status, _) = api.post(RESTORE, "/v1/operator/restore", shard(0)).await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "an unsealed Nexus refuses restore"
+    );
+
+    // Recovery shards are the keepers' shards.
+    let (status, _) = api.post(ADMIN, "/v1/operator/recover", json!({})).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, answer) = api.post(RECOVER, "/v1/operator/recover", json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    for s in &shards {
+        assert_eq!(
+            answer["shards"][s.id().to_string()],
+            json!(s.expose_secret().to_vec())
+        );
+    }
+}

@@ -154,13 +154,18 @@ impl SecretsStack {
         std::fs::create_dir_all(&dir).expect("bin dir");
         let path = dir.join(name);
         std::fs::copy(bin("spike"), &path).expect("copying spike");
+        self.register(&path, spiffe_id);
+        path
+    }
+
+    /// Registers processes of this uid running `binary` as `spiffe_id`.
+    pub fn register(&self, binary: &Path, spiffe_id: &str) {
         self.server.create_entry(
             spiffe_id,
             &self.agent_id,
-            &[&self.uid, &unix_path(&path)],
+            &[&self.uid, &unix_path(binary)],
             &[],
         );
-        path
     }
 
     /// Runs the admin `spike` with `args`.

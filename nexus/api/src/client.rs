@@ -237,6 +237,20 @@ impl Client {
         Ok(response.policies)
     }
 
+    /// Every recovery shard (break-glass; only the recover role).
+    pub async fn recover(&self) -> Result<RecoverResponse, ClientError> {
+        self.call(routes::RECOVER, Action::Put, &Empty {}).await
+    }
+
+    /// Submits one recovery shard (break-glass; only the restore role).
+    pub async fn restore(&self, id: u8, shard: &[u8]) -> Result<RestoreResponse, ClientError> {
+        let request = RestoreRequest {
+            id,
+            shard: shard.to_vec(),
+        };
+        self.call(routes::RESTORE, Action::Put, &request).await
+    }
+
     /// Nexus's lifecycle state and keeper reachability.
     pub async fn status(&self) -> Result<StatusResponse, ClientError> {
         self.call(routes::STATUS, Action::Put, &Empty {}).await

@@ -325,6 +325,63 @@ pub struct StatusResponse {
     pub version: String,
 }
 
+/// `POST /v1/operator/recover`: every recovery shard, by shard id. Only the recover role.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecoverResponse {
+    /// Shard id to its 32 bytes (JSON: an array of 32 numbers, as SPIKE sends it).
+    pub shards: BTreeMap<u8, Vec<u8>>,
+}
+
+impl std::fmt::Debug for RecoverResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecoverResponse")
+            .field("shard_ids", &self.shards.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for RecoverResponse {
+    fn drop(&mut self) {
+        for shard in self.shards.values_mut() {
+            shard.iter_mut().for_each(|b| *b = 0);
+        }
+    }
+}
+
+/// `POST /v1/operator/restore`: one recovery shard. Only the restore role.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreRequest {
+    /// Shard id (1-based).
+    pub id: u8,
+    /// The shard's 32 bytes.
+    pub shard: Vec<u8>,
+}
+
+impl std::fmt::Debug for RestoreRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RestoreRequest")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for RestoreRequest {
+    fn drop(&mut self) {
+        self.shard.iter_mut().for_each(|b| *b = 0);
+    }
+}
+
+/// Progress of a restore.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreResponse {
+    /// Distinct shards collected so far.
+    pub collected: usize,
+    /// Shards still needed.
+    pub remaining: usize,
+    /// Whether the root key is restored (Nexus is ready).
+    pub restored: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

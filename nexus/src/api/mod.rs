@@ -6,6 +6,7 @@
 
 mod audit;
 mod error;
+mod operator_routes;
 mod policy_routes;
 mod secret_routes;
 
@@ -42,6 +43,14 @@ pub fn router(nexus: Arc<Nexus>) -> Router {
         .route(
             routes::POLICY,
             post(policy_routes::policy).fallback(wrong_method),
+        )
+        .route(
+            routes::RECOVER,
+            post(operator_routes::recover).fallback(wrong_method),
+        )
+        .route(
+            routes::RESTORE,
+            post(operator_routes::restore).fallback(wrong_method),
         )
         .route(routes::STATUS, post(status).get(status))
         .fallback(unknown_route)

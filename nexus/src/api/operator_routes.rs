@@ -1,0 +1,67 @@
+//! `/v1/operator/recover` and `/v1/operator/restore`: break-glass, each for exactly one
+//! Pilot role, never grantable through policies.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::response::Response;
+use identity::http::CallerId;
+use nexus_api::model::{Empty, RecoverResponse, RestoreRequest};
+use nexus_api::routes;
+use policies::Role;
+
+use super::audit::Audit;
+use super::{ApiError, body, ok, parse};
+use crate::service::Nexus;
+
+fn require_role(nexus: &Nexus, audit: &mut Audit<'_>, role: Role) -> Result<(), ApiError> {
+    if nexus.access.role(audit.caller()) == Some(role) {
+        audit.decision = "allow";
+        Ok(())
+    } else {
+        audit.decision = "deny";
+        Err(ApiError::unauthorized(
+            audit.caller(),
+            format!(
+                "use {} (only {role} may)",
+                role.spiffe_id(nexus.access.trust_domain())
+            ),
+        ))
+    }
+}
+
+pub async fn recover(
+    State(nexus): State<Arc<Nexus>>,
+    CallerId(caller): CallerId,
+    request: Result<Bytes, BytesRejection>,
+) -> Response {
+    let caller = caller.to_string();
+    let mut audit = Audit::new(&caller, routes::RECOVER);
+    let outcome = async {
+        let _: Empty = parse(&body(request)?)?;
+        require_role(&nexus, &mut audit, Role::Recover)?;
+        let shards = nexus.recover().await?;
+        Ok(ok(RecoverResponse { shards }))
+    }
+    .await;
+    audit.finish(outcome)
+}
+
+pub async fn restore(
+    State(nexus): State<Arc<Nexus>>,
+    CallerId(caller): CallerId,
+    request: Result<Bytes, BytesRejection>,
+) -> Response {
+    let caller = caller.to_string();
+    let mut audit = Audit::new(&caller, routes::RESTORE);
+    let outcome = async {
+        let request: RestoreRequest = parse(&body(request)?)?;
+        require_role(&nexus, &mut audit, Role::Restore)?;
+        audit.target = format!("shard {}", request.id);
+        Ok(ok(nexus.restore(request.id, &request.shard).await?))
+    }
+    .await;
+    audit.finish(outcome)
+}
