@@ -20,18 +20,25 @@ pub fn bin_dir() -> &'static PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut args = vec!["build", "--workspace", "--bins"];
+        if !cfg!(debug_assertions) {
+            // An optimised caller (the bench) measures optimised binaries.
+            args.push("--release");
+        }
         let status = Command::new(env!("CARGO"))
             .current_dir(&workspace)
-            .args(["build", "--workspace", "--bins"])
+            .args(&args)
             .status()
             .expect("running cargo build for the test binaries");
         assert!(status.success(), "building the binaries under test failed");
         let exe = std::env::current_exe().expect("test executable path");
-        // target/<profile>/deps/<test> -> target/<profile>
-        exe.parent()
-            .and_then(|deps| deps.parent())
-            .expect("target directory layout")
-            .to_path_buf()
+        // Tests run from target/<profile>/deps/, binaries (the bench) from target/<profile>/.
+        let dir = exe.parent().expect("target directory layout");
+        if dir.file_name().is_some_and(|n| n == "deps") {
+            dir.parent().expect("target directory layout").to_path_buf()
+        } else {
+            dir.to_path_buf()
+        }
     })
 }
 

@@ -1,0 +1,262 @@
+//! The benchmark harness (DESIGN.md section 7): drives the real processes over real mTLS on
+//! loopback and prints each figure as a ratio against a baseline measured in the same run,
+//! because absolute times on shared machines drift.
+//!
+//! Run it optimised, built together with the binaries it drives (a build of this binary alone
+//! resolves features differently, and the harness would rebuild and replace itself):
+//! `cargo build --release --workspace --bins && target/release/bench [--reads N]`.
+//!
+//! - secret reads over a kept-alive mTLS connection vs the same client against a bare
+//!   rustls + axum mTLS server (same SVIDs, same HTTP stack) that returns a fixed body;
+//! - secret reads on fresh connections vs fresh connections to that bare server;
+//! - durable secret writes vs raw SQLite inserts with the same durability settings;
+//! - Nexus start to first served read, with keepers up, vs starting and reaping a trivial
+//!   process (`nexus --version`).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use identity::https_client::HttpsClient;
+use nexus_api::Client;
+use tests::secrets::{SUPERUSER_ID, SecretsStack, TD};
+
+struct Stats {
+    samples: Vec<Duration>,
+}
+
+impl Stats {
+    fn new(mut samples: Vec<Duration>) -> Self {
+        samples.sort();
+        Stats { samples }
+    }
+
+    fn mean(&self) -> Duration {
+        self.samples.iter().sum::<Duration>() / self.samples.len().max(1) as u32
+    }
+
+    fn pct(&self, p: f64) -> Duration {
+        let i = ((self.samples.len() as f64 - 1.0) * p).round() as usize;
+        self.samples.get(i).copied().unwrap_or_default()
+    }
+
+    fn line(&self) -> String {
+        format!(
+            "mean {:>9.1?}  p50 {:>9.1?}  p99 {:>9.1?}  (n={})",
+            self.mean(),
+            self.pct(0.5),
+            self.pct(0.99),
+            self.samples.len()
+        )
+    }
+}
+
+fn report(name: &str, subject: &Stats, baseline: &Stats, baseline_name: &str) {
+    let ratio = subject.mean().as_secs_f64() / baseline.mean().as_secs_f64().max(1e-12);
+    println!("{name}");
+    println!("  subject   {}", subject.line());
+    println!("  baseline  {}  [{baseline_name}]", baseline.line());
+    println!("  ratio     {ratio:.2}x the baseline");
+}
+
+async fn time<F, Fut, T>(n: usize, mut f: F) -> anyhow::Result<Stats>
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..n {
+        let start = Instant::now();
+        f(i).await?;
+        samples.push(start.elapsed());
+    }
+    Ok(Stats::new(samples))
+}
+
+/// A bare mTLS server with the same SVID source and HTTP stack as Nexus, answering every
+/// POST with a fixed JSON body: the floor for a secret read.
+async fn baseline_server(source: spiffe::X509Source) -> anyhow::Result<u16> {
+    let td = spiffe::TrustDomain::new(TD)?;
+    let tls = identity::workload::server_config(source, td, |_: &spiffe::SpiffeId| true)?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let app = axum::Router::new().fallback(|| async {
+        axum::Json(
+            serde_json::json!({"data": {"password": "fixed-body-of-similar-size"}, "version": 1}),
+        )
+    });
+    tokio::spawn(identity::http::serve(
+        listener,
+        Arc::new(tls),
+        app,
+        std::future::pending(),
+    ));
+    Ok(port)
+}
+
+fn https_client(source: &spiffe::X509Source) -> anyhow::Result<HttpsClient> {
+    let td = spiffe::TrustDomain::new(TD)?;
+    let tls = identity::workload::client_config(source.clone(), td, |_: &spiffe::SpiffeId| true)?;
+    Ok(HttpsClient::new(tls, Duration::from_secs(10)))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let reads: usize = std::env::args()
+        .skip_while(|a| a != "--reads")
+        .nth(1)
+        .map(|n| n.parse())
+        .transpose()?
+        .unwrap_or(2000);
+    let dir = tempfile::tempdir()?;
+    eprintln!("starting identity server, agent, 3 keepers and Nexus...");
+    let mut stack = SecretsStack::start(dir.path(), 3).await;
+    stack.register(&std::env::current_exe()?, SUPERUSER_ID);
+    let endpoint = stack.agent.endpoint();
+    let source = identity::workload::x509_source(Some(&endpoint), Duration::from_secs(30))
+        .await
+        .context("bench SVID")?;
+    let nexus = Client::connect(source.clone(), &stack.nexus_url(), TD)?;
+    nexus
+        .put_secret(
+            "bench/db",
+            [("password".to_owned(), "x".repeat(26))].into(),
+            None,
+        )
+        .await?;
+    let base_port = baseline_server(source.clone()).await?;
+    let base_url = format!("https://127.0.0.1:{base_port}/v1/store/secrets?action=get");
+    let body = Bytes::from_static(br#"{"path":"bench/db"}"#);
+    let warm = https_client(&source)?;
+    for _ in 0..50 {
+        nexus.get_secret("bench/db", 0).await?;
+        warm.post_json(HttpsClient::parse_url(&base_url)?, body.clone())
+            .await?;
+    }
+
+    let subject = time(reads, |_| async {
+        Ok(nexus.get_secret("bench/db", 0).await?)
+    })
+    .await?;
+    let baseline = time(reads, |_| {
+        let uri = HttpsClient::parse_url(&base_url);
+        let body = body.clone();
+        let warm = &warm;
+        async move { Ok(warm.post_json(uri?, body).await?) }
+    })
+    .await?;
+    report(
+        "secret read, kept-alive mTLS",
+        &subject,
+        &baseline,
+        "bare rustls+axum mTLS, fixed body",
+    );
+
+    let fresh = reads / 10;
+    let subject = time(fresh, |_| {
+        let source = source.clone();
+        let url = stack.nexus_url();
+        async move {
+            Ok(Client::connect(source, &url, TD)?
+                .get_secret("bench/db", 0)
+                .await?)
+        }
+    })
+    .await?;
+    let baseline = time(fresh, |_| {
+        let client = https_client(&source);
+        let uri = HttpsClient::parse_url(&base_url);
+        let body = body.clone();
+        async move { Ok(client?.post_json(uri?, body).await?) }
+    })
+    .await?;
+    report(
+        "secret read, new connection each",
+        &subject,
+        &baseline,
+        "bare rustls mTLS handshake + request",
+    );
+
+    let writes = reads / 10;
+    let subject = time(writes, |i| {
+        let nexus = &nexus;
+        async move {
+            Ok(nexus
+                .put_secret(
+                    &format!("bench/w{i}"),
+                    [("v".to_owned(), "y".repeat(32))].into(),
+                    None,
+                )
+                .await?)
+        }
+    })
+    .await?;
+    let raw = sqlite_baseline(dir.path(), writes).await?;
+    report(
+        "durable secret write (put)",
+        &subject,
+        &raw,
+        "raw SQLite insert, WAL + synchronous=FULL",
+    );
+
+    let mut restarts = Vec::new();
+    let mut spawns = Vec::new();
+    for _ in 0..5 {
+        stack.kill_nexus();
+        let start = Instant::now();
+        stack.start_nexus();
+        let client = Client::connect(source.clone(), &stack.nexus_url(), TD)?;
+        loop {
+            if client.get_secret("bench/db", 0).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        restarts.push(start.elapsed());
+        let start = Instant::now();
+        std::process::Command::new(tests::bin("nexus"))
+            .arg("--version")
+            .output()?;
+        spawns.push(start.elapsed());
+    }
+    report(
+        "Nexus start to first served read (keepers up)",
+        &Stats::new(restarts),
+        &Stats::new(spawns),
+        "spawn and reap `nexus --version`",
+    );
+    Ok(())
+}
+
+/// Raw inserts, each its own transaction, with Nexus's SQLite durability settings.
+async fn sqlite_baseline(dir: &std::path::Path, n: usize) -> anyhow::Result<Stats> {
+    use sqlx::ConnectOptions;
+    use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+    let mut conn = SqliteConnectOptions::new()
+        .filename(dir.join("baseline.db"))
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .connect()
+        .await?;
+    sqlx::query("CREATE TABLE t (path TEXT PRIMARY KEY, value BLOB)")
+        .execute(&mut conn)
+        .await?;
+    let value = vec![7u8; 120];
+    let conn = tokio::sync::Mutex::new(conn);
+    time(n, |i| {
+        let value = value.clone();
+        let conn = &conn;
+        async move {
+            let mut conn = conn.lock().await;
+            sqlx::query("INSERT INTO t (path, value) VALUES (?, ?)")
+                .bind(format!("bench/w{i}"))
+                .bind(value)
+                .execute(&mut *conn)
+                .await?;
+            Ok(())
+        }
+    })
+    .await
+}
