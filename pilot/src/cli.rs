@@ -2,12 +2,17 @@
 //! operation. Parsing stops at syntax; reading values and talking to Nexus happen in the
 //! command modules.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
+use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgGroup, Args, Parser, Subcommand};
+use nix::sys::signal::Signal;
 
+use crate::exec::SecretBinding;
 use crate::input::VersionList;
 use crate::output::Format;
+use crate::reload::parse_signal;
 
 /// Where Nexus listens unless told otherwise (SPIKE's default).
 pub const DEFAULT_NEXUS_URL: &str = "https://localhost:8553";
@@ -19,6 +24,7 @@ Exit codes:
   1  failure (the message on stderr says why and what to do)
   2  invalid command line
   3  `spike status` only: Nexus answered but is not ready (uninitialized or sealed)
+  127  `spike exec` only: the command could not be run (otherwise its own exit code)
 
 Data goes to stdout, messages to stderr. Secret values are shown in plain text by design.";
 
@@ -79,6 +85,109 @@ pub enum Command {
     /// Exits 0 when Nexus is ready, 3 when it answered but is not ready (uninitialized or
     /// sealed), 1 when it could not be asked.
     Status,
+    /// Break-glass: save the root key's shards, or restore Nexus from them.
+    #[command(subcommand)]
+    Operator(OperatorCommand),
+    /// Run a command with secrets in its environment (for programs that read only that).
+    ///
+    /// Every --secret is fetched with this process's SVID first; if any fails, nothing runs.
+    /// Then spike replaces itself with CMD (same PID, so signals and the exit code are
+    /// CMD's), which inherits spike's environment plus the variables set here. Exit code
+    /// 127 means CMD could not be run.
+    ///
+    /// Example: spike exec --secret db/creds:password=DB_PASSWORD -- ./server --port 80
+    Exec(ExecArgs),
+    /// Render secrets into a file from a template, once or whenever they change.
+    ///
+    /// The template is text with {{ secret "PATH" "KEY" }} where a value goes; no other
+    /// {{ ... }} is allowed. FILE is replaced atomically (mode 0600) and only when its
+    /// content changes; after a change, --signal tells a process to reload.
+    Render(RenderArgs),
+}
+
+/// `spike operator ...`
+#[derive(Debug, Subcommand)]
+pub enum OperatorCommand {
+    /// Save every shard of the root key to its own file (needs the recover role).
+    ///
+    /// Needs the SPIFFE ID spiffe://<trust domain>/spike/pilot/role/recover and a ready
+    /// Nexus. Writes DIR/spike.recovery.<id>.txt, readable only by you; store them apart
+    /// and offline.
+    Recover(RecoverArgs),
+    /// Give one saved shard back to a sealed Nexus (needs the restore role).
+    ///
+    /// Needs the SPIFFE ID spiffe://<trust domain>/spike/pilot/role/restore. Reads one
+    /// shard (spike:<id>:<hex>, the content of a recovery file) without echo on a
+    /// terminal, or one line from stdin. Run it once per shard until Nexus is restored.
+    Restore,
+}
+
+/// `spike operator recover`
+#[derive(Debug, Args)]
+pub struct RecoverArgs {
+    /// Directory for the shard files (created 0700 if missing). Default: $HOME/.spike/recover.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Replace recovery files already in DIR.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `spike exec`
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Set ENV to KEY of the secret at PATH (current version); without :KEY the secret must
+    /// have exactly one key. Repeat for more variables.
+    #[arg(long = "secret", required = true, value_name = "PATH[:KEY]=ENV")]
+    pub secrets: Vec<SecretBinding>,
+    /// The command and its arguments (after `--` if an argument could look like an option).
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD"
+    )]
+    pub command: Vec<OsString>,
+}
+
+/// `spike render`
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("target").args(["pid", "pid_file"]).multiple(false)))]
+pub struct RenderArgs {
+    /// Template file.
+    #[arg(long, value_name = "FILE")]
+    pub template: PathBuf,
+    /// File to write (replaced atomically, mode 0600).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Keep running: fetch again every --interval and re-render on change, until SIGINT or
+    /// SIGTERM. A failed fetch is reported and retried; the file stays as it was.
+    #[arg(long, conflicts_with = "once")]
+    pub watch: bool,
+    /// How often --watch fetches, e.g. 5s, 1m, 1h 30m.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_interval, requires = "watch")]
+    pub interval: Duration,
+    /// Signal to send after the file changed, e.g. HUP, USR1 (needs --pid or --pid-file).
+    #[arg(long, value_name = "SIGNAL", value_parser = parse_signal, requires = "target")]
+    pub signal: Option<Signal>,
+    /// Process to signal.
+    #[arg(long, value_name = "PID", requires = "signal", value_parser = clap::value_parser!(i32).range(1..))]
+    pub pid: Option<i32>,
+    /// File holding the PID of the process to signal (read at each signal).
+    #[arg(long, value_name = "FILE", requires = "signal")]
+    pub pid_file: Option<PathBuf>,
+    /// Render once and exit (the default without --watch).
+    #[arg(long)]
+    pub once: bool,
+}
+
+/// `--interval`: a humantime duration above zero.
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(interval) if interval.is_zero() => Err("the interval must be longer than 0".into()),
+        Ok(interval) => Ok(interval),
+        Err(e) => Err(format!("{e} (e.g. 5s, 1m, 1h 30m)")),
+    }
 }
 
 /// `spike secret ...`
@@ -463,6 +572,191 @@ mod tests {
         assert!(parse(&["policy", "apply"]).is_err());
         assert!(parse(&["policy", "apply", "--name", "n"]).is_err());
         assert!(parse(&["policy", "apply", "--file", "p.yaml", "--name", "n"]).is_err());
+    }
+
+    #[test]
+    fn operator_commands() {
+        match parse(&["operator", "recover"]).expect("parses").command {
+            Command::Operator(OperatorCommand::Recover(args)) => {
+                assert_eq!(args.dir, None);
+                assert!(!args.force);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let cli = parse(&[
+            "operator", "recover", "--dir", "/safe", "--force", "-f", "json",
+        ])
+        .expect("parses");
+        assert_eq!(cli.global.format, Format::Json);
+        match cli.command {
+            Command::Operator(OperatorCommand::Recover(args)) => {
+                assert_eq!(args.dir, Some(PathBuf::from("/safe")));
+                assert!(args.force);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(matches!(
+            parse(&["operator", "restore"]).expect("parses").command,
+            Command::Operator(OperatorCommand::Restore)
+        ));
+        // The shard never goes on the command line, where `ps` and shell history see it.
+        assert!(parse(&["operator", "restore", "spike:1:00"]).is_err());
+        assert!(parse(&["operator"]).is_err());
+    }
+
+    fn exec_args(args: &[&str]) -> Result<ExecArgs, clap::Error> {
+        match parse(args)?.command {
+            Command::Exec(exec) => Ok(exec),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn exec_takes_bindings_then_the_command() {
+        let exec = exec_args(&[
+            "exec",
+            "--secret",
+            "db/creds:password=DB_PASSWORD",
+            "--secret",
+            "api/token=TOKEN",
+            "--",
+            "server",
+            "--port",
+            "80",
+            "-f",
+            "json",
+        ])
+        .expect("parses");
+        assert_eq!(exec.secrets.len(), 2);
+        assert_eq!(exec.secrets[0].key.as_deref(), Some("password"));
+        assert_eq!(exec.secrets[1].env, "TOKEN");
+        assert_eq!(exec.command, ["server", "--port", "80", "-f", "json"]);
+
+        // Without `--`, everything from the command on is the command's.
+        let exec = exec_args(&["exec", "--secret", "p=X", "env", "-0", "--secret", "q=Y"])
+            .expect("parses");
+        assert_eq!(exec.secrets.len(), 1);
+        assert_eq!(exec.command, ["env", "-0", "--secret", "q=Y"]);
+    }
+
+    #[test]
+    fn exec_refuses_bad_command_lines() {
+        let kind = |args: &[&str]| exec_args(args).map(|_| ()).map_err(|e| e.kind());
+        assert!(kind(&["exec", "--", "env"]).is_err(), "needs a --secret");
+        assert!(
+            kind(&["exec", "--secret", "p=X"]).is_err(),
+            "needs a command"
+        );
+        assert_eq!(
+            kind(&["exec", "--secret", "p=1X", "env"]),
+            Err(clap::error::ErrorKind::ValueValidation)
+        );
+        assert_eq!(
+            kind(&["exec", "--secret", "p", "env"]),
+            Err(clap::error::ErrorKind::ValueValidation)
+        );
+        let text = exec_args(&["exec", "--secret", "p=A-B", "env"])
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            text.contains("not a valid environment variable name"),
+            "{text}"
+        );
+    }
+
+    fn render_args(args: &[&str]) -> Result<RenderArgs, clap::error::ErrorKind> {
+        let base = ["render", "--template", "t.tmpl", "--out", "app.conf"];
+        let all: Vec<&str> = base.iter().chain(args).copied().collect();
+        match parse(&all).map_err(|e| e.kind())?.command {
+            Command::Render(render) => Ok(render),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn render_defaults() {
+        let render = render_args(&[]).expect("parses");
+        assert_eq!(render.template, PathBuf::from("t.tmpl"));
+        assert_eq!(render.out, PathBuf::from("app.conf"));
+        assert!(!render.watch && !render.once);
+        assert_eq!(render.interval, Duration::from_secs(5));
+        assert_eq!(
+            (render.signal, render.pid, render.pid_file),
+            (None, None, None)
+        );
+        assert!(render_args(&["--once"]).is_ok());
+        assert!(
+            parse(&["render", "--out", "x"]).is_err(),
+            "needs a template"
+        );
+        assert!(
+            parse(&["render", "--template", "x"]).is_err(),
+            "needs an output"
+        );
+    }
+
+    #[test]
+    fn render_watch_and_signal() {
+        let render = render_args(&[
+            "--watch",
+            "--interval",
+            "1m 30s",
+            "--signal",
+            "HUP",
+            "--pid",
+            "42",
+        ])
+        .expect("parses");
+        assert!(render.watch);
+        assert_eq!(render.interval, Duration::from_secs(90));
+        assert_eq!(render.signal, Some(Signal::SIGHUP));
+        assert_eq!(render.pid, Some(42));
+        let render =
+            render_args(&["--signal", "usr1", "--pid-file", "/run/app.pid"]).expect("parses");
+        assert_eq!(render.signal, Some(Signal::SIGUSR1));
+        assert_eq!(render.pid_file, Some(PathBuf::from("/run/app.pid")));
+    }
+
+    #[test]
+    fn render_refuses_inconsistent_flags() {
+        use clap::error::ErrorKind;
+        for (args, want) in [
+            (&["--watch", "--once"][..], ErrorKind::ArgumentConflict),
+            (
+                &["--interval", "5s"][..],
+                ErrorKind::MissingRequiredArgument,
+            ),
+            (
+                &["--watch", "--interval", "0s"][..],
+                ErrorKind::ValueValidation,
+            ),
+            (
+                &["--watch", "--interval", "soon"][..],
+                ErrorKind::ValueValidation,
+            ),
+            (&["--signal", "HUP"][..], ErrorKind::MissingRequiredArgument),
+            (&["--pid", "42"][..], ErrorKind::MissingRequiredArgument),
+            (&["--pid-file", "p"][..], ErrorKind::MissingRequiredArgument),
+            (
+                &["--signal", "HUP", "--pid", "0"][..],
+                ErrorKind::ValueValidation,
+            ),
+            (
+                &["--signal", "HUP", "--pid", "-1"][..],
+                ErrorKind::UnknownArgument,
+            ),
+            (
+                &["--signal", "NOPE", "--pid", "1"][..],
+                ErrorKind::ValueValidation,
+            ),
+            (
+                &["--signal", "HUP", "--pid", "1", "--pid-file", "p"][..],
+                ErrorKind::ArgumentConflict,
+            ),
+        ] {
+            assert_eq!(render_args(args).map(|_| ()), Err(want), "{args:?}");
+        }
     }
 
     #[test]

@@ -9,6 +9,8 @@ use identity::https_client::HttpsError;
 use nexus_api::{ClientError, ErrorCode};
 
 use crate::input::InputError;
+use crate::shard::ShardError;
+use crate::template::TemplateError;
 
 /// A failed command. The `Display` text is the whole message for stderr.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +31,34 @@ pub enum PilotError {
     /// policy name already taken).
     #[error("{0}")]
     Refused(String),
+    /// A recovery shard typed or piped in is malformed, or one from Nexus is.
+    #[error("Invalid recovery shard: {0}")]
+    Shard(#[from] ShardError),
+    /// A `spike render` template is invalid.
+    #[error("Invalid template {file}: {error}")]
+    Template {
+        /// The template file.
+        file: String,
+        /// What is wrong and where.
+        error: TemplateError,
+    },
+    /// A local file, directory or process could not be used (recovery files, rendered
+    /// files, templates, reload signals).
+    #[error("{0}")]
+    Local(String),
+    /// `spike exec` could not start its command (exit code 127, as in shells).
+    #[error("{0}")]
+    Exec(String),
+}
+
+impl PilotError {
+    /// The process exit code for this failure.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            PilotError::Exec(_) => crate::exec::CANNOT_RUN,
+            _ => 1,
+        }
+    }
 }
 
 /// What a call to Nexus was doing.
@@ -72,6 +102,10 @@ pub enum Operation<'a> {
     ListPolicies,
     /// `status`.
     Status,
+    /// `operator recover`.
+    Recover,
+    /// `operator restore`.
+    Restore,
 }
 
 impl Operation<'_> {
@@ -90,6 +124,18 @@ impl Operation<'_> {
             Operation::WritePolicy { .. } => format!("`write` on `{acl}` (policy management)"),
             Operation::ListPolicies => format!("`list` on `{acl}` (policy management)"),
             Operation::Status => "access to the status".into(),
+            Operation::Recover => "the recover role".into(),
+            Operation::Restore => "the restore role".into(),
+        }
+    }
+
+    /// For break-glass operations: the command and the role (last segment of
+    /// `spiffe://<td>/spike/pilot/role/<role>`) it needs.
+    fn break_glass(&self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Operation::Recover => Some(("spike operator recover", "recover")),
+            Operation::Restore => Some(("spike operator restore", "restore")),
+            _ => None,
         }
     }
 
@@ -118,9 +164,11 @@ impl Operation<'_> {
             Operation::ReadPolicy { name } | Operation::WritePolicy { name } => {
                 format!("Policy not found: {name}")
             }
-            Operation::ListSecrets | Operation::ListPolicies | Operation::Status => {
-                format!("Not found: {message}")
-            }
+            Operation::ListSecrets
+            | Operation::ListPolicies
+            | Operation::Status
+            | Operation::Recover
+            | Operation::Restore => format!("Not found: {message}"),
         }
     }
 }
@@ -169,7 +217,9 @@ pub fn explain(error: &ClientError, call: &Call<'_>) -> String {
         ClientError::Decode(cause) => {
             // A read's answer holds secret values, and parse errors may quote it.
             let cause = match call.op {
-                Operation::GetSecret { .. } => "the answer could not be parsed".to_owned(),
+                Operation::GetSecret { .. } | Operation::Recover => {
+                    "the answer could not be parsed".to_owned()
+                }
                 _ => cause.clone(),
             };
             format!(
@@ -185,6 +235,10 @@ pub fn explain(error: &ClientError, call: &Call<'_>) -> String {
 
 fn explain_api(status: u16, code: ErrorCode, message: &str, call: &Call<'_>) -> String {
     // Without a message of its own, the client fills in the bare code or status.
+    // Our own wording says "Nexus is not ready"; do not repeat Nexus's.
+    let message = message
+        .strip_prefix("Nexus is not ready: ")
+        .unwrap_or(message);
     let said = |fallback: &str| -> String {
         if message.is_empty() || message == code.as_str() || message.starts_with("HTTP ") {
             fallback.to_owned()
@@ -192,6 +246,9 @@ fn explain_api(status: u16, code: ErrorCode, message: &str, call: &Call<'_>) -> 
             message.to_owned()
         }
     };
+    if let Some(text) = explain_break_glass(code, &said, call) {
+        return text;
+    }
     match code {
         ErrorCode::NotReady => format!(
             "Nexus is not ready: {}. It is waiting for its keepers to return enough shards of the root key; check `spike status` and that the keepers are running.",
@@ -229,6 +286,32 @@ fn explain_api(status: u16, code: ErrorCode, message: &str, call: &Call<'_>) -> 
         ),
         ErrorCode::Other => format!("Nexus answered HTTP {status}: {}", said("no explanation")),
     }
+}
+
+/// The answers that differ for `operator recover|restore`: who may call, and what a refusal
+/// or an unready Nexus means there.
+fn explain_break_glass(
+    code: ErrorCode,
+    said: &dyn Fn(&str) -> String,
+    call: &Call<'_>,
+) -> Option<String> {
+    let (command, role) = call.op.break_glass()?;
+    Some(match code {
+        ErrorCode::Unauthorized => format!(
+            "Not authorised: this process is {}, but `{command}` needs the {role} role, spiffe://{}/spike/pilot/role/{role}. \
+             Register this program under that SPIFFE ID (a break-glass role, separate from the superuser) and run it again.",
+            call.own_id, call.trust_domain
+        ),
+        ErrorCode::NotReady if call.op == Operation::Recover => format!(
+            "Nexus is not ready ({}), and recovery shards can only be taken from a ready Nexus. \
+             If its keepers lost their shards, restore it with `spike operator restore` and shards saved earlier.",
+            said("it has no root key")
+        ),
+        ErrorCode::BadRequest if call.op == Operation::Restore => {
+            format!("Nexus refused the shard: {}", said("it is not valid"))
+        }
+        _ => return None,
+    })
 }
 
 #[cfg(test)]
@@ -406,6 +489,61 @@ mod tests {
             &call(Operation::Status),
         );
         assert!(text.contains("SPIKE_TRUST_ROOT_NEXUS"), "{text}");
+    }
+
+    #[test]
+    fn break_glass_names_the_role_and_the_caller() {
+        let denied = api(ErrorCode::Unauthorized, "denied");
+        let text = explain(&denied, &call(Operation::Recover));
+        assert!(
+            text.contains("spiffe://example.org/spike/pilot/role/recover"),
+            "{text}"
+        );
+        assert!(text.contains(ME), "{text}");
+        assert!(text.contains("`spike operator recover`"), "{text}");
+        let text = explain(&denied, &call(Operation::Restore));
+        assert!(
+            text.contains("spiffe://example.org/spike/pilot/role/restore"),
+            "{text}"
+        );
+        assert!(text.contains(ME), "{text}");
+
+        let unsealed = api(ErrorCode::BadRequest, "Nexus is already unsealed");
+        assert_eq!(
+            explain(&unsealed, &call(Operation::Restore)),
+            "Nexus refused the shard: Nexus is already unsealed"
+        );
+        assert_eq!(
+            explain(&unsealed, &call(Operation::Recover)),
+            "Invalid request: Nexus is already unsealed"
+        );
+        let sealed = explain(
+            &api(ErrorCode::NotReady, "Nexus is not ready: sealed"),
+            &call(Operation::Recover),
+        );
+        assert!(
+            sealed.starts_with("Nexus is not ready (sealed), and recovery shards"),
+            "{sealed}"
+        );
+        assert!(sealed.contains("spike operator restore"), "{sealed}");
+        let sealed = explain(
+            &api(ErrorCode::NotReady, "sealed"),
+            &call(Operation::Restore),
+        );
+        assert!(
+            sealed.starts_with("Nexus is not ready: sealed."),
+            "{sealed}"
+        );
+        let leaky = ClientError::Decode("invalid value [1, 2, 3]".into());
+        let text = explain(&leaky, &call(Operation::Recover));
+        assert!(!text.contains("[1, 2, 3]"), "{text}");
+    }
+
+    #[test]
+    fn exit_codes() {
+        assert_eq!(PilotError::Exec("x".into()).exit_code(), 127);
+        assert_eq!(PilotError::Refused("x".into()).exit_code(), 1);
+        assert_eq!(PilotError::Local("x".into()).exit_code(), 1);
     }
 
     #[test]

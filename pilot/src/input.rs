@@ -60,6 +60,9 @@ pub enum InputError {
     /// The user declined, or no terminal was there to ask.
     #[error("{0}")]
     NotConfirmed(String),
+    /// Two `spike exec --secret` bindings set the same variable.
+    #[error("environment variable {0} is set by more than one --secret; nothing was run")]
+    DuplicateEnv(String),
 }
 
 /// Where a pair's value comes from.
@@ -160,29 +163,38 @@ pub fn read_piped(key: &str, stdin: &mut impl Read) -> Result<String, InputError
 
 /// The value of `key` typed on the terminal: one line, not echoed.
 pub fn read_hidden(key: &str) -> Result<String, InputError> {
+    let mut line = String::new();
+    read_hidden_line(&format!("Value for `{key}` (not echoed): "), &mut line).map_err(|e| {
+        InputError::Read {
+            key: key.to_owned(),
+            from: "the terminal".into(),
+            reason: e.to_string(),
+        }
+    })?;
+    Ok(line)
+}
+
+/// Shows `prompt` on stderr and reads one line from the terminal on stdin into `line`
+/// without echo, minus its newline. The caller owns `line`, so it can be a zeroizing buffer
+/// sized up front.
+pub fn read_hidden_line(prompt: &str, line: &mut String) -> std::io::Result<()> {
     use nix::sys::termios::{LocalFlags, SetArg, tcgetattr, tcsetattr};
-    let error = |reason: String| InputError::Read {
-        key: key.to_owned(),
-        from: "the terminal".into(),
-        reason,
-    };
     let stdin = std::io::stdin();
-    let saved = tcgetattr(&stdin).map_err(|e| error(e.to_string()))?;
+    let saved = tcgetattr(&stdin)?;
     let mut quiet = saved.clone();
     quiet.local_flags.remove(LocalFlags::ECHO);
     quiet.local_flags.insert(LocalFlags::ECHONL);
-    eprint!("Value for `{key}` (not echoed): ");
-    tcsetattr(&stdin, SetArg::TCSANOW, &quiet).map_err(|e| error(e.to_string()))?;
-    let mut line = String::new();
-    let read = stdin.lock().read_line(&mut line);
+    eprint!("{prompt}");
+    tcsetattr(&stdin, SetArg::TCSANOW, &quiet)?;
+    let read = stdin.lock().read_line(line);
     // Restore echo before anything else, even if reading failed.
     let restored = tcsetattr(&stdin, SetArg::TCSANOW, &saved);
-    read.map_err(|e| error(e.to_string()))?;
-    restored.map_err(|e| error(e.to_string()))?;
+    read?;
+    restored?;
     if line.ends_with('\n') {
         line.pop();
     }
-    Ok(line)
+    Ok(())
 }
 
 fn read_text(key: &str, from: &str, reader: &mut impl Read) -> Result<String, InputError> {

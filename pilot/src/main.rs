@@ -29,7 +29,7 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             eprintln!("Error: {e}");
-            ExitCode::FAILURE
+            ExitCode::from(e.exit_code())
         }
     }
 }

@@ -310,3 +310,116 @@ async fn nexus_unseals_itself_and_reseeds_keepers() {
         PASSWORD
     );
 }
+
+#[tokio::test]
+async fn break_glass_drill_recovers_after_every_keeper_is_lost() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut stack = SecretsStack::start(dir.path(), 3).await;
+    stack.spike_ok(&[
+        "secret",
+        "put",
+        "db/password",
+        &format!("password={PASSWORD}"),
+    ]);
+    let recover = stack.workload(
+        "spike-recover",
+        "spiffe://example.org/spike/pilot/role/recover",
+    );
+    let restore = stack.workload(
+        "spike-restore",
+        "spiffe://example.org/spike/pilot/role/restore",
+    );
+
+    // The admin may not export shards; the recover role writes them to private files.
+    let shards_dir = dir.path().join("recovery");
+    let denied = stack.spike(&[
+        "operator",
+        "recover",
+        "--dir",
+        &shards_dir.display().to_string(),
+    ]);
+    assert!(!denied.status.success());
+    let out = stack.run(
+        &recover,
+        &[
+            "operator",
+            "recover",
+            "--dir",
+            &shards_dir.display().to_string(),
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut shard_files: Vec<_> = files(&shards_dir);
+    shard_files.sort();
+    assert_eq!(shard_files.len(), 3);
+    for file in &shard_files {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(file)
+            .expect("metadata")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{}", file.display());
+    }
+
+    // Disaster: Nexus and every keeper die; they come back empty and Nexus stays sealed.
+    stack.kill_nexus();
+    for i in 0..3 {
+        stack.kill_keeper(i);
+        stack.start_keeper(i);
+    }
+    stack.start_nexus();
+    tests::wait_for("Nexus to answer sealed", Duration::from_secs(30), || {
+        let sealed = stack.spike(&["status"]).status.code() == Some(3);
+        async move { sealed.then_some(()) }
+    })
+    .await;
+
+    // Restore, one shard per call from stdin: a malformed one and a duplicate are refused.
+    let shard = |i: usize| std::fs::read(&shard_files[i]).expect("shard file");
+    let bad = stack.run(&restore, &["operator", "restore"], Some(b"spike:1:zz\n"));
+    assert!(!bad.status.success());
+    let first = stack.run(&restore, &["operator", "restore"], Some(&shard(0)));
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert!(
+        stdout(&first).contains("remaining: 1"),
+        "{}",
+        stdout(&first)
+    );
+    let again = stack.run(&restore, &["operator", "restore"], Some(&shard(0)));
+    assert!(!again.status.success(), "a duplicate shard is refused");
+    let last = stack.run(&restore, &["operator", "restore"], Some(&shard(2)));
+    assert!(last.status.success(), "{}", stderr(&last));
+    assert!(stdout(&last).contains("restored"), "{}", stdout(&last));
+    assert_eq!(
+        stack
+            .spike_ok(&["secret", "get", "db/password", "password"])
+            .trim(),
+        PASSWORD
+    );
+    let refused = stack.run(&restore, &["operator", "restore"], Some(&shard(1)));
+    assert!(
+        !refused.status.success(),
+        "an unsealed Nexus refuses restore"
+    );
+
+    // The keepers were re-seeded: a plain restart unseals without anyone's help.
+    tests::wait_for(
+        "every keeper to be re-seeded",
+        Duration::from_secs(30),
+        || {
+            let reseeded = stack.nexus_log().matches("re-seeded").count() >= 3;
+            async move { reseeded.then_some(()) }
+        },
+    )
+    .await;
+    stack.kill_nexus();
+    stack.start_nexus();
+    stack.wait_ready().await;
+    assert_eq!(
+        stack
+            .spike_ok(&["secret", "get", "db/password", "password"])
+            .trim(),
+        PASSWORD
+    );
+}

@@ -1,0 +1,441 @@
+//! `spike operator recover|restore`: SPIKE's break-glass procedure.
+//!
+//! `recover` (recover role, Nexus ready) saves every shard of the root key to its own file,
+//! readable only by the user, for safekeeping offline. `restore` (restore role, Nexus
+//! sealed) hands one of those shards back per call, until Nexus has enough to rebuild the
+//! root key. Shard values never reach stdout or stderr.
+
+use std::io::{BufRead, IsTerminal, Read};
+use std::path::{Path, PathBuf};
+
+use nexus_api::model::RestoreResponse;
+use serde::Serialize;
+use zeroize::Zeroizing;
+
+use crate::cli::{GlobalArgs, OperatorCommand, RecoverArgs};
+use crate::context::Session;
+use crate::error::{Operation, PilotError};
+use crate::input;
+use crate::output::{Format, Output, structured};
+use crate::private_file;
+use crate::shard::{self, RecoveryShard, ShardError};
+
+/// Where `recover` writes without `--dir`, under `$HOME`.
+pub const DEFAULT_DIR: &str = ".spike/recover";
+
+/// Longest line read for a shard; a real one is under 80 bytes.
+const MAX_LINE: u64 = 1024;
+
+/// Runs a `spike operator` command.
+pub async fn run(command: OperatorCommand, global: &GlobalArgs) -> Result<Output, PilotError> {
+    match command {
+        OperatorCommand::Recover(args) => recover(args, global).await,
+        OperatorCommand::Restore => restore(global).await,
+    }
+}
+
+async fn recover(args: RecoverArgs, global: &GlobalArgs) -> Result<Output, PilotError> {
+    let dir = match args.dir {
+        Some(dir) => dir,
+        None => default_dir(std::env::var_os("HOME"))?,
+    };
+    // Before any call: no point taking shards out of Nexus that cannot be written.
+    if !args.force {
+        refuse_existing(&dir)?;
+    }
+    let session = Session::connect(global).await?;
+    let answer = session
+        .client()
+        .recover()
+        .await
+        .map_err(session.fail(Operation::Recover))?;
+    let shards = answer
+        .shards
+        .iter()
+        .map(|(id, bytes)| RecoveryShard::new(*id, bytes))
+        .collect::<Result<Vec<_>, ShardError>>()?;
+    drop(answer);
+    if shards.is_empty() {
+        return Err(PilotError::Refused(
+            "Nexus returned no recovery shards; nothing was written.".into(),
+        ));
+    }
+    let saved = save(&dir, &shards, args.force)?;
+    Ok(Output::ok(render_saved(&dir, &saved, global.format)))
+}
+
+async fn restore(global: &GlobalArgs) -> Result<Output, PilotError> {
+    // Read and check the shard before any call, so a typo costs no round trip.
+    let shard = read_shard()?;
+    let session = Session::connect(global).await?;
+    let progress = session
+        .client()
+        .restore(shard.id(), shard.bytes())
+        .await
+        .map_err(session.fail(Operation::Restore))?;
+    Ok(Output::ok(render_restore(&progress, global.format)))
+}
+
+/// `$HOME/.spike/recover`.
+pub fn default_dir(home: Option<std::ffi::OsString>) -> Result<PathBuf, PilotError> {
+    match home {
+        Some(home) if !home.is_empty() => Ok(PathBuf::from(home).join(DEFAULT_DIR)),
+        _ => Err(PilotError::Local(
+            "HOME is not set, so there is no default recovery directory; pass --dir".into(),
+        )),
+    }
+}
+
+/// Refuses a directory that already holds recovery files: they may be the only copy of an
+/// earlier set (`--force` replaces them).
+pub fn refuse_existing(dir: &Path) -> Result<(), PilotError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            return Err(PilotError::Local(format!(
+                "Cannot read recovery directory {}: {e}",
+                dir.display()
+            )));
+        }
+    };
+    let mut found: Vec<String> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|name| shard::is_file_name(name))
+        .collect();
+    if found.is_empty() {
+        return Ok(());
+    }
+    found.sort();
+    Err(PilotError::Local(format!(
+        "{} already holds recovery files ({}); nothing was taken from Nexus. Move them somewhere safe first, or pass --force to replace them.",
+        dir.display(),
+        found.join(", ")
+    )))
+}
+
+/// Writes each shard to `dir/spike.recovery.<id>.txt` (mode 0600; the directory, if new,
+/// 0700). Without `force`, an existing file is an error and is left alone.
+pub fn save(
+    dir: &Path,
+    shards: &[RecoveryShard],
+    force: bool,
+) -> Result<Vec<(u8, PathBuf)>, PilotError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| {
+            PilotError::Local(format!(
+                "Cannot create recovery directory {}: {e}",
+                dir.display()
+            ))
+        })?;
+    let mut saved = Vec::with_capacity(shards.len());
+    for shard in shards {
+        let path = dir.join(shard.file_name());
+        let line = shard.to_line();
+        let written = if force {
+            private_file::write_atomic(&path, line.as_bytes())
+        } else {
+            private_file::create_new(&path, line.as_bytes())
+        };
+        written.map_err(|e| {
+            let hint = if e.kind() == std::io::ErrorKind::AlreadyExists {
+                " (pass --force to replace it)"
+            } else {
+                ""
+            };
+            PilotError::Local(format!(
+                "Cannot write recovery file {}: {e}{hint}. Files written so far: {}",
+                path.display(),
+                list_or_none(&saved)
+            ))
+        })?;
+        saved.push((shard.id(), path));
+    }
+    Ok(saved)
+}
+
+fn list_or_none(saved: &[(u8, PathBuf)]) -> String {
+    if saved.is_empty() {
+        return "none".into();
+    }
+    saved
+        .iter()
+        .map(|(_, p)| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// One shard: typed on the terminal without echo, or one line from a pipe.
+fn read_shard() -> Result<RecoveryShard, PilotError> {
+    // Sized so reading never reallocates (which would leave an unzeroized copy).
+    let mut line = Zeroizing::new(String::with_capacity(2 * MAX_LINE as usize));
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        input::read_hidden_line("Recovery shard (spike:<id>:<hex>, not echoed): ", &mut line)
+            .map_err(|e| PilotError::Local(format!("Cannot read the shard: {e}")))?;
+    } else {
+        read_line(&mut stdin.lock(), &mut line)?;
+    }
+    Ok(line.parse()?)
+}
+
+/// Reads one line (at most [`MAX_LINE`] bytes) into `line`.
+pub fn read_line(reader: &mut impl BufRead, line: &mut String) -> Result<(), PilotError> {
+    reader
+        .take(MAX_LINE)
+        .read_line(line)
+        .map_err(|e| PilotError::Local(format!("Cannot read the shard from stdin: {e}")))?;
+    Ok(())
+}
+
+/// Where the shards went, with what to do next; for scripts only ids and paths.
+pub fn render_saved(dir: &Path, saved: &[(u8, PathBuf)], format: Format) -> String {
+    #[derive(Serialize)]
+    struct Saved<'a> {
+        id: u8,
+        file: &'a Path,
+    }
+    #[derive(Serialize)]
+    struct Recovered<'a> {
+        dir: &'a Path,
+        shards: Vec<Saved<'a>>,
+    }
+    let view = Recovered {
+        dir,
+        shards: saved
+            .iter()
+            .map(|(id, file)| Saved { id: *id, file })
+            .collect(),
+    };
+    if let Some(text) = structured(&view, format) {
+        return text;
+    }
+    let mut out = format!(
+        "Wrote {} recovery shards to {}:\n",
+        saved.len(),
+        dir.display()
+    );
+    for (_, file) in saved {
+        out.push_str(&format!("  {}\n", file.display()));
+    }
+    out.push_str(GUIDANCE);
+    out
+}
+
+const GUIDANCE: &str = "
+Each file holds one shard of Nexus's root key and is readable only by you (mode 0600).
+  1. Store them apart from each other and offline: for example each on its own encrypted
+     drive, or printed, in separate safes. Never keep them all in one place.
+  2. Then securely erase them from this directory.
+Any threshold of them (see `spike status`) restores Nexus with `spike operator restore`
+if its keepers lose their shards. Whoever holds that many can rebuild the root key.
+";
+
+/// Progress of a restore: SPIKE's wording, or the API's shape.
+pub fn render_restore(progress: &RestoreResponse, format: Format) -> String {
+    structured(progress, format).unwrap_or_else(|| {
+        if progress.restored {
+            "SPIKE is now restored and ready to use.\n".to_owned()
+        } else {
+            format!(
+                "Shards collected: {}, remaining: {}\nRun `spike operator restore` again with another shard.\n",
+                progress.collected, progress.remaining
+            )
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    const HEX: &str = "00112233445566778899aabbccddeeff0123456789abcdeffedcba9876543210";
+
+    fn shards(ids: &[u8]) -> Vec<RecoveryShard> {
+        ids.iter()
+            .map(|id| RecoveryShard::new(*id, &[*id; 32]).expect("valid shard"))
+            .collect()
+    }
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path)
+            .expect("metadata")
+            .permissions()
+            .mode()
+            & 0o777
+    }
+
+    #[test]
+    fn default_dir_is_under_home() {
+        let dir = default_dir(Some("/home/op".into())).expect("HOME set");
+        assert_eq!(dir, PathBuf::from("/home/op/.spike/recover"));
+        for home in [None, Some(std::ffi::OsString::new())] {
+            let text = default_dir(home).err().map(|e| e.to_string());
+            assert!(text.is_some_and(|t| t.contains("--dir")));
+        }
+    }
+
+    #[test]
+    fn shards_are_saved_privately() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let dir = root.path().join("new").join("recover");
+        let saved = save(&dir, &shards(&[1, 2, 3]), false).expect("saved");
+        assert_eq!(
+            saved.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+            [1, 2, 3]
+        );
+        assert_eq!(mode(&dir), 0o700);
+        let first = dir.join("spike.recovery.1.txt");
+        assert_eq!(saved[0].1, first);
+        assert_eq!(mode(&first), 0o600);
+        let text = std::fs::read_to_string(&first).expect("read");
+        assert_eq!(text, format!("spike:1:{}\n", "01".repeat(32)));
+        let back: RecoveryShard = text.parse().expect("round trip");
+        assert_eq!(back.bytes(), &[1; 32]);
+    }
+
+    #[test]
+    fn existing_files_are_kept_unless_forced() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let dir = root.path();
+        assert!(refuse_existing(&dir.join("absent")).is_ok());
+        std::fs::write(dir.join("notes.txt"), "unrelated").expect("write");
+        assert!(refuse_existing(dir).is_ok());
+        save(dir, &shards(&[1, 2]), false).expect("first save");
+
+        let text = refuse_existing(dir)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            text.contains("spike.recovery.1.txt, spike.recovery.2.txt") && text.contains("--force"),
+            "{text}"
+        );
+        let text = save(dir, &shards(&[3, 2]), false)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            text.contains("spike.recovery.2.txt") && text.contains("--force"),
+            "{text}"
+        );
+        assert!(
+            text.contains("spike.recovery.3.txt"),
+            "lists what was written: {text}"
+        );
+        let kept = std::fs::read_to_string(dir.join("spike.recovery.2.txt")).expect("read");
+        assert!(kept.starts_with("spike:2:0202"), "{kept}");
+
+        std::fs::set_permissions(
+            dir.join("spike.recovery.2.txt"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .expect("chmod");
+        let other = [RecoveryShard::new(2, &[9; 32]).expect("valid shard")];
+        save(dir, &other, true).expect("forced");
+        let replaced = std::fs::read_to_string(dir.join("spike.recovery.2.txt")).expect("read");
+        assert!(replaced.starts_with("spike:2:0909"), "{replaced}");
+        assert_eq!(mode(&dir.join("spike.recovery.2.txt")), 0o600);
+    }
+
+    #[test]
+    fn saved_output_shows_paths_never_shards() {
+        let dir = Path::new("/home/op/.spike/recover");
+        let saved = vec![
+            (1, dir.join("spike.recovery.1.txt")),
+            (2, dir.join("spike.recovery.2.txt")),
+        ];
+        let human = render_saved(dir, &saved, Format::Human);
+        assert!(
+            human.starts_with(
+                "Wrote 2 recovery shards to /home/op/.spike/recover:\n  /home/op/.spike/recover/spike.recovery.1.txt\n"
+            ),
+            "{human}"
+        );
+        assert!(
+            human.contains("offline") && human.contains("apart"),
+            "{human}"
+        );
+        let want = serde_json::json!({
+            "dir": "/home/op/.spike/recover",
+            "shards": [
+                {"id": 1, "file": "/home/op/.spike/recover/spike.recovery.1.txt"},
+                {"id": 2, "file": "/home/op/.spike/recover/spike.recovery.2.txt"},
+            ],
+        });
+        let json: serde_json::Value =
+            serde_json::from_str(&render_saved(dir, &saved, Format::Json)).expect("JSON");
+        assert_eq!(json, want);
+        let yaml: serde_json::Value =
+            serde_norway::from_str(&render_saved(dir, &saved, Format::Yaml)).expect("YAML");
+        assert_eq!(yaml, want);
+    }
+
+    #[test]
+    fn one_line_is_read_from_a_pipe() {
+        let input = format!("spike:2:{HEX}\nspike:3:{HEX}\n");
+        let mut reader = input.as_bytes();
+        let mut line = String::new();
+        read_line(&mut reader, &mut line).expect("read");
+        let shard: RecoveryShard = line.parse().expect("valid");
+        assert_eq!(shard.id(), 2);
+
+        let long = "x".repeat(5000);
+        let mut line = String::new();
+        read_line(&mut long.as_bytes(), &mut line).expect("read");
+        assert_eq!(line.len(), 1024);
+        let text = line
+            .parse::<RecoveryShard>()
+            .err()
+            .map(|e| PilotError::from(e).to_string())
+            .unwrap_or_default();
+        assert!(
+            text.starts_with("Invalid recovery shard:") && !text.contains("xxx"),
+            "{text}"
+        );
+
+        let mut line = String::new();
+        let binary = read_line(&mut &[0xff, 0xfe, b'\n'][..], &mut line);
+        assert!(binary.is_err());
+    }
+
+    #[test]
+    fn restore_progress() {
+        let partial = RestoreResponse {
+            collected: 1,
+            remaining: 2,
+            restored: false,
+        };
+        let text = render_restore(&partial, Format::Human);
+        assert!(
+            text.starts_with("Shards collected: 1, remaining: 2\n"),
+            "{text}"
+        );
+        let done = RestoreResponse {
+            collected: 3,
+            remaining: 0,
+            restored: true,
+        };
+        let text = render_restore(&done, Format::Human);
+        assert!(text.starts_with("SPIKE is now restored"), "{text}");
+        let json: serde_json::Value =
+            serde_json::from_str(&render_restore(&partial, Format::Json)).expect("JSON");
+        assert_eq!(
+            json,
+            serde_json::json!({"collected": 1, "remaining": 2, "restored": false})
+        );
+        let yaml: serde_json::Value =
+            serde_norway::from_str(&render_restore(&done, Format::Yaml)).expect("YAML");
+        assert_eq!(
+            yaml,
+            serde_json::json!({"collected": 3, "remaining": 0, "restored": true})
+        );
+    }
+}
