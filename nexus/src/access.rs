@@ -4,32 +4,105 @@
 //! The Pilot superuser role may manage everything; other role IDs (Nexus, keepers,
 //! recover/restore, bootstrap) are authorised by route and never through policies; every
 //! other caller gets exactly what policies grant.
+//!
+//! # Knowing the cache is current
+//!
+//! The compiled set carries the policy generation it was loaded at (the datastore counts
+//! policy changes). The cache also remembers the highest generation it has been told
+//! exists ([`Access::announce`]: by this process's own writes, by change notifications
+//! from other replicas, by reading the datastore). While the loaded generation is below
+//! the announced one, the cache is stale and must be reloaded before it judges anyone
+//! ([`Access::is_current`]); [`crate::policy_sync`] does that.
+//!
+//! Whether announcements can be relied on is [`Access::changes_pushed`]: true while every
+//! change is sure to be announced (the PostgreSQL listener is connected, or the datastore is
+//! SQLite, written by this process only). When false, each check first reads the stored
+//! generation.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
 use policies::{Permission, Policy, PolicyError, PolicySet, Role, role_of};
+
+/// A compiled policy set and the generation it was loaded at.
+#[derive(Debug)]
+struct Compiled {
+    generation: u64,
+    set: PolicySet,
+}
 
 /// The compiled policies of one trust domain.
 #[derive(Debug)]
 pub struct Access {
     trust_domain: String,
-    set: ArcSwap<PolicySet>,
+    compiled: ArcSwap<Compiled>,
+    /// Highest policy generation known to exist.
+    announced: AtomicU64,
+    /// Whether every policy change is sure to be announced (see the module docs).
+    pushed: AtomicBool,
+    /// Serialises [`Access::install`]'s compare-and-swap.
+    installing: Mutex<()>,
 }
 
 impl Access {
-    /// No policies: everyone but the superuser is denied.
+    /// No policies (generation 0, as in a new datastore): everyone but the superuser is
+    /// denied. Changes are not known to be pushed until [`Access::set_changes_pushed`].
     pub fn new(trust_domain: &str) -> Result<Self, PolicyError> {
         let set = PolicySet::new(trust_domain, Vec::new())?;
         Ok(Access {
             trust_domain: trust_domain.to_owned(),
-            set: ArcSwap::from_pointee(set),
+            compiled: ArcSwap::from_pointee(Compiled { generation: 0, set }),
+            announced: AtomicU64::new(0),
+            pushed: AtomicBool::new(false),
+            installing: Mutex::new(()),
         })
     }
 
-    /// Replaces every policy at once.
-    pub fn replace(&self, policies: Vec<Policy>) -> Result<(), PolicyError> {
+    /// Replaces every policy at once with `policies`, loaded at `generation`, unless a set
+    /// of a later generation is installed already (concurrent reloads may finish out of
+    /// order; the older one must not win). Returns whether it was installed.
+    pub fn install(&self, generation: u64, policies: Vec<Policy>) -> Result<bool, PolicyError> {
         let set = PolicySet::new(self.trust_domain.clone(), policies)?;
-        self.set.store(std::sync::Arc::new(set));
-        Ok(())
+        let _one = self
+            .installing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if generation < self.generation() {
+            return Ok(false);
+        }
+        self.compiled.store(Arc::new(Compiled { generation, set }));
+        Ok(true)
+    }
+
+    /// The generation of the installed set.
+    pub fn generation(&self) -> u64 {
+        self.compiled.load().generation
+    }
+
+    /// Records that policy generation `generation` exists.
+    pub fn announce(&self, generation: u64) {
+        self.announced.fetch_max(generation, Ordering::SeqCst);
+    }
+
+    /// The highest generation known to exist.
+    pub fn announced(&self) -> u64 {
+        self.announced.load(Ordering::SeqCst)
+    }
+
+    /// Whether the installed set is at least as new as every announced generation.
+    pub fn is_current(&self) -> bool {
+        self.generation() >= self.announced()
+    }
+
+    /// Declares whether every policy change will be announced from now on.
+    pub fn set_changes_pushed(&self, pushed: bool) {
+        self.pushed.store(pushed, Ordering::SeqCst);
+    }
+
+    /// Whether every policy change is sure to be announced.
+    pub fn changes_pushed(&self) -> bool {
+        self.pushed.load(Ordering::SeqCst)
     }
 
     /// The trust domain whose role IDs these are.
@@ -49,7 +122,7 @@ impl Access {
 
     /// Whether `caller` may do `wanted` on `path`.
     pub fn allows(&self, caller: &str, path: &str, wanted: Permission) -> bool {
-        self.is_superuser(caller) || self.set.load().check(caller, path, wanted)
+        self.is_superuser(caller) || self.compiled.load().set.check(caller, path, wanted)
     }
 
     /// The paths among `paths` that `caller` may read.
@@ -57,8 +130,9 @@ impl Access {
         if self.is_superuser(caller) {
             return paths;
         }
-        let set = self.set.load();
-        let readable: std::collections::HashSet<&str> = set
+        let compiled = self.compiled.load();
+        let readable: std::collections::HashSet<&str> = compiled
+            .set
             .readable_paths(caller, paths.iter().map(String::as_str))
             .into_iter()
             .collect();
@@ -75,7 +149,7 @@ impl Access {
 
     /// Number of policies in force.
     pub fn len(&self) -> usize {
-        self.set.load().len()
+        self.compiled.load().set.len()
     }
 
     /// Whether no policy is in force.
@@ -95,14 +169,15 @@ mod tests {
         let app = "spiffe://td/app/billing";
         assert!(access.allows(admin, "db/x", Permission::Write));
         assert!(!access.allows(app, "db/x", Permission::Read));
-        access
-            .replace(vec![Policy::new(
+        let billing = || {
+            vec![Policy::new(
                 "billing",
                 "spiffe://td/app/billing",
                 "db/.*",
                 [Permission::Read],
-            )])
-            .expect("replace");
+            )]
+        };
+        assert!(access.install(1, billing()).expect("install"));
         assert!(access.allows(app, "db/x", Permission::Read));
         assert!(!access.allows(app, "db/x", Permission::Write));
         assert!(!access.allows(app, "other/db/x", Permission::Read));
@@ -111,5 +186,23 @@ mod tests {
             vec!["db/1".to_owned(), "db/2".to_owned()]
         );
         assert!(!access.allows("spiffe://td/spike/nexus", "db/x", Permission::Read));
+
+        // A reload that read an older generation, finishing late, does not win.
+        assert!(!access.install(0, Vec::new()).expect("install"));
+        assert!(access.allows(app, "db/x", Permission::Read));
+        assert!(access.install(1, billing()).expect("same generation again"));
+    }
+
+    #[test]
+    fn announced_generation_marks_the_cache_stale_until_installed() {
+        let access = Access::new("td").expect("access");
+        assert!(access.is_current());
+        access.announce(3);
+        access.announce(2);
+        assert_eq!(access.announced(), 3);
+        assert!(!access.is_current());
+        access.install(3, Vec::new()).expect("install");
+        assert!(access.is_current());
+        assert!(!access.changes_pushed(), "not trusted until declared");
     }
 }

@@ -12,6 +12,7 @@
 //!   keepers seeded.
 //! - [`keepers`]: the mTLS client for keepers.
 //! - [`access`]: the compiled, cached policy set.
+//! - [`policy_sync`]: keeping that cache current across replicas sharing one database.
 //! - [`break_glass`]: recovery shards out (`recover`) and back in (`restore`).
 //! - [`service`]: secret and policy operations, independent of HTTP.
 //! - [`validate`]: input limits.
@@ -22,6 +23,7 @@ pub mod api;
 pub mod break_glass;
 pub mod config;
 pub mod keepers;
+pub mod policy_sync;
 pub mod root_key;
 pub mod run;
 pub mod sealing;

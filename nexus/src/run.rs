@@ -1,4 +1,5 @@
-//! Wiring: SVID source, datastore, keepers, the lifecycle task and the mTLS listener.
+//! Wiring: SVID source, datastore, keepers, the lifecycle and policy-sync tasks and the mTLS
+//! listener.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +12,7 @@ use crate::config::Config;
 use crate::keepers::Keepers;
 use crate::root_key::KeyState;
 use crate::service::Nexus;
-use crate::store::Store;
+use crate::store::{Backend, Store};
 
 /// Runs Nexus until SIGINT/SIGTERM.
 pub async fn run(config: Config) -> anyhow::Result<()> {
@@ -47,6 +48,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", config.listen))?;
     tracing::info!(address = %listener.local_addr()?, "nexus listening; unsealing");
 
+    let policy_sync = match nexus.store.backend() {
+        Backend::Postgres => Some(tokio::spawn(crate::policy_sync::run(
+            nexus.clone(),
+            database_url.clone(),
+        ))),
+        Backend::Sqlite => {
+            // This process is the file's only writer, and its own policy writes announce
+            // every change: nothing to listen for.
+            nexus.access.set_changes_pushed(true);
+            None
+        }
+    };
     let lifecycle = tokio::spawn(crate::unseal::run(
         nexus.clone(),
         keepers,
@@ -61,6 +74,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     )
     .await;
     lifecycle.abort();
+    if let Some(task) = policy_sync {
+        task.abort();
+    }
     nexus.store.close().await;
     Ok(())
 }

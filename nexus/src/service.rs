@@ -34,7 +34,7 @@ pub enum ServiceError {
     #[error("{0}")]
     Invalid(String),
     /// The datastore cannot be reached right now.
-    #[error("the datastore is unavailable; retry shortly")]
+    #[error("the datastore is unavailable (unreachable or overloaded); retry shortly")]
     Unavailable,
     /// Something that should not happen; details are logged, not returned.
     #[error("internal error")]
@@ -85,8 +85,9 @@ pub struct Nexus {
     pub access: Access,
     /// Versions kept for new secrets.
     pub max_versions: u32,
-    /// Serialises policy changes so the cache is always rebuilt after the latest one.
-    policy_writes: tokio::sync::Mutex<()>,
+    /// One policy reload at a time ([`crate::policy_sync`]); callers that waited find the
+    /// cache current and skip theirs.
+    pub(crate) policy_reload: tokio::sync::Mutex<()>,
     /// Recovery shards submitted so far by `restore` (break-glass), in memory only.
     pub(crate) restoring: tokio::sync::Mutex<Vec<nexus_crypto::Shard>>,
 }
@@ -99,7 +100,7 @@ impl Nexus {
             keys,
             access,
             max_versions,
-            policy_writes: tokio::sync::Mutex::new(()),
+            policy_reload: tokio::sync::Mutex::new(()),
             restoring: tokio::sync::Mutex::new(Vec::new()),
         }
     }
@@ -232,28 +233,29 @@ impl Nexus {
         })
     }
 
-    /// Creates or replaces a policy, then rebuilds the access cache.
+    /// Creates or replaces a policy; the access cache is current when this returns.
     pub async fn put_policy(&self, request: &PutPolicyRequest) -> Result<(), ServiceError> {
         to_policy(request)?
             .validate()
             .map_err(|e| ServiceError::Invalid(e.to_string()))?;
         let root = self.root()?;
         let sealed = sealing::seal_policy(&root, request)?;
-        let _serial = self.policy_writes.lock().await;
-        self.store
+        let generation = self
+            .store
             .put_policy(&request.name, sealed, OffsetDateTime::now_utc())
             .await?;
-        self.load_policies(&root).await
+        self.policies_changed(&root, generation).await
     }
 
-    /// Deletes a policy, then rebuilds the access cache.
+    /// Deletes a policy; the access cache is current when this returns.
     pub async fn delete_policy(&self, name: &str) -> Result<(), ServiceError> {
         let root = self.root()?;
-        let _serial = self.policy_writes.lock().await;
-        if !self.store.delete_policy(name).await? {
-            return Err(ServiceError::NotFound(format!("policy {name:?}")));
-        }
-        self.load_policies(&root).await
+        let generation = self
+            .store
+            .delete_policy(name)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("policy {name:?}")))?;
+        self.policies_changed(&root, generation).await
     }
 
     /// A policy by name.
@@ -300,8 +302,13 @@ impl Nexus {
         Ok(out)
     }
 
-    /// Decrypts every stored policy and swaps the access cache to them.
+    /// Decrypts every stored policy and swaps the access cache to them, labelled with the
+    /// policy generation they reflect.
     pub async fn load_policies(&self, root: &RootKey) -> Result<(), ServiceError> {
+        // The generation is read first: the policies read after it include every change up
+        // to it (and maybe later ones), so the label may understate, never overstate, how
+        // new the set is. Understating costs one extra reload at the next announcement.
+        let generation = self.store.policy_generation().await?;
         let mut loaded = Vec::new();
         for stored in self.store.list_policies().await? {
             let request = sealing::open_policy(root, &stored.name, &stored.sealed)?;
@@ -313,11 +320,13 @@ impl Nexus {
             }
         }
         let count = loaded.len();
-        self.access.replace(loaded).map_err(|error| {
+        let installed = self.access.install(generation, loaded).map_err(|error| {
             tracing::error!(%error, "stored policies do not compile");
             ServiceError::Internal
         })?;
-        tracing::debug!(policies = count, "policy cache rebuilt");
+        if installed {
+            tracing::debug!(policies = count, generation, "policy cache rebuilt");
+        }
         Ok(())
     }
 }

@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 
 use crate::keepers::{Keeper, Keepers};
 use crate::service::{Nexus, ServiceError};
-use crate::store::KeyRecord;
+use crate::store::{InitError, Initialization, KeyRecord};
 
 /// First retry delay while keepers or the datastore are not answering.
 const BACKOFF_START: Duration = Duration::from_millis(50);
@@ -125,20 +125,60 @@ pub async fn install(nexus: &Nexus, root: RootKey) -> Result<Arc<RootKey>, Servi
     Ok(nexus.keys.set_root(root))
 }
 
-/// First start: a new root key, one shard to every keeper, then the key-check value. Every
-/// keeper must take its shard before the key is committed, so no shard of a committed key
-/// is missing from the start.
+/// First start: a new root key, one shard to every keeper, then the key-check value, all
+/// under the datastore's initialisation lock. Of several replicas starting together on an
+/// empty database exactly one creates the key; the others wait, find its record, and unseal
+/// from the keepers in the next round.
 async fn initialize(nexus: &Nexus, keepers: &Keepers, threshold: u8) -> Option<RootKey> {
-    let root = match RootKey::generate() {
-        Ok(root) => root,
-        Err(error) => {
+    let outcome = nexus
+        .store
+        .initialize_exclusively(|| create_root_key(nexus, keepers, threshold))
+        .await;
+    match outcome {
+        Ok(Initialization::Created(root)) => {
+            tracing::info!(
+                threshold,
+                shares = shares(keepers),
+                "root key created and shared among keepers"
+            );
+            Some(root)
+        }
+        Ok(Initialization::Existing(_)) => {
+            nexus.keys.set_initialized(true);
             nexus
                 .keys
-                .set_waiting(format!("cannot generate a root key: {error}"));
-            return None;
+                .set_waiting("another Nexus initialised the datastore; unsealing from keepers");
+            None
         }
-    };
-    let shards = split(&root, threshold, shares(keepers)).ok()?;
+        Err(InitError::Create(reason)) => {
+            nexus.keys.set_waiting(reason);
+            None
+        }
+        Err(InitError::Store(error)) => {
+            let why = if error.is_unavailable() {
+                " (busy or unreachable; another Nexus may be initialising it)"
+            } else {
+                ""
+            };
+            nexus
+                .keys
+                .set_waiting(format!("cannot initialise the datastore{why}: {error}"));
+            None
+        }
+    }
+}
+
+/// Creates a root key and hands every keeper its shard. Every keeper must take its shard
+/// before the key is committed, so no shard of a committed key is missing from the start.
+/// Returns the record to store, or why Nexus is still uninitialised.
+async fn create_root_key(
+    nexus: &Nexus,
+    keepers: &Keepers,
+    threshold: u8,
+) -> Result<(KeyRecord, RootKey), String> {
+    let root = RootKey::generate().map_err(|e| format!("cannot generate a root key: {e}"))?;
+    let shards = split(&root, threshold, shares(keepers))
+        .map_err(|e| format!("cannot split the root key: {e}"))?;
     let results = join_all(
         keepers
             .all()
@@ -155,43 +195,22 @@ async fn initialize(nexus: &Nexus, keepers: &Keepers, threshold: u8) -> Option<R
         .map(|e| e.to_string())
         .collect();
     if !failures.is_empty() {
-        nexus.keys.set_waiting(format!(
+        return Err(format!(
             "uninitialized: every keeper must take its shard of the new root key, {reached} of {} did; {}",
             keepers.all().len(),
             failures.join("; ")
         ));
-        return None;
     }
+    let key_check = KeyCheck::compute(&root)
+        .map_err(|e| format!("cannot compute the key-check value: {e}"))?
+        .to_bytes();
     let record = KeyRecord {
-        key_check: KeyCheck::compute(&root).ok()?.to_bytes(),
+        key_check,
         threshold,
         shares: shares(keepers),
         created_at: OffsetDateTime::now_utc(),
     };
-    match nexus.store.initialize(&record).await {
-        Ok(true) => {
-            tracing::info!(
-                threshold,
-                shares = record.shares,
-                "root key created and shared among keepers"
-            );
-            Some(root)
-        }
-        Ok(false) => {
-            // Another Nexus initialised the datastore first; its key wins and the next
-            // round unseals with it.
-            nexus
-                .keys
-                .set_waiting("the datastore was initialised concurrently; unsealing");
-            None
-        }
-        Err(error) => {
-            nexus
-                .keys
-                .set_waiting(format!("cannot store the key-check value: {error}"));
-            None
-        }
-    }
+    Ok((record, root))
 }
 
 /// Later starts: shards from keepers until a threshold of them rebuilds the key that the

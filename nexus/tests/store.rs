@@ -4,8 +4,12 @@
 
 use std::path::Path;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use nexus::store::{
-    Backend, KeyRecord, PutVersion, SealedRecord, Store, StoreError, StoredVersion,
+    Backend, InitError, Initialization, KeyRecord, PutVersion, SealedRecord, Store, StoreError,
+    StoredVersion,
 };
 use nexus_crypto::CryptoError;
 use time::{Duration, OffsetDateTime};
@@ -68,10 +72,13 @@ backend_tests! {
     check_metadata => sqlite_metadata, postgres_metadata;
     check_list_and_count => sqlite_list_and_count, postgres_list_and_count;
     check_policies => sqlite_policies, postgres_policies;
+    check_policy_generation => sqlite_policy_generation, postgres_policy_generation;
+    check_failed_initialization_stores_nothing => sqlite_failed_initialization_stores_nothing, postgres_failed_initialization_stores_nothing;
 }
 
 backend_url_tests! {
     check_concurrent_initialize => sqlite_concurrent_initialize, postgres_concurrent_initialize;
+    check_concurrent_initialize_runs_one_creation => sqlite_concurrent_initialize_runs_one_creation, postgres_concurrent_initialize_runs_one_creation;
 }
 
 fn sqlite_url(dir: &Path) -> String {
@@ -176,6 +183,81 @@ async fn check_concurrent_initialize(url: &str) {
     let c = Store::connect(url).await.expect("reopen");
     assert_eq!(c.key_record().await.expect("read"), Some(winner));
     c.close().await;
+}
+
+/// Two replicas initialising one empty database at once: exactly one runs its creation (which
+/// stands for "generate a key and hand its shards to the keepers"), the other waits for it and
+/// then sees its record.
+async fn check_concurrent_initialize_runs_one_creation(url: &str) {
+    let runs = Arc::new(AtomicUsize::new(0));
+    // Opened one after the other: SQLite's migrator takes no lock (PostgreSQL's does).
+    let (a, b) = (
+        Store::connect(url).await.expect("open a"),
+        Store::connect(url).await.expect("open b"),
+    );
+    let replica = |store: Store, tag: u8| {
+        let runs = runs.clone();
+        tokio::spawn(async move {
+            let create = move || async move {
+                runs.fetch_add(1, Ordering::SeqCst);
+                // Long enough that the other replica certainly arrives meanwhile.
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                Ok::<_, String>((key_record(tag), tag))
+            };
+            let outcome = store.initialize_exclusively(create).await;
+            store.close().await;
+            outcome.expect("initialize")
+        })
+    };
+    let (a, b) = (replica(a, 1), replica(b, 2));
+    let outcomes = [a.await.expect("task a"), b.await.expect("task b")];
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "exactly one creation ran");
+    let created: Vec<u8> = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            Initialization::Created(tag) => Some(*tag),
+            Initialization::Existing(_) => None,
+        })
+        .collect();
+    assert_eq!(created.len(), 1, "{outcomes:?}");
+    let winner = key_record(created[0]);
+    for outcome in &outcomes {
+        if let Initialization::Existing(record) = outcome {
+            assert_eq!(*record, winner, "the loser sees the winner's record");
+        }
+    }
+    let store = Store::connect(url).await.expect("reopen");
+    assert_eq!(store.key_record().await.expect("read"), Some(winner));
+    store.close().await;
+}
+
+/// A creation that fails (a keeper did not take its shard) stores nothing and leaves the
+/// lock free for the next attempt.
+async fn check_failed_initialization_stores_nothing(store: &Store) {
+    let failed = store
+        .initialize_exclusively(|| async { Err::<(KeyRecord, ()), _>("keeper 2 unreachable") })
+        .await;
+    assert!(
+        matches!(failed, Err(InitError::Create("keeper 2 unreachable"))),
+        "{failed:?}"
+    );
+    assert_eq!(store.key_record().await.expect("read"), None);
+    let again = store
+        .initialize_exclusively(|| async { Ok::<_, String>((key_record(3), "created")) })
+        .await
+        .expect("second attempt");
+    assert!(
+        matches!(again, Initialization::Created("created")),
+        "{again:?}"
+    );
+    let after = store
+        .initialize_exclusively(|| async { Ok::<_, String>((key_record(4), "again")) })
+        .await
+        .expect("third attempt");
+    assert!(
+        matches!(&after, Initialization::Existing(record) if *record == key_record(3)),
+        "{after:?}"
+    );
 }
 
 async fn check_put_and_get_versions(store: &Store) {
@@ -624,18 +706,16 @@ async fn check_policies(store: &Store) {
         ciphertext: format!("ct {tag}").into_bytes(),
     };
     assert!(store.list_policies().await.expect("list").is_empty());
-    store
-        .put_policy("writers", body("w1"), at(10))
-        .await
-        .expect("put writers");
-    store
-        .put_policy("readers", body("r1"), at(20))
-        .await
-        .expect("put readers");
-    store
-        .put_policy("writers", body("w2"), at(30))
-        .await
-        .expect("replace writers");
+    for (name, tag, ms) in [
+        ("writers", "w1", 10),
+        ("readers", "r1", 20),
+        ("writers", "w2", 30),
+    ] {
+        store
+            .put_policy(name, body(tag), at(ms))
+            .await
+            .unwrap_or_else(|e| panic!("put {name}: {e}"));
+    }
 
     let writers = store
         .get_policy("writers")
@@ -656,10 +736,96 @@ async fn check_policies(store: &Store) {
         .collect();
     assert_eq!(names, vec!["readers", "writers"]);
 
-    assert!(store.delete_policy("writers").await.expect("delete"));
-    assert!(!store.delete_policy("writers").await.expect("delete again"));
+    assert!(
+        store
+            .delete_policy("writers")
+            .await
+            .expect("delete")
+            .is_some()
+    );
+    assert_eq!(
+        store.delete_policy("writers").await.expect("delete again"),
+        None
+    );
     assert_eq!(store.get_policy("writers").await.expect("get"), None);
     assert_eq!(store.list_policies().await.expect("list").len(), 1);
+}
+
+/// Every policy change, and only a change, moves the generation on by one.
+async fn check_policy_generation(store: &Store) {
+    let body = SealedRecord {
+        wrapped_key: b"wk".to_vec(),
+        ciphertext: b"ct".to_vec(),
+    };
+    assert_eq!(store.policy_generation().await.expect("generation"), 0);
+    let put = |name: &'static str| store.put_policy(name, body.clone(), at(1));
+    assert_eq!(put("a").await.expect("put a"), 1);
+    assert_eq!(put("a").await.expect("replace a"), 2);
+    assert_eq!(put("b").await.expect("put b"), 3);
+    assert_eq!(store.delete_policy("a").await.expect("delete a"), Some(4));
+    assert_eq!(
+        store.delete_policy("a").await.expect("delete a again"),
+        None
+    );
+    assert_eq!(store.policy_generation().await.expect("generation"), 4);
+
+    // Concurrent changes each get their own generation.
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let store = store.clone();
+            let body = body.clone();
+            tokio::spawn(async move { store.put_policy(&format!("p{i}"), body, at(2)).await })
+        })
+        .collect();
+    let mut generations: Vec<u64> = futures::future::join_all(tasks)
+        .await
+        .into_iter()
+        .map(|r| r.expect("task").expect("put"))
+        .collect();
+    generations.sort_unstable();
+    assert_eq!(generations, (5..=12).collect::<Vec<_>>());
+}
+
+/// PostgreSQL announces each new policy generation on the channel, when the change commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_policy_changes_are_notified() {
+    async fn next(listener: &mut sqlx::postgres::PgListener) -> String {
+        tokio::time::timeout(std::time::Duration::from_secs(5), listener.recv())
+            .await
+            .expect("a notification within 5 s")
+            .expect("notification")
+            .payload()
+            .to_owned()
+    }
+
+    let db = common_sql::testing::TestDatabase::create().await;
+    let store = Store::connect(db.url()).await.expect("open");
+    let mut listener = sqlx::postgres::PgListener::connect(db.url())
+        .await
+        .expect("listener");
+    listener
+        .listen(nexus::store::POLICY_CHANNEL)
+        .await
+        .expect("listen");
+    let body = SealedRecord {
+        wrapped_key: b"wk".to_vec(),
+        ciphertext: b"ct".to_vec(),
+    };
+    store
+        .put_policy("a", body.clone(), at(1))
+        .await
+        .expect("put");
+    assert_eq!(next(&mut listener).await, "1");
+    assert_eq!(store.delete_policy("nope").await.expect("delete"), None);
+    store.notify_policy_listeners("ping").await.expect("ping");
+    assert_eq!(
+        next(&mut listener).await,
+        "ping",
+        "a delete that changed nothing sent nothing"
+    );
+    store.delete_policy("a").await.expect("delete");
+    assert_eq!(next(&mut listener).await, "2");
+    store.close().await;
 }
 
 #[cfg(unix)]
@@ -717,4 +883,48 @@ fn sealed_record_debug_shows_lengths_only() {
         format!("{sealed:?}"),
         "SealedRecord { wrapped_key_len: 10, ciphertext_len: 11 }"
     );
+}
+
+/// On PostgreSQL a replica waiting for another's initialisation lock gives up after the
+/// statement timeout with an "unavailable" error (retry later), rather than hanging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_initialization_lock_wait_is_bounded() {
+    let db = common_sql::testing::TestDatabase::create().await;
+    let holder = Store::connect(db.url()).await.expect("open holder");
+    let waiter = Store::connect(db.url()).await.expect("open waiter");
+    let (locked_tx, locked_rx) = tokio::sync::oneshot::channel();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    let holding = tokio::spawn(async move {
+        let outcome = holder
+            .initialize_exclusively(|| async move {
+                let _ = locked_tx.send(());
+                let _ = done_rx.await;
+                Err::<(KeyRecord, ()), _>("the holder gives up")
+            })
+            .await;
+        holder.close().await;
+        outcome.map(|_| ())
+    });
+    locked_rx.await.expect("the holder took the lock");
+    let started = std::time::Instant::now();
+    let waited = waiter
+        .initialize_exclusively(|| async { Ok::<_, String>((key_record(1), ())) })
+        .await;
+    let elapsed = started.elapsed();
+    let _ = done_tx.send(());
+    match waited {
+        Err(InitError::Store(error)) => assert!(error.is_unavailable(), "{error:?}"),
+        other => panic!("expected a timed-out wait, got {other:?}"),
+    }
+    assert!(
+        elapsed >= std::time::Duration::from_secs(4) && elapsed < std::time::Duration::from_secs(8),
+        "{elapsed:?}"
+    );
+    assert!(matches!(
+        holding.await.expect("holder"),
+        Err(InitError::Create("the holder gives up"))
+    ));
+    // The lock is free again.
+    assert!(waiter.initialize(&key_record(2)).await.expect("initialize"));
+    waiter.close().await;
 }

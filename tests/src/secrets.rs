@@ -26,8 +26,25 @@ pub struct SecretsStack {
     pub keepers: Vec<Option<Process>>,
     pub nexus_port: u16,
     pub nexus: Option<Process>,
+    /// Nexus's `--database-url`; `None`: the default SQLite file in its data directory.
+    pub database_url: Option<String>,
+    /// Further Nexus replicas ([`SecretsStack::start_nexus_replica`]), in start order.
+    pub replicas: Vec<Replica>,
     agent_id: String,
     uid: String,
+}
+
+/// A further Nexus process sharing the first one's keepers and database.
+pub struct Replica {
+    pub port: u16,
+    pub process: Process,
+}
+
+impl Replica {
+    /// Its URL.
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
 }
 
 fn unix_path(path: &Path) -> String {
@@ -40,6 +57,31 @@ fn unix_path(path: &Path) -> String {
 impl SecretsStack {
     /// Starts everything with `keepers` keepers and waits until Nexus is ready.
     pub async fn start(dir: &Path, keepers: usize) -> SecretsStack {
+        let mut stack = SecretsStack::start_without_nexus(dir, keepers, None).await;
+        stack.start_nexus();
+        stack.wait_ready().await;
+        stack
+    }
+
+    /// Like [`SecretsStack::start`], with Nexus's data in the database at `database_url`.
+    pub async fn start_with_database(
+        dir: &Path,
+        keepers: usize,
+        database_url: &str,
+    ) -> SecretsStack {
+        let mut stack = SecretsStack::start_without_nexus(dir, keepers, Some(database_url)).await;
+        stack.start_nexus();
+        stack.wait_ready().await;
+        stack
+    }
+
+    /// Starts the identity server and agent and `keepers` keepers, but no Nexus yet;
+    /// Nexus will use `database_url` (`None`: its default SQLite file).
+    pub async fn start_without_nexus(
+        dir: &Path,
+        keepers: usize,
+        database_url: Option<&str>,
+    ) -> SecretsStack {
         let server = Server::start(&dir.join("server"), TD, &[]).await;
         let token = server.join_token(&[]);
         let agent = Agent::start(&server, &dir.join("agent"), Some(&token)).await;
@@ -60,14 +102,14 @@ impl SecretsStack {
             keepers: (0..keepers).map(|_| None).collect(),
             nexus_port: free_port(),
             nexus: None,
+            database_url: database_url.map(str::to_owned),
+            replicas: Vec::new(),
             agent_id,
             uid,
         };
         for i in 0..keepers {
             stack.start_keeper(i);
         }
-        stack.start_nexus();
-        stack.wait_ready().await;
         stack
     }
 
@@ -94,6 +136,25 @@ impl SecretsStack {
 
     /// Starts Nexus (without waiting for it to be ready).
     pub fn start_nexus(&mut self) {
+        let process = self.spawn_nexus(self.nexus_port);
+        self.nexus = Some(process);
+    }
+
+    /// Starts another Nexus on its own port, with the same keepers and database (without
+    /// waiting for it to be ready); returns its URL. The stack must have a database URL: two
+    /// processes never share the default SQLite file.
+    pub fn start_nexus_replica(&mut self) -> String {
+        assert!(
+            self.database_url.is_some(),
+            "replicas share a database: start the stack with a database URL"
+        );
+        let port = free_port();
+        let process = self.spawn_nexus(port);
+        self.replicas.push(Replica { port, process });
+        format!("https://127.0.0.1:{port}")
+    }
+
+    fn spawn_nexus(&self, port: u16) -> Process {
         let keepers: Vec<String> = self
             .keeper_ports
             .iter()
@@ -102,7 +163,7 @@ impl SecretsStack {
         let mut cmd = Command::new(bin("nexus"));
         cmd.args([
             "--listen",
-            &format!("127.0.0.1:{}", self.nexus_port),
+            &format!("127.0.0.1:{port}"),
             "--trust-domain",
             TD,
             "--keepers",
@@ -113,8 +174,11 @@ impl SecretsStack {
         .arg("--data-dir")
         .arg(self.dir.join("nexus-data"))
         .env("SPIFFE_ENDPOINT_SOCKET", self.agent.endpoint());
-        let log = self.dir.join(format!("nexus-{}.log", free_port()));
-        self.nexus = Some(Process::spawn(cmd, log));
+        if let Some(url) = &self.database_url {
+            cmd.args(["--database-url", url]);
+        }
+        let log = self.dir.join(format!("nexus-{port}-{}.log", free_port()));
+        Process::spawn(cmd, log)
     }
 
     /// Kills Nexus (SIGKILL).
@@ -129,6 +193,15 @@ impl SecretsStack {
         self.nexus.as_ref().map(Process::log).unwrap_or_default()
     }
 
+    /// The logs of every Nexus process running now (the first one, then the replicas).
+    pub fn nexus_logs(&self) -> String {
+        let mut logs = self.nexus_log();
+        for replica in &self.replicas {
+            logs.push_str(&replica.process.log());
+        }
+        logs
+    }
+
     /// The Nexus URL.
     pub fn nexus_url(&self) -> String {
         format!("https://127.0.0.1:{}", self.nexus_port)
@@ -136,12 +209,26 @@ impl SecretsStack {
 
     /// Waits until `spike status` says ready.
     pub async fn wait_ready(&mut self) {
+        self.wait_ready_at(&self.nexus_url()).await;
+    }
+
+    /// Waits until `spike status` against the Nexus at `url` says ready; panics if a Nexus
+    /// process exited meanwhile.
+    pub async fn wait_ready_at(&mut self, url: &str) {
         let timeout = Duration::from_secs(60);
         wait_for("Nexus to be ready", timeout, || {
             if let Some(status) = self.nexus.as_mut().and_then(Process::try_exit) {
                 panic!("nexus exited ({status}):\n{}", self.nexus_log());
             }
-            let ready = self.spike(&["status"]).status.success();
+            for replica in &mut self.replicas {
+                if let Some(status) = replica.process.try_exit() {
+                    panic!(
+                        "nexus replica exited ({status}):\n{}",
+                        replica.process.log()
+                    );
+                }
+            }
+            let ready = self.spike_at(url, &["status"]).status.success();
             async move { ready.then_some(()) }
         })
         .await;
@@ -173,13 +260,24 @@ impl SecretsStack {
         self.run(&bin("spike"), args, None)
     }
 
+    /// Runs the admin `spike` with `args` against the Nexus at `url`.
+    pub fn spike_at(&self, url: &str, args: &[&str]) -> Output {
+        self.run_at(url, &bin("spike"), args, None)
+    }
+
     /// Runs `binary` (a `spike` copy) with `args`, feeding `stdin` if given.
     pub fn run(&self, binary: &Path, args: &[&str], stdin: Option<&[u8]>) -> Output {
+        self.run_at(&self.nexus_url(), binary, args, stdin)
+    }
+
+    /// Runs `binary` (a `spike` copy) with `args` against the Nexus at `url`, feeding
+    /// `stdin` if given.
+    pub fn run_at(&self, url: &str, binary: &Path, args: &[&str], stdin: Option<&[u8]>) -> Output {
         use std::io::Write;
         let mut cmd = Command::new(binary);
         cmd.args(args)
             .env("SPIFFE_ENDPOINT_SOCKET", self.agent.endpoint())
-            .env("SPIKE_NEXUS_API_URL", self.nexus_url())
+            .env("SPIKE_NEXUS_API_URL", url)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
@@ -192,14 +290,19 @@ impl SecretsStack {
 
     /// Runs the admin `spike`, panicking with its stderr unless it succeeds; returns stdout.
     pub fn spike_ok(&self, args: &[&str]) -> String {
-        let out = self.spike(args);
+        self.spike_ok_at(&self.nexus_url(), args)
+    }
+
+    /// [`SecretsStack::spike_ok`] against the Nexus at `url`.
+    pub fn spike_ok_at(&self, url: &str, args: &[&str]) -> String {
+        let out = self.spike_at(url, args);
         assert!(
             out.status.success(),
-            "spike {args:?} failed ({}):\nstdout: {}\nstderr: {}\nnexus log:\n{}",
+            "spike {args:?} at {url} failed ({}):\nstdout: {}\nstderr: {}\nnexus logs:\n{}",
             out.status,
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr),
-            self.nexus_log()
+            self.nexus_logs()
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }

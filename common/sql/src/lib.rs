@@ -12,8 +12,9 @@
 //!   `sqlx::migrate!` statics live in each datastore's crate (the macro resolves paths
 //!   relative to that crate) and are handed to [`connect`];
 //! * connection setup, done here: SQLite connections get their pragmas (WAL,
-//!   `synchronous=FULL`, foreign keys, a busy timeout) and SQLite write transactions start
-//!   with `BEGIN IMMEDIATE` ([`begin_write`]).
+//!   `synchronous=FULL`, foreign keys, a busy timeout), SQLite write transactions start
+//!   with `BEGIN IMMEDIATE` ([`begin_write`]), and PostgreSQL connections may get a
+//!   statement timeout ([`PoolSettings`], [`connect_with`]).
 //!
 //! Every query therefore runs, and is tested, on both databases.
 
@@ -28,7 +29,7 @@ use std::time::Duration;
 
 use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::Migrator;
-use sqlx::{Any, AnyPool, Transaction};
+use sqlx::{Any, AnyPool, Executor, Transaction};
 
 pub use sqlite::sqlite_url;
 pub use unavailable::is_unavailable;
@@ -83,7 +84,8 @@ impl Backend {
     }
 }
 
-/// Connects to `url` and brings the schema up to date with the backend's migrator.
+/// Connects to `url` and brings the schema up to date with the backend's migrator, with
+/// the default [`PoolSettings`].
 ///
 /// Accepted URLs are `sqlite://PATH` and `postgres://…` / `postgresql://…`. A SQLite file
 /// is created if missing (unless the URL sets `mode=` itself), readable and writable by
@@ -93,11 +95,41 @@ pub async fn connect(
     sqlite_migrator: &Migrator,
     postgres_migrator: &Migrator,
 ) -> Result<(AnyPool, Backend), SqlError> {
+    connect_with(
+        url,
+        sqlite_migrator,
+        postgres_migrator,
+        PoolSettings::default(),
+    )
+    .await
+}
+
+/// Pool settings beyond [`connect`]'s defaults.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PoolSettings {
+    /// PostgreSQL only: the server cancels a statement that runs longer than this
+    /// (`statement_timeout`, set on every pooled connection), so a stuck query or a lock
+    /// held too long becomes an error ([`is_unavailable`]: retry later) instead of a
+    /// request that hangs. Migrations run without it. `None`: the server's setting.
+    pub statement_timeout: Option<Duration>,
+    /// How long a caller waits for a pooled connection, including reconnecting while the
+    /// database is down, before the pool gives up with `PoolTimedOut`. `None`: 10 s.
+    pub acquire_timeout: Option<Duration>,
+}
+
+/// [`connect`] with `settings`.
+pub async fn connect_with(
+    url: &str,
+    sqlite_migrator: &Migrator,
+    postgres_migrator: &Migrator,
+    settings: PoolSettings,
+) -> Result<(AnyPool, Backend), SqlError> {
     static INSTALL_DRIVERS: Once = Once::new();
     INSTALL_DRIVERS.call_once(sqlx::any::install_default_drivers);
 
     let backend = Backend::from_url(url)?;
-    let options = AnyPoolOptions::new().acquire_timeout(ACQUIRE_TIMEOUT);
+    let options =
+        AnyPoolOptions::new().acquire_timeout(settings.acquire_timeout.unwrap_or(ACQUIRE_TIMEOUT));
     let (options, url) = match backend {
         Backend::Sqlite => {
             let url = sqlite_url(url);
@@ -111,19 +143,52 @@ pub async fn connect(
                 .after_connect(|conn, _meta| Box::pin(sqlite::apply_pragmas(conn)));
             (options, url)
         }
-        Backend::Postgres => (options.max_connections(10), url.to_owned()),
+        Backend::Postgres => {
+            let options = options.max_connections(10);
+            let options = match settings.statement_timeout {
+                Some(timeout) => {
+                    let millis = timeout.as_millis().max(1);
+                    options.after_connect(move |conn, _meta| {
+                        Box::pin(async move {
+                            conn.execute(format!("SET statement_timeout = {millis}").as_str())
+                                .await
+                                .map(drop)
+                        })
+                    })
+                }
+                None => options,
+            };
+            (options, url.to_owned())
+        }
     };
     let pool = options.connect(&url).await?;
 
-    let migrator = match backend {
-        Backend::Sqlite => sqlite_migrator,
-        Backend::Postgres => postgres_migrator,
+    let migrated = match (backend, settings.statement_timeout) {
+        (Backend::Sqlite, _) => sqlite_migrator.run(&pool).await,
+        (Backend::Postgres, None) => postgres_migrator.run(&pool).await,
+        (Backend::Postgres, Some(_)) => migrate_without_timeout(&url, postgres_migrator).await,
     };
-    if let Err(err) = migrator.run(&pool).await {
+    if let Err(err) = migrated {
         pool.close().await;
         return Err(err.into());
     }
     Ok((pool, backend))
+}
+
+/// Runs `migrator` over a connection of its own, without the pool's statement timeout: a
+/// migration may rewrite a large table, and it waits for another process's migration lock.
+async fn migrate_without_timeout(
+    url: &str,
+    migrator: &Migrator,
+) -> Result<(), sqlx::migrate::MigrateError> {
+    let pool = AnyPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .connect(url)
+        .await?;
+    let migrated = migrator.run(&pool).await;
+    pool.close().await;
+    migrated
 }
 
 /// Starts a transaction that will write. On SQLite it takes the database write lock

@@ -18,6 +18,7 @@ const POSTGRES_TRANSIENT_CODES: &[&str] = &[
     "25006", // read_only_sql_transaction: connected to a standby, e.g. during fail-over
     "40001", // serialization_failure
     "40P01", // deadlock_detected: the other transaction won; retrying succeeds
+    "57014", // query_canceled: statement_timeout expired (server slow or a lock held long)
 ];
 
 /// SQLite primary result codes that mean the file cannot be used right now.

@@ -43,8 +43,9 @@ impl<'a> Audit<'a> {
     }
 
     /// Refuses unless Nexus is ready and the caller may do `wanted` on `target`; records the
-    /// target and the decision.
-    pub fn authorize(
+    /// target and the decision. A caller other than the superuser is judged by a policy set
+    /// that reflects every change committed so far, on any replica.
+    pub async fn authorize(
         &mut self,
         nexus: &Nexus,
         target: &str,
@@ -52,6 +53,9 @@ impl<'a> Audit<'a> {
     ) -> Result<(), ApiError> {
         self.target = target.to_owned();
         nexus.root()?;
+        if !nexus.access.is_superuser(self.caller) {
+            nexus.current_policies().await?;
+        }
         if nexus.access.allows(self.caller, target, wanted) {
             self.decision = "allow";
             Ok(())

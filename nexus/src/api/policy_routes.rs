@@ -42,27 +42,35 @@ async fn dispatch(
     match action {
         Action::Put => {
             let request: PutPolicyRequest = parse(&bytes)?;
-            audit.authorize(nexus, SYSTEM_ACL_PATH, Permission::Write)?;
+            audit
+                .authorize(nexus, SYSTEM_ACL_PATH, Permission::Write)
+                .await?;
             audit.target = request.name.clone();
             nexus.put_policy(&request).await?;
             Ok(ok(Empty {}))
         }
         Action::Get => {
             let request: PolicyIdRequest = parse(&bytes)?;
-            audit.authorize(nexus, SYSTEM_ACL_PATH, Permission::Read)?;
+            audit
+                .authorize(nexus, SYSTEM_ACL_PATH, Permission::Read)
+                .await?;
             audit.target = request.id.clone();
             Ok(ok(nexus.get_policy(&request.id).await?))
         }
         Action::Delete => {
             let request: PolicyIdRequest = parse(&bytes)?;
-            audit.authorize(nexus, SYSTEM_ACL_PATH, Permission::Write)?;
+            audit
+                .authorize(nexus, SYSTEM_ACL_PATH, Permission::Write)
+                .await?;
             audit.target = request.id.clone();
             nexus.delete_policy(&request.id).await?;
             Ok(ok(Empty {}))
         }
         Action::List => {
             let filter: ListPoliciesRequest = parse(&bytes)?;
-            audit.authorize(nexus, SYSTEM_ACL_PATH, Permission::List)?;
+            audit
+                .authorize(nexus, SYSTEM_ACL_PATH, Permission::List)
+                .await?;
             let policies = nexus.list_policies(&filter).await?;
             Ok(ok(ListPoliciesResponse { policies }))
         }

@@ -42,18 +42,24 @@ async fn dispatch(
     match action {
         Action::Put => {
             let request: PutSecretRequest = parse(&bytes)?;
-            audit.authorize(nexus, &request.path, Permission::Write)?;
+            audit
+                .authorize(nexus, &request.path, Permission::Write)
+                .await?;
             let version = nexus.put_secret(&request, audit.caller()).await?;
             Ok(ok(PutSecretResponse { version }))
         }
         Action::Get => {
             let request: GetSecretRequest = parse(&bytes)?;
-            audit.authorize(nexus, &request.path, Permission::Read)?;
+            audit
+                .authorize(nexus, &request.path, Permission::Read)
+                .await?;
             Ok(ok(nexus.get_secret(&request.path, request.version).await?))
         }
         Action::Delete | Action::Undelete | Action::Destroy => {
             let request: VersionsRequest = parse(&bytes)?;
-            audit.authorize(nexus, &request.path, Permission::Write)?;
+            audit
+                .authorize(nexus, &request.path, Permission::Write)
+                .await?;
             match action {
                 Action::Delete => {
                     nexus
@@ -78,6 +84,9 @@ async fn dispatch(
             nexus.root()?;
             audit.decision = "allow";
             let keys = nexus.list_secrets().await?;
+            if !nexus.access.is_superuser(audit.caller()) {
+                nexus.current_policies().await?;
+            }
             let keys = nexus.access.readable(audit.caller(), keys);
             Ok(ok(ListSecretsResponse { keys }))
         }
@@ -99,7 +108,9 @@ pub async fn metadata(
             return Err(ApiError::bad_request("metadata supports only action=get"));
         }
         let request: GetSecretRequest = parse(&body(request)?)?;
-        audit.authorize(&nexus, &request.path, Permission::Read)?;
+        audit
+            .authorize(&nexus, &request.path, Permission::Read)
+            .await?;
         Ok(ok(nexus.metadata(&request.path).await?))
     }
     .await;

@@ -20,7 +20,15 @@
 //! all its reading after that, inside the same transaction. On SQLite `BEGIN IMMEDIATE`
 //! already serialises writers; on PostgreSQL (READ COMMITTED) the row lock does, so two
 //! puts to one path never compute the same version and exactly one check-and-set wins.
-//! Several Nexus replicas may share one PostgreSQL database.
+//!
+//! # Several Nexus replicas on one database
+//!
+//! Several Nexus processes may share one PostgreSQL database. First-time initialisation runs
+//! under a database-wide lock ([`Store::initialize_exclusively`]), so exactly one replica
+//! creates the root key. Every policy change increments a generation counter in its own
+//! transaction and, on PostgreSQL, announces it on a notification channel
+//! (`crate::policy_sync` listens), so no replica keeps enforcing a policy another replica
+//! changed. Secrets are never cached, so they need no invalidation.
 
 mod error;
 mod model;
@@ -29,6 +37,9 @@ mod root_key;
 mod secrets;
 mod versions;
 
+use std::time::Duration;
+
+use common_sql::PoolSettings;
 use sqlx::migrate::Migrator;
 use sqlx::{Any, AnyPool, Transaction};
 use time::OffsetDateTime;
@@ -38,6 +49,17 @@ pub use error::StoreError;
 pub use model::{
     KeyRecord, PutVersion, SealedRecord, SecretMeta, StoredPolicy, StoredVersion, VersionMeta,
 };
+pub use policies::POLICY_CHANNEL;
+pub use root_key::{InitError, Initialization};
+
+/// PostgreSQL cancels a statement running longer than this: no query of Nexus's takes more
+/// than milliseconds, so one that does is stuck (a lock held by a hung client, an
+/// overloaded server) and the caller is better answered 503 than left hanging.
+const STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a request waits for a database connection (reconnecting meanwhile if the
+/// database is down) before it is answered 503. Short, so clients learn quickly.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
@@ -56,8 +78,13 @@ impl Store {
     /// if missing) and `postgres://…` / `postgresql://…`. Any other scheme yields
     /// [`StoreError::UnsupportedUrl`].
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        let settings = PoolSettings {
+            statement_timeout: Some(STATEMENT_TIMEOUT),
+            acquire_timeout: Some(ACQUIRE_TIMEOUT),
+        };
         let (pool, backend) =
-            common_sql::connect(url, &SQLITE_MIGRATIONS, &POSTGRES_MIGRATIONS).await?;
+            common_sql::connect_with(url, &SQLITE_MIGRATIONS, &POSTGRES_MIGRATIONS, settings)
+                .await?;
         Ok(Store { pool, backend })
     }
 

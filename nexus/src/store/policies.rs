@@ -1,19 +1,32 @@
 //! Policies (`policies`): the name is the plaintext key, the body is sealed by the caller.
+//!
+//! Every change also increments the policy generation (`policy_generation`) in the same
+//! transaction, and returns the new value: a Nexus whose cache was loaded at that generation
+//! or later has seen the change. On PostgreSQL a trigger (migration 0002) announces each
+//! new generation to every replica on the `nexus_policies` channel.
 
-use sqlx::Row;
 use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
 use time::OffsetDateTime;
 
-use super::{SealedRecord, Store, StoreError, StoredPolicy, from_millis, to_millis};
+use super::{
+    Backend, SealedRecord, Store, StoreError, StoredPolicy, from_millis, to_millis, version_from_db,
+};
+
+/// The PostgreSQL notification channel on which each new policy generation is announced,
+/// by the trigger of migration `0002_policy_generation.sql` (keep the two in step).
+pub const POLICY_CHANNEL: &str = "nexus_policies";
 
 impl Store {
     /// Creates or replaces the policy `name`. A replaced policy keeps its `created_at`.
+    /// Returns the policy generation this change created.
     pub async fn put_policy(
         &self,
         name: &str,
         sealed: SealedRecord,
         now: OffsetDateTime,
-    ) -> Result<(), StoreError> {
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO policies (name, wrapped_key, ciphertext, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $4) \
@@ -24,9 +37,11 @@ impl Store {
         .bind(sealed.wrapped_key)
         .bind(sealed.ciphertext)
         .bind(to_millis(now))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(())
+        let generation = next_generation(&mut tx).await?;
+        tx.commit().await?;
+        Ok(generation)
     }
 
     /// The policy `name`, if it exists.
@@ -43,13 +58,46 @@ impl Store {
         .transpose()
     }
 
-    /// Deletes the policy `name`; `false` if there was none.
-    pub async fn delete_policy(&self, name: &str) -> Result<bool, StoreError> {
+    /// Deletes the policy `name`; returns the policy generation this change created, or
+    /// `None` (and changes nothing) if there was no such policy.
+    pub async fn delete_policy(&self, name: &str) -> Result<Option<u64>, StoreError> {
+        let mut tx = self.begin_write().await?;
         let deleted = sqlx::query("DELETE FROM policies WHERE name = $1")
             .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        if deleted.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        let generation = next_generation(&mut tx).await?;
+        tx.commit().await?;
+        Ok(Some(generation))
+    }
+
+    /// The current policy generation: how many policy changes were ever committed.
+    pub async fn policy_generation(&self) -> Result<u64, StoreError> {
+        let row = sqlx::query("SELECT generation FROM policy_generation WHERE id = 1")
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(missing_generation)?;
+        version_from_db(row.try_get("generation")?, "policy_generation.generation")
+    }
+
+    /// PostgreSQL: sends `payload` to every Nexus listening on [`POLICY_CHANNEL`] (a
+    /// liveness ping; generations are announced by the trigger). SQLite: nothing to do.
+    pub async fn notify_policy_listeners(&self, payload: &str) -> Result<(), StoreError> {
+        if self.backend != Backend::Postgres {
+            return Ok(());
+        }
+        // Selected through FROM: pg_notify returns `void`, which the Any driver cannot
+        // decode.
+        sqlx::query("SELECT 1 AS sent FROM pg_notify($1, $2)")
+            .bind(POLICY_CHANNEL)
+            .bind(payload)
             .execute(&self.pool)
             .await?;
-        Ok(deleted.rows_affected() > 0)
+        Ok(())
     }
 
     /// Every policy, sorted by name (byte-wise).
@@ -64,6 +112,23 @@ impl Store {
         .map(policy_from_row)
         .collect()
     }
+}
+
+/// Increments the policy generation inside `tx` and returns the new value. The row lock it
+/// takes also orders concurrent policy changes: generations follow commit order.
+async fn next_generation(tx: &mut Transaction<'static, Any>) -> Result<u64, StoreError> {
+    let row = sqlx::query(
+        "UPDATE policy_generation SET generation = generation + 1 WHERE id = 1 \
+         RETURNING generation",
+    )
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or_else(missing_generation)?;
+    version_from_db(row.try_get("generation")?, "policy_generation.generation")
+}
+
+fn missing_generation() -> StoreError {
+    StoreError::Corrupt("the policy_generation row is missing".into())
 }
 
 fn policy_from_row(row: &AnyRow) -> Result<StoredPolicy, StoreError> {

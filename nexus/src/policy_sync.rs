@@ -1,0 +1,203 @@
+//! Keeping the policy cache current when several Nexus replicas share one database, so
+//! that a grant revoked through one replica is refused by every other at once.
+//!
+//! Every policy change increments the stored policy generation in its own transaction
+//! ([`crate::store`]); on PostgreSQL a trigger sends the new generation on
+//! [`POLICY_CHANNEL`]. Each replica runs [`run`]: a `LISTEN` on its own connection that
+//! announces each generation to the cache ([`crate::access`]) and reloads it. Requests judged
+//! by policies first call [`Nexus::current_policies`], which reloads a stale cache before
+//! any decision, so a request that arrives between a notification and the end of its reload
+//! waits for the reload instead of being judged by the old set.
+//!
+//! # When the listener is down
+//!
+//! A notification sent while the listener is disconnected is lost for good. So from the
+//! moment the connection is known to be lost until it is back (LISTEN re-issued, then the
+//! stored generation read), the cache is not trusted: every policy decision first reads the
+//! stored generation, one indexed single-row read, and reloads if it moved. We chose this
+//! over refusing every request with 503 because it is just as safe (each decision sees every
+//! change committed before it) while Nexus stays available through a lost listener
+//! connection; if the database itself is down, that read fails and the request gets 503
+//! anyway. The superuser is judged by role, not policies, and never waits for either.
+//!
+//! A connection can also die silently (a NAT or firewall dropping an idle flow: no reset
+//! arrives). Each replica therefore pings the channel every [`PING_INTERVAL`]; a listener
+//! that hears nothing, not even pings, for [`SILENCE_LIMIT`] is presumed dead, distrusted
+//! and replaced. Only in that case can a change go unseen, for at most [`SILENCE_LIMIT`].
+//!
+//! SQLite is written by this process alone: its own writes announce every change, so the
+//! cache is trusted from the start and no listener runs.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use nexus_crypto::RootKey;
+use sqlx::postgres::PgListener;
+
+use crate::service::{Nexus, ServiceError};
+use crate::store::POLICY_CHANNEL;
+
+/// How often this replica pings the policy channel.
+pub const PING_INTERVAL: Duration = Duration::from_secs(2);
+/// Silence after which a listener connection is presumed dead.
+pub const SILENCE_LIMIT: Duration = Duration::from_secs(6);
+/// The payload of a ping (generations are numbers).
+const PING: &str = "ping";
+/// Longest wait between reconnection attempts.
+const RECONNECT_CAP: Duration = Duration::from_secs(2);
+
+impl Nexus {
+    /// Makes sure the policy cache reflects every policy change committed so far, before it
+    /// judges a request. Fails closed: 503 if that cannot be established.
+    pub async fn current_policies(&self) -> Result<(), ServiceError> {
+        if !self.access.changes_pushed() {
+            let stored = self.store.policy_generation().await?;
+            self.access.announce(stored);
+        }
+        let wanted = self.access.announced();
+        if self.access.generation() >= wanted {
+            return Ok(());
+        }
+        let root = self.root()?;
+        self.refresh_policies(&root).await?;
+        if self.access.generation() < wanted {
+            // Only if the stored generation went backwards (a database restored from an
+            // older backup): refuse rather than judge by a set of unknown age.
+            tracing::error!(
+                wanted,
+                loaded = self.access.generation(),
+                "the stored policy generation is behind one seen earlier; restart Nexus after restoring its database"
+            );
+            return Err(ServiceError::NotReady(
+                "the policy cache is resynchronising; retry shortly".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Records a policy change this process committed at `generation` and reloads the
+    /// cache, so the writer's next request already sees it.
+    pub(crate) async fn policies_changed(
+        &self,
+        root: &RootKey,
+        generation: u64,
+    ) -> Result<(), ServiceError> {
+        self.access.announce(generation);
+        self.refresh_policies(root).await
+    }
+
+    /// Reloads the cache unless it is current; one reload at a time.
+    pub(crate) async fn refresh_policies(&self, root: &RootKey) -> Result<(), ServiceError> {
+        let _one = self.policy_reload.lock().await;
+        if self.access.is_current() {
+            return Ok(());
+        }
+        self.load_policies(root).await
+    }
+}
+
+/// Keeps this replica's policy cache in step with the other replicas' changes (PostgreSQL
+/// only). Runs until the process ends.
+pub async fn run(nexus: Arc<Nexus>, url: String) {
+    tokio::join!(ping(&nexus), listen(&nexus, &url));
+}
+
+/// Pings the channel, so every listener, this replica's included, hears something often.
+async fn ping(nexus: &Nexus) {
+    loop {
+        if let Err(error) = nexus.store.notify_policy_listeners(PING).await {
+            tracing::debug!(%error, "cannot ping the policy channel");
+        }
+        tokio::time::sleep(PING_INTERVAL).await;
+    }
+}
+
+/// Listens, and reconnects whenever the connection is lost or falls silent.
+async fn listen(nexus: &Nexus, url: &str) {
+    let mut delay = Duration::from_millis(50);
+    loop {
+        let heard = Mutex::new(Instant::now());
+        let why = tokio::select! {
+            error = session(nexus, url, &heard) => error,
+            () = silence(&heard) => format!("nothing heard for {SILENCE_LIMIT:?}; the connection is presumed dead"),
+        };
+        if nexus.access.changes_pushed() {
+            nexus.access.set_changes_pushed(false);
+            tracing::warn!(
+                reason = %why,
+                "lost the policy change listener; every policy decision reads the stored policy generation until it is back"
+            );
+            delay = Duration::from_millis(50);
+        } else {
+            tracing::debug!(reason = %why, "cannot listen for policy changes yet");
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(RECONNECT_CAP);
+    }
+}
+
+/// One listener connection: LISTEN, catch up, then apply notifications until the connection
+/// fails. Returns why it ended.
+async fn session(nexus: &Nexus, url: &str, heard: &Mutex<Instant>) -> String {
+    let mut listener = match PgListener::connect(url).await {
+        Ok(listener) => listener,
+        Err(error) => return format!("connecting: {error}"),
+    };
+    // A lost connection ends the session; the next one is built from scratch, LISTEN first.
+    listener.eager_reconnect(false);
+    if let Err(error) = listener.listen(POLICY_CHANNEL).await {
+        return format!("LISTEN {POLICY_CHANNEL}: {error}");
+    }
+    mark(heard);
+    // LISTEN is in force: every change committed from now on will be notified, and every
+    // change committed before is counted in the generation read next. Nothing falls between.
+    let stored = match nexus.store.policy_generation().await {
+        Ok(stored) => stored,
+        Err(error) => return format!("reading the policy generation: {error}"),
+    };
+    nexus.access.announce(stored);
+    nexus.access.set_changes_pushed(true);
+    tracing::info!(generation = stored, "listening for policy changes");
+    refresh_if_unsealed(nexus).await;
+    loop {
+        match listener.try_recv().await {
+            Ok(Some(notification)) => {
+                mark(heard);
+                if let Ok(generation) = notification.payload().parse::<u64>() {
+                    tracing::debug!(generation, "policy change announced");
+                    nexus.access.announce(generation);
+                    refresh_if_unsealed(nexus).await;
+                }
+            }
+            Ok(None) => return "the connection was closed".into(),
+            Err(error) => return error.to_string(),
+        }
+    }
+}
+
+/// Reloads a stale cache now, if there is a root key to open policies with (until there
+/// is, unsealing loads them). A failure is left to the next request, which reloads itself.
+async fn refresh_if_unsealed(nexus: &Nexus) {
+    let Some(root) = nexus.keys.root() else {
+        return;
+    };
+    if let Err(error) = nexus.refresh_policies(&root).await {
+        tracing::warn!(%error, "reloading policies after a change failed; requests will retry");
+    }
+}
+
+fn mark(heard: &Mutex<Instant>) {
+    *heard.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
+}
+
+/// Completes once nothing was heard for [`SILENCE_LIMIT`].
+async fn silence(heard: &Mutex<Instant>) {
+    loop {
+        let last = *heard.lock().unwrap_or_else(PoisonError::into_inner);
+        let deadline = last + SILENCE_LIMIT;
+        if Instant::now() >= deadline {
+            return;
+        }
+        tokio::time::sleep_until(deadline.into()).await;
+    }
+}
