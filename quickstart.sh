@@ -94,6 +94,7 @@ cmd_up() {
     fail "Nexus data exists in $DATA/nexus but no keeper is running, so its root key is gone (keepers hold it in memory only). Run './quickstart.sh down' to start over."
   fi
   command -v cargo >/dev/null || fail "cargo is required (https://rustup.rs)"
+  [[ $(id -u) == 0 ]] || fail "run as root: Nexus and the keepers disable core dumps, so only a root agent can attest them by binary path"
   local port
   for port in "$SERVER_PORT" "${KEEPER_PORTS[@]}" "$NEXUS_PORT"; do
     port_free "$port" || fail "port $port on 127.0.0.1 is in use; stop what uses it or set SPIKE_QUICKSTART_*_PORT"

@@ -2,6 +2,7 @@
 //! (never on disk) until the process exits. Handlers read it lock-free; [`crate::unseal`]
 //! writes it once.
 
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwapOption;
@@ -21,7 +22,7 @@ struct Progress {
 pub struct KeyState {
     root: ArcSwapOption<RootKey>,
     progress: Mutex<Progress>,
-    threshold: u8,
+    threshold: AtomicU8,
     keepers: usize,
 }
 
@@ -35,7 +36,7 @@ impl KeyState {
                 reachable: 0,
                 message: "starting".into(),
             }),
-            threshold,
+            threshold: AtomicU8::new(threshold),
             keepers,
         }
     }
@@ -78,7 +79,13 @@ impl KeyState {
 
     /// Shards needed.
     pub fn threshold(&self) -> u8 {
-        self.threshold
+        self.threshold.load(Ordering::Relaxed)
+    }
+
+    /// Records the threshold the stored root key was split with (it wins over the
+    /// configured one, which only applies to a first start).
+    pub fn set_threshold(&self, threshold: u8) {
+        self.threshold.store(threshold, Ordering::Relaxed);
     }
 
     /// The status as `/v1/status` reports it.
@@ -101,7 +108,7 @@ impl KeyState {
             keepers: KeeperStatus {
                 total: self.keepers,
                 reachable: progress.reachable,
-                threshold: self.threshold,
+                threshold: self.threshold(),
             },
             message: if state == SealState::Ready {
                 String::new()

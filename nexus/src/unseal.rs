@@ -48,9 +48,9 @@ pub async fn run(nexus: Arc<Nexus>, keepers: Keepers, threshold: u8, probe_inter
         }
     };
     loop {
-        tokio::time::sleep(probe_interval).await;
         let reachable = reseed(&keepers, &shards).await;
         nexus.keys.set_reachable(reachable);
+        tokio::time::sleep(probe_interval).await;
     }
 }
 
@@ -83,6 +83,7 @@ async fn obtain_root_key(
             None => (threshold, shares(keepers)),
             Some(record) => (record.threshold, record.shares),
         };
+        nexus.keys.set_threshold(params.0);
         if let Some(root) = nexus.keys.root() {
             // Restored by an operator (break-glass) while this loop was waiting.
             tracing::info!("root key restored from recovery shards");

@@ -250,6 +250,10 @@ fn explain_api(status: u16, code: ErrorCode, message: &str, call: &Call<'_>) -> 
         return text;
     }
     match code {
+        ErrorCode::NotReady if message.contains("datastore") => format!(
+            "Nexus is not ready: {}. Its database cannot be reached right now; retry shortly, and check the database if it lasts.",
+            said("its datastore is unavailable")
+        ),
         ErrorCode::NotReady => format!(
             "Nexus is not ready: {}. It is waiting for its keepers to return enough shards of the root key; check `spike status` and that the keepers are running.",
             said("it has no root key yet")
