@@ -423,3 +423,70 @@ async fn break_glass_drill_recovers_after_every_keeper_is_lost() {
         PASSWORD
     );
 }
+
+#[tokio::test]
+async fn legacy_apps_get_secrets_through_exec_and_render() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stack = SecretsStack::start(dir.path(), 3).await;
+    stack.spike_ok(&[
+        "secret",
+        "put",
+        "db/password",
+        "user=app",
+        &format!("password={PASSWORD}"),
+    ]);
+
+    // exec: the child sees the value in its environment and its exit code comes through.
+    let out = std::process::Command::new(tests::bin("spike"))
+        .args([
+            "exec",
+            "--secret",
+            "db/password:password=DB_PASSWORD",
+            "--",
+            "sh",
+            "-c",
+        ])
+        .arg("test \"$DB_PASSWORD\" = \"$EXPECTED\" && exit 7")
+        .env("SPIFFE_ENDPOINT_SOCKET", stack.agent.endpoint())
+        .env("SPIKE_NEXUS_API_URL", stack.nexus_url())
+        .env("EXPECTED", PASSWORD)
+        .output()
+        .expect("spike exec");
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    let missing = stack.spike(&["exec", "--secret", "db/nothing=X", "--", "true"]);
+    assert!(
+        !missing.status.success(),
+        "no child runs without its secrets"
+    );
+
+    // render: a 0600 file from a template, rewritten when the secret changes.
+    let template = dir.path().join("app.conf.tmpl");
+    let rendered = dir.path().join("app.conf");
+    std::fs::write(&template, "user = {{ secret \"db/password\" \"user\" }}\n").expect("template");
+    let args = [
+        "render",
+        "--template",
+        &template.display().to_string(),
+        "--out",
+        &rendered.display().to_string(),
+    ]
+    .map(str::to_owned);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    stack.spike_ok(&args);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&rendered)
+        .expect("rendered")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert_eq!(
+        std::fs::read_to_string(&rendered).expect("read"),
+        "user = app\n"
+    );
+    stack.spike_ok(&["secret", "put", "db/password", "user=app2", "password=x"]);
+    stack.spike_ok(&args);
+    assert_eq!(
+        std::fs::read_to_string(&rendered).expect("read"),
+        "user = app2\n"
+    );
+}
