@@ -2,64 +2,18 @@
 //! generate a `sqlite_*` test (fresh file in a temp dir) and a `postgres_*` test (fresh
 //! database on the server from `SPIKE_TEST_POSTGRES_URL`, see `common_sql::testing`).
 
-use std::path::Path;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use nexus::store::{
-    Backend, InitError, Initialization, KeyRecord, PutVersion, SealedRecord, Store, StoreError,
+    InitError, Initialization, KeyRecord, PutVersion, SealedRecord, Store, StoreError,
     StoredVersion,
 };
 use nexus_crypto::CryptoError;
 use time::{Duration, OffsetDateTime};
 
-/// Generates `$sqlite` and `$postgres` tests running `$check(&Store)`.
-macro_rules! backend_tests {
-    ($($check:ident => $sqlite:ident, $postgres:ident;)*) => {$(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $sqlite() {
-            let dir = tempfile::tempdir().expect("create temp dir");
-            let store = Store::connect(&sqlite_url(dir.path()))
-                .await
-                .expect("open SQLite store");
-            assert_eq!(store.backend(), Backend::Sqlite);
-            $check(&store).await;
-            store.close().await;
-        }
-
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $postgres() {
-            let db = common_sql::testing::TestDatabase::create().await;
-            let store = Store::connect(db.url())
-                .await
-                .expect("open PostgreSQL store");
-            assert_eq!(store.backend(), Backend::Postgres);
-            $check(&store).await;
-            store.close().await;
-        }
-    )*};
-}
-
-/// Generates `$sqlite` and `$postgres` tests running `$check(url)` for tests that open
-/// the store themselves (several times, like several Nexus processes).
-macro_rules! backend_url_tests {
-    ($($check:ident => $sqlite:ident, $postgres:ident;)*) => {$(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $sqlite() {
-            let dir = tempfile::tempdir().expect("create temp dir");
-            $check(&sqlite_url(dir.path())).await;
-        }
-
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $postgres() {
-            let db = common_sql::testing::TestDatabase::create().await;
-            $check(db.url()).await;
-        }
-    )*};
-}
-
-backend_tests! {
+common_sql::backend_tests! {
+    Store::connect;
     check_initialize_once => sqlite_initialize_once, postgres_initialize_once;
     check_put_and_get_versions => sqlite_put_and_get_versions, postgres_put_and_get_versions;
     check_check_and_set => sqlite_check_and_set, postgres_check_and_set;
@@ -76,13 +30,9 @@ backend_tests! {
     check_failed_initialization_stores_nothing => sqlite_failed_initialization_stores_nothing, postgres_failed_initialization_stores_nothing;
 }
 
-backend_url_tests! {
+common_sql::backend_url_tests! {
     check_concurrent_initialize => sqlite_concurrent_initialize, postgres_concurrent_initialize;
     check_concurrent_initialize_runs_one_creation => sqlite_concurrent_initialize_runs_one_creation, postgres_concurrent_initialize_runs_one_creation;
-}
-
-fn sqlite_url(dir: &Path) -> String {
-    format!("sqlite://{}", dir.join("nexus.db").display())
 }
 
 /// A fixed time `ms` milliseconds after a base (times are stored at millisecond precision).
@@ -834,10 +784,12 @@ async fn sqlite_file_is_private() {
     use std::os::unix::fs::PermissionsExt;
 
     let dir = tempfile::tempdir().expect("create temp dir");
-    let store = Store::connect(&sqlite_url(dir.path())).await.expect("open");
+    let store = Store::connect(&common_sql::testing::sqlite_url(dir.path()))
+        .await
+        .expect("open");
     put_ok(&store, "db/x").await;
     store.close().await;
-    let mode = std::fs::metadata(dir.path().join("nexus.db"))
+    let mode = std::fs::metadata(dir.path().join("test.db"))
         .expect("database file exists")
         .permissions()
         .mode();
@@ -867,7 +819,9 @@ async fn unsupported_url_is_rejected() {
 #[tokio::test]
 async fn closed_store_is_unavailable() {
     let dir = tempfile::tempdir().expect("create temp dir");
-    let store = Store::connect(&sqlite_url(dir.path())).await.expect("open");
+    let store = Store::connect(&common_sql::testing::sqlite_url(dir.path()))
+        .await
+        .expect("open");
     store.close().await;
     let err = store.list_paths().await.expect_err("pool is closed");
     assert!(err.is_unavailable(), "{err:?}");

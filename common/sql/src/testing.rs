@@ -136,6 +136,61 @@ fn redact(url: &str) -> String {
     }
 }
 
+/// A `sqlite://` URL for a fresh database file in `dir`.
+pub fn sqlite_url(dir: &std::path::Path) -> String {
+    format!("sqlite://{}", dir.join("test.db").display())
+}
+
+/// Generates, for each `$check => $sqlite, $postgres;`, a test running `$check(url)` on a fresh
+/// SQLite file and one on a fresh PostgreSQL database, for suites that open the store
+/// themselves. The calling crate needs `tokio` and `tempfile`.
+#[macro_export]
+macro_rules! backend_url_tests {
+    ($($check:ident => $sqlite:ident, $postgres:ident;)*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $sqlite() {
+            let dir = tempfile::tempdir().expect("create temp dir");
+            $check(&$crate::testing::sqlite_url(dir.path())).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $postgres() {
+            let db = $crate::testing::TestDatabase::create().await;
+            $check(db.url()).await;
+        }
+    )*};
+}
+
+/// Like [`backend_url_tests`], for checks taking an open store: `$connect(url)` opens it
+/// (it must have `backend()` and `close()`), the test asserts the backend, runs
+/// `$check(&store)` and closes it.
+#[macro_export]
+macro_rules! backend_tests {
+    ($connect:path; $($check:ident => $sqlite:ident, $postgres:ident;)*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $sqlite() {
+            let dir = tempfile::tempdir().expect("create temp dir");
+            let store = $connect(&$crate::testing::sqlite_url(dir.path()))
+                .await
+                .expect("open a SQLite store");
+            assert_eq!(store.backend(), $crate::Backend::Sqlite);
+            $check(&store).await;
+            store.close().await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $postgres() {
+            let db = $crate::testing::TestDatabase::create().await;
+            let store = $connect(db.url())
+                .await
+                .expect("open a PostgreSQL store");
+            assert_eq!(store.backend(), $crate::Backend::Postgres);
+            $check(&store).await;
+            store.close().await;
+        }
+    )*};
+}
+
 #[cfg(test)]
 mod tests {
     use super::{redact, with_database};

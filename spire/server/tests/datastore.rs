@@ -2,59 +2,13 @@
 //! generate a `sqlite_*` test (fresh file in a temp dir) and a `postgres_*` test (fresh
 //! database on the server from `SPIKE_TEST_POSTGRES_URL`, see `common_sql::testing`).
 
-use std::path::Path;
-
 use spire_server::datastore::{
-    AttestedAgent, Backend, Bundle, Datastore, DatastoreError, Entry, EntryFilter, JoinToken,
-    JwtKey, Selector,
+    AttestedAgent, Bundle, Datastore, DatastoreError, Entry, EntryFilter, JoinToken, JwtKey,
+    Selector,
 };
 
-/// Generates `$sqlite` and `$postgres` tests running `$check(&Datastore)`.
-macro_rules! backend_tests {
-    ($($check:ident => $sqlite:ident, $postgres:ident;)*) => {$(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $sqlite() {
-            let dir = tempfile::tempdir().expect("create temp dir");
-            let ds = Datastore::connect(&sqlite_url(dir.path()))
-                .await
-                .expect("open SQLite datastore");
-            assert_eq!(ds.backend(), Backend::Sqlite);
-            $check(&ds).await;
-            ds.close().await;
-        }
-
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $postgres() {
-            let db = common_sql::testing::TestDatabase::create().await;
-            let ds = Datastore::connect(db.url())
-                .await
-                .expect("open PostgreSQL datastore");
-            assert_eq!(ds.backend(), Backend::Postgres);
-            $check(&ds).await;
-            ds.close().await;
-        }
-    )*};
-}
-
-/// Generates `$sqlite` and `$postgres` tests running `$check(url)` for tests that open
-/// the datastore themselves.
-macro_rules! backend_url_tests {
-    ($($check:ident => $sqlite:ident, $postgres:ident;)*) => {$(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $sqlite() {
-            let dir = tempfile::tempdir().expect("create temp dir");
-            $check(&sqlite_url(dir.path())).await;
-        }
-
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $postgres() {
-            let db = common_sql::testing::TestDatabase::create().await;
-            $check(db.url()).await;
-        }
-    )*};
-}
-
-backend_tests! {
+common_sql::backend_tests! {
+    Datastore::connect;
     check_entry_round_trip => sqlite_entry_round_trip, postgres_entry_round_trip;
     check_duplicate_entry_rejected => sqlite_duplicate_entry_rejected, postgres_duplicate_entry_rejected;
     check_concurrent_duplicate_creates => sqlite_concurrent_duplicate_creates, postgres_concurrent_duplicate_creates;
@@ -68,12 +22,8 @@ backend_tests! {
     check_bundles => sqlite_bundles, postgres_bundles;
 }
 
-backend_url_tests! {
+common_sql::backend_url_tests! {
     check_reopen_keeps_data => sqlite_reopen_keeps_data, postgres_reopen_keeps_data;
-}
-
-fn sqlite_url(dir: &Path) -> String {
-    format!("sqlite://{}", dir.join("datastore.db").display())
 }
 
 fn sel(kind: &str, value: &str) -> Selector {
