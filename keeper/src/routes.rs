@@ -9,18 +9,11 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+use nexus_api::model::ShardBody;
 use serde_json::json;
 use zeroize::Zeroizing;
 
 use crate::shard::{SHARD_LEN, ShardSlot};
-
-/// Body of `/v1/store/contribute` (and of the `/v1/store/shard` response): the shard as a JSON
-/// array of 32 numbers, as SPIKE sends it.
-#[derive(Deserialize, Serialize)]
-struct ShardBody {
-    shard: Vec<u8>,
-}
 
 /// An API error: SPIKE's `{"err": code}` with a human message.
 struct ApiError {
@@ -76,9 +69,9 @@ async fn contribute(
     axum::extract::State(slot): axum::extract::State<Arc<ShardSlot>>,
     body: Result<Json<ShardBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let Json(body) =
+    let Json(mut body) =
         body.map_err(|e| ApiError::bad_request(format!("malformed request: {}", e.body_text())))?;
-    let body = Zeroizing::new(body.shard);
+    let body = Zeroizing::new(std::mem::take(&mut body.shard));
     let value: [u8; SHARD_LEN] = body.as_slice().try_into().map_err(|_| {
         ApiError::bad_request(format!(
             "shard must be {SHARD_LEN} numbers, got {}",

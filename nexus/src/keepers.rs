@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use identity::https_client::{HttpsClient, HttpsError};
+use nexus_api::model::ShardBody;
 use nexus_crypto::{KEY_LEN, Shard};
-use serde::{Deserialize, Serialize};
 use spiffe::{SpiffeId, TrustDomain, X509Source};
 use zeroize::Zeroizing;
 
@@ -37,18 +37,6 @@ pub enum KeeperError {
         /// What was wrong.
         reason: String,
     },
-}
-
-/// The wire body of both keeper routes (SPIKE's: 32 numbers).
-#[derive(Serialize, Deserialize)]
-struct ShardBody {
-    shard: Vec<u8>,
-}
-
-impl Drop for ShardBody {
-    fn drop(&mut self) {
-        zeroize::Zeroize::zeroize(&mut self.shard);
-    }
 }
 
 /// One keeper: its URL and the id of the shard it holds.

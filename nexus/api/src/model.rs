@@ -382,6 +382,26 @@ pub struct RestoreResponse {
     pub restored: bool,
 }
 
+/// A keeper's shard on the wire (`/v1/store/contribute` request, `/v1/store/shard` answer):
+/// 32 bytes as a JSON array of numbers, as SPIKE sends it. Zeroed when dropped.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardBody {
+    /// The shard's bytes.
+    pub shard: Vec<u8>,
+}
+
+impl std::fmt::Debug for ShardBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ShardBody([REDACTED])")
+    }
+}
+
+impl Drop for ShardBody {
+    fn drop(&mut self) {
+        self.shard.iter_mut().for_each(|b| *b = 0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
