@@ -15,7 +15,8 @@ use std::time::Duration;
 use anyhow::Context;
 use spiffe::{SpiffeId, TrustDomain};
 
-/// Keeper configuration (flags with environment fallbacks).
+/// Keeper configuration: flags, then environment variables, then a TOML file (`--config`),
+/// then defaults.
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
     name = "keeper",
@@ -23,6 +24,10 @@ use spiffe::{SpiffeId, TrustDomain};
     about = "Holds one shard of Nexus's root key, in memory only"
 )]
 pub struct Config {
+    /// TOML file whose keys (the options below in snake case, e.g. `listen = "..."`) set
+    /// defaults that flags and environment variables override.
+    #[arg(long, env = "SPIKE_KEEPER_CONFIG", value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
     /// Address to listen on.
     #[arg(long, env = "SPIKE_KEEPER_LISTEN", default_value = "127.0.0.1:8443")]
     pub listen: std::net::SocketAddr,
@@ -65,4 +70,35 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     )
     .await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_file_is_valid() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../examples/config/keeper.toml"
+        );
+        let config: Config =
+            common_process::config_file::try_parse_from(["keeper", "--config", path])
+                .expect("valid");
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8443");
+        assert_eq!(config.trust_domain, "example.org");
+        let config: Config = common_process::config_file::try_parse_from([
+            "keeper",
+            "--config",
+            path,
+            "--listen",
+            "127.0.0.1:9000",
+        ])
+        .expect("valid");
+        assert_eq!(
+            config.listen.to_string(),
+            "127.0.0.1:9000",
+            "flags override the file"
+        );
+    }
 }

@@ -1,5 +1,6 @@
-//! Nexus's configuration: flags with environment fallbacks (SPIKE's variable names where SPIKE
-//! has one), checked once at start so a bad value is one clear error naming the option.
+//! Nexus's configuration: flags, then environment variables (SPIKE's names where SPIKE has
+//! one), then a TOML file (`--config`, keys named as the flags in snake case), then defaults;
+//! checked once at start so a bad value is one clear error naming the option.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,6 +14,10 @@ use std::time::Duration;
     about = "The secrets service: versioned secrets under a root key held only in memory and in keepers"
 )]
 pub struct Config {
+    /// TOML file whose keys (the options below in snake case, e.g. `shamir_threshold = 3`)
+    /// set defaults that flags and environment variables override.
+    #[arg(long, env = "SPIKE_NEXUS_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Address to listen on (mTLS; every client presents an SVID).
     #[arg(long, env = "SPIKE_NEXUS_LISTEN", default_value = "127.0.0.1:8553")]
     pub listen: SocketAddr,
@@ -27,12 +32,7 @@ pub struct Config {
     pub database_url: Option<String>,
     /// Keeper URLs, comma separated (`https://host:port`). A keeper's position (1-based) is
     /// the id of the shard it holds, so keep the order stable.
-    #[arg(
-        long,
-        env = "SPIKE_NEXUS_KEEPER_PEERS",
-        value_delimiter = ',',
-        required = true
-    )]
+    #[arg(long, env = "SPIKE_NEXUS_KEEPER_PEERS", value_delimiter = ',')]
     pub keepers: Vec<String>,
     /// How many shards rebuild the root key. Shares = number of keepers.
     #[arg(long, env = "SPIKE_NEXUS_SHAMIR_THRESHOLD", default_value_t = 2)]
@@ -46,6 +46,24 @@ pub struct Config {
     /// Workload API socket (`unix:///path`); defaults to `SPIFFE_ENDPOINT_SOCKET`.
     #[arg(long, env = "SPIFFE_ENDPOINT_SOCKET")]
     pub spiffe_endpoint_socket: Option<String>,
+    /// Audit log: a file (appended, created 0600) or `-` for stdout. One JSON line per
+    /// request, written before the answer; if it cannot be written, requests fail.
+    #[arg(
+        long,
+        env = "SPIKE_NEXUS_AUDIT_LOG",
+        default_value = "-",
+        value_name = "FILE|-"
+    )]
+    pub audit_log: String,
+    /// Where Prometheus metrics are served (plain HTTP, `GET /metrics`): keep it on loopback
+    /// or a private network. `off` disables them.
+    #[arg(
+        long,
+        env = "SPIKE_NEXUS_METRICS_LISTEN",
+        default_value = "127.0.0.1:8554",
+        value_name = "ADDRESS|off"
+    )]
+    pub metrics_listen: String,
     /// Log level (`RUST_LOG` overrides it).
     #[arg(long, env = "SPIKE_NEXUS_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
@@ -80,6 +98,12 @@ impl Config {
             return Err(invalid("trust-domain", "must be lowercase"));
         }
         let shares = self.keepers.len();
+        if shares == 0 {
+            return Err(invalid(
+                "keepers",
+                "required: the keepers' URLs (flag, SPIKE_NEXUS_KEEPER_PEERS or `keepers = [...]` in the config file)",
+            ));
+        }
         if shares > usize::from(u8::MAX) {
             return Err(invalid("keepers", "at most 255 keepers"));
         }
@@ -102,6 +126,7 @@ impl Config {
         if self.max_secret_versions == 0 {
             return Err(invalid("max-secret-versions", "must be at least 1"));
         }
+        self.metrics_address()?;
         if self.keeper_probe_interval.is_zero() {
             return Err(invalid("keeper-probe-interval", "must be positive"));
         }
@@ -116,6 +141,19 @@ impl Config {
         }
     }
 
+    /// The metrics address, or `None` when metrics are off.
+    pub fn metrics_address(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        match self.metrics_listen.as_str() {
+            "off" => Ok(None),
+            address => address.parse().map(Some).map_err(|_| {
+                invalid(
+                    "metrics-listen",
+                    format!("{address:?} is neither host:port (an IP address) nor `off`"),
+                )
+            }),
+        }
+    }
+
     /// Number of shares (one per keeper).
     pub fn shares(&self) -> u8 {
         u8::try_from(self.keepers.len()).unwrap_or(u8::MAX)
@@ -124,12 +162,25 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
-
     use super::*;
 
     fn parse(args: &[&str]) -> Config {
-        Config::try_parse_from(std::iter::once("nexus").chain(args.iter().copied())).expect("parse")
+        common_process::config_file::try_parse_from(
+            std::iter::once("nexus").chain(args.iter().copied()),
+        )
+        .expect("parse")
+    }
+
+    #[test]
+    fn the_example_config_file_is_valid() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/config/nexus.toml");
+        let config = parse(&["--config", path]);
+        config.validate().expect("valid");
+        assert_eq!(config.trust_domain, "example.org");
+        assert_eq!(config.shares(), 3);
+        assert_eq!(config.keeper_probe_interval, Duration::from_secs(5));
+        let config = parse(&["--config", path, "--shamir-threshold", "3"]);
+        assert_eq!(config.shamir_threshold, 3, "flags override the file");
     }
 
     #[test]
@@ -145,6 +196,7 @@ mod tests {
     #[test]
     fn bad_values_name_the_option() {
         for (args, option) in [
+            (vec![], "keepers"),
             (vec!["--keepers", "https://a:1"], "shamir-threshold"),
             (vec!["--keepers", "http://a:1,https://b:1"], "keepers"),
             (vec!["--keepers", "https://a:1,https://a:1"], "keepers"),

@@ -17,12 +17,16 @@
 //! - [`service`]: secret and policy operations, independent of HTTP.
 //! - [`validate`]: input limits.
 //! - [`api`]: the SPIKE-compatible v1 HTTP API.
+//! - [`audit_log`]: one JSON line per request, written before the answer.
+//! - [`metrics`]: Prometheus metrics, on a port of their own.
 
 pub mod access;
 pub mod api;
+pub mod audit_log;
 pub mod break_glass;
 pub mod config;
 pub mod keepers;
+pub mod metrics;
 pub mod policy_sync;
 pub mod root_key;
 pub mod run;

@@ -1,10 +1,8 @@
 //! `nexus`: the secrets service.
 
-use clap::Parser;
-
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let config = nexus::Config::parse();
+    let config: nexus::Config = common_process::config_file::parse();
     common_process::init_logging(&config.log_level);
     match nexus::run(config).await {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -8,6 +8,7 @@ use anyhow::Context;
 use spiffe::TrustDomain;
 
 use crate::access::Access;
+use crate::audit_log::AuditLog;
 use crate::config::Config;
 use crate::keepers::Keepers;
 use crate::root_key::KeyState;
@@ -34,11 +35,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     .context("getting Nexus's SVID from the Workload API")?;
     let keepers = Keepers::new(&config.keepers, source.clone(), td.clone())?;
     let access = Access::new(&config.trust_domain)?;
+    let audit = AuditLog::open(&config.audit_log)?;
     let nexus = Arc::new(Nexus::new(
         store,
         KeyState::new(config.shamir_threshold, config.keepers.len()),
         access,
         config.max_secret_versions,
+        audit,
     ));
 
     // Any SVID of the trust domain may connect; every route authorises the caller itself.
@@ -60,6 +63,30 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             None
         }
     };
+    let metrics = match config.metrics_address()? {
+        Some(address) => {
+            let listener = common_metrics::bind(address)
+                .await
+                .with_context(|| format!("binding the metrics address {address}"))?;
+            let registry = Arc::new(crate::metrics::registry(nexus.clone()));
+            let counted = nexus.clone();
+            let refresh = move || {
+                let nexus = counted.clone();
+                async move {
+                    if let Ok(count) = nexus.store.secret_count().await {
+                        nexus.metrics.set_secrets(count);
+                    }
+                }
+            };
+            Some(tokio::spawn(common_metrics::serve(
+                listener,
+                registry,
+                refresh,
+                common_process::shutdown_signal(),
+            )))
+        }
+        None => None,
+    };
     let lifecycle = tokio::spawn(crate::unseal::run(
         nexus.clone(),
         keepers,
@@ -74,6 +101,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     )
     .await;
     lifecycle.abort();
+    if let Some(task) = metrics {
+        task.abort();
+    }
     if let Some(task) = policy_sync {
         task.abort();
     }

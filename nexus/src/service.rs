@@ -13,6 +13,8 @@ use policies::{Permission, Policy};
 use time::OffsetDateTime;
 
 use crate::access::Access;
+use crate::audit_log::AuditLog;
+use crate::metrics::Metrics;
 use crate::root_key::KeyState;
 use crate::sealing::{self, SealingError};
 use crate::store::{PutVersion, Store, StoreError};
@@ -85,6 +87,10 @@ pub struct Nexus {
     pub access: Access,
     /// Versions kept for new secrets.
     pub max_versions: u32,
+    /// Where every request's audit line goes.
+    pub audit: AuditLog,
+    /// Counters and gauges for `/metrics`.
+    pub metrics: Metrics,
     /// One policy reload at a time ([`crate::policy_sync`]); callers that waited find the
     /// cache current and skip theirs.
     pub(crate) policy_reload: tokio::sync::Mutex<()>,
@@ -94,12 +100,20 @@ pub struct Nexus {
 
 impl Nexus {
     /// Shared state over `store`, sealed until the root key is installed.
-    pub fn new(store: Store, keys: KeyState, access: Access, max_versions: u32) -> Self {
+    pub fn new(
+        store: Store,
+        keys: KeyState,
+        access: Access,
+        max_versions: u32,
+        audit: AuditLog,
+    ) -> Self {
         Nexus {
             store,
             keys,
             access,
             max_versions,
+            audit,
+            metrics: Metrics::default(),
             policy_reload: tokio::sync::Mutex::new(()),
             restoring: tokio::sync::Mutex::new(Vec::new()),
         }

@@ -106,6 +106,9 @@ async fn obtain_root_key(
         };
         match install(nexus, root).await {
             Ok(root) => {
+                nexus
+                    .metrics
+                    .set_unseal_seconds(started.elapsed().as_secs_f64());
                 tracing::info!(elapsed = ?started.elapsed(), "root key in memory; Nexus is ready");
                 return (root, params.0, params.1);
             }

@@ -2,16 +2,18 @@
 //! peer identity the TLS layer would have attached. A real SQLite store and a real root key
 //! sit behind the routes.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use identity::listener::PeerInfo;
 use nexus::access::Access;
+use nexus::audit_log::AuditLog;
 use nexus::root_key::KeyState;
 use nexus::service::Nexus;
 use nexus::store::Store;
-use nexus_crypto::RootKey;
+use nexus_crypto::{KeyCheck, RootKey, combine, split};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -25,14 +27,21 @@ struct Api {
 }
 
 async fn api(ready: bool) -> Api {
+    api_with_audit(ready, None).await
+}
+
+/// An API whose audit lines go to `audit` (default: `audit.log` in its directory).
+async fn api_with_audit(ready: bool, audit: Option<&Path>) -> Api {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = format!("sqlite://{}", dir.path().join("nexus.db").display());
     let store = Store::connect(&url).await.expect("store");
+    let audit_path = audit.map_or_else(|| dir.path().join("audit.log"), Path::to_owned);
     let nexus = Arc::new(Nexus::new(
         store,
         KeyState::new(2, 3),
         Access::new("td").expect("access"),
         3,
+        AuditLog::file(&audit_path).expect("audit log"),
     ));
     if ready {
         nexus.keys.set_root(RootKey::generate().expect("root key"));
@@ -69,6 +78,10 @@ impl Api {
             .await
             .expect("response");
         let status = response.status();
+        assert!(
+            response.headers().contains_key("x-request-id"),
+            "every answer names its audit line"
+        );
         assert_eq!(
             response
                 .headers()
@@ -409,4 +422,176 @@ async fn break_glass_recover_and_restore() {
             json!(s.expose_secret().to_vec())
         );
     }
+}
+
+impl Api {
+    /// The audit lines written so far, parsed.
+    fn audit_lines(&self) -> Vec<Value> {
+        std::fs::read_to_string(self._dir.path().join("audit.log"))
+            .expect("audit log")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn every_request_leaves_one_audit_line_with_the_caller_and_no_value() {
+    let api = api(true).await;
+    let secret = "correct-horse-battery-staple";
+    let requests = [
+        (
+            ADMIN,
+            "/v1/store/secrets",
+            json!({"path": "db/pw", "values": {"pw": secret}}),
+        ),
+        (
+            ADMIN,
+            "/v1/store/secrets?action=get",
+            json!({"path": "db/pw"}),
+        ),
+        (
+            APP,
+            "/v1/store/secrets?action=get",
+            json!({"path": "db/pw"}),
+        ),
+        (APP, "/v1/nowhere", json!({})),
+        (APP, "/v1/status", json!({})),
+    ];
+    let mut statuses = Vec::new();
+    for (caller, uri, body) in &requests {
+        statuses.push(api.post(caller, uri, body.clone()).await.0.as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 401, 400, 200]);
+    let text = std::fs::read_to_string(api._dir.path().join("audit.log")).expect("audit log");
+    assert!(!text.contains(secret), "no secret value in the audit log");
+    let lines = api.audit_lines();
+    assert_eq!(lines.len(), requests.len(), "one line per request");
+    let fields = |l: &Value, k: &str| l[k].as_str().unwrap_or_default().to_owned();
+    let summary: Vec<[String; 5]> = lines
+        .iter()
+        .map(|l| {
+            [
+                fields(l, "caller"),
+                fields(l, "route"),
+                fields(l, "action"),
+                fields(l, "path"),
+                fields(l, "decision"),
+            ]
+        })
+        .collect();
+    let row = |c: &str, r: &str, a: &str, p: &str, d: &str| [c, r, a, p, d].map(str::to_owned);
+    assert_eq!(
+        summary,
+        [
+            row(ADMIN, "/v1/store/secrets", "put", "db/pw", "allow"),
+            row(ADMIN, "/v1/store/secrets", "get", "db/pw", "allow"),
+            row(APP, "/v1/store/secrets", "get", "db/pw", "deny"),
+            row(APP, "/v1/nowhere", "-", "", "none"),
+            row(APP, "/v1/status", "-", "", "none"),
+        ]
+    );
+    for (line, status) in lines.iter().zip(statuses) {
+        assert_eq!(line["status"], status);
+        assert!(line["latency_us"].is_u64());
+        assert_eq!(line["request_id"].as_str().map(str::len), Some(36));
+    }
+}
+
+#[tokio::test]
+async fn a_request_that_cannot_be_audited_is_refused_and_reveals_nothing() {
+    let api = api(true).await;
+    let (status, _) = api
+        .post(
+            ADMIN,
+            "/v1/store/secrets",
+            json!({"path": "db/pw", "values": {"pw": "s3cret-value"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    // The same datastore and root key behind a Nexus whose audit log is a full disk.
+    let broken = Arc::new(Nexus::new(
+        api.nexus.store.clone(),
+        KeyState::new(2, 3),
+        Access::new("td").expect("access"),
+        3,
+        AuditLog::file(Path::new("/dev/full")).expect("open /dev/full"),
+    ));
+    let root = api.nexus.keys.root().expect("ready");
+    let copy = combine(
+        &split(&root, 2, 3).expect("split"),
+        2,
+        &KeyCheck::compute(&root).expect("check"),
+    )
+    .expect("combine");
+    nexus::unseal::install(&broken, copy)
+        .await
+        .expect("install");
+    let broken = Api {
+        router: nexus::api::router(broken.clone()),
+        nexus: broken,
+        _dir: tempfile::tempdir().expect("tempdir"),
+    };
+    let (status, answer) = broken
+        .post(
+            ADMIN,
+            "/v1/store/secrets?action=get",
+            json!({"path": "db/pw"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{answer}");
+    assert_eq!(answer["err"], "api_internal_error");
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("audit log")
+    );
+    assert!(!answer.to_string().contains("s3cret-value"));
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_and_status_and_show_the_lifecycle() {
+    let api = api(true).await;
+    api.nexus.keys.set_reachable(2);
+    for (caller, path) in [(ADMIN, "a"), (ADMIN, "b"), (APP, "a")] {
+        api.post(
+            caller,
+            "/v1/store/secrets?action=get",
+            json!({ "path": path }),
+        )
+        .await;
+    }
+    api.post(APP, "/v1/nowhere", json!({})).await;
+    let registry = nexus::metrics::registry(api.nexus.clone());
+    api.nexus.metrics.set_secrets(7);
+    let text = common_metrics::encode(&registry).expect("encode");
+    let sample = |series: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+    };
+    // a and b do not exist (404); the app is not allowed (401).
+    assert_eq!(
+        sample(r#"nexus_http_requests_total{route="/v1/store/secrets",status="404"}"#),
+        2.0
+    );
+    assert_eq!(
+        sample(r#"nexus_http_requests_total{route="/v1/store/secrets",status="401"}"#),
+        1.0
+    );
+    assert_eq!(
+        sample(r#"nexus_http_requests_total{route="unmatched",status="400"}"#),
+        1.0
+    );
+    assert_eq!(
+        sample(r#"nexus_http_request_duration_seconds_count{route="/v1/store/secrets"}"#),
+        3.0
+    );
+    assert_eq!(sample("nexus_sealed"), 0.0);
+    assert_eq!(sample("nexus_initialized"), 1.0);
+    assert_eq!(sample("nexus_keepers_reachable"), 2.0);
+    assert_eq!(sample("nexus_keepers"), 3.0);
+    assert_eq!(sample("nexus_secrets"), 7.0);
+    assert_eq!(sample("nexus_audit_failures_total"), 0.0);
 }

@@ -22,6 +22,7 @@ async fn replica(url: &str, root: &RootKey) -> Arc<Nexus> {
         KeyState::new(2, 3),
         Access::new("td").expect("access"),
         10,
+        nexus::audit_log::AuditLog::stdout(),
     ));
     let copy = combine(
         &split(root, 2, 3).expect("split"),

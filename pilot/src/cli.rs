@@ -47,6 +47,11 @@ pub struct Cli {
 /// Options every command accepts, before or after the subcommand.
 #[derive(Debug, Clone, Args)]
 pub struct GlobalArgs {
+    /// TOML file whose keys (these global options in snake case, e.g. `nexus_url = "..."`)
+    /// set defaults that flags and environment variables override.
+    #[arg(long, env = "SPIKE_CONFIG", value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
+
     /// Nexus's API URL.
     #[arg(
         long,
@@ -402,6 +407,23 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("spike").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn the_example_config_file_sets_global_options() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/config/spike.toml");
+        let cli: Cli = common_process::config_file::try_parse_from([
+            "spike", "secret", "list", "--config", path,
+        ])
+        .expect("valid");
+        assert_eq!(cli.global.nexus_url, "https://127.0.0.1:8553");
+        assert_eq!(cli.global.trust_domain.as_deref(), Some("example.org"));
+        let cli: Cli = common_process::config_file::try_parse_from([
+            "spike", "--config", path, "-f", "json", "status",
+        ])
+        .expect("valid");
+        assert_eq!(cli.global.format, Format::Json, "flags override the file");
+        assert!(matches!(cli.command, Command::Status));
     }
 
     #[test]

@@ -3,11 +3,9 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
     pilot::memory::lock();
-    let cli = pilot::Cli::parse();
+    let cli: pilot::Cli = common_process::config_file::parse();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -25,6 +25,8 @@ pub struct SecretsStack {
     pub keeper_ports: Vec<u16>,
     pub keepers: Vec<Option<Process>>,
     pub nexus_port: u16,
+    /// The plain-HTTP metrics port of the Nexus on `nexus_port` (replicas have none).
+    pub metrics_port: u16,
     pub nexus: Option<Process>,
     /// Nexus's `--database-url`; `None`: the default SQLite file in its data directory.
     pub database_url: Option<String>,
@@ -101,6 +103,7 @@ impl SecretsStack {
             keeper_ports: (0..keepers).map(|_| free_port()).collect(),
             keepers: (0..keepers).map(|_| None).collect(),
             nexus_port: free_port(),
+            metrics_port: free_port(),
             nexus: None,
             database_url: database_url.map(str::to_owned),
             replicas: Vec::new(),
@@ -134,6 +137,20 @@ impl SecretsStack {
         }
     }
 
+    /// The audit log of the Nexus on the stack's own port.
+    pub fn audit_log(&self) -> PathBuf {
+        self.audit_log_of(self.nexus_port)
+    }
+
+    fn audit_log_of(&self, port: u16) -> PathBuf {
+        self.dir.join(format!("audit-{port}.log"))
+    }
+
+    /// Nexus's `/metrics` text (from the Nexus on the stack's own port).
+    pub async fn metrics(&self) -> String {
+        crate::http_get(&format!("127.0.0.1:{}", self.metrics_port), "/metrics").await
+    }
+
     /// Starts Nexus (without waiting for it to be ready).
     pub fn start_nexus(&mut self) {
         let process = self.spawn_nexus(self.nexus_port);
@@ -155,28 +172,34 @@ impl SecretsStack {
     }
 
     fn spawn_nexus(&self, port: u16) -> Process {
+        // Most settings come from a config file, as operators run it; the port is a flag.
         let keepers: Vec<String> = self
             .keeper_ports
             .iter()
-            .map(|p| format!("https://127.0.0.1:{p}"))
+            .map(|p| format!("\"https://127.0.0.1:{p}\""))
             .collect();
-        let mut cmd = Command::new(bin("nexus"));
-        cmd.args([
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--trust-domain",
-            TD,
-            "--keepers",
-            &keepers.join(","),
-            "--keeper-probe-interval",
-            "300ms",
-        ])
-        .arg("--data-dir")
-        .arg(self.dir.join("nexus-data"))
-        .env("SPIFFE_ENDPOINT_SOCKET", self.agent.endpoint());
+        let mut config = format!(
+            "trust_domain = \"{TD}\"\nkeepers = [{}]\nkeeper_probe_interval = \"300ms\"\ndata_dir = {:?}\naudit_log = {:?}\n",
+            keepers.join(", "),
+            self.dir.join("nexus-data"),
+            self.audit_log_of(port),
+        );
         if let Some(url) = &self.database_url {
-            cmd.args(["--database-url", url]);
+            config.push_str(&format!("database_url = {url:?}\n"));
         }
+        let metrics = if port == self.nexus_port {
+            format!("127.0.0.1:{}", self.metrics_port)
+        } else {
+            "off".to_owned()
+        };
+        config.push_str(&format!("metrics_listen = {metrics:?}\n"));
+        let config_path = self.dir.join(format!("nexus-{port}.toml"));
+        std::fs::write(&config_path, config).expect("write the Nexus config file");
+        let mut cmd = Command::new(bin("nexus"));
+        cmd.arg("--config")
+            .arg(&config_path)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env("SPIFFE_ENDPOINT_SOCKET", self.agent.endpoint());
         let log = self.dir.join(format!("nexus-{port}-{}.log", free_port()));
         Process::spawn(cmd, log)
     }

@@ -209,6 +209,42 @@ async fn secrets_policies_and_workloads() {
     let revoked = stack.run(&billing, &["secret", "get", "apps/billing/key"], None);
     assert!(!revoked.status.success());
 
+    // The audit log names who did what, with the decision and the outcome.
+    let audit = std::fs::read_to_string(stack.audit_log()).expect("audit log");
+    let billing_reads: Vec<(String, u64)> = audit
+        .lines()
+        .map(json)
+        .filter(|l| {
+            l["caller"] == "spiffe://example.org/app/billing"
+                && l["action"] == "get"
+                && l["path"] == "apps/billing/key"
+        })
+        .map(|l| {
+            (
+                l["decision"].as_str().unwrap_or_default().to_owned(),
+                l["status"].as_u64().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        billing_reads,
+        [("allow".to_owned(), 200), ("deny".to_owned(), 401)],
+        "the granted read, then the read after revocation"
+    );
+
+    // Prometheus metrics on the plain-HTTP metrics port.
+    let metrics = stack.metrics().await;
+    let sample = |name: &str, labels: &[(&str, &str)]| tests::metric(&metrics, name, labels);
+    assert_eq!(sample("nexus_sealed", &[]), Some(0.0), "{metrics}");
+    assert_eq!(sample("nexus_keepers_reachable", &[]), Some(3.0));
+    assert_eq!(sample("nexus_secrets", &[]), Some(3.0));
+    assert!(sample("nexus_unseal_duration_seconds", &[]).is_some_and(|s| s > 0.0));
+    let refused = [("route", "/v1/store/secrets"), ("status", "401")];
+    assert!(
+        sample("nexus_http_requests_total", &refused).is_some_and(|n| n >= 4.0),
+        "{metrics}"
+    );
+
     // No secret value at rest or in any log.
     for path in files(dir.path()) {
         if path.extension().is_some_and(|e| e == "txt") || path.starts_with(dir.path().join("bin"))

@@ -1,5 +1,7 @@
-//! Process plumbing every binary shares: logging set-up, shutdown signals and hardening for
-//! processes that hold key material.
+//! Process plumbing every binary shares: config files, logging set-up, shutdown signals and
+//! hardening for processes that hold key material.
+
+pub mod config_file;
 
 /// Logs to stderr at `level`, unless `RUST_LOG` says otherwise.
 pub fn init_logging(level: &str) {

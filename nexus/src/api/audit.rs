@@ -1,15 +1,26 @@
-//! One audit line per request: who, what, on which path, the decision and the outcome. Never
-//! a secret value. Written through `tracing` with target `audit`.
+//! The audit line of every request: handlers note what they understood ([`Audit`]), and
+//! [`record`] writes the line through [`crate::audit_log`] before the response leaves. A
+//! request whose line cannot be written is answered 500 instead, so nothing is served
+//! unrecorded.
 
+use std::sync::Arc;
 use std::time::Instant;
 
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::HeaderValue;
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use identity::listener::PeerInfo;
+use nexus_api::ErrorCode;
 use nexus_api::routes::Action;
-
 use policies::Permission;
 
 use super::ApiError;
+use crate::audit_log::{self, AuditRecord};
 use crate::service::Nexus;
+
+/// Longest request path quoted in the line of a request to an unknown route.
+const MAX_UNKNOWN_ROUTE: usize = 200;
 
 /// The audit record of one request, filled in as the request is understood.
 pub struct Audit<'a> {
@@ -21,7 +32,15 @@ pub struct Audit<'a> {
     pub target: String,
     /// `allow` or `deny` once authorisation ran; `none` before.
     pub decision: &'static str,
-    started: Instant,
+}
+
+/// What a handler noted, handed to [`record`] in the response's extensions.
+#[derive(Debug, Clone)]
+struct AuditNote {
+    route: &'static str,
+    action: Option<Action>,
+    target: String,
+    decision: &'static str,
 }
 
 impl<'a> Audit<'a> {
@@ -33,7 +52,6 @@ impl<'a> Audit<'a> {
             action: None,
             target: String::new(),
             decision: "none",
-            started: Instant::now(),
         }
     }
 
@@ -68,28 +86,81 @@ impl<'a> Audit<'a> {
         }
     }
 
-    /// Writes the line and turns the outcome into the response.
+    /// Turns the outcome into the response, carrying the note for [`record`].
     pub fn finish(self, outcome: Result<Response, ApiError>) -> Response {
-        let response = match outcome {
+        let mut response = match outcome {
             Ok(response) => response,
             Err(error) => error.into_response(),
         };
-        let request_id = uuid::Uuid::new_v4();
-        tracing::info!(
-            target: "audit",
-            request_id = %request_id,
-            caller = self.caller,
-            route = self.route,
-            action = self.action.map(|a| a.as_query().unwrap_or("put")).unwrap_or("-"),
-            path = %self.target,
-            decision = self.decision,
-            status = response.status().as_u16(),
-            latency_us = self.started.elapsed().as_micros() as u64,
-        );
-        let mut response = response;
-        if let Ok(value) = axum::http::HeaderValue::from_str(&request_id.to_string()) {
-            response.headers_mut().insert("x-request-id", value);
-        }
+        response.extensions_mut().insert(AuditNote {
+            route: self.route,
+            action: self.action,
+            target: self.target,
+            decision: self.decision,
+        });
         response
     }
+}
+
+/// Middleware: runs the request, writes its audit line, then lets the response go (with its
+/// `x-request-id`), or answers 500 if the line could not be written.
+pub async fn record(State(nexus): State<Arc<Nexus>>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let time = audit_log::now();
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let caller = request
+        .extensions()
+        .get::<PeerInfo>()
+        .and_then(|peer| peer.spiffe_id.as_ref())
+        .map_or_else(|| "-".to_owned(), ToString::to_string);
+    let mut uri_path = request.uri().path().to_owned();
+    let matched = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned());
+    let mut response = next.run(request).await;
+    let note = response.extensions_mut().remove::<AuditNote>();
+    let route = note.as_ref().map_or_else(
+        || {
+            let mut end = MAX_UNKNOWN_ROUTE.min(uri_path.len());
+            while !uri_path.is_char_boundary(end) {
+                end -= 1;
+            }
+            uri_path.truncate(end);
+            uri_path.as_str()
+        },
+        |n| n.route,
+    );
+    let line = AuditRecord {
+        time,
+        request_id: &request_id,
+        caller: &caller,
+        route,
+        action: note
+            .as_ref()
+            .and_then(|n| n.action)
+            .map_or("-", |a| a.as_query().unwrap_or("put")),
+        path: note.as_ref().map_or("", |n| n.target.as_str()),
+        decision: note.as_ref().map_or("none", |n| n.decision),
+        status: response.status().as_u16(),
+        latency_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+    };
+    nexus.metrics.request(
+        matched.as_deref().unwrap_or("unmatched"),
+        line.status,
+        started.elapsed().as_secs_f64(),
+    );
+    if let Err(error) = nexus.audit.write(&line) {
+        nexus.metrics.audit_failure();
+        tracing::error!(%error, request_id, "audit line not written; the request is refused");
+        response = ApiError::new(
+            ErrorCode::Internal,
+            "the audit log cannot be written, so this request is refused; an operator must fix the audit log",
+        )
+        .into_response();
+    }
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
 }

@@ -2,7 +2,8 @@
 //! `?action=`, JSON bodies, errors as `{"err": code, "message": ...}`.
 //!
 //! Every request is authorised by the caller's SPIFFE ID from its verified client
-//! certificate, after Nexus is known to be ready, and leaves one audit line.
+//! certificate, after Nexus is known to be ready, and leaves one audit line
+//! ([`crate::audit_log`]) before its answer goes out.
 
 mod audit;
 mod error;
@@ -54,8 +55,9 @@ pub fn router(nexus: Arc<Nexus>) -> Router {
         )
         .route(routes::STATUS, post(status).get(status))
         .fallback(unknown_route)
-        .with_state(nexus)
+        .with_state(nexus.clone())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(nexus, audit::record))
         .layer(axum::middleware::map_response(no_store))
 }
 

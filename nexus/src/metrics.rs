@@ -1,0 +1,162 @@
+//! Nexus's Prometheus metrics: requests by route and status, their latency, the lifecycle
+//! (sealed, keepers reachable, time to unseal) and how many secrets are stored. Served by
+//! [`common_metrics`] on the metrics port, never on the mTLS API.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::service::Nexus;
+
+/// A route and the status it answered.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// The route template (`unmatched` for unknown routes, so labels stay few).
+    pub route: String,
+    /// The HTTP status.
+    pub status: u16,
+}
+
+/// A route.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// The route template.
+    pub route: String,
+}
+
+type LatencyFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
+
+/// The metrics Nexus updates as it works.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    requests: Family<RequestLabels, Counter>,
+    latency: LatencyFamily,
+    audit_failures: Counter,
+    secrets: Gauge,
+    unseal_seconds: Gauge<f64, AtomicU64>,
+}
+
+fn latency_histogram() -> Histogram {
+    // 100 µs to ~1.6 s.
+    Histogram::new(exponential_buckets(0.0001, 2.0, 15))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            requests: Family::default(),
+            latency: Family::new_with_constructor(latency_histogram),
+            audit_failures: Counter::default(),
+            secrets: Gauge::default(),
+            unseal_seconds: Gauge::default(),
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts one answered request.
+    pub fn request(&self, route: &str, status: u16, seconds: f64) {
+        let route = route.to_owned();
+        self.latency
+            .get_or_create(&RouteLabels {
+                route: route.clone(),
+            })
+            .observe(seconds);
+        self.requests
+            .get_or_create(&RequestLabels { route, status })
+            .inc();
+    }
+
+    /// Counts a request refused because its audit line could not be written.
+    pub fn audit_failure(&self) {
+        self.audit_failures.inc();
+    }
+
+    /// Records how many secrets are stored.
+    pub fn set_secrets(&self, count: u64) {
+        self.secrets.set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    /// Records how long the last unseal took.
+    pub fn set_unseal_seconds(&self, seconds: f64) {
+        self.unseal_seconds.set(seconds);
+    }
+}
+
+/// A registry with Nexus's metrics, reading lifecycle state from `nexus` at each scrape.
+pub fn registry(nexus: Arc<Nexus>) -> Registry {
+    let mut registry = Registry::with_prefix("nexus");
+    let m = &nexus.metrics;
+    registry.register(
+        "http_requests",
+        "API requests answered, by route and status",
+        m.requests.clone(),
+    );
+    registry.register(
+        "http_request_duration_seconds",
+        "Time from a request's arrival to its answer, by route",
+        m.latency.clone(),
+    );
+    registry.register(
+        "audit_failures",
+        "Requests refused because their audit line could not be written",
+        m.audit_failures.clone(),
+    );
+    registry.register(
+        "secrets",
+        "Secrets stored (read from the datastore at each scrape)",
+        m.secrets.clone(),
+    );
+    registry.register(
+        "unseal_duration_seconds",
+        "How long the last unseal took, from the start of unsealing to ready",
+        m.unseal_seconds.clone(),
+    );
+    registry.register_collector(Box::new(Lifecycle(nexus)));
+    registry
+}
+
+/// Reads the lifecycle from [`crate::root_key::KeyState`] at scrape time.
+#[derive(Debug)]
+struct Lifecycle(Arc<Nexus>);
+
+impl Collector for Lifecycle {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let status = self.0.keys.status();
+        let gauges: [(&str, &str, i64); 4] = [
+            (
+                "sealed",
+                "1 while Nexus has no root key in memory (it answers state_not_ready), else 0",
+                i64::from(self.0.keys.root().is_none()),
+            ),
+            (
+                "initialized",
+                "1 once the datastore holds a root key record",
+                i64::from(status.initialized),
+            ),
+            (
+                "keepers_reachable",
+                "Keepers that answered the last probe",
+                i64::try_from(status.keepers.reachable).unwrap_or(i64::MAX),
+            ),
+            (
+                "keepers",
+                "Keepers configured",
+                i64::try_from(status.keepers.total).unwrap_or(i64::MAX),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let gauge = ConstGauge::new(value);
+            let metric = encoder.encode_descriptor(name, help, None, gauge.metric_type())?;
+            gauge.encode(metric)?;
+        }
+        Ok(())
+    }
+}
