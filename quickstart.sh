@@ -18,8 +18,9 @@ PROFILE=${SPIKE_QUICKSTART_PROFILE:-release}   # or debug: faster to build, slow
 BIN=$ROOT/target/$PROFILE
 TD=spike.ist
 SERVER_PORT=${SPIKE_QUICKSTART_SERVER_PORT:-8081}
-KEEPER_PORTS=(8441 8442 8443)
+read -r -a KEEPER_PORTS <<<"${SPIKE_QUICKSTART_KEEPER_PORTS:-8441 8442 8443}"
 NEXUS_PORT=${SPIKE_QUICKSTART_NEXUS_PORT:-8553}
+METRICS_PORT=${SPIKE_QUICKSTART_METRICS_PORT:-8554}
 AGENT_ID=spiffe://$TD/quickstart/agent
 SERVER_SOCKET=$DATA/server/admin.sock
 AGENT_SOCKET=$DATA/agent/api.sock
@@ -73,10 +74,18 @@ ensure_entry() { # spiffe id, binary name
 nexus_ready() { "$BIN/spike" status >/dev/null 2>&1; }
 
 start_nexus() {
+  # Nexus runs from a config file, as a service would (examples/config/nexus.toml has every key).
   local keepers
-  keepers=$(printf 'https://127.0.0.1:%s,' "${KEEPER_PORTS[@]}")
-  start nexus "$BIN/nexus" --listen "127.0.0.1:$NEXUS_PORT" --trust-domain "$TD" \
-    --data-dir "$DATA/nexus" --keepers "${keepers%,}"
+  keepers=$(printf '"https://127.0.0.1:%s", ' "${KEEPER_PORTS[@]}")
+  cat >"$DATA/nexus.toml" <<EOF
+listen = "127.0.0.1:$NEXUS_PORT"
+trust_domain = "$TD"
+data_dir = "$DATA/nexus"
+keepers = [${keepers%, }]
+metrics_listen = "127.0.0.1:$METRICS_PORT"
+audit_log = "$DATA/logs/audit.log"
+EOF
+  start nexus "$BIN/nexus" --config "$DATA/nexus.toml"
 }
 
 cmd_up() {
@@ -96,7 +105,7 @@ cmd_up() {
   command -v cargo >/dev/null || fail "cargo is required (https://rustup.rs)"
   [[ $(id -u) == 0 ]] || fail "run as root: Nexus and the keepers disable core dumps, so only a root agent can attest them by binary path"
   local port
-  for port in "$SERVER_PORT" "${KEEPER_PORTS[@]}" "$NEXUS_PORT"; do
+  for port in "$SERVER_PORT" "${KEEPER_PORTS[@]}" "$NEXUS_PORT" "$METRICS_PORT"; do
     port_free "$port" || fail "port $port on 127.0.0.1 is in use; stop what uses it or set SPIKE_QUICKSTART_*_PORT"
   done
 
@@ -157,7 +166,8 @@ Try next (the environment below points spike at this stack):
   spike policy apply --file policies/examples/db-writer.yaml
   ./quickstart.sh          # again: kill -9 Nexus and watch it unseal itself
   ./quickstart.sh down     # stop everything
-Logs: $DATA/logs
+Logs: $DATA/logs (audit.log: one JSON line per Nexus request)
+Metrics: curl -s http://127.0.0.1:$METRICS_PORT/metrics
 EOF
 }
 
