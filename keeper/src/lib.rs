@@ -66,6 +66,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         listener,
         Arc::new(tls),
         app,
+        identity::http::ServeLimits::default(),
         common_process::shutdown_signal(),
     )
     .await;

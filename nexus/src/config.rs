@@ -64,6 +64,22 @@ pub struct Config {
         value_name = "ADDRESS|off"
     )]
     pub metrics_listen: String,
+    /// Sustained requests per second allowed to one caller (SPIFFE ID); past it, 429 with
+    /// `Retry-After`. 0 turns the limit off.
+    #[arg(long, env = "SPIKE_NEXUS_RATE_LIMIT", default_value_t = 100)]
+    pub rate_limit: u32,
+    /// Requests one caller may send at once after being idle (at least `rate_limit`).
+    #[arg(long, env = "SPIKE_NEXUS_RATE_LIMIT_BURST", default_value_t = 200)]
+    pub rate_limit_burst: u32,
+    /// Longest a request may take before it is answered 503 `api_timeout`.
+    #[arg(long, env = "SPIKE_NEXUS_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+    /// Time a client has to send a request's headers before its connection is closed.
+    #[arg(long, env = "SPIKE_NEXUS_HEADER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_timeout: Duration,
+    /// Connections served at once; further clients wait in the accept queue.
+    #[arg(long, env = "SPIKE_NEXUS_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
     /// Log level (`RUST_LOG` overrides it).
     #[arg(long, env = "SPIKE_NEXUS_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
@@ -127,6 +143,17 @@ impl Config {
             return Err(invalid("max-secret-versions", "must be at least 1"));
         }
         self.metrics_address()?;
+        for (option, duration) in [
+            ("request-timeout", self.request_timeout),
+            ("header-timeout", self.header_timeout),
+        ] {
+            if duration.is_zero() {
+                return Err(invalid(option, "must be positive"));
+            }
+        }
+        if self.max_connections == 0 {
+            return Err(invalid("max-connections", "must be at least 1"));
+        }
         if self.keeper_probe_interval.is_zero() {
             return Err(invalid("keeper-probe-interval", "must be positive"));
         }
@@ -151,6 +178,23 @@ impl Config {
                     format!("{address:?} is neither host:port (an IP address) nor `off`"),
                 )
             }),
+        }
+    }
+
+    /// The API's per-caller limits.
+    pub fn api_limits(&self) -> crate::api::ApiLimits {
+        crate::api::ApiLimits {
+            rate_per_second: self.rate_limit,
+            burst: self.rate_limit_burst,
+            request_timeout: self.request_timeout,
+        }
+    }
+
+    /// The listener's limits.
+    pub fn serve_limits(&self) -> identity::http::ServeLimits {
+        identity::http::ServeLimits {
+            max_connections: self.max_connections,
+            header_read_timeout: self.header_timeout,
         }
     }
 

@@ -96,7 +96,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     identity::http::serve(
         listener,
         Arc::new(tls),
-        crate::api::router(nexus.clone()),
+        crate::api::router(nexus.clone(), &config.api_limits()),
+        config.serve_limits(),
         common_process::shutdown_signal(),
     )
     .await;

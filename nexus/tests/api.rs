@@ -9,6 +9,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use identity::listener::PeerInfo;
 use nexus::access::Access;
+use nexus::api::ApiLimits;
 use nexus::audit_log::AuditLog;
 use nexus::root_key::KeyState;
 use nexus::service::Nexus;
@@ -27,40 +28,40 @@ struct Api {
 }
 
 async fn api(ready: bool) -> Api {
-    api_with_audit(ready, None).await
+    api_with(ready, ApiLimits::default()).await
 }
 
-/// An API whose audit lines go to `audit` (default: `audit.log` in its directory).
-async fn api_with_audit(ready: bool, audit: Option<&Path>) -> Api {
+/// An API with `limits`, its database and audit log (`audit.log`) in a temporary directory.
+async fn api_with(ready: bool, limits: ApiLimits) -> Api {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = format!("sqlite://{}", dir.path().join("nexus.db").display());
     let store = Store::connect(&url).await.expect("store");
-    let audit_path = audit.map_or_else(|| dir.path().join("audit.log"), Path::to_owned);
     let nexus = Arc::new(Nexus::new(
         store,
         KeyState::new(2, 3),
         Access::new("td").expect("access"),
         3,
-        AuditLog::file(&audit_path).expect("audit log"),
+        AuditLog::file(&dir.path().join("audit.log")).expect("audit log"),
     ));
     if ready {
         nexus.keys.set_root(RootKey::generate().expect("root key"));
     }
     Api {
-        router: nexus::api::router(nexus.clone()),
+        router: nexus::api::router(nexus.clone(), &limits),
         nexus,
         _dir: dir,
     }
 }
 
 impl Api {
-    async fn raw(
+    /// The whole response to one request from `caller`.
+    async fn response(
         &self,
         caller: &str,
         method: &str,
         uri: &str,
         body: Vec<u8>,
-    ) -> (StatusCode, Value) {
+    ) -> axum::response::Response {
         let mut request = Request::builder()
             .method(method)
             .uri(uri)
@@ -71,12 +72,21 @@ impl Api {
             spiffe_id: Some(caller.parse().expect("SPIFFE ID")),
             remote_addr: "127.0.0.1:1".parse().expect("addr"),
         });
-        let response = self
-            .router
+        self.router
             .clone()
             .oneshot(request)
             .await
-            .expect("response");
+            .expect("response")
+    }
+
+    async fn raw(
+        &self,
+        caller: &str,
+        method: &str,
+        uri: &str,
+        body: Vec<u8>,
+    ) -> (StatusCode, Value) {
+        let response = self.response(caller, method, uri, body).await;
         let status = response.status();
         assert!(
             response.headers().contains_key("x-request-id"),
@@ -528,7 +538,7 @@ async fn a_request_that_cannot_be_audited_is_refused_and_reveals_nothing() {
         .await
         .expect("install");
     let broken = Api {
-        router: nexus::api::router(broken.clone()),
+        router: nexus::api::router(broken.clone(), &ApiLimits::default()),
         nexus: broken,
         _dir: tempfile::tempdir().expect("tempdir"),
     };
@@ -594,4 +604,79 @@ async fn metrics_count_requests_by_route_and_status_and_show_the_lifecycle() {
     assert_eq!(sample("nexus_keepers"), 3.0);
     assert_eq!(sample("nexus_secrets"), 7.0);
     assert_eq!(sample("nexus_audit_failures_total"), 0.0);
+}
+
+#[tokio::test]
+async fn a_caller_over_its_rate_gets_429_with_retry_after_and_others_are_served() {
+    let api = api_with(
+        true,
+        ApiLimits {
+            rate_per_second: 1,
+            burst: 3,
+            ..ApiLimits::default()
+        },
+    )
+    .await;
+    let list = || json!({}).to_string().into_bytes();
+    let uri = "/v1/store/secrets?action=list";
+    // The burst passes at once; the next request of the same caller is refused.
+    for _ in 0..3 {
+        let (status, _) = api.raw(APP, "POST", uri, list()).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let refused = api.response(APP, "POST", uri, list()).await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry_after: u64 = refused
+        .headers()
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+        .expect("Retry-After in whole seconds");
+    assert!((1..=2).contains(&retry_after), "{retry_after}");
+    let (status, answer) = api.raw(APP, "POST", uri, list()).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(answer["err"], "api_too_many_requests");
+    assert!(answer["message"].as_str().unwrap_or_default().contains(APP));
+    // Another caller has its own budget.
+    let (status, _) = api.raw(ADMIN, "POST", uri, list()).await;
+    assert_eq!(status, StatusCode::OK);
+    // The refusals are audited like any other answer.
+    let refusals = api
+        .audit_lines()
+        .iter()
+        .filter(|l| l["caller"] == APP && l["status"] == 429)
+        .count();
+    assert_eq!(refusals, 2);
+}
+
+#[tokio::test]
+async fn a_request_past_its_deadline_gets_api_timeout_and_writes_nothing() {
+    use sqlx::{Connection, Executor};
+    let api = api_with(
+        true,
+        ApiLimits {
+            request_timeout: std::time::Duration::from_millis(200),
+            ..ApiLimits::default()
+        },
+    )
+    .await;
+    // Another process holds SQLite's write lock, so the put cannot finish.
+    let url = format!("sqlite://{}", api._dir.path().join("nexus.db").display());
+    let mut blocker = sqlx::SqliteConnection::connect(&url)
+        .await
+        .expect("connect");
+    blocker.execute("BEGIN IMMEDIATE").await.expect("lock");
+    let put = json!({"path": "slow/one", "values": {"k": "v"}});
+    let (status, answer) = api.post(ADMIN, "/v1/store/secrets", put.clone()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{answer}");
+    assert_eq!(answer["err"], "api_timeout");
+    blocker.execute("ROLLBACK").await.expect("unlock");
+    drop(blocker);
+    // Nothing was half-written, and Nexus serves the next request.
+    assert!(api.nexus.store.list_paths().await.expect("list").is_empty());
+    let (status, answer) = api.post(ADMIN, "/v1/store/secrets", put).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(
+        api.nexus.store.list_paths().await.expect("list"),
+        ["slow/one"]
+    );
 }

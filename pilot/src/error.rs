@@ -288,6 +288,15 @@ fn explain_api(status: u16, code: ErrorCode, message: &str, call: &Call<'_>) -> 
             "Nexus failed with an internal error ({}); its log has the details.",
             said("no details")
         ),
+        ErrorCode::TooManyRequests => format!(
+            "Nexus is rate-limiting {}: {}. Wait a moment and retry.",
+            call.own_id,
+            said("too many requests")
+        ),
+        ErrorCode::Timeout => format!(
+            "Nexus did not finish the request in time: {}. Retry; if it lasts, check Nexus and its database.",
+            said("timed out")
+        ),
         ErrorCode::Other => format!("Nexus answered HTTP {status}: {}", said("no explanation")),
     }
 }

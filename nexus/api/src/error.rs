@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// An error code of the v1 API. SPIKE's codes keep their meaning and status; the others are
-/// additions for what SPIKE does not have (check-and-set, body limits).
+/// additions for what SPIKE does not have (check-and-set, body and rate limits, timeouts).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorCode {
     /// `api_bad_request` (400): malformed body, invalid field, unknown route or action.
@@ -16,8 +16,12 @@ pub enum ErrorCode {
     Conflict,
     /// `api_payload_too_large` (413)
     PayloadTooLarge,
+    /// `api_too_many_requests` (429): the caller's rate limit; retry after `Retry-After`.
+    TooManyRequests,
     /// `api_internal_error` (500)
     Internal,
+    /// `api_timeout` (503): the request did not finish in time; retry.
+    Timeout,
     /// `state_not_ready` (503): Nexus has no root key yet.
     NotReady,
     /// A code this version does not know (kept verbatim).
@@ -33,7 +37,9 @@ impl ErrorCode {
             ErrorCode::NotFound => "api_not_found",
             ErrorCode::Conflict => "api_conflict",
             ErrorCode::PayloadTooLarge => "api_payload_too_large",
+            ErrorCode::TooManyRequests => "api_too_many_requests",
             ErrorCode::Internal => "api_internal_error",
+            ErrorCode::Timeout => "api_timeout",
             ErrorCode::NotReady => "state_not_ready",
             ErrorCode::Other => "unknown",
         }
@@ -47,7 +53,9 @@ impl ErrorCode {
             "api_not_found" => ErrorCode::NotFound,
             "api_conflict" => ErrorCode::Conflict,
             "api_payload_too_large" => ErrorCode::PayloadTooLarge,
+            "api_too_many_requests" => ErrorCode::TooManyRequests,
             "api_internal_error" => ErrorCode::Internal,
+            "api_timeout" => ErrorCode::Timeout,
             "state_not_ready" => ErrorCode::NotReady,
             _ => ErrorCode::Other,
         }
@@ -61,8 +69,9 @@ impl ErrorCode {
             ErrorCode::NotFound => 404,
             ErrorCode::Conflict => 409,
             ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::TooManyRequests => 429,
             ErrorCode::Internal | ErrorCode::Other => 500,
-            ErrorCode::NotReady => 503,
+            ErrorCode::NotReady | ErrorCode::Timeout => 503,
         }
     }
 
@@ -74,6 +83,7 @@ impl ErrorCode {
             404 => ErrorCode::NotFound,
             409 => ErrorCode::Conflict,
             413 => ErrorCode::PayloadTooLarge,
+            429 => ErrorCode::TooManyRequests,
             503 => ErrorCode::NotReady,
             _ => ErrorCode::Internal,
         }
@@ -118,12 +128,16 @@ mod tests {
             ErrorCode::NotFound,
             ErrorCode::Conflict,
             ErrorCode::PayloadTooLarge,
+            ErrorCode::TooManyRequests,
             ErrorCode::Internal,
             ErrorCode::NotReady,
         ] {
             assert_eq!(ErrorCode::parse(code.as_str()), code);
             assert_eq!(ErrorCode::from_status(code.status()), code);
         }
+        // A 503 without a body is most likely "not ready"; with one, the code says which.
+        assert_eq!(ErrorCode::parse("api_timeout"), ErrorCode::Timeout);
+        assert_eq!(ErrorCode::Timeout.status(), 503);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 mod audit;
 mod error;
+mod limits;
 mod operator_routes;
 mod policy_routes;
 mod secret_routes;
@@ -26,13 +27,15 @@ use nexus_api::routes::{self, Action};
 use serde::de::DeserializeOwned;
 
 pub use error::ApiError;
+pub use limits::ApiLimits;
+use limits::CallerRates;
 
 use crate::service::Nexus;
 use crate::validate::MAX_BODY_BYTES;
 
 /// The API's routes over `nexus`.
-pub fn router(nexus: Arc<Nexus>) -> Router {
-    Router::new()
+pub fn router(nexus: Arc<Nexus>, limits: &ApiLimits) -> Router {
+    let mut router = Router::new()
         .route(
             routes::SECRETS,
             post(secret_routes::secrets).fallback(wrong_method),
@@ -57,6 +60,18 @@ pub fn router(nexus: Arc<Nexus>) -> Router {
         .fallback(unknown_route)
         .with_state(nexus.clone())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            limits.request_timeout,
+            limits::deadline,
+        ));
+    // Outermost last: every answer, refusals included, is audited and marked no-store.
+    if let Some(rates) = CallerRates::new(limits) {
+        router = router.layer(axum::middleware::from_fn_with_state(
+            rates,
+            limits::rate_limit,
+        ));
+    }
+    router
         .layer(axum::middleware::from_fn_with_state(nexus, audit::record))
         .layer(axum::middleware::map_response(no_store))
 }

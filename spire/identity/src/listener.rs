@@ -2,8 +2,10 @@
 //!
 //! [`tls_incoming`] turns a TCP listener into a stream of finished TLS connections
 //! ([`PeerStream`]), each tagged with the client's SPIFFE ID. A handshake runs in its own task
-//! with a deadline, so a slow or silent client cannot hold up the others. tonic servers take the
-//! stream directly (`serve_with_incoming`) and find [`PeerInfo`] in each request's extensions.
+//! with a deadline, so a slow or silent client cannot hold up the others. At most
+//! `max_connections` connections (handshaking or open) exist at once: past that, new ones wait
+//! in the kernel's accept queue until one closes. tonic servers take the stream directly
+//! (`serve_with_incoming`) and find [`PeerInfo`] in each request's extensions.
 
 use std::io;
 use std::net::SocketAddr;
@@ -15,7 +17,7 @@ use std::time::Duration;
 use spiffe::SpiffeId;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
@@ -24,6 +26,9 @@ use crate::peer::peer_spiffe_id;
 
 /// How long a client has to finish the TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connections served at once unless told otherwise.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 
 /// Who is on the other end of a connection.
 #[derive(Debug, Clone)]
@@ -38,6 +43,8 @@ pub struct PeerInfo {
 pub struct PeerStream {
     inner: TlsStream<TcpStream>,
     info: PeerInfo,
+    /// This connection's place among the `max_connections`; freed when the stream is dropped.
+    _slot: OwnedSemaphorePermit,
 }
 
 impl PeerStream {
@@ -96,15 +103,30 @@ impl tonic::transport::server::Connected for PeerStream {
 }
 
 /// Accepts TCP connections on `listener` and yields those that complete a TLS handshake under
-/// `config`. Failed handshakes are logged and dropped.
+/// `config`, at most [`DEFAULT_MAX_CONNECTIONS`] at once. Failed handshakes are logged and
+/// dropped.
 pub fn tls_incoming(
     listener: TcpListener,
     config: Arc<rustls::ServerConfig>,
 ) -> ReceiverStream<io::Result<PeerStream>> {
+    tls_incoming_bounded(listener, config, DEFAULT_MAX_CONNECTIONS)
+}
+
+/// [`tls_incoming`] with at most `max_connections` connections (handshaking or open) at once.
+pub fn tls_incoming_bounded(
+    listener: TcpListener,
+    config: Arc<rustls::ServerConfig>,
+    max_connections: usize,
+) -> ReceiverStream<io::Result<PeerStream>> {
     let (tx, rx) = mpsc::channel(64);
     let acceptor = TlsAcceptor::from(config);
+    let slots = Arc::new(Semaphore::new(max_connections.max(1)));
     tokio::spawn(async move {
         loop {
+            // A slot first: at the limit, clients wait in the accept queue, costing nothing here.
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                break;
+            };
             let (tcp, remote_addr) = match listener.accept().await {
                 Ok(accepted) => accepted,
                 Err(e) => {
@@ -128,7 +150,12 @@ pub fn tls_incoming(
                             spiffe_id,
                             remote_addr,
                         };
-                        let _ = tx.send(Ok(PeerStream { inner: tls, info })).await;
+                        let stream = PeerStream {
+                            inner: tls,
+                            info,
+                            _slot: slot,
+                        };
+                        let _ = tx.send(Ok(stream)).await;
                     }
                     Ok(Err(e)) => tracing::debug!(%remote_addr, error = %e, "TLS handshake failed"),
                     Err(_) => tracing::debug!(%remote_addr, "TLS handshake timed out"),

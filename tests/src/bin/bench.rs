@@ -90,6 +90,7 @@ async fn baseline_server(source: spiffe::X509Source) -> anyhow::Result<u16> {
         listener,
         Arc::new(tls),
         app,
+        identity::http::ServeLimits::default(),
         std::future::pending(),
     ));
     Ok(port)
