@@ -14,6 +14,7 @@
 //! - [`access`]: the compiled, cached policy set.
 //! - [`policy_sync`]: keeping that cache current across replicas sharing one database.
 //! - [`break_glass`]: recovery shards out (`recover`) and back in (`restore`).
+//! - [`cipher`]: encryption as a service, under a key of its own.
 //! - [`service`]: secret and policy operations, independent of HTTP.
 //! - [`validate`]: input limits.
 //! - [`api`]: the SPIKE-compatible v1 HTTP API.
@@ -24,6 +25,7 @@ pub mod access;
 pub mod api;
 pub mod audit_log;
 pub mod break_glass;
+pub mod cipher;
 pub mod config;
 pub mod keepers;
 pub mod metrics;

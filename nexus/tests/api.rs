@@ -680,3 +680,164 @@ async fn a_request_past_its_deadline_gets_api_timeout_and_writes_nothing() {
         ["slow/one"]
     );
 }
+
+const LITE: &str = "spiffe://td/spike/workload/role/lite/app";
+
+#[tokio::test]
+async fn cipher_round_trips_in_both_modes_for_allowed_callers_only() {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let api = api(true).await;
+    let plaintext = b"card 4111-1111-1111-1111".to_vec();
+
+    // JSON mode, as the superuser and as a lite workload.
+    for caller in [ADMIN, LITE] {
+        let (status, sealed) = api
+            .post(
+                caller,
+                "/v1/cipher/encrypt",
+                json!({"plaintext": b64.encode(&plaintext)}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{sealed}");
+        assert_eq!(sealed["version"], 1);
+        assert_eq!(
+            b64.decode(sealed["nonce"].as_str().unwrap_or_default())
+                .map(|n| n.len())
+                .ok(),
+            Some(12)
+        );
+        let (status, opened) = api.post(caller, "/v1/cipher/decrypt", sealed).await;
+        assert_eq!(status, StatusCode::OK, "{opened}");
+        assert_eq!(
+            b64.decode(opened["plaintext"].as_str().unwrap_or_default())
+                .ok(),
+            Some(plaintext.clone())
+        );
+    }
+
+    // Stream mode: raw bytes in, 0x01 ‖ nonce ‖ ciphertext out, and back.
+    let stream = |caller: &'static str, uri: &'static str, body: Vec<u8>| {
+        let api = &api;
+        async move {
+            let mut request = Request::builder()
+                .method("POST")
+                .uri(uri)
+                .header(header::CONTENT_TYPE, "application/octet-stream")
+                .body(Body::from(body))
+                .expect("request");
+            request.extensions_mut().insert(PeerInfo {
+                spiffe_id: Some(caller.parse().expect("SPIFFE ID")),
+                remote_addr: "127.0.0.1:1".parse().expect("addr"),
+            });
+            let response = api.router.clone().oneshot(request).await.expect("response");
+            let status = response.status();
+            let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+                .await
+                .expect("body");
+            (status, bytes.to_vec())
+        }
+    };
+    let (status, sealed) = stream(ADMIN, "/v1/cipher/encrypt", plaintext.clone()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(sealed[0], 0x01);
+    assert_eq!(sealed.len(), 1 + 12 + plaintext.len() + 16);
+    let (status, opened) = stream(ADMIN, "/v1/cipher/decrypt", sealed.clone()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(opened, plaintext);
+    // A flipped bit is refused, not decrypted.
+    let mut tampered = sealed.clone();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 1;
+    let (status, _) = stream(ADMIN, "/v1/cipher/decrypt", tampered).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    // An ordinary workload needs `execute` on spike/system/cipher/exec.
+    let (status, answer) = api
+        .post(APP, "/v1/cipher/encrypt", json!({"plaintext": "aGk="}))
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{answer}");
+    let (status, _) = api
+        .post(
+            ADMIN,
+            "/v1/acl/policy",
+            json!({"name": "cipher", "spiffeidPattern": "^spiffe://td/app/billing$", "pathPattern": "^spike/system/cipher/exec$", "permissions": ["execute"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, answer) = api
+        .post(APP, "/v1/cipher/encrypt", json!({"plaintext": "aGk="}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    // ...and the lite role gets nothing else.
+    let (status, _) = api
+        .post(
+            LITE,
+            "/v1/store/secrets?action=get",
+            json!({"path": "db/pw"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // Bad input: version, nonce length, size.
+    for (body, status) in [
+        (
+            json!({"version": 2, "nonce": "AAAAAAAAAAAAAAAA", "ciphertext": "AAAA"}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            json!({"version": 1, "nonce": "AAAA", "ciphertext": "AAAA"}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            json!({"version": 1, "nonce": "not base64!", "ciphertext": "AAAA"}),
+            StatusCode::BAD_REQUEST,
+        ),
+    ] {
+        let (got, answer) = api.post(ADMIN, "/v1/cipher/decrypt", body).await;
+        assert_eq!(got, status, "{answer}");
+    }
+    let (status, answer) = api
+        .post(
+            ADMIN,
+            "/v1/cipher/encrypt",
+            json!({"plaintext": b64.encode(vec![0u8; 65_521])}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{answer}");
+}
+
+#[tokio::test]
+async fn storage_ciphertexts_do_not_decrypt_through_the_cipher() {
+    let api = api(true).await;
+    let (status, _) = api
+        .post(
+            ADMIN,
+            "/v1/store/secrets",
+            json!({"path": "db/pw", "values": {"pw": "hunter2"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let stored = api
+        .nexus
+        .store
+        .get_version("db/pw", 1)
+        .await
+        .expect("stored");
+    for record in [stored.sealed.ciphertext, stored.sealed.wrapped_key] {
+        let sealed = nexus_crypto::Sealed::from_bytes(&record).expect("a sealed record");
+        let (status, answer) = api
+            .post(
+                ADMIN,
+                "/v1/cipher/decrypt",
+                json!({
+                    "version": 1,
+                    "nonce": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, sealed.nonce),
+                    "ciphertext": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &sealed.ciphertext),
+                }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+        assert!(!answer.to_string().contains("hunter2"));
+    }
+}

@@ -108,6 +108,64 @@ pub enum Command {
     /// {{ ... }} is allowed. FILE is replaced atomically (mode 0600) and only when its
     /// content changes; after a change, --signal tells a process to reload.
     Render(RenderArgs),
+    /// Encrypt or decrypt with Nexus's cipher (encryption as a service).
+    ///
+    /// The key never leaves Nexus and is not the one that protects stored secrets. Needs the
+    /// superuser, the lite workload role, or `execute` on spike/system/cipher/exec.
+    #[command(subcommand)]
+    Cipher(CipherCommand),
+}
+
+/// `spike cipher ...`
+#[derive(Debug, Subcommand)]
+pub enum CipherCommand {
+    /// Encrypt bytes (stdin or --file) to `0x01 ‖ nonce ‖ ciphertext` (stdout or --out); with
+    /// --plaintext, JSON mode: prints {version, nonce, ciphertext} (base64).
+    Encrypt(EncryptArgs),
+    /// Decrypt what `encrypt` produced (stdin or --file); with --nonce and --ciphertext,
+    /// JSON mode.
+    Decrypt(DecryptArgs),
+}
+
+/// `spike cipher encrypt`
+#[derive(Debug, Args)]
+pub struct EncryptArgs {
+    /// Read the plaintext from FILE instead of stdin.
+    #[arg(long, value_name = "FILE", conflicts_with = "plaintext")]
+    pub file: Option<PathBuf>,
+    /// Write the result to FILE (mode 0600) instead of stdout.
+    #[arg(short, long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// JSON mode: the plaintext as standard base64.
+    #[arg(long, value_name = "BASE64")]
+    pub plaintext: Option<String>,
+    /// Accepted for SPIKE compatibility; the algorithm is always AES-256-GCM.
+    #[arg(long, hide = true)]
+    pub algorithm: Option<String>,
+}
+
+/// `spike cipher decrypt`
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("json").args(["nonce", "ciphertext"]).multiple(true)))]
+pub struct DecryptArgs {
+    /// Read the stream-mode ciphertext from FILE instead of stdin.
+    #[arg(long, value_name = "FILE", conflicts_with = "json")]
+    pub file: Option<PathBuf>,
+    /// Write the plaintext to FILE (mode 0600) instead of stdout.
+    #[arg(short, long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// JSON mode: the format version.
+    #[arg(long, default_value_t = 1)]
+    pub version: u8,
+    /// JSON mode: the nonce, standard base64.
+    #[arg(long, value_name = "BASE64", requires = "ciphertext")]
+    pub nonce: Option<String>,
+    /// JSON mode: the ciphertext, standard base64.
+    #[arg(long, value_name = "BASE64", requires = "nonce")]
+    pub ciphertext: Option<String>,
+    /// Accepted for SPIKE compatibility; the algorithm is always AES-256-GCM.
+    #[arg(long, hide = true)]
+    pub algorithm: Option<String>,
 }
 
 /// `spike operator ...`

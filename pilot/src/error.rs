@@ -106,6 +106,8 @@ pub enum Operation<'a> {
     Recover,
     /// `operator restore`.
     Restore,
+    /// `cipher encrypt|decrypt`.
+    Cipher,
 }
 
 impl Operation<'_> {
@@ -126,6 +128,10 @@ impl Operation<'_> {
             Operation::Status => "access to the status".into(),
             Operation::Recover => "the recover role".into(),
             Operation::Restore => "the restore role".into(),
+            Operation::Cipher => format!(
+                "`execute` on `{}` (the cipher)",
+                policies::SYSTEM_CIPHER_EXEC_PATH
+            ),
         }
     }
 
@@ -168,7 +174,8 @@ impl Operation<'_> {
             | Operation::ListPolicies
             | Operation::Status
             | Operation::Recover
-            | Operation::Restore => format!("Not found: {message}"),
+            | Operation::Restore
+            | Operation::Cipher => format!("Not found: {message}"),
         }
     }
 }

@@ -22,6 +22,7 @@
 //! command line, from clap), 3 (`status` only: Nexus answered but is not ready) and 127
 //! (`exec` only: the command could not be run).
 
+pub mod cipher;
 pub mod cli;
 pub mod context;
 pub mod error;
@@ -54,5 +55,6 @@ pub async fn run(cli: Cli) -> Result<Output, PilotError> {
         cli::Command::Operator(command) => operator::run(command, &cli.global).await,
         cli::Command::Exec(args) => exec::run(args, &cli.global).await,
         cli::Command::Render(args) => render::run(args, &cli.global).await,
+        cli::Command::Cipher(command) => cipher::run(command, &cli.global).await,
     }
 }

@@ -21,7 +21,7 @@ fn main() -> ExitCode {
             // A closed stdout (`spike ... | head`) is not worth a panic.
             let mut stdout = std::io::stdout().lock();
             let _ = stdout
-                .write_all(output.stdout.as_bytes())
+                .write_all(&output.stdout)
                 .and_then(|()| stdout.flush());
             ExitCode::from(output.code)
         }

@@ -24,8 +24,8 @@ pub enum Format {
 /// What a command prints on stdout and the exit code it ends with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Output {
-    /// Text for stdout, newline-terminated.
-    pub stdout: String,
+    /// What goes to stdout: newline-terminated text, or raw bytes (`cipher` stream mode).
+    pub stdout: Vec<u8>,
     /// Process exit code.
     pub code: u8,
 }
@@ -33,7 +33,10 @@ pub struct Output {
 impl Output {
     /// A successful answer.
     pub fn ok(stdout: String) -> Self {
-        Output { stdout, code: 0 }
+        Output {
+            stdout: stdout.into_bytes(),
+            code: 0,
+        }
     }
 }
 

@@ -20,7 +20,7 @@ pub async fn run(global: &GlobalArgs) -> Result<Output, PilotError> {
         .await
         .map_err(session.fail(Operation::Status))?;
     Ok(Output {
-        stdout: render(&status, global.format),
+        stdout: render(&status, global.format).into_bytes(),
         code: exit_code(&status),
     })
 }

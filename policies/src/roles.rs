@@ -1,7 +1,7 @@
 //! The system's own role identities.
 //!
-//! Nexus, Keeper, the Pilot superuser/recover/restore roles and the bootstrap
-//! job are authorised by route (the server knows which endpoints each role
+//! Nexus, Keeper, the Pilot superuser/recover/restore roles, the bootstrap
+//! job and SPIKE's "lite" workloads (cipher only) are authorised by route (the server knows which endpoints each role
 //! may call), never by policy. Letting a policy grant something to a role ID
 //! would blur that boundary, so [`PolicySet::check`](crate::PolicySet::check)
 //! denies every role caller, even under a `.*` catch-all policy.
@@ -27,17 +27,20 @@ pub enum Role {
     Restore,
     /// `spiffe://<td>/spike/bootstrap`
     Bootstrap,
+    /// `spiffe://<td>/spike/workload/role/lite`: may use the cipher routes, nothing else.
+    Lite,
 }
 
 impl Role {
     /// Every role.
-    pub const ALL: [Role; 6] = [
+    pub const ALL: [Role; 7] = [
         Role::Nexus,
         Role::Keeper,
         Role::Superuser,
         Role::Recover,
         Role::Restore,
         Role::Bootstrap,
+        Role::Lite,
     ];
 
     /// The role's SPIFFE ID path (starting with `/`).
@@ -49,6 +52,7 @@ impl Role {
             Role::Recover => "/spike/pilot/role/recover",
             Role::Restore => "/spike/pilot/role/restore",
             Role::Bootstrap => "/spike/bootstrap",
+            Role::Lite => "/spike/workload/role/lite",
         }
     }
 
@@ -67,6 +71,7 @@ impl fmt::Display for Role {
             Role::Recover => "recover",
             Role::Restore => "restore",
             Role::Bootstrap => "bootstrap",
+            Role::Lite => "lite workload",
         })
     }
 }

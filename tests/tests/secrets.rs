@@ -232,6 +232,31 @@ async fn secrets_policies_and_workloads() {
         "the granted read, then the read after revocation"
     );
 
+    // Encryption as a service: a round trip through `spike cipher`, refused to a workload
+    // without `execute` on the cipher.
+    let message = b"ledger entry 42";
+    let sealed = stack.run(&tests::bin("spike"), &["cipher", "encrypt"], Some(message));
+    assert!(sealed.status.success(), "{}", stderr(&sealed));
+    assert_eq!(
+        sealed.stdout.first(),
+        Some(&1u8),
+        "stream format 0x01 ‖ nonce ‖ ciphertext"
+    );
+    let opened = stack.run(
+        &tests::bin("spike"),
+        &["cipher", "decrypt"],
+        Some(&sealed.stdout),
+    );
+    assert!(opened.status.success(), "{}", stderr(&opened));
+    assert_eq!(opened.stdout, message);
+    let refused = stack.run(&billing, &["cipher", "encrypt"], Some(message));
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("spike/system/cipher/exec"),
+        "{}",
+        stderr(&refused)
+    );
+
     // Prometheus metrics on the plain-HTTP metrics port.
     let metrics = stack.metrics().await;
     let sample = |name: &str, labels: &[(&str, &str)]| tests::metric(&metrics, name, labels);

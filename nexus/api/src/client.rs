@@ -15,6 +15,7 @@ use identity::https_client::{HttpsClient, HttpsError};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use spiffe::{SpiffeId, TrustDomain, X509Source};
+use zeroize::Zeroizing;
 
 use crate::error::{ErrorBody, ErrorCode};
 use crate::model::*;
@@ -109,23 +110,54 @@ impl Client {
         if status.is_success() {
             return serde_json::from_slice(&body).map_err(|e| ClientError::Decode(e.to_string()));
         }
-        let status = status.as_u16();
-        Err(match serde_json::from_slice::<ErrorBody>(&body) {
-            Ok(error) => ClientError::Api {
-                status,
-                code: ErrorCode::parse(&error.err),
-                message: if error.message.is_empty() {
-                    error.err
-                } else {
-                    error.message
-                },
-            },
-            Err(_) => ClientError::Api {
-                status,
-                code: ErrorCode::from_status(status),
-                message: format!("HTTP {status}"),
-            },
-        })
+        Err(api_error(status.as_u16(), &body))
+    }
+
+    /// POSTs raw bytes (`application/octet-stream`) to `route`; the raw answer.
+    async fn call_bytes(&self, route: &str, body: &[u8]) -> Result<Bytes, ClientError> {
+        let uri = HttpsClient::parse_url(&format!("{}{route}", self.base))?;
+        let (status, answer) = self
+            .http
+            .post(
+                uri,
+                crate::model::OCTET_STREAM,
+                Bytes::copy_from_slice(body),
+            )
+            .await?;
+        if status.is_success() {
+            return Ok(answer);
+        }
+        Err(api_error(status.as_u16(), &answer))
+    }
+
+    /// Encrypts `plaintext` with Nexus's cipher key (stream mode); returns
+    /// `0x01 ‖ nonce ‖ ciphertext`.
+    pub async fn encrypt(&self, plaintext: &[u8]) -> Result<Vec<u8>, ClientError> {
+        Ok(self
+            .call_bytes(routes::CIPHER_ENCRYPT, plaintext)
+            .await?
+            .to_vec())
+    }
+
+    /// Decrypts what [`encrypt`](Self::encrypt) returned (stream mode).
+    pub async fn decrypt(&self, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, ClientError> {
+        Ok(Zeroizing::new(
+            self.call_bytes(routes::CIPHER_DECRYPT, sealed)
+                .await?
+                .to_vec(),
+        ))
+    }
+
+    /// Encrypts in JSON mode.
+    pub async fn encrypt_json(&self, request: &EncryptRequest) -> Result<Ciphertext, ClientError> {
+        self.call(routes::CIPHER_ENCRYPT, Action::Put, request)
+            .await
+    }
+
+    /// Decrypts in JSON mode.
+    pub async fn decrypt_json(&self, request: &Ciphertext) -> Result<DecryptResponse, ClientError> {
+        self.call(routes::CIPHER_DECRYPT, Action::Put, request)
+            .await
     }
 
     /// Writes a new version of `path`; `cas` makes it conditional on the current version.
@@ -254,5 +286,25 @@ impl Client {
     /// Nexus's lifecycle state and keeper reachability.
     pub async fn status(&self) -> Result<StatusResponse, ClientError> {
         self.call(routes::STATUS, Action::Put, &Empty {}).await
+    }
+}
+
+/// The error an answer with `status` and `body` means.
+fn api_error(status: u16, body: &[u8]) -> ClientError {
+    match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(error) => ClientError::Api {
+            status,
+            code: ErrorCode::parse(&error.err),
+            message: if error.message.is_empty() {
+                error.err
+            } else {
+                error.message
+            },
+        },
+        Err(_) => ClientError::Api {
+            status,
+            code: ErrorCode::from_status(status),
+            message: format!("HTTP {status}"),
+        },
     }
 }

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
+use zeroize::Zeroizing;
 
 /// One version of a secret: string keys to string values.
 pub type Values = BTreeMap<String, String>;
@@ -493,5 +494,90 @@ mod tests {
         assert_eq!(json["metadata"]["currentVersion"], 3);
         let back: MetadataResponse = serde_json::from_value(json).expect("back");
         assert_eq!(back, meta);
+    }
+}
+
+/// The version byte of cipher output, `0x01` (AES-256-GCM, 12-byte nonce).
+pub const CIPHER_VERSION: u8 = 1;
+/// Largest ciphertext the cipher routes accept (SPIKE's default).
+pub const MAX_CIPHERTEXT_BYTES: usize = 65_536;
+/// Largest plaintext the cipher routes accept (room for the 16-byte tag).
+pub const MAX_PLAINTEXT_BYTES: usize = MAX_CIPHERTEXT_BYTES - 16;
+/// The Content-Type of the cipher routes' stream mode: raw plaintext in, `0x01 ‖ nonce ‖
+/// ciphertext` out (and the reverse for decrypt).
+pub const OCTET_STREAM: &str = "application/octet-stream";
+
+/// `POST /v1/cipher/encrypt` in JSON mode.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptRequest {
+    /// The plaintext, standard base64.
+    #[serde(with = "base64_std")]
+    pub plaintext: Zeroizing<Vec<u8>>,
+    /// Accepted for SPIKE compatibility and ignored: the algorithm is AES-256-GCM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub algorithm: Option<String>,
+}
+
+impl std::fmt::Debug for EncryptRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EncryptRequest")
+            .field("plaintext", &"[REDACTED]")
+            .finish()
+    }
+}
+
+/// `POST /v1/cipher/encrypt` answer in JSON mode, and `POST /v1/cipher/decrypt` request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ciphertext {
+    /// Format version, [`CIPHER_VERSION`].
+    pub version: u8,
+    /// The 12-byte nonce, standard base64.
+    #[serde(with = "base64_std")]
+    pub nonce: Vec<u8>,
+    /// Ciphertext and tag, standard base64.
+    #[serde(with = "base64_std")]
+    pub ciphertext: Vec<u8>,
+    /// Accepted for SPIKE compatibility and ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub algorithm: Option<String>,
+}
+
+/// `POST /v1/cipher/decrypt` answer in JSON mode.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct DecryptResponse {
+    /// The plaintext, standard base64.
+    #[serde(with = "base64_std")]
+    pub plaintext: Zeroizing<Vec<u8>>,
+}
+
+impl std::fmt::Debug for DecryptResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DecryptResponse")
+            .field("plaintext", &"[REDACTED]")
+            .finish()
+    }
+}
+
+/// Bytes as standard base64 with padding, as Go's `encoding/json` writes `[]byte`.
+mod base64_std {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&STANDARD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: From<Vec<u8>>,
+    {
+        let text = String::deserialize(deserializer)?;
+        STANDARD
+            .decode(text.as_bytes())
+            .map(T::from)
+            .map_err(|_| serde::de::Error::custom("not valid standard base64"))
     }
 }

@@ -10,6 +10,10 @@ pub const POLICY: &str = "/v1/acl/policy";
 pub const RECOVER: &str = "/v1/operator/recover";
 /// Break-glass: submit one recovery shard.
 pub const RESTORE: &str = "/v1/operator/restore";
+/// Encryption as a service: encrypt (JSON or `application/octet-stream`).
+pub const CIPHER_ENCRYPT: &str = "/v1/cipher/encrypt";
+/// Encryption as a service: decrypt (JSON or `application/octet-stream`).
+pub const CIPHER_DECRYPT: &str = "/v1/cipher/decrypt";
 /// Initialisation, seal state and keeper reachability.
 pub const STATUS: &str = "/v1/status";
 

@@ -6,6 +6,7 @@
 //! ([`crate::audit_log`]) before its answer goes out.
 
 mod audit;
+mod cipher_routes;
 mod error;
 mod limits;
 mod operator_routes;
@@ -55,6 +56,14 @@ pub fn router(nexus: Arc<Nexus>, limits: &ApiLimits) -> Router {
         .route(
             routes::RESTORE,
             post(operator_routes::restore).fallback(wrong_method),
+        )
+        .route(
+            routes::CIPHER_ENCRYPT,
+            post(cipher_routes::encrypt).fallback(wrong_method),
+        )
+        .route(
+            routes::CIPHER_DECRYPT,
+            post(cipher_routes::decrypt).fallback(wrong_method),
         )
         .route(routes::STATUS, post(status).get(status))
         .fallback(unknown_route)

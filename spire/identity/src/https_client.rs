@@ -95,10 +95,21 @@ impl HttpsClient {
         uri: Uri,
         body: Bytes,
     ) -> Result<(StatusCode, Bytes), HttpsError> {
+        self.post(uri, "application/json", body).await
+    }
+
+    /// POSTs `body` with `content_type` to `uri` and returns the status and body of the
+    /// response.
+    pub async fn post(
+        &self,
+        uri: Uri,
+        content_type: &str,
+        body: Bytes,
+    ) -> Result<(StatusCode, Bytes), HttpsError> {
         let request = Request::builder()
             .method(Method::POST)
             .uri(uri)
-            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .header(hyper::header::CONTENT_TYPE, content_type)
             .body(Full::new(body))
             .map_err(|e| HttpsError::Transport(e.to_string()))?;
         let exchange = async {
