@@ -12,6 +12,7 @@ use tokio_stream::wrappers::UnixListenerStream;
 use tonic::transport::Server;
 
 use crate::config::AgentConfig;
+use crate::jwt_svids::JwtSvids;
 use crate::manager::Manager;
 use crate::node::{self, DataDir, NodeError};
 use crate::workload::api::{WorkloadApi, require_security_header};
@@ -22,6 +23,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     let data = DataDir::open(&config.data_dir)?;
     let (link, agent_svid) = node::establish(&config, &data).await?;
     let agent_id = agent_svid.id.clone();
+    let jwt = Arc::new(JwtSvids::new(link.clone()));
     let (mut manager, cache) = Manager::new(
         link,
         data,
@@ -44,7 +46,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
 
     let listener = bind_workload_socket(&config.socket_path)?;
     let attestor = Arc::new(UnixAttestor::new(config.workload_size_limit));
-    let api = WorkloadApi::new(cache, attestor);
+    let api = WorkloadApi::new(cache, attestor, jwt);
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<SpiffeWorkloadApiServer<WorkloadApi>>()
