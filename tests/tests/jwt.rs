@@ -1,5 +1,5 @@
-//! JWT-SVIDs end to end: the real server and agent, rust-spiffe as the client, the server's and
-//! agent's CLIs.
+//! JWT-SVIDs end to end: the real server and agent, rust-spiffe and py-spiffe as the clients,
+//! the server's and agent's CLIs.
 
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -523,4 +523,48 @@ async fn the_jwt_key_survives_restarts_and_a_new_key_bumps_the_sequence() {
     assert_eq!(keys.len(), 2, "{doc}");
     assert_ne!(keys[1]["kid"], kid.as_str());
     assert_eq!(doc["spiffe_sequence"], sequence + 1, "{doc}");
+}
+
+#[tokio::test]
+async fn py_spiffe_works_without_grpc_options() {
+    const INSTALL: &str = "install py-spiffe with `python3 -m pip install -r \
+                           examples/python/requirements.txt` (.ci/run does)";
+    let check = Command::new("python3")
+        .args(["-c", "import spiffe"])
+        .output()
+        .unwrap_or_else(|e| panic!("python3 is needed ({e}); {INSTALL}"));
+    assert!(
+        check.status.success(),
+        "py-spiffe is missing ({}); {INSTALL}",
+        String::from_utf8_lossy(&check.stderr).trim()
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_server, agent) = stack(dir.path(), APP, &[]).await;
+    fetch_jwt(&agent, &["db"]).await;
+
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/workload_api_check.py");
+    let out = tokio::process::Command::new("python3")
+        .arg(&script)
+        .args([&agent.endpoint(), TD, "db"])
+        .env_remove("SPIFFE_ENDPOINT_SOCKET")
+        .output()
+        .await
+        .expect("running python3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "py-spiffe failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        format!("ok x509 {APP}"),
+        format!("ok jwt fetched {APP}"),
+        format!("ok jwt validated by the agent {APP}"),
+        format!("ok jwt validated offline {APP}"),
+        "ok wrong audience refused by the agent".into(),
+        "ok wrong audience refused offline".into(),
+    ] {
+        assert!(stdout.contains(&line), "missing {line:?} in:\n{stdout}");
+    }
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use spire_proto::workload::spiffe_workload_api_server::SpiffeWorkloadApiServer;
 use tokio::net::UnixListener;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::transport::Server;
 
@@ -17,6 +18,7 @@ use crate::manager::Manager;
 use crate::node::{self, DataDir, NodeError};
 use crate::workload::api::{WorkloadApi, require_security_header};
 use crate::workload::attestor::UnixAttestor;
+use crate::workload::authority::AuthorityFix;
 
 /// Runs the agent until a shutdown signal arrives.
 pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
@@ -59,7 +61,8 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
             require_security_header,
         ))
         .serve_with_incoming_shutdown(
-            UnixListenerStream::new(listener),
+            // Clients that send their socket path as :authority (py-spiffe) must get through h2.
+            UnixListenerStream::new(listener).map(|conn| conn.map(AuthorityFix::new)),
             common_process::shutdown_signal(),
         )
         .await?;
