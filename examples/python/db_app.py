@@ -30,10 +30,9 @@ import sys
 import threading
 import urllib.parse
 
-import grpc
 import psycopg
 from cryptography import x509
-from spiffe import SpiffeId, WorkloadApiClient, X509Source
+from spiffe import SpiffeId, X509Source
 from spiffetls import SpiffeSSLContext
 
 
@@ -68,31 +67,6 @@ def parse_args():
                    help="how often --watch re-reads the secret (300ms, 2s, 1m)")
     p.add_argument("--svid-timeout", type=parse_duration, default=10.0)
     return p.parse_args()
-
-
-class LocalhostAuthorityClient(WorkloadApiClient):
-    """py-spiffe's Workload API client, sending `:authority: localhost` as grpc-go does.
-
-    Since grpcio 1.57, gRPC C-core sends the percent-encoded socket path as the HTTP/2
-    `:authority` of a `unix:` channel (grpc/grpc#38142). SPIRE's Go server accepts it, but
-    HTTP/2 servers built on Rust's h2 (tonic), such as this project's agent, reject it as a
-    malformed authority (hyperium/h2#487), so the plain client never gets an SVID from them.
-    py-spiffe has no option for the channel, so this subclass adds gRPC's
-    `grpc.default_authority` option while py-spiffe builds its channel.
-    """
-
-    def _get_spiffe_grpc_channel(self):
-        insecure_channel = grpc.insecure_channel
-
-        def with_localhost_authority(target, options=None, compression=None):
-            options = [*(options or []), ("grpc.default_authority", "localhost")]
-            return insecure_channel(target, options=options, compression=compression)
-
-        grpc.insecure_channel = with_localhost_authority
-        try:
-            return super()._get_spiffe_grpc_channel()
-        finally:
-            grpc.insecure_channel = insecure_channel
 
 
 class Credentials:
@@ -238,8 +212,7 @@ def watch(args, nexus, own_id, current, conn):
 def main():
     args = parse_args()
     try:
-        client = LocalhostAuthorityClient()
-        source = X509Source(workload_api_client=client, timeout_in_seconds=args.svid_timeout)
+        source = X509Source(timeout_in_seconds=args.svid_timeout)
     except Exception as e:  # py-spiffe raises several error types here
         raise AppError(
             f"no SVID from the Workload API ({e}): is SPIFFE_ENDPOINT_SOCKET set, and is "
@@ -257,8 +230,7 @@ def main():
         else:
             conn.close()
     finally:
-        source.close()
-        client.close()  # X509Source leaves a client it was given to its owner.
+        source.close()  # also closes the Workload API client it created
 
 
 if __name__ == "__main__":

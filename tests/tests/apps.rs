@@ -107,7 +107,7 @@ async fn apps_log_in_with_the_password_from_nexus_and_follow_rotation() {
         "{}",
         stderr(&py_once)
     );
-    assert!(py_once.status.success());
+    assert!(py_once.status.success(), "{}", stderr(&py_once));
     // spiffe-tls checks the chain but no name: db_app.py checks Nexus's SPIFFE ID itself.
     let mut elsewhere = py_args.clone();
     elsewhere.extend_from_slice(&["--trust-domain", "other.org"]);

@@ -607,13 +607,22 @@ async fn admin_cli_updates_entries_mints_svids_and_prints_spiffe_bundles() {
         serde_json::from_str(&server.cli_ok(&["bundle", "show", "-format", "spiffe"]))
             .expect("JWKS");
     let keys = doc["keys"].as_array().expect("keys");
-    assert_eq!(keys.len(), 1);
+    assert_eq!(keys.len(), 2, "the CA and the JWT signing key: {doc}");
     assert_eq!(keys[0]["use"], "x509-svid");
     assert!(
         keys[0].get("kid").is_none(),
         "X509-SVID §6: x509 authorities carry no kid"
     );
     assert_eq!(keys[0]["x5c"].as_array().expect("x5c").len(), 1);
+    assert_eq!(keys[1]["use"], "jwt-svid");
+    assert_eq!(keys[1]["kty"], "EC");
+    assert_eq!(keys[1]["crv"], "P-256");
+    assert_eq!(
+        keys[1]["kid"].as_str().map(str::len),
+        Some(32),
+        "JWT-SVID §6: JWT authorities carry a kid"
+    );
+    assert!(keys[1].get("x5c").is_none());
     assert!(doc["spiffe_sequence"].as_i64().expect("sequence") >= 1);
 }
 

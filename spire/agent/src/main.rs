@@ -1,4 +1,4 @@
-//! `spire-agent`: run the agent or check its health.
+//! `spire-agent`: run the agent, check its health, or call its Workload API.
 
 use clap::Parser;
 use spire_agent::cli::{Cli, Command};
@@ -23,6 +23,7 @@ fn main() -> std::process::ExitCode {
             Command::Healthcheck { socket_path } => {
                 spire_agent::cli::healthcheck(socket_path).await
             }
+            Command::Api(command) => spire_agent::cli::api::execute(command).await,
         }
     });
     match result {

@@ -4,8 +4,9 @@
 //! the entries this agent is authorised for and the trust bundle, and asks the server to sign
 //! a fresh SVID for every entry that is new, changed, or past half its lifetime. The result is
 //! published as an immutable [`Snapshot`] on a watch channel; Workload API streams wake on each
-//! new snapshot. When the server is unreachable the last snapshot stays in place, so workloads
-//! keep getting their (still valid) SVIDs.
+//! new snapshot. The snapshot also carries the trust domain's JWT authorities; JWT-SVIDs
+//! themselves are signed on demand ([`crate::jwt_svids`]). When the server is unreachable the
+//! last snapshot stays in place, so workloads keep getting their (still valid) SVIDs.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -45,6 +46,8 @@ pub struct Snapshot {
     pub trust_domain: TrustDomain,
     /// The trust domain's CA certificates (DER).
     pub bundle: Vec<Vec<u8>>,
+    /// The trust domain's JWT authorities (key ID + SubjectPublicKeyInfo DER).
+    pub jwt_keys: Vec<pb::JwtKey>,
     /// SVIDs ordered by entry ID (SPIRE's order; the first matching one is the default).
     pub svids: Vec<Arc<WorkloadSvid>>,
 }
@@ -70,6 +73,7 @@ impl Manager {
         let empty = Snapshot {
             trust_domain,
             bundle: vec![],
+            jwt_keys: vec![],
             svids: vec![],
         };
         let (tx, rx) = watch::channel(Arc::new(empty));
@@ -118,10 +122,10 @@ impl Manager {
             .map_err(|s| self.link.error(s))?
             .into_inner();
         let current = self.tx.borrow().clone();
-        let bundle = response
-            .bundle
-            .map(|b| b.x509_authorities)
-            .unwrap_or_default();
+        let (bundle, jwt_keys) = match response.bundle {
+            Some(b) => (b.x509_authorities, b.jwt_authorities),
+            None => (vec![], current.jwt_keys.clone()),
+        };
         let bundle = if bundle.is_empty() {
             current.bundle.clone()
         } else {
@@ -152,14 +156,17 @@ impl Manager {
             }
         }
         let signed = self.sign(&mut client, wanted, &held).await?;
-        let changed =
-            !signed.is_empty() || keep.len() != current.svids.len() || bundle != current.bundle;
+        let changed = !signed.is_empty()
+            || keep.len() != current.svids.len()
+            || bundle != current.bundle
+            || jwt_keys != current.jwt_keys;
         if changed {
             let mut svids: Vec<_> = keep.into_iter().chain(signed).collect();
             svids.sort_by(|a, b| a.entry.id.cmp(&b.entry.id));
             let snapshot = Snapshot {
                 trust_domain: current.trust_domain.clone(),
                 bundle,
+                jwt_keys,
                 svids,
             };
             tracing::debug!(svids = snapshot.svids.len(), "cache updated");

@@ -221,6 +221,8 @@ impl DataDir {
 
 /// The mTLS link to the server's agent API. The client presents whatever SVID the store holds;
 /// the server must present `spiffe://<td>/spire/server` verified against the store's bundle.
+/// Clones share the store, so every clone presents the current agent SVID.
+#[derive(Clone)]
 pub struct ServerLink {
     addr: std::net::SocketAddr,
     pub store: Arc<SvidStore>,

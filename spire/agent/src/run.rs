@@ -8,20 +8,24 @@ use std::sync::Arc;
 use anyhow::Context;
 use spire_proto::workload::spiffe_workload_api_server::SpiffeWorkloadApiServer;
 use tokio::net::UnixListener;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::transport::Server;
 
 use crate::config::AgentConfig;
+use crate::jwt_svids::JwtSvids;
 use crate::manager::Manager;
 use crate::node::{self, DataDir, NodeError};
 use crate::workload::api::{WorkloadApi, require_security_header};
 use crate::workload::attestor::UnixAttestor;
+use crate::workload::authority::AuthorityFix;
 
 /// Runs the agent until a shutdown signal arrives.
 pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     let data = DataDir::open(&config.data_dir)?;
     let (link, agent_svid) = node::establish(&config, &data).await?;
     let agent_id = agent_svid.id.clone();
+    let jwt = Arc::new(JwtSvids::new(link.clone()));
     let (mut manager, cache) = Manager::new(
         link,
         data,
@@ -44,7 +48,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
 
     let listener = bind_workload_socket(&config.socket_path)?;
     let attestor = Arc::new(UnixAttestor::new(config.workload_size_limit));
-    let api = WorkloadApi::new(cache, attestor);
+    let api = WorkloadApi::new(cache, attestor, jwt);
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<SpiffeWorkloadApiServer<WorkloadApi>>()
@@ -57,7 +61,8 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
             require_security_header,
         ))
         .serve_with_incoming_shutdown(
-            UnixListenerStream::new(listener),
+            // Clients that send their socket path as :authority (py-spiffe) must get through h2.
+            UnixListenerStream::new(listener).map(|conn| conn.map(AuthorityFix::new)),
             common_process::shutdown_signal(),
         )
         .await?;

@@ -1,13 +1,14 @@
 //! Trust bundle file formats: PEM (concatenated `CERTIFICATE` blocks) and the SPIFFE bundle
 //! format (a JWK Set, SPIFFE Trust Domain and Bundle standard §4), as `spire-server bundle show`
-//! prints them and `spire-agent run -trustBundle` reads them.
+//! prints them and `spire-agent run -trustBundle` reads them, and the JWT-only JWK Set the
+//! Workload API serves (`FetchJWTBundles`).
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde_json::{Value, json};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use crate::server::Bundle;
+use crate::server::{Bundle, JwtKey};
 
 /// Why a bundle document could not be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,13 +32,18 @@ pub fn to_pem(bundle: &Bundle) -> String {
 }
 
 /// The bundle in SPIFFE format: `x509-svid` keys carry `x5c` and no `kid` (X509-SVID §6);
-/// `jwt-svid` keys carry `kid`; plus `spiffe_sequence` and `spiffe_refresh_hint`.
+/// `jwt-svid` keys carry `kid` (JWT-SVID §6); plus `spiffe_sequence` and `spiffe_refresh_hint`.
 pub fn to_spiffe_json(bundle: &Bundle) -> Result<String, BundleFormatError> {
     let mut keys = Vec::new();
     for der in &bundle.x509_authorities {
-        let mut jwk = ec_jwk(der)?;
+        let mut jwk = cert_jwk(der)?;
         jwk["use"] = json!("x509-svid");
         jwk["x5c"] = json!([STANDARD.encode(der)]);
+        keys.push(jwk);
+    }
+    for key in &bundle.jwt_authorities {
+        let mut jwk = jwt_key_jwk(key)?;
+        jwk["use"] = json!("jwt-svid");
         keys.push(jwk);
     }
     let mut doc = json!({ "keys": keys });
@@ -48,15 +54,37 @@ pub fn to_spiffe_json(bundle: &Bundle) -> Result<String, BundleFormatError> {
     serde_json::to_string_pretty(&doc).map_err(|e| BundleFormatError(e.to_string()))
 }
 
+/// The JWT authorities of a bundle as the standard JWK Set the Workload API serves in
+/// `JWTBundlesResponse`: `{"keys":[…]}` with `kid` on every key and, as SPIRE sends it, no
+/// `use`, `spiffe_sequence` or `spiffe_refresh_hint`.
+pub fn to_jwt_jwks(keys: &[JwtKey]) -> Result<Vec<u8>, BundleFormatError> {
+    let keys = keys
+        .iter()
+        .map(jwt_key_jwk)
+        .collect::<Result<Vec<_>, _>>()?;
+    serde_json::to_vec(&json!({ "keys": keys })).map_err(|e| BundleFormatError(e.to_string()))
+}
+
+/// A JWT authority as a JWK with its `kid`.
+fn jwt_key_jwk(key: &JwtKey) -> Result<Value, BundleFormatError> {
+    let mut jwk = ec_jwk(p256_point_from_spki(&key.public_key)?)?;
+    jwk["kid"] = json!(key.key_id);
+    Ok(jwk)
+}
+
 /// The public key of a P-256 certificate as a JWK (`kty`, `crv`, `x`, `y`).
-fn ec_jwk(der: &[u8]) -> Result<Value, BundleFormatError> {
+fn cert_jwk(der: &[u8]) -> Result<Value, BundleFormatError> {
     let (_, cert) = X509Certificate::from_der(der)
         .map_err(|e| BundleFormatError(format!("unparsable CA certificate: {e}")))?;
-    let point = cert.public_key().subject_public_key.data.as_ref();
+    ec_jwk(cert.public_key().subject_public_key.data.as_ref())
+}
+
+/// An uncompressed P-256 point as a JWK (`kty`, `crv`, `x`, `y`).
+fn ec_jwk(point: &[u8]) -> Result<Value, BundleFormatError> {
     // An uncompressed P-256 point: 0x04 || X (32 bytes) || Y (32 bytes).
     if point.len() != 65 || point[0] != 4 {
         return Err(BundleFormatError(
-            "CA key is not an uncompressed P-256 point".into(),
+            "key is not an uncompressed P-256 point".into(),
         ));
     }
     Ok(json!({
@@ -65,6 +93,29 @@ fn ec_jwk(der: &[u8]) -> Result<Value, BundleFormatError> {
         "x": URL_SAFE_NO_PAD.encode(&point[1..33]),
         "y": URL_SAFE_NO_PAD.encode(&point[33..]),
     }))
+}
+
+/// DER prefix of a P-256 SubjectPublicKeyInfo (`id-ecPublicKey`, `prime256v1`, a 66-byte BIT
+/// STRING); the uncompressed point follows it.
+const P256_SPKI_PREFIX: [u8; 26] = [
+    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a,
+    0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+];
+
+/// The SubjectPublicKeyInfo DER of an uncompressed P-256 point (as `ring` returns it), the
+/// form in which bundles carry JWT authorities.
+pub fn spki_from_p256_point(point: &[u8]) -> Vec<u8> {
+    [P256_SPKI_PREFIX.as_slice(), point].concat()
+}
+
+/// The uncompressed point of a P-256 SubjectPublicKeyInfo.
+pub fn p256_point_from_spki(spki: &[u8]) -> Result<&[u8], BundleFormatError> {
+    match spki.strip_prefix(P256_SPKI_PREFIX.as_slice()) {
+        Some(point) if point.len() == 65 && point[0] == 4 => Ok(point),
+        _ => Err(BundleFormatError(
+            "JWT authority is not an uncompressed P-256 public key".into(),
+        )),
+    }
 }
 
 /// Reads a trust bundle file in either format and returns its X.509 authorities (DER).
@@ -125,4 +176,64 @@ fn parse_spiffe_json(text: &str) -> Result<Vec<Vec<u8>>, BundleFormatError> {
         );
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use x509_parser::x509::SubjectPublicKeyInfo;
+
+    const POINT: [u8; 65] = {
+        let mut p = [7u8; 65];
+        p[0] = 4;
+        p
+    };
+
+    #[test]
+    fn p256_spki_round_trips_and_is_real_der() {
+        let spki = spki_from_p256_point(&POINT);
+        let (rest, parsed) = SubjectPublicKeyInfo::from_der(&spki).expect("SPKI DER");
+        assert!(rest.is_empty());
+        assert_eq!(
+            parsed.algorithm.algorithm.to_id_string(),
+            "1.2.840.10045.2.1",
+            "id-ecPublicKey"
+        );
+        assert_eq!(parsed.subject_public_key.data.as_ref(), POINT.as_slice());
+        assert_eq!(
+            p256_point_from_spki(&spki).expect("point"),
+            POINT.as_slice()
+        );
+        assert!(p256_point_from_spki(&spki[1..]).is_err());
+    }
+
+    #[test]
+    fn spiffe_json_has_jwt_keys_and_jwks_has_only_them() {
+        let bundle = Bundle {
+            trust_domain: "example.org".into(),
+            jwt_authorities: vec![JwtKey {
+                key_id: "kid1".into(),
+                public_key: spki_from_p256_point(&POINT),
+                expires_at: 0,
+            }],
+            sequence_number: 3,
+            ..Default::default()
+        };
+        let doc: Value =
+            serde_json::from_str(&to_spiffe_json(&bundle).expect("json")).expect("parse");
+        let key = &doc["keys"][0];
+        assert_eq!(key["use"], "jwt-svid");
+        assert_eq!(key["kid"], "kid1");
+        assert_eq!(key["kty"], "EC");
+        assert_eq!(key["crv"], "P-256");
+        assert_eq!(doc["spiffe_sequence"], 3);
+
+        let jwks: Value =
+            serde_json::from_slice(&to_jwt_jwks(&bundle.jwt_authorities).expect("jwks"))
+                .expect("parse");
+        let key = &jwks["keys"][0];
+        assert_eq!(key["kid"], "kid1");
+        assert!(key.get("use").is_none(), "{jwks}");
+        assert!(jwks.get("spiffe_sequence").is_none(), "{jwks}");
+    }
 }

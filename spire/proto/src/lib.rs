@@ -1,5 +1,6 @@
 //! What the identity server and agent share: generated gRPC types, selectors, trust bundle
-//! formats, Unix-socket channels, SPIRE-style flag parsing and the gRPC health check.
+//! formats, JWT-SVID signing and validation, Unix-socket channels, SPIRE-style flag parsing
+//! and the gRPC health check.
 //!
 //! - [`workload`]: the SPIFFE Workload API, exactly as the standard defines it (no proto
 //!   package, so method paths are `/SpiffeWorkloadAPI/...`).
@@ -20,6 +21,7 @@ pub mod server {
 
 pub mod bundle_format;
 pub mod flags;
+pub mod jwt_svid;
 pub mod process;
 mod selector;
 pub mod uds;

@@ -1,4 +1,5 @@
-//! `spire-server run`: opens the datastore, loads the CA, publishes the bundle, keeps the
+//! `spire-server run`: opens the datastore, loads the CA and the JWT signing key, publishes
+//! them in the bundle, keeps the
 //! server's own SVID fresh and serves the agent API (mTLS, TCP) and the admin API (Unix socket)
 //! until SIGINT or SIGTERM.
 
@@ -18,7 +19,7 @@ use tonic::transport::Server;
 
 use crate::api::admin::AdminService;
 use crate::api::agent::AgentService;
-use crate::ca::Ca;
+use crate::ca::{Ca, JwtAuthority};
 use crate::config::ServerConfig;
 use crate::datastore::{self, Datastore};
 use crate::state::{ServerState, now, server_id};
@@ -31,12 +32,15 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         .context("opening the datastore")?;
     let ca = Ca::load_or_create(&config.data_dir, &config.trust_domain, config.ca_ttl)
         .context("loading the CA")?;
-    publish_ca(&datastore, &config, &ca).await?;
+    let jwt = JwtAuthority::load_or_create(&config.data_dir, &config.trust_domain, config.ca_ttl)
+        .context("loading the JWT signing key")?;
     let state = Arc::new(ServerState {
         config,
         datastore,
         ca: Arc::new(ca),
+        jwt: Arc::new(jwt),
     });
+    publish_authorities(&state).await?;
 
     let bundle = state.bundle().await?;
     let store = Arc::new(SvidStore::new(&bundle.x509_authorities)?);
@@ -92,10 +96,12 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Adds this server's CA to the trust domain's bundle if it is not there yet, dropping expired
-/// authorities. Other servers sharing the datastore keep their CAs in the same bundle.
-async fn publish_ca(ds: &Datastore, config: &ServerConfig, ca: &Ca) -> anyhow::Result<()> {
-    let td = config.trust_domain.to_string();
+/// Adds this server's CA and JWT key to the trust domain's bundle if they are not there yet,
+/// dropping expired authorities. Other servers sharing the datastore keep theirs in the same
+/// bundle. Storing a changed bundle bumps its `spiffe_sequence`.
+async fn publish_authorities(state: &ServerState) -> anyhow::Result<()> {
+    let (ds, ca) = (&state.datastore, &state.ca);
+    let td = state.config.trust_domain.to_string();
     let mut bundle = ds.get_bundle(&td).await?.unwrap_or(datastore::Bundle {
         trust_domain: td,
         x509_authorities: vec![],
@@ -104,7 +110,7 @@ async fn publish_ca(ds: &Datastore, config: &ServerConfig, ca: &Ca) -> anyhow::R
         refresh_hint: 300,
     });
     let now = now();
-    let before = bundle.x509_authorities.clone();
+    let before = bundle.clone();
     bundle
         .x509_authorities
         .retain(|der| cert_not_after(der).is_some_and(|t| t > now));
@@ -115,9 +121,14 @@ async fn publish_ca(ds: &Datastore, config: &ServerConfig, ca: &Ca) -> anyhow::R
     {
         bundle.x509_authorities.push(ca.cert_der().to_vec());
     }
-    if bundle.x509_authorities != before {
+    let jwt_key = state.jwt_key();
+    bundle.jwt_authorities.retain(|k| k.expires_at > now);
+    if !bundle.jwt_authorities.contains(&jwt_key) {
+        bundle.jwt_authorities.push(jwt_key);
+    }
+    if bundle != before {
         ds.set_bundle(&bundle).await?;
-        tracing::info!("CA published in the trust bundle");
+        tracing::info!("CA and JWT key published in the trust bundle");
     }
     Ok(())
 }

@@ -1,11 +1,11 @@
-//! What every API handler shares: configuration, datastore, CA.
+//! What every API handler shares: configuration, datastore, CA and JWT signing key.
 
 use std::sync::Arc;
 
 use spiffe::SpiffeId;
 use spire_proto::server as pb;
 
-use crate::ca::Ca;
+use crate::ca::{Ca, JwtAuthority};
 use crate::config::ServerConfig;
 use crate::datastore::{self, Datastore};
 
@@ -14,6 +14,7 @@ pub struct ServerState {
     pub config: ServerConfig,
     pub datastore: Datastore,
     pub ca: Arc<Ca>,
+    pub jwt: Arc<JwtAuthority>,
 }
 
 impl ServerState {
@@ -31,6 +32,15 @@ impl ServerState {
         SpiffeId::new(raw).map_err(|e| format!("join token cannot form an agent ID: {e}"))
     }
 
+    /// This server's JWT signing key as the bundle publishes it.
+    pub fn jwt_key(&self) -> datastore::JwtKey {
+        datastore::JwtKey {
+            key_id: self.jwt.key_id().to_owned(),
+            public_key: self.jwt.public_key_spki(),
+            expires_at: self.jwt.not_after(),
+        }
+    }
+
     /// The trust domain's current bundle, as stored.
     pub async fn bundle(&self) -> Result<pb::Bundle, datastore::DatastoreError> {
         let td = self.config.trust_domain.to_string();
@@ -41,7 +51,7 @@ impl ServerState {
             .unwrap_or(datastore::Bundle {
                 trust_domain: td,
                 x509_authorities: vec![self.ca.cert_der().to_vec()],
-                jwt_authorities: vec![],
+                jwt_authorities: vec![self.jwt_key()],
                 sequence_number: 0,
                 refresh_hint: 0,
             });

@@ -4,6 +4,7 @@
 //! standard §4: InvalidArgument without it), then attests the caller through the kernel and
 //! matches its selectors against the cached entries. Streams send the current state at once
 //! and again on every cache change, always the full state, never deltas (Workload API §5).
+//! The JWT profile's logic lives in [`super::jwt`].
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -19,6 +20,8 @@ use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Response, Status};
 
 use super::attestor::{AttestError, Caller, UnixAttestor};
+use super::jwt;
+use crate::jwt_svids::JwtSvids;
 use crate::manager::{Snapshot, WorkloadSvid};
 
 /// The message clients key on when nothing matches them (rust-spiffe maps this substring to
@@ -44,11 +47,20 @@ pub fn require_security_header(request: Request<()>) -> Result<Request<()>, Stat
 pub struct WorkloadApi {
     cache: watch::Receiver<Arc<Snapshot>>,
     attestor: Arc<UnixAttestor>,
+    jwt: Arc<JwtSvids>,
 }
 
 impl WorkloadApi {
-    pub fn new(cache: watch::Receiver<Arc<Snapshot>>, attestor: Arc<UnixAttestor>) -> Self {
-        WorkloadApi { cache, attestor }
+    pub fn new(
+        cache: watch::Receiver<Arc<Snapshot>>,
+        attestor: Arc<UnixAttestor>,
+        jwt: Arc<JwtSvids>,
+    ) -> Self {
+        WorkloadApi {
+            cache,
+            attestor,
+            jwt,
+        }
     }
 
     /// The caller's selectors, from its socket credentials and /proc.
@@ -90,7 +102,8 @@ pub fn matching<'a>(snapshot: &'a Snapshot, selectors: &[Selector]) -> Vec<&'a A
         .collect()
 }
 
-fn td_key(snapshot: &Snapshot) -> String {
+/// The key of a bundle map: the trust domain's ID, `spiffe://<td>`, as SPIRE sends it.
+pub(crate) fn td_key(snapshot: &Snapshot) -> String {
     format!("spiffe://{}", snapshot.trust_domain)
 }
 
@@ -199,28 +212,46 @@ impl SpiffeWorkloadApi for WorkloadApi {
 
     async fn fetch_jwtsvid(
         &self,
-        _request: Request<wl::JwtsvidRequest>,
+        request: Request<wl::JwtsvidRequest>,
     ) -> Result<Response<wl::JwtsvidResponse>, Status> {
-        Err(Status::unimplemented(
-            "JWT-SVIDs are not served by this agent yet",
-        ))
+        let selectors = self.attest(&request).await?;
+        let req = request.into_inner();
+        jwt::check_audience(&req.audience)?;
+        let entries = {
+            let snapshot = self.cache.borrow().clone();
+            jwt::identities(&matching(&snapshot, &selectors), &req.spiffe_id)?
+        };
+        let response = jwt::fetch_svids(&self.jwt, &entries, &req.audience).await?;
+        Ok(Response::new(response))
     }
 
     async fn fetch_jwt_bundles(
         &self,
-        _request: Request<wl::JwtBundlesRequest>,
+        request: Request<wl::JwtBundlesRequest>,
     ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
-        Err(Status::unimplemented(
-            "JWT bundles are not served by this agent yet",
-        ))
+        let selectors = self.attest(&request).await?;
+        if matching(&self.cache.borrow(), &selectors).is_empty() {
+            return Err(Status::permission_denied(NO_IDENTITY));
+        }
+        Ok(Response::new(watch_stream(
+            self.cache.clone(),
+            move |snapshot| {
+                (!matching(snapshot, &selectors).is_empty())
+                    .then(|| jwt::bundles_response(snapshot))
+            },
+        )))
     }
 
     async fn validate_jwtsvid(
         &self,
-        _request: Request<wl::ValidateJwtsvidRequest>,
+        request: Request<wl::ValidateJwtsvidRequest>,
     ) -> Result<Response<wl::ValidateJwtsvidResponse>, Status> {
-        Err(Status::unimplemented(
-            "JWT-SVID validation is not served by this agent yet",
-        ))
+        let selectors = self.attest(&request).await?;
+        let snapshot = self.cache.borrow().clone();
+        // Like SPIRE, only a caller with an identity gets the bundles to validate with.
+        if matching(&snapshot, &selectors).is_empty() {
+            return Err(Status::permission_denied(NO_IDENTITY));
+        }
+        jwt::validate(&snapshot, request.get_ref()).map(Response::new)
     }
 }

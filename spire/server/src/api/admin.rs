@@ -9,6 +9,7 @@ use spire_proto::server as pb;
 use spire_proto::server::admin_server::Admin;
 use tonic::{Request, Response, Status};
 
+use crate::api::agent::jwt_svid_to_proto;
 use crate::api::{ca_status, datastore_status};
 use crate::datastore::{self, EntryFilter, JoinToken};
 use crate::entries;
@@ -16,7 +17,7 @@ use crate::state::{ServerState, now};
 
 /// Default join token lifetime, as SPIRE's.
 pub const DEFAULT_TOKEN_TTL: i32 = 600;
-/// Longest SVID `x509 mint` will issue.
+/// Longest SVID `x509 mint` or `jwt mint` will issue.
 pub const MAX_MINT_TTL: i32 = 7 * 24 * 3600;
 
 /// The admin API.
@@ -308,6 +309,34 @@ impl Admin for AdminService {
             }),
             private_key: minted.private_key_pkcs8.to_vec(),
             bundle: Some(bundle),
+        }))
+    }
+
+    async fn mint_jwt_svid(
+        &self,
+        request: Request<pb::MintJwtSvidRequest>,
+    ) -> Result<Response<pb::MintJwtSvidResponse>, Status> {
+        let req = request.into_inner();
+        let id: SpiffeId =
+            entries::parse_id("spiffeID", &req.spiffe_id, &self.state.config.trust_domain)
+                .map_err(Status::invalid_argument)?;
+        let ttl = if req.ttl == 0 {
+            self.state.config.default_jwt_svid_ttl
+        } else if (1..=MAX_MINT_TTL).contains(&req.ttl) {
+            Duration::from_secs(req.ttl.unsigned_abs().into())
+        } else {
+            return Err(Status::invalid_argument(format!(
+                "ttl must be between 1 and {MAX_MINT_TTL} seconds"
+            )));
+        };
+        let svid = self
+            .state
+            .jwt
+            .sign(&id, &req.audience, ttl)
+            .map_err(ca_status)?;
+        tracing::info!(spiffe_id = %id, "JWT-SVID minted");
+        Ok(Response::new(pb::MintJwtSvidResponse {
+            svid: Some(jwt_svid_to_proto(svid)),
         }))
     }
 }

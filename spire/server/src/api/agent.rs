@@ -1,5 +1,5 @@
 //! The `Agent` service: node attestation, agent SVID renewal, entry sync and workload SVID
-//! signing. Served over mTLS; every call but `AttestAgent` must come from an attested agent.
+//! signing (X.509 and JWT). Served over mTLS; every call but `AttestAgent` must come from an attested agent.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,7 +12,7 @@ use spire_proto::server::agent_server::Agent;
 use tonic::{Request, Response, Status};
 
 use crate::api::{ca_status, datastore_status};
-use crate::ca::SignedSvid;
+use crate::ca::{SignedJwtSvid, SignedSvid};
 use crate::datastore::{self, AttestedAgent, EntryFilter};
 use crate::entries;
 use crate::state::{ServerState, now};
@@ -65,6 +65,16 @@ impl AgentService {
             .filter(|e| e.expires_at == 0 || e.expires_at > now)
             .cloned()
             .collect())
+    }
+}
+
+/// The wire form of a signed JWT-SVID.
+pub(crate) fn jwt_svid_to_proto(svid: SignedJwtSvid) -> pb::JwtSvid {
+    pb::JwtSvid {
+        token: svid.token,
+        spiffe_id: svid.spiffe_id.to_string(),
+        issued_at: svid.issued_at,
+        expires_at: svid.expires_at,
     }
 }
 
@@ -214,6 +224,43 @@ impl Agent for AgentService {
             });
         }
         Ok(Response::new(pb::BatchNewX509SvidResponse { results }))
+    }
+
+    async fn new_jwtsvid(
+        &self,
+        request: Request<pb::NewJwtSvidRequest>,
+    ) -> Result<Response<pb::NewJwtSvidResponse>, Status> {
+        let agent = self.caller(&request).await?;
+        let req = request.into_inner();
+        spire_proto::jwt_svid::check_audience(&req.audience)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        // The same rule as for X.509: only entries this agent is authorised for.
+        let entry = self
+            .authorized_entries(&agent)
+            .await?
+            .into_iter()
+            .find(|e| e.id == req.entry_id)
+            .ok_or_else(|| {
+                Status::permission_denied(format!(
+                    "entry {:?} is not authorized for this agent",
+                    req.entry_id
+                ))
+            })?;
+        let id = SpiffeId::new(&entry.spiffe_id)
+            .map_err(|e| Status::internal(format!("stored entry is corrupt: {e}")))?;
+        let ttl = match u64::try_from(entry.jwt_svid_ttl) {
+            Ok(secs) if secs > 0 => Duration::from_secs(secs),
+            _ => self.state.config.default_jwt_svid_ttl,
+        };
+        let svid = self
+            .state
+            .jwt
+            .sign(&id, &req.audience, ttl)
+            .map_err(ca_status)?;
+        tracing::debug!(%agent, spiffe_id = %id, "JWT-SVID signed");
+        Ok(Response::new(pb::NewJwtSvidResponse {
+            svid: Some(jwt_svid_to_proto(svid)),
+        }))
     }
 }
 

@@ -25,9 +25,10 @@ pub(crate) fn datastore_status(e: DatastoreError) -> Status {
 pub(crate) fn ca_status(e: CaError) -> Status {
     match e {
         CaError::InvalidCsr(m) => Status::invalid_argument(format!("invalid CSR: {m}")),
-        CaError::InvalidSpiffeId(m) | CaError::InvalidDnsName(m) | CaError::InvalidTtl(m) => {
-            Status::invalid_argument(m)
-        }
+        CaError::InvalidSpiffeId(m)
+        | CaError::InvalidDnsName(m)
+        | CaError::InvalidTtl(m)
+        | CaError::InvalidAudience(m) => Status::invalid_argument(m),
         e @ CaError::WrongTrustDomain { .. } => Status::invalid_argument(e.to_string()),
         other => {
             tracing::error!(error = %other, "signing failed");

@@ -1,4 +1,4 @@
-//! The server's X.509 certificate authority.
+//! The server's X.509 certificate authority, and its JWT signing key ([`JwtAuthority`]).
 //!
 //! The CA is a self-signed ECDSA P-256 certificate for `spiffe://<trust-domain>` whose
 //! certificate and PKCS#8 private key live in the server's data directory (`ca-cert.pem`,
@@ -23,9 +23,12 @@
 //! Private key material is kept in an rcgen [`KeyPair`] that never leaves this module and whose
 //! PKCS#8 copy is zeroized on drop; PKCS#8 bytes handed to callers are [`Zeroizing`].
 
+mod jwt;
 mod storage;
 #[cfg(test)]
 mod tests;
+
+pub use jwt::{JWT_KEY_FILE, JWT_KEY_META_FILE, JwtAuthority, SignedJwtSvid};
 
 use std::fmt;
 use std::ops::Deref;
@@ -103,6 +106,10 @@ pub enum CaError {
     /// A requested DNS SAN is not a usable DNS name.
     #[error("invalid DNS name {0:?}: must be a non-empty ASCII host name")]
     InvalidDnsName(String),
+
+    /// A JWT-SVID audience list is empty, too long, or holds an empty or oversized value.
+    #[error("{0}")]
+    InvalidAudience(String),
 
     /// A TTL is zero or too large to represent.
     #[error("invalid TTL: {0}")]

@@ -5,6 +5,7 @@
 mod agent;
 mod bundle;
 mod entry;
+mod jwt;
 mod output;
 mod token;
 mod x509;
@@ -70,6 +71,9 @@ pub enum Command {
     /// Mints X509-SVIDs outside the agent flow.
     #[command(subcommand)]
     X509(x509::X509Command),
+    /// Mints JWT-SVIDs outside the agent flow.
+    #[command(subcommand)]
+    Jwt(jwt::JwtCommand),
 }
 
 /// Runs an admin command (everything but `run`).
@@ -82,6 +86,7 @@ pub async fn execute(command: Command) -> anyhow::Result<()> {
         Command::Bundle(cmd) => bundle::execute(cmd).await,
         Command::Agent(cmd) => agent::execute(cmd).await,
         Command::X509(cmd) => x509::execute(cmd).await,
+        Command::Jwt(cmd) => jwt::execute(cmd).await,
     }
 }
 

@@ -99,7 +99,8 @@ pub async fn execute(command: X509Command) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn write_file(path: &Path, data: &[u8], mode: u32) -> anyhow::Result<()> {
+/// Writes (creating or truncating) `path` with `mode`.
+pub(super) fn write_file(path: &Path, data: &[u8], mode: u32) -> anyhow::Result<()> {
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)

@@ -1,4 +1,7 @@
-//! The `spire-agent` command line.
+//! The `spire-agent` command line: `run`, `healthcheck`, and the Workload API client commands
+//! under `api` ([`api`]).
+
+pub mod api;
 
 use std::path::PathBuf;
 
@@ -24,6 +27,9 @@ pub enum Command {
         #[arg(long = "socketPath", env = "SPIRE_AGENT_SOCKET", default_value = DEFAULT_SOCKET_PATH)]
         socket_path: PathBuf,
     },
+    /// Talks to the Workload API as a workload would.
+    #[command(subcommand)]
+    Api(api::ApiCommand),
 }
 
 /// `spire-agent healthcheck`.

@@ -1,0 +1,184 @@
+//! `spire-agent api fetch jwt` and `spire-agent api validate jwt`: the Workload API's JWT
+//! profile from the command line, with SPIRE's flags and output.
+
+use std::path::PathBuf;
+
+use clap::Subcommand;
+use serde_json::Value;
+use spire_proto::workload as wl;
+use spire_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+use crate::config::DEFAULT_SOCKET_PATH;
+
+/// Where the Workload API is.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Socket {
+    /// Path of the Workload API socket.
+    #[arg(long = "socketPath", env = "SPIRE_AGENT_SOCKET", default_value = DEFAULT_SOCKET_PATH)]
+    pub socket_path: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApiCommand {
+    /// Fetches SVIDs from the Workload API.
+    #[command(subcommand)]
+    Fetch(FetchCommand),
+    /// Validates SVIDs through the Workload API.
+    #[command(subcommand)]
+    Validate(ValidateCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FetchCommand {
+    /// Fetches JWT-SVIDs for an audience and the JWT bundles, and prints them.
+    Jwt {
+        /// Audience of the token; comma-separated or repeated.
+        #[arg(long = "audience", required = true, value_delimiter = ',')]
+        audience: Vec<String>,
+        /// Only the token of this SPIFFE ID.
+        #[arg(long = "spiffeID", default_value = "")]
+        spiffe_id: String,
+        #[command(flatten)]
+        socket: Socket,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ValidateCommand {
+    /// Asks the agent to validate a JWT-SVID for an audience.
+    Jwt {
+        /// The audience the token must be for.
+        #[arg(long = "audience")]
+        audience: String,
+        /// The token.
+        #[arg(long = "svid")]
+        svid: String,
+        #[command(flatten)]
+        socket: Socket,
+    },
+}
+
+type Client = SpiffeWorkloadApiClient<
+    InterceptedService<
+        Channel,
+        fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status>,
+    >,
+>;
+
+/// Adds the Workload API security header (`workload.spiffe.io: true`).
+fn security_header(mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    request.metadata_mut().insert(
+        "workload.spiffe.io",
+        tonic::metadata::MetadataValue::from_static("true"),
+    );
+    Ok(request)
+}
+
+async fn client(socket: &Socket) -> anyhow::Result<Client> {
+    let channel = spire_proto::uds::connect(&socket.socket_path)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot reach the agent at {}: {e}",
+                socket.socket_path.display()
+            )
+        })?;
+    let header: fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> =
+        security_header;
+    Ok(SpiffeWorkloadApiClient::with_interceptor(channel, header))
+}
+
+pub async fn execute(command: ApiCommand) -> anyhow::Result<()> {
+    match command {
+        ApiCommand::Fetch(FetchCommand::Jwt {
+            audience,
+            spiffe_id,
+            socket,
+        }) => fetch_jwt(&socket, audience, spiffe_id).await,
+        ApiCommand::Validate(ValidateCommand::Jwt {
+            audience,
+            svid,
+            socket,
+        }) => validate_jwt(&socket, audience, svid).await,
+    }
+}
+
+async fn fetch_jwt(
+    socket: &Socket,
+    audience: Vec<String>,
+    spiffe_id: String,
+) -> anyhow::Result<()> {
+    let mut client = client(socket).await?;
+    let svids = client
+        .fetch_jwtsvid(wl::JwtsvidRequest {
+            audience,
+            spiffe_id,
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("fetching JWT-SVIDs failed: {}", s.message()))?
+        .into_inner()
+        .svids;
+    let bundles = client
+        .fetch_jwt_bundles(wl::JwtBundlesRequest {})
+        .await
+        .map_err(|s| anyhow::anyhow!("fetching JWT bundles failed: {}", s.message()))?
+        .into_inner()
+        .message()
+        .await
+        .map_err(|s| anyhow::anyhow!("fetching JWT bundles failed: {}", s.message()))?
+        .ok_or_else(|| anyhow::anyhow!("the agent closed the JWT bundle stream"))?
+        .bundles;
+    for svid in svids {
+        println!("token({}):\n\t{}", svid.spiffe_id, svid.svid);
+    }
+    let mut bundles: Vec<_> = bundles.into_iter().collect();
+    bundles.sort();
+    for (trust_domain, jwks) in bundles {
+        println!(
+            "bundle({trust_domain}):\n\t{}",
+            String::from_utf8_lossy(&jwks)
+        );
+    }
+    Ok(())
+}
+
+async fn validate_jwt(socket: &Socket, audience: String, svid: String) -> anyhow::Result<()> {
+    let response = client(socket)
+        .await?
+        .validate_jwtsvid(wl::ValidateJwtsvidRequest { audience, svid })
+        .await
+        .map_err(|s| anyhow::anyhow!("SVID is not valid: {}", s.message()))?
+        .into_inner();
+    let claims = response.claims.map(struct_to_json).unwrap_or(Value::Null);
+    println!("SVID is valid.");
+    println!("SPIFFE ID : {}", response.spiffe_id);
+    println!("Claims    : {claims}");
+    Ok(())
+}
+
+fn struct_to_json(s: prost_types::Struct) -> Value {
+    Value::Object(
+        s.fields
+            .into_iter()
+            .map(|(k, v)| (k, value_to_json(v)))
+            .collect(),
+    )
+}
+
+fn value_to_json(value: prost_types::Value) -> Value {
+    use prost_types::value::Kind;
+    match value.kind {
+        None | Some(Kind::NullValue(_)) => Value::Null,
+        Some(Kind::BoolValue(b)) => Value::Bool(b),
+        // Claims such as exp and iat are whole seconds; print them as integers, as SPIRE does.
+        Some(Kind::NumberValue(n)) if n.fract() == 0.0 && n.abs() < 9.0e15 => Value::from(n as i64),
+        Some(Kind::NumberValue(n)) => Value::from(n),
+        Some(Kind::StringValue(s)) => Value::String(s),
+        Some(Kind::ListValue(list)) => {
+            Value::Array(list.values.into_iter().map(value_to_json).collect())
+        }
+        Some(Kind::StructValue(s)) => struct_to_json(s),
+    }
+}

@@ -1,0 +1,531 @@
+//! Lets gRPC clients that send their Unix socket path as the HTTP/2 `:authority` reach the
+//! Workload API.
+//!
+//! On a `unix:` channel, gRPC C-core (grpcio ≥ 1.57, which py-spiffe uses; grpc/grpc#38142)
+//! sends the percent-encoded socket path as `:authority` (grpcio 1.85 on
+//! `unix:/tmp/x/api.sock` sends `tmp%2Fx%2Fapi.sock`), and grpc-java and others send the raw
+//! path (`/tmp/x/api.sock`). Neither is an RFC 3986 authority: `http::uri::Authority` refuses
+//! a `%` in a host and a `/` anywhere. The `h2` crate, under hyper and tonic, builds the
+//! request's `http::Uri` with `Authority::from_maybe_shared` and, when that fails, resets the
+//! stream with `PROTOCOL_ERROR` (`h2::server`, "malformed headers: malformed authority")
+//! before hyper, tonic or any tower layer sees a request. h2 has no setting to relax this
+//! (hyperium/h2#487 is still open); SPIRE's Go server accepts such requests.
+//!
+//! So the fix sits below h2: [`AuthorityFix`] wraps each accepted connection and rewrites what
+//! the client sends. It splits the client's byte stream into HTTP/2 frames and passes every
+//! frame through untouched except header blocks (HEADERS + CONTINUATION), which it decodes with
+//! HPACK (tracking the client's dynamic table), gives `:authority: localhost` (what grpc-go
+//! sends on Unix sockets) when the client's value is not a valid authority, and re-encodes as
+//! literals that never enter the dynamic table, so h2's decoder table stays empty and always
+//! in step. On a Unix socket `:authority` means nothing: the caller is identified by its
+//! socket credentials. The server-to-client direction is not touched.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tonic::transport::server::Connected;
+
+/// The HTTP/2 client connection preface (RFC 9113 §3.4).
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+const FRAME_HEADER_LEN: usize = 9;
+const HEADERS: u8 = 0x1;
+const CONTINUATION: u8 = 0x9;
+const END_STREAM: u8 = 0x1;
+const END_HEADERS: u8 = 0x4;
+const PADDED: u8 = 0x8;
+const PRIORITY: u8 = 0x20;
+/// Largest frame payload we emit: the initial SETTINGS_MAX_FRAME_SIZE, which every HTTP/2
+/// peer must accept.
+const MAX_FRAME_PAYLOAD: usize = 16_384;
+/// Largest header block we buffer; gRPC metadata is far smaller.
+const MAX_HEADER_BLOCK: usize = 256 * 1024;
+/// The dynamic table size h2 advertises (the protocol default), so the most a client may use.
+const MAX_HPACK_TABLE: usize = 4096;
+/// What a Unix-socket `:authority` becomes.
+const LOCALHOST: &[u8] = b"localhost";
+
+/// A connection whose incoming header blocks get a valid `:authority`.
+pub struct AuthorityFix<S> {
+    inner: S,
+    rewriter: Rewriter,
+    input: BytesMut,
+    output: BytesMut,
+    eof: bool,
+}
+
+impl<S> AuthorityFix<S> {
+    /// Wraps an accepted connection.
+    pub fn new(inner: S) -> Self {
+        AuthorityFix {
+            inner,
+            rewriter: Rewriter::new(),
+            input: BytesMut::new(),
+            output: BytesMut::new(),
+            eof: false,
+        }
+    }
+}
+
+impl<S: Connected> Connected for AuthorityFix<S> {
+    type ConnectInfo = S::ConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.inner.connect_info()
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for AuthorityFix<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            if !this.output.is_empty() {
+                let n = buf.remaining().min(this.output.len());
+                buf.put_slice(&this.output[..n]);
+                this.output.advance(n);
+                return Poll::Ready(Ok(()));
+            }
+            if this.eof {
+                return Poll::Ready(Ok(()));
+            }
+            let mut chunk = [0u8; 8192];
+            let mut read = ReadBuf::new(&mut chunk);
+            ready!(Pin::new(&mut this.inner).poll_read(cx, &mut read))?;
+            if read.filled().is_empty() {
+                // The client is done; whatever partial frame is left goes on as it is.
+                this.eof = true;
+                this.output.extend_from_slice(&this.input.split());
+                continue;
+            }
+            this.input.extend_from_slice(read.filled());
+            this.rewriter.process(&mut this.input, &mut this.output)?;
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for AuthorityFix<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+enum State {
+    /// Waiting for the connection preface.
+    Preface,
+    /// Reading frames.
+    Frames,
+    /// Not HTTP/2 with prior knowledge: pass everything on and let h2 reject it.
+    Passthrough,
+}
+
+/// A header block whose CONTINUATION frames are still coming.
+struct Pending {
+    stream_id: u32,
+    flags: u8,
+    priority: Option<[u8; 5]>,
+    block: Vec<u8>,
+}
+
+/// The byte-level rewriter, separate from I/O so it can be tested on its own.
+struct Rewriter {
+    state: State,
+    decoder: loona_hpack::Decoder<'static>,
+    pending: Option<Pending>,
+}
+
+fn protocol_error(message: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, format!("HTTP/2: {message}"))
+}
+
+impl Rewriter {
+    fn new() -> Self {
+        let mut decoder = loona_hpack::Decoder::new();
+        decoder.set_max_allowed_table_size(MAX_HPACK_TABLE);
+        Rewriter {
+            state: State::Preface,
+            decoder,
+            pending: None,
+        }
+    }
+
+    /// Moves every complete unit (preface, frame) from `input` to `output`, rewritten.
+    fn process(&mut self, input: &mut BytesMut, output: &mut BytesMut) -> io::Result<()> {
+        loop {
+            match self.state {
+                State::Passthrough => {
+                    output.extend_from_slice(&input.split());
+                    return Ok(());
+                }
+                State::Preface => {
+                    let n = input.len().min(PREFACE.len());
+                    if input[..n] != PREFACE[..n] {
+                        self.state = State::Passthrough;
+                        continue;
+                    }
+                    if n < PREFACE.len() {
+                        return Ok(());
+                    }
+                    output.extend_from_slice(&input.split_to(PREFACE.len()));
+                    self.state = State::Frames;
+                }
+                State::Frames => {
+                    if input.len() < FRAME_HEADER_LEN {
+                        return Ok(());
+                    }
+                    let len = (usize::from(input[0]) << 16)
+                        | (usize::from(input[1]) << 8)
+                        | usize::from(input[2]);
+                    if input.len() < FRAME_HEADER_LEN + len {
+                        return Ok(());
+                    }
+                    let frame = input.split_to(FRAME_HEADER_LEN + len);
+                    self.frame(&frame, output)?;
+                }
+            }
+        }
+    }
+
+    fn frame(&mut self, frame: &[u8], output: &mut BytesMut) -> io::Result<()> {
+        let (kind, flags) = (frame[3], frame[4]);
+        let stream_id = u32::from_be_bytes([frame[5], frame[6], frame[7], frame[8]]) & 0x7fff_ffff;
+        let payload = &frame[FRAME_HEADER_LEN..];
+        match (kind, self.pending.as_mut()) {
+            (HEADERS, None) => {
+                let (priority, fragment) = headers_payload(flags, payload)?;
+                self.pending = Some(Pending {
+                    stream_id,
+                    flags,
+                    priority,
+                    block: fragment.to_vec(),
+                });
+            }
+            (CONTINUATION, Some(pending)) if pending.stream_id == stream_id => {
+                if pending.block.len() + payload.len() > MAX_HEADER_BLOCK {
+                    return Err(protocol_error("header block too large"));
+                }
+                pending.block.extend_from_slice(payload);
+                pending.flags |= flags & END_HEADERS;
+            }
+            // RFC 9113 §6.10: nothing may interleave with a header block.
+            (_, Some(_)) => return Err(protocol_error("frame inside a header block")),
+            (_, None) => {
+                output.extend_from_slice(frame);
+                return Ok(());
+            }
+        }
+        if let Some(pending) = self.pending.take_if(|p| p.flags & END_HEADERS != 0) {
+            self.emit(pending, output)?;
+        }
+        Ok(())
+    }
+
+    /// Decodes a complete header block and writes it out as HEADERS (+ CONTINUATION) frames.
+    fn emit(&mut self, pending: Pending, output: &mut BytesMut) -> io::Result<()> {
+        let mut block = Vec::with_capacity(pending.block.len() + 64);
+        let mut failed = None;
+        self.decoder
+            .decode_with_cb(&pending.block, |name, value| {
+                let value: &[u8] = if name.as_ref() == b":authority" && !valid_authority(&value) {
+                    tracing::trace!(
+                        authority = %String::from_utf8_lossy(&value),
+                        "replacing an :authority h2 would reject with localhost"
+                    );
+                    LOCALHOST
+                } else {
+                    &value
+                };
+                if let Err(e) = literal_without_indexing(&mut block, &name, value) {
+                    failed = Some(e);
+                }
+            })
+            .map_err(|e| protocol_error(&format!("invalid HPACK header block: {e:?}")))?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+
+        let mut chunks = block.chunks(MAX_FRAME_PAYLOAD - 5).peekable();
+        let first = chunks.next().unwrap_or_default();
+        let mut flags = pending.flags & END_STREAM;
+        if pending.priority.is_some() {
+            flags |= PRIORITY;
+        }
+        if chunks.peek().is_none() {
+            flags |= END_HEADERS;
+        }
+        let priority = pending.priority.as_ref().map_or(&[][..], |p| &p[..]);
+        write_frame(
+            output,
+            HEADERS,
+            flags,
+            pending.stream_id,
+            &[priority, first],
+        );
+        while let Some(chunk) = chunks.next() {
+            let flags = if chunks.peek().is_none() {
+                END_HEADERS
+            } else {
+                0
+            };
+            write_frame(output, CONTINUATION, flags, pending.stream_id, &[chunk]);
+        }
+        Ok(())
+    }
+}
+
+/// The priority fields and header block fragment of a HEADERS payload (padding removed).
+fn headers_payload(flags: u8, payload: &[u8]) -> io::Result<(Option<[u8; 5]>, &[u8])> {
+    let mut rest = payload;
+    let mut padding = 0;
+    if flags & PADDED != 0 {
+        let (&pad, tail) = rest
+            .split_first()
+            .ok_or_else(|| protocol_error("HEADERS frame too short"))?;
+        padding = usize::from(pad);
+        rest = tail;
+    }
+    let mut priority = None;
+    if flags & PRIORITY != 0 {
+        let (fields, tail) = rest
+            .split_first_chunk::<5>()
+            .ok_or_else(|| protocol_error("HEADERS frame too short"))?;
+        priority = Some(*fields);
+        rest = tail;
+    }
+    let end = rest
+        .len()
+        .checked_sub(padding)
+        .ok_or_else(|| protocol_error("HEADERS padding longer than the frame"))?;
+    Ok((priority, &rest[..end]))
+}
+
+/// Whether h2 accepts `value` as a request authority (the check it applies itself).
+fn valid_authority(value: &[u8]) -> bool {
+    http::uri::Authority::try_from(value).is_ok()
+}
+
+/// RFC 7541 §6.2.2: literal header field without indexing, new name, no Huffman coding.
+fn literal_without_indexing(out: &mut Vec<u8>, name: &[u8], value: &[u8]) -> io::Result<()> {
+    out.push(0);
+    for s in [name, value] {
+        loona_hpack::encoder::encode_integer_into(s.len(), 7, 0, out)?;
+        out.extend_from_slice(s);
+    }
+    Ok(())
+}
+
+fn write_frame(out: &mut BytesMut, kind: u8, flags: u8, stream_id: u32, parts: &[&[u8]]) {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    // Every caller keeps `len` within MAX_FRAME_PAYLOAD, far below 2^24.
+    out.extend_from_slice(&(len as u32).to_be_bytes()[1..]);
+    out.extend_from_slice(&[kind, flags]);
+    out.extend_from_slice(&stream_id.to_be_bytes());
+    for part in parts {
+        out.extend_from_slice(part);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// HPACK-encodes `headers` as a client would (its encoder indexes into the dynamic table).
+    fn encode(encoder: &mut loona_hpack::Encoder<'_>, headers: &[(&str, &str)]) -> Vec<u8> {
+        encoder.encode(headers.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())))
+    }
+
+    fn request(encoder: &mut loona_hpack::Encoder<'_>, authority: &str, path: &str) -> Vec<u8> {
+        encode(
+            encoder,
+            &[
+                (":method", "POST"),
+                (":scheme", "http"),
+                (":path", path),
+                (":authority", authority),
+                ("content-type", "application/grpc"),
+                ("workload.spiffe.io", "true"),
+            ],
+        )
+    }
+
+    fn frame(kind: u8, flags: u8, stream_id: u32, payload: &[u8]) -> Vec<u8> {
+        let mut out = BytesMut::new();
+        write_frame(&mut out, kind, flags, stream_id, &[payload]);
+        out.to_vec()
+    }
+
+    /// Runs `input` through a rewriter `step` bytes at a time.
+    fn rewrite(input: &[u8], step: usize) -> io::Result<Vec<u8>> {
+        let mut rewriter = Rewriter::new();
+        let (mut buffered, mut output) = (BytesMut::new(), BytesMut::new());
+        for chunk in input.chunks(step) {
+            buffered.extend_from_slice(chunk);
+            rewriter.process(&mut buffered, &mut output)?;
+        }
+        assert!(buffered.is_empty(), "everything complete was consumed");
+        Ok(output.to_vec())
+    }
+
+    /// Splits rewritten output into (kind, flags, stream, payload) after the preface.
+    fn frames(mut bytes: &[u8]) -> Vec<(u8, u8, u32, Vec<u8>)> {
+        bytes = bytes.strip_prefix(PREFACE).expect("preface first");
+        let mut out = Vec::new();
+        while !bytes.is_empty() {
+            let len = (usize::from(bytes[0]) << 16)
+                | (usize::from(bytes[1]) << 8)
+                | usize::from(bytes[2]);
+            let id = u32::from_be_bytes([bytes[5], bytes[6], bytes[7], bytes[8]]);
+            out.push((bytes[3], bytes[4], id, bytes[9..9 + len].to_vec()));
+            bytes = &bytes[9 + len..];
+        }
+        out
+    }
+
+    #[test]
+    fn socket_path_authorities_become_localhost_and_the_rest_is_kept() {
+        let mut client = loona_hpack::Encoder::new();
+        let first = request(
+            &mut client,
+            "tmp%2Fx%2Fapi.sock",
+            "/SpiffeWorkloadAPI/FetchX509SVID",
+        );
+        // The second request refers to the dynamic table the first one filled.
+        let second = request(
+            &mut client,
+            "/tmp/x/api.sock",
+            "/SpiffeWorkloadAPI/FetchJWTSVID",
+        );
+        let settings = frame(0x4, 0, 0, &[]);
+        let mut padded = vec![3u8, 0, 0, 0, 3, 16]; // pad length 3, priority fields
+        padded.extend_from_slice(&second[..4]);
+        padded.extend_from_slice(&[0, 0, 0]); // the padding
+        let mut input = PREFACE.to_vec();
+        input.extend(settings.clone());
+        input.extend(frame(HEADERS, END_HEADERS, 1, &first));
+        input.extend(frame(0x0, END_STREAM, 1, b"body"));
+        input.extend(frame(HEADERS, PADDED | PRIORITY | END_STREAM, 3, &padded));
+        input.extend(frame(CONTINUATION, END_HEADERS, 3, &second[4..]));
+
+        for step in [1, 7, input.len()] {
+            let out = frames(&rewrite(&input, step).expect("rewrite"));
+            assert_eq!(out.len(), 4, "settings, headers, data, headers");
+            assert_eq!(out[0], (0x4, 0, 0, vec![]));
+            assert_eq!(out[2], (0x0, END_STREAM, 1, b"body".to_vec()));
+            let mut server = loona_hpack::Decoder::new();
+            for ((kind, flags, id, block), path) in
+                [(&out[1], "FetchX509SVID"), (&out[3], "FetchJWTSVID")]
+            {
+                assert_eq!(*kind, HEADERS);
+                assert_eq!(flags & END_HEADERS, END_HEADERS);
+                let block = if flags & PRIORITY != 0 {
+                    assert_eq!(*id, 3);
+                    assert_eq!(flags & END_STREAM, END_STREAM);
+                    assert_eq!(&block[..5], &[0, 0, 0, 3, 16]);
+                    &block[5..]
+                } else {
+                    &block[..]
+                };
+                let headers = server.decode(block).expect("h2 can decode it");
+                let get = |n: &[u8]| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+                assert_eq!(get(b":authority").as_deref(), Some(LOCALHOST));
+                assert_eq!(
+                    get(b":path"),
+                    Some(format!("/SpiffeWorkloadAPI/{path}").into_bytes())
+                );
+                assert_eq!(get(b"workload.spiffe.io").as_deref(), Some(&b"true"[..]));
+                assert_eq!(headers.len(), 6);
+            }
+        }
+    }
+
+    #[test]
+    fn what_grpc_sends_on_unix_sockets_is_not_an_authority() {
+        assert!(!valid_authority(b"tmp%2Fx%2Fapi.sock"), "grpcio 1.85");
+        assert!(!valid_authority(b"/tmp/x/api.sock"), "grpc-java");
+        assert!(valid_authority(b"localhost"));
+        assert!(valid_authority(b"127.0.0.1:8081"));
+    }
+
+    #[test]
+    fn valid_authorities_are_kept_and_large_blocks_are_split() {
+        let mut client = loona_hpack::Encoder::new();
+        let big = "x".repeat(40_000);
+        let block = encode(
+            &mut client,
+            &[
+                (":method", "POST"),
+                (":authority", "localhost:1234"),
+                ("big", &big),
+            ],
+        );
+        let mut input = PREFACE.to_vec();
+        let (head, tail) = block.split_at(10_000);
+        input.extend(frame(HEADERS, 0, 1, head));
+        input.extend(frame(CONTINUATION, END_HEADERS, 1, tail));
+        let out = frames(&rewrite(&input, 4096).expect("rewrite"));
+        assert!(out.len() >= 3, "split into frames of at most 16 KiB");
+        assert!(out.iter().all(|f| f.3.len() <= MAX_FRAME_PAYLOAD));
+        assert_eq!(out[0].0, HEADERS);
+        assert!(out[1..].iter().all(|f| f.0 == CONTINUATION));
+        assert_eq!(out.last().expect("last").1, END_HEADERS);
+        let joined: Vec<u8> = out.iter().flat_map(|f| f.3.clone()).collect();
+        let decoded = loona_hpack::Decoder::new().decode(&joined).expect("decode");
+        assert_eq!(
+            decoded[1],
+            (b":authority".to_vec(), b"localhost:1234".to_vec())
+        );
+        assert_eq!(decoded[2].1.len(), 40_000);
+    }
+
+    #[test]
+    fn interleaved_frames_and_garbage_are_refused() {
+        let mut input = PREFACE.to_vec();
+        input.extend(frame(HEADERS, 0, 1, &[0x82]));
+        input.extend(frame(0x0, 0, 1, b"x"));
+        assert!(rewrite(&input, input.len()).is_err());
+
+        let mut input = PREFACE.to_vec();
+        input.extend(frame(
+            HEADERS,
+            END_HEADERS,
+            1,
+            &[0xff, 0xff, 0xff, 0xff, 0xff],
+        ));
+        assert!(
+            rewrite(&input, input.len()).is_err(),
+            "bad HPACK closes the connection"
+        );
+
+        let http1 = b"GET / HTTP/1.1\r\n\r\n";
+        assert_eq!(rewrite(http1, 3).expect("passthrough"), http1.to_vec());
+    }
+}
