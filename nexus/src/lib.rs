@@ -14,6 +14,7 @@
 //! - [`access`]: the compiled, cached policy set.
 //! - [`policy_sync`]: keeping that cache current across replicas sharing one database.
 //! - [`break_glass`]: recovery shards out (`recover`) and back in (`restore`).
+//! - [`rotation`]: root key rotation, crash-safe at every step.
 //! - [`cipher`]: encryption as a service, under a key of its own.
 //! - [`service`]: secret and policy operations, independent of HTTP.
 //! - [`validate`]: input limits.
@@ -31,6 +32,7 @@ pub mod keepers;
 pub mod metrics;
 pub mod policy_sync;
 pub mod root_key;
+pub mod rotation;
 pub mod run;
 pub mod sealing;
 pub mod service;

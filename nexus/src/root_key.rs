@@ -1,6 +1,7 @@
 //! The root key's life in memory: absent while Nexus is uninitialised or sealed, then held
 //! (never on disk) until the process exits. Handlers read it lock-free; [`crate::unseal`]
-//! writes it once.
+//! writes it once, [`crate::rotation`] replaces it (keeping the previous key for records read
+//! just before the rotation committed, until the rotation is finished).
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -21,6 +22,7 @@ struct Progress {
 #[derive(Debug)]
 pub struct KeyState {
     root: ArcSwapOption<RootKey>,
+    previous: ArcSwapOption<RootKey>,
     progress: Mutex<Progress>,
     threshold: AtomicU8,
     keepers: usize,
@@ -31,6 +33,7 @@ impl KeyState {
     pub fn new(threshold: u8, keepers: usize) -> Self {
         KeyState {
             root: ArcSwapOption::empty(),
+            previous: ArcSwapOption::empty(),
             progress: Mutex::new(Progress {
                 initialized: false,
                 reachable: 0,
@@ -55,6 +58,24 @@ impl KeyState {
             p.message.clear();
         });
         root
+    }
+
+    /// Replaces the root key after a rotation; the old one stays as [`previous`](Self::previous).
+    pub fn rotate_to(&self, root: RootKey) -> Arc<RootKey> {
+        let root = Arc::new(root);
+        let old = self.root.swap(Some(root.clone()));
+        self.previous.store(old);
+        root
+    }
+
+    /// The key before the last rotation, until the rotation is finished.
+    pub fn previous(&self) -> Option<Arc<RootKey>> {
+        self.previous.load_full()
+    }
+
+    /// Forgets the previous key (the rotation is finished).
+    pub fn forget_previous(&self) {
+        self.previous.store(None);
     }
 
     fn update(&self, change: impl FnOnce(&mut Progress)) {

@@ -96,6 +96,11 @@ pub struct Nexus {
     pub(crate) policy_reload: tokio::sync::Mutex<()>,
     /// Recovery shards submitted so far by `restore` (break-glass), in memory only.
     pub(crate) restoring: tokio::sync::Mutex<Vec<nexus_crypto::Shard>>,
+    /// Writers that seal under the root key hold it shared; a rotation holds it exclusively,
+    /// so no record is sealed under a key the rotation is retiring.
+    pub(crate) rotation_gate: tokio::sync::RwLock<()>,
+    /// Wakes the keeper loop at once (after a rotation, to re-seed keepers).
+    pub(crate) reseed_now: tokio::sync::Notify,
 }
 
 impl Nexus {
@@ -116,6 +121,8 @@ impl Nexus {
             metrics: Metrics::default(),
             policy_reload: tokio::sync::Mutex::new(()),
             restoring: tokio::sync::Mutex::new(Vec::new()),
+            rotation_gate: tokio::sync::RwLock::new(()),
+            reseed_now: tokio::sync::Notify::new(),
         }
     }
 
@@ -131,6 +138,30 @@ impl Nexus {
         })
     }
 
+    /// Opens a record with `root`, else with the key installed now or the one before the
+    /// last rotation: a record read around a rotation's commit may be wrapped under either.
+    fn open<T>(
+        &self,
+        root: &RootKey,
+        open: impl Fn(&RootKey) -> Result<T, SealingError>,
+    ) -> Result<T, ServiceError> {
+        let first = match open(root) {
+            Ok(value) => return Ok(value),
+            Err(error) => error,
+        };
+        for other in [self.keys.root(), self.keys.previous()]
+            .into_iter()
+            .flatten()
+        {
+            if *other != *root
+                && let Ok(value) = open(&other)
+            {
+                return Ok(value);
+            }
+        }
+        Err(first.into())
+    }
+
     /// Writes a new version; returns its number.
     pub async fn put_secret(
         &self,
@@ -139,6 +170,7 @@ impl Nexus {
     ) -> Result<u64, ServiceError> {
         validate::path(&request.path).map_err(ServiceError::Invalid)?;
         validate::values(&request.values).map_err(ServiceError::Invalid)?;
+        let _gate = self.rotation_gate.read().await;
         let root = self.root()?;
         let put = PutVersion {
             path: &request.path,
@@ -168,7 +200,9 @@ impl Nexus {
         validate::versions(&[version]).map_err(ServiceError::Invalid)?;
         let root = self.root()?;
         let stored = self.store.get_version(path, version).await?;
-        let data = sealing::open_values(&root, path, stored.version, &stored.sealed)?;
+        let data = self.open(&root, |key| {
+            sealing::open_values(key, path, stored.version, &stored.sealed)
+        })?;
         Ok(GetSecretResponse {
             data,
             version: stored.version,
@@ -252,12 +286,14 @@ impl Nexus {
         to_policy(request)?
             .validate()
             .map_err(|e| ServiceError::Invalid(e.to_string()))?;
+        let gate = self.rotation_gate.read().await;
         let root = self.root()?;
         let sealed = sealing::seal_policy(&root, request)?;
         let generation = self
             .store
             .put_policy(&request.name, sealed, OffsetDateTime::now_utc())
             .await?;
+        drop(gate);
         self.policies_changed(&root, generation).await
     }
 
@@ -280,7 +316,9 @@ impl Nexus {
             .get_policy(name)
             .await?
             .ok_or_else(|| ServiceError::NotFound(format!("policy {name:?}")))?;
-        let policy = sealing::open_policy(&root, &stored.name, &stored.sealed)?;
+        let policy = self.open(&root, |key| {
+            sealing::open_policy(key, &stored.name, &stored.sealed)
+        })?;
         Ok(policy_response(
             policy,
             stored.created_at,
@@ -296,7 +334,9 @@ impl Nexus {
         let root = self.root()?;
         let mut out = Vec::new();
         for stored in self.store.list_policies().await? {
-            let policy = sealing::open_policy(&root, &stored.name, &stored.sealed)?;
+            let policy = self.open(&root, |key| {
+                sealing::open_policy(key, &stored.name, &stored.sealed)
+            })?;
             let keep = filter
                 .spiffe_id_pattern
                 .as_ref()
@@ -325,7 +365,9 @@ impl Nexus {
         let generation = self.store.policy_generation().await?;
         let mut loaded = Vec::new();
         for stored in self.store.list_policies().await? {
-            let request = sealing::open_policy(root, &stored.name, &stored.sealed)?;
+            let request = self.open(root, |key| {
+                sealing::open_policy(key, &stored.name, &stored.sealed)
+            })?;
             match to_policy(&request) {
                 Ok(policy) => loaded.push(policy),
                 Err(error) => {

@@ -39,18 +39,45 @@ impl Backoff {
 /// Brings Nexus to ready, then keeps keepers seeded every `probe_interval`. Runs until the
 /// process ends.
 pub async fn run(nexus: Arc<Nexus>, keepers: Keepers, threshold: u8, probe_interval: Duration) {
-    let (root, threshold, shares) = obtain_root_key(&nexus, &keepers, threshold).await;
-    let shards = match split(&root, threshold, shares) {
-        Ok(shards) => shards,
-        Err(error) => {
-            tracing::error!(%error, "cannot split the root key; keepers will not be re-seeded");
-            return;
-        }
-    };
+    let (_, threshold, shares) = obtain_root_key(&nexus, &keepers, threshold).await;
     loop {
-        let reachable = reseed(&keepers, &shards).await;
-        nexus.keys.set_reachable(reachable);
-        tokio::time::sleep(probe_interval).await;
+        // The current key each round: a rotation replaces it.
+        let Some(root) = nexus.keys.root() else {
+            return;
+        };
+        match split(&root, threshold, shares) {
+            Ok(shards) => {
+                let seeded = reseed(&keepers, &shards).await;
+                nexus.keys.set_reachable(seeded);
+                if seeded == keepers.all().len() {
+                    finish_rotation(&nexus).await;
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot split the root key; keepers will not be re-seeded");
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(probe_interval) => {}
+            () = nexus.reseed_now.notified() => {}
+        }
+    }
+}
+
+/// Every keeper holds a shard of the current key: an unfinished rotation is finished.
+async fn finish_rotation(nexus: &Nexus) {
+    match nexus.store.rotation().await {
+        Ok(Some(_)) => match nexus.store.finish_rotation().await {
+            Ok(()) => {
+                nexus.keys.forget_previous();
+                tracing::info!(
+                    "root key rotation finished: every keeper holds a shard of the new key"
+                );
+            }
+            Err(error) => tracing::warn!(%error, "cannot finish the root key rotation yet"),
+        },
+        Ok(None) => nexus.keys.forget_previous(),
+        Err(error) => tracing::debug!(%error, "cannot read the rotation state"),
     }
 }
 
@@ -229,6 +256,30 @@ async fn collect(nexus: &Nexus, keepers: &Keepers, record: &KeyRecord) -> Option
             return None;
         }
     };
+    // After an unfinished rotation, keepers may still hold shards of the previous key.
+    let rotation = match nexus.store.rotation().await {
+        Ok(rotation) => rotation,
+        Err(error) => {
+            nexus
+                .keys
+                .set_waiting(format!("cannot read the datastore: {error}"));
+            return None;
+        }
+    };
+    let previous = rotation
+        .as_ref()
+        .and_then(|r| KeyCheck::from_bytes(&r.previous_key_check).ok());
+    let rebuild = |shards: &[Shard]| -> Option<RootKey> {
+        if let Ok(root) = combine_any(shards, record.threshold, &check) {
+            return Some(root);
+        }
+        let old = combine_any(shards, record.threshold, previous.as_ref()?).ok()?;
+        let root = crate::rotation::recover(&old, rotation.as_ref()?, &check)?;
+        tracing::info!(
+            "rebuilt the previous root key from keepers; recovered the rotated key from the rotation record"
+        );
+        Some(root)
+    };
     // Shards are used as they arrive: a threshold of fast keepers unseals Nexus without
     // waiting for a slow or unreachable one to time out.
     let mut answers: FuturesUnordered<_> = keepers.all().iter().map(|k| keepers.fetch(k)).collect();
@@ -242,7 +293,7 @@ async fn collect(nexus: &Nexus, keepers: &Keepers, record: &KeyRecord) -> Option
                 reachable += 1;
                 shards.push(shard);
                 if shards.len() >= usize::from(threshold)
-                    && let Ok(root) = combine_any(&shards, threshold, &check)
+                    && let Some(root) = rebuild(&shards)
                 {
                     nexus.keys.set_reachable(reachable);
                     return Some(root);

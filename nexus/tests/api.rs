@@ -841,3 +841,124 @@ async fn storage_ciphertexts_do_not_decrypt_through_the_cipher() {
         assert!(!answer.to_string().contains("hunter2"));
     }
 }
+
+#[tokio::test]
+async fn rotation_rewraps_every_data_key_while_readers_and_writers_carry_on() {
+    let api = Arc::new(api(true).await);
+    for i in 0..40 {
+        let (status, _) = api
+            .post(
+                ADMIN,
+                "/v1/store/secrets",
+                json!({"path": format!("s/{i}"), "values": {"v": format!("value-{i}")}}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let (status, _) = api
+        .post(
+            ADMIN,
+            "/v1/acl/policy",
+            json!({"name": "billing", "spiffeidPattern": "^spiffe://td/app/billing$", "pathPattern": "^s/.*$", "permissions": ["read"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let old_root = api.nexus.keys.root().expect("ready");
+    // The datastore's record of that key, as a first start stores it.
+    let stored = api
+        .nexus
+        .store
+        .initialize(&nexus::store::KeyRecord {
+            key_check: nexus_crypto::KeyCheck::compute(&old_root)
+                .expect("check")
+                .to_bytes(),
+            threshold: 2,
+            shares: 3,
+            created_at: time::OffsetDateTime::now_utc(),
+        })
+        .await
+        .expect("initialise");
+    assert!(stored);
+
+    let (status, _) = api.post(APP, "/v1/operator/rotate", json!({})).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "only the superuser rotates"
+    );
+
+    // Readers (through a policy) and writers run before, during and after the rotation.
+    let mut tasks = Vec::new();
+    for worker in 0..4 {
+        let api = api.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut failures = Vec::new();
+            for round in 0..30 {
+                let i = (worker * 7 + round) % 40;
+                let (status, answer) = if worker % 2 == 0 {
+                    api.post(APP, "/v1/store/secrets?action=get", json!({"path": format!("s/{i}")}))
+                        .await
+                } else {
+                    api.post(ADMIN, "/v1/store/secrets", json!({"path": format!("w/{worker}"), "values": {"round": round.to_string()}}))
+                        .await
+                };
+                if status != StatusCode::OK {
+                    failures.push(format!("{status} {answer}"));
+                }
+                tokio::task::yield_now().await;
+            }
+            failures
+        }));
+    }
+    let (status, rotated) = api.post(ADMIN, "/v1/operator/rotate", json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{rotated}");
+    for task in tasks {
+        assert_eq!(
+            task.await.expect("worker"),
+            Vec::<String>::new(),
+            "no request failed"
+        );
+    }
+    // 40 secrets (one version each) and the policy, plus whatever the writers had stored.
+    assert!(
+        rotated["rewrapped"].as_u64().is_some_and(|n| n >= 41),
+        "{rotated}"
+    );
+
+    let new_root = api.nexus.keys.root().expect("ready");
+    assert!(*new_root != *old_root);
+    let record = api
+        .nexus
+        .store
+        .key_record()
+        .await
+        .expect("record")
+        .expect("initialised?");
+    let check = nexus_crypto::KeyCheck::from_bytes(&record.key_check).expect("check");
+    assert!(check.verify(&new_root) && !check.verify(&old_root));
+    // No stored data key opens under the old key any more; all of them under the new one.
+    let stored = api.nexus.store.get_version("s/0", 0).await.expect("stored");
+    assert!(nexus::sealing::open_values(&old_root, "s/0", stored.version, &stored.sealed).is_err());
+    assert!(nexus::sealing::open_values(&new_root, "s/0", stored.version, &stored.sealed).is_ok());
+    for i in 0..40 {
+        let (status, answer) = api
+            .post(
+                APP,
+                "/v1/store/secrets?action=get",
+                json!({"path": format!("s/{i}")}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(answer["data"]["v"], format!("value-{i}"));
+    }
+    // Until keepers confirm their new shards, the record lets the old key find the new one.
+    let rotation = api
+        .nexus
+        .store
+        .rotation()
+        .await
+        .expect("read")
+        .expect("unfinished");
+    let recovered = nexus::rotation::recover(&old_root, &rotation, &check).expect("recover");
+    assert!(recovered == *new_root);
+}

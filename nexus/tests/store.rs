@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use nexus::store::{
-    InitError, Initialization, KeyRecord, PutVersion, SealedRecord, Store, StoreError,
-    StoredVersion,
+    InitError, Initialization, KeyRecord, PutVersion, RotateError, RotationRecord, SealedRecord,
+    Store, StoreError, StoredVersion, WrappedRow,
 };
 use nexus_crypto::CryptoError;
 use time::{Duration, OffsetDateTime};
@@ -28,6 +28,7 @@ common_sql::backend_tests! {
     check_policies => sqlite_policies, postgres_policies;
     check_policy_generation => sqlite_policy_generation, postgres_policy_generation;
     check_failed_initialization_stores_nothing => sqlite_failed_initialization_stores_nothing, postgres_failed_initialization_stores_nothing;
+    check_rotation_rewraps_all_or_nothing => sqlite_rotation_rewraps_all_or_nothing, postgres_rotation_rewraps_all_or_nothing;
 }
 
 common_sql::backend_url_tests! {
@@ -881,4 +882,75 @@ async fn postgres_initialization_lock_wait_is_bounded() {
     // The lock is free again.
     assert!(waiter.initialize(&key_record(2)).await.expect("initialize"));
     waiter.close().await;
+}
+
+async fn check_rotation_rewraps_all_or_nothing(store: &Store) {
+    store.initialize(&key_record(1)).await.expect("initialize");
+    for path in ["a", "b"] {
+        put_with(store, put(path)).await.expect("put");
+    }
+    put_with(store, put("a")).await.expect("put a v2");
+    let policy = SealedRecord {
+        wrapped_key: b"key policy p".to_vec(),
+        ciphertext: b"body".to_vec(),
+    };
+    store.put_policy("p", policy, at(1)).await.expect("policy");
+    let rotation = RotationRecord {
+        previous_key_check: vec![1; 40],
+        sealed_key: b"sealed new key".to_vec(),
+    };
+    let rewrap = |row: &WrappedRow<'_>| -> Result<Vec<u8>, String> {
+        Ok([b"new ".as_slice(), row.wrapped_key].concat())
+    };
+
+    // A stale key-check value: another rotation won; nothing changes.
+    let stale = store
+        .rotate_root_key(&[9; 40], &[2; 40], &rotation, rewrap)
+        .await;
+    assert!(matches!(stale, Err(RotateError::KeyChanged)), "{stale:?}");
+    // A failing re-wrap part-way: nothing changes either.
+    let failing = store
+        .rotate_root_key(&[1; 40], &[2; 40], &rotation, |row: &WrappedRow<'_>| {
+            if row.key == "b" {
+                Err("no".to_owned())
+            } else {
+                rewrap(row)
+            }
+        })
+        .await;
+    assert!(
+        matches!(failing, Err(RotateError::Rewrap(_))),
+        "{failing:?}"
+    );
+    assert_eq!(store.key_record().await.expect("read"), Some(key_record(1)));
+    assert_eq!(store.rotation().await.expect("read"), None);
+    let a1 = store.get_version("a", 1).await.expect("a v1");
+    assert_eq!(a1.sealed.wrapped_key, b"key a");
+
+    // The real thing: every data key (3 versions, 1 policy) in one transaction.
+    let count = store
+        .rotate_root_key(&[1; 40], &[2; 40], &rotation, rewrap)
+        .await
+        .expect("rotate");
+    assert_eq!(count, 4);
+    for (path, version) in [("a", 1), ("a", 2), ("b", 1)] {
+        let stored = store.get_version(path, version).await.expect("version");
+        assert_eq!(
+            stored.sealed.wrapped_key,
+            format!("new key {path}").into_bytes()
+        );
+        assert_eq!(
+            stored.sealed.ciphertext,
+            format!("{path}#{version}").into_bytes(),
+            "ciphertexts untouched"
+        );
+    }
+    let policy = store.get_policy("p").await.expect("read").expect("policy");
+    assert_eq!(policy.sealed.wrapped_key, b"new key policy p");
+    let record = store.key_record().await.expect("read").expect("record");
+    assert_eq!(record.key_check, vec![2; 40]);
+    assert_eq!(record.threshold, 2, "the Shamir parameters stay");
+    assert_eq!(store.rotation().await.expect("read"), Some(rotation));
+    store.finish_rotation().await.expect("finish");
+    assert_eq!(store.rotation().await.expect("read"), None);
 }

@@ -183,6 +183,12 @@ pub enum OperatorCommand {
     /// shard (spike:<id>:<hex>, the content of a recovery file) without echo on a
     /// terminal, or one line from stdin. Run it once per shard until Nexus is restored.
     Restore,
+    /// Replace the root key with a new one (needs the superuser).
+    ///
+    /// Every data key is re-wrapped under the new key in one transaction while reads go on;
+    /// keepers then get their new shards. Recovery shards saved before no longer work: run
+    /// `spike operator recover` again afterwards.
+    Rotate,
 }
 
 /// `spike operator recover`

@@ -108,6 +108,8 @@ pub enum Operation<'a> {
     Restore,
     /// `cipher encrypt|decrypt`.
     Cipher,
+    /// `operator rotate`.
+    Rotate,
 }
 
 impl Operation<'_> {
@@ -128,6 +130,7 @@ impl Operation<'_> {
             Operation::Status => "access to the status".into(),
             Operation::Recover => "the recover role".into(),
             Operation::Restore => "the restore role".into(),
+            Operation::Rotate => "the superuser role (root key rotation)".into(),
             Operation::Cipher => format!(
                 "`execute` on `{}` (the cipher)",
                 policies::SYSTEM_CIPHER_EXEC_PATH
@@ -175,7 +178,8 @@ impl Operation<'_> {
             | Operation::Status
             | Operation::Recover
             | Operation::Restore
-            | Operation::Cipher => format!("Not found: {message}"),
+            | Operation::Cipher
+            | Operation::Rotate => format!("Not found: {message}"),
         }
     }
 }

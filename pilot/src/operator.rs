@@ -31,7 +31,25 @@ pub async fn run(command: OperatorCommand, global: &GlobalArgs) -> Result<Output
     match command {
         OperatorCommand::Recover(args) => recover(args, global).await,
         OperatorCommand::Restore => restore(global).await,
+        OperatorCommand::Rotate => rotate(global).await,
     }
+}
+
+async fn rotate(global: &GlobalArgs) -> Result<Output, PilotError> {
+    let session = Session::connect(global).await?;
+    let rotated = session
+        .client()
+        .rotate()
+        .await
+        .map_err(session.fail(Operation::Rotate))?;
+    if let Some(text) = crate::output::structured(&rotated, global.format) {
+        return Ok(Output::ok(text));
+    }
+    Ok(Output::ok(format!(
+        "Root key rotated: {} data keys re-wrapped in {} ms; keepers get their new shards now.\n\
+         Recovery shards saved before no longer work: run `spike operator recover` again.\n",
+        rotated.rewrapped, rotated.duration_ms
+    )))
 }
 
 async fn recover(args: RecoverArgs, global: &GlobalArgs) -> Result<Output, PilotError> {

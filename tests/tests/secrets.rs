@@ -551,3 +551,84 @@ async fn legacy_apps_get_secrets_through_exec_and_render() {
         "user = app2\n"
     );
 }
+
+/// Root key rotation over real processes: online, then interrupted by `kill -9` at the worst
+/// moment (new key committed, two of three keepers still holding shards of the old one), and
+/// completed by the next start with no human step.
+#[tokio::test]
+async fn root_key_rotation_survives_kill_9_between_commit_and_keepers() {
+    use nix::sys::signal::Signal;
+    const SECRETS: usize = 30;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut stack = SecretsStack::start(dir.path(), 3).await;
+    for i in 0..SECRETS {
+        stack.spike_ok(&["secret", "put", &format!("r/{i}"), &format!("v=value-{i}")]);
+    }
+    let read_all = |stack: &SecretsStack| {
+        for i in 0..SECRETS {
+            let value = stack.spike_ok(&["secret", "get", &format!("r/{i}"), "v"]);
+            assert_eq!(value.trim(), format!("value-{i}"));
+        }
+    };
+    let signal = |stack: &SecretsStack, i: usize, signal| {
+        let pid = stack.keepers[i].as_ref().expect("keeper").pid();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal).expect("signal");
+    };
+
+    // Online: every data key re-wrapped, keepers re-seeded, the rotation record gone.
+    let rotated = json(&stack.spike_ok(&["operator", "rotate", "-f", "json"]));
+    assert!(
+        rotated["rewrapped"]
+            .as_u64()
+            .is_some_and(|n| n >= SECRETS as u64),
+        "{rotated}"
+    );
+    read_all(&stack);
+    tests::wait_for(
+        "the first rotation to finish",
+        Duration::from_secs(30),
+        || {
+            let done = stack.nexus_log().contains("root key rotation finished");
+            async move { done.then_some(()) }
+        },
+    )
+    .await;
+
+    // Keepers 2 and 3 frozen: the rotation commits, only keeper 1 gets its new shard, and
+    // Nexus dies before the others do.
+    signal(&stack, 1, Signal::SIGSTOP);
+    signal(&stack, 2, Signal::SIGSTOP);
+    stack.spike_ok(&["operator", "rotate"]);
+    stack.kill_nexus();
+    signal(&stack, 1, Signal::SIGCONT);
+    signal(&stack, 2, Signal::SIGCONT);
+
+    // Keepers 2 and 3 rebuild the previous key; the rotation record yields the new one.
+    stack.start_nexus();
+    stack.wait_ready().await;
+    assert!(
+        stack
+            .nexus_log()
+            .contains("recovered the rotated key from the rotation record"),
+        "{}",
+        stack.nexus_log()
+    );
+    read_all(&stack);
+    tests::wait_for(
+        "the interrupted rotation to finish",
+        Duration::from_secs(30),
+        || {
+            let done = stack.nexus_log().contains("root key rotation finished");
+            async move { done.then_some(()) }
+        },
+    )
+    .await;
+
+    // Finished: every keeper holds the new key, so a plain restart unseals from them.
+    stack.kill_nexus();
+    stack.start_nexus();
+    stack.wait_ready().await;
+    assert!(!stack.nexus_log().contains("rotation record"));
+    read_all(&stack);
+    stack.spike_ok(&["secret", "put", "r/after", "v=written-after"]);
+}

@@ -274,6 +274,11 @@ impl Client {
         self.call(routes::RECOVER, Action::Put, &Empty {}).await
     }
 
+    /// Rotates the root key (only the superuser).
+    pub async fn rotate(&self) -> Result<RotateResponse, ClientError> {
+        self.call(routes::ROTATE, Action::Put, &Empty {}).await
+    }
+
     /// Submits one recovery shard (break-glass; only the restore role).
     pub async fn restore(&self, id: u8, shard: &[u8]) -> Result<RestoreResponse, ClientError> {
         let request = RestoreRequest {

@@ -326,6 +326,16 @@ pub struct StatusResponse {
     pub version: String,
 }
 
+/// `POST /v1/operator/rotate` answer (body `{}`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RotateResponse {
+    /// Data keys re-wrapped under the new root key (secret versions and policies).
+    pub rewrapped: u64,
+    /// Time the re-wrapping transaction took, in milliseconds.
+    pub duration_ms: u64,
+}
+
 /// `POST /v1/operator/recover`: every recovery shard, by shard id. Only the recover role.
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecoverResponse {

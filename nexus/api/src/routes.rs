@@ -10,6 +10,8 @@ pub const POLICY: &str = "/v1/acl/policy";
 pub const RECOVER: &str = "/v1/operator/recover";
 /// Break-glass: submit one recovery shard.
 pub const RESTORE: &str = "/v1/operator/restore";
+/// Root key rotation (not in SPIKE). Only the Pilot superuser.
+pub const ROTATE: &str = "/v1/operator/rotate";
 /// Encryption as a service: encrypt (JSON or `application/octet-stream`).
 pub const CIPHER_ENCRYPT: &str = "/v1/cipher/encrypt";
 /// Encryption as a service: decrypt (JSON or `application/octet-stream`).

@@ -58,6 +58,10 @@ pub fn router(nexus: Arc<Nexus>, limits: &ApiLimits) -> Router {
             post(operator_routes::restore).fallback(wrong_method),
         )
         .route(
+            routes::ROTATE,
+            post(operator_routes::rotate).fallback(wrong_method),
+        )
+        .route(
             routes::CIPHER_ENCRYPT,
             post(cipher_routes::encrypt).fallback(wrong_method),
         )

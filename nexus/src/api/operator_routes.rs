@@ -1,5 +1,5 @@
 //! `/v1/operator/recover` and `/v1/operator/restore`: break-glass, each for exactly one
-//! Pilot role, never grantable through policies.
+//! Pilot role, never grantable through policies; `/v1/operator/rotate`, the superuser's.
 
 use std::sync::Arc;
 
@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::response::Response;
 use identity::http::CallerId;
-use nexus_api::model::{Empty, RecoverResponse, RestoreRequest};
+use nexus_api::model::{Empty, RecoverResponse, RestoreRequest, RotateResponse};
 use nexus_api::routes;
 use policies::Role;
 
@@ -44,6 +44,27 @@ pub async fn recover(
         require_role(&nexus, &mut audit, Role::Recover)?;
         let shards = nexus.recover().await?;
         Ok(ok(RecoverResponse { shards }))
+    }
+    .await;
+    audit.finish(outcome)
+}
+
+pub async fn rotate(
+    State(nexus): State<Arc<Nexus>>,
+    CallerId(caller): CallerId,
+    request: Result<Bytes, BytesRejection>,
+) -> Response {
+    let caller = caller.to_string();
+    let mut audit = Audit::new(&caller, routes::ROTATE);
+    let outcome = async {
+        let _: Empty = parse(&body(request)?)?;
+        require_role(&nexus, &mut audit, Role::Superuser)?;
+        nexus.root()?;
+        let rotated = crate::rotation::rotate(&nexus).await?;
+        Ok(ok(RotateResponse {
+            rewrapped: rotated.rewrapped,
+            duration_ms: u64::try_from(rotated.duration.as_millis()).unwrap_or(u64::MAX),
+        }))
     }
     .await;
     audit.finish(outcome)

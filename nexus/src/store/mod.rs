@@ -34,6 +34,7 @@ mod error;
 mod model;
 mod policies;
 mod root_key;
+mod rotation;
 mod secrets;
 mod versions;
 
@@ -51,6 +52,7 @@ pub use model::{
 };
 pub use policies::POLICY_CHANNEL;
 pub use root_key::{InitError, Initialization};
+pub use rotation::{RotateError, RotationRecord, WrappedRow};
 
 /// PostgreSQL cancels a statement running longer than this: no query of Nexus's takes more
 /// than milliseconds, so one that does is stuck (a lock held by a hung client, an

@@ -1,0 +1,106 @@
+//! Root key rotation (`spike operator rotate`): a new root key re-wraps every data key, then
+//! goes to the keepers.
+//!
+//! Records are sealed under data keys and only the data keys are wrapped under the root key,
+//! so a rotation rewrites one small blob per record, never a secret. It runs in three steps,
+//! each leaving a state the next start can finish:
+//!
+//! 1. One transaction re-wraps every data key under the new key, stores the new key-check
+//!    value, and stores the new key sealed under the previous key's KEK (the rotation
+//!    record). A crash before the commit changes nothing.
+//! 2. Nexus switches to the new key in memory and wakes the keeper loop, which hands every
+//!    keeper its shard of the new key. A crash now leaves keepers with old shards, new
+//!    shards, or a mix: on restart Nexus rebuilds whichever key a threshold of them gives,
+//!    and from the previous key it opens the record to get the new one ([`recover`]).
+//! 3. Once every keeper holds its new shard, the record is deleted, so the new key can no
+//!    longer be derived from the old one (nor from old recovery shards).
+//!
+//! Writers that seal (puts, policy writes) wait while step 1 runs; readers go on, opening a
+//! record with whichever of the two keys wraps it.
+
+use std::time::{Duration, Instant};
+
+use nexus_crypto::{KeyCheck, Purpose, RootKey, Sealed, WrappedKey, aad, open, seal, unwrap, wrap};
+
+use zeroize::Zeroize;
+
+use crate::service::{Nexus, ServiceError};
+use crate::store::{RotateError, RotationRecord};
+
+/// Associated data of the sealed new key in the rotation record.
+const RECORD_AAD: &[u8] = b"spike-nexus/root-key-rotation/v1";
+
+/// What a rotation did.
+#[derive(Debug, Clone, Copy)]
+pub struct Rotated {
+    /// Data keys re-wrapped (secret versions and policies).
+    pub rewrapped: u64,
+    /// Time from start to commit.
+    pub duration: Duration,
+}
+
+/// Rotates the root key (step 1 and the start of step 2 above).
+pub async fn rotate(nexus: &Nexus) -> Result<Rotated, ServiceError> {
+    let started = Instant::now();
+    let _writers = nexus.rotation_gate.write().await;
+    let old = nexus.root()?;
+    let current = nexus
+        .store
+        .key_record()
+        .await?
+        .ok_or_else(|| ServiceError::NotReady("no root key record".into()))?;
+    if !KeyCheck::from_bytes(&current.key_check).is_ok_and(|check| check.verify(&old)) {
+        return Err(ServiceError::Conflict(
+            "the stored root key is not the one in memory (rotated by another Nexus?); restart this Nexus".into(),
+        ));
+    }
+    let new = RootKey::generate()?;
+    let record = RotationRecord {
+        previous_key_check: current.key_check.clone(),
+        sealed_key: seal(&old.derive(Purpose::Kek), RECORD_AAD, new.expose_secret())?.to_bytes(),
+    };
+    let new_check = KeyCheck::compute(&new)?.to_bytes();
+    let rewrapped = nexus
+        .store
+        .rotate_root_key(&current.key_check, &new_check, &record, |row| {
+            let ad = aad(row.table, row.key, row.version);
+            let data_key = WrappedKey::from_bytes(row.wrapped_key)
+                .and_then(|wrapped| unwrap(&old, &wrapped, &ad))
+                .map_err(|_| {
+                    tracing::error!(table = row.table, key = row.key, version = row.version, "a data key does not unwrap under the root key");
+                    format!("a data key ({} {} v{}) does not unwrap under the root key; nothing was rotated", row.table, row.key, row.version)
+                })?;
+            wrap(&new, &data_key, &ad)
+                .map(|w| w.to_bytes())
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|error| match error {
+            RotateError::Store(error) => error.into(),
+            RotateError::KeyChanged => ServiceError::Conflict(error.to_string()),
+            RotateError::Rewrap(message) => {
+                tracing::error!(%message, "rotation aborted");
+                ServiceError::Internal
+            }
+        })?;
+    nexus.keys.rotate_to(new);
+    nexus.reseed_now.notify_one();
+    let duration = started.elapsed();
+    tracing::info!(rewrapped, ?duration, "root key rotated; re-seeding keepers");
+    Ok(Rotated {
+        rewrapped,
+        duration,
+    })
+}
+
+/// At unseal: `previous`, rebuilt from keepers still holding shards of the key before an
+/// unfinished rotation, opens the rotation record; the new key it holds is returned if it
+/// matches `check` (the stored key-check value).
+pub fn recover(previous: &RootKey, record: &RotationRecord, check: &KeyCheck) -> Option<RootKey> {
+    let sealed = Sealed::from_bytes(&record.sealed_key).ok()?;
+    let bytes = open(&previous.derive(Purpose::Kek), RECORD_AAD, &sealed).ok()?;
+    let mut key: [u8; nexus_crypto::KEY_LEN] = bytes.as_slice().try_into().ok()?;
+    let new = RootKey::from_bytes(key);
+    key.zeroize();
+    check.verify(&new).then_some(new)
+}

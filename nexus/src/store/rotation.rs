@@ -1,0 +1,179 @@
+//! Root key rotation in the datastore: every wrapped data key re-wrapped and the key-check
+//! value replaced in one transaction, with a record that lets a Nexus still holding only the
+//! previous key (its keepers not yet re-seeded) recover the new one.
+
+use sqlx::Row;
+
+use super::{Backend, Store, StoreError, to_millis};
+
+/// An unfinished rotation (`root_key_rotation`): present from the rotation's commit until
+/// every keeper holds a shard of the new key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RotationRecord {
+    /// Key-check value of the previous root key.
+    pub previous_key_check: Vec<u8>,
+    /// The new root key, sealed under the previous key's KEK.
+    pub sealed_key: Vec<u8>,
+}
+
+impl std::fmt::Debug for RotationRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RotationRecord").finish_non_exhaustive()
+    }
+}
+
+/// A sealed record's wrapped data key, as the rotation sees it.
+#[derive(Debug)]
+pub struct WrappedRow<'a> {
+    /// `secret_versions` or `policies` (the sealing AAD's table).
+    pub table: &'static str,
+    /// Secret path or policy name.
+    pub key: &'a str,
+    /// Secret version (0 for policies).
+    pub version: u64,
+    /// The data key wrapped under the current root key.
+    pub wrapped_key: &'a [u8],
+}
+
+/// Why a rotation stored nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum RotateError {
+    /// The datastore failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The stored key-check value is not the caller's: another Nexus rotated meanwhile.
+    #[error("the root key changed meanwhile (another rotation?); nothing was rotated")]
+    KeyChanged,
+    /// The re-wrap function refused a row; its message.
+    #[error("{0}")]
+    Rewrap(String),
+}
+
+impl From<sqlx::Error> for RotateError {
+    fn from(error: sqlx::Error) -> Self {
+        RotateError::Store(error.into())
+    }
+}
+
+impl Store {
+    /// In one transaction: checks that the stored key-check value is `current_check`,
+    /// re-wraps every secret version's and policy's data key with `rewrap`, stores
+    /// `new_check` and `record`. Returns how many data keys were re-wrapped. On any error
+    /// nothing changes.
+    pub async fn rotate_root_key<F>(
+        &self,
+        current_check: &[u8],
+        new_check: &[u8],
+        record: &RotationRecord,
+        rewrap: F,
+    ) -> Result<u64, RotateError>
+    where
+        F: Fn(&WrappedRow<'_>) -> Result<Vec<u8>, String> + Send + Sync,
+    {
+        let mut tx = self.begin_write().await?;
+        let lock = match self.backend() {
+            // Writers and other rotations on other replicas wait on this row.
+            Backend::Postgres => " FOR UPDATE",
+            Backend::Sqlite => "",
+        };
+        let stored: Vec<u8> = sqlx::query(&format!(
+            "SELECT key_check FROM root_key WHERE id = 1{lock}"
+        ))
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("key_check")?;
+        if stored != current_check {
+            tx.rollback().await?;
+            return Err(RotateError::KeyChanged);
+        }
+        let mut count = 0u64;
+        let versions = sqlx::query("SELECT path, version, wrapped_key FROM secret_versions")
+            .fetch_all(&mut *tx)
+            .await?;
+        for row in &versions {
+            let path: String = row.try_get("path")?;
+            let version: i64 = row.try_get("version")?;
+            let wrapped: Vec<u8> = row.try_get("wrapped_key")?;
+            let rewrapped = rewrap(&WrappedRow {
+                table: crate::sealing::SECRETS_TABLE,
+                key: &path,
+                version: u64::try_from(version)
+                    .map_err(|_| StoreError::Corrupt(format!("version {version} of {path}")))?,
+                wrapped_key: &wrapped,
+            })
+            .map_err(RotateError::Rewrap)?;
+            sqlx::query(
+                "UPDATE secret_versions SET wrapped_key = $1 WHERE path = $2 AND version = $3",
+            )
+            .bind(rewrapped)
+            .bind(&path)
+            .bind(version)
+            .execute(&mut *tx)
+            .await?;
+            count += 1;
+        }
+        let policies = sqlx::query("SELECT name, wrapped_key FROM policies")
+            .fetch_all(&mut *tx)
+            .await?;
+        for row in &policies {
+            let name: String = row.try_get("name")?;
+            let wrapped: Vec<u8> = row.try_get("wrapped_key")?;
+            let rewrapped = rewrap(&WrappedRow {
+                table: crate::sealing::POLICIES_TABLE,
+                key: &name,
+                version: 0,
+                wrapped_key: &wrapped,
+            })
+            .map_err(RotateError::Rewrap)?;
+            sqlx::query("UPDATE policies SET wrapped_key = $1 WHERE name = $2")
+                .bind(rewrapped)
+                .bind(&name)
+                .execute(&mut *tx)
+                .await?;
+            count += 1;
+        }
+        sqlx::query("UPDATE root_key SET key_check = $1 WHERE id = 1")
+            .bind(new_check)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM root_key_rotation")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO root_key_rotation (id, previous_key_check, sealed_key, started_at) \
+             VALUES (1, $1, $2, $3)",
+        )
+        .bind(&record.previous_key_check)
+        .bind(&record.sealed_key)
+        .bind(to_millis(time::OffsetDateTime::now_utc()))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(count)
+    }
+
+    /// The unfinished rotation, if any.
+    pub async fn rotation(&self) -> Result<Option<RotationRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT previous_key_check, sealed_key FROM root_key_rotation WHERE id = 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            Ok(RotationRecord {
+                previous_key_check: row.try_get("previous_key_check")?,
+                sealed_key: row.try_get("sealed_key")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Forgets the rotation record once every keeper holds a shard of the new key (so the
+    /// new key is no longer recoverable from the previous one).
+    pub async fn finish_rotation(&self) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM root_key_rotation")
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
