@@ -62,7 +62,7 @@ pub async fn rotate(nexus: &Nexus) -> Result<Rotated, ServiceError> {
     let new_check = KeyCheck::compute(&new)?.to_bytes();
     let rewrapped = nexus
         .store
-        .rotate_root_key(&current.key_check, &new_check, &record, |row| {
+        .rotate_root_key(&current.key_check, &new_check.clone(), &record, |row| {
             let ad = aad(row.table, row.key, row.version);
             let data_key = WrappedKey::from_bytes(row.wrapped_key)
                 .and_then(|wrapped| unwrap(&old, &wrapped, &ad))
@@ -84,6 +84,7 @@ pub async fn rotate(nexus: &Nexus) -> Result<Rotated, ServiceError> {
             }
         })?;
     nexus.keys.rotate_to(new);
+    nexus.store.set_write_fence(Some(new_check));
     nexus.reseed_now.notify_one();
     let duration = started.elapsed();
     tracing::info!(rewrapped, ?duration, "root key rotated; re-seeding keepers");

@@ -47,6 +47,9 @@ impl From<StoreError> for ServiceError {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::NotFound(what) => ServiceError::NotFound(what),
+            StoreError::KeyChanged => ServiceError::NotReady(
+                "the root key was rotated by another Nexus and this one is switching to it; retry shortly".into(),
+            ),
             StoreError::CasMismatch { expected, current } => ServiceError::Conflict(format!(
                 "check-and-set expected version {expected}, but the current version is {current}"
             )),
@@ -76,6 +79,9 @@ impl From<nexus_crypto::CryptoError> for ServiceError {
     }
 }
 
+/// How long a request waits for the keeper loop to fetch a key another Nexus rotated.
+const KEY_SWITCH_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Nexus's shared state.
 #[derive(Debug)]
 pub struct Nexus {
@@ -99,7 +105,8 @@ pub struct Nexus {
     /// Writers that seal under the root key hold it shared; a rotation holds it exclusively,
     /// so no record is sealed under a key the rotation is retiring.
     pub(crate) rotation_gate: tokio::sync::RwLock<()>,
-    /// Wakes the keeper loop at once (after a rotation, to re-seed keepers).
+    /// Wakes the keeper loop at once: after a rotation here (to re-seed keepers), or when
+    /// another Nexus rotated the key (to fetch it from keepers).
     pub(crate) reseed_now: tokio::sync::Notify,
 }
 
@@ -138,6 +145,15 @@ impl Nexus {
         })
     }
 
+    /// A failed sealed write; if it failed because another Nexus rotated the key, the keeper
+    /// loop is woken to switch keys.
+    fn write_failed(&self, error: StoreError) -> ServiceError {
+        if matches!(error, StoreError::KeyChanged) {
+            self.reseed_now.notify_one();
+        }
+        error.into()
+    }
+
     /// Opens a record with `root`, else with the key installed now or the one before the
     /// last rotation: a record read around a rotation's commit may be wrapped under either.
     fn open<T>(
@@ -160,6 +176,62 @@ impl Nexus {
             }
         }
         Err(first.into())
+    }
+
+    /// If another Nexus rotated the root key, switches to the new one: from the rotation
+    /// record while it exists, else by asking the keeper loop to fetch it (and answering
+    /// "not ready" meanwhile). `None` if the key in memory is still the stored one.
+    ///
+    /// With `wait`, a request waits (a few seconds at most) for the keeper loop to fetch it.
+    pub(crate) async fn adopt_rotated_key(
+        &self,
+        wait: bool,
+    ) -> Result<Option<Arc<RootKey>>, ServiceError> {
+        let stored = || async {
+            let record = self
+                .store
+                .key_record()
+                .await?
+                .ok_or(ServiceError::Internal)?;
+            let check = nexus_crypto::KeyCheck::from_bytes(&record.key_check)?;
+            Ok::<_, ServiceError>((record, check))
+        };
+        let (_, check) = stored().await?;
+        if check.verify(&*self.root()?) {
+            return Ok(None);
+        }
+        // Writers wait while the key changes; the check is repeated under the gate, since
+        // another request may have switched keys meanwhile.
+        let _writers = self.rotation_gate.write().await;
+        let root = self.root()?;
+        let (record, check) = stored().await?;
+        if check.verify(&root) {
+            return Ok(None);
+        }
+        if let Some(rotation) = self.store.rotation().await?
+            && let Some(new) = crate::rotation::recover(&root, &rotation, &check)
+        {
+            self.load_policies(&new).await?;
+            let new = self.keys.rotate_to(new);
+            self.store.set_write_fence(Some(record.key_check));
+            tracing::info!("another Nexus rotated the root key; switched to the new key");
+            return Ok(Some(new));
+        }
+        // The record is gone, so every keeper holds the new key's shards: the keeper loop
+        // fetches them.
+        drop(_writers);
+        self.reseed_now.notify_one();
+        let deadline = tokio::time::Instant::now() + KEY_SWITCH_WAIT;
+        while wait && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            let root = self.root()?;
+            if check.verify(&root) {
+                return Ok(Some(root));
+            }
+        }
+        Err(ServiceError::NotReady(
+            "the root key was rotated by another Nexus and this one is still fetching it from the keepers; retry shortly".into(),
+        ))
     }
 
     /// Writes a new version; returns its number.
@@ -186,7 +258,8 @@ impl Nexus {
             .put_version(put, move |version| {
                 sealing::seal_values(&root, &path, version, values)
             })
-            .await?;
+            .await
+            .map_err(|e| self.write_failed(e))?;
         Ok(version)
     }
 
@@ -200,9 +273,15 @@ impl Nexus {
         validate::versions(&[version]).map_err(ServiceError::Invalid)?;
         let root = self.root()?;
         let stored = self.store.get_version(path, version).await?;
-        let data = self.open(&root, |key| {
-            sealing::open_values(key, path, stored.version, &stored.sealed)
-        })?;
+        let open = |key: &RootKey| sealing::open_values(key, path, stored.version, &stored.sealed);
+        let data = match self.open(&root, open) {
+            Ok(data) => data,
+            // Another replica may have rotated the key and re-wrapped this record.
+            Err(error) => match self.adopt_rotated_key(true).await? {
+                Some(new) => self.open(&new, open)?,
+                None => return Err(error),
+            },
+        };
         Ok(GetSecretResponse {
             data,
             version: stored.version,
@@ -292,7 +371,8 @@ impl Nexus {
         let generation = self
             .store
             .put_policy(&request.name, sealed, OffsetDateTime::now_utc())
-            .await?;
+            .await
+            .map_err(|e| self.write_failed(e))?;
         drop(gate);
         self.policies_changed(&root, generation).await
     }

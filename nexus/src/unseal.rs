@@ -41,7 +41,13 @@ impl Backoff {
 pub async fn run(nexus: Arc<Nexus>, keepers: Keepers, threshold: u8, probe_interval: Duration) {
     let (_, threshold, shares) = obtain_root_key(&nexus, &keepers, threshold).await;
     loop {
-        // The current key each round: a rotation replaces it.
+        // The current key each round: a rotation here or by another Nexus replaces it.
+        // Keepers are re-seeded only with the key the datastore names, never with one
+        // another replica has just retired.
+        if !key_is_current(&nexus, &keepers).await {
+            wait(&nexus, probe_interval).await;
+            continue;
+        }
         let Some(root) = nexus.keys.root() else {
             return;
         };
@@ -57,9 +63,45 @@ pub async fn run(nexus: Arc<Nexus>, keepers: Keepers, threshold: u8, probe_inter
                 tracing::error!(%error, "cannot split the root key; keepers will not be re-seeded");
             }
         }
-        tokio::select! {
-            () = tokio::time::sleep(probe_interval) => {}
-            () = nexus.reseed_now.notified() => {}
+        wait(&nexus, probe_interval).await;
+    }
+}
+
+async fn wait(nexus: &Nexus, probe_interval: Duration) {
+    tokio::select! {
+        () = tokio::time::sleep(probe_interval) => {}
+        () = nexus.reseed_now.notified() => {}
+    }
+}
+
+/// Whether the key in memory is the one the datastore names, switching to the stored one
+/// first if another Nexus rotated it (from the rotation record, or from the keepers).
+async fn key_is_current(nexus: &Nexus, keepers: &Keepers) -> bool {
+    if nexus.keys.root().is_none() {
+        return false;
+    }
+    match nexus.adopt_rotated_key(false).await {
+        Ok(_) => true,
+        Err(ServiceError::NotReady(_)) => {
+            // The record is gone: every keeper already holds the new key's shards.
+            let Ok(Some(record)) = nexus.store.key_record().await else {
+                return false;
+            };
+            let Some(new) = collect(nexus, keepers, &record).await else {
+                return false;
+            };
+            if let Err(error) = nexus.load_policies(&new).await {
+                tracing::warn!(%error, "cannot load policies under the rotated key yet");
+                return false;
+            }
+            nexus.keys.rotate_to(new);
+            nexus.store.set_write_fence(Some(record.key_check));
+            tracing::info!("another Nexus rotated the root key; fetched the new key from keepers");
+            true
+        }
+        Err(error) => {
+            tracing::debug!(%error, "cannot check the stored root key");
+            false
         }
     }
 }
@@ -153,6 +195,12 @@ async fn obtain_root_key(
 /// that order, so no request is judged against an empty policy set).
 pub async fn install(nexus: &Nexus, root: RootKey) -> Result<Arc<RootKey>, ServiceError> {
     nexus.load_policies(&root).await?;
+    // Sealed writes are fenced with this key's stored key-check value (if stored yet).
+    let record = nexus.store.key_record().await?;
+    let fence = record
+        .map(|r| r.key_check)
+        .filter(|bytes| KeyCheck::from_bytes(bytes).is_ok_and(|check| check.verify(&root)));
+    nexus.store.set_write_fence(fence);
     Ok(nexus.keys.set_root(root))
 }
 

@@ -357,3 +357,44 @@ async fn nexus_answers_503_while_the_database_is_down_and_recovers() {
     stack.spike_ok(&["secret", "put", "db/password", "password=after-outage"]);
     println!("outage test done after {:?}", started.elapsed());
 }
+
+/// A rotation through one replica: the other reads the re-wrapped records at once (it
+/// recovers the new key from the rotation record, or from the keepers once that is gone),
+/// its writes land under the new key, and the first reads them; neither is restarted.
+#[tokio::test]
+async fn a_rotation_through_one_replica_is_picked_up_by_the_other() {
+    let db = TestDatabase::create().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (stack, a, b) = two_replicas(dir.path(), &db).await;
+    for i in 0..5 {
+        stack.spike_ok_at(
+            &a,
+            &["secret", "put", &format!("r/{i}"), &format!("v=value-{i}")],
+        );
+    }
+    // B has read them under the old key.
+    assert_eq!(
+        stack.spike_ok_at(&b, &["secret", "get", "r/0", "v"]).trim(),
+        "value-0"
+    );
+
+    stack.spike_ok_at(&a, &["operator", "rotate"]);
+    for url in [&b, &a] {
+        for i in 0..5 {
+            let value = stack.spike_ok_at(url, &["secret", "get", &format!("r/{i}"), "v"]);
+            assert_eq!(value.trim(), format!("value-{i}"), "{url}");
+        }
+    }
+    stack.spike_ok_at(&b, &["secret", "put", "r/from-b", "v=after-rotation"]);
+    assert_eq!(
+        stack
+            .spike_ok_at(&a, &["secret", "get", "r/from-b", "v"])
+            .trim(),
+        "after-rotation"
+    );
+    let logs = stack.nexus_logs();
+    assert!(
+        logs.contains("another Nexus rotated the root key"),
+        "{logs}"
+    );
+}

@@ -43,6 +43,10 @@ pub enum StoreError {
     /// Applying the schema migrations failed.
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The root key changed since this process learnt it (another Nexus rotated it); the
+    /// write was refused so no record is sealed under a retired key.
+    #[error("the root key was rotated by another Nexus; this one must reload it")]
+    KeyChanged,
     /// A stored value is out of its valid range.
     #[error("corrupt data in datastore: {0}")]
     Corrupt(String),

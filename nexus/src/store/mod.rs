@@ -38,11 +38,13 @@ mod rotation;
 mod secrets;
 mod versions;
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use common_sql::PoolSettings;
 use sqlx::migrate::Migrator;
-use sqlx::{Any, AnyPool, Transaction};
+use sqlx::{Any, AnyPool, Row, Transaction};
 use time::OffsetDateTime;
 
 pub use common_sql::Backend;
@@ -71,6 +73,8 @@ static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// The key-check value the records this process seals belong to ([`Store::set_write_fence`]).
+    fence: Arc<ArcSwapOption<Vec<u8>>>,
 }
 
 impl Store {
@@ -87,7 +91,43 @@ impl Store {
         let (pool, backend) =
             common_sql::connect_with(url, &SQLITE_MIGRATIONS, &POSTGRES_MIGRATIONS, settings)
                 .await?;
-        Ok(Store { pool, backend })
+        Ok(Store {
+            pool,
+            backend,
+            fence: Arc::default(),
+        })
+    }
+
+    /// Fences writes of sealed records (secret versions, policies) with the key-check value
+    /// of the root key they are sealed under: such a write fails with
+    /// [`StoreError::KeyChanged`] unless the stored value is still this one, so a replica
+    /// that has not yet learnt of another's rotation cannot store a record under the retired
+    /// key. On PostgreSQL the check takes a share lock that a rotation's update waits for.
+    pub fn set_write_fence(&self, key_check: Option<Vec<u8>>) {
+        self.fence.store(key_check.map(Arc::new));
+    }
+
+    /// Within a write transaction: the fence holds (see [`Store::set_write_fence`]).
+    async fn check_fence(&self, tx: &mut Transaction<'static, Any>) -> Result<(), StoreError> {
+        let Some(expected) = self.fence.load_full() else {
+            return Ok(());
+        };
+        let lock = match self.backend {
+            Backend::Postgres => " FOR SHARE",
+            Backend::Sqlite => "",
+        };
+        let stored: Option<Vec<u8>> = sqlx::query(&format!(
+            "SELECT key_check FROM root_key WHERE id = 1{lock}"
+        ))
+        .fetch_optional(&mut **tx)
+        .await?
+        .map(|row| row.try_get("key_check"))
+        .transpose()?;
+        if stored.as_deref() == Some(expected.as_slice()) {
+            Ok(())
+        } else {
+            Err(StoreError::KeyChanged)
+        }
     }
 
     /// The database this store is connected to.

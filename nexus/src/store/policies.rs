@@ -27,6 +27,7 @@ impl Store {
         now: OffsetDateTime,
     ) -> Result<u64, StoreError> {
         let mut tx = self.begin_write().await?;
+        self.check_fence(&mut tx).await?;
         sqlx::query(
             "INSERT INTO policies (name, wrapped_key, ciphertext, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $4) \
