@@ -1,29 +1,52 @@
-//! Encryption as a service (SPIKE's `/v1/cipher/*`): AES-256-GCM under a key derived from the
-//! root key for this purpose alone (HKDF label `spike-nexus/v1/cipher`). Stored data is
-//! sealed under data keys wrapped by a different derived key (the KEK), so nothing Nexus
-//! stores can be opened through this service, and nothing it returns is a storage ciphertext.
+//! Encryption as a service (SPIKE's `/v1/cipher/*`): AES-256-GCM under a key of its own, a
+//! random key made on first use and stored wrapped under the root key's KEK like any data key
+//! (so a root key rotation re-wraps it and earlier ciphertexts stay decryptable). It is never
+//! a key that seals stored records, so nothing Nexus stores can be opened through this
+//! service, and nothing it returns is a storage ciphertext.
 
-use nexus_crypto::{Purpose, RootKey, Sealed};
+use nexus_crypto::{DataKey, RootKey, Sealed, WrappedKey, aad, unwrap, wrap};
 use zeroize::Zeroizing;
 
-use crate::service::ServiceError;
+use crate::sealing::CIPHER_TABLE;
+use crate::service::{Nexus, ServiceError};
 
 /// Associated data of every cipher-service ciphertext.
 const AAD: &[u8] = b"spike-nexus/cipher/v1";
 
+/// The cipher key: cached after the first call, else unwrapped from the datastore, else
+/// created (by this Nexus or, on a shared database, whichever replica stores it first).
+pub async fn key(nexus: &Nexus, root: &RootKey) -> Result<std::sync::Arc<DataKey>, ServiceError> {
+    if let Some(key) = nexus.cipher_key.load_full() {
+        return Ok(key);
+    }
+    let ad = aad(CIPHER_TABLE, "", 0);
+    let wrapped = match nexus.store.cipher_key().await? {
+        Some(wrapped) => wrapped,
+        None => {
+            let fresh = wrap(root, &DataKey::generate()?, &ad)?.to_bytes();
+            nexus.store.create_cipher_key(&fresh).await?
+        }
+    };
+    let key = WrappedKey::from_bytes(&wrapped)
+        .and_then(|wrapped| unwrap(root, &wrapped, &ad))
+        .map_err(|error| {
+            tracing::error!(%error, "the cipher key does not unwrap under the root key");
+            ServiceError::Internal
+        })?;
+    let key = std::sync::Arc::new(key);
+    nexus.cipher_key.store(Some(key.clone()));
+    Ok(key)
+}
+
 /// Seals `plaintext`.
-pub fn encrypt(root: &RootKey, plaintext: &[u8]) -> Result<Sealed, ServiceError> {
-    Ok(nexus_crypto::seal(
-        &root.derive(Purpose::Cipher),
-        AAD,
-        plaintext,
-    )?)
+pub fn encrypt(key: &DataKey, plaintext: &[u8]) -> Result<Sealed, ServiceError> {
+    Ok(nexus_crypto::seal(key, AAD, plaintext)?)
 }
 
 /// Opens what [`encrypt`] sealed; anything else (another Nexus's, a tampered one, a storage
 /// record) is `Invalid`.
-pub fn decrypt(root: &RootKey, sealed: &Sealed) -> Result<Zeroizing<Vec<u8>>, ServiceError> {
-    nexus_crypto::open(&root.derive(Purpose::Cipher), AAD, sealed).map_err(|_| {
+pub fn decrypt(key: &DataKey, sealed: &Sealed) -> Result<Zeroizing<Vec<u8>>, ServiceError> {
+    nexus_crypto::open(key, AAD, sealed).map_err(|_| {
         ServiceError::Invalid(
             "the ciphertext does not decrypt under this Nexus's cipher key (altered, truncated, or not from this Nexus's /v1/cipher/encrypt)".into(),
         )

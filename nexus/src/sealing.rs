@@ -15,6 +15,8 @@ use crate::store::SealedRecord;
 pub const SECRETS_TABLE: &str = "secret_versions";
 /// Associated-data table name of policies.
 pub const POLICIES_TABLE: &str = "policies";
+/// Associated-data table name of the cipher service's key.
+pub const CIPHER_TABLE: &str = "cipher_key";
 
 /// Why a record could not be sealed or opened.
 #[derive(Debug, thiserror::Error)]

@@ -105,6 +105,9 @@ pub struct Nexus {
     /// Writers that seal under the root key hold it shared; a rotation holds it exclusively,
     /// so no record is sealed under a key the rotation is retiring.
     pub(crate) rotation_gate: tokio::sync::RwLock<()>,
+    /// The cipher service's key, once loaded ([`crate::cipher::key`]); rotations re-wrap it
+    /// but never change it.
+    pub(crate) cipher_key: arc_swap::ArcSwapOption<nexus_crypto::DataKey>,
     /// Wakes the keeper loop at once: after a rotation here (to re-seed keepers), or when
     /// another Nexus rotated the key (to fetch it from keepers).
     pub(crate) reseed_now: tokio::sync::Notify,
@@ -130,6 +133,7 @@ impl Nexus {
             restoring: tokio::sync::Mutex::new(Vec::new()),
             rotation_gate: tokio::sync::RwLock::new(()),
             reseed_now: tokio::sync::Notify::new(),
+            cipher_key: arc_swap::ArcSwapOption::empty(),
         }
     }
 

@@ -37,14 +37,15 @@ pub async fn encrypt(
         let bytes = body(request)?;
         authorize(&nexus, &mut audit).await?;
         let root = nexus.root()?;
+        let key = cipher::key(&nexus, &root).await?;
         if is_stream(&headers) {
             check_len("plaintext", bytes.len(), MAX_PLAINTEXT_BYTES)?;
-            let sealed = cipher::encrypt(&root, &bytes)?;
+            let sealed = cipher::encrypt(&key, &bytes)?;
             return Ok(octets(sealed.to_bytes()));
         }
         let request: EncryptRequest = parse(&bytes)?;
         check_len("plaintext", request.plaintext.len(), MAX_PLAINTEXT_BYTES)?;
-        let sealed = cipher::encrypt(&root, &request.plaintext)?;
+        let sealed = cipher::encrypt(&key, &request.plaintext)?;
         Ok(ok(Ciphertext {
             version: CIPHER_VERSION,
             nonce: sealed.nonce.to_vec(),
@@ -68,9 +69,10 @@ pub async fn decrypt(
         let bytes = body(request)?;
         authorize(&nexus, &mut audit).await?;
         let root = nexus.root()?;
+        let key = cipher::key(&nexus, &root).await?;
         if is_stream(&headers) {
             check_len("ciphertext", bytes.len(), MAX_CIPHERTEXT_BYTES)?;
-            let plaintext = cipher::decrypt(&root, &cipher::parse(&bytes)?)?;
+            let plaintext = cipher::decrypt(&key, &cipher::parse(&bytes)?)?;
             return Ok(octets(plaintext.to_vec()));
         }
         let request: Ciphertext = parse(&bytes)?;
@@ -91,7 +93,7 @@ pub async fn decrypt(
             nonce,
             ciphertext: request.ciphertext,
         };
-        let plaintext = cipher::decrypt(&root, &sealed)?;
+        let plaintext = cipher::decrypt(&key, &sealed)?;
         Ok(ok(DecryptResponse { plaintext }))
     }
     .await;

@@ -25,7 +25,7 @@ impl std::fmt::Debug for RotationRecord {
 /// A sealed record's wrapped data key, as the rotation sees it.
 #[derive(Debug)]
 pub struct WrappedRow<'a> {
-    /// `secret_versions` or `policies` (the sealing AAD's table).
+    /// `secret_versions`, `policies` or `cipher_key` (the sealing AAD's table).
     pub table: &'static str,
     /// Secret path or policy name.
     pub key: &'a str,
@@ -132,6 +132,24 @@ impl Store {
                 .await?;
             count += 1;
         }
+        let cipher = sqlx::query("SELECT wrapped_key FROM cipher_key WHERE id = 1")
+            .fetch_optional(&mut *tx)
+            .await?;
+        if let Some(row) = cipher {
+            let wrapped: Vec<u8> = row.try_get("wrapped_key")?;
+            let rewrapped = rewrap(&WrappedRow {
+                table: crate::sealing::CIPHER_TABLE,
+                key: "",
+                version: 0,
+                wrapped_key: &wrapped,
+            })
+            .map_err(RotateError::Rewrap)?;
+            sqlx::query("UPDATE cipher_key SET wrapped_key = $1 WHERE id = 1")
+                .bind(rewrapped)
+                .execute(&mut *tx)
+                .await?;
+            count += 1;
+        }
         sqlx::query("UPDATE root_key SET key_check = $1 WHERE id = 1")
             .bind(new_check)
             .execute(&mut *tx)
@@ -166,6 +184,35 @@ impl Store {
             })
         })
         .transpose()
+    }
+
+    /// The cipher service's wrapped key, if created.
+    pub async fn cipher_key(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        let row = sqlx::query("SELECT wrapped_key FROM cipher_key WHERE id = 1")
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|row| row.try_get("wrapped_key")).transpose()?)
+    }
+
+    /// Stores the cipher service's wrapped key unless one exists (another replica may have
+    /// created it first); returns the one stored. Fenced like every sealed write.
+    pub async fn create_cipher_key(&self, wrapped_key: &[u8]) -> Result<Vec<u8>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        self.check_fence(&mut tx).await?;
+        sqlx::query(
+            "INSERT INTO cipher_key (id, wrapped_key, created_at) VALUES (1, $1, $2) \
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(wrapped_key)
+        .bind(to_millis(time::OffsetDateTime::now_utc()))
+        .execute(&mut *tx)
+        .await?;
+        let stored: Vec<u8> = sqlx::query("SELECT wrapped_key FROM cipher_key WHERE id = 1")
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("wrapped_key")?;
+        tx.commit().await?;
+        Ok(stored)
     }
 
     /// Forgets the rotation record once every keeper holds a shard of the new key (so the
