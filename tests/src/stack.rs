@@ -238,8 +238,20 @@ impl Agent {
 
     /// Spawns an agent without waiting for it.
     pub fn spawn(server: &Server, dir: &Path, token: Option<&str>, bundle: &Path) -> Agent {
+        Agent::spawn_with(server, dir, token, bundle, &[])
+    }
+
+    /// [`Agent::spawn`] with extra flags.
+    pub fn spawn_with(
+        server: &Server,
+        dir: &Path,
+        token: Option<&str>,
+        bundle: &Path,
+        extra: &[&str],
+    ) -> Agent {
         std::fs::create_dir_all(dir).expect("agent dir");
-        let cmd = Agent::command(server, dir, token, bundle);
+        let mut cmd = Agent::command(server, dir, token, bundle);
+        cmd.args(extra);
         Agent {
             process: Process::spawn(cmd, dir.join(format!("agent-{}.log", crate::free_port()))),
             socket: dir.join("api.sock"),
@@ -249,8 +261,18 @@ impl Agent {
 
     /// Starts an agent and waits until its Workload API is healthy.
     pub async fn start(server: &Server, dir: &Path, token: Option<&str>) -> Agent {
+        Agent::start_with(server, dir, token, &[]).await
+    }
+
+    /// [`Agent::start`] with extra flags.
+    pub async fn start_with(
+        server: &Server,
+        dir: &Path,
+        token: Option<&str>,
+        extra: &[&str],
+    ) -> Agent {
         let bundle = server.write_bundle();
-        let mut agent = Agent::spawn(server, dir, token, &bundle);
+        let mut agent = Agent::spawn_with(server, dir, token, &bundle, extra);
         wait_healthy(&mut agent.process, "spire-agent", &agent.socket).await;
         agent
     }

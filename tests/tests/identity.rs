@@ -654,3 +654,86 @@ async fn agent_renews_its_own_svid_at_half_life() {
     .await;
     assert_ne!(renewed, first);
 }
+
+#[tokio::test]
+async fn server_and_agent_export_prometheus_metrics() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server_metrics = format!("127.0.0.1:{}", tests::free_port());
+    let agent_metrics = format!("127.0.0.1:{}", tests::free_port());
+    let server = Server::start(
+        &dir.path().join("server"),
+        TD,
+        &["-metricsAddress", &server_metrics],
+    )
+    .await;
+    let token = server.join_token(&[]);
+    let agent = Agent::start_with(
+        &server,
+        &dir.path().join("agent"),
+        Some(&token),
+        &["-metricsAddress", &agent_metrics],
+    )
+    .await;
+    let agent_id = server.agent_id(&token);
+    server.create_entry(
+        "spiffe://example.org/app",
+        &agent_id,
+        &[&format!("unix:uid:{}", uid())],
+        &[],
+    );
+    fetch_svid(&agent).await;
+    // A call without an identity: the entry below matches no process.
+    let denied = WorkloadApiClient::connect_to(agent.endpoint())
+        .await
+        .expect("connect")
+        .fetch_jwt_svid(
+            &["aud"],
+            Some(&"spiffe://example.org/other".parse().expect("id")),
+        )
+        .await;
+    assert!(denied.is_err());
+
+    let text = tests::http_get(&server_metrics, "/metrics").await;
+    let sample = |name: &str, labels: &[(&str, &str)]| tests::metric(&text, name, labels);
+    assert_eq!(
+        sample("spire_server_node_attestations_total", &[("outcome", "ok")]),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(
+        sample(
+            "spire_server_svids_signed_total",
+            &[("kind", "x509"), ("for", "agent")]
+        )
+        .is_some_and(|n| n >= 1.0)
+    );
+    assert!(
+        sample(
+            "spire_server_svids_signed_total",
+            &[("kind", "x509"), ("for", "workload")]
+        )
+        .is_some_and(|n| n >= 1.0)
+    );
+    assert_eq!(sample("spire_server_entries", &[]), Some(1.0));
+    assert_eq!(sample("spire_server_agents", &[]), Some(1.0));
+
+    let text = tests::http_get(&agent_metrics, "/metrics").await;
+    let sample = |name: &str, labels: &[(&str, &str)]| tests::metric(&text, name, labels);
+    assert!(
+        sample(
+            "spire_agent_workload_api_calls_total",
+            &[("rpc", "FetchX509SVID"), ("code", "OK")]
+        )
+        .is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            "spire_agent_workload_api_calls_total",
+            &[("rpc", "FetchJWTSVID"), ("code", "PermissionDenied")]
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(sample("spire_agent_svids_cached", &[]), Some(1.0));
+}

@@ -42,6 +42,10 @@ pub struct RunArgs {
     /// How often to sync entries with the server, e.g. `5s`.
     #[arg(long = "syncInterval", env = "SPIRE_AGENT_SYNC_INTERVAL")]
     pub sync_interval: Option<String>,
+    /// Serve Prometheus metrics (plain HTTP, `GET /metrics`) on this address, e.g.
+    /// `127.0.0.1:9989`. Off unless set.
+    #[arg(long = "metricsAddress", env = "SPIRE_AGENT_METRICS_ADDRESS")]
+    pub metrics_address: Option<SocketAddr>,
     /// Log level: error, warn, info, debug, trace.
     #[arg(long = "logLevel", env = "SPIRE_AGENT_LOG_LEVEL")]
     pub log_level: Option<String>,
@@ -66,6 +70,7 @@ struct FileAgent {
     data_dir: Option<PathBuf>,
     sync_interval: Option<String>,
     workload_size_limit: Option<u64>,
+    metrics_address: Option<SocketAddr>,
     log_level: Option<String>,
 }
 
@@ -94,6 +99,8 @@ pub struct AgentConfig {
     pub data_dir: PathBuf,
     pub sync_interval: Duration,
     pub workload_size_limit: u64,
+    /// Where Prometheus metrics are served, if anywhere.
+    pub metrics_address: Option<SocketAddr>,
     pub log_level: String,
 }
 
@@ -159,6 +166,7 @@ impl AgentConfig {
                 .unwrap_or("./.data/agent".into()),
             sync_interval,
             workload_size_limit: file.workload_size_limit.unwrap_or(0),
+            metrics_address: args.metrics_address.or(file.metrics_address),
             log_level: args
                 .log_level
                 .clone()

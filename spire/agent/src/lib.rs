@@ -5,12 +5,14 @@
 //! - [`manager`]: the sync loop and the cache of workload SVIDs.
 //! - [`jwt_svids`]: JWT-SVIDs signed on demand and cached per entry and audience.
 //! - [`workload`]: kernel-based caller attestation and the Workload API itself.
+//! - [`metrics`]: Prometheus metrics (Workload API calls, cached SVIDs).
 //! - [`cli`], [`config`], [`run`]: the `spire-agent` binary.
 
 pub mod cli;
 pub mod config;
 pub mod jwt_svids;
 pub mod manager;
+pub mod metrics;
 pub mod node;
 pub mod run;
 pub mod svid;

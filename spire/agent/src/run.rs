@@ -48,6 +48,19 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
 
     let listener = bind_workload_socket(&config.socket_path)?;
     let attestor = Arc::new(UnixAttestor::new(config.workload_size_limit));
+    let metrics = crate::metrics::AgentMetrics::default();
+    if let Some(address) = config.metrics_address {
+        let listener = common_metrics::bind(address)
+            .await
+            .with_context(|| format!("binding the metrics address {address}"))?;
+        let registry = Arc::new(metrics.registry(cache.clone()));
+        tokio::spawn(common_metrics::serve(
+            listener,
+            registry,
+            || async {},
+            common_process::shutdown_signal(),
+        ));
+    }
     let api = WorkloadApi::new(cache, attestor, jwt);
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -55,6 +68,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         .await;
     tracing::info!(agent = %agent_id, socket = %config.socket_path.display(), "agent ready");
     Server::builder()
+        .layer(metrics.layer())
         .add_service(health_service)
         .add_service(SpiffeWorkloadApiServer::with_interceptor(
             api,

@@ -41,6 +41,10 @@ pub struct RunArgs {
     /// Lifetime of the CA certificate.
     #[arg(long = "caTTL")]
     pub ca_ttl: Option<String>,
+    /// Serve Prometheus metrics (plain HTTP, `GET /metrics`) on this address, e.g.
+    /// `127.0.0.1:9988`. Off unless set.
+    #[arg(long = "metricsAddress", env = "SPIRE_SERVER_METRICS_ADDRESS")]
+    pub metrics_address: Option<SocketAddr>,
     /// Log level: error, warn, info, debug, trace.
     #[arg(long = "logLevel", env = "SPIRE_SERVER_LOG_LEVEL")]
     pub log_level: Option<String>,
@@ -66,6 +70,7 @@ struct FileServer {
     default_jwt_svid_ttl: Option<String>,
     agent_ttl: Option<String>,
     ca_ttl: Option<String>,
+    metrics_address: Option<SocketAddr>,
     log_level: Option<String>,
 }
 
@@ -98,6 +103,8 @@ pub struct ServerConfig {
     pub default_jwt_svid_ttl: Duration,
     pub agent_ttl: Duration,
     pub ca_ttl: Duration,
+    /// Where Prometheus metrics are served, if anywhere.
+    pub metrics_address: Option<SocketAddr>,
     pub log_level: String,
 }
 
@@ -170,6 +177,7 @@ impl ServerConfig {
                 args.ca_ttl.clone().or(file.ca_ttl),
                 Duration::from_secs(24 * 3600),
             )?,
+            metrics_address: args.metrics_address.or(file.metrics_address),
             log_level: args
                 .log_level
                 .clone()

@@ -6,6 +6,7 @@
 //! - [`datastore`]: entries, agents, join tokens and bundles in SQLite or PostgreSQL.
 //! - [`entries`]: validation of registration entries and which entries an agent may have.
 //! - [`api`]: the gRPC services (agent API over mTLS, admin API over the local socket).
+//! - [`metrics`]: Prometheus metrics (SVIDs signed, attestations, entries, agents).
 //! - [`run`]: wiring it all together; [`cli`]: the `spire-server` command line.
 
 pub mod api;
@@ -14,5 +15,6 @@ pub mod cli;
 pub mod config;
 pub mod datastore;
 pub mod entries;
+pub mod metrics;
 pub mod run;
 pub mod state;

@@ -39,6 +39,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         datastore,
         ca: Arc::new(ca),
         jwt: Arc::new(jwt),
+        metrics: crate::metrics::ServerMetrics::default(),
     });
     publish_authorities(&state).await?;
 
@@ -61,6 +62,20 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<AdminServer<AdminService>>().await;
+
+    if let Some(address) = state.config.metrics_address {
+        let listener = common_metrics::bind(address)
+            .await
+            .with_context(|| format!("binding the metrics address {address}"))?;
+        let registry = Arc::new(crate::metrics::registry(&state));
+        let counted = state.clone();
+        tokio::spawn(common_metrics::serve(
+            listener,
+            registry,
+            move || crate::metrics::refresh(counted.clone()),
+            common_process::shutdown_signal(),
+        ));
+    }
 
     let shutdown = common_process::shutdown_signal();
     tokio::pin!(shutdown);

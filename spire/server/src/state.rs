@@ -15,6 +15,7 @@ pub struct ServerState {
     pub datastore: Datastore,
     pub ca: Arc<Ca>,
     pub jwt: Arc<JwtAuthority>,
+    pub metrics: crate::metrics::ServerMetrics,
 }
 
 impl ServerState {

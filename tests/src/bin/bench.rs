@@ -11,7 +11,10 @@
 //! - secret reads on fresh connections vs fresh connections to that bare server;
 //! - durable secret writes vs raw SQLite inserts with the same durability settings;
 //! - Nexus start to first served read, with keepers up, vs starting and reaping a trivial
-//!   process (`nexus --version`).
+//!   process (`nexus --version`);
+//! - one audit line (JSON, appended to a file) vs the whole kept-alive read it records;
+//! - a root key rotation over `--rotate-secrets` secrets (10,000) vs raw SQLite rewriting one
+//!   blob in as many rows in one transaction.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -110,6 +113,12 @@ async fn main() -> anyhow::Result<()> {
         .map(|n| n.parse())
         .transpose()?
         .unwrap_or(2000);
+    let rotate_secrets: usize = std::env::args()
+        .skip_while(|a| a != "--rotate-secrets")
+        .nth(1)
+        .map(|n| n.parse())
+        .transpose()?
+        .unwrap_or(10_000);
     let dir = tempfile::tempdir()?;
     eprintln!("starting identity server, agent, 3 keepers and Nexus...");
     let mut stack = SecretsStack::start(dir.path(), 3).await;
@@ -152,6 +161,13 @@ async fn main() -> anyhow::Result<()> {
         &subject,
         &baseline,
         "bare rustls+axum mTLS, fixed body",
+    );
+    let audit = audit_lines(dir.path(), reads).await?;
+    report(
+        "audit line (JSON, one write(2) to a file)",
+        &audit,
+        &subject,
+        "the whole kept-alive secret read",
     );
 
     let fresh = reads / 10;
@@ -199,6 +215,25 @@ async fn main() -> anyhow::Result<()> {
         &subject,
         &raw,
         "raw SQLite insert, WAL + synchronous=FULL",
+    );
+
+    eprintln!("writing {rotate_secrets} secrets for the rotation...");
+    for i in 0..rotate_secrets {
+        nexus
+            .put_secret(
+                &format!("rotate/s{i}"),
+                [("v".to_owned(), "z".repeat(32))].into(),
+                None,
+            )
+            .await?;
+    }
+    let rotation = time(1, |_| async { Ok(nexus.rotate().await?) }).await?;
+    let rewrite = sqlite_rewrite(dir.path(), rotate_secrets).await?;
+    report(
+        &format!("root key rotation, {rotate_secrets} secrets (API call to commit)"),
+        &rotation,
+        &rewrite,
+        "raw SQLite: rewrite one blob in as many rows, one transaction",
     );
 
     let mut restarts = Vec::new();
@@ -256,6 +291,77 @@ async fn sqlite_baseline(dir: &std::path::Path, n: usize) -> anyhow::Result<Stat
                 .bind(value)
                 .execute(&mut *conn)
                 .await?;
+            Ok(())
+        }
+    })
+    .await
+}
+
+/// `n` audit lines appended to a file, one at a time, as Nexus writes them.
+async fn audit_lines(dir: &std::path::Path, n: usize) -> anyhow::Result<Stats> {
+    use nexus::audit_log::{AuditLog, AuditRecord, now};
+    let log = AuditLog::file(&dir.join("bench-audit.log"))?;
+    time(n, |_| {
+        let log = &log;
+        async move {
+            log.write(&AuditRecord {
+                time: now(),
+                request_id: "6f1c9a52-3b7e-4d0a-9c1e-2f8b7a6d5e4c",
+                caller: SUPERUSER_ID,
+                route: "/v1/store/secrets",
+                action: "get",
+                path: "bench/db",
+                decision: "allow",
+                status: 200,
+                latency_us: 100,
+            })?;
+            Ok(())
+        }
+    })
+    .await
+}
+
+/// One transaction rewriting a 60-byte blob in each of `n` rows (what a rotation does to the
+/// wrapped data keys, without the cryptography).
+async fn sqlite_rewrite(dir: &std::path::Path, n: usize) -> anyhow::Result<Stats> {
+    use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+    use sqlx::{ConnectOptions, Connection};
+    let mut conn = SqliteConnectOptions::new()
+        .filename(dir.join("rewrite.db"))
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .connect()
+        .await?;
+    sqlx::query("CREATE TABLE t (path TEXT PRIMARY KEY, wrapped BLOB)")
+        .execute(&mut conn)
+        .await?;
+    let mut tx = conn.begin().await?;
+    for i in 0..n {
+        sqlx::query("INSERT INTO t (path, wrapped) VALUES (?, ?)")
+            .bind(format!("rotate/s{i}"))
+            .bind(vec![1u8; 60])
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    let conn = tokio::sync::Mutex::new(conn);
+    time(1, |_| {
+        let conn = &conn;
+        async move {
+            let mut conn = conn.lock().await;
+            let mut tx = conn.begin().await?;
+            let rows = sqlx::query_scalar::<_, String>("SELECT path FROM t")
+                .fetch_all(&mut *tx)
+                .await?;
+            for path in rows {
+                sqlx::query("UPDATE t SET wrapped = ? WHERE path = ?")
+                    .bind(vec![2u8; 60])
+                    .bind(path)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
             Ok(())
         }
     })

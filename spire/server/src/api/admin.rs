@@ -301,6 +301,7 @@ impl Admin for AdminService {
             .mint(&id, ttl, &req.dns_names)
             .map_err(ca_status)?;
         let bundle = self.state.bundle().await.map_err(datastore_status)?;
+        self.state.metrics.signed("x509", "mint", 1);
         Ok(Response::new(pb::MintX509SvidResponse {
             svid: Some(pb::X509Svid {
                 spiffe_id: minted.svid.spiffe_id.to_string(),
@@ -335,6 +336,7 @@ impl Admin for AdminService {
             .sign(&id, &req.audience, ttl)
             .map_err(ca_status)?;
         tracing::info!(spiffe_id = %id, "JWT-SVID minted");
+        self.state.metrics.signed("jwt", "mint", 1);
         Ok(Response::new(pb::MintJwtSvidResponse {
             svid: Some(jwt_svid_to_proto(svid)),
         }))

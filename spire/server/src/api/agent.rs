@@ -86,9 +86,9 @@ fn svid_to_proto(svid: &SignedSvid) -> pb::X509Svid {
     }
 }
 
-#[tonic::async_trait]
-impl Agent for AgentService {
-    async fn attest_agent(
+impl AgentService {
+    /// Node attestation by join token (counted by [`Agent::attest_agent`]).
+    async fn attest(
         &self,
         request: Request<pb::AttestAgentRequest>,
     ) -> Result<Response<pb::AttestAgentResponse>, Status> {
@@ -146,7 +146,8 @@ impl Agent for AgentService {
         }))
     }
 
-    async fn renew_agent(
+    /// Agent SVID renewal (counted by [`Agent::renew_agent`]).
+    async fn renew(
         &self,
         request: Request<pb::RenewAgentRequest>,
     ) -> Result<Response<pb::RenewAgentResponse>, Status> {
@@ -167,7 +168,32 @@ impl Agent for AgentService {
             svid: Some(svid_to_proto(&svid)),
         }))
     }
+}
 
+#[tonic::async_trait]
+impl Agent for AgentService {
+    async fn attest_agent(
+        &self,
+        request: Request<pb::AttestAgentRequest>,
+    ) -> Result<Response<pb::AttestAgentResponse>, Status> {
+        let outcome = self.attest(request).await;
+        self.state.metrics.attestation(outcome.is_ok());
+        if outcome.is_ok() {
+            self.state.metrics.signed("x509", "agent", 1);
+        }
+        outcome
+    }
+
+    async fn renew_agent(
+        &self,
+        request: Request<pb::RenewAgentRequest>,
+    ) -> Result<Response<pb::RenewAgentResponse>, Status> {
+        let renewed = self.renew(request).await;
+        if renewed.is_ok() {
+            self.state.metrics.signed("x509", "agent", 1);
+        }
+        renewed
+    }
     async fn sync_authorized_entries(
         &self,
         request: Request<pb::SyncAuthorizedEntriesRequest>,
@@ -223,6 +249,12 @@ impl Agent for AgentService {
                 },
             });
         }
+        let signed = results.iter().filter(|r| r.svid.is_some()).count();
+        self.state.metrics.signed(
+            "x509",
+            "workload",
+            u64::try_from(signed).unwrap_or(u64::MAX),
+        );
         Ok(Response::new(pb::BatchNewX509SvidResponse { results }))
     }
 
@@ -257,6 +289,7 @@ impl Agent for AgentService {
             .jwt
             .sign(&id, &req.audience, ttl)
             .map_err(ca_status)?;
+        self.state.metrics.signed("jwt", "workload", 1);
         tracing::debug!(%agent, spiffe_id = %id, "JWT-SVID signed");
         Ok(Response::new(pb::NewJwtSvidResponse {
             svid: Some(jwt_svid_to_proto(svid)),
