@@ -66,10 +66,10 @@ pub struct Config {
     pub metrics_listen: String,
     /// Sustained requests per second allowed to one caller (SPIFFE ID); past it, 429 with
     /// `Retry-After`. 0 turns the limit off.
-    #[arg(long, env = "SPIKE_NEXUS_RATE_LIMIT", default_value_t = 100)]
+    #[arg(long, env = "SPIKE_NEXUS_RATE_LIMIT", default_value_t = 1000)]
     pub rate_limit: u32,
     /// Requests one caller may send at once after being idle (at least `rate_limit`).
-    #[arg(long, env = "SPIKE_NEXUS_RATE_LIMIT_BURST", default_value_t = 200)]
+    #[arg(long, env = "SPIKE_NEXUS_RATE_LIMIT_BURST", default_value_t = 2000)]
     pub rate_limit_burst: u32,
     /// Longest a request may take before it is answered 503 `api_timeout`.
     #[arg(long, env = "SPIKE_NEXUS_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]

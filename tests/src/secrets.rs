@@ -32,6 +32,8 @@ pub struct SecretsStack {
     pub database_url: Option<String>,
     /// Further Nexus replicas ([`SecretsStack::start_nexus_replica`]), in start order.
     pub replicas: Vec<Replica>,
+    /// Extra lines for every Nexus's config file (e.g. `rate_limit = 0` for benchmarks).
+    pub nexus_config: String,
     agent_id: String,
     uid: String,
 }
@@ -107,6 +109,7 @@ impl SecretsStack {
             nexus: None,
             database_url: database_url.map(str::to_owned),
             replicas: Vec::new(),
+            nexus_config: String::new(),
             agent_id,
             uid,
         };
@@ -193,6 +196,7 @@ impl SecretsStack {
             "off".to_owned()
         };
         config.push_str(&format!("metrics_listen = {metrics:?}\n"));
+        config.push_str(&self.nexus_config);
         let config_path = self.dir.join(format!("nexus-{port}.toml"));
         std::fs::write(&config_path, config).expect("write the Nexus config file");
         let mut cmd = Command::new(bin("nexus"));

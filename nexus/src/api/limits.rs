@@ -31,8 +31,8 @@ pub struct ApiLimits {
 impl Default for ApiLimits {
     fn default() -> Self {
         ApiLimits {
-            rate_per_second: 100,
-            burst: 200,
+            rate_per_second: 1000,
+            burst: 2000,
             request_timeout: Duration::from_secs(30),
         }
     }

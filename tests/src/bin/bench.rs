@@ -121,7 +121,11 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or(10_000);
     let dir = tempfile::tempdir()?;
     eprintln!("starting identity server, agent, 3 keepers and Nexus...");
-    let mut stack = SecretsStack::start(dir.path(), 3).await;
+    let mut stack = SecretsStack::start_without_nexus(dir.path(), 3, None).await;
+    // Throughput is the point here: no per-caller rate limit.
+    stack.nexus_config = "rate_limit = 0\n".to_owned();
+    stack.start_nexus();
+    stack.wait_ready().await;
     stack.register(&std::env::current_exe()?, SUPERUSER_ID);
     let endpoint = stack.agent.endpoint();
     let source = identity::workload::x509_source(Some(&endpoint), Duration::from_secs(30))
