@@ -1,0 +1,48 @@
+//! Types that carry secret values never show them in `Debug` output (which is what ends up
+//! in logs and panic messages).
+
+use nexus_api::model::{
+    DecryptResponse, EncryptRequest, GetSecretResponse, PutSecretRequest, Values,
+};
+use zeroize::Zeroizing;
+
+const SECRET: &str = "correct-horse-battery-staple";
+
+#[test]
+fn secret_values_are_redacted_in_debug() {
+    let values: Values = [("password".to_owned(), SECRET.to_owned())].into();
+    let shown = [
+        format!(
+            "{:?}",
+            PutSecretRequest {
+                path: "db/pw".into(),
+                values: values.clone(),
+                cas: None,
+            }
+        ),
+        format!(
+            "{:?}",
+            GetSecretResponse {
+                data: values.clone(),
+                version: 1
+            }
+        ),
+        format!(
+            "{:?}",
+            EncryptRequest {
+                plaintext: Zeroizing::new(SECRET.as_bytes().to_vec()),
+                algorithm: None,
+            }
+        ),
+        format!(
+            "{:?}",
+            DecryptResponse {
+                plaintext: Zeroizing::new(SECRET.as_bytes().to_vec()),
+            }
+        ),
+    ];
+    for text in shown {
+        assert!(!text.contains(SECRET), "{text}");
+        assert!(text.contains("REDACTED"), "{text}");
+    }
+}
