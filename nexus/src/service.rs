@@ -206,7 +206,7 @@ impl Nexus {
         }
         // Writers wait while the key changes; the check is repeated under the gate, since
         // another request may have switched keys meanwhile.
-        let _writers = self.rotation_gate.write().await;
+        let writers = self.rotation_gate.write().await;
         let root = self.root()?;
         let (record, check) = stored().await?;
         if check.verify(&root) {
@@ -223,7 +223,7 @@ impl Nexus {
         }
         // The record is gone, so every keeper holds the new key's shards: the keeper loop
         // fetches them.
-        drop(_writers);
+        drop(writers);
         self.reseed_now.notify_one();
         let deadline = tokio::time::Instant::now() + KEY_SWITCH_WAIT;
         while wait && tokio::time::Instant::now() < deadline {
