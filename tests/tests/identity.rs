@@ -737,3 +737,52 @@ async fn server_and_agent_export_prometheus_metrics() {
     );
     assert_eq!(sample("spire_agent_svids_cached", &[]), Some(1.0));
 }
+
+/// Two servers of one trust domain on one PostgreSQL database, as SPIRE runs HA: each keeps
+/// its own CA key, both CAs are in the shared bundle, and a token or entry created through
+/// one server works through the other.
+#[tokio::test]
+async fn two_servers_share_one_database_each_with_its_own_ca() {
+    let db = common_sql::testing::TestDatabase::create().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = Server::start(&dir.path().join("a"), TD, &["-dataStore", db.url()]).await;
+    let b = Server::start(&dir.path().join("b"), TD, &["-dataStore", db.url()]).await;
+
+    let spiffe_bundle = |server: &Server| -> Vec<String> {
+        let text = server.cli_ok(&["bundle", "show", "-format", "spiffe"]);
+        let bundle: serde_json::Value = serde_json::from_str(&text).expect("JSON bundle");
+        let mut cas: Vec<String> = bundle["keys"]
+            .as_array()
+            .expect("keys")
+            .iter()
+            .filter(|k| k["use"] == "x509-svid")
+            .map(|k| k["x5c"][0].as_str().expect("x5c").to_owned())
+            .collect();
+        cas.sort();
+        cas
+    };
+    let from_a = spiffe_bundle(&a);
+    assert_eq!(from_a.len(), 2, "both servers' CAs are published");
+    assert_ne!(from_a[0], from_a[1], "each server has its own CA key");
+    assert_eq!(spiffe_bundle(&b), from_a, "both serve the same bundle");
+
+    // A token made through B attests an agent at A; an entry made through B reaches it.
+    let token = b.join_token(&[]);
+    let agent = Agent::start(&a, &dir.path().join("agent"), Some(&token)).await;
+    b.create_entry(
+        "spiffe://example.org/ha",
+        &b.agent_id(&token),
+        &[&format!("unix:uid:{}", uid())],
+        &[],
+    );
+    let svid = fetch_svid(&agent).await;
+    assert_eq!(svid.spiffe_id().to_string(), "spiffe://example.org/ha");
+    // The workload's bundle holds both CAs, so SVIDs from either server verify.
+    let bundles = client(&agent)
+        .await
+        .fetch_x509_bundles()
+        .await
+        .expect("bundles");
+    let td = spiffe::TrustDomain::new(TD).expect("td");
+    assert_eq!(bundles.get(&td).expect("bundle").authorities().len(), 2);
+}
