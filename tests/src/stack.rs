@@ -86,6 +86,26 @@ async fn wait_healthy(process: &mut Process, binary: &str, socket: &Path) {
     .await;
 }
 
+/// `spire-server run` on loopback `port`, its files in `dir`; each start logs to a new file.
+fn spawn_server(
+    dir: &Path,
+    trust_domain: &str,
+    port: u16,
+    socket: &Path,
+    extra: &[String],
+) -> Process {
+    let mut cmd = Command::new(bin("spire-server"));
+    cmd.arg("run")
+        .args(["-trustDomain", trust_domain, "-bindAddress", "127.0.0.1"])
+        .args(["-serverPort", &port.to_string()])
+        .arg("-dataDir")
+        .arg(dir.join("data"))
+        .arg("-socketPath")
+        .arg(socket)
+        .args(extra);
+    Process::spawn(cmd, dir.join(format!("server-{}.log", free_port())))
+}
+
 /// A running `spire-server`.
 pub struct Server {
     pub process: Process,
@@ -93,6 +113,7 @@ pub struct Server {
     pub socket: PathBuf,
     pub port: u16,
     pub dir: PathBuf,
+    extra: Vec<String>,
 }
 
 impl Server {
@@ -101,24 +122,30 @@ impl Server {
         std::fs::create_dir_all(dir).expect("server dir");
         let port = free_port();
         let socket = dir.join("admin.sock");
-        let mut cmd = Command::new(bin("spire-server"));
-        cmd.arg("run")
-            .args(["-trustDomain", trust_domain, "-bindAddress", "127.0.0.1"])
-            .args(["-serverPort", &port.to_string()])
-            .arg("-dataDir")
-            .arg(dir.join("data"))
-            .arg("-socketPath")
-            .arg(&socket)
-            .args(extra);
+        let extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
         let mut server = Server {
-            process: Process::spawn(cmd, dir.join("server.log")),
+            process: spawn_server(dir, trust_domain, port, &socket, &extra),
             trust_domain: trust_domain.into(),
             socket,
             port,
             dir: dir.to_owned(),
+            extra,
         };
         server.wait_healthy().await;
         server
+    }
+
+    /// Kills the server and starts it again with the same port, data and flags.
+    pub async fn restart(&mut self) {
+        self.process.kill();
+        self.process = spawn_server(
+            &self.dir,
+            &self.trust_domain,
+            self.port,
+            &self.socket,
+            &self.extra,
+        );
+        self.wait_healthy().await;
     }
 
     /// Waits until `healthcheck` passes; panics with the log if the server died.

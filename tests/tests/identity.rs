@@ -786,3 +786,60 @@ async fn two_servers_share_one_database_each_with_its_own_ca() {
     let td = spiffe::TrustDomain::new(TD).expect("td");
     assert_eq!(bundles.get(&td).expect("bundle").authorities().len(), 2);
 }
+
+/// With the server down the agent keeps serving its cached SVIDs, new clients included, and
+/// keeps open streams open; once the server is back, new entries reach workloads again.
+#[tokio::test]
+async fn the_agent_serves_from_cache_while_the_server_is_down() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut server, agent, agent_id) = stack(dir.path()).await;
+    let selector = format!("unix:uid:{}", uid());
+    server.create_entry("spiffe://example.org/steady", &agent_id, &[&selector], &[]);
+    let source = X509Source::builder()
+        .endpoint(agent.endpoint())
+        .initial_sync_timeout(Duration::from_secs(20))
+        .build()
+        .await
+        .expect("X509Source");
+
+    server.process.kill();
+    // A client that connects only now still gets the cached SVID.
+    let svid = client(&agent)
+        .await
+        .fetch_x509_svid()
+        .await
+        .expect("cached SVID");
+    assert_eq!(svid.spiffe_id().to_string(), "spiffe://example.org/steady");
+    assert_eq!(
+        source.svid().expect("svid").spiffe_id().to_string(),
+        "spiffe://example.org/steady"
+    );
+
+    server.restart().await;
+    server.create_entry(
+        "spiffe://example.org/added",
+        &agent_id,
+        &[&selector],
+        &["-hint", "added"],
+    );
+    let ids = wait_for(
+        "the new entry after the restart",
+        Duration::from_secs(30),
+        || async {
+            let svids = client(&agent).await.fetch_all_x509_svids().await.ok()?;
+            let mut ids: Vec<String> = svids.iter().map(|s| s.spiffe_id().to_string()).collect();
+            ids.sort();
+            (ids.len() == 2).then_some(ids)
+        },
+    )
+    .await;
+    assert_eq!(
+        ids,
+        ["spiffe://example.org/added", "spiffe://example.org/steady"]
+    );
+    // The stream opened before the outage is still live.
+    assert!(
+        source.is_healthy(),
+        "the X509Source's stream survived the outage"
+    );
+}
