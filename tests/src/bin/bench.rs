@@ -15,6 +15,10 @@
 //! - one audit line (JSON, appended to a file) vs the whole kept-alive read it records;
 //! - a root key rotation over `--rotate-secrets` secrets (10,000) vs raw SQLite rewriting one
 //!   blob in as many rows in one transaction.
+//!
+//! `bench --storage` instead measures throughput (16 concurrent clients) of reads and durable
+//! writes on PostgreSQL with one and with two Nexus replicas, against SQLite with one, the
+//! baseline, all in the same run. PostgreSQL: `SPIKE_TEST_POSTGRES_URL` or the local server.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -113,6 +117,9 @@ async fn main() -> anyhow::Result<()> {
         .map(|n| n.parse())
         .transpose()?
         .unwrap_or(2000);
+    if std::env::args().any(|a| a == "--storage") {
+        return storage().await;
+    }
     let rotate_secrets: usize = std::env::args()
         .skip_while(|a| a != "--rotate-secrets")
         .nth(1)
@@ -370,4 +377,114 @@ async fn sqlite_rewrite(dir: &std::path::Path, n: usize) -> anyhow::Result<Stats
         }
     })
     .await
+}
+
+/// Concurrent clients in the storage throughput runs.
+const CLIENTS: usize = 16;
+/// Requests of each kind per run.
+const STORAGE_REQUESTS: usize = 4000;
+
+/// Reads and writes per second through every URL in turn (client `i` uses URL `i % n`).
+async fn throughput(source: &spiffe::X509Source, urls: &[String]) -> anyhow::Result<(f64, f64)> {
+    let clients: Vec<Client> = (0..CLIENTS)
+        .map(|i| Client::connect(source.clone(), &urls[i % urls.len()], TD))
+        .collect::<Result<_, _>>()?;
+    clients[0]
+        .put_secret("tp/read", [("v".to_owned(), "r".repeat(32))].into(), None)
+        .await?;
+    let run = |write: bool| {
+        let clients = &clients;
+        async move {
+            let start = Instant::now();
+            let tasks = clients.iter().enumerate().map(|(c, client)| async move {
+                for i in (c..STORAGE_REQUESTS).step_by(CLIENTS) {
+                    if write {
+                        client
+                            .put_secret(
+                                &format!("tp/w{i}"),
+                                [("v".to_owned(), "w".repeat(32))].into(),
+                                None,
+                            )
+                            .await?;
+                    } else {
+                        client.get_secret("tp/read", 0).await?;
+                    }
+                }
+                Ok::<_, anyhow::Error>(())
+            });
+            for result in futures::future::join_all(tasks).await {
+                result?;
+            }
+            Ok::<_, anyhow::Error>(STORAGE_REQUESTS as f64 / start.elapsed().as_secs_f64())
+        }
+    };
+    let writes = run(true).await?;
+    let reads = run(false).await?;
+    Ok((reads, writes))
+}
+
+/// `bench --storage`.
+async fn storage() -> anyhow::Result<()> {
+    use sqlx::Connection;
+    let admin_url = std::env::var("SPIKE_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    let mut admin = sqlx::PgConnection::connect(&admin_url).await?;
+    let mut results = Vec::new();
+    for (name, postgres, replicas) in [
+        ("SQLite, 1 replica", false, 1),
+        ("PostgreSQL, 1 replica", true, 1),
+        ("PostgreSQL, 2 replicas", true, 2),
+    ] {
+        let dir = tempfile::tempdir()?;
+        let database = format!("spike_bench_{}_{replicas}", std::process::id());
+        let url = if postgres {
+            sqlx::query(&format!("DROP DATABASE IF EXISTS {database}"))
+                .execute(&mut admin)
+                .await?;
+            sqlx::query(&format!("CREATE DATABASE {database}"))
+                .execute(&mut admin)
+                .await?;
+            Some(admin_url.rsplit_once('/').map_or_else(
+                || format!("{admin_url}/{database}"),
+                |(base, _)| format!("{base}/{database}"),
+            ))
+        } else {
+            None
+        };
+        eprintln!("{name}: starting...");
+        let mut stack = SecretsStack::start_without_nexus(dir.path(), 3, url.as_deref()).await;
+        stack.nexus_config = "rate_limit = 0\n".to_owned();
+        stack.start_nexus();
+        let mut urls = vec![stack.nexus_url()];
+        for _ in 1..replicas {
+            urls.push(stack.start_nexus_replica());
+        }
+        for url in &urls {
+            stack.wait_ready_at(url).await;
+        }
+        stack.register(&std::env::current_exe()?, SUPERUSER_ID);
+        let source =
+            identity::workload::x509_source(Some(&stack.agent.endpoint()), Duration::from_secs(30))
+                .await?;
+        results.push((name, throughput(&source, &urls).await?));
+        drop(stack);
+        if postgres {
+            sqlx::query(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
+                .execute(&mut admin)
+                .await?;
+        }
+    }
+    let (_, (base_reads, base_writes)) = results[0];
+    println!(
+        "storage throughput, {CLIENTS} concurrent clients, {STORAGE_REQUESTS} requests each kind"
+    );
+    for (name, (reads, writes)) in &results {
+        println!(
+            "  {name:<24} reads {reads:>8.0}/s ({:.2}x)   durable writes {writes:>7.0}/s ({:.2}x)",
+            reads / base_reads,
+            writes / base_writes
+        );
+    }
+    println!("  (ratios against SQLite with one replica, measured in the same run)");
+    Ok(())
 }
