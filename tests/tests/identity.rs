@@ -843,3 +843,47 @@ async fn the_agent_serves_from_cache_while_the_server_is_down() {
         "the X509Source's stream survived the outage"
     );
 }
+
+/// An agent down for longer than its SVID's lifetime cannot re-authenticate with it: without a
+/// token it stops and says it needs a new join token; with one it attests afresh.
+#[tokio::test]
+async fn an_agent_whose_svid_expired_while_down_asks_for_a_new_join_token() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("server"), TD, &["-agentTTL", "2s"]).await;
+    let token = server.join_token(&[]);
+    let agent_dir = dir.path().join("agent");
+    let mut agent = Agent::start(&server, &agent_dir, Some(&token)).await;
+    agent.process.kill();
+
+    // Wait (by the clock, not a fixed sleep) until the stored SVID has expired.
+    let pem = std::fs::read(agent.data_dir.join("agent-svid.pem")).expect("stored SVID");
+    let der = ::pem::parse(&pem).expect("PEM").into_contents();
+    let (_, cert) = X509Certificate::from_der(&der).expect("certificate");
+    let not_after = cert.validity().not_after.timestamp();
+    wait_for(
+        "the stored agent SVID to expire",
+        Duration::from_secs(30),
+        || async move {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("clock")
+                .as_secs();
+            (i64::try_from(now).expect("time") > not_after).then_some(())
+        },
+    )
+    .await;
+
+    let bundle = server.write_bundle();
+    let mut expired = Agent::spawn(&server, &agent_dir, None, &bundle);
+    let status = expired.process.wait_exit(Duration::from_secs(20)).await;
+    assert!(!status.success());
+    let log = expired.process.log();
+    assert!(
+        log.contains("expired") && log.contains("new join token"),
+        "{log}"
+    );
+
+    let fresh = server.join_token(&[]);
+    let agent = Agent::start(&server, &agent_dir, Some(&fresh)).await;
+    assert!(agent.socket.exists());
+}
