@@ -4,7 +4,7 @@
 //! a key that seals stored records, so nothing Nexus stores can be opened through this
 //! service, and nothing it returns is a storage ciphertext.
 
-use nexus_crypto::{DataKey, RootKey, Sealed, WrappedKey, aad, unwrap, wrap};
+use nexus_crypto::{DataKey, Sealed, WrappedKey, aad, unwrap, wrap};
 use zeroize::Zeroizing;
 
 use crate::sealing::CIPHER_TABLE;
@@ -15,20 +15,21 @@ const AAD: &[u8] = b"spike-nexus/cipher/v1";
 
 /// The cipher key: cached after the first call, else unwrapped from the datastore, else
 /// created (by this Nexus or, on a shared database, whichever replica stores it first).
-pub async fn key(nexus: &Nexus, root: &RootKey) -> Result<std::sync::Arc<DataKey>, ServiceError> {
+pub async fn key(nexus: &Nexus) -> Result<std::sync::Arc<DataKey>, ServiceError> {
     if let Some(key) = nexus.cipher_key.load_full() {
         return Ok(key);
     }
+    let root = nexus.root()?;
     let ad = aad(CIPHER_TABLE, "", 0);
     let wrapped = match nexus.store.cipher_key().await? {
         Some(wrapped) => wrapped,
         None => {
-            let fresh = wrap(root, &DataKey::generate()?, &ad)?.to_bytes();
+            let fresh = wrap(&root, &DataKey::generate()?, &ad)?.to_bytes();
             nexus.store.create_cipher_key(&fresh).await?
         }
     };
     let key = WrappedKey::from_bytes(&wrapped)
-        .and_then(|wrapped| unwrap(root, &wrapped, &ad))
+        .and_then(|wrapped| unwrap(&root, &wrapped, &ad))
         .map_err(|error| {
             tracing::error!(%error, "the cipher key does not unwrap under the root key");
             ServiceError::Internal

@@ -10,7 +10,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use identity::listener::PeerInfo;
+use identity::http::CallerId;
 use nexus_api::ErrorCode;
 use nexus_api::routes::Action;
 use policies::Permission;
@@ -108,11 +108,8 @@ pub async fn record(State(nexus): State<Arc<Nexus>>, request: Request, next: Nex
     let started = Instant::now();
     let time = audit_log::now();
     let request_id = uuid::Uuid::new_v4().to_string();
-    let caller = request
-        .extensions()
-        .get::<PeerInfo>()
-        .and_then(|peer| peer.spiffe_id.as_ref())
-        .map_or_else(|| "-".to_owned(), ToString::to_string);
+    let caller =
+        CallerId::of(request.extensions()).map_or_else(|| "-".to_owned(), ToString::to_string);
     let mut uri_path = request.uri().path().to_owned();
     let matched = request
         .extensions()

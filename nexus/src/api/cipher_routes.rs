@@ -17,7 +17,7 @@ use nexus_api::model::{
     MAX_PLAINTEXT_BYTES, OCTET_STREAM,
 };
 use nexus_api::routes;
-use nexus_crypto::{NONCE_LEN, Sealed};
+use nexus_crypto::{DataKey, NONCE_LEN, Sealed};
 use policies::{Permission, Role, SYSTEM_CIPHER_EXEC_PATH};
 
 use super::audit::Audit;
@@ -35,9 +35,7 @@ pub async fn encrypt(
     let mut audit = Audit::new(&caller, routes::CIPHER_ENCRYPT);
     let outcome = async {
         let bytes = body(request)?;
-        authorize(&nexus, &mut audit).await?;
-        let root = nexus.root()?;
-        let key = cipher::key(&nexus, &root).await?;
+        let key = authorize(&nexus, &mut audit).await?;
         if is_stream(&headers) {
             check_len("plaintext", bytes.len(), MAX_PLAINTEXT_BYTES)?;
             let sealed = cipher::encrypt(&key, &bytes)?;
@@ -67,9 +65,7 @@ pub async fn decrypt(
     let mut audit = Audit::new(&caller, routes::CIPHER_DECRYPT);
     let outcome = async {
         let bytes = body(request)?;
-        authorize(&nexus, &mut audit).await?;
-        let root = nexus.root()?;
-        let key = cipher::key(&nexus, &root).await?;
+        let key = authorize(&nexus, &mut audit).await?;
         if is_stream(&headers) {
             check_len("ciphertext", bytes.len(), MAX_CIPHERTEXT_BYTES)?;
             let plaintext = cipher::decrypt(&key, &cipher::parse(&bytes)?)?;
@@ -100,17 +96,19 @@ pub async fn decrypt(
     audit.finish(outcome)
 }
 
-/// The lite role may always use the cipher; others need `execute` on its system path.
-async fn authorize(nexus: &Nexus, audit: &mut Audit<'_>) -> Result<(), ApiError> {
+/// The cipher key, if the caller may use it: the lite role always may, others need
+/// `execute` on the cipher's system path.
+async fn authorize(nexus: &Nexus, audit: &mut Audit<'_>) -> Result<Arc<DataKey>, ApiError> {
     if nexus.access.role(audit.caller()) == Some(Role::Lite) {
         audit.target = SYSTEM_CIPHER_EXEC_PATH.to_owned();
         nexus.root()?;
         audit.decision = "allow";
-        return Ok(());
+    } else {
+        audit
+            .authorize(nexus, SYSTEM_CIPHER_EXEC_PATH, Permission::Execute)
+            .await?;
     }
-    audit
-        .authorize(nexus, SYSTEM_CIPHER_EXEC_PATH, Permission::Execute)
-        .await
+    Ok(cipher::key(nexus).await?)
 }
 
 fn is_stream(headers: &HeaderMap) -> bool {

@@ -12,7 +12,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use identity::listener::PeerInfo;
+use identity::http::CallerId;
 use nexus_api::ErrorCode;
 
 use super::ApiError;
@@ -72,11 +72,7 @@ pub async fn rate_limit(
     request: Request,
     next: Next,
 ) -> Response {
-    let caller = request
-        .extensions()
-        .get::<PeerInfo>()
-        .and_then(|peer| peer.spiffe_id.as_ref())
-        .map_or_else(String::new, ToString::to_string);
+    let caller = CallerId::of(request.extensions()).map_or_else(String::new, ToString::to_string);
     match rates.check(&caller) {
         Ok(()) => next.run(request).await,
         Err(wait) => {

@@ -23,14 +23,21 @@ use crate::listener::{PeerInfo, tls_incoming_bounded};
 #[derive(Debug, Clone)]
 pub struct CallerId(pub SpiffeId);
 
+impl CallerId {
+    /// The verified caller's ID among a request's extensions (set by [`serve`]), if any.
+    pub fn of(extensions: &axum::http::Extensions) -> Option<&SpiffeId> {
+        extensions
+            .get::<PeerInfo>()
+            .and_then(|p| p.spiffe_id.as_ref())
+    }
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for CallerId {
     type Rejection = (StatusCode, &'static str);
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        parts
-            .extensions
-            .get::<PeerInfo>()
-            .and_then(|p| p.spiffe_id.clone())
+        CallerId::of(&parts.extensions)
+            .cloned()
             .map(CallerId)
             .ok_or((StatusCode::UNAUTHORIZED, "a client SVID is required"))
     }
