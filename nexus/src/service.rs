@@ -280,11 +280,15 @@ impl Nexus {
         let open = |key: &RootKey| sealing::open_values(key, path, stored.version, &stored.sealed);
         let data = match self.open(&root, open) {
             Ok(data) => data,
-            // Another replica may have rotated the key and re-wrapped this record.
-            Err(error) => match self.adopt_rotated_key(true).await? {
-                Some(new) => self.open(&new, open)?,
-                None => return Err(error),
-            },
+            // The key was rotated (here, between reading the key and the record, or by
+            // another replica) and this record re-wrapped: open it with the key now current.
+            Err(error) => {
+                let current = match self.adopt_rotated_key(true).await? {
+                    Some(new) => new,
+                    None => self.root()?,
+                };
+                self.open(&current, open).map_err(|_| error)?
+            }
         };
         Ok(GetSecretResponse {
             data,
