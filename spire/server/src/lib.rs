@@ -2,11 +2,13 @@
 //! attestation and a SQL datastore.
 //!
 //! - [`config`]: the `run` configuration (TOML file + flags).
-//! - [`ca`]: the CA key and certificate, and signing X509-SVIDs to the letter of the standard.
+//! - [`ca`]: the CA and JWT signing keys with their prepare/activate rotation, and signing
+//!   X509-SVIDs to the letter of the standard.
 //! - [`datastore`]: entries, agents, join tokens and bundles in SQLite or PostgreSQL.
 //! - [`entries`]: validation of registration entries and which entries an agent may have.
 //! - [`api`]: the gRPC services (agent API over mTLS, admin API over the local socket).
 //! - [`metrics`]: Prometheus metrics (SVIDs signed, attestations, entries, agents).
+//! - [`rotation`]: rotating and publishing the authorities while the server runs.
 //! - [`run`]: wiring it all together; [`cli`]: the `spire-server` command line.
 
 pub mod api;
@@ -16,5 +18,6 @@ pub mod config;
 pub mod datastore;
 pub mod entries;
 pub mod metrics;
+pub mod rotation;
 pub mod run;
 pub mod state;

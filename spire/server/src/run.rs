@@ -1,7 +1,6 @@
 //! `spire-server run`: opens the datastore, loads the CA and the JWT signing key, publishes
-//! them in the bundle, keeps the
-//! server's own SVID fresh and serves the agent API (mTLS, TCP) and the admin API (Unix socket)
-//! until SIGINT or SIGTERM.
+//! them in the bundle, starts their rotation ([`crate::rotation`]) and serves the agent API
+//! (mTLS, TCP) and the admin API (Unix socket) until SIGINT or SIGTERM.
 
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
@@ -19,10 +18,11 @@ use tonic::transport::Server;
 
 use crate::api::admin::AdminService;
 use crate::api::agent::AgentService;
-use crate::ca::{Ca, JwtAuthority};
+use crate::ca::Authorities;
 use crate::config::ServerConfig;
-use crate::datastore::{self, Datastore};
-use crate::state::{ServerState, now, server_id};
+use crate::datastore::Datastore;
+use crate::rotation;
+use crate::state::ServerState;
 
 /// Runs the server until a shutdown signal arrives.
 pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
@@ -30,23 +30,21 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     let datastore = Datastore::connect(&config.datastore_url)
         .await
         .context("opening the datastore")?;
-    let ca = Ca::load_or_create(&config.data_dir, &config.trust_domain, config.ca_ttl)
-        .context("loading the CA")?;
-    let jwt = JwtAuthority::load_or_create(&config.data_dir, &config.trust_domain, config.ca_ttl)
-        .context("loading the JWT signing key")?;
+    let authorities =
+        Authorities::load_or_create(&config.data_dir, &config.trust_domain, config.ca_ttl)
+            .context("loading the CA and the JWT signing key")?;
     let state = Arc::new(ServerState {
         config,
         datastore,
-        ca: Arc::new(ca),
-        jwt: Arc::new(jwt),
+        authorities,
         metrics: crate::metrics::ServerMetrics::default(),
     });
-    publish_authorities(&state).await?;
-
-    let bundle = state.bundle().await?;
+    let bundle = rotation::publish_authorities(&state)
+        .await
+        .context("publishing the trust bundle")?;
     let store = Arc::new(SvidStore::new(&bundle.x509_authorities)?);
-    let ttl = refresh_server_svid(&state, &store)?;
-    tokio::spawn(rotate_server_svid(state.clone(), store.clone(), ttl));
+    let renew_at = rotation::refresh_server_svid(&state, &store)?;
+    tokio::spawn(rotation::run(state.clone(), store.clone(), renew_at));
 
     // Agents attest without a certificate; afterwards they must present an agent SVID.
     let td = state.config.trust_domain.clone();
@@ -109,72 +107,6 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&state.config.socket_path);
     state.datastore.close().await;
     Ok(())
-}
-
-/// Adds this server's CA and JWT key to the trust domain's bundle if they are not there yet,
-/// dropping expired authorities. Other servers sharing the datastore keep theirs in the same
-/// bundle. Storing a changed bundle bumps its `spiffe_sequence`.
-async fn publish_authorities(state: &ServerState) -> anyhow::Result<()> {
-    let (ds, ca) = (&state.datastore, &state.ca);
-    let td = state.config.trust_domain.to_string();
-    let mut bundle = ds.get_bundle(&td).await?.unwrap_or(datastore::Bundle {
-        trust_domain: td,
-        x509_authorities: vec![],
-        jwt_authorities: vec![],
-        sequence_number: 0,
-        refresh_hint: 300,
-    });
-    let now = now();
-    let before = bundle.clone();
-    bundle
-        .x509_authorities
-        .retain(|der| cert_not_after(der).is_some_and(|t| t > now));
-    if !bundle
-        .x509_authorities
-        .iter()
-        .any(|der| der.as_slice() == ca.cert_der())
-    {
-        bundle.x509_authorities.push(ca.cert_der().to_vec());
-    }
-    let jwt_key = state.jwt_key();
-    bundle.jwt_authorities.retain(|k| k.expires_at > now);
-    if !bundle.jwt_authorities.contains(&jwt_key) {
-        bundle.jwt_authorities.push(jwt_key);
-    }
-    if bundle != before {
-        ds.set_bundle(&bundle).await?;
-        tracing::info!("CA and JWT key published in the trust bundle");
-    }
-    Ok(())
-}
-
-/// A certificate's NotAfter in Unix seconds, if it parses.
-fn cert_not_after(der: &[u8]) -> Option<i64> {
-    use x509_parser::prelude::{FromDer, X509Certificate};
-    let (_, cert) = X509Certificate::from_der(der).ok()?;
-    Some(cert.validity().not_after.timestamp())
-}
-
-/// Mints a new server SVID into `store`; returns its lifetime.
-fn refresh_server_svid(state: &ServerState, store: &SvidStore) -> anyhow::Result<Duration> {
-    let ttl = state.config.default_x509_svid_ttl;
-    let minted = state.ca.mint(&server_id(&state.config), ttl, &[])?;
-    store.set_svid(&minted.svid.cert_chain, &minted.private_key_pkcs8)?;
-    Ok(ttl)
-}
-
-/// Renews the server SVID at half its lifetime.
-async fn rotate_server_svid(state: Arc<ServerState>, store: Arc<SvidStore>, mut ttl: Duration) {
-    loop {
-        tokio::time::sleep(ttl / 2).await;
-        match refresh_server_svid(&state, &store) {
-            Ok(new_ttl) => ttl = new_ttl,
-            Err(e) => {
-                tracing::error!(error = %e, "renewing the server SVID failed; retrying");
-                ttl = Duration::from_secs(10);
-            }
-        }
-    }
 }
 
 fn create_private_dir(dir: &Path) -> anyhow::Result<()> {

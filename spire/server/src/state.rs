@@ -1,11 +1,11 @@
-//! What every API handler shares: configuration, datastore, CA and JWT signing key.
+//! What every API handler shares: configuration, datastore, signing authorities.
 
 use std::sync::Arc;
 
 use spiffe::SpiffeId;
 use spire_proto::server as pb;
 
-use crate::ca::{Ca, JwtAuthority};
+use crate::ca::{Authorities, Ca, JwtAuthority};
 use crate::config::ServerConfig;
 use crate::datastore::{self, Datastore};
 
@@ -13,8 +13,7 @@ use crate::datastore::{self, Datastore};
 pub struct ServerState {
     pub config: ServerConfig,
     pub datastore: Datastore,
-    pub ca: Arc<Ca>,
-    pub jwt: Arc<JwtAuthority>,
+    pub authorities: Authorities,
     pub metrics: crate::metrics::ServerMetrics,
 }
 
@@ -33,13 +32,36 @@ impl ServerState {
         SpiffeId::new(raw).map_err(|e| format!("join token cannot form an agent ID: {e}"))
     }
 
-    /// This server's JWT signing key as the bundle publishes it.
-    pub fn jwt_key(&self) -> datastore::JwtKey {
-        datastore::JwtKey {
-            key_id: self.jwt.key_id().to_owned(),
-            public_key: self.jwt.public_key_spki(),
-            expires_at: self.jwt.not_after(),
-        }
+    /// The CA that signs X509-SVIDs now.
+    pub fn ca(&self) -> Arc<Ca> {
+        self.authorities.ca()
+    }
+
+    /// The key that signs JWT-SVIDs now.
+    pub fn jwt(&self) -> Arc<JwtAuthority> {
+        self.authorities.jwt()
+    }
+
+    /// This server's CA certificates (current and prepared) as the bundle publishes them.
+    pub fn x509_authorities(&self) -> Vec<Vec<u8>> {
+        self.authorities
+            .x509_authorities()
+            .iter()
+            .map(|ca| ca.cert_der().to_vec())
+            .collect()
+    }
+
+    /// This server's JWT keys (current and prepared) as the bundle publishes them.
+    pub fn jwt_keys(&self) -> Vec<datastore::JwtKey> {
+        self.authorities
+            .jwt_authorities()
+            .iter()
+            .map(|key| datastore::JwtKey {
+                key_id: key.key_id().to_owned(),
+                public_key: key.public_key_spki(),
+                expires_at: key.not_after(),
+            })
+            .collect()
     }
 
     /// The trust domain's current bundle, as stored.
@@ -51,8 +73,8 @@ impl ServerState {
             .await?
             .unwrap_or(datastore::Bundle {
                 trust_domain: td,
-                x509_authorities: vec![self.ca.cert_der().to_vec()],
-                jwt_authorities: vec![self.jwt_key()],
+                x509_authorities: self.x509_authorities(),
+                jwt_authorities: self.jwt_keys(),
                 sequence_number: 0,
                 refresh_hint: 0,
             });

@@ -20,6 +20,7 @@ common_sql::backend_tests! {
     check_prune_join_tokens => sqlite_prune_join_tokens, postgres_prune_join_tokens;
     check_attested_agents => sqlite_attested_agents, postgres_attested_agents;
     check_bundles => sqlite_bundles, postgres_bundles;
+    check_bundle_compare_and_set => sqlite_bundle_compare_and_set, postgres_bundle_compare_and_set;
 }
 
 common_sql::backend_url_tests! {
@@ -708,6 +709,64 @@ async fn check_bundles(ds: &Datastore) {
     assert_eq!(
         recreated.sequence_number, 1,
         "a new bundle starts over at 1"
+    );
+}
+
+async fn check_bundle_compare_and_set(ds: &Datastore) {
+    let bundle = Bundle {
+        trust_domain: "example.org".to_owned(),
+        x509_authorities: vec![vec![1, 2, 3]],
+        refresh_hint: 300,
+        ..Bundle::default()
+    };
+    let first = ds
+        .set_bundle_if(&bundle, None)
+        .await
+        .expect("create")
+        .expect("no bundle yet, so it is created");
+    assert_eq!(first.sequence_number, 1);
+    assert_eq!(
+        ds.set_bundle_if(&bundle, None).await.expect("create again"),
+        None,
+        "a second creator loses"
+    );
+
+    // Two servers read sequence 1 and each add their own CA: the second write must fail
+    // instead of dropping the first server's CA.
+    let mut a = first.clone();
+    a.x509_authorities.push(vec![0xa]);
+    let mut b = first.clone();
+    b.x509_authorities.push(vec![0xb]);
+    let stored_a = ds
+        .set_bundle_if(&a, Some(1))
+        .await
+        .expect("a")
+        .expect("a wins");
+    assert_eq!(stored_a.sequence_number, 2);
+    assert_eq!(
+        ds.set_bundle_if(&b, Some(1)).await.expect("b"),
+        None,
+        "b read a stale bundle"
+    );
+    let mut b = ds
+        .get_bundle("example.org")
+        .await
+        .expect("get")
+        .expect("some");
+    b.x509_authorities.push(vec![0xb]);
+    let stored_b = ds
+        .set_bundle_if(&b, Some(b.sequence_number))
+        .await
+        .expect("b again")
+        .expect("b wins on a fresh read");
+    assert_eq!(stored_b.sequence_number, 3);
+    assert_eq!(
+        ds.get_bundle("example.org")
+            .await
+            .expect("get")
+            .expect("some")
+            .x509_authorities,
+        vec![vec![1, 2, 3], vec![0xa], vec![0xb]]
     );
 }
 

@@ -297,7 +297,7 @@ impl Admin for AdminService {
         };
         let minted = self
             .state
-            .ca
+            .ca()
             .mint(&id, ttl, &req.dns_names)
             .map_err(ca_status)?;
         let bundle = self.state.bundle().await.map_err(datastore_status)?;
@@ -332,7 +332,7 @@ impl Admin for AdminService {
         };
         let svid = self
             .state
-            .jwt
+            .jwt()
             .sign(&id, &req.audience, ttl)
             .map_err(ca_status)?;
         tracing::info!(spiffe_id = %id, "JWT-SVID minted");

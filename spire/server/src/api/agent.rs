@@ -108,7 +108,7 @@ impl AgentService {
         // Sign first: a malformed CSR must not burn the single-use token.
         let svid = self
             .state
-            .ca
+            .ca()
             .sign_csr(&req.csr, &agent_id, self.state.config.agent_ttl, &[])
             .map_err(ca_status)?;
         let stored = self
@@ -155,7 +155,7 @@ impl AgentService {
         let req = request.into_inner();
         let svid = self
             .state
-            .ca
+            .ca()
             .sign_csr(&req.csr, &agent, self.state.config.agent_ttl, &[])
             .map_err(ca_status)?;
         self.state
@@ -286,7 +286,7 @@ impl Agent for AgentService {
         };
         let svid = self
             .state
-            .jwt
+            .jwt()
             .sign(&id, &req.audience, ttl)
             .map_err(ca_status)?;
         self.state.metrics.signed("jwt", "workload", 1);
@@ -310,7 +310,7 @@ fn sign_for_entry(
         _ => default_ttl,
     };
     state
-        .ca
+        .ca()
         .sign_csr(csr, &id, ttl, &entry.dns_names)
         .map_err(|e| e.to_string())
 }

@@ -1,8 +1,8 @@
 //! The server's JWT signing key: an ECDSA P-256 key of its own (never the X.509 CA key), with a
-//! random 32-character key ID and an expiry, kept in the data directory like the CA
-//! (`jwt-key.pem`, PKCS#8, mode 0600; `jwt-key.json` holding `kid` and `not_after`). It is
-//! created on first start, reused across restarts, and replaced by a new one once expired. Its
-//! public key is published in the trust bundle (see `run::publish_authorities`).
+//! random 32-character key ID and a lifetime, kept in the data directory like the CA
+//! (`jwt-key.pem`, PKCS#8, mode 0600; `jwt-key.json` holding `kid`, `not_before` and
+//! `not_after`). The key manager ([`super::Authorities`]) creates, loads and rotates it; its
+//! public key is published in the trust bundle.
 
 use std::fmt;
 use std::path::Path;
@@ -18,12 +18,6 @@ use zeroize::Zeroizing;
 
 use super::{CaError, rfc3339, single_pem, storage};
 
-/// File name of the PEM (PKCS#8) JWT signing key inside the data directory.
-pub const JWT_KEY_FILE: &str = "jwt-key.pem";
-
-/// File name of the JWT key's metadata (key ID, expiry) inside the data directory.
-pub const JWT_KEY_META_FILE: &str = "jwt-key.json";
-
 /// Length of a key ID, as SPIRE's.
 const KEY_ID_LEN: usize = 32;
 
@@ -33,6 +27,9 @@ const KEY_ID_ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTU
 #[derive(Serialize, Deserialize)]
 struct KeyMeta {
     kid: String,
+    /// Absent in files written before key rotation existed.
+    #[serde(default)]
+    not_before: Option<i64>,
     not_after: i64,
 }
 
@@ -54,6 +51,9 @@ pub struct JwtAuthority {
     trust_domain: TrustDomain,
     key_id: String,
     key: EcdsaKeyPair,
+    /// The key's PKCS#8 encoding, kept to store it (ring cannot export a loaded key).
+    pkcs8: Zeroizing<Vec<u8>>,
+    not_before: i64,
     not_after: i64,
 }
 
@@ -68,60 +68,53 @@ impl fmt::Debug for JwtAuthority {
 }
 
 impl JwtAuthority {
-    /// Loads the JWT key from `data_dir`, or creates it (valid for `ttl`) when there is none or
-    /// the stored one has expired. If only one of the two files exists, returns
-    /// [`CaError::Corrupt`] rather than overwriting anything.
-    pub fn load_or_create(
-        data_dir: &Path,
+    /// Creates a new key valid from `now` for `ttl`.
+    pub(crate) fn generate(
         td: &TrustDomain,
         ttl: Duration,
+        now: i64,
     ) -> Result<JwtAuthority, CaError> {
-        storage::ensure_private_dir(data_dir)?;
-        let key_path = data_dir.join(JWT_KEY_FILE);
-        let meta_path = data_dir.join(JWT_KEY_META_FILE);
-        match (storage::exists(&key_path)?, storage::exists(&meta_path)?) {
-            (true, true) => {
-                let stored = Self::load(&key_path, &meta_path, td)?;
-                if stored.not_after > super::now().unix_timestamp() {
-                    return Ok(stored);
-                }
-                tracing::warn!(
-                    key_id = %stored.key_id,
-                    "the stored JWT signing key has expired; creating a new one"
-                );
-            }
-            (false, false) => {}
-            (present, _) => {
-                let (found, missing) = if present {
-                    (&key_path, &meta_path)
-                } else {
-                    (&meta_path, &key_path)
-                };
-                return Err(CaError::Corrupt(format!(
-                    "{} exists but {} is missing; move it away to create a new JWT key",
-                    found.display(),
-                    missing.display()
-                )));
-            }
-        }
-        let (authority, pkcs8) = Self::generate(td, ttl)?;
-        let block = pem::Pem::new("PRIVATE KEY", pkcs8.to_vec());
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+            .map_err(|_| CaError::Crypto("cannot generate the JWT signing key".into()))?;
+        let pkcs8 = Zeroizing::new(pkcs8.as_ref().to_vec());
+        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &pkcs8, &rng)
+            .map_err(|_| CaError::Crypto("cannot load the new JWT signing key".into()))?;
+        let ttl = i64::try_from(ttl.as_secs())
+            .ok()
+            .filter(|s| *s > 0)
+            .ok_or_else(|| CaError::InvalidTtl("JWT key TTL must be at least 1s".into()))?;
+        Ok(JwtAuthority {
+            trust_domain: td.clone(),
+            key_id: random_key_id(&rng)?,
+            key,
+            pkcs8,
+            not_before: now,
+            not_after: now.saturating_add(ttl),
+        })
+    }
+
+    /// Writes the private key (PEM, 0600), then the metadata, each atomically (the order
+    /// the key manager relies on to tell an interrupted preparation from an interrupted
+    /// activation).
+    pub(crate) fn store(&self, key_path: &Path, meta_path: &Path) -> Result<(), CaError> {
+        let block = pem::Pem::new("PRIVATE KEY", self.pkcs8.to_vec());
         let key_pem = Zeroizing::new(pem::encode(&block));
         zeroize::Zeroize::zeroize(&mut block.into_contents());
-        storage::write_atomic(&key_path, key_pem.as_bytes(), 0o600)?;
+        storage::write_atomic(key_path, key_pem.as_bytes(), 0o600)?;
         let meta = KeyMeta {
-            kid: authority.key_id.clone(),
-            not_after: authority.not_after,
+            kid: self.key_id.clone(),
+            not_before: Some(self.not_before),
+            not_after: self.not_after,
         };
         let meta = serde_json::to_vec_pretty(&meta)
             .map_err(|e| CaError::Corrupt(format!("cannot encode JWT key metadata: {e}")))?;
-        storage::write_atomic(&meta_path, &meta, 0o644)?;
-        tracing::info!(
-            key_id = %authority.key_id,
-            not_after = authority.not_after,
-            "created new JWT signing key"
-        );
-        Ok(authority)
+        storage::write_atomic(meta_path, &meta, 0o644)
+    }
+
+    /// When the key was created, Unix seconds.
+    pub fn not_before(&self) -> i64 {
+        self.not_before
     }
 
     /// The key ID (`kid`) tokens carry and the bundle publishes.
@@ -182,30 +175,14 @@ impl JwtAuthority {
         })
     }
 
-    fn generate(
+    /// Loads a stored key. Keys stored before `not_before` was recorded count as created
+    /// `ttl` before they expire. Whether it has expired is for the caller to decide.
+    pub(crate) fn load(
+        key_path: &Path,
+        meta_path: &Path,
         td: &TrustDomain,
         ttl: Duration,
-    ) -> Result<(JwtAuthority, Zeroizing<Vec<u8>>), CaError> {
-        let rng = ring::rand::SystemRandom::new();
-        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
-            .map_err(|_| CaError::Crypto("cannot generate the JWT signing key".into()))?;
-        let pkcs8 = Zeroizing::new(pkcs8.as_ref().to_vec());
-        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &pkcs8, &rng)
-            .map_err(|_| CaError::Crypto("cannot load the new JWT signing key".into()))?;
-        let ttl = i64::try_from(ttl.as_secs())
-            .ok()
-            .filter(|s| *s > 0)
-            .ok_or_else(|| CaError::InvalidTtl("JWT key TTL must be at least 1s".into()))?;
-        let authority = JwtAuthority {
-            trust_domain: td.clone(),
-            key_id: random_key_id(&rng)?,
-            key,
-            not_after: super::now().unix_timestamp().saturating_add(ttl),
-        };
-        Ok((authority, pkcs8))
-    }
-
-    fn load(key_path: &Path, meta_path: &Path, td: &TrustDomain) -> Result<JwtAuthority, CaError> {
+    ) -> Result<JwtAuthority, CaError> {
         storage::warn_if_not_private(key_path);
         let key_pem = Zeroizing::new(storage::read_string(key_path)?);
         let pkcs8 = Zeroizing::new(single_pem(&key_pem, "PRIVATE KEY", key_path)?);
@@ -225,10 +202,15 @@ impl JwtAuthority {
                 meta_path.display()
             )));
         }
+        let ttl = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
         Ok(JwtAuthority {
             trust_domain: td.clone(),
             key_id: meta.kid,
             key,
+            pkcs8,
+            not_before: meta
+                .not_before
+                .unwrap_or_else(|| meta.not_after.saturating_sub(ttl)),
             not_after: meta.not_after,
         })
     }
@@ -267,41 +249,47 @@ mod tests {
         TrustDomain::new("example.org").expect("td")
     }
 
-    #[test]
-    fn key_is_created_once_and_reused() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let first = JwtAuthority::load_or_create(dir.path(), &td(), Duration::from_secs(3600))
-            .expect("create");
-        assert!(valid_key_id(first.key_id()), "{}", first.key_id());
-        let mode = std::os::unix::fs::PermissionsExt::mode(
-            &std::fs::metadata(dir.path().join(JWT_KEY_FILE))
-                .expect("key file")
-                .permissions(),
-        );
-        assert_eq!(mode & 0o777, 0o600);
-        let again = JwtAuthority::load_or_create(dir.path(), &td(), Duration::from_secs(3600))
-            .expect("load");
-        assert_eq!(again.key_id(), first.key_id());
-        assert_eq!(again.not_after(), first.not_after());
-        assert_eq!(again.public_key_spki(), first.public_key_spki());
-        assert!(!format!("{again:?}").contains("key:"), "{again:?}");
+    fn now() -> i64 {
+        super::super::now().unix_timestamp()
     }
 
     #[test]
-    fn one_missing_file_is_corruption() {
+    fn stored_key_loads_back_identical() {
         let dir = tempfile::tempdir().expect("tempdir");
-        JwtAuthority::load_or_create(dir.path(), &td(), Duration::from_secs(3600)).expect("create");
-        std::fs::remove_file(dir.path().join(JWT_KEY_META_FILE)).expect("rm");
-        let err = JwtAuthority::load_or_create(dir.path(), &td(), Duration::from_secs(3600))
-            .expect_err("corrupt");
-        assert!(matches!(err, CaError::Corrupt(_)), "{err}");
+        let (key, meta) = (dir.path().join("k.pem"), dir.path().join("k.json"));
+        let ttl = Duration::from_secs(3600);
+        let first = JwtAuthority::generate(&td(), ttl, now()).expect("create");
+        assert!(valid_key_id(first.key_id()), "{}", first.key_id());
+        first.store(&key, &meta).expect("store");
+        let again = JwtAuthority::load(&key, &meta, &td(), ttl).expect("load");
+        assert_eq!(again.key_id(), first.key_id());
+        assert_eq!(again.not_before(), first.not_before());
+        assert_eq!(again.not_after(), first.not_after());
+        assert_eq!(again.public_key_spki(), first.public_key_spki());
+        assert!(!format!("{again:?}").contains("key:"), "{again:?}");
+        assert!(!format!("{again:?}").contains("pkcs8"), "{again:?}");
+    }
+
+    #[test]
+    fn metadata_without_not_before_counts_back_from_expiry() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (key, meta) = (dir.path().join("k.pem"), dir.path().join("k.json"));
+        let ttl = Duration::from_secs(3600);
+        let first = JwtAuthority::generate(&td(), ttl, now()).expect("create");
+        first.store(&key, &meta).expect("store");
+        let legacy = format!(
+            r#"{{"kid":"{}","not_after":{}}}"#,
+            first.key_id(),
+            first.not_after()
+        );
+        std::fs::write(&meta, legacy).expect("write");
+        let loaded = JwtAuthority::load(&key, &meta, &td(), ttl).expect("load");
+        assert_eq!(loaded.not_before(), first.not_after() - 3600);
     }
 
     #[test]
     fn tokens_validate_and_are_capped_at_the_key_expiry() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let jwt = JwtAuthority::load_or_create(dir.path(), &td(), Duration::from_secs(60))
-            .expect("create");
+        let jwt = JwtAuthority::generate(&td(), Duration::from_secs(60), now()).expect("create");
         let id = SpiffeId::new("spiffe://example.org/app").expect("id");
         let signed = jwt
             .sign(&id, &["db".into()], Duration::from_secs(3600))

@@ -24,11 +24,13 @@
 //! PKCS#8 copy is zeroized on drop; PKCS#8 bytes handed to callers are [`Zeroizing`].
 
 mod jwt;
+mod manager;
 mod storage;
 #[cfg(test)]
 mod tests;
 
-pub use jwt::{JWT_KEY_FILE, JWT_KEY_META_FILE, JwtAuthority, SignedJwtSvid};
+pub use jwt::{JwtAuthority, SignedJwtSvid};
+pub use manager::{Authorities, Rotation, Step};
 
 use std::fmt;
 use std::ops::Deref;
@@ -57,12 +59,6 @@ pub const NOT_BEFORE_BACKDATE: Duration = Duration::from_secs(10);
 
 /// Default lifetime of a newly created CA certificate.
 pub const DEFAULT_CA_TTL: Duration = Duration::from_secs(24 * 60 * 60);
-
-/// File name of the PEM CA certificate inside the data directory.
-pub const CA_CERT_FILE: &str = "ca-cert.pem";
-
-/// File name of the PEM (PKCS#8) CA private key inside the data directory.
-pub const CA_KEY_FILE: &str = "ca-key.pem";
 
 /// Smallest RSA modulus accepted in a CSR.
 const MIN_RSA_BITS: usize = 2048;
@@ -118,8 +114,7 @@ pub enum CaError {
     /// The CA stored in the data directory was created for another trust domain.
     #[error(
         "the CA in {} is for trust domain {stored:?} but the server is configured for \
-         {configured:?}; move the CA files away to create a new CA (CA rotation is not \
-         implemented yet)",
+         {configured:?}; move the CA files away to create a new CA",
         path.display()
     )]
     TrustDomainMismatch {
@@ -131,22 +126,10 @@ pub enum CaError {
         configured: String,
     },
 
-    /// The CA stored in the data directory has expired.
-    #[error(
-        "the CA certificate {} expired at {expired_at}; move the CA files away to create a new CA \
-         (CA rotation is not implemented yet)",
-        path.display()
-    )]
-    StoredCaExpired {
-        /// The stored CA certificate.
-        path: PathBuf,
-        /// Its `NotAfter`, RFC 3339.
-        expired_at: String,
-    },
-
     /// The in-memory CA expired while the server was running; nothing can be signed.
     #[error(
-        "the CA certificate expired at {expired_at}; cannot sign (CA rotation is not implemented yet)"
+        "the signing authority expired at {expired_at}; cannot sign until the server activates \
+         its next one"
     )]
     CaExpired {
         /// The CA's `NotAfter`, RFC 3339.
@@ -243,47 +226,6 @@ impl fmt::Debug for Ca {
 }
 
 impl Ca {
-    /// Loads `ca-cert.pem` + `ca-key.pem` from `data_dir`, or creates them on first start (key
-    /// file mode 0600, each file written atomically: temp file + rename; `data_dir` created with
-    /// mode 0700 if missing). If the stored CA has expired or its trust domain differs from
-    /// `td`, returns an error that says so (rotation is a later task). If only one of the two
-    /// files exists, returns [`CaError::Corrupt`] rather than overwriting anything.
-    pub fn load_or_create(
-        data_dir: &Path,
-        td: &TrustDomain,
-        ca_ttl: Duration,
-    ) -> Result<Ca, CaError> {
-        storage::ensure_private_dir(data_dir)?;
-        let cert_path = data_dir.join(CA_CERT_FILE);
-        let key_path = data_dir.join(CA_KEY_FILE);
-        match (storage::exists(&cert_path)?, storage::exists(&key_path)?) {
-            (true, true) => Self::load(&cert_path, &key_path, td),
-            (false, false) => {
-                let ca = Self::generate(td, ca_ttl, now())?;
-                ca.store(&cert_path, &key_path)?;
-                tracing::info!(
-                    trust_domain = td.as_str(),
-                    not_after = %rfc3339(ca.not_after),
-                    path = %cert_path.display(),
-                    "created new CA"
-                );
-                Ok(ca)
-            }
-            (true, false) => Err(CaError::Corrupt(format!(
-                "{} exists but the CA private key {} is missing; move the certificate away to \
-                 create a new CA",
-                cert_path.display(),
-                key_path.display()
-            ))),
-            (false, true) => Err(CaError::Corrupt(format!(
-                "{} exists but the CA certificate {} is missing; move the key away to create a \
-                 new CA",
-                key_path.display(),
-                cert_path.display()
-            ))),
-        }
-    }
-
     /// The trust domain this CA issues SVIDs for.
     pub fn trust_domain(&self) -> &TrustDomain {
         &self.trust_domain
@@ -297,6 +239,11 @@ impl Ca {
     /// The CA certificate, PEM.
     pub fn cert_pem(&self) -> String {
         pem::encode(&pem::Pem::new("CERTIFICATE", self.cert_der.clone()))
+    }
+
+    /// The CA certificate's `NotBefore`, Unix seconds.
+    pub fn not_before(&self) -> i64 {
+        self.not_before.unix_timestamp()
     }
 
     /// The CA certificate's `NotAfter`, Unix seconds.
@@ -339,7 +286,11 @@ impl Ca {
     }
 
     /// Creates a new self-signed CA valid from `now - NOT_BEFORE_BACKDATE` to `now + ca_ttl`.
-    fn generate(td: &TrustDomain, ca_ttl: Duration, now: OffsetDateTime) -> Result<Ca, CaError> {
+    pub(crate) fn generate(
+        td: &TrustDomain,
+        ca_ttl: Duration,
+        now: OffsetDateTime,
+    ) -> Result<Ca, CaError> {
         let not_after = add_ttl(now, ca_ttl, "CA TTL")?;
         let not_before = now - NOT_BEFORE_BACKDATE;
         let key = SecretKey::generate()?;
@@ -371,8 +322,9 @@ impl Ca {
         })
     }
 
-    /// Writes the key, then the certificate, each atomically.
-    fn store(&self, cert_path: &Path, key_path: &Path) -> Result<(), CaError> {
+    /// Writes the key, then the certificate, each atomically (the order [`manager`] relies on
+    /// to tell an interrupted preparation from an interrupted activation).
+    pub(crate) fn store(&self, cert_path: &Path, key_path: &Path) -> Result<(), CaError> {
         let block = pem::Pem::new("PRIVATE KEY", self.key.serialize_der());
         let key_pem = Zeroizing::new(pem::encode(&block));
         block.into_contents().zeroize();
@@ -380,8 +332,8 @@ impl Ca {
         storage::write_atomic(cert_path, self.cert_pem().as_bytes(), 0o644)
     }
 
-    /// Loads and validates a stored CA.
-    fn load(cert_path: &Path, key_path: &Path, td: &TrustDomain) -> Result<Ca, CaError> {
+    /// Loads and validates a stored CA. Whether it has expired is for the caller to decide.
+    pub(crate) fn load(cert_path: &Path, key_path: &Path, td: &TrustDomain) -> Result<Ca, CaError> {
         let cert_pem = storage::read_string(cert_path)?;
         let cert_der = single_pem(&cert_pem, "CERTIFICATE", cert_path)?;
 
@@ -443,12 +395,6 @@ impl Ca {
 
         let not_before = x509.validity().not_before.to_datetime();
         let not_after = x509.validity().not_after.to_datetime();
-        if now() >= not_after {
-            return Err(CaError::StoredCaExpired {
-                path: cert_path.to_path_buf(),
-                expired_at: rfc3339(not_after),
-            });
-        }
 
         Ok(Ca {
             trust_domain: stored_td,

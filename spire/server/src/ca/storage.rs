@@ -96,3 +96,29 @@ pub(super) fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<()
         .and_then(|d| d.sync_all())
         .map_err(io_err("cannot sync directory", dir))
 }
+
+/// Renames `from` to `to` (replacing `to`) and fsyncs the directory, so the rename survives a
+/// crash.
+pub(super) fn rename_durably(from: &Path, to: &Path) -> Result<(), CaError> {
+    fs::rename(from, to).map_err(io_err("cannot rename to", to))?;
+    sync_parent(to)
+}
+
+/// Removes `path` if it exists.
+pub(super) fn remove_if_exists(path: &Path) -> Result<(), CaError> {
+    match fs::remove_file(path) {
+        Ok(()) => sync_parent(path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err("cannot remove", path)(e)),
+    }
+}
+
+fn sync_parent(path: &Path) -> Result<(), CaError> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err("cannot sync directory", dir))
+}

@@ -3,6 +3,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use spiffe::{SpiffeId, TrustDomain};
@@ -26,8 +27,13 @@ fn id(s: &str) -> SpiffeId {
     SpiffeId::new(s).expect("spiffe id")
 }
 
-fn new_ca(dir: &Path) -> Ca {
-    Ca::load_or_create(dir, &td(), DEFAULT_CA_TTL).expect("create CA")
+/// The current CA of a data directory, as the server loads it.
+fn load_or_create(dir: &Path, td: &TrustDomain, ttl: Duration) -> Result<Arc<Ca>, CaError> {
+    Authorities::load_or_create(dir, td, ttl).map(|a| a.ca())
+}
+
+fn new_ca(dir: &Path) -> Arc<Ca> {
+    load_or_create(dir, &td(), DEFAULT_CA_TTL).expect("create CA")
 }
 
 fn parse(der: &[u8]) -> X509Certificate<'_> {
@@ -186,7 +192,7 @@ fn assert_leaf_svid<'a>(ca: &Ca, der: &'a [u8], spiffe_id: &SpiffeId) -> X509Cer
 #[test]
 fn ca_certificate_has_spiffe_ca_properties() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let ca = Ca::load_or_create(dir.path(), &td(), 2 * HOUR).expect("create CA");
+    let ca = load_or_create(dir.path(), &td(), 2 * HOUR).expect("create CA");
     let now = unix_now();
     let cert = parse(ca.cert_der());
 
@@ -398,7 +404,7 @@ fn new_csr_carries_the_requested_id_and_verifies() {
 #[test]
 fn leaf_not_after_is_capped_by_the_ca() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let ca = Ca::load_or_create(dir.path(), &td(), HOUR).expect("create CA");
+    let ca = load_or_create(dir.path(), &td(), HOUR).expect("create CA");
     let spiffe_id = id("spiffe://example.org/workload");
     let minted = ca.mint(&spiffe_id, 10 * HOUR, &[]).expect("mint");
     let leaf = assert_leaf_svid(&ca, &minted.svid.cert_chain[0], &spiffe_id);
@@ -504,7 +510,7 @@ fn bad_ttl_and_dns_names_are_rejected() {
         assert!(matches!(err, CaError::InvalidDnsName(_)), "{bad:?}: {err}");
     }
     let err =
-        Ca::load_or_create(&dir.path().join("x"), &td(), Duration::ZERO).expect_err("zero CA ttl");
+        load_or_create(&dir.path().join("x"), &td(), Duration::ZERO).expect_err("zero CA ttl");
     assert!(matches!(err, CaError::InvalidTtl(_)), "{err}");
 }
 
@@ -512,19 +518,23 @@ fn bad_ttl_and_dns_names_are_rejected() {
 fn load_or_create_reuses_the_ca_and_protects_the_key() {
     let base = tempfile::tempdir().expect("tempdir");
     let dir = base.path().join("data").join("server");
-    let first = Ca::load_or_create(&dir, &td(), DEFAULT_CA_TTL).expect("create");
-    let second = Ca::load_or_create(&dir, &td(), DEFAULT_CA_TTL).expect("load");
+    let first = load_or_create(&dir, &td(), DEFAULT_CA_TTL).expect("create");
+    let second = load_or_create(&dir, &td(), DEFAULT_CA_TTL).expect("load");
     assert_eq!(first.cert_der(), second.cert_der());
     assert_eq!(first.not_after(), second.not_after());
 
     let mode = |p: &Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
-    assert_eq!(mode(&dir.join(CA_KEY_FILE)), 0o600);
+    assert_eq!(mode(&dir.join("ca-key.pem")), 0o600);
     assert_eq!(mode(&dir), 0o700);
     let names: Vec<_> = std::fs::read_dir(&dir)
         .expect("readdir")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(names.len(), 2, "no temp files left behind: {names:?}");
+    assert_eq!(
+        names.len(),
+        4,
+        "CA and JWT key files, no temp files left behind: {names:?}"
+    );
 
     // The reloaded CA signs leaves that chain to the same certificate.
     let spiffe_id = id("spiffe://example.org/w");
@@ -540,7 +550,7 @@ fn stored_ca_for_another_trust_domain_is_rejected() {
     let dir = tempfile::tempdir().expect("tempdir");
     new_ca(dir.path());
     let other = TrustDomain::new("other.org").expect("td");
-    let err = Ca::load_or_create(dir.path(), &other, DEFAULT_CA_TTL).expect_err("mismatch");
+    let err = load_or_create(dir.path(), &other, DEFAULT_CA_TTL).expect_err("mismatch");
     assert!(matches!(err, CaError::TrustDomainMismatch { .. }), "{err}");
     let msg = err.to_string();
     assert!(
@@ -550,20 +560,9 @@ fn stored_ca_for_another_trust_domain_is_rejected() {
 }
 
 #[test]
-fn expired_stored_ca_is_rejected() {
-    let dir = tempfile::tempdir().expect("tempdir");
+fn expired_ca_refuses_to_sign() {
     let past = now() - Duration::from_secs(2 * 3600);
     let ca = Ca::generate(&td(), HOUR, past).expect("generate");
-    ca.store(
-        &dir.path().join(CA_CERT_FILE),
-        &dir.path().join(CA_KEY_FILE),
-    )
-    .expect("store");
-    let err = Ca::load_or_create(dir.path(), &td(), DEFAULT_CA_TTL).expect_err("expired");
-    assert!(matches!(err, CaError::StoredCaExpired { .. }), "{err}");
-    assert!(err.to_string().contains("expired"), "{err}");
-
-    // An in-memory CA that has expired refuses to sign.
     let err = ca
         .mint(&id("spiffe://example.org/w"), HOUR, &[])
         .expect_err("expired CA");
@@ -574,32 +573,32 @@ fn expired_stored_ca_is_rejected() {
 fn incomplete_or_mismatched_ca_files_are_rejected() {
     let dir = tempfile::tempdir().expect("tempdir");
     new_ca(dir.path());
-    let cert = dir.path().join(CA_CERT_FILE);
-    let key = dir.path().join(CA_KEY_FILE);
+    let cert = dir.path().join("ca-cert.pem");
+    let key = dir.path().join("ca-key.pem");
 
     // Key from another CA.
     let other = tempfile::tempdir().expect("tempdir");
     new_ca(other.path());
-    std::fs::copy(other.path().join(CA_KEY_FILE), &key).expect("copy key");
-    let err = Ca::load_or_create(dir.path(), &td(), DEFAULT_CA_TTL).expect_err("mismatch");
+    std::fs::copy(other.path().join("ca-key.pem"), &key).expect("copy key");
+    let err = load_or_create(dir.path(), &td(), DEFAULT_CA_TTL).expect_err("mismatch");
     assert!(matches!(err, CaError::Corrupt(_)), "{err}");
     assert!(err.to_string().contains("does not match"), "{err}");
 
     // Key missing: must not silently create a new CA over the old certificate.
     std::fs::remove_file(&key).expect("rm key");
-    let err = Ca::load_or_create(dir.path(), &td(), DEFAULT_CA_TTL).expect_err("no key");
+    let err = load_or_create(dir.path(), &td(), DEFAULT_CA_TTL).expect_err("no key");
     assert!(matches!(err, CaError::Corrupt(_)), "{err}");
     assert!(cert.exists());
 
     // Garbage certificate.
-    std::fs::copy(other.path().join(CA_KEY_FILE), &key).expect("copy key");
+    std::fs::copy(other.path().join("ca-key.pem"), &key).expect("copy key");
     std::fs::write(&cert, "not pem").expect("write");
-    let err = Ca::load_or_create(dir.path(), &td(), DEFAULT_CA_TTL).expect_err("garbage");
+    let err = load_or_create(dir.path(), &td(), DEFAULT_CA_TTL).expect_err("garbage");
     assert!(matches!(err, CaError::Corrupt(_)), "{err}");
 
     // Certificate missing.
     std::fs::remove_file(&cert).expect("rm cert");
-    let err = Ca::load_or_create(dir.path(), &td(), DEFAULT_CA_TTL).expect_err("no cert");
+    let err = load_or_create(dir.path(), &td(), DEFAULT_CA_TTL).expect_err("no cert");
     assert!(matches!(err, CaError::Corrupt(_)), "{err}");
 }
 

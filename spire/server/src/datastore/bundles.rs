@@ -37,20 +37,7 @@ impl Datastore {
     /// one plus 1, or 1 for a new bundle. One statement, so concurrent calls never reuse a
     /// sequence number.
     pub async fn set_bundle(&self, bundle: &Bundle) -> Result<Bundle, DatastoreError> {
-        let x509: Vec<String> = bundle
-            .x509_authorities
-            .iter()
-            .map(|der| BASE64.encode(der))
-            .collect();
-        let jwt: Vec<JwtKeyDoc> = bundle
-            .jwt_authorities
-            .iter()
-            .map(|key| JwtKeyDoc {
-                key_id: key.key_id.clone(),
-                public_key: BASE64.encode(&key.public_key),
-                expires_at: key.expires_at,
-            })
-            .collect();
+        let (x509, jwt) = encode_authorities(bundle)?;
         let row = sqlx::query(
             "INSERT INTO bundles (trust_domain, x509_authorities, jwt_authorities, \
              sequence_number, refresh_hint) VALUES ($1, $2, $3, 1, $4) \
@@ -62,14 +49,52 @@ impl Datastore {
              RETURNING sequence_number",
         )
         .bind(&bundle.trust_domain)
-        .bind(to_json(&x509, "x509_authorities")?)
-        .bind(to_json(&jwt, "jwt_authorities")?)
+        .bind(x509)
+        .bind(jwt)
         .bind(bundle.refresh_hint)
         .fetch_one(&self.pool)
         .await?;
         let mut stored = bundle.clone();
         stored.sequence_number = column(&row, "sequence_number")?;
         Ok(stored)
+    }
+
+    /// Stores `bundle` only if the stored one is still the one the caller read: sequence
+    /// number `expected`, or none at all for `None`. Returns the bundle as stored, or `None`
+    /// when another writer (for example another server sharing the datastore) changed it
+    /// first, so the caller reads again and reapplies its change instead of overwriting.
+    pub async fn set_bundle_if(
+        &self,
+        bundle: &Bundle,
+        expected: Option<i64>,
+    ) -> Result<Option<Bundle>, DatastoreError> {
+        let (x509, jwt) = encode_authorities(bundle)?;
+        let query = match expected {
+            None => sqlx::query(
+                "INSERT INTO bundles (trust_domain, x509_authorities, jwt_authorities, \
+                 sequence_number, refresh_hint) VALUES ($1, $2, $3, 1, $4) \
+                 ON CONFLICT (trust_domain) DO NOTHING RETURNING sequence_number",
+            ),
+            Some(_) => sqlx::query(
+                "UPDATE bundles SET x509_authorities = $2, jwt_authorities = $3, \
+                 refresh_hint = $4, sequence_number = sequence_number + 1 \
+                 WHERE trust_domain = $1 AND sequence_number = $5 RETURNING sequence_number",
+            ),
+        };
+        let mut query = query
+            .bind(&bundle.trust_domain)
+            .bind(x509)
+            .bind(jwt)
+            .bind(bundle.refresh_hint);
+        if let Some(expected) = expected {
+            query = query.bind(expected);
+        }
+        let Some(row) = query.fetch_optional(&self.pool).await? else {
+            return Ok(None);
+        };
+        let mut stored = bundle.clone();
+        stored.sequence_number = column(&row, "sequence_number")?;
+        Ok(Some(stored))
     }
 
     /// All stored bundles, ordered by trust domain (byte-wise).
@@ -87,6 +112,28 @@ impl Datastore {
             .await?;
         Ok(result.rows_affected() > 0)
     }
+}
+
+/// The stored (JSON) forms of a bundle's X.509 and JWT authorities.
+fn encode_authorities(bundle: &Bundle) -> Result<(String, String), DatastoreError> {
+    let x509: Vec<String> = bundle
+        .x509_authorities
+        .iter()
+        .map(|der| BASE64.encode(der))
+        .collect();
+    let jwt: Vec<JwtKeyDoc> = bundle
+        .jwt_authorities
+        .iter()
+        .map(|key| JwtKeyDoc {
+            key_id: key.key_id.clone(),
+            public_key: BASE64.encode(&key.public_key),
+            expires_at: key.expires_at,
+        })
+        .collect();
+    Ok((
+        to_json(&x509, "x509_authorities")?,
+        to_json(&jwt, "jwt_authorities")?,
+    ))
 }
 
 fn decode_base64(text: &str, column: &str) -> Result<Vec<u8>, DatastoreError> {
