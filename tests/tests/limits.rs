@@ -363,6 +363,117 @@ async fn root_key_rotations_under_concurrent_readers_and_writers_fail_no_request
     println!("rotation test done after {:?}", started.elapsed());
 }
 
+/// How many times Nexus's log says it re-seeded the keeper on `port`.
+fn reseeded(stack: &SecretsStack, port: u16) -> usize {
+    let url = format!("127.0.0.1:{port}");
+    stack
+        .nexus_log()
+        .lines()
+        .filter(|l| l.contains("re-seeded it") && l.contains(&url))
+        .count()
+}
+
+/// A second rotation commits while the keepers are still being handed the first one's key:
+/// that hand-over completing must not end the second rotation (delete its record) before
+/// the keepers hold the second key, or a crash at that point leaves keepers whose key cannot
+/// open the datastore.
+///
+/// Keeper 3 is stopped so the hand-over of key 2 waits on it; rotation 2 commits meanwhile;
+/// keepers 1 and 2 are stopped (holding key 2) and keeper 3 resumes, taking key 2 and then
+/// key 3; Nexus is killed there. Keepers 1 and 2 alone give key 2, which must still lead to
+/// key 3 through the rotation record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_committed_while_keepers_get_the_previous_key_survives_kill_9() {
+    use nix::sys::signal::Signal;
+    let started = clock();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut stack = SecretsStack::start(dir.path(), 3).await;
+    let source = identity_as(&stack, SUPERUSER_ID).await;
+    let nexus = client(&stack, &source);
+    for i in 0..5 {
+        nexus
+            .put_secret(
+                &format!("r/{i}"),
+                values(&[("v", &format!("value-{i}"))]),
+                None,
+            )
+            .await
+            .expect("put");
+    }
+    let signal = |stack: &SecretsStack, i: usize, signal| {
+        let pid = stack.keepers[i].as_ref().expect("keeper").pid();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal).expect("signal");
+    };
+    let [k1, k2, k3] = [0, 1, 2].map(|i| stack.keeper_ports[i]);
+    let before = [k1, k2, k3].map(|port| reseeded(&stack, port));
+
+    // Rotation 1: keepers 1 and 2 get key 2; the hand-over waits on the stopped keeper 3
+    // (for up to the keeper call timeout, 3 s).
+    signal(&stack, 2, Signal::SIGSTOP);
+    nexus.rotate().await.expect("rotation 1");
+    tests::wait_for(
+        "keepers 1 and 2 to get key 2",
+        Duration::from_secs(10),
+        || {
+            let done = reseeded(&stack, k1) > before[0] && reseeded(&stack, k2) > before[1];
+            async move { done.then_some(()) }
+        },
+    )
+    .await;
+    // Rotation 2 commits while that hand-over still waits on keeper 3.
+    nexus.rotate().await.expect("rotation 2");
+    signal(&stack, 0, Signal::SIGSTOP);
+    signal(&stack, 1, Signal::SIGSTOP);
+    signal(&stack, 2, Signal::SIGCONT);
+    // Keeper 3 takes key 2 (the hand-over now reaches every keeper), then key 3 in the next
+    // round, which waits on the stopped keepers 1 and 2: kill Nexus there.
+    tests::wait_for(
+        "keeper 3 to get key 2, then key 3",
+        Duration::from_secs(10),
+        || {
+            let done = reseeded(&stack, k3) >= before[2] + 2;
+            async move { done.then_some(()) }
+        },
+    )
+    .await;
+    stack.kill_nexus();
+    signal(&stack, 0, Signal::SIGCONT);
+    signal(&stack, 1, Signal::SIGCONT);
+
+    // Keepers 1 and 2 rebuild key 2; only rotation 2's record leads from it to key 3.
+    stack.start_nexus();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = stack.spike(&["status", "-f", "json"]);
+        if status.status.success() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Nexus did not unseal after the interrupted rotations: {}\nnexus log:\n{}",
+            String::from_utf8_lossy(&status.stdout),
+            stack.nexus_log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        stack
+            .nexus_log()
+            .contains("recovered the rotated key from the rotation record"),
+        "{}",
+        stack.nexus_log()
+    );
+    let nexus = client(&stack, &source);
+    for i in 0..5 {
+        let secret = nexus.get_secret(&format!("r/{i}"), 0).await.expect("read");
+        assert_eq!(secret.data, values(&[("v", &format!("value-{i}"))]));
+    }
+    println!(
+        "interrupted rotations test done after {:?}",
+        started.elapsed()
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // 2. Per-caller rate limit
 // ---------------------------------------------------------------------------------------
