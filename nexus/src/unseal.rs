@@ -56,7 +56,7 @@ pub async fn run(nexus: Arc<Nexus>, keepers: Keepers, threshold: u8, probe_inter
                 let seeded = reseed(&keepers, &shards).await;
                 nexus.keys.set_reachable(seeded);
                 if seeded == keepers.all().len() {
-                    finish_rotation(&nexus).await;
+                    finish_rotation(&nexus, &root).await;
                 }
             }
             Err(error) => {
@@ -106,16 +106,31 @@ async fn key_is_current(nexus: &Nexus, keepers: &Keepers) -> bool {
     }
 }
 
-/// Every keeper holds a shard of the current key: an unfinished rotation is finished.
-async fn finish_rotation(nexus: &Nexus) {
+/// Every keeper holds a shard of `root`: an unfinished rotation to `root` is finished. A
+/// rotation committed while the keepers were being given `root` is not: its record is the
+/// only way from `root` (all the keepers hold) to its new key until they hold that one.
+async fn finish_rotation(nexus: &Nexus, root: &RootKey) {
+    let key_check = match nexus.store.key_record().await {
+        Ok(Some(record)) => record.key_check,
+        Ok(None) => return,
+        Err(error) => {
+            tracing::debug!(%error, "cannot read the root key record");
+            return;
+        }
+    };
+    if !KeyCheck::from_bytes(&key_check).is_ok_and(|check| check.verify(root)) {
+        // Rotated again meanwhile: the next round seeds the new key.
+        return;
+    }
     match nexus.store.rotation().await {
-        Ok(Some(_)) => match nexus.store.finish_rotation().await {
-            Ok(()) => {
+        Ok(Some(_)) => match nexus.store.finish_rotation(&key_check).await {
+            Ok(true) => {
                 nexus.keys.forget_previous();
                 tracing::info!(
                     "root key rotation finished: every keeper holds a shard of the new key"
                 );
             }
+            Ok(false) => {}
             Err(error) => tracing::warn!(%error, "cannot finish the root key rotation yet"),
         },
         Ok(None) => nexus.keys.forget_previous(),

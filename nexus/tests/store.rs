@@ -950,7 +950,13 @@ async fn check_rotation_rewraps_all_or_nothing(store: &Store) {
     let record = store.key_record().await.expect("read").expect("record");
     assert_eq!(record.key_check, vec![2; 40]);
     assert_eq!(record.threshold, 2, "the Shamir parameters stay");
+    assert_eq!(
+        store.rotation().await.expect("read"),
+        Some(rotation.clone())
+    );
+    // Keepers given the previous key do not finish a rotation to a newer one.
+    assert!(!store.finish_rotation(&[1; 40]).await.expect("finish"));
     assert_eq!(store.rotation().await.expect("read"), Some(rotation));
-    store.finish_rotation().await.expect("finish");
+    assert!(store.finish_rotation(&[2; 40]).await.expect("finish"));
     assert_eq!(store.rotation().await.expect("read"), None);
 }

@@ -216,11 +216,19 @@ impl Store {
     }
 
     /// Forgets the rotation record once every keeper holds a shard of the new key (so the
-    /// new key is no longer recoverable from the previous one).
-    pub async fn finish_rotation(&self) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM root_key_rotation")
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+    /// new key is no longer recoverable from the previous one), provided the stored key-check
+    /// value is still `key_check`, the key the keepers were given: a rotation committed
+    /// meanwhile keeps its record until the keepers hold its own key. Returns whether a
+    /// record was deleted.
+    pub async fn finish_rotation(&self, key_check: &[u8]) -> Result<bool, StoreError> {
+        let deleted = sqlx::query(
+            "DELETE FROM root_key_rotation \
+             WHERE EXISTS (SELECT 1 FROM root_key WHERE id = 1 AND key_check = $1)",
+        )
+        .bind(key_check)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(deleted > 0)
     }
 }
