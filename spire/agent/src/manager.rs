@@ -8,7 +8,7 @@
 //! themselves are signed on demand ([`crate::jwt_svids`]). When the server is unreachable the
 //! last snapshot stays in place, so workloads keep getting their (still valid) SVIDs.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,6 +50,23 @@ pub struct Snapshot {
     pub jwt_keys: Vec<pb::JwtKey>,
     /// SVIDs ordered by entry ID (SPIRE's order; the first matching one is the default).
     pub svids: Vec<Arc<WorkloadSvid>>,
+    /// Bundles of the trust domains this agent's entries federate with, by trust domain name.
+    pub federated: BTreeMap<String, pb::Bundle>,
+}
+
+impl Snapshot {
+    /// The federated bundles `svids`' entries ask for (`federates_with`), by trust domain.
+    pub fn federated_for<'a>(&'a self, svids: &[&Arc<WorkloadSvid>]) -> Vec<&'a pb::Bundle> {
+        let wanted: BTreeSet<&str> = svids
+            .iter()
+            .flat_map(|s| s.entry.federates_with.iter())
+            .map(|td| td.strip_prefix("spiffe://").unwrap_or(td))
+            .collect();
+        wanted
+            .into_iter()
+            .filter_map(|td| self.federated.get(td))
+            .collect()
+    }
 }
 
 /// Owns the sync loop and the sending side of the snapshot channel.
@@ -75,6 +92,7 @@ impl Manager {
             bundle: vec![],
             jwt_keys: vec![],
             svids: vec![],
+            federated: BTreeMap::new(),
         };
         let (tx, rx) = watch::channel(Arc::new(empty));
         (
@@ -156,10 +174,16 @@ impl Manager {
             }
         }
         let signed = self.sign(&mut client, wanted, &held).await?;
+        let federated: BTreeMap<String, pb::Bundle> = response
+            .federated_bundles
+            .into_iter()
+            .map(|b| (b.trust_domain.clone(), b))
+            .collect();
         let changed = !signed.is_empty()
             || keep.len() != current.svids.len()
             || bundle != current.bundle
-            || jwt_keys != current.jwt_keys;
+            || jwt_keys != current.jwt_keys
+            || federated != current.federated;
         if changed {
             let mut svids: Vec<_> = keep.into_iter().chain(signed).collect();
             svids.sort_by(|a, b| a.entry.id.cmp(&b.entry.id));
@@ -168,6 +192,7 @@ impl Manager {
                 bundle,
                 jwt_keys,
                 svids,
+                federated,
             };
             tracing::debug!(svids = snapshot.svids.len(), "cache updated");
             self.tx.send_replace(Arc::new(snapshot));

@@ -146,6 +146,68 @@ pub fn parse_x509_authorities(data: &[u8]) -> Result<Vec<Vec<u8>>, BundleFormatE
     Ok(certs)
 }
 
+/// Reads a bundle of `trust_domain` in SPIFFE format (X.509 and JWT authorities, sequence
+/// number, refresh hint) or PEM (X.509 authorities only), as `spire-server bundle set`
+/// accepts it. JWT authorities must be P-256 keys with a `kid`, the only kind this project
+/// validates tokens with; any other is refused by name rather than silently dropped.
+pub fn parse_bundle(trust_domain: &str, data: &[u8]) -> Result<Bundle, BundleFormatError> {
+    let x509_authorities = parse_x509_authorities(data)?;
+    let text = std::str::from_utf8(data).unwrap_or_default();
+    let mut bundle = Bundle {
+        trust_domain: trust_domain.to_owned(),
+        x509_authorities,
+        ..Bundle::default()
+    };
+    if !text.trim_start().starts_with('{') {
+        return Ok(bundle);
+    }
+    let doc: Value = serde_json::from_str(text)
+        .map_err(|e| BundleFormatError(format!("invalid SPIFFE bundle JSON: {e}")))?;
+    bundle.sequence_number = doc
+        .get("spiffe_sequence")
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    bundle.refresh_hint = doc
+        .get("spiffe_refresh_hint")
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    let keys = doc
+        .get("keys")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten();
+    for key in keys.filter(|k| k.get("use").and_then(Value::as_str) == Some("jwt-svid")) {
+        let kid = key
+            .get("kid")
+            .and_then(Value::as_str)
+            .filter(|k| !k.is_empty())
+            .ok_or_else(|| BundleFormatError("a jwt-svid key has no \"kid\"".into()))?;
+        let coordinate = |name: &str| {
+            key.get(name)
+                .and_then(Value::as_str)
+                .and_then(|c| URL_SAFE_NO_PAD.decode(c).ok())
+                .filter(|c| c.len() == 32)
+        };
+        let (Some("EC"), Some("P-256"), Some(x), Some(y)) = (
+            key.get("kty").and_then(Value::as_str),
+            key.get("crv").and_then(Value::as_str),
+            coordinate("x"),
+            coordinate("y"),
+        ) else {
+            return Err(BundleFormatError(format!(
+                "jwt-svid key {kid:?} is not an EC P-256 key; only ES256 authorities are supported"
+            )));
+        };
+        let point = [&[4u8][..], &x, &y].concat();
+        bundle.jwt_authorities.push(JwtKey {
+            key_id: kid.to_owned(),
+            public_key: spki_from_p256_point(&point),
+            expires_at: 0,
+        });
+    }
+    Ok(bundle)
+}
+
 fn parse_spiffe_json(text: &str) -> Result<Vec<Vec<u8>>, BundleFormatError> {
     let doc: Value = serde_json::from_str(text)
         .map_err(|e| BundleFormatError(format!("invalid SPIFFE bundle JSON: {e}")))?;
@@ -205,6 +267,35 @@ mod tests {
             POINT.as_slice()
         );
         assert!(p256_point_from_spki(&spki[1..]).is_err());
+    }
+
+    #[test]
+    fn spiffe_json_round_trips_through_parse_bundle() {
+        let ca = rcgen::generate_simple_self_signed(vec!["ca".to_owned()]).expect("cert");
+        let bundle = Bundle {
+            trust_domain: "other.org".into(),
+            x509_authorities: vec![ca.cert.der().to_vec()],
+            jwt_authorities: vec![JwtKey {
+                key_id: "kid1".into(),
+                public_key: spki_from_p256_point(&POINT),
+                expires_at: 0,
+            }],
+            sequence_number: 7,
+            refresh_hint: 300,
+        };
+        let json = to_spiffe_json(&bundle).expect("json");
+        assert_eq!(
+            parse_bundle("other.org", json.as_bytes()).expect("parse"),
+            bundle
+        );
+        let pem = to_pem(&bundle);
+        let from_pem = parse_bundle("other.org", pem.as_bytes()).expect("pem");
+        assert_eq!(from_pem.x509_authorities, bundle.x509_authorities);
+        assert!(from_pem.jwt_authorities.is_empty());
+
+        let rsa = json.replace("\"EC\"", "\"RSA\"");
+        let err = parse_bundle("other.org", rsa.as_bytes()).expect_err("RSA JWT key");
+        assert!(err.0.contains("kid1"), "{err}");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //!   X509-SVIDs to the letter of the standard.
 //! - [`datastore`]: entries, agents, join tokens and bundles in SQLite or PostgreSQL.
 //! - [`entries`]: validation of registration entries and which entries an agent may have.
+//! - [`federation`]: bundles of other trust domains and which agents receive them.
 //! - [`api`]: the gRPC services (agent API over mTLS, admin API over the local socket).
 //! - [`metrics`]: Prometheus metrics (SVIDs signed, attestations, entries, agents).
 //! - [`rotation`]: rotating and publishing the authorities while the server runs.
@@ -17,6 +18,7 @@ pub mod cli;
 pub mod config;
 pub mod datastore;
 pub mod entries;
+pub mod federation;
 pub mod metrics;
 pub mod rotation;
 pub mod run;

@@ -107,7 +107,11 @@ pub(crate) fn td_key(snapshot: &Snapshot) -> String {
     format!("spiffe://{}", snapshot.trust_domain)
 }
 
-fn x509_svid_response(snapshot: &Snapshot, svids: &[&Arc<WorkloadSvid>]) -> wl::X509svidResponse {
+fn x509_svid_response(
+    snapshot: &Snapshot,
+    svids_in: &[&Arc<WorkloadSvid>],
+) -> wl::X509svidResponse {
+    let svids = svids_in;
     let bundle = snapshot.bundle.concat();
     let mut seen_hints = std::collections::HashSet::new();
     let svids = svids
@@ -125,12 +129,31 @@ fn x509_svid_response(snapshot: &Snapshot, svids: &[&Arc<WorkloadSvid>]) -> wl::
     wl::X509svidResponse {
         svids,
         crl: vec![],
-        federated_bundles: HashMap::new(),
+        federated_bundles: snapshot
+            .federated_for(svids_in)
+            .into_iter()
+            .map(|b| {
+                (
+                    format!("spiffe://{}", b.trust_domain),
+                    b.x509_authorities.concat(),
+                )
+            })
+            .collect(),
     }
 }
 
-fn x509_bundles_response(snapshot: &Snapshot) -> wl::X509BundlesResponse {
-    let bundles = HashMap::from([(td_key(snapshot), snapshot.bundle.concat())]);
+/// The caller's own trust domain's bundle and those its entries federate with.
+fn x509_bundles_response(
+    snapshot: &Snapshot,
+    svids: &[&Arc<WorkloadSvid>],
+) -> wl::X509BundlesResponse {
+    let mut bundles = HashMap::from([(td_key(snapshot), snapshot.bundle.concat())]);
+    for b in snapshot.federated_for(svids) {
+        bundles.insert(
+            format!("spiffe://{}", b.trust_domain),
+            b.x509_authorities.concat(),
+        );
+    }
     wl::X509BundlesResponse {
         crl: vec![],
         bundles,
@@ -204,8 +227,8 @@ impl SpiffeWorkloadApi for WorkloadApi {
         Ok(Response::new(watch_stream(
             self.cache.clone(),
             move |snapshot| {
-                (!matching(snapshot, &selectors).is_empty())
-                    .then(|| x509_bundles_response(snapshot))
+                let svids = matching(snapshot, &selectors);
+                (!svids.is_empty()).then(|| x509_bundles_response(snapshot, &svids))
             },
         )))
     }
@@ -236,8 +259,8 @@ impl SpiffeWorkloadApi for WorkloadApi {
         Ok(Response::new(watch_stream(
             self.cache.clone(),
             move |snapshot| {
-                (!matching(snapshot, &selectors).is_empty())
-                    .then(|| jwt::bundles_response(snapshot))
+                let svids = matching(snapshot, &selectors);
+                (!svids.is_empty()).then(|| jwt::bundles_response(snapshot, &svids))
             },
         )))
     }
@@ -249,9 +272,10 @@ impl SpiffeWorkloadApi for WorkloadApi {
         let selectors = self.attest(&request).await?;
         let snapshot = self.cache.borrow().clone();
         // Like SPIRE, only a caller with an identity gets the bundles to validate with.
-        if matching(&snapshot, &selectors).is_empty() {
+        let svids = matching(&snapshot, &selectors);
+        if svids.is_empty() {
             return Err(Status::permission_denied(NO_IDENTITY));
         }
-        jwt::validate(&snapshot, request.get_ref()).map(Response::new)
+        jwt::validate(&snapshot, &svids, request.get_ref()).map(Response::new)
     }
 }

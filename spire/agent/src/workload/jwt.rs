@@ -80,23 +80,37 @@ pub async fn fetch_svids(
 }
 
 /// The trust domain's JWT authorities as a JWK Set, keyed by trust domain ID.
-pub fn bundles_response(snapshot: &Snapshot) -> wl::JwtBundlesResponse {
-    let jwks = bundle_format::to_jwt_jwks(&snapshot.jwt_keys).unwrap_or_else(|e| {
-        // Only our own server fills this list; a key we cannot render is dropped rather than
-        // served, which clients read as "no valid keys".
-        tracing::error!(error = %e, "cannot render the JWT bundle");
-        br#"{"keys":[]}"#.to_vec()
-    });
-    wl::JwtBundlesResponse {
-        bundles: HashMap::from([(td_key(snapshot), jwks)]),
+pub fn bundles_response(
+    snapshot: &Snapshot,
+    svids: &[&std::sync::Arc<WorkloadSvid>],
+) -> wl::JwtBundlesResponse {
+    let mut bundles = HashMap::from([(td_key(snapshot), jwks(&snapshot.jwt_keys))]);
+    for b in snapshot.federated_for(svids) {
+        bundles.insert(
+            format!("spiffe://{}", b.trust_domain),
+            jwks(&b.jwt_authorities),
+        );
     }
+    wl::JwtBundlesResponse { bundles }
 }
 
-/// Validates `request` against the JWT authorities of the token's trust domain.
+/// A JWK Set of `keys`. The server checked every key it stored; one that still cannot be
+/// rendered is dropped rather than served, which clients read as "no valid keys".
+fn jwks(keys: &[spire_proto::server::JwtKey]) -> Vec<u8> {
+    bundle_format::to_jwt_jwks(keys).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "cannot render a JWT bundle");
+        br#"{"keys":[]}"#.to_vec()
+    })
+}
+
+/// Validates `request` against the JWT authorities of the token's trust domain: ours, or one
+/// the caller's entries federate with.
 pub fn validate(
     snapshot: &Snapshot,
+    svids: &[&std::sync::Arc<WorkloadSvid>],
     request: &wl::ValidateJwtsvidRequest,
 ) -> Result<wl::ValidateJwtsvidResponse, Status> {
+    let federated = snapshot.federated_for(svids);
     if request.audience.is_empty() {
         return Err(Status::invalid_argument("audience must be specified"));
     }
@@ -104,12 +118,15 @@ pub fn validate(
         return Err(Status::invalid_argument("svid must be specified"));
     }
     let validated = jwt_svid::validate(&request.svid, &request.audience, now(), |td, kid| {
-        if td != &snapshot.trust_domain {
-            return None;
-        }
-        snapshot
-            .jwt_keys
-            .iter()
+        let keys = if td == &snapshot.trust_domain {
+            &snapshot.jwt_keys
+        } else {
+            &federated
+                .iter()
+                .find(|b| b.trust_domain == td.as_str())?
+                .jwt_authorities
+        };
+        keys.iter()
             .find(|k| k.key_id == kid)
             .map(|k| k.public_key.clone())
     })

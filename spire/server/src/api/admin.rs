@@ -12,8 +12,8 @@ use tonic::{Request, Response, Status};
 use crate::api::agent::jwt_svid_to_proto;
 use crate::api::{ca_status, datastore_status};
 use crate::datastore::{self, EntryFilter, JoinToken};
-use crate::entries;
-use crate::state::{ServerState, now};
+use crate::state::{ServerState, bundle_to_proto, now};
+use crate::{entries, federation};
 
 /// Default join token lifetime, as SPIRE's.
 pub const DEFAULT_TOKEN_TTL: i32 = 600;
@@ -241,6 +241,53 @@ impl Admin for AdminService {
         Ok(Response::new(
             self.state.bundle().await.map_err(datastore_status)?,
         ))
+    }
+
+    async fn set_federated_bundle(
+        &self,
+        request: Request<pb::Bundle>,
+    ) -> Result<Response<pb::Bundle>, Status> {
+        let bundle = request.into_inner();
+        let td = federation::foreign_trust_domain(&self.state, &bundle.trust_domain)?;
+        let checked = federation::checked_bundle(&td, bundle)?;
+        let stored = self
+            .state
+            .datastore
+            .set_bundle(&checked)
+            .await
+            .map_err(datastore_status)?;
+        tracing::info!(trust_domain = %td, sequence = stored.sequence_number, "federated bundle set");
+        Ok(Response::new(bundle_to_proto(&stored)))
+    }
+
+    async fn list_federated_bundles(
+        &self,
+        _request: Request<pb::Empty>,
+    ) -> Result<Response<pb::ListBundlesResponse>, Status> {
+        let bundles = federation::list(&self.state)
+            .await
+            .map_err(datastore_status)?;
+        Ok(Response::new(pb::ListBundlesResponse {
+            bundles: bundles.iter().map(bundle_to_proto).collect(),
+        }))
+    }
+
+    async fn delete_federated_bundle(
+        &self,
+        request: Request<pb::TrustDomainRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let td = federation::foreign_trust_domain(&self.state, &request.get_ref().trust_domain)?;
+        let deleted = self
+            .state
+            .datastore
+            .delete_bundle(td.as_str())
+            .await
+            .map_err(datastore_status)?;
+        if !deleted {
+            return Err(Status::not_found(format!("no bundle is stored for {td}")));
+        }
+        tracing::info!(trust_domain = %td, "federated bundle deleted");
+        Ok(Response::new(pb::Empty {}))
     }
 
     async fn list_agents(

@@ -201,10 +201,13 @@ impl Agent for AgentService {
         let agent = self.caller(&request).await?;
         let entries = self.authorized_entries(&agent).await?;
         let bundle = self.state.bundle().await.map_err(datastore_status)?;
+        let federated_bundles = crate::federation::bundles_for(&self.state, &entries)
+            .await
+            .map_err(datastore_status)?;
         Ok(Response::new(pb::SyncAuthorizedEntriesResponse {
             entries: entries.iter().map(entries::to_proto).collect(),
             bundle: Some(bundle),
-            federated_bundles: vec![],
+            federated_bundles,
         }))
     }
 

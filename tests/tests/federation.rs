@@ -1,0 +1,245 @@
+//! Static federation between two trust domains on one machine: two servers, two agents; a
+//! workload in each, mTLS between them through the bundles exchanged with `bundle show` /
+//! `bundle set`, JWT-SVIDs of one validated with the other's JWT bundle, and refusal once the
+//! federation is removed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use spiffe::{JwtSvid, TrustDomain, WorkloadApiClient, X509Source};
+use spiffe_rustls::{TrustDomainPolicy, mtls_client, mtls_server};
+use tests::stack::{Agent, Server};
+use tests::wait_for;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const FRONT: &str = "spiffe://example.org/front";
+const BACK: &str = "spiffe://other.org/back";
+
+async fn source(agent: &Agent) -> X509Source {
+    X509Source::builder()
+        .endpoint(agent.endpoint())
+        .initial_sync_timeout(Duration::from_secs(20))
+        .build()
+        .await
+        .expect("X509Source")
+}
+
+/// One mTLS exchange: `client` dials `server`, each authorising exactly the other's ID.
+/// Returns the ID the server saw, or the handshake error.
+async fn handshake(server: &X509Source, client: &X509Source) -> Result<String, String> {
+    let allowed =
+        |td: &str| TrustDomainPolicy::AllowList([TrustDomain::new(td).expect("td")].into());
+    let server_tls = mtls_server(server.clone())
+        .trust_domain_policy(allowed("other.org"))
+        .authorize(identity::workload::exactly(
+            identity::SpiffeId::new(BACK).expect("id"),
+        ))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let client_tls = mtls_client(client.clone())
+        .trust_domain_policy(allowed("example.org"))
+        .authorize(identity::workload::exactly(
+            identity::SpiffeId::new(FRONT).expect("id"),
+        ))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_tls));
+    let accept = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.map_err(|e| e.to_string())?;
+        let mut tls = acceptor.accept(tcp).await.map_err(|e| e.to_string())?;
+        let peer = identity::peer::peer_spiffe_id(tls.get_ref().1).ok_or("no client SVID")?;
+        tls.write_all(b"!").await.map_err(|e| e.to_string())?;
+        let _ = tls.shutdown().await;
+        Ok::<_, String>(peer.to_string())
+    });
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client_tls));
+    let dialed = async {
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        let name = rustls::pki_types::ServerName::try_from("front").expect("name");
+        let mut tls = connector.connect(name, tcp).await?;
+        let mut byte = [0u8; 1];
+        tls.read_exact(&mut byte).await?;
+        Ok::<_, std::io::Error>(())
+    }
+    .await;
+    let accepted = accept.await.expect("accept task");
+    dialed.map_err(|e| format!("client: {e}"))?;
+    accepted
+}
+
+#[tokio::test]
+async fn two_trust_domains_federate_and_stop_trusting_each_other_when_removed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = Server::start(&dir.path().join("a"), "example.org", &[]).await;
+    let b = Server::start(&dir.path().join("b"), "other.org", &[]).await;
+    let token_a = a.join_token(&[]);
+    let token_b = b.join_token(&[]);
+    let agent_a = Agent::start(&a, &dir.path().join("agent-a"), Some(&token_a)).await;
+    let agent_b = Agent::start(&b, &dir.path().join("agent-b"), Some(&token_b)).await;
+    let uid = format!("unix:uid:{}", nix::unistd::geteuid().as_raw());
+    a.create_entry(
+        FRONT,
+        &a.agent_id(&token_a),
+        &[&uid],
+        &["-federatesWith", "spiffe://other.org"],
+    );
+    b.create_entry(
+        BACK,
+        &b.agent_id(&token_b),
+        &[&uid],
+        &["-federatesWith", "spiffe://example.org"],
+    );
+
+    // Bad input is refused by name.
+    let own = a.cli(&[
+        "bundle",
+        "set",
+        "-id",
+        "spiffe://example.org",
+        "-path",
+        "/dev/null",
+    ]);
+    assert!(!own.status.success());
+    let garbage = dir.path().join("garbage.json");
+    std::fs::write(&garbage, "{\"keys\": 3}").expect("write");
+    let out = a.cli(&[
+        "bundle",
+        "set",
+        "-id",
+        "spiffe://other.org",
+        "-format",
+        "spiffe",
+        "-path",
+        garbage.to_str().expect("path"),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("invalid bundle"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = a.cli(&[
+        "bundle",
+        "set",
+        "-id",
+        "spiffe://example.org",
+        "-format",
+        "spiffe",
+    ]);
+    assert!(!out.status.success(), "own trust domain refused");
+
+    // Exchange bundles in SPIFFE format, as operators do.
+    for (from, to, id) in [
+        (&a, &b, "spiffe://example.org"),
+        (&b, &a, "spiffe://other.org"),
+    ] {
+        let path = dir.path().join(format!("{}.json", from.trust_domain));
+        std::fs::write(&path, from.cli_ok(&["bundle", "show", "-format", "spiffe"]))
+            .expect("write bundle");
+        let out = to.cli_ok(&[
+            "bundle",
+            "set",
+            "-id",
+            id,
+            "-format",
+            "spiffe",
+            "-path",
+            path.to_str().expect("path"),
+        ]);
+        assert!(out.contains("bundle set"), "{out}");
+    }
+    let listed = a.cli_ok(&[
+        "bundle",
+        "list",
+        "-format",
+        "spiffe",
+        "-id",
+        "spiffe://other.org",
+    ]);
+    let listed: serde_json::Value = serde_json::from_str(&listed).expect("JSON");
+    let from_b: serde_json::Value =
+        serde_json::from_str(&b.cli_ok(&["bundle", "show", "-format", "spiffe"])).expect("JSON");
+    assert_eq!(
+        listed["keys"], from_b["keys"],
+        "A stores B's bundle as B publishes it"
+    );
+
+    let front = source(&agent_a).await;
+    let back = source(&agent_b).await;
+    let other = TrustDomain::new("other.org").expect("td");
+    wait_for(
+        "B's bundle at A's workload",
+        Duration::from_secs(20),
+        || {
+            let found = front.try_bundle_for_trust_domain(&other).map(|_| ());
+            async move { found }
+        },
+    )
+    .await;
+    let example = TrustDomain::new("example.org").expect("td");
+    wait_for(
+        "A's bundle at B's workload",
+        Duration::from_secs(20),
+        || {
+            let found = back.try_bundle_for_trust_domain(&example).map(|_| ());
+            async move { found }
+        },
+    )
+    .await;
+
+    let seen = handshake(&front, &back).await.expect("federated mTLS");
+    assert_eq!(seen, BACK);
+
+    // A JWT-SVID from B validates offline with the JWT bundles A's agent serves to its
+    // workload, and through A's agent.
+    let token = WorkloadApiClient::connect_to(agent_b.endpoint())
+        .await
+        .expect("B's Workload API")
+        .fetch_jwt_token(["front"], None)
+        .await
+        .expect("JWT-SVID from B");
+    let client_a = WorkloadApiClient::connect_to(agent_a.endpoint())
+        .await
+        .expect("A's Workload API");
+    let bundles = client_a
+        .fetch_jwt_bundles()
+        .await
+        .expect("JWT bundles at A");
+    let svid = JwtSvid::parse_and_validate(&token, &bundles, &["front"]).expect("valid at A");
+    assert_eq!(svid.spiffe_id().to_string(), BACK);
+    let validated = client_a
+        .validate_jwt_token("front", &token)
+        .await
+        .expect("A's agent validates B's token");
+    assert_eq!(validated.spiffe_id().to_string(), BACK);
+
+    // Removing the federation at A: A's workload drops B's bundle and refuses B.
+    let out = a.cli_ok(&["bundle", "delete", "-id", "spiffe://other.org"]);
+    assert!(out.contains("bundle deleted"), "{out}");
+    let out = a.cli(&["bundle", "delete", "-id", "spiffe://other.org"]);
+    assert!(!out.status.success(), "deleting twice is NotFound");
+    wait_for(
+        "B's bundle gone at A's workload",
+        Duration::from_secs(20),
+        || {
+            let gone = front
+                .try_bundle_for_trust_domain(&other)
+                .is_none()
+                .then_some(());
+            async move { gone }
+        },
+    )
+    .await;
+    let refused = handshake(&front, &back)
+        .await
+        .expect_err("no longer federated");
+    assert!(!refused.is_empty());
+    assert!(
+        client_a.validate_jwt_token("front", &token).await.is_err(),
+        "A's agent no longer validates B's tokens"
+    );
+}
