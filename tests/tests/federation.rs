@@ -243,3 +243,106 @@ async fn two_trust_domains_federate_and_stop_trusting_each_other_when_removed() 
         "A's agent no longer validates B's tokens"
     );
 }
+
+/// The x5c certificates of a SPIFFE bundle document.
+fn x509_keys(json: &str) -> Vec<String> {
+    let doc: serde_json::Value = serde_json::from_str(json).expect("JSON bundle");
+    let mut keys: Vec<String> = doc["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .filter(|k| k["use"] == "x509-svid")
+        .map(|k| k["x5c"][0].as_str().expect("x5c").to_owned())
+        .collect();
+    keys.sort();
+    keys
+}
+
+#[tokio::test]
+async fn a_bundle_endpoint_keeps_the_federated_bundle_current_across_ca_rotation() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let endpoint_port = tests::free_port();
+    let a_config = dir.path().join("a.toml");
+    std::fs::write(
+        &a_config,
+        format!(
+            "[server.federation.bundle_endpoint]\naddress = \"127.0.0.1\"\nport = {endpoint_port}\n\
+             refresh_hint = \"1s\"\n"
+        ),
+    )
+    .expect("write config");
+    let a = Server::start(
+        &dir.path().join("a"),
+        "example.org",
+        &[
+            "-config",
+            a_config.to_str().expect("path"),
+            "-caTTL",
+            "30s",
+            "-defaultX509SVIDTTL",
+            "20s",
+        ],
+    )
+    .await;
+    let b_config = dir.path().join("b.toml");
+    std::fs::write(
+        &b_config,
+        format!(
+            "[server.federation.federates_with.\"example.org\"]\n\
+             bundle_endpoint_url = \"https://127.0.0.1:{endpoint_port}\"\n\
+             bundle_endpoint_profile = \"https_spiffe\"\n\
+             endpoint_spiffe_id = \"spiffe://example.org/spire/server\"\n"
+        ),
+    )
+    .expect("write config");
+    let b = Server::start(
+        &dir.path().join("b"),
+        "other.org",
+        &["-config", b_config.to_str().expect("path")],
+    )
+    .await;
+
+    // Bootstrap: B gets A's bundle once from the operator, then from the endpoint.
+    let first = a.cli_ok(&["bundle", "show", "-format", "spiffe"]);
+    let path = dir.path().join("a.json");
+    std::fs::write(&path, &first).expect("write");
+    b.cli_ok(&[
+        "bundle",
+        "set",
+        "-id",
+        "spiffe://example.org",
+        "-format",
+        "spiffe",
+        "-path",
+        path.to_str().expect("path"),
+    ]);
+    assert_eq!(x509_keys(&first).len(), 1);
+
+    // A prepares its next CA about 10 s after it started; B's copy follows it, and later
+    // drops the first CA once A prunes it.
+    let at_b = || {
+        x509_keys(&b.cli_ok(&[
+            "bundle",
+            "list",
+            "-format",
+            "spiffe",
+            "-id",
+            "spiffe://example.org",
+        ]))
+    };
+    let rotated = wait_for("B to fetch A's next CA", Duration::from_secs(60), || {
+        let (at_a, at_b) = (
+            x509_keys(&a.cli_ok(&["bundle", "show", "-format", "spiffe"])),
+            at_b(),
+        );
+        let done = (at_a.len() > 1 && at_a == at_b).then_some(at_b);
+        async move { done }
+    })
+    .await;
+    assert!(rotated.contains(&x509_keys(&first)[0]));
+    wait_for("B to drop A's expired CA", Duration::from_secs(60), || {
+        let done = (!at_b().contains(&x509_keys(&first)[0])).then_some(());
+        async move { done }
+    })
+    .await;
+}

@@ -112,6 +112,20 @@ impl HttpsClient {
             .header(hyper::header::CONTENT_TYPE, content_type)
             .body(Full::new(body))
             .map_err(|e| HttpsError::Transport(e.to_string()))?;
+        self.send(request).await
+    }
+
+    /// GETs `uri` and returns the status and body of the response.
+    pub async fn get(&self, uri: Uri) -> Result<(StatusCode, Bytes), HttpsError> {
+        let request = Request::builder()
+            .method(Method::GET)
+            .uri(uri)
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| HttpsError::Transport(e.to_string()))?;
+        self.send(request).await
+    }
+
+    async fn send(&self, request: Request<Full<Bytes>>) -> Result<(StatusCode, Bytes), HttpsError> {
         let exchange = async {
             let response = self
                 .client

@@ -41,6 +41,9 @@ pub enum ClientAuth {
     /// Clients may connect without a certificate (e.g. to attest); one that presents an SVID
     /// must still verify and be accepted by the authorizer.
     Optional(Authorizer),
+    /// No client certificate is asked for (a SPIFFE bundle endpoint, which must not require
+    /// client authentication).
+    None,
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -157,6 +160,15 @@ pub fn server_config(
     let (authorizer, mandatory) = match clients {
         ClientAuth::Required(a) => (a, true),
         ClientAuth::Optional(a) => (a, false),
+        ClientAuth::None => {
+            let mut config = ServerConfig::builder_with_provider(provider())
+                .with_safe_default_protocol_versions()
+                .map_err(|e| IdentityError::Tls(e.to_string()))?
+                .with_no_client_auth()
+                .with_cert_resolver(Arc::new(StoreResolver(store)));
+            config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+            return Ok(config);
+        }
     };
     let verifier = Arc::new(PeerVerifier {
         store: store.clone(),

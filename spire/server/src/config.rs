@@ -72,6 +72,51 @@ struct FileServer {
     ca_ttl: Option<String>,
     metrics_address: Option<SocketAddr>,
     log_level: Option<String>,
+    #[serde(default)]
+    federation: FileFederation,
+}
+
+/// `[server.federation]`, SPIRE's `federation` block in TOML.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileFederation {
+    bundle_endpoint: Option<FileBundleEndpoint>,
+    #[serde(default)]
+    federates_with: std::collections::BTreeMap<String, FileRelationship>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileBundleEndpoint {
+    address: Option<IpAddr>,
+    port: Option<u16>,
+    refresh_hint: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRelationship {
+    bundle_endpoint_url: String,
+    bundle_endpoint_profile: String,
+    endpoint_spiffe_id: Option<String>,
+}
+
+/// Where this server serves its bundle to other trust domains (`https_spiffe` profile).
+#[derive(Debug, Clone)]
+pub struct BundleEndpoint {
+    pub address: SocketAddr,
+    /// `spiffe_refresh_hint` of the bundle served.
+    pub refresh_hint: Duration,
+}
+
+/// A trust domain whose bundle this server fetches from its bundle endpoint.
+#[derive(Debug, Clone)]
+pub struct FederationRelationship {
+    pub trust_domain: TrustDomain,
+    /// `https://host:port[/path]`.
+    pub url: String,
+    /// The SPIFFE ID the endpoint's server must present (`https_spiffe` profile).
+    pub endpoint_spiffe_id: spiffe::SpiffeId,
 }
 
 /// A configuration problem, naming the key at fault.
@@ -106,6 +151,10 @@ pub struct ServerConfig {
     /// Where Prometheus metrics are served, if anywhere.
     pub metrics_address: Option<SocketAddr>,
     pub log_level: String,
+    /// This server's bundle endpoint, if it serves one.
+    pub bundle_endpoint: Option<BundleEndpoint>,
+    /// Trust domains whose bundles are fetched from their bundle endpoints.
+    pub federates_with: Vec<FederationRelationship>,
 }
 
 /// Default admin socket, as SPIRE's.
@@ -151,7 +200,32 @@ impl ServerConfig {
                 .or(file.default_x509_svid_ttl),
             Duration::from_secs(3600),
         )?;
+        let bundle_endpoint = file
+            .federation
+            .bundle_endpoint
+            .map(|e| -> Result<BundleEndpoint, ConfigError> {
+                Ok(BundleEndpoint {
+                    address: SocketAddr::new(
+                        e.address.unwrap_or([0, 0, 0, 0].into()),
+                        e.port.unwrap_or(8443),
+                    ),
+                    refresh_hint: duration(
+                        "federation.bundle_endpoint.refresh_hint",
+                        e.refresh_hint,
+                        Duration::from_secs(300),
+                    )?,
+                })
+            })
+            .transpose()?;
+        let federates_with = file
+            .federation
+            .federates_with
+            .into_iter()
+            .map(|(td, rel)| relationship(&trust_domain, &td, rel))
+            .collect::<Result<_, _>>()?;
         let config = ServerConfig {
+            bundle_endpoint,
+            federates_with,
             trust_domain,
             bind_addr: SocketAddr::new(ip, port),
             data_dir,
@@ -192,6 +266,49 @@ impl ServerConfig {
         }
         Ok(config)
     }
+}
+
+/// Checks one `[server.federation.federates_with."<td>"]` table.
+fn relationship(
+    own: &TrustDomain,
+    td: &str,
+    rel: FileRelationship,
+) -> Result<FederationRelationship, ConfigError> {
+    let invalid = |message: String| ConfigError::Invalid {
+        key: "federation.federates_with",
+        message: format!("{td:?}: {message}"),
+    };
+    let trust_domain = TrustDomain::new(td).map_err(|e| invalid(e.to_string()))?;
+    if &trust_domain == own {
+        return Err(invalid("is this server's own trust domain".into()));
+    }
+    if rel.bundle_endpoint_profile != "https_spiffe" {
+        return Err(invalid(format!(
+            "bundle_endpoint_profile {:?} is not supported; use \"https_spiffe\"",
+            rel.bundle_endpoint_profile
+        )));
+    }
+    if !rel.bundle_endpoint_url.starts_with("https://") {
+        return Err(invalid(
+            "bundle_endpoint_url must be an https:// URL".into(),
+        ));
+    }
+    let id = rel
+        .endpoint_spiffe_id
+        .ok_or_else(|| invalid("the https_spiffe profile needs endpoint_spiffe_id".into()))?;
+    let endpoint_spiffe_id = spiffe::SpiffeId::new(&id)
+        .map_err(|e| invalid(format!("endpoint_spiffe_id {id:?}: {e}")))?;
+    if endpoint_spiffe_id.trust_domain() != &trust_domain {
+        return Err(invalid(format!(
+            "endpoint_spiffe_id {id} is not in {trust_domain}; the endpoint must serve its own \
+             trust domain's bundle"
+        )));
+    }
+    Ok(FederationRelationship {
+        trust_domain,
+        url: rel.bundle_endpoint_url,
+        endpoint_spiffe_id,
+    })
 }
 
 /// Parses a trust domain name, refusing any spelling but the canonical lowercase one
@@ -294,5 +411,64 @@ mod tests {
             .expect_err("bad duration")
             .to_string();
         assert!(err.contains("ca_ttl"), "{err}");
+    }
+
+    #[test]
+    fn federation_sections_are_read_and_checked() {
+        let load = |text: &str| {
+            let file = write(&format!("[server]\ntrust_domain = \"example.org\"\n{text}"));
+            ServerConfig::load(&RunArgs {
+                config: Some(file.path().into()),
+                ..RunArgs::default()
+            })
+        };
+        let good = load(
+            "[server.federation.bundle_endpoint]\nport = 8443\nrefresh_hint = \"1m\"\n\
+             [server.federation.federates_with.\"other.org\"]\n\
+             bundle_endpoint_url = \"https://other:8443\"\n\
+             bundle_endpoint_profile = \"https_spiffe\"\n\
+             endpoint_spiffe_id = \"spiffe://other.org/spire/server\"\n",
+        )
+        .expect("valid federation config");
+        let endpoint = good.bundle_endpoint.expect("endpoint");
+        assert_eq!(endpoint.address.port(), 8443);
+        assert_eq!(endpoint.refresh_hint, Duration::from_secs(60));
+        assert_eq!(good.federates_with.len(), 1);
+        assert_eq!(good.federates_with[0].trust_domain.to_string(), "other.org");
+
+        let relationship = |td: &str, profile: &str, id: &str| {
+            format!(
+                "[server.federation.federates_with.\"{td}\"]\n\
+                 bundle_endpoint_url = \"https://x:1\"\n\
+                 bundle_endpoint_profile = \"{profile}\"\n{id}"
+            )
+        };
+        for (text, expected) in [
+            (relationship("other.org", "https_web", ""), "not supported"),
+            (
+                relationship("other.org", "https_spiffe", ""),
+                "needs endpoint_spiffe_id",
+            ),
+            (
+                relationship(
+                    "other.org",
+                    "https_spiffe",
+                    "endpoint_spiffe_id = \"spiffe://third.org/spire/server\"\n",
+                ),
+                "not in other.org",
+            ),
+            (
+                relationship(
+                    "example.org",
+                    "https_spiffe",
+                    "endpoint_spiffe_id = \"spiffe://example.org/spire/server\"\n",
+                ),
+                "own trust domain",
+            ),
+        ] {
+            let err = load(&text).expect_err(expected).to_string();
+            assert!(err.contains(expected), "{err}");
+            assert!(err.contains("federation.federates_with"), "{err}");
+        }
     }
 }

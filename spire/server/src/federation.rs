@@ -1,12 +1,19 @@
-//! Static federation: bundles of other trust domains that an operator sets with `bundle set`,
-//! and which of them each agent receives (those its entries federate with).
+//! Federation: bundles of other trust domains, set by an operator with `bundle set` or fetched
+//! from their bundle endpoints ([`keep_fetching`]), and which of them each agent receives
+//! (those its entries federate with).
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
 
+use identity::https_client::HttpsClient;
+use identity::svid_tls::{self, SvidStore};
 use spiffe::TrustDomain;
+use spire_proto::bundle_format;
 use spire_proto::server as pb;
 use tonic::Status;
 
+use crate::config::FederationRelationship;
 use crate::datastore::{self, DatastoreError};
 use crate::state::{ServerState, bundle_to_proto};
 
@@ -86,4 +93,84 @@ pub async fn bundles_for(
         .filter(|b| wanted.contains(&b.trust_domain))
         .map(bundle_to_proto)
         .collect())
+}
+
+/// Shortest wait between two fetches of a bundle endpoint, whatever its refresh hint says.
+const MIN_REFRESH: Duration = Duration::from_secs(1);
+/// Longest wait between two fetches, and the wait after a failed one.
+const MAX_REFRESH: Duration = Duration::from_secs(300);
+
+/// Keeps the bundle of `relationship`'s trust domain current by fetching it from its bundle
+/// endpoint (`https_spiffe`) at the refresh hint the bundle carries, until the process ends.
+///
+/// The endpoint's certificate is verified against the latest stored bundle of that trust
+/// domain, which an operator bootstraps once with `bundle set` (Federation §5.2.2); a fetch
+/// that fails is retried at the next interval and leaves the stored bundle as it was.
+pub async fn keep_fetching(state: Arc<ServerState>, relationship: FederationRelationship) {
+    let td = relationship.trust_domain.clone();
+    loop {
+        let wait = match fetch_once(&state, &relationship).await {
+            Ok(hint) => hint.clamp(MIN_REFRESH, MAX_REFRESH),
+            Err(e) => {
+                tracing::warn!(trust_domain = %td, error = %e, "fetching the federated bundle failed");
+                MAX_REFRESH.min(Duration::from_secs(10))
+            }
+        };
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// One fetch: stores the bundle if it changed and returns its refresh hint.
+async fn fetch_once(
+    state: &ServerState,
+    relationship: &FederationRelationship,
+) -> Result<Duration, String> {
+    let td = relationship.trust_domain.to_string();
+    let stored = state
+        .datastore
+        .get_bundle(&td)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| {
+            format!(
+                "no bundle of {td} is stored to verify its endpoint with; bootstrap it with \
+                 `spire-server bundle set -id spiffe://{td}`"
+            )
+        })?;
+    let store = Arc::new(SvidStore::new(&stored.x509_authorities).map_err(|e| e.to_string())?);
+    let mut tls = svid_tls::client_config(
+        store,
+        svid_tls::exactly(relationship.endpoint_spiffe_id.clone()),
+    )
+    .map_err(|e| e.to_string())?;
+    // hyper-rustls negotiates ALPN itself and refuses a config that already names protocols.
+    tls.alpn_protocols.clear();
+    let client = HttpsClient::new(tls, Duration::from_secs(10));
+    let uri = HttpsClient::parse_url(&relationship.url).map_err(|e| e.to_string())?;
+    let (status, body) = client.get(uri).await.map_err(|e| e.to_string())?;
+    if status != hyper::StatusCode::OK {
+        return Err(format!("the endpoint answered {status}"));
+    }
+    let fetched = bundle_format::parse_bundle(&td, &body).map_err(|e| e.to_string())?;
+    let hint = u64::try_from(fetched.refresh_hint)
+        .ok()
+        .filter(|h| *h > 0)
+        .map_or(MAX_REFRESH, Duration::from_secs);
+    let fetched =
+        checked_bundle(&relationship.trust_domain, fetched).map_err(|e| e.message().to_owned())?;
+    if fetched.x509_authorities != stored.x509_authorities
+        || fetched.jwt_authorities != stored.jwt_authorities
+    {
+        let written = state
+            .datastore
+            .set_bundle(&fetched)
+            .await
+            .map_err(|e| e.to_string())?;
+        tracing::info!(
+            trust_domain = %td,
+            sequence = written.sequence_number,
+            "federated bundle updated from its endpoint"
+        );
+    }
+    Ok(hint)
 }

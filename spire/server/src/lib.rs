@@ -6,13 +6,15 @@
 //!   X509-SVIDs to the letter of the standard.
 //! - [`datastore`]: entries, agents, join tokens and bundles in SQLite or PostgreSQL.
 //! - [`entries`]: validation of registration entries and which entries an agent may have.
-//! - [`federation`]: bundles of other trust domains and which agents receive them.
+//! - [`federation`]: bundles of other trust domains (set, or fetched from their endpoints)
+//!   and which agents receive them; [`bundle_endpoint`]: serving ours.
 //! - [`api`]: the gRPC services (agent API over mTLS, admin API over the local socket).
 //! - [`metrics`]: Prometheus metrics (SVIDs signed, attestations, entries, agents).
 //! - [`rotation`]: rotating and publishing the authorities while the server runs.
 //! - [`run`]: wiring it all together; [`cli`]: the `spire-server` command line.
 
 pub mod api;
+pub mod bundle_endpoint;
 pub mod ca;
 pub mod cli;
 pub mod config;

@@ -75,6 +75,26 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         ));
     }
 
+    if let Some(endpoint) = state.config.bundle_endpoint.clone() {
+        let listener = TcpListener::bind(endpoint.address)
+            .await
+            .with_context(|| format!("binding the bundle endpoint to {}", endpoint.address))?;
+        tracing::info!(address = %endpoint.address, "bundle endpoint ready");
+        tokio::spawn(crate::bundle_endpoint::serve(
+            state.clone(),
+            store.clone(),
+            listener,
+            endpoint.refresh_hint,
+            common_process::shutdown_signal(),
+        ));
+    }
+    for relationship in state.config.federates_with.clone() {
+        tokio::spawn(crate::federation::keep_fetching(
+            state.clone(),
+            relationship,
+        ));
+    }
+
     let shutdown = common_process::shutdown_signal();
     tokio::pin!(shutdown);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

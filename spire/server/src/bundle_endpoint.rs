@@ -1,0 +1,61 @@
+//! The SPIFFE bundle endpoint (`https_spiffe` profile, SPIFFE Federation §5): `GET /` over TLS
+//! with the server's own SVID answers this trust domain's bundle as a JWK Set with
+//! `spiffe_sequence` and `spiffe_refresh_hint`. No client certificate is asked for, as the
+//! standard requires; only `/` is served (404 elsewhere, 405 for other methods).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use identity::svid_tls::{self, ClientAuth, SvidStore};
+use spire_proto::bundle_format;
+use tokio::net::TcpListener;
+
+use crate::state::ServerState;
+
+/// Serves the bundle endpoint on `listener` until `shutdown` resolves.
+pub async fn serve(
+    state: Arc<ServerState>,
+    store: Arc<SvidStore>,
+    listener: TcpListener,
+    refresh_hint: Duration,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let tls = svid_tls::server_config(store, ClientAuth::None)?;
+    identity::http::serve(
+        listener,
+        Arc::new(tls),
+        router(state, refresh_hint),
+        identity::http::ServeLimits::default(),
+        shutdown,
+    )
+    .await;
+    Ok(())
+}
+
+fn router(state: Arc<ServerState>, refresh_hint: Duration) -> Router {
+    Router::new()
+        .route("/", get(bundle))
+        .with_state((state, refresh_hint))
+}
+
+async fn bundle(State((state, refresh_hint)): State<(Arc<ServerState>, Duration)>) -> Response {
+    let rendered = match state.bundle().await {
+        Ok(mut bundle) => {
+            bundle.refresh_hint = i64::try_from(refresh_hint.as_secs()).unwrap_or(i64::MAX);
+            bundle_format::to_spiffe_json(&bundle).map_err(|e| e.to_string())
+        }
+        Err(e) => Err(e.to_string()),
+    };
+    match rendered {
+        Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot serve the bundle");
+            (StatusCode::SERVICE_UNAVAILABLE, "bundle unavailable\n").into_response()
+        }
+    }
+}
