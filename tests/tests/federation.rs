@@ -194,6 +194,74 @@ async fn two_trust_domains_federate_and_stop_trusting_each_other_when_removed() 
     let seen = handshake(&front, &back).await.expect("federated mTLS");
     assert_eq!(seen, BACK);
 
+    // `spire-agent api fetch x509 -write` leaves SPIRE's files, the federated bundle included,
+    // and `api watch` prints the same SVID.
+    let written = dir.path().join("written");
+    std::fs::create_dir(&written).expect("mkdir");
+    let out = std::process::Command::new(tests::bin("spire-agent"))
+        .args(["api", "fetch", "x509", "-socketPath"])
+        .arg(&agent_a.socket)
+        .arg("-write")
+        .arg(&written)
+        .output()
+        .expect("spire-agent api fetch x509");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("SPIFFE ID:\t\t{FRONT}")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("[spiffe://other.org] CA #1"), "{stdout}");
+    let file = |name: &str| written.join(name);
+    let mode = |name: &str| {
+        std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(file(name)).expect(name).permissions(),
+        ) & 0o777
+    };
+    assert_eq!(mode("svid.0.key"), 0o600);
+    let svid_pem = std::fs::read_to_string(file("svid.0.pem")).expect("svid.0.pem");
+    let leaf = pem::parse(&svid_pem).expect("PEM");
+    assert_eq!(
+        identity::peer::spiffe_id_from_cert(leaf.contents())
+            .expect("SPIFFE ID")
+            .to_string(),
+        FRONT
+    );
+    let key = std::fs::read_to_string(file("svid.0.key")).expect("key");
+    assert!(key.starts_with("-----BEGIN PRIVATE KEY-----"), "PKCS#8 PEM");
+    let federated = std::fs::read_to_string(file("federated_bundle.0.0.pem")).expect("federated");
+    let b_cas = b.cli_ok(&["bundle", "show"]);
+    assert_eq!(federated.trim(), b_cas.trim(), "B's CAs, as B shows them");
+    assert!(file("bundle.0.pem").exists());
+
+    let mut watch = tests::stack::Process::spawn(
+        {
+            let mut cmd = std::process::Command::new(tests::bin("spire-agent"));
+            cmd.args(["api", "watch", "-socketPath"])
+                .arg(&agent_a.socket);
+            cmd
+        },
+        dir.path().join("watch.log"),
+    );
+    wait_for("`api watch` output", Duration::from_secs(20), || {
+        let log = watch.log();
+        let done = log
+            .contains(&format!("SPIFFE ID:\t\t{FRONT}"))
+            .then_some(());
+        async move { done }
+    })
+    .await;
+    assert!(
+        watch.log().starts_with("Received 1 svid after"),
+        "{}",
+        watch.log()
+    );
+    watch.kill();
+
     // A JWT-SVID from B validates offline with the JWT bundles A's agent serves to its
     // workload, and through A's agent.
     let token = WorkloadApiClient::connect_to(agent_b.endpoint())

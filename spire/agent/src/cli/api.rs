@@ -1,5 +1,5 @@
-//! `spire-agent api fetch jwt` and `spire-agent api validate jwt`: the Workload API's JWT
-//! profile from the command line, with SPIRE's flags and output.
+//! `spire-agent api fetch|validate|watch`: the Workload API from the command line, with
+//! SPIRE's flags and output. The JWT profile is here; the X.509 one in [`super::x509`].
 
 use std::path::PathBuf;
 
@@ -28,10 +28,29 @@ pub enum ApiCommand {
     /// Validates SVIDs through the Workload API.
     #[command(subcommand)]
     Validate(ValidateCommand),
+    /// Prints every X509-SVID update as the agent pushes it, until interrupted.
+    Watch {
+        #[command(flatten)]
+        socket: Socket,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum FetchCommand {
+    /// Fetches this workload's X509-SVIDs and bundles, prints them and optionally writes them.
+    X509 {
+        /// Write svid.N.pem, svid.N.key, bundle.N.pem and federated_bundle.N.M.pem here.
+        #[arg(long = "write")]
+        write: Option<PathBuf>,
+        /// Print nothing (with -write: only write the files).
+        #[arg(long = "silent")]
+        silent: bool,
+        /// How long to wait for the SVIDs, e.g. `1s`, `500ms`.
+        #[arg(long = "timeout", default_value = "5s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+        #[command(flatten)]
+        socket: Socket,
+    },
     /// Fetches JWT-SVIDs for an audience and the JWT bundles, and prints them.
     Jwt {
         /// Audience of the token; comma-separated or repeated.
@@ -60,7 +79,7 @@ pub enum ValidateCommand {
     },
 }
 
-type Client = SpiffeWorkloadApiClient<
+pub(super) type Client = SpiffeWorkloadApiClient<
     InterceptedService<
         Channel,
         fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status>,
@@ -76,7 +95,7 @@ fn security_header(mut request: tonic::Request<()>) -> Result<tonic::Request<()>
     Ok(request)
 }
 
-async fn client(socket: &Socket) -> anyhow::Result<Client> {
+pub(super) async fn client(socket: &Socket) -> anyhow::Result<Client> {
     let channel = spire_proto::uds::connect(&socket.socket_path)
         .await
         .map_err(|e| {
@@ -102,6 +121,13 @@ pub async fn execute(command: ApiCommand) -> anyhow::Result<()> {
             svid,
             socket,
         }) => validate_jwt(&socket, audience, svid).await,
+        ApiCommand::Fetch(FetchCommand::X509 {
+            write,
+            silent,
+            timeout,
+            socket,
+        }) => super::x509::fetch(&socket, write.as_deref(), silent, timeout).await,
+        ApiCommand::Watch { socket } => super::x509::watch(&socket).await,
     }
 }
 

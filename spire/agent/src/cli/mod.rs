@@ -1,7 +1,8 @@
 //! The `spire-agent` command line: `run`, `healthcheck`, and the Workload API client commands
-//! under `api` ([`api`]).
+//! under `api` ([`api`], [`x509`]).
 
 pub mod api;
+pub mod x509;
 
 use std::path::PathBuf;
 
