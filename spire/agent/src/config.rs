@@ -72,6 +72,26 @@ struct FileAgent {
     workload_size_limit: Option<u64>,
     metrics_address: Option<SocketAddr>,
     log_level: Option<String>,
+    #[serde(default)]
+    node_attestor: FileNodeAttestors,
+}
+
+/// `[agent.node_attestor.*]`: attest with something other than a join token.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileNodeAttestors {
+    x509pop: Option<X509PopFiles>,
+}
+
+/// `[agent.node_attestor.x509pop]`: the node's certificate and key, as SPIRE's plugin takes
+/// them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct X509PopFiles {
+    /// PEM: the node certificate, optionally followed by intermediates.
+    pub certificate_path: PathBuf,
+    /// PEM PKCS#8 private key of the certificate (ECDSA P-256 or RSA).
+    pub private_key_path: PathBuf,
 }
 
 /// A configuration problem, naming the key at fault.
@@ -102,6 +122,8 @@ pub struct AgentConfig {
     /// Where Prometheus metrics are served, if anywhere.
     pub metrics_address: Option<SocketAddr>,
     pub log_level: String,
+    /// x509pop node attestation, when configured (preferred over a join token).
+    pub x509pop: Option<X509PopFiles>,
 }
 
 impl AgentConfig {
@@ -150,6 +172,7 @@ impl AgentConfig {
             });
         }
         Ok(AgentConfig {
+            x509pop: file.node_attestor.x509pop,
             trust_domain,
             server_addr,
             join_token: args.join_token.clone().or(file.join_token),

@@ -10,6 +10,7 @@ use spiffe::{SpiffeId, TrustDomain};
 use spire_proto::bundle_format;
 use spire_proto::server as pb;
 use spire_proto::server::agent_client::AgentClient;
+use spire_proto::x509pop;
 use tonic::transport::Channel;
 use zeroize::Zeroizing;
 
@@ -300,6 +301,65 @@ impl ServerLink {
         Ok((svid, bundle))
     }
 
+    /// Attests with x509pop: shows the node certificate chain, answers the server's
+    /// challenge with its key; returns the agent SVID and the trust bundle.
+    pub async fn attest_x509pop(
+        &self,
+        files: &crate::config::X509PopFiles,
+    ) -> Result<(AgentSvid, Vec<Vec<u8>>), NodeError> {
+        let read = |path: &std::path::Path| {
+            std::fs::read(path).map_err(|source| NodeError::Io {
+                path: path.to_owned(),
+                source,
+            })
+        };
+        let chain = pem::parse_many(read(&files.certificate_path)?)
+            .map_err(|e| NodeError::Attestation(format!("x509pop certificate: {e}")))?
+            .into_iter()
+            .filter(|p| p.tag() == "CERTIFICATE")
+            .map(pem::Pem::into_contents)
+            .collect::<Vec<_>>();
+        if chain.is_empty() {
+            return Err(NodeError::Attestation(format!(
+                "{} holds no CERTIFICATE",
+                files.certificate_path.display()
+            )));
+        }
+        let key_pem = Zeroizing::new(read(&files.private_key_path)?);
+        let key = pem::parse(&*key_pem)
+            .map_err(|e| NodeError::Attestation(format!("x509pop private key: {e}")))?;
+        let key = Zeroizing::new(key.into_contents());
+        let evidence = serde_json::to_vec(&x509pop::Evidence::new(&chain))
+            .map_err(|e| NodeError::Attestation(e.to_string()))?;
+        let mut client = self.client();
+        let challenge = client
+            .attest_challenge(pb::AttestChallengeRequest {
+                attestation_type: x509pop::ATTESTATION_TYPE.into(),
+                payload: evidence,
+            })
+            .await
+            .map_err(|s| self.error(s))?
+            .into_inner();
+        let answer = x509pop::answer(&challenge.challenge_id, &challenge.challenge, &key)
+            .map_err(|e| NodeError::Attestation(e.0))?;
+        let (csr, svid_key) = new_key_and_csr()?;
+        let response = client
+            .attest_agent(pb::AttestAgentRequest {
+                attestation_type: x509pop::ATTESTATION_TYPE.into(),
+                payload: answer,
+                csr,
+            })
+            .await
+            .map_err(|s| self.error(s))?
+            .into_inner();
+        let svid = AgentSvid::from_proto(response.svid, svid_key)?;
+        let bundle = response
+            .bundle
+            .map(|b| b.x509_authorities)
+            .unwrap_or_default();
+        Ok((svid, bundle))
+    }
+
     /// Renews the agent SVID with a new key.
     pub async fn renew(&self) -> Result<AgentSvid, NodeError> {
         let (csr, key) = new_key_and_csr()?;
@@ -338,16 +398,36 @@ pub async fn establish(
     };
     let link = ServerLink::new(config.server_addr, &config.trust_domain, &bundle)?;
     let stored = data.load_svid()?;
-    let svid = match (stored, &config.join_token) {
-        (Some(svid), _) if svid.not_after > now() => {
+    let svid = match stored {
+        Some(svid) if svid.not_after > now() => {
             tracing::info!(agent = %svid.id, "using the stored agent SVID");
             svid
         }
-        (stored, Some(token)) => {
-            if stored.is_some() {
-                tracing::info!("stored agent SVID expired; attesting with the join token");
-            }
-            let (svid, bundle) = link.attest_join_token(token).await?;
+        stored => {
+            let expired = stored.is_some();
+            let (svid, bundle) = match (&config.x509pop, &config.join_token, stored) {
+                (Some(files), _, _) => {
+                    if expired {
+                        tracing::info!("stored agent SVID expired; attesting again with x509pop");
+                    }
+                    link.attest_x509pop(files).await?
+                }
+                (None, Some(token), _) => {
+                    if expired {
+                        tracing::info!("stored agent SVID expired; attesting with the join token");
+                    }
+                    link.attest_join_token(token).await?
+                }
+                (None, None, Some(svid)) => {
+                    return Err(NodeError::Expired {
+                        dir: config.data_dir.clone(),
+                        expired_at: svid.not_after,
+                    });
+                }
+                (None, None, None) => {
+                    return Err(NodeError::NeedJoinToken(config.data_dir.clone()));
+                }
+            };
             if !bundle.is_empty() {
                 link.store.set_bundle(&bundle)?;
                 data.save_bundle(&bundle)?;
@@ -356,13 +436,6 @@ pub async fn establish(
             tracing::info!(agent = %svid.id, "node attested");
             svid
         }
-        (Some(svid), None) => {
-            return Err(NodeError::Expired {
-                dir: config.data_dir.clone(),
-                expired_at: svid.not_after,
-            });
-        }
-        (None, None) => return Err(NodeError::NeedJoinToken(config.data_dir.clone())),
     };
     link.store.set_svid(&svid.chain, &svid.key)?;
     Ok((link, svid))

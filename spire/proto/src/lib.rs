@@ -25,5 +25,6 @@ pub mod jwt_svid;
 pub mod process;
 mod selector;
 pub mod uds;
+pub mod x509pop;
 
 pub use selector::{MAX_SELECTOR_LEN, SelectorParseError};

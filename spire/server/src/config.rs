@@ -74,6 +74,22 @@ struct FileServer {
     log_level: Option<String>,
     #[serde(default)]
     federation: FileFederation,
+    #[serde(default)]
+    node_attestor: FileNodeAttestors,
+}
+
+/// `[server.node_attestor.*]`: node attestors beyond join tokens (always on).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileNodeAttestors {
+    x509pop: Option<FileX509Pop>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileX509Pop {
+    /// PEM CAs that agents' certificates must chain to.
+    ca_bundle_path: PathBuf,
 }
 
 /// `[server.federation]`, SPIRE's `federation` block in TOML.
@@ -155,6 +171,8 @@ pub struct ServerConfig {
     pub bundle_endpoint: Option<BundleEndpoint>,
     /// Trust domains whose bundles are fetched from their bundle endpoints.
     pub federates_with: Vec<FederationRelationship>,
+    /// CAs for x509pop node attestation; x509pop is off when unset.
+    pub x509pop_ca_bundle: Option<PathBuf>,
 }
 
 /// Default admin socket, as SPIRE's.
@@ -224,6 +242,7 @@ impl ServerConfig {
             .map(|(td, rel)| relationship(&trust_domain, &td, rel))
             .collect::<Result<_, _>>()?;
         let config = ServerConfig {
+            x509pop_ca_bundle: file.node_attestor.x509pop.map(|x| x.ca_bundle_path),
             bundle_endpoint,
             federates_with,
             trust_domain,

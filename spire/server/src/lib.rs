@@ -11,6 +11,7 @@
 //! - [`api`]: the gRPC services (agent API over mTLS, admin API over the local socket).
 //! - [`metrics`]: Prometheus metrics (SVIDs signed, attestations, entries, agents).
 //! - [`rotation`]: rotating and publishing the authorities while the server runs.
+//! - [`x509pop`]: the x509pop node attestor (join tokens are in [`api::agent`]).
 //! - [`run`]: wiring it all together; [`cli`]: the `spire-server` command line.
 
 pub mod api;
@@ -25,3 +26,4 @@ pub mod metrics;
 pub mod rotation;
 pub mod run;
 pub mod state;
+pub mod x509pop;

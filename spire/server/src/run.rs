@@ -33,10 +33,16 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     let authorities =
         Authorities::load_or_create(&config.data_dir, &config.trust_domain, config.ca_ttl)
             .context("loading the CA and the JWT signing key")?;
+    let x509pop = config
+        .x509pop_ca_bundle
+        .as_deref()
+        .map(crate::x509pop::X509PopAttestor::load)
+        .transpose()?;
     let state = Arc::new(ServerState {
         config,
         datastore,
         authorities,
+        x509pop,
         metrics: crate::metrics::ServerMetrics::default(),
     });
     let bundle = rotation::publish_authorities(&state)

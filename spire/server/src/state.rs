@@ -14,6 +14,8 @@ pub struct ServerState {
     pub config: ServerConfig,
     pub datastore: Datastore,
     pub authorities: Authorities,
+    /// The x509pop node attestor, when configured.
+    pub x509pop: Option<crate::x509pop::X509PopAttestor>,
     pub metrics: crate::metrics::ServerMetrics,
 }
 

@@ -9,6 +9,7 @@ use identity::listener::PeerInfo;
 use spiffe::SpiffeId;
 use spire_proto::server as pb;
 use spire_proto::server::agent_server::Agent;
+use spire_proto::x509pop;
 use tonic::{Request, Response, Status};
 
 use crate::api::{ca_status, datastore_status};
@@ -87,49 +88,68 @@ fn svid_to_proto(svid: &SignedSvid) -> pb::X509Svid {
 }
 
 impl AgentService {
-    /// Node attestation by join token (counted by [`Agent::attest_agent`]).
+    /// Node attestation by join token or x509pop (counted by [`Agent::attest_agent`]).
     async fn attest(
         &self,
         request: Request<pb::AttestAgentRequest>,
     ) -> Result<Response<pb::AttestAgentResponse>, Status> {
         let req = request.into_inner();
-        if req.attestation_type != "join_token" {
-            return Err(Status::invalid_argument(format!(
-                "unsupported attestation type {:?}; this server supports \"join_token\"",
-                req.attestation_type
+        let (agent_id, selectors, token) = match req.attestation_type.as_str() {
+            "join_token" => {
+                let token = String::from_utf8(req.payload)
+                    .map_err(|_| Status::invalid_argument("join token is not UTF-8"))?;
+                let agent_id = self
+                    .state
+                    .join_token_agent_id(&token)
+                    .map_err(Status::invalid_argument)?;
+                (agent_id, vec![], Some(token))
+            }
+            x509pop::ATTESTATION_TYPE => {
+                let (agent_id, selectors) = self.x509pop()?.complete(&req.payload)?;
+                (agent_id, selectors, None)
+            }
+            other => return Err(unsupported(other)),
+        };
+        if let Some(existing) = self
+            .state
+            .datastore
+            .get_attested_agent(&agent_id.to_string())
+            .await
+            .map_err(datastore_status)?
+            && existing.banned
+        {
+            return Err(Status::permission_denied(format!(
+                "agent {agent_id} is banned"
             )));
         }
-        let token = String::from_utf8(req.payload)
-            .map_err(|_| Status::invalid_argument("join token is not UTF-8"))?;
-        let agent_id = self
-            .state
-            .join_token_agent_id(&token)
-            .map_err(Status::invalid_argument)?;
         // Sign first: a malformed CSR must not burn the single-use token.
         let svid = self
             .state
             .ca()
             .sign_csr(&req.csr, &agent_id, self.state.config.agent_ttl, &[])
             .map_err(ca_status)?;
-        let stored = self
-            .state
-            .datastore
-            .consume_join_token(&token)
-            .await
-            .map_err(datastore_status)?
-            .ok_or_else(|| {
-                Status::invalid_argument("join token does not exist or has already been used")
-            })?;
-        if stored.expires_at <= now() {
-            return Err(Status::invalid_argument("join token expired"));
+        if let Some(token) = &token {
+            let stored = self
+                .state
+                .datastore
+                .consume_join_token(token)
+                .await
+                .map_err(datastore_status)?
+                .ok_or_else(|| {
+                    Status::invalid_argument("join token does not exist or has already been used")
+                })?;
+            if stored.expires_at <= now() {
+                return Err(Status::invalid_argument("join token expired"));
+            }
         }
+        let reattestable = token.is_none();
         let agent = AttestedAgent {
             spiffe_id: agent_id.to_string(),
-            attestation_type: "join_token".into(),
+            attestation_type: req.attestation_type.clone(),
             serial_number: svid.serial_number.clone(),
             expires_at: svid.expires_at,
-            selectors: vec![],
-            can_reattest: false,
+            selectors,
+            can_reattest: reattestable,
             banned: false,
         };
         self.state
@@ -137,13 +157,23 @@ impl AgentService {
             .upsert_attested_agent(&agent)
             .await
             .map_err(datastore_status)?;
-        tracing::info!(agent = %agent_id, "agent attested with join token");
+        tracing::info!(agent = %agent_id, attestation_type = %req.attestation_type, "agent attested");
         let bundle = self.state.bundle().await.map_err(datastore_status)?;
         Ok(Response::new(pb::AttestAgentResponse {
             svid: Some(svid_to_proto(&svid)),
-            reattestable: false,
+            reattestable,
             bundle: Some(bundle),
         }))
+    }
+
+    /// The x509pop attestor, if the server is configured for it.
+    fn x509pop(&self) -> Result<&crate::x509pop::X509PopAttestor, Status> {
+        self.state.x509pop.as_ref().ok_or_else(|| {
+            Status::invalid_argument(
+                "x509pop attestation is not enabled on this server (set \
+                 [server.node_attestor.x509pop] ca_bundle_path)",
+            )
+        })
     }
 
     /// Agent SVID renewal (counted by [`Agent::renew_agent`]).
@@ -170,8 +200,31 @@ impl AgentService {
     }
 }
 
+fn unsupported(kind: &str) -> Status {
+    Status::invalid_argument(format!(
+        "unsupported attestation type {kind:?}; this server supports \"join_token\" and \"x509pop\""
+    ))
+}
+
 #[tonic::async_trait]
 impl Agent for AgentService {
+    async fn attest_challenge(
+        &self,
+        request: Request<pb::AttestChallengeRequest>,
+    ) -> Result<Response<pb::AttestChallengeResponse>, Status> {
+        let req = request.into_inner();
+        if req.attestation_type != x509pop::ATTESTATION_TYPE {
+            return Err(unsupported(&req.attestation_type));
+        }
+        let (challenge_id, challenge) = self
+            .x509pop()?
+            .challenge(&self.state.config.trust_domain, &req.payload)?;
+        Ok(Response::new(pb::AttestChallengeResponse {
+            challenge_id,
+            challenge,
+        }))
+    }
+
     async fn attest_agent(
         &self,
         request: Request<pb::AttestAgentRequest>,

@@ -43,6 +43,10 @@ pub async fn execute(command: AgentCommand) -> anyhow::Result<()> {
                         "x509svid_expires_at": a.expires_at,
                         "can_reattest": a.can_reattest,
                         "banned": a.banned,
+                        "selectors": a.selectors.iter().map(|s| serde_json::json!({
+                            "type": s.r#type,
+                            "value": s.value,
+                        })).collect::<Vec<_>>(),
                     })).collect::<Vec<_>>()
                 })),
                 Output::Pretty => {
@@ -53,6 +57,9 @@ pub async fn execute(command: AgentCommand) -> anyhow::Result<()> {
                         println!("Attestation type  : {}", a.attestation_type);
                         println!("Expiration time   : {}", time(a.expires_at));
                         println!("Serial number     : {}", a.serial_number);
+                        for s in &a.selectors {
+                            println!("Selector          : {}:{}", s.r#type, s.value);
+                        }
                         println!("Can re-attest     : {}\n", a.can_reattest);
                     }
                 }

@@ -1,0 +1,192 @@
+//! x509pop node attestation end to end: an agent proves possession of a node certificate
+//! issued by a CA the server trusts, gets SPIRE's agent ID and selectors, serves workloads,
+//! attests again with no token after losing its SVID, and a certificate from another CA is
+//! refused by name.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+use spiffe::WorkloadApiClient;
+use tests::stack::{Agent, Server};
+use tests::wait_for;
+
+/// A CA and a node certificate it issued, written as PEM files in `dir`; returns the CA PEM
+/// path, the node certificate's DER, and the agent config file that uses them.
+fn node_pki(dir: &Path, name: &str) -> (std::path::PathBuf, Vec<u8>, std::path::PathBuf) {
+    std::fs::create_dir_all(dir).expect("dir");
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca.distinguished_name
+        .push(DnType::CommonName, format!("{name} CA"));
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca_cert = ca.self_signed(&ca_key).expect("CA cert");
+
+    let node_key = KeyPair::generate().expect("node key");
+    let mut node = CertificateParams::new(vec![format!("{name}.example")]).expect("params");
+    node.distinguished_name.push(DnType::CommonName, name);
+    node.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    node.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let issuer = Issuer::new(ca, ca_key);
+    let node_cert = node.signed_by(&node_key, &issuer).expect("node cert");
+
+    let ca_path = dir.join("ca.pem");
+    std::fs::write(&ca_path, ca_cert.pem()).expect("write CA");
+    let cert_path = dir.join("node.pem");
+    let key_path = dir.join("node.key");
+    std::fs::write(&cert_path, node_cert.pem()).expect("write cert");
+    std::fs::write(&key_path, node_key.serialize_pem()).expect("write key");
+    let config = dir.join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent.node_attestor.x509pop]\ncertificate_path = {:?}\nprivate_key_path = {:?}\n",
+            cert_path.display().to_string(),
+            key_path.display().to_string()
+        ),
+    )
+    .expect("write agent config");
+    (ca_path, node_cert.der().to_vec(), config)
+}
+
+fn sha1_hex(der: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, der)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[tokio::test]
+async fn agents_attest_with_a_node_certificate_and_again_without_a_token() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ca, node_der, agent_config) = node_pki(&dir.path().join("pki"), "node-1");
+    let server_config = dir.path().join("server.toml");
+    std::fs::write(
+        &server_config,
+        format!(
+            "[server.node_attestor.x509pop]\nca_bundle_path = {:?}\n",
+            ca.display().to_string()
+        ),
+    )
+    .expect("write server config");
+    let server = Server::start(
+        &dir.path().join("server"),
+        "example.org",
+        &["-config", server_config.to_str().expect("path")],
+    )
+    .await;
+
+    let agent_dir = dir.path().join("agent");
+    let agent_flags = ["-config", agent_config.to_str().expect("path")];
+    let mut agent = Agent::start_with(&server, &agent_dir, None, &agent_flags).await;
+    let agent_id = format!(
+        "spiffe://example.org/spire/agent/x509pop/{}",
+        sha1_hex(&node_der)
+    );
+    let listed: serde_json::Value =
+        serde_json::from_str(&server.cli_ok(&["agent", "list", "-output", "json"])).expect("JSON");
+    let attested = &listed["agents"][0];
+    assert_eq!(attested["id"], agent_id.as_str(), "{listed}");
+    assert_eq!(attested["attestation_type"], "x509pop");
+    assert_eq!(attested["can_reattest"], true);
+    let selectors: Vec<String> = attested["selectors"]
+        .as_array()
+        .expect("selectors")
+        .iter()
+        .map(|s| {
+            format!(
+                "{}:{}",
+                s["type"].as_str().unwrap_or(""),
+                s["value"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    assert!(
+        selectors.contains(&"x509pop:subject:cn:node-1".to_owned()),
+        "{selectors:?}"
+    );
+    let ca_der = pem::parse(std::fs::read(&ca).expect("CA")).expect("PEM");
+    assert!(
+        selectors.contains(&format!(
+            "x509pop:ca:fingerprint:{}",
+            sha1_hex(ca_der.contents())
+        )),
+        "{selectors:?}"
+    );
+    assert!(
+        selectors
+            .iter()
+            .any(|s| s.starts_with("x509pop:serialnumber:"))
+    );
+
+    // Workloads of this node get SVIDs through entries parented to its agent ID.
+    let uid = nix::unistd::geteuid().as_raw().to_string();
+    server.create_entry(
+        "spiffe://example.org/on-node-1",
+        &agent_id,
+        &[&format!("unix:uid:{uid}")],
+        &[],
+    );
+    let endpoint = agent.endpoint();
+    let svid = wait_for(
+        "an SVID via the x509pop agent",
+        Duration::from_secs(20),
+        || {
+            let endpoint = endpoint.clone();
+            async move {
+                WorkloadApiClient::connect_to(endpoint)
+                    .await
+                    .ok()?
+                    .fetch_x509_svid()
+                    .await
+                    .ok()
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        svid.spiffe_id().to_string(),
+        "spiffe://example.org/on-node-1"
+    );
+
+    // Lose the agent's SVID: it attests again with its certificate, as the same agent.
+    agent.process.kill();
+    std::fs::remove_dir_all(&agent.data_dir).expect("wipe agent data");
+    let agent = Agent::start_with(&server, &agent_dir, None, &agent_flags).await;
+    assert!(
+        agent.process.log().contains("node attested"),
+        "{}",
+        agent.process.log()
+    );
+    let listed = server.cli_ok(&["agent", "list"]);
+    assert_eq!(listed.matches("SPIFFE ID").count(), 1, "{listed}");
+    assert!(listed.contains(&agent_id), "{listed}");
+
+    // A node certificate from a CA the server does not trust is refused, and says why.
+    let (_, _, untrusted) = node_pki(&dir.path().join("other-pki"), "intruder");
+    let bundle = server.write_bundle();
+    let mut intruder = Agent::spawn_with(
+        &server,
+        &dir.path().join("intruder"),
+        None,
+        &bundle,
+        &["-config", untrusted.to_str().expect("path")],
+    );
+    let status = intruder.process.wait_exit(Duration::from_secs(20)).await;
+    assert!(!status.success());
+    let log = intruder.process.log();
+    assert!(log.contains("does not chain to a configured CA"), "{log}");
+    assert_eq!(
+        server
+            .cli_ok(&["agent", "list"])
+            .matches("SPIFFE ID")
+            .count(),
+        1,
+        "the intruder was not attested"
+    );
+}
