@@ -1,4 +1,4 @@
-//! `spire-server agent list|evict`.
+//! `spire-server agent list|show|evict`.
 
 use clap::Subcommand;
 use spire_proto::server as pb;
@@ -10,6 +10,14 @@ use super::{Admin, Output, status_error};
 pub enum AgentCommand {
     /// Lists attested agents.
     List {
+        #[command(flatten)]
+        admin: Admin,
+    },
+    /// Shows one attested agent.
+    Show {
+        /// The agent's SPIFFE ID.
+        #[arg(long = "spiffeID")]
+        spiffe_id: String,
         #[command(flatten)]
         admin: Admin,
     },
@@ -26,44 +34,19 @@ pub enum AgentCommand {
 pub async fn execute(command: AgentCommand) -> anyhow::Result<()> {
     match command {
         AgentCommand::List { admin } => {
-            let agents = admin
-                .client()
+            let agents = list(&admin).await?;
+            print_agents(&agents, admin.output, true);
+        }
+        AgentCommand::Show { spiffe_id, admin } => {
+            let agents: Vec<_> = list(&admin)
                 .await?
-                .list_agents(pb::Empty {})
-                .await
-                .map_err(status_error)?
-                .into_inner()
-                .agents;
-            match admin.output {
-                Output::Json => print_json(&serde_json::json!({
-                    "agents": agents.iter().map(|a| serde_json::json!({
-                        "id": a.spiffe_id,
-                        "attestation_type": a.attestation_type,
-                        "x509svid_serial_number": a.serial_number,
-                        "x509svid_expires_at": a.expires_at,
-                        "can_reattest": a.can_reattest,
-                        "banned": a.banned,
-                        "selectors": a.selectors.iter().map(|s| serde_json::json!({
-                            "type": s.r#type,
-                            "value": s.value,
-                        })).collect::<Vec<_>>(),
-                    })).collect::<Vec<_>>()
-                })),
-                Output::Pretty => {
-                    let noun = if agents.len() == 1 { "agent" } else { "agents" };
-                    println!("Found {} attested {noun}:\n", agents.len());
-                    for a in &agents {
-                        println!("SPIFFE ID         : {}", a.spiffe_id);
-                        println!("Attestation type  : {}", a.attestation_type);
-                        println!("Expiration time   : {}", time(a.expires_at));
-                        println!("Serial number     : {}", a.serial_number);
-                        for s in &a.selectors {
-                            println!("Selector          : {}:{}", s.r#type, s.value);
-                        }
-                        println!("Can re-attest     : {}\n", a.can_reattest);
-                    }
-                }
+                .into_iter()
+                .filter(|a| a.spiffe_id == spiffe_id)
+                .collect();
+            if agents.is_empty() {
+                anyhow::bail!("no attested agent has the SPIFFE ID {spiffe_id}");
             }
+            print_agents(&agents, admin.output, false);
         }
         AgentCommand::Evict { spiffe_id, admin } => {
             admin
@@ -79,4 +62,50 @@ pub async fn execute(command: AgentCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+async fn list(admin: &Admin) -> anyhow::Result<Vec<pb::AttestedAgent>> {
+    Ok(admin
+        .client()
+        .await?
+        .list_agents(pb::Empty {})
+        .await
+        .map_err(status_error)?
+        .into_inner()
+        .agents)
+}
+
+fn print_agents(agents: &[pb::AttestedAgent], output: Output, count: bool) {
+    match output {
+        Output::Json => print_json(&serde_json::json!({
+            "agents": agents.iter().map(|a| serde_json::json!({
+                "id": a.spiffe_id,
+                "attestation_type": a.attestation_type,
+                "x509svid_serial_number": a.serial_number,
+                "x509svid_expires_at": a.expires_at,
+                "can_reattest": a.can_reattest,
+                "banned": a.banned,
+                "selectors": a.selectors.iter().map(|s| serde_json::json!({
+                    "type": s.r#type,
+                    "value": s.value,
+                })).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>()
+        })),
+        Output::Pretty => {
+            if count {
+                let noun = if agents.len() == 1 { "agent" } else { "agents" };
+                println!("Found {} attested {noun}:\n", agents.len());
+            }
+            for a in agents {
+                println!("SPIFFE ID         : {}", a.spiffe_id);
+                println!("Attestation type  : {}", a.attestation_type);
+                println!("Expiration time   : {}", time(a.expires_at));
+                println!("Serial number     : {}", a.serial_number);
+                for s in &a.selectors {
+                    println!("Selector          : {}:{}", s.r#type, s.value);
+                }
+                println!("Can re-attest     : {}\n", a.can_reattest);
+            }
+        }
+    }
 }
