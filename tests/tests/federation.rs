@@ -94,6 +94,11 @@ async fn two_trust_domains_federate_and_stop_trusting_each_other_when_removed() 
         &["-federatesWith", "spiffe://example.org"],
     );
 
+    let shown = a.cli_ok(&["entry", "show", "-federatesWith", "spiffe://other.org"]);
+    assert!(shown.starts_with("Found 1 entry"), "{shown}");
+    let shown = a.cli_ok(&["entry", "show", "-federatesWith", "third.org"]);
+    assert!(shown.starts_with("Found 0 entries"), "{shown}");
+
     // Bad input is refused by name.
     let own = a.cli(&[
         "bundle",

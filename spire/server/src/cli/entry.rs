@@ -103,6 +103,9 @@ pub enum EntryCommand {
         /// Only entries having this selector; repeatable.
         #[arg(long = "selector")]
         selectors: Vec<String>,
+        /// Only entries federating with this trust domain (`spiffe://other.org`); repeatable.
+        #[arg(long = "federatesWith")]
+        federates_with: Vec<String>,
         #[command(flatten)]
         admin: Admin,
     },
@@ -153,8 +156,16 @@ pub async fn execute(command: EntryCommand) -> anyhow::Result<()> {
             spiffe_id,
             parent_id,
             selectors,
+            federates_with,
             admin,
         } => {
+            let wanted = federates_with
+                .iter()
+                .map(|td| {
+                    spiffe::TrustDomain::new(td)
+                        .map_err(|e| anyhow::anyhow!("invalid -federatesWith {td:?}: {e}"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
             let mut client = admin.client().await?;
             let entries = if let Some(id) = entry_id {
                 vec![
@@ -184,6 +195,17 @@ pub async fn execute(command: EntryCommand) -> anyhow::Result<()> {
                     .into_inner()
                     .entries
             };
+            // Entries federating with every trust domain asked for, as SPIRE's filter.
+            let entries: Vec<_> = entries
+                .into_iter()
+                .filter(|e| {
+                    wanted.iter().all(|td| {
+                        e.federates_with
+                            .iter()
+                            .any(|f| spiffe::TrustDomain::new(f).is_ok_and(|f| &f == td))
+                    })
+                })
+                .collect();
             match admin.output {
                 Output::Json => print_json(&serde_json::json!({
                     "entries": entries.iter().map(entry_json).collect::<Vec<_>>()
