@@ -8,6 +8,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use spiffe::TrustDomain;
 
+use crate::workload::limits::WorkloadLimits;
+
 /// Default Workload API socket, as SPIRE's.
 pub const DEFAULT_SOCKET_PATH: &str = "/tmp/spire-agent/public/api.sock";
 
@@ -46,6 +48,18 @@ pub struct RunArgs {
     /// `127.0.0.1:9989`. Off unless set.
     #[arg(long = "metricsAddress", env = "SPIRE_AGENT_METRICS_ADDRESS")]
     pub metrics_address: Option<SocketAddr>,
+    /// Workload API calls (unary calls and stream opens) each calling process may make per
+    /// second, sustained; 0 turns the limit off. Default 100.
+    #[arg(long = "workloadRateLimit", env = "SPIRE_AGENT_WORKLOAD_RATE_LIMIT")]
+    pub workload_rate_limit: Option<u32>,
+    /// Workload API calls a process may make at once after being idle. Default: twice the
+    /// rate limit (200).
+    #[arg(long = "workloadRateBurst", env = "SPIRE_AGENT_WORKLOAD_RATE_BURST")]
+    pub workload_rate_burst: Option<u32>,
+    /// Workload API streams each calling process may have open at once; 0 turns the limit
+    /// off. Default 32.
+    #[arg(long = "workloadMaxStreams", env = "SPIRE_AGENT_WORKLOAD_MAX_STREAMS")]
+    pub workload_max_streams: Option<u32>,
     /// Log level: error, warn, info, debug, trace.
     #[arg(long = "logLevel", env = "SPIRE_AGENT_LOG_LEVEL")]
     pub log_level: Option<String>,
@@ -70,6 +84,9 @@ struct FileAgent {
     data_dir: Option<PathBuf>,
     sync_interval: Option<String>,
     workload_size_limit: Option<u64>,
+    workload_rate_limit: Option<u32>,
+    workload_rate_burst: Option<u32>,
+    workload_max_streams: Option<u32>,
     metrics_address: Option<SocketAddr>,
     log_level: Option<String>,
     #[serde(default)]
@@ -119,6 +136,8 @@ pub struct AgentConfig {
     pub data_dir: PathBuf,
     pub sync_interval: Duration,
     pub workload_size_limit: u64,
+    /// Per-caller limits on the Workload API.
+    pub workload_limits: WorkloadLimits,
     /// Where Prometheus metrics are served, if anywhere.
     pub metrics_address: Option<SocketAddr>,
     pub log_level: String,
@@ -133,6 +152,7 @@ impl AgentConfig {
             Some(path) => read_file(path)?,
             None => FileAgent::default(),
         };
+        let workload_limits = workload_limits(args, &file)?;
         let td = args
             .trust_domain
             .clone()
@@ -189,6 +209,7 @@ impl AgentConfig {
                 .unwrap_or("./.data/agent".into()),
             sync_interval,
             workload_size_limit: file.workload_size_limit.unwrap_or(0),
+            workload_limits,
             metrics_address: args.metrics_address.or(file.metrics_address),
             log_level: args
                 .log_level
@@ -197,6 +218,34 @@ impl AgentConfig {
                 .unwrap_or("info".into()),
         })
     }
+}
+
+/// The Workload API limits: flags over file over [`WorkloadLimits::DEFAULT`]; an unset burst
+/// is twice the rate.
+fn workload_limits(args: &RunArgs, file: &FileAgent) -> Result<WorkloadLimits, ConfigError> {
+    let default = WorkloadLimits::DEFAULT;
+    let rate_per_second = args
+        .workload_rate_limit
+        .or(file.workload_rate_limit)
+        .unwrap_or(default.rate_per_second);
+    let burst = match args.workload_rate_burst.or(file.workload_rate_burst) {
+        Some(0) if rate_per_second > 0 => {
+            return Err(ConfigError::Invalid {
+                key: "workload_rate_burst",
+                message: "must be at least 1 while workload_rate_limit is on".into(),
+            });
+        }
+        Some(burst) => burst,
+        None => rate_per_second.saturating_mul(2),
+    };
+    Ok(WorkloadLimits {
+        rate_per_second,
+        burst,
+        max_streams: args
+            .workload_max_streams
+            .or(file.workload_max_streams)
+            .unwrap_or(default.max_streams),
+    })
 }
 
 fn resolve(host: &str, port: u16) -> Result<SocketAddr, ConfigError> {
@@ -224,4 +273,134 @@ fn read_file(path: &Path) -> Result<FileAgent, ConfigError> {
         message: e.to_string(),
     })?;
     Ok(parsed.agent)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> RunArgs {
+        RunArgs {
+            trust_domain: Some("example.org".into()),
+            ..RunArgs::default()
+        }
+    }
+
+    fn write(dir: &Path, text: &str) -> PathBuf {
+        let path = dir.join("agent.toml");
+        std::fs::write(&path, text).expect("writing the config");
+        path
+    }
+
+    #[test]
+    fn the_example_config_is_valid() {
+        let example = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../examples/config/agent.toml"
+        );
+        let config = AgentConfig::load(&RunArgs {
+            config: Some(example.into()),
+            ..RunArgs::default()
+        })
+        .expect("examples/config/agent.toml loads");
+        assert_eq!(config.trust_domain.to_string(), "example.org");
+        assert_eq!(config.workload_limits, WorkloadLimits::DEFAULT);
+    }
+
+    #[test]
+    fn workload_limits_default_to_100_per_second_bursts_of_200_and_32_streams() {
+        let config = AgentConfig::load(&args()).expect("config");
+        assert_eq!(
+            config.workload_limits,
+            WorkloadLimits {
+                rate_per_second: 100,
+                burst: 200,
+                max_streams: 32
+            }
+        );
+    }
+
+    #[test]
+    fn workload_limits_come_from_the_file_and_flags_override_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = write(
+            dir.path(),
+            "[agent]\nworkload_rate_limit = 5\nworkload_rate_burst = 7\nworkload_max_streams = 0\n",
+        );
+        let from_file = AgentConfig::load(&RunArgs {
+            config: Some(file.clone()),
+            ..args()
+        })
+        .expect("config");
+        assert_eq!(
+            from_file.workload_limits,
+            WorkloadLimits {
+                rate_per_second: 5,
+                burst: 7,
+                max_streams: 0
+            }
+        );
+        let flags = AgentConfig::load(&RunArgs {
+            config: Some(file),
+            workload_rate_limit: Some(50),
+            workload_max_streams: Some(4),
+            ..args()
+        })
+        .expect("config");
+        assert_eq!(
+            flags.workload_limits,
+            WorkloadLimits {
+                rate_per_second: 50,
+                burst: 7,
+                max_streams: 4
+            }
+        );
+    }
+
+    #[test]
+    fn an_unset_burst_is_twice_the_rate_and_zero_turns_the_rate_off() {
+        let config = AgentConfig::load(&RunArgs {
+            workload_rate_limit: Some(1000),
+            ..args()
+        })
+        .expect("config");
+        assert_eq!(config.workload_limits.burst, 2000);
+        let off = AgentConfig::load(&RunArgs {
+            workload_rate_limit: Some(0),
+            workload_rate_burst: Some(0),
+            ..args()
+        })
+        .expect("a zero burst is fine while the rate is off");
+        assert_eq!(off.workload_limits.rate_per_second, 0);
+        let err = AgentConfig::load(&RunArgs {
+            workload_rate_burst: Some(0),
+            ..args()
+        })
+        .expect_err("a zero burst with the rate on");
+        assert!(err.to_string().contains("workload_rate_burst"), "{err}");
+    }
+
+    #[test]
+    fn the_flags_parse_in_spire_style() {
+        use clap::Parser;
+        let cli = crate::cli::Cli::parse_from(spire_proto::flags::normalize(
+            [
+                "spire-agent",
+                "run",
+                "-workloadRateLimit",
+                "10",
+                "-workloadRateBurst",
+                "20",
+                "-workloadMaxStreams",
+                "2",
+            ]
+            .map(String::from),
+        ));
+        let crate::cli::Command::Run(run) = cli.command else {
+            panic!("run");
+        };
+        assert_eq!(run.workload_rate_limit, Some(10));
+        assert_eq!(run.workload_rate_burst, Some(20));
+        assert_eq!(run.workload_max_streams, Some(2));
+    }
 }

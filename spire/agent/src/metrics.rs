@@ -1,5 +1,5 @@
-//! The agent's Prometheus metrics: Workload API calls by RPC and gRPC status, and the SVIDs
-//! in its cache. Served by [`common_metrics`] when `metricsAddress` is set.
+//! The agent's Prometheus metrics: Workload API calls by RPC and gRPC status, calls refused
+//! by a per-caller limit ([`crate::workload::limits`]), and the SVIDs in its cache. Served by [`common_metrics`] when `metricsAddress` is set.
 //!
 //! Calls are counted by a tower layer around the gRPC server: it sees every request's method
 //! path and the status a response starts with (`grpc-status` in the headers for errors, which
@@ -38,15 +38,33 @@ pub struct CallLabels {
     pub code: String,
 }
 
+/// An RPC refused by a per-caller limit, and which limit.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabels {
+    /// The method name.
+    pub rpc: &'static str,
+    /// `rate` or `streams`.
+    pub limit: &'static str,
+}
+
 /// Workload API call counts.
 #[derive(Debug, Clone, Default)]
 pub struct AgentMetrics {
     calls: Family<CallLabels, Counter>,
+    limited: Family<LimitLabels, Counter>,
 }
 
 impl AgentMetrics {
     fn call(&self, rpc: &'static str, code: String) {
         self.calls.get_or_create(&CallLabels { rpc, code }).inc();
+    }
+
+    /// Counts a call refused by a per-caller limit. It is also counted, once answered, under
+    /// `workload_api_calls` with code `ResourceExhausted`.
+    pub fn limited(&self, rpc: &'static str, limit: &'static str) {
+        self.limited
+            .get_or_create(&LimitLabels { rpc, limit })
+            .inc();
     }
 
     /// The registry, reading the SVID cache at each scrape.
@@ -56,6 +74,11 @@ impl AgentMetrics {
             "workload_api_calls",
             "Workload API calls, by RPC and the gRPC status they were answered with",
             self.calls.clone(),
+        );
+        registry.register(
+            "workload_api_limited",
+            "Workload API calls refused with ResourceExhausted by a per-caller limit, by RPC and limit (rate, streams)",
+            self.limited.clone(),
         );
         registry.register_collector(Box::new(CacheGauges(cache)));
         registry

@@ -19,6 +19,7 @@ use crate::node::{self, DataDir, NodeError};
 use crate::workload::api::{WorkloadApi, require_security_header};
 use crate::workload::attestor::UnixAttestor;
 use crate::workload::authority::AuthorityFix;
+use crate::workload::limits::CallerLimits;
 
 /// Runs the agent until a shutdown signal arrives.
 pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
@@ -61,12 +62,21 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
             common_process::shutdown_signal(),
         ));
     }
-    let api = WorkloadApi::new(cache, attestor, jwt);
+    let limits = CallerLimits::new(config.workload_limits);
+    let api = WorkloadApi::new(cache, attestor, jwt, limits, metrics.clone());
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<SpiffeWorkloadApiServer<WorkloadApi>>()
         .await;
-    tracing::info!(agent = %agent_id, socket = %config.socket_path.display(), "agent ready");
+    let limits = config.workload_limits;
+    tracing::info!(
+        agent = %agent_id,
+        socket = %config.socket_path.display(),
+        rate_limit = limits.rate_per_second,
+        rate_burst = limits.burst,
+        max_streams = limits.max_streams,
+        "agent ready"
+    );
     Server::builder()
         .layer(metrics.layer())
         .add_service(health_service)

@@ -1,8 +1,9 @@
 //! The `SpiffeWorkloadAPI` service on the agent's Unix socket.
 //!
 //! Each call first checks the `workload.spiffe.io: true` security header (Workload Endpoint
-//! standard §4: InvalidArgument without it), then attests the caller through the kernel and
-//! matches its selectors against the cached entries. Streams send the current state at once
+//! standard §4: InvalidArgument without it), then the caller's limits (its call rate and, for
+//! streams, how many it has open: [`super::limits`], ResourceExhausted beyond them), then
+//! attests the caller through the kernel and matches its selectors against the cached entries. Streams send the current state at once
 //! and again on every cache change, always the full state, never deltas (Workload API §5).
 //! The JWT profile's logic lives in [`super::jwt`].
 
@@ -21,8 +22,10 @@ use tonic::{Request, Response, Status};
 
 use super::attestor::{AttestError, Caller, UnixAttestor};
 use super::jwt;
+use super::limits::{CallerKey, CallerLimits, Refused, StreamSlot};
 use crate::jwt_svids::JwtSvids;
 use crate::manager::{Snapshot, WorkloadSvid};
+use crate::metrics::AgentMetrics;
 
 /// The message clients key on when nothing matches them (rust-spiffe maps this substring to
 /// `NoIdentityIssued`).
@@ -48,6 +51,8 @@ pub struct WorkloadApi {
     cache: watch::Receiver<Arc<Snapshot>>,
     attestor: Arc<UnixAttestor>,
     jwt: Arc<JwtSvids>,
+    limits: Arc<CallerLimits>,
+    metrics: AgentMetrics,
 }
 
 impl WorkloadApi {
@@ -55,16 +60,21 @@ impl WorkloadApi {
         cache: watch::Receiver<Arc<Snapshot>>,
         attestor: Arc<UnixAttestor>,
         jwt: Arc<JwtSvids>,
+        limits: Arc<CallerLimits>,
+        metrics: AgentMetrics,
     ) -> Self {
         WorkloadApi {
             cache,
             attestor,
             jwt,
+            limits,
+            metrics,
         }
     }
 
-    /// The caller's selectors, from its socket credentials and /proc.
-    async fn attest<T>(&self, request: &Request<T>) -> Result<Vec<Selector>, Status> {
+    /// The caller's peer credentials, if it is within its call rate. Runs before
+    /// attestation, so a refused call costs no `/proc` reads.
+    fn admit<T>(&self, request: &Request<T>, rpc: &'static str) -> Result<Caller, Status> {
         let cred = request
             .extensions()
             .get::<UdsConnectInfo>()
@@ -77,6 +87,34 @@ impl WorkloadApi {
             uid: cred.uid(),
             gid: cred.gid(),
         };
+        self.limits
+            .check_rate(CallerKey::of(&caller))
+            .map_err(|refused| self.refuse(rpc, &caller, &refused))?;
+        Ok(caller)
+    }
+
+    /// One of the caller's stream slots, held until the stream ends.
+    fn open_stream(&self, caller: &Caller, rpc: &'static str) -> Result<StreamSlot, Status> {
+        self.limits
+            .open_stream(CallerKey::of(caller))
+            .map_err(|refused| self.refuse(rpc, caller, &refused))
+    }
+
+    fn refuse(&self, rpc: &'static str, caller: &Caller, refused: &Refused) -> Status {
+        self.metrics.limited(rpc, refused.limit());
+        // Debug only: a flood would otherwise flood the log too.
+        tracing::debug!(
+            rpc,
+            pid = caller.pid,
+            uid = caller.uid,
+            limit = refused.limit(),
+            "Workload API call refused"
+        );
+        refused.status()
+    }
+
+    /// The caller's selectors, from its socket credentials and /proc.
+    async fn attest(&self, caller: Caller) -> Result<Vec<Selector>, Status> {
         let attestor = self.attestor.clone();
         let result = tokio::task::spawn_blocking(move || attestor.attest(caller))
             .await
@@ -164,13 +202,19 @@ type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 /// Streams `build(snapshot)` now and after every cache change that alters it. `build`
 /// returning `None` means the caller has no identity: the stream ends with PermissionDenied.
-fn watch_stream<T, F>(mut cache: watch::Receiver<Arc<Snapshot>>, build: F) -> ResponseStream<T>
+/// The caller's stream `slot` is given back when the stream ends (the task below owns it).
+fn watch_stream<T, F>(
+    mut cache: watch::Receiver<Arc<Snapshot>>,
+    slot: StreamSlot,
+    build: F,
+) -> ResponseStream<T>
 where
     T: Clone + PartialEq + Send + 'static,
     F: Fn(&Snapshot) -> Option<T> + Send + 'static,
 {
     let (tx, rx) = mpsc::channel(4);
     tokio::spawn(async move {
+        let _slot = slot;
         let mut last: Option<T> = None;
         loop {
             let snapshot = cache.borrow_and_update().clone();
@@ -203,12 +247,16 @@ impl SpiffeWorkloadApi for WorkloadApi {
         &self,
         request: Request<wl::X509svidRequest>,
     ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
-        let selectors = self.attest(&request).await?;
+        const RPC: &str = "FetchX509SVID";
+        let caller = self.admit(&request, RPC)?;
+        let slot = self.open_stream(&caller, RPC)?;
+        let selectors = self.attest(caller).await?;
         if matching(&self.cache.borrow(), &selectors).is_empty() {
             return Err(Status::permission_denied(NO_IDENTITY));
         }
         Ok(Response::new(watch_stream(
             self.cache.clone(),
+            slot,
             move |snapshot| {
                 let svids = matching(snapshot, &selectors);
                 (!svids.is_empty()).then(|| x509_svid_response(snapshot, &svids))
@@ -220,12 +268,16 @@ impl SpiffeWorkloadApi for WorkloadApi {
         &self,
         request: Request<wl::X509BundlesRequest>,
     ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
-        let selectors = self.attest(&request).await?;
+        const RPC: &str = "FetchX509Bundles";
+        let caller = self.admit(&request, RPC)?;
+        let slot = self.open_stream(&caller, RPC)?;
+        let selectors = self.attest(caller).await?;
         if matching(&self.cache.borrow(), &selectors).is_empty() {
             return Err(Status::permission_denied(NO_IDENTITY));
         }
         Ok(Response::new(watch_stream(
             self.cache.clone(),
+            slot,
             move |snapshot| {
                 let svids = matching(snapshot, &selectors);
                 (!svids.is_empty()).then(|| x509_bundles_response(snapshot, &svids))
@@ -237,7 +289,8 @@ impl SpiffeWorkloadApi for WorkloadApi {
         &self,
         request: Request<wl::JwtsvidRequest>,
     ) -> Result<Response<wl::JwtsvidResponse>, Status> {
-        let selectors = self.attest(&request).await?;
+        let caller = self.admit(&request, "FetchJWTSVID")?;
+        let selectors = self.attest(caller).await?;
         let req = request.into_inner();
         jwt::check_audience(&req.audience)?;
         let entries = {
@@ -252,12 +305,16 @@ impl SpiffeWorkloadApi for WorkloadApi {
         &self,
         request: Request<wl::JwtBundlesRequest>,
     ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
-        let selectors = self.attest(&request).await?;
+        const RPC: &str = "FetchJWTBundles";
+        let caller = self.admit(&request, RPC)?;
+        let slot = self.open_stream(&caller, RPC)?;
+        let selectors = self.attest(caller).await?;
         if matching(&self.cache.borrow(), &selectors).is_empty() {
             return Err(Status::permission_denied(NO_IDENTITY));
         }
         Ok(Response::new(watch_stream(
             self.cache.clone(),
+            slot,
             move |snapshot| {
                 let svids = matching(snapshot, &selectors);
                 (!svids.is_empty()).then(|| jwt::bundles_response(snapshot, &svids))
@@ -269,7 +326,8 @@ impl SpiffeWorkloadApi for WorkloadApi {
         &self,
         request: Request<wl::ValidateJwtsvidRequest>,
     ) -> Result<Response<wl::ValidateJwtsvidResponse>, Status> {
-        let selectors = self.attest(&request).await?;
+        let caller = self.admit(&request, "ValidateJWTSVID")?;
+        let selectors = self.attest(caller).await?;
         let snapshot = self.cache.borrow().clone();
         // Like SPIRE, only a caller with an identity gets the bundles to validate with.
         let svids = matching(&snapshot, &selectors);
