@@ -10,17 +10,85 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
-/// One version of a secret: string keys to string values.
-pub type Values = BTreeMap<String, String>;
+/// One version of a secret: string keys to string values, read and changed as the map it
+/// derefs to. Every key and value is zeroized when the map is dropped, and `Debug` prints
+/// the keys only. (Copies the map's own rebalancing or a caller's `clone` leaves are the
+/// caller's to drop; the wire buffers a value passed through are not ours to wipe.)
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Values(BTreeMap<String, String>);
+
+impl Values {
+    /// An empty version.
+    pub fn new() -> Values {
+        Values::default()
+    }
+}
+
+impl std::ops::Deref for Values {
+    type Target = BTreeMap<String, String>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Values {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for Values {
+    fn drop(&mut self) {
+        for (mut key, mut value) in std::mem::take(&mut self.0) {
+            zeroize::Zeroize::zeroize(&mut key);
+            zeroize::Zeroize::zeroize(&mut value);
+        }
+    }
+}
+
+impl From<BTreeMap<String, String>> for Values {
+    fn from(map: BTreeMap<String, String>) -> Values {
+        Values(map)
+    }
+}
+
+impl<const N: usize> From<[(String, String); N]> for Values {
+    fn from(pairs: [(String, String); N]) -> Values {
+        Values(pairs.into())
+    }
+}
+
+impl FromIterator<(String, String)> for Values {
+    fn from_iter<I: IntoIterator<Item = (String, String)>>(iter: I) -> Values {
+        Values(iter.into_iter().collect())
+    }
+}
+
+impl<'a> IntoIterator for &'a Values {
+    type Item = (&'a String, &'a String);
+    type IntoIter = std::collections::btree_map::Iter<'a, String, String>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl std::fmt::Debug for Values {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.0.keys().map(|k| (k, "[REDACTED]")))
+            .finish()
+    }
+}
 
 /// Debug for a map of secret values: keys only.
 struct RedactedValues<'a>(&'a Values);
 
 impl std::fmt::Debug for RedactedValues<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_map()
-            .entries(self.0.keys().map(|k| (k, "[REDACTED]")))
-            .finish()
+        self.0.fmt(f)
     }
 }
 

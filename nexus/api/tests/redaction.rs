@@ -12,6 +12,7 @@ const SECRET: &str = "correct-horse-battery-staple";
 fn secret_values_are_redacted_in_debug() {
     let values: Values = [("password".to_owned(), SECRET.to_owned())].into();
     let shown = [
+        format!("{values:?}"),
         format!(
             "{:?}",
             PutSecretRequest {
@@ -45,4 +46,16 @@ fn secret_values_are_redacted_in_debug() {
         assert!(!text.contains(SECRET), "{text}");
         assert!(text.contains("REDACTED"), "{text}");
     }
+}
+
+#[test]
+fn values_serialize_as_the_plain_map_spike_sends() {
+    let values: Values = [("password".to_owned(), "pw".to_owned())].into();
+    assert_eq!(
+        serde_json::to_string(&values).expect("json"),
+        r#"{"password":"pw"}"#
+    );
+    let back: Values = serde_json::from_str(r#"{"user":"u","password":"pw"}"#).expect("parse");
+    assert_eq!(back.len(), 2);
+    assert_eq!(back.get("user").map(String::as_str), Some("u"));
 }
