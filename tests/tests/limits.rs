@@ -830,8 +830,8 @@ async fn a_put_blocked_past_the_request_timeout_gets_503_and_stores_nothing() {
         1
     );
 
-    // The audit log has the 503 of the timed-out request (the deadline answers before the
-    // handler could note its action and path, so the line names the route only).
+    // The audit log has the 503 of the timed-out request, with what the handler had
+    // understood before the deadline cut it off: a put of t/key, allowed.
     let audit = std::fs::read_to_string(stack.audit_log()).expect("audit log");
     let timed_out: Vec<serde_json::Value> = audit
         .lines()
@@ -841,6 +841,9 @@ async fn a_put_blocked_past_the_request_timeout_gets_503_and_stores_nothing() {
     assert_eq!(timed_out.len(), 1, "one 503 audited: {timed_out:?}");
     assert_eq!(timed_out[0]["caller"], SUPERUSER_ID);
     assert_eq!(timed_out[0]["route"], routes::SECRETS);
+    assert_eq!(timed_out[0]["action"], "put", "{timed_out:?}");
+    assert_eq!(timed_out[0]["path"], "t/key", "{timed_out:?}");
+    assert_eq!(timed_out[0]["decision"], "allow", "{timed_out:?}");
     let puts = audit
         .lines()
         .map(json)

@@ -22,6 +22,13 @@ use crate::service::Nexus;
 /// Longest request path quoted in the line of a request to an unknown route.
 const MAX_UNKNOWN_ROUTE: usize = 200;
 
+tokio::task_local! {
+    /// Where an [`Audit`] dropped before [`Audit::finish`] leaves what it had noted: a handler
+    /// cut off by the request deadline is dropped mid-way, and its line should still say what
+    /// was asked (action, path, decision) and not only that it timed out.
+    static UNFINISHED: std::cell::RefCell<Option<AuditNote>>;
+}
+
 /// The audit record of one request, filled in as the request is understood.
 pub struct Audit<'a> {
     caller: &'a str,
@@ -32,6 +39,8 @@ pub struct Audit<'a> {
     pub target: String,
     /// `allow` or `deny` once authorisation ran; `none` before.
     pub decision: &'static str,
+    /// Set by [`Audit::finish`]; an unfinished record is handed over when dropped.
+    finished: bool,
 }
 
 /// What a handler noted, handed to [`record`] in the response's extensions.
@@ -52,6 +61,7 @@ impl<'a> Audit<'a> {
             action: None,
             target: String::new(),
             decision: "none",
+            finished: false,
         }
     }
 
@@ -87,18 +97,33 @@ impl<'a> Audit<'a> {
     }
 
     /// Turns the outcome into the response, carrying the note for [`record`].
-    pub fn finish(self, outcome: Result<Response, ApiError>) -> Response {
+    pub fn finish(mut self, outcome: Result<Response, ApiError>) -> Response {
         let mut response = match outcome {
             Ok(response) => response,
             Err(error) => error.into_response(),
         };
-        response.extensions_mut().insert(AuditNote {
+        self.finished = true;
+        response.extensions_mut().insert(self.note());
+        response
+    }
+
+    fn note(&mut self) -> AuditNote {
+        AuditNote {
             route: self.route,
             action: self.action,
-            target: self.target,
+            target: std::mem::take(&mut self.target),
             decision: self.decision,
-        });
-        response
+        }
+    }
+}
+
+impl Drop for Audit<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            let note = self.note();
+            // Outside `record` (handler unit tests) there is no slot, and nothing to tell.
+            let _ = UNFINISHED.try_with(|slot| *slot.borrow_mut() = Some(note));
+        }
     }
 }
 
@@ -115,8 +140,16 @@ pub async fn record(State(nexus): State<Arc<Nexus>>, request: Request, next: Nex
         .extensions()
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_owned());
-    let mut response = next.run(request).await;
-    let note = response.extensions_mut().remove::<AuditNote>();
+    let (mut response, unfinished) = UNFINISHED
+        .scope(std::cell::RefCell::new(None), async {
+            let response = next.run(request).await;
+            (response, UNFINISHED.with(|slot| slot.borrow_mut().take()))
+        })
+        .await;
+    let note = response
+        .extensions_mut()
+        .remove::<AuditNote>()
+        .or(unfinished);
     let route = note.as_ref().map_or_else(
         || {
             let mut end = MAX_UNKNOWN_ROUTE.min(uri_path.len());
