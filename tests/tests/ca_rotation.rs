@@ -85,23 +85,23 @@ async fn ca_rotation_causes_no_failed_handshakes() {
     let first_jwt = jwt_svid(&agent, "rotation-start").await;
     let td = TrustDomain::new(TD).expect("td");
     let me = identity::SpiffeId::new(WORKLOAD).expect("id");
-    let server_tls = identity::workload::server_config(
-        source.clone(),
-        td.clone(),
-        identity::workload::exactly(me.clone()),
-    )
-    .expect("server config");
-    // Built with spiffe-rustls directly (as `identity::workload::client_config` does) to get
-    // its status handle: spiffe-rustls fails handshakes closed for the moment between the
-    // source receiving an update and its conversion to TLS material (`PendingRevision`). A
-    // failure while that happened is the library's, not the rotation's; any other failure
-    // (an SVID its peer's bundle cannot verify, an expired certificate) is a rotation bug and
-    // would also repeat on every handshake after it.
-    let (client_tls, tls_status) = spiffe_rustls::mtls_client(source.clone())
+    // Both sides built with spiffe-rustls directly (as `identity::workload` does) to get their
+    // status handles: spiffe-rustls fails handshakes closed for the moment between the source
+    // receiving an update and each side's conversion of it to TLS material
+    // (`PendingRevision`). A failure while either side was converting is the library's, not
+    // the rotation's; any other failure (an SVID its peer's bundle cannot verify, an expired
+    // certificate) is a rotation bug and would also repeat on every handshake after it.
+    let (server_tls, server_status) = spiffe_rustls::mtls_server(source.clone())
+        .trust_domain_policy(spiffe_rustls::TrustDomainPolicy::LocalOnly(td.clone()))
+        .authorize(identity::workload::exactly(me.clone()))
+        .build_with_status()
+        .expect("server config");
+    let (client_tls, client_status) = spiffe_rustls::mtls_client(source.clone())
         .trust_domain_policy(spiffe_rustls::TrustDomainPolicy::LocalOnly(td))
         .authorize(identity::workload::exactly(me))
         .build_with_status()
         .expect("client config");
+    let statuses = [client_status, server_status];
 
     // The serving workload: every accepted connection is handshaken and answered with one byte.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -149,7 +149,7 @@ async fn ca_rotation_causes_no_failed_handshakes() {
                     issuers.insert(issuer(svid.leaf().as_bytes()));
                 }
                 let name = rustls::pki_types::ServerName::try_from("workload").expect("name");
-                let before = tls_status.current();
+                let before = statuses.each_ref().map(|s| s.current());
                 let result = async {
                     let tcp = tokio::net::TcpStream::connect(addr).await?;
                     let mut tls = connector.connect(name, tcp).await?;
@@ -158,14 +158,15 @@ async fn ca_rotation_causes_no_failed_handshakes() {
                     Ok::<_, std::io::Error>(())
                 }
                 .await;
-                let after = tls_status.current();
+                let after = statuses.each_ref().map(|s| s.current());
+                let converting = before.iter().zip(&after).any(|(b, a)| {
+                    !b.available
+                        || a.applied_revision != b.applied_revision
+                        || a.source_revision != b.source_revision
+                });
                 match result {
                     Ok(()) => ok += 1,
-                    Err(_)
-                        if !before.available || before.source_revision != after.source_revision =>
-                    {
-                        overlapped += 1;
-                    }
+                    Err(_) if converting => overlapped += 1,
                     Err(e) => failures.push(e.to_string()),
                 }
             }
