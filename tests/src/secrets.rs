@@ -243,22 +243,38 @@ impl SecretsStack {
     /// process exited meanwhile.
     pub async fn wait_ready_at(&mut self, url: &str) {
         let timeout = Duration::from_secs(60);
-        wait_for("Nexus to be ready", timeout, || {
-            if let Some(status) = self.nexus.as_mut().and_then(Process::try_exit) {
-                panic!("nexus exited ({status}):\n{}", self.nexus_log());
-            }
-            for replica in &mut self.replicas {
-                if let Some(status) = replica.process.try_exit() {
-                    panic!(
-                        "nexus replica exited ({status}):\n{}",
-                        replica.process.log()
-                    );
+        let ready = wait_for(
+            "Nexus to be ready",
+            timeout + Duration::from_secs(10),
+            || {
+                if let Some(status) = self.nexus.as_mut().and_then(Process::try_exit) {
+                    panic!("nexus exited ({status}):\n{}", self.nexus_log());
                 }
-            }
-            let ready = self.spike_at(url, &["status"]).status.success();
-            async move { ready.then_some(()) }
-        })
-        .await;
+                for replica in &mut self.replicas {
+                    if let Some(status) = replica.process.try_exit() {
+                        panic!(
+                            "nexus replica exited ({status}):\n{}",
+                            replica.process.log()
+                        );
+                    }
+                }
+                let ready = self.spike_at(url, &["status"]).status.success();
+                async move { ready.then_some(()) }
+            },
+        );
+        // On a timeout, say why: the logs of every Nexus and of the last `spike status`.
+        if tokio::time::timeout(timeout + Duration::from_secs(5), ready)
+            .await
+            .is_err()
+        {
+            let status = self.spike_at(url, &["status"]);
+            panic!(
+                "Nexus at {url} not ready after {timeout:?}\nspike status: {}{}\nnexus logs:\n{}",
+                String::from_utf8_lossy(&status.stdout),
+                String::from_utf8_lossy(&status.stderr),
+                self.nexus_logs()
+            );
+        }
     }
 
     /// A copy of the `spike` binary at `<dir>/bin/<name>`, registered as `spiffe_id`, so a
