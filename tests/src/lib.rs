@@ -104,7 +104,8 @@ pub async fn http_get(address: &str, path: &str) -> String {
     }
 }
 
-fn dechunk(mut body: &str) -> String {
+/// The body of a `Transfer-Encoding: chunked` HTTP/1.1 response.
+pub fn dechunk(mut body: &str) -> String {
     let mut out = String::new();
     while let Some((size, rest)) = body.split_once("\r\n") {
         let size = usize::from_str_radix(size.trim(), 16).expect("chunk size");
@@ -115,6 +116,21 @@ fn dechunk(mut body: &str) -> String {
         body = &rest[size + 2..];
     }
     out
+}
+
+/// The CA certificates (`x5c[0]` of the `x509-svid` keys, base64) of a SPIFFE bundle
+/// document, sorted.
+pub fn bundle_cas(json: &str) -> Vec<String> {
+    let doc: serde_json::Value = serde_json::from_str(json).expect("JSON bundle");
+    let mut cas: Vec<String> = doc["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .filter(|k| k["use"] == "x509-svid")
+        .map(|k| k["x5c"][0].as_str().expect("x5c").to_owned())
+        .collect();
+    cas.sort();
+    cas
 }
 
 /// The sum of the samples of metric `name` whose labels include `labels`, from Prometheus or

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use spiffe::{JwtSvid, TrustDomain, WorkloadApiClient, X509Source};
+use spiffe::{JwtSvid, TrustDomain, WorkloadApiClient};
 use tests::stack::{Agent, Server};
 use tests::wait_for;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -31,15 +31,7 @@ fn subject(der: &[u8]) -> String {
 
 /// The CA certificates in the server's stored bundle.
 fn stored_cas(server: &Server) -> Vec<String> {
-    let text = server.cli_ok(&["bundle", "show", "-format", "spiffe"]);
-    let bundle: serde_json::Value = serde_json::from_str(&text).expect("JSON bundle");
-    bundle["keys"]
-        .as_array()
-        .expect("keys")
-        .iter()
-        .filter(|k| k["use"] == "x509-svid")
-        .map(|k| k["x5c"][0].as_str().expect("x5c").to_owned())
-        .collect()
+    tests::bundle_cas(&server.cli_ok(&["bundle", "show", "-format", "spiffe"]))
 }
 
 async fn jwt_svid(agent: &Agent, audience: &str) -> JwtSvid {
@@ -76,10 +68,7 @@ async fn ca_rotation_causes_no_failed_handshakes() {
     let first_cas = stored_cas(&server);
     assert_eq!(first_cas.len(), 1, "one CA before any rotation");
 
-    let source = X509Source::builder()
-        .endpoint(agent.endpoint())
-        .initial_sync_timeout(Duration::from_secs(20))
-        .build()
+    let source = identity::workload::x509_source(Some(&agent.endpoint()), Duration::from_secs(20))
         .await
         .expect("X509Source");
     let first_jwt = jwt_svid(&agent, "rotation-start").await;
@@ -137,8 +126,10 @@ async fn ca_rotation_causes_no_failed_handshakes() {
 
     // The calling workload: handshakes back to back until three CAs have signed its SVIDs.
     let done = Arc::new(AtomicBool::new(false));
+    let attempts = Arc::new(AtomicUsize::new(0));
     let caller = {
         let done = done.clone();
+        let attempts = attempts.clone();
         let source = source.clone();
         let connector = tokio_rustls::TlsConnector::from(Arc::new(client_tls));
         tokio::spawn(async move {
@@ -158,6 +149,7 @@ async fn ca_rotation_causes_no_failed_handshakes() {
                     Ok::<_, std::io::Error>(())
                 }
                 .await;
+                attempts.fetch_add(1, Ordering::Relaxed);
                 let after = statuses.each_ref().map(|s| s.current());
                 let converting = before.iter().zip(&after).any(|(b, a)| {
                     !b.available
@@ -193,6 +185,17 @@ async fn ca_rotation_causes_no_failed_handshakes() {
         let now = current_issuer().filter(|i| *i != first_issuer && *i != second_issuer);
         async move { now }
     })
+    .await;
+    // Let the caller run a few more handshakes, so it has sampled the SVID now held too.
+    let seen_at = attempts.load(Ordering::Relaxed);
+    wait_for(
+        "handshakes under the third CA",
+        Duration::from_secs(30),
+        || {
+            let more = (attempts.load(Ordering::Relaxed) > seen_at + 10).then_some(());
+            async move { more }
+        },
+    )
     .await;
     done.store(true, Ordering::Relaxed);
     let (ok, failures, overlapped, issuers) = caller.await.expect("caller task");

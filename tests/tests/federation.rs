@@ -16,10 +16,7 @@ const FRONT: &str = "spiffe://example.org/front";
 const BACK: &str = "spiffe://other.org/back";
 
 async fn source(agent: &Agent) -> X509Source {
-    X509Source::builder()
-        .endpoint(agent.endpoint())
-        .initial_sync_timeout(Duration::from_secs(20))
-        .build()
+    identity::workload::x509_source(Some(&agent.endpoint()), Duration::from_secs(20))
         .await
         .expect("X509Source")
 }
@@ -176,25 +173,18 @@ async fn two_trust_domains_federate_and_stop_trusting_each_other_when_removed() 
     let front = source(&agent_a).await;
     let back = source(&agent_b).await;
     let other = TrustDomain::new("other.org").expect("td");
-    wait_for(
-        "B's bundle at A's workload",
-        Duration::from_secs(20),
-        || {
-            let found = front.try_bundle_for_trust_domain(&other).map(|_| ());
-            async move { found }
-        },
-    )
-    .await;
     let example = TrustDomain::new("example.org").expect("td");
-    wait_for(
-        "A's bundle at B's workload",
-        Duration::from_secs(20),
-        || {
-            let found = back.try_bundle_for_trust_domain(&example).map(|_| ());
-            async move { found }
-        },
-    )
-    .await;
+    for (workload, td) in [(&front, &other), (&back, &example)] {
+        wait_for(
+            &format!("{td}'s bundle at the other workload"),
+            Duration::from_secs(20),
+            || {
+                let found = workload.try_bundle_for_trust_domain(td).map(|_| ());
+                async move { found }
+            },
+        )
+        .await;
+    }
 
     let seen = handshake(&front, &back).await.expect("federated mTLS");
     assert_eq!(seen, BACK);
@@ -317,20 +307,6 @@ async fn two_trust_domains_federate_and_stop_trusting_each_other_when_removed() 
     );
 }
 
-/// The x5c certificates of a SPIFFE bundle document.
-fn x509_keys(json: &str) -> Vec<String> {
-    let doc: serde_json::Value = serde_json::from_str(json).expect("JSON bundle");
-    let mut keys: Vec<String> = doc["keys"]
-        .as_array()
-        .expect("keys")
-        .iter()
-        .filter(|k| k["use"] == "x509-svid")
-        .map(|k| k["x5c"][0].as_str().expect("x5c").to_owned())
-        .collect();
-    keys.sort();
-    keys
-}
-
 #[tokio::test]
 async fn a_bundle_endpoint_keeps_the_federated_bundle_current_across_ca_rotation() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -389,12 +365,12 @@ async fn a_bundle_endpoint_keeps_the_federated_bundle_current_across_ca_rotation
         "-path",
         path.to_str().expect("path"),
     ]);
-    assert_eq!(x509_keys(&first).len(), 1);
+    assert_eq!(tests::bundle_cas(&first).len(), 1);
 
     // A prepares its next CA about 10 s after it started; B's copy follows it, and later
     // drops the first CA once A prunes it.
     let at_b = || {
-        x509_keys(&b.cli_ok(&[
+        tests::bundle_cas(&b.cli_ok(&[
             "bundle",
             "list",
             "-format",
@@ -405,16 +381,16 @@ async fn a_bundle_endpoint_keeps_the_federated_bundle_current_across_ca_rotation
     };
     let rotated = wait_for("B to fetch A's next CA", Duration::from_secs(60), || {
         let (at_a, at_b) = (
-            x509_keys(&a.cli_ok(&["bundle", "show", "-format", "spiffe"])),
+            tests::bundle_cas(&a.cli_ok(&["bundle", "show", "-format", "spiffe"])),
             at_b(),
         );
         let done = (at_a.len() > 1 && at_a == at_b).then_some(at_b);
         async move { done }
     })
     .await;
-    assert!(rotated.contains(&x509_keys(&first)[0]));
+    assert!(rotated.contains(&tests::bundle_cas(&first)[0]));
     wait_for("B to drop A's expired CA", Duration::from_secs(60), || {
-        let done = (!at_b().contains(&x509_keys(&first)[0])).then_some(());
+        let done = (!at_b().contains(&tests::bundle_cas(&first)[0])).then_some(());
         async move { done }
     })
     .await;

@@ -749,17 +749,7 @@ async fn two_servers_share_one_database_each_with_its_own_ca() {
     let b = Server::start(&dir.path().join("b"), TD, &["-dataStore", db.url()]).await;
 
     let spiffe_bundle = |server: &Server| -> Vec<String> {
-        let text = server.cli_ok(&["bundle", "show", "-format", "spiffe"]);
-        let bundle: serde_json::Value = serde_json::from_str(&text).expect("JSON bundle");
-        let mut cas: Vec<String> = bundle["keys"]
-            .as_array()
-            .expect("keys")
-            .iter()
-            .filter(|k| k["use"] == "x509-svid")
-            .map(|k| k["x5c"][0].as_str().expect("x5c").to_owned())
-            .collect();
-        cas.sort();
-        cas
+        tests::bundle_cas(&server.cli_ok(&["bundle", "show", "-format", "spiffe"]))
     };
     let from_a = spiffe_bundle(&a);
     assert_eq!(from_a.len(), 2, "both servers' CAs are published");

@@ -538,7 +538,7 @@ async fn raw_post(
         n.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
     });
     let body = if chunked {
-        dechunk(rest)
+        tests::dechunk(rest)
     } else {
         rest.to_owned()
     };
@@ -547,19 +547,6 @@ async fn raw_post(
         headers,
         body,
     })
-}
-
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let size = usize::from_str_radix(size.trim(), 16).expect("chunk size");
-        if size == 0 {
-            break;
-        }
-        out.push_str(&rest[..size]);
-        body = &rest[size + 2..];
-    }
-    out
 }
 
 /// A client TLS config presenting `source`'s SVID and accepting only Nexus.
