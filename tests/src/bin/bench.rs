@@ -19,6 +19,8 @@
 //! `bench --storage` instead measures throughput (16 concurrent clients) of reads and durable
 //! writes on PostgreSQL with one and with two Nexus replicas, against SQLite with one, the
 //! baseline, all in the same run. PostgreSQL: `SPIKE_TEST_POSTGRES_URL` or the local server.
+//!
+//! `bench --workload` measures the agent's Workload API (see `workload_api` below).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -119,6 +121,9 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or(2000);
     if std::env::args().any(|a| a == "--storage") {
         return storage().await;
+    }
+    if std::env::args().any(|a| a == "--workload") {
+        return workload_api(reads).await;
     }
     let rotate_secrets: usize = std::env::args()
         .skip_while(|a| a != "--rotate-secrets")
@@ -486,5 +491,152 @@ async fn storage() -> anyhow::Result<()> {
         );
     }
     println!("  (ratios against SQLite with one replica, measured in the same run)");
+    Ok(())
+}
+
+/// `bench --workload`: the agent's Workload API as its clients see it, every figure against a
+/// call the agent refuses on the same socket (`FetchX509SVID` without the security header), which
+/// costs the transport and gRPC framing but no attestation and no cache lookup:
+/// - an X509-SVID from the agent's cache: a new stream on a kept-open channel until its first
+///   message (caller attested through `/proc`, entries matched, SVID and bundle encoded);
+/// - a JWT-SVID (`FetchJWTSVID`, unary) on the same channel;
+/// - the `spiffe` crate's `fetch_x509_svid` on a new connection each time, against a new
+///   connection and one refused call.
+async fn workload_api(n: usize) -> anyhow::Result<()> {
+    use spire_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
+    use spire_proto::workload::{JwtsvidRequest, X509svidRequest};
+    use tests::stack::{Agent, Server};
+
+    let dir = tempfile::tempdir()?;
+    let td = "example.org";
+    eprintln!("starting identity server and agent...");
+    let server = Server::start(&dir.path().join("server"), td, &[]).await;
+    let token = server.join_token(&[]);
+    // Unlimited: the bench would otherwise measure the per-process rate limit.
+    let agent = Agent::start_with(
+        &server,
+        &dir.path().join("agent"),
+        Some(&token),
+        &["-workloadRateLimit", "0"],
+    )
+    .await;
+    let uid = nix::unistd::geteuid().as_raw().to_string();
+    let exe = std::env::current_exe()?;
+    server.create_entry(
+        &format!("spiffe://{td}/bench"),
+        &server.agent_id(&token),
+        &[
+            &format!("unix:uid:{uid}"),
+            &format!("unix:path:{}", exe.display()),
+        ],
+        &[],
+    );
+    let endpoint = agent.endpoint();
+    tests::wait_for("the bench's SVID", Duration::from_secs(30), || async {
+        let mut client = spiffe::WorkloadApiClient::connect_to(&endpoint)
+            .await
+            .ok()?;
+        client.fetch_x509_svid().await.ok()
+    })
+    .await;
+
+    let channel = spire_proto::uds::connect(&agent.socket).await?;
+    fn with_header<T>(message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.metadata_mut().insert(
+            "workload.spiffe.io",
+            tonic::metadata::MetadataValue::from_static("true"),
+        );
+        request
+    }
+    let x509 = || {
+        let mut client = SpiffeWorkloadApiClient::new(channel.clone());
+        async move {
+            let mut stream = client
+                .fetch_x509svid(with_header(X509svidRequest {}))
+                .await?
+                .into_inner();
+            let first = stream
+                .message()
+                .await?
+                .context("stream ended before its first message")?;
+            anyhow::ensure!(first.svids.len() == 1, "one SVID expected");
+            Ok(())
+        }
+    };
+    let refused = || {
+        let mut client = SpiffeWorkloadApiClient::new(channel.clone());
+        async move {
+            match client.fetch_x509svid(X509svidRequest {}).await {
+                Err(status) if status.code() == tonic::Code::InvalidArgument => Ok(()),
+                other => anyhow::bail!("expected InvalidArgument, got {other:?}"),
+            }
+        }
+    };
+    for _ in 0..50 {
+        x509().await?;
+        refused().await?;
+    }
+    let subject = time(n, |_| x509()).await?;
+    let baseline = time(n, |_| refused()).await?;
+    report(
+        "X509-SVID from the agent's cache (new stream, first message)",
+        &subject,
+        &baseline,
+        "refused call without the security header, same channel",
+    );
+
+    let jwt = time(n, |_| {
+        let mut client = SpiffeWorkloadApiClient::new(channel.clone());
+        async move {
+            let response = client
+                .fetch_jwtsvid(with_header(JwtsvidRequest {
+                    audience: vec!["bench".to_owned()],
+                    spiffe_id: String::new(),
+                }))
+                .await?
+                .into_inner();
+            anyhow::ensure!(response.svids.len() == 1, "one JWT-SVID expected");
+            Ok(())
+        }
+    })
+    .await?;
+    report(
+        "JWT-SVID (FetchJWTSVID, same channel)",
+        &jwt,
+        &baseline,
+        "refused call without the security header, same channel",
+    );
+
+    let fresh = n / 4;
+    let subject = time(fresh, |_| {
+        let endpoint = endpoint.clone();
+        async move {
+            let mut client = spiffe::WorkloadApiClient::connect_to(&endpoint).await?;
+            client.fetch_x509_svid().await?;
+            Ok(())
+        }
+    })
+    .await?;
+    let baseline = time(fresh, |_| {
+        let socket = agent.socket.clone();
+        async move {
+            let channel = spire_proto::uds::connect(socket).await?;
+            match SpiffeWorkloadApiClient::new(channel)
+                .fetch_x509svid(X509svidRequest {})
+                .await
+            {
+                Err(status) if status.code() == tonic::Code::InvalidArgument => Ok(()),
+                other => anyhow::bail!("expected InvalidArgument, got {other:?}"),
+            }
+        }
+    })
+    .await?;
+    report(
+        "X509-SVID with the spiffe crate, new connection each",
+        &subject,
+        &baseline,
+        "new connection + refused call",
+    );
     Ok(())
 }
