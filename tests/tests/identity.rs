@@ -401,6 +401,17 @@ async fn entry_create_rejects_bad_input_and_writes_nothing() {
             ],
             "value is empty",
         ),
+        (
+            &[
+                "-spiffeID",
+                "spiffe://example.org/spire/server",
+                "-parentID",
+                parent,
+                "-selector",
+                "unix:uid:1",
+            ],
+            "reserved namespace",
+        ),
     ];
     for (flags, expected) in cases {
         let mut args = vec!["entry", "create"];
@@ -412,6 +423,34 @@ async fn entry_create_rejects_bad_input_and_writes_nothing() {
             stderr.contains(expected),
             "{flags:?}: expected {expected:?} in {stderr}"
         );
+    }
+    // Nor may the server's or an agent's identity be minted, or made a join token's alias.
+    for args in [
+        &[
+            "x509",
+            "mint",
+            "-spiffeID",
+            "spiffe://example.org/spire/server",
+        ][..],
+        &[
+            "jwt",
+            "mint",
+            "-spiffeID",
+            "spiffe://example.org/spire/agent/x",
+            "-audience",
+            "a",
+        ],
+        &[
+            "token",
+            "generate",
+            "-spiffeID",
+            "spiffe://example.org/spire/agent/x",
+        ],
+    ] {
+        let out = server.cli(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} should fail");
+        assert!(stderr.contains("reserved namespace"), "{args:?}: {stderr}");
     }
     let shown = server.cli_ok(&["entry", "show"]);
     assert!(

@@ -22,17 +22,31 @@ pub fn parse_id(field: &str, raw: &str, td: &TrustDomain) -> Result<SpiffeId, St
     if raw.is_empty() {
         return Err(format!("{field} is required"));
     }
-    let id = SpiffeId::new(raw).map_err(|e| format!("invalid {field} {raw:?}: {e}"))?;
-    // SPIFFE-ID §2.1: the trust domain MUST be lowercase. Accepting a form that differs from
-    // the canonical one would let two spellings name one identity.
-    if id.to_string() != raw {
-        return Err(format!(
-            "invalid {field} {raw:?}: not in canonical form (the trust domain must be lowercase)"
-        ));
-    }
+    let id = spire_proto::flags::canonical_spiffe_id(raw)
+        .map_err(|e| format!("invalid {field} {raw:?}: {e}"))?;
     if id.trust_domain() != td {
         return Err(format!(
             "{field} {raw:?} is not in this server's trust domain {:?}",
+            td.to_string()
+        ));
+    }
+    Ok(id)
+}
+
+/// Parses the SPIFFE ID of a workload: in `td`, with a path, and outside the `/spire`
+/// namespace that SPIRE reserves for the server (`/spire/server`) and agents
+/// (`/spire/agent/...`). An entry or minted SVID there would let a workload pass as the
+/// server to agents, or as an agent to the server.
+pub fn parse_workload_id(field: &str, raw: &str, td: &TrustDomain) -> Result<SpiffeId, String> {
+    let id = parse_id(field, raw, td)?;
+    let path = id.path();
+    if path.is_empty() {
+        return Err(format!("{field} {raw:?} must have a path"));
+    }
+    if path == "/spire" || path.starts_with("/spire/") {
+        return Err(format!(
+            "{field} {raw:?} is not a workload in trust domain {:?}; path is in the reserved \
+             namespace \"/spire\"",
             td.to_string()
         ));
     }
@@ -46,10 +60,7 @@ pub fn validate(
     id: String,
     td: &TrustDomain,
 ) -> Result<datastore::Entry, String> {
-    let spiffe_id = parse_id("spiffeID", &entry.spiffe_id, td)?;
-    if spiffe_id.path().is_empty() {
-        return Err(format!("spiffeID {:?} must have a path", entry.spiffe_id));
-    }
+    let spiffe_id = parse_workload_id("spiffeID", &entry.spiffe_id, td)?;
     let parent_id = parse_id("parentID", &entry.parent_id, td)?;
     if entry.selectors.is_empty() {
         return Err("at least one selector is required".into());
@@ -230,6 +241,37 @@ mod tests {
         let stored = validate(&e, "id1".into(), &td()).expect("valid");
         assert_eq!(stored.selectors[0].kind, "unix");
         assert_eq!(stored.selectors[0].value, "uid:1000");
+    }
+
+    #[test]
+    fn workload_ids_stay_out_of_the_reserved_namespace() {
+        for reserved in [
+            "spiffe://example.org/spire/server",
+            "spiffe://example.org/spire/agent/join_token/abc",
+            "spiffe://example.org/spire",
+        ] {
+            let err = validate(
+                &wire(reserved, "spiffe://example.org/a", &["unix:uid:1"]),
+                "x".into(),
+                &td(),
+            )
+            .expect_err(reserved);
+            assert!(err.contains("reserved namespace"), "{err}");
+        }
+        // Only the `/spire` segment is reserved, not every path starting with those letters;
+        // and agents and the server remain valid parents.
+        for (id, parent) in [
+            (
+                "spiffe://example.org/spired",
+                "spiffe://example.org/spire/server",
+            ),
+            (
+                "spiffe://example.org/app/spire",
+                "spiffe://example.org/spire/agent/x",
+            ),
+        ] {
+            validate(&wire(id, parent, &["unix:uid:1"]), "x".into(), &td()).expect(id);
+        }
     }
 
     #[test]

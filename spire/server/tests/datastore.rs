@@ -18,6 +18,7 @@ common_sql::backend_tests! {
     check_join_token_single_use => sqlite_join_token_single_use, postgres_join_token_single_use;
     check_join_token_concurrent_consumers => sqlite_join_token_concurrent_consumers, postgres_join_token_concurrent_consumers;
     check_prune_join_tokens => sqlite_prune_join_tokens, postgres_prune_join_tokens;
+    check_join_token_with_alias => sqlite_join_token_with_alias, postgres_join_token_with_alias;
     check_attested_agents => sqlite_attested_agents, postgres_attested_agents;
     check_bundles => sqlite_bundles, postgres_bundles;
     check_bundle_compare_and_set => sqlite_bundle_compare_and_set, postgres_bundle_compare_and_set;
@@ -559,6 +560,54 @@ async fn check_prune_join_tokens(ds: &Datastore) {
             .await
             .expect("consume")
             .is_some()
+    );
+}
+
+/// A token and its alias entry are stored together or not at all.
+async fn check_join_token_with_alias(ds: &Datastore) {
+    let alias = |id: &str| Entry {
+        spiffe_id: "spiffe://example.org/node/alias".to_owned(),
+        parent_id: "spiffe://example.org/spire/agent/join_token/t1".to_owned(),
+        selectors: vec![sel(
+            "spiffe_id",
+            "spiffe://example.org/spire/agent/join_token/t1",
+        )],
+        ..full_entry(id)
+    };
+    let token = |value: &str| JoinToken {
+        token: value.to_owned(),
+        expires_at: now() + 600,
+    };
+    let stored = ds
+        .create_join_token_with_alias(&token("t1"), &alias("a1"))
+        .await
+        .expect("token and alias");
+    assert_eq!(ds.get_entry("a1").await.expect("get"), Some(stored));
+
+    // The same alias again (same SPIFFE ID, parent and selectors): neither is stored.
+    let err = ds
+        .create_join_token_with_alias(&token("t2"), &alias("a2"))
+        .await
+        .expect_err("duplicate alias");
+    assert!(matches!(err, DatastoreError::AlreadyExists(_)), "{err}");
+    assert_eq!(ds.consume_join_token("t2").await.expect("consume"), None);
+
+    // A token that exists already: the new alias is rolled back with it.
+    let mut other = alias("a3");
+    other.spiffe_id = "spiffe://example.org/node/other".to_owned();
+    let err = ds
+        .create_join_token_with_alias(&token("t1"), &other)
+        .await
+        .expect_err("duplicate token");
+    assert!(matches!(err, DatastoreError::AlreadyExists(_)), "{err}");
+    assert_eq!(
+        ds.get_entry("a3").await.expect("get"),
+        None,
+        "no alias without its token"
+    );
+    assert_eq!(
+        ds.consume_join_token("t1").await.expect("consume"),
+        Some(token("t1"))
     );
 }
 

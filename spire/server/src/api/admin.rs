@@ -200,34 +200,36 @@ impl Admin for AdminService {
             token: token.clone(),
             expires_at: now() + i64::from(ttl),
         };
-        // The alias entry first: if it is rejected, no token is left behind.
-        if let Some(alias) = alias {
-            let entry = pb::Entry {
-                spiffe_id: alias.to_string(),
-                parent_id: agent_id.to_string(),
-                selectors: vec![pb::Selector {
-                    r#type: "spiffe_id".into(),
-                    value: agent_id.to_string(),
-                }],
-                ..Default::default()
-            };
-            let entry = entries::validate(
-                &entry,
-                uuid::Uuid::new_v4().to_string(),
-                &self.state.config.trust_domain,
-            )
-            .map_err(Status::invalid_argument)?;
-            self.state
+        match alias {
+            Some(alias) => {
+                let entry = pb::Entry {
+                    spiffe_id: alias.to_string(),
+                    parent_id: agent_id.to_string(),
+                    selectors: vec![pb::Selector {
+                        r#type: "spiffe_id".into(),
+                        value: agent_id.to_string(),
+                    }],
+                    ..Default::default()
+                };
+                let entry = entries::validate(
+                    &entry,
+                    uuid::Uuid::new_v4().to_string(),
+                    &self.state.config.trust_domain,
+                )
+                .map_err(Status::invalid_argument)?;
+                self.state
+                    .datastore
+                    .create_join_token_with_alias(&join_token, &entry)
+                    .await
+                    .map_err(datastore_status)?;
+            }
+            None => self
+                .state
                 .datastore
-                .create_entry(&entry)
+                .create_join_token(&join_token)
                 .await
-                .map_err(datastore_status)?;
+                .map_err(datastore_status)?,
         }
-        self.state
-            .datastore
-            .create_join_token(&join_token)
-            .await
-            .map_err(datastore_status)?;
         Ok(Response::new(pb::JoinToken {
             token,
             expires_at: join_token.expires_at,
@@ -331,7 +333,7 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::MintX509SvidResponse>, Status> {
         let req = request.into_inner();
         let id: SpiffeId =
-            entries::parse_id("spiffeID", &req.spiffe_id, &self.state.config.trust_domain)
+            entries::parse_workload_id("spiffeID", &req.spiffe_id, &self.state.config.trust_domain)
                 .map_err(Status::invalid_argument)?;
         let ttl = if req.ttl == 0 {
             self.state.config.default_x509_svid_ttl
@@ -366,7 +368,7 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::MintJwtSvidResponse>, Status> {
         let req = request.into_inner();
         let id: SpiffeId =
-            entries::parse_id("spiffeID", &req.spiffe_id, &self.state.config.trust_domain)
+            entries::parse_workload_id("spiffeID", &req.spiffe_id, &self.state.config.trust_domain)
                 .map_err(Status::invalid_argument)?;
         let ttl = if req.ttl == 0 {
             self.state.config.default_jwt_svid_ttl

@@ -29,45 +29,28 @@ impl Datastore {
     /// the same SPIFFE ID, parent ID and selector set (order and repetition ignored). The
     /// latter is a unique index, so concurrent creates cannot both succeed.
     pub async fn create_entry(&self, entry: &Entry) -> Result<Entry, DatastoreError> {
-        let mut stored = entry.clone();
-        stored.revision_number = 0;
-        if stored.created_at == 0 {
-            stored.created_at = now_unix();
-        }
-
         let mut tx = self.begin_write().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO entries (id, spiffe_id, parent_id, selectors_key, x509_svid_ttl, \
-             jwt_svid_ttl, dns_names, federates_with, hint, admin, downstream, \
-             revision_number, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-        )
-        .bind(&stored.id)
-        .bind(&stored.spiffe_id)
-        .bind(&stored.parent_id)
-        .bind(selectors_key(&stored.selectors)?)
-        .bind(stored.x509_svid_ttl)
-        .bind(stored.jwt_svid_ttl)
-        .bind(to_json(&stored.dns_names, "dns_names")?)
-        .bind(to_json(&stored.federates_with, "federates_with")?)
-        .bind(&stored.hint)
-        .bind(bool_to_db(stored.admin))
-        .bind(bool_to_db(stored.downstream))
-        .bind(stored.revision_number)
-        .bind(stored.created_at)
-        .bind(stored.expires_at)
-        .execute(&mut *tx)
-        .await;
-        if let Err(err) = inserted {
-            tx.rollback().await?;
-            if is_unique_violation(&err) {
-                return Err(self.create_conflict(&stored).await);
+        match insert_entry(&mut tx, entry).await {
+            Ok(stored) => {
+                tx.commit().await?;
+                Ok(stored)
             }
-            return Err(err.into());
+            Err(err) => {
+                tx.rollback().await?;
+                Err(self.name_conflict(entry, err).await)
+            }
         }
-        insert_selectors(&mut tx, &stored.id, &stored.selectors).await?;
-        tx.commit().await?;
-        Ok(stored)
+    }
+
+    /// Turns a unique violation from [`insert_entry`] into an error naming what `entry`
+    /// collides with (looked up after the failed transaction is rolled back).
+    pub(super) async fn name_conflict(&self, entry: &Entry, err: DatastoreError) -> DatastoreError {
+        match err {
+            DatastoreError::Sqlx(err) if is_unique_violation(&err) => {
+                self.create_conflict(entry).await
+            }
+            other => other,
+        }
     }
 
     /// Replaces every field of the entry with ID `entry.id` except `created_at`, replaces
@@ -242,6 +225,43 @@ pub(super) fn selectors_key(selectors: &[Selector]) -> Result<String, DatastoreE
     pairs.dedup();
     let canonical = super::to_json(&pairs, "selectors")?;
     Ok(hex::encode(Sha256::digest(canonical.as_bytes())))
+}
+
+/// Inserts `entry` and its selectors inside `tx` and returns it as stored (see
+/// [`Datastore::create_entry`]). The caller rolls `tx` back on failure.
+pub(super) async fn insert_entry(
+    tx: &mut Transaction<'static, Any>,
+    entry: &Entry,
+) -> Result<Entry, DatastoreError> {
+    let mut stored = entry.clone();
+    stored.revision_number = 0;
+    if stored.created_at == 0 {
+        stored.created_at = now_unix();
+    }
+    sqlx::query(
+        "INSERT INTO entries (id, spiffe_id, parent_id, selectors_key, x509_svid_ttl, \
+         jwt_svid_ttl, dns_names, federates_with, hint, admin, downstream, \
+         revision_number, created_at, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+    )
+    .bind(&stored.id)
+    .bind(&stored.spiffe_id)
+    .bind(&stored.parent_id)
+    .bind(selectors_key(&stored.selectors)?)
+    .bind(stored.x509_svid_ttl)
+    .bind(stored.jwt_svid_ttl)
+    .bind(to_json(&stored.dns_names, "dns_names")?)
+    .bind(to_json(&stored.federates_with, "federates_with")?)
+    .bind(&stored.hint)
+    .bind(bool_to_db(stored.admin))
+    .bind(bool_to_db(stored.downstream))
+    .bind(stored.revision_number)
+    .bind(stored.created_at)
+    .bind(stored.expires_at)
+    .execute(&mut **tx)
+    .await?;
+    insert_selectors(tx, &stored.id, &stored.selectors).await?;
+    Ok(stored)
 }
 
 async fn insert_selectors(

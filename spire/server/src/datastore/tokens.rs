@@ -1,25 +1,39 @@
 //! Single-use join tokens (`join_tokens`).
 
-use super::entries::column;
-use super::{Datastore, DatastoreError, JoinToken, is_unique_violation};
+use sqlx::{Any, Transaction};
+
+use super::entries::{column, insert_entry};
+use super::{Datastore, DatastoreError, Entry, JoinToken, is_unique_violation};
 
 impl Datastore {
     /// Stores a new join token. Fails with [`DatastoreError::AlreadyExists`] if a token with
     /// the same value exists.
     pub async fn create_join_token(&self, token: &JoinToken) -> Result<(), DatastoreError> {
-        let inserted = sqlx::query("INSERT INTO join_tokens (token, expires_at) VALUES ($1, $2)")
-            .bind(&token.token)
-            .bind(token.expires_at)
-            .execute(&self.pool)
-            .await;
-        match inserted {
-            Ok(_) => Ok(()),
-            // The token is a secret: do not echo it into error messages or logs.
-            Err(err) if is_unique_violation(&err) => Err(DatastoreError::AlreadyExists(
-                "a join token with this value exists".to_owned(),
-            )),
-            Err(err) => Err(err.into()),
-        }
+        let mut tx = self.begin_write().await?;
+        insert_token(&mut tx, token).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Stores a new join token and the entry that aliases its agent (`token generate
+    /// -spiffeID`) in one transaction: both or neither. Errors as [`Datastore::create_entry`]
+    /// and [`Datastore::create_join_token`].
+    pub async fn create_join_token_with_alias(
+        &self,
+        token: &JoinToken,
+        alias: &Entry,
+    ) -> Result<Entry, DatastoreError> {
+        let mut tx = self.begin_write().await?;
+        let stored = match insert_entry(&mut tx, alias).await {
+            Ok(stored) => stored,
+            Err(err) => {
+                tx.rollback().await?;
+                return Err(self.name_conflict(alias, err).await);
+            }
+        };
+        insert_token(&mut tx, token).await?;
+        tx.commit().await?;
+        Ok(stored)
     }
 
     /// Removes the token and returns it, or `None` if it does not exist (or was already
@@ -52,5 +66,25 @@ impl Datastore {
             .execute(&self.pool)
             .await?;
         Ok(result.rows_affected())
+    }
+}
+
+/// Inserts `token` inside `tx`.
+async fn insert_token(
+    tx: &mut Transaction<'static, Any>,
+    token: &JoinToken,
+) -> Result<(), DatastoreError> {
+    let inserted = sqlx::query("INSERT INTO join_tokens (token, expires_at) VALUES ($1, $2)")
+        .bind(&token.token)
+        .bind(token.expires_at)
+        .execute(&mut **tx)
+        .await;
+    match inserted {
+        Ok(_) => Ok(()),
+        // The token is a secret: do not echo it into error messages or logs.
+        Err(err) if is_unique_violation(&err) => Err(DatastoreError::AlreadyExists(
+            "a join token with this value exists".to_owned(),
+        )),
+        Err(err) => Err(err.into()),
     }
 }
