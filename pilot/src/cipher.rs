@@ -100,7 +100,7 @@ fn read_input(file: Option<&Path>) -> Result<Zeroizing<Vec<u8>>, PilotError> {
 fn finish(bytes: Vec<u8>, out: Option<&Path>) -> Result<Output, PilotError> {
     match out {
         Some(path) => {
-            crate::private_file::write_atomic(path, &bytes)
+            common_process::files::write_atomic(path, &bytes, common_process::files::PRIVATE)
                 .map_err(|e| PilotError::Local(format!("cannot write {}: {e}", path.display())))?;
             Ok(Output::ok(String::new()))
         }

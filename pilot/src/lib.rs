@@ -12,7 +12,7 @@
 //!   group, each making its calls and rendering the answer with pure functions.
 //! - [`exec`] and [`render`]: secrets for programs that know nothing of SPIFFE, through
 //!   their environment or a file. They share [`fetch`] (current values, picked by key), and
-//!   `render` is built from pure parts: [`template`], [`private_file`] (atomic 0600 writes)
+//!   `render` is built from pure parts: [`template`], `common_process::files` (atomic 0600 writes)
 //!   and [`reload`] (signalling a process).
 //! - [`shard`]: recovery shards as text, `spike:<id>:<hex>`, zeroized on drop.
 //! - [`output`]: the formats (`human`, `json`, `yaml`).
@@ -34,7 +34,6 @@ pub mod metadata;
 pub mod operator;
 pub mod output;
 pub mod policy;
-pub mod private_file;
 pub mod reload;
 pub mod render;
 pub mod secret;

@@ -17,8 +17,8 @@ use crate::context::Session;
 use crate::error::{Operation, PilotError};
 use crate::input;
 use crate::output::{Format, Output, structured};
-use crate::private_file;
 use crate::shard::{self, RecoveryShard, ShardError};
+use common_process::files;
 
 /// Where `recover` writes without `--dir`, under `$HOME`.
 pub const DEFAULT_DIR: &str = ".spike/recover";
@@ -156,9 +156,9 @@ pub fn save(
         let path = dir.join(shard.file_name());
         let line = shard.to_line();
         let written = if force {
-            private_file::write_atomic(&path, line.as_bytes())
+            files::write_atomic(&path, line.as_bytes(), files::PRIVATE)
         } else {
-            private_file::create_new(&path, line.as_bytes())
+            files::create_new(&path, line.as_bytes(), files::PRIVATE)
         };
         written.map_err(|e| {
             let hint = if e.kind() == std::io::ErrorKind::AlreadyExists {

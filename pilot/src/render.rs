@@ -18,9 +18,9 @@ use crate::context::Session;
 use crate::error::PilotError;
 use crate::fetch::Secrets;
 use crate::output::{Format, Output, structured};
-use crate::private_file;
 use crate::reload::{Reload, Target};
 use crate::template::Template;
+use common_process::files;
 
 /// What one round did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -89,7 +89,7 @@ impl Job<'_> {
         let text = self
             .template
             .render(|path, key| secrets.value(path, Some(key)))?;
-        let changed = private_file::write_if_changed(self.out, text.as_bytes())
+        let changed = files::write_if_changed(self.out, text.as_bytes(), files::PRIVATE)
             .map_err(|e| PilotError::Local(format!("Cannot write {}: {e}", self.out.display())))?;
         Ok(Rendered {
             out: self.out.to_owned(),

@@ -1,9 +1,12 @@
-//! Files only their owner may read (mode 0600), for recovery shards and rendered secrets.
+//! Writing files whole, with exactly the mode asked for: keys, certificates, recovery shards,
+//! rendered secrets. Every binary writes its files through here.
 //!
 //! [`write_atomic`] replaces a file so that a reader sees either the old content or the new,
 //! never a partial file: the new content goes to a temporary file in the same directory
 //! (same filesystem, so the rename is atomic), is flushed to disk, and is renamed over the
-//! target. [`create_new`] writes a file that must not exist yet.
+//! target, and the rename is made durable. The mode is set exactly (not narrowed by the
+//! umask, not inherited from a file being replaced). [`create_new`] writes a file that must
+//! not exist yet.
 
 use std::fs::{File, OpenOptions, Permissions};
 use std::io::{self, Write};
@@ -11,21 +14,21 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Owner read and write, nothing for anyone else.
-pub const MODE: u32 = 0o600;
+/// Owner read and write, nothing for anyone else: the mode of anything secret.
+pub const PRIVATE: u32 = 0o600;
 
 /// How many temporary names to try before giving up (each is unique already; this only
 /// covers leftovers of a crashed run with the same pid and time).
 const TEMP_ATTEMPTS: u32 = 16;
 
-/// Writes `content` to a new file at `path` with mode 0600; fails if `path` exists.
-pub fn create_new(path: &Path, content: &[u8]) -> io::Result<()> {
+/// Writes `content` to a new file at `path` with `mode`; fails if `path` exists.
+pub fn create_new(path: &Path, content: &[u8], mode: u32) -> io::Result<()> {
     let mut file = OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(MODE)
+        .mode(mode & PRIVATE)
         .open(path)?;
-    let written = fill(&mut file, content);
+    let written = fill(&mut file, content, mode);
     if written.is_err() {
         // Leave no half-written shard behind.
         let _ = std::fs::remove_file(path);
@@ -33,11 +36,11 @@ pub fn create_new(path: &Path, content: &[u8]) -> io::Result<()> {
     written
 }
 
-/// Replaces `path` with `content` atomically; the result has mode 0600.
-pub fn write_atomic(path: &Path, content: &[u8]) -> io::Result<()> {
+/// Replaces `path` with `content` atomically; the result has `mode`.
+pub fn write_atomic(path: &Path, content: &[u8], mode: u32) -> io::Result<()> {
     let dir = directory_of(path);
     let (temp, mut file) = create_temp(path, &dir)?;
-    let result = fill(&mut file, content).and_then(|()| std::fs::rename(&temp, path));
+    let result = fill(&mut file, content, mode).and_then(|()| std::fs::rename(&temp, path));
     if result.is_err() {
         let _ = std::fs::remove_file(&temp);
         return result;
@@ -50,16 +53,16 @@ pub fn write_atomic(path: &Path, content: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-/// Writes `content` to `path` (atomically, mode 0600) unless the file already holds exactly
+/// Writes `content` to `path` (atomically, with `mode`) unless the file already holds exactly
 /// that. Returns whether it wrote.
-pub fn write_if_changed(path: &Path, content: &[u8]) -> io::Result<bool> {
+pub fn write_if_changed(path: &Path, content: &[u8], mode: u32) -> io::Result<bool> {
     match std::fs::read(path) {
         Ok(current) if current == content => return Ok(false),
         Ok(_) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
-    write_atomic(path, content)?;
+    write_atomic(path, content, mode)?;
     Ok(true)
 }
 
@@ -71,7 +74,8 @@ fn directory_of(path: &Path) -> PathBuf {
     }
 }
 
-/// A fresh `.<name>.<pid>.<nanos>.tmp` beside `path`, created 0600.
+/// A fresh `.<name>.<pid>.<nanos>.tmp` beside `path`, created 0600 (widened, if asked, only
+/// once [`fill`] sets the final mode).
 fn create_temp(path: &Path, dir: &Path) -> io::Result<(PathBuf, File)> {
     let name = path
         .file_name()
@@ -91,7 +95,7 @@ fn create_temp(path: &Path, dir: &Path) -> io::Result<(PathBuf, File)> {
         match OpenOptions::new()
             .write(true)
             .create_new(true)
-            .mode(MODE)
+            .mode(PRIVATE)
             .open(&temp)
         {
             Ok(file) => return Ok((temp, file)),
@@ -103,8 +107,8 @@ fn create_temp(path: &Path, dir: &Path) -> io::Result<(PathBuf, File)> {
 }
 
 /// Sets the mode exactly (the umask may have taken bits away), writes and syncs.
-fn fill(file: &mut File, content: &[u8]) -> io::Result<()> {
-    file.set_permissions(Permissions::from_mode(MODE))?;
+fn fill(file: &mut File, content: &[u8], mode: u32) -> io::Result<()> {
+    file.set_permissions(Permissions::from_mode(mode))?;
     file.write_all(content)?;
     file.sync_all()
 }
@@ -134,13 +138,13 @@ mod tests {
     fn atomic_write_creates_0600_and_replaces() {
         let dir = tempfile::tempdir().expect("tempdir");
         let out = dir.path().join("app.conf");
-        write_atomic(&out, b"one").expect("first write");
+        write_atomic(&out, b"one", PRIVATE).expect("first write");
         assert_eq!(std::fs::read(&out).expect("read"), b"one");
         assert_eq!(mode(&out), 0o600);
 
         // A file that was readable by others becomes private when replaced.
         std::fs::set_permissions(&out, Permissions::from_mode(0o644)).expect("chmod");
-        write_atomic(&out, b"two").expect("second write");
+        write_atomic(&out, b"two", PRIVATE).expect("second write");
         assert_eq!(std::fs::read(&out).expect("read"), b"two");
         assert_eq!(mode(&out), 0o600);
         assert_eq!(entries(dir.path()), ["app.conf"], "no temporary file left");
@@ -152,28 +156,29 @@ mod tests {
         // rename swaps directory entries and never touches the old file's bytes.
         let dir = tempfile::tempdir().expect("tempdir");
         let out = dir.path().join("f");
-        write_atomic(&out, b"old content").expect("write");
+        write_atomic(&out, b"old content", 0o644).expect("write");
         let before = std::fs::File::open(&out).expect("open");
         let inode = std::os::unix::fs::MetadataExt::ino(&before.metadata().expect("meta"));
-        write_atomic(&out, b"new").expect("replace");
+        write_atomic(&out, b"new", 0o644).expect("replace");
         let mut old = String::new();
         std::io::Read::read_to_string(&mut &before, &mut old).expect("read old");
         assert_eq!(old, "old content");
         let after = std::fs::metadata(&out).expect("meta");
         assert_ne!(std::os::unix::fs::MetadataExt::ino(&after), inode);
         assert_eq!(std::fs::read(&out).expect("read"), b"new");
+        assert_eq!(mode(&out), 0o644, "a public file gets exactly its mode");
     }
 
     #[test]
     fn failed_write_leaves_the_old_file() {
         let dir = tempfile::tempdir().expect("tempdir");
         let out = dir.path().join("missing-dir").join("f");
-        assert!(write_atomic(&out, b"x").is_err());
+        assert!(write_atomic(&out, b"x", PRIVATE).is_err());
         // A directory in the way of the rename: the temp file is removed again.
         let blocked = dir.path().join("blocked");
         std::fs::create_dir(&blocked).expect("mkdir");
         std::fs::write(blocked.join("inside"), b"keep").expect("write");
-        assert!(write_atomic(&blocked, b"x").is_err());
+        assert!(write_atomic(&blocked, b"x", PRIVATE).is_err());
         assert_eq!(entries(dir.path()), ["blocked"]);
     }
 
@@ -181,12 +186,12 @@ mod tests {
     fn unchanged_content_is_not_rewritten() {
         let dir = tempfile::tempdir().expect("tempdir");
         let out = dir.path().join("f");
-        assert!(write_if_changed(&out, b"a").expect("new file"));
+        assert!(write_if_changed(&out, b"a", PRIVATE).expect("new file"));
         let inode = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&out).expect("m"));
-        assert!(!write_if_changed(&out, b"a").expect("same"));
+        assert!(!write_if_changed(&out, b"a", PRIVATE).expect("same"));
         let same = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&out).expect("m"));
         assert_eq!(inode, same, "not replaced");
-        assert!(write_if_changed(&out, b"b").expect("changed"));
+        assert!(write_if_changed(&out, b"b", PRIVATE).expect("changed"));
         assert_eq!(std::fs::read(&out).expect("read"), b"b");
     }
 
@@ -200,9 +205,9 @@ mod tests {
     fn create_new_refuses_existing_files() {
         let dir = tempfile::tempdir().expect("tempdir");
         let out = dir.path().join("s");
-        create_new(&out, b"shard").expect("create");
+        create_new(&out, b"shard", PRIVATE).expect("create");
         assert_eq!(mode(&out), 0o600);
-        let again = create_new(&out, b"other").map_err(|e| e.kind());
+        let again = create_new(&out, b"other", PRIVATE).map_err(|e| e.kind());
         assert_eq!(again, Err(io::ErrorKind::AlreadyExists));
         assert_eq!(std::fs::read(&out).expect("read"), b"shard");
     }

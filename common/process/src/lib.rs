@@ -2,6 +2,7 @@
 //! hardening for processes that hold key material.
 
 pub mod config_file;
+pub mod files;
 
 /// Logs to stderr at `level`, unless `RUST_LOG` says otherwise.
 pub fn init_logging(level: &str) {

@@ -3,6 +3,20 @@
 //! SPIRE's CLIs take long flags with one dash (`-spiffeID`, `-parentID`); clap only knows
 //! `--long`. [`normalize`] rewrites a single-dash word of two or more characters into its
 //! double-dash form before clap sees it, so both `-spiffeID x` and `--spiffeID x` work.
+//! SPIFFE ID flags parse with [`canonical_spiffe_id`].
+
+use spiffe::SpiffeId;
+
+/// Parses a SPIFFE ID, accepting only its canonical spelling. The `spiffe` crate accepts an
+/// upper-case trust domain and lowercases it, but SPIFFE-ID §2.1 says the trust domain MUST be
+/// lowercase; accepting a second spelling would let two strings name one identity.
+pub fn canonical_spiffe_id(raw: &str) -> Result<SpiffeId, String> {
+    let id = SpiffeId::new(raw).map_err(|e| e.to_string())?;
+    if id.to_string() != raw {
+        return Err("not in canonical form (the trust domain must be lowercase)".to_owned());
+    }
+    Ok(id)
+}
 
 /// Rewrites `-name[=value]` to `--name[=value]`; leaves `-x`, `--x`, `-` and values alone.
 /// Everything after a bare `--` is passed through untouched.
@@ -37,7 +51,20 @@ pub fn normalize(args: impl IntoIterator<Item = String>) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::normalize;
+    use super::{canonical_spiffe_id, normalize};
+
+    #[test]
+    fn spiffe_ids_must_be_canonical() {
+        assert!(canonical_spiffe_id("spiffe://example.org/a").is_ok());
+        for bad in [
+            "spiffe://Example.org/a",
+            "spiffe://example.org/a//b",
+            "http://x/a",
+            "",
+        ] {
+            assert!(canonical_spiffe_id(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn rewrites_single_dash_words_only() {

@@ -143,22 +143,79 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("creating {}", dir.display()))
 }
 
-/// Binds the admin socket in a 0700 directory with mode 0600, replacing a stale socket file.
+/// Binds the admin socket with mode 0600 (in a 0700 directory when the server creates it),
+/// replacing a stale socket file.
+///
+/// `bind` creates the socket file with the umask's mode, often wider than 0600. So the socket
+/// is bound inside a fresh 0700 directory beside `path`, narrowed to 0600 there, and renamed
+/// into place: at `path` it never exists with a wider mode, whatever the umask and whoever
+/// may reach `path`'s directory.
 fn bind_admin_socket(path: &Path) -> anyhow::Result<UnixListener> {
-    if let Some(parent) = path.parent() {
-        create_private_dir(parent)?;
-    }
+    let parent = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    create_private_dir(parent)?;
     match std::fs::remove_file(path) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("removing stale {}", path.display())),
     }
-    let listener = UnixListener::bind(path)
+    let staging = tempfile::Builder::new()
+        .prefix(".admin-socket-")
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir_in(parent)
+        .with_context(|| format!("creating a private directory in {}", parent.display()))?;
+    let staged = staging.path().join("api.sock");
+    let listener = UnixListener::bind(&staged)
         .with_context(|| format!("binding the admin socket {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600))?;
+    std::fs::rename(&staged, path)
+        .with_context(|| format!("moving the admin socket to {}", path.display()))?;
     Ok(listener)
 }
 
 async fn wait_for(mut stop: tokio::sync::watch::Receiver<bool>) {
     let _ = stop.wait_for(|stopped| *stopped).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::bind_admin_socket;
+
+    fn mode(path: &std::path::Path) -> u32 {
+        std::fs::metadata(path)
+            .expect("metadata")
+            .permissions()
+            .mode()
+            & 0o777
+    }
+
+    #[tokio::test]
+    async fn the_admin_socket_is_private_from_the_start_and_replaces_a_stale_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("private").join("api.sock");
+        for _ in 0..2 {
+            // The second round finds the first round's socket: a stale file to replace.
+            let listener = bind_admin_socket(&socket).expect("bind");
+            assert_eq!(mode(&socket), 0o600);
+            assert_eq!(mode(socket.parent().expect("parent")), 0o700);
+            let accepted = tokio::spawn(async move { listener.accept().await.map(|_| ()) });
+            tokio::net::UnixStream::connect(&socket)
+                .await
+                .expect("the socket accepts at its final path");
+            accepted.await.expect("join").expect("accept");
+        }
+        let leftovers: Vec<_> = std::fs::read_dir(socket.parent().expect("parent"))
+            .expect("read dir")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(
+            leftovers,
+            ["api.sock"],
+            "no staging directory is left behind"
+        );
+    }
 }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::Subcommand;
 use serde_json::Value;
+use spiffe::SpiffeId;
 use spire_proto::workload as wl;
 use spire_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
 use tonic::service::interceptor::InterceptedService;
@@ -57,8 +58,8 @@ pub enum FetchCommand {
         #[arg(long = "audience", required = true, value_delimiter = ',')]
         audience: Vec<String>,
         /// Only the token of this SPIFFE ID.
-        #[arg(long = "spiffeID", default_value = "")]
-        spiffe_id: String,
+        #[arg(long = "spiffeID", value_parser = spire_proto::flags::canonical_spiffe_id)]
+        spiffe_id: Option<SpiffeId>,
         #[command(flatten)]
         socket: Socket,
     },
@@ -134,13 +135,13 @@ pub async fn execute(command: ApiCommand) -> anyhow::Result<()> {
 async fn fetch_jwt(
     socket: &Socket,
     audience: Vec<String>,
-    spiffe_id: String,
+    spiffe_id: Option<SpiffeId>,
 ) -> anyhow::Result<()> {
     let mut client = client(socket).await?;
     let svids = client
         .fetch_jwtsvid(wl::JwtsvidRequest {
             audience,
-            spiffe_id,
+            spiffe_id: spiffe_id.map(|id| id.to_string()).unwrap_or_default(),
         })
         .await
         .map_err(|s| anyhow::anyhow!("fetching JWT-SVIDs failed: {}", s.message()))?

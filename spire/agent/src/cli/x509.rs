@@ -1,7 +1,6 @@
 //! `spire-agent api fetch x509 [-write DIR]` and `spire-agent api watch`: the Workload API's
 //! X.509 profile from the command line, with SPIRE's output and file names.
 
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -135,20 +134,9 @@ fn write_response(response: &wl::X509svidResponse, dir: &Path) -> anyhow::Result
 }
 
 fn write_file(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<()> {
-    use std::io::Write;
     println!("Writing {}", path.display());
-    // Removed first so that an existing file's wider mode is not kept for a key.
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("replacing {}", path.display())),
-    }
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)
-        .and_then(|mut f| f.write_all(contents))
+    // Atomic, and with exactly `mode`: an existing file's wider mode is not kept for a key.
+    common_process::files::write_atomic(path, contents, mode)
         .with_context(|| format!("writing {}", path.display()))
 }
 

@@ -1,8 +1,7 @@
 //! File-system helpers for the CA files: a private data directory and atomic writes.
 
-use std::fs::{self, DirBuilder, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::fs::{self, DirBuilder};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
 
 use super::CaError;
@@ -58,43 +57,14 @@ pub(super) fn warn_if_not_private(path: &Path) {
     }
 }
 
-/// Writes `contents` to `path` atomically: a new temp file in the same directory created with
-/// `mode`, fsynced, then renamed over `path`, then the directory is fsynced.
+/// Writes `contents` to `path` atomically with exactly `mode` (see
+/// [`common_process::files::write_atomic`]). Unlike that function, a directory that cannot be
+/// synced is an error here: the CA's rotation steps are told apart by which files exist, so
+/// a rename must be durable before the next step.
 pub(super) fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), CaError> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(
-        ".{name}.tmp-{}-{:x}",
-        std::process::id(),
-        rand::random::<u64>()
-    ));
-
-    let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)
-            .map_err(io_err("cannot create", &tmp))?;
-        file.write_all(contents)
-            .map_err(io_err("cannot write", &tmp))?;
-        file.sync_all().map_err(io_err("cannot sync", &tmp))?;
-        drop(file);
-        fs::rename(&tmp, path).map_err(io_err("cannot rename temp file to", path))
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-        return result;
-    }
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err("cannot sync directory", dir))
+    common_process::files::write_atomic(path, contents, mode)
+        .map_err(io_err("cannot write", path))?;
+    sync_parent(path)
 }
 
 /// Renames `from` to `to` (replacing `to`) and fsyncs the directory, so the rename survives a

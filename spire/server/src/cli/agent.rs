@@ -1,6 +1,7 @@
 //! `spire-server agent list|show|evict`.
 
 use clap::Subcommand;
+use spiffe::SpiffeId;
 use spire_proto::server as pb;
 
 use super::output::{print_json, time};
@@ -16,16 +17,16 @@ pub enum AgentCommand {
     /// Shows one attested agent.
     Show {
         /// The agent's SPIFFE ID.
-        #[arg(long = "spiffeID")]
-        spiffe_id: String,
+        #[arg(long = "spiffeID", value_parser = spire_proto::flags::canonical_spiffe_id)]
+        spiffe_id: SpiffeId,
         #[command(flatten)]
         admin: Admin,
     },
     /// Evicts an agent: it must attest again (with a new join token) to get SVIDs.
     Evict {
         /// The agent's SPIFFE ID.
-        #[arg(long = "spiffeID")]
-        spiffe_id: String,
+        #[arg(long = "spiffeID", value_parser = spire_proto::flags::canonical_spiffe_id)]
+        spiffe_id: SpiffeId,
         #[command(flatten)]
         admin: Admin,
     },
@@ -41,7 +42,7 @@ pub async fn execute(command: AgentCommand) -> anyhow::Result<()> {
             let agents: Vec<_> = list(&admin)
                 .await?
                 .into_iter()
-                .filter(|a| a.spiffe_id == spiffe_id)
+                .filter(|a| a.spiffe_id == spiffe_id.to_string())
                 .collect();
             if agents.is_empty() {
                 anyhow::bail!("no attested agent has the SPIFFE ID {spiffe_id}");
@@ -52,7 +53,9 @@ pub async fn execute(command: AgentCommand) -> anyhow::Result<()> {
             admin
                 .client()
                 .await?
-                .evict_agent(pb::AgentIdRequest { spiffe_id })
+                .evict_agent(pb::AgentIdRequest {
+                    spiffe_id: spiffe_id.to_string(),
+                })
                 .await
                 .map_err(status_error)?;
             match admin.output {

@@ -1,6 +1,7 @@
 //! `spire-server entry create|update|show|delete`.
 
 use clap::Subcommand;
+use spiffe::SpiffeId;
 use spire_proto::server as pb;
 
 use super::output::{entry_json, entry_pretty, print_json};
@@ -10,11 +11,11 @@ use super::{Admin, Output, status_error};
 #[derive(Debug, clap::Args)]
 pub struct EntryFlags {
     /// The SPIFFE ID of the identity this entry grants.
-    #[arg(long = "spiffeID")]
-    spiffe_id: String,
+    #[arg(long = "spiffeID", value_parser = spire_proto::flags::canonical_spiffe_id)]
+    spiffe_id: SpiffeId,
     /// The SPIFFE ID of the agent (or node alias) that may issue it.
-    #[arg(long = "parentID")]
-    parent_id: String,
+    #[arg(long = "parentID", value_parser = spire_proto::flags::canonical_spiffe_id)]
+    parent_id: SpiffeId,
     /// A selector `type:value` the workload must have, e.g. `unix:uid:1000`; repeatable.
     #[arg(long = "selector", required = true)]
     selectors: Vec<String>,
@@ -52,8 +53,8 @@ impl EntryFlags {
         }
         Ok(pb::Entry {
             id,
-            spiffe_id: self.spiffe_id.clone(),
-            parent_id: self.parent_id.clone(),
+            spiffe_id: self.spiffe_id.to_string(),
+            parent_id: self.parent_id.to_string(),
             selectors,
             x509_svid_ttl: self.x509_svid_ttl,
             jwt_svid_ttl: self.jwt_svid_ttl,
@@ -95,11 +96,11 @@ pub enum EntryCommand {
         #[arg(long = "entryID")]
         entry_id: Option<String>,
         /// Only entries with this SPIFFE ID.
-        #[arg(long = "spiffeID")]
-        spiffe_id: Option<String>,
+        #[arg(long = "spiffeID", value_parser = spire_proto::flags::canonical_spiffe_id)]
+        spiffe_id: Option<SpiffeId>,
         /// Only entries with this parent.
-        #[arg(long = "parentID")]
-        parent_id: Option<String>,
+        #[arg(long = "parentID", value_parser = spire_proto::flags::canonical_spiffe_id)]
+        parent_id: Option<SpiffeId>,
         /// Only entries having this selector; repeatable.
         #[arg(long = "selector")]
         selectors: Vec<String>,
@@ -184,8 +185,8 @@ pub async fn execute(command: EntryCommand) -> anyhow::Result<()> {
                     );
                 }
                 let request = pb::ListEntriesRequest {
-                    spiffe_id: spiffe_id.unwrap_or_default(),
-                    parent_id: parent_id.unwrap_or_default(),
+                    spiffe_id: spiffe_id.map(|id| id.to_string()).unwrap_or_default(),
+                    parent_id: parent_id.map(|id| id.to_string()).unwrap_or_default(),
                     selectors: parsed,
                 };
                 client

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Subcommand;
+use spiffe::SpiffeId;
 use spire_proto::server as pb;
 
 use super::output::print_json;
@@ -15,8 +16,8 @@ pub enum JwtCommand {
     /// Mints a JWT-SVID and prints the token (or writes it to a file).
     Mint {
         /// The SPIFFE ID of the JWT-SVID (its `sub`).
-        #[arg(long = "spiffeID")]
-        spiffe_id: String,
+        #[arg(long = "spiffeID", value_parser = spire_proto::flags::canonical_spiffe_id)]
+        spiffe_id: SpiffeId,
         /// An audience for the token (its `aud`); repeatable, at least one.
         #[arg(long = "audience", required = true)]
         audience: Vec<String>,
@@ -55,7 +56,7 @@ pub async fn execute(command: JwtCommand) -> anyhow::Result<()> {
         admin,
     } = command;
     let request = pb::MintJwtSvidRequest {
-        spiffe_id,
+        spiffe_id: spiffe_id.to_string(),
         audience,
         ttl: ttl.unwrap_or(0),
     };

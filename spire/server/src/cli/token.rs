@@ -1,6 +1,7 @@
 //! `spire-server token generate`.
 
 use clap::Subcommand;
+use spiffe::SpiffeId;
 use spire_proto::server as pb;
 
 use super::output::print_json;
@@ -12,8 +13,8 @@ pub enum TokenCommand {
     Generate {
         /// Also create an alias entry with this SPIFFE ID for the agent, so entries can be
         /// parented to it.
-        #[arg(long = "spiffeID")]
-        spiffe_id: Option<String>,
+        #[arg(long = "spiffeID", value_parser = spire_proto::flags::canonical_spiffe_id)]
+        spiffe_id: Option<SpiffeId>,
         /// Token lifetime in seconds.
         #[arg(long = "ttl", default_value_t = 600)]
         ttl: i32,
@@ -30,7 +31,7 @@ pub async fn execute(command: TokenCommand) -> anyhow::Result<()> {
     } = command;
     let request = pb::CreateJoinTokenRequest {
         ttl,
-        alias_spiffe_id: spiffe_id.unwrap_or_default(),
+        alias_spiffe_id: spiffe_id.map(|id| id.to_string()).unwrap_or_default(),
     };
     let token = admin
         .client()

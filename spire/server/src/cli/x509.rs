@@ -1,10 +1,9 @@
 //! `spire-server x509 mint`: an X509-SVID straight from the CA, for bootstrapping or testing.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
+use spiffe::SpiffeId;
 use spire_proto::bundle_format;
 use spire_proto::server as pb;
 
@@ -16,8 +15,8 @@ pub enum X509Command {
     /// Mints an X509-SVID and prints (or writes) the certificate, key and bundle as PEM.
     Mint {
         /// The SPIFFE ID of the SVID.
-        #[arg(long = "spiffeID")]
-        spiffe_id: String,
+        #[arg(long = "spiffeID", value_parser = spire_proto::flags::canonical_spiffe_id)]
+        spiffe_id: SpiffeId,
         /// Lifetime in seconds (0 = server default).
         #[arg(long = "ttl", default_value_t = 0)]
         ttl: i32,
@@ -41,7 +40,7 @@ pub async fn execute(command: X509Command) -> anyhow::Result<()> {
         admin,
     } = command;
     let request = pb::MintX509SvidRequest {
-        spiffe_id,
+        spiffe_id: spiffe_id.to_string(),
         ttl,
         dns_names,
     };
@@ -99,15 +98,9 @@ pub async fn execute(command: X509Command) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes (creating or truncating) `path` with `mode`.
+/// Replaces `path` atomically with `data`, with exactly `mode` (a key file that existed with a
+/// wider mode does not keep it).
 pub(super) fn write_file(path: &Path, data: &[u8], mode: u32) -> anyhow::Result<()> {
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(path)
-        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
-    file.write_all(data)?;
-    Ok(())
+    common_process::files::write_atomic(path, data, mode)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
 }
