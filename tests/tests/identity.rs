@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use spiffe::{WorkloadApiClient, X509Source};
+use spire_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
 use tests::stack::{Agent, Server};
 use tests::wait_for;
 use x509_parser::prelude::*;
@@ -39,62 +40,367 @@ async fn fetch_svid(agent: &Agent) -> spiffe::X509Svid {
     .await
 }
 
-/// Checks every rule of the X509-SVID standard that clients depend on.
-fn assert_x509_svid_rules(leaf_der: &[u8], expected_id: &str, ca_der: &[u8]) {
-    let (_, leaf) = X509Certificate::from_der(leaf_der).expect("leaf parses");
-    let (_, ca) = X509Certificate::from_der(ca_der).expect("CA parses");
+/// SPIRE's `NotBefore` cushion (`x509svid.NotBeforeCushion`, 10 s); the server back-dates by
+/// the same amount (`NOT_BEFORE_BACKDATE` in spire/server/src/ca).
+const NOT_BEFORE_CUSHION: i64 = 10;
 
-    let san = leaf
+/// The validity an X509-SVID must have.
+#[derive(Clone, Copy, Debug)]
+enum Lifetime {
+    /// `NotAfter - NotBefore` is exactly the TTL (seconds) plus the cushion.
+    Ttl(i64),
+    /// The TTL (seconds) would outlive the issuing CA: `NotAfter` is the CA's `NotAfter`.
+    CappedByCa(i64),
+}
+
+/// What a particular X509-SVID must hold besides the rules every SVID follows.
+struct Expected<'a> {
+    spiffe_id: &'a str,
+    /// The entry's DNS names, in order (SPIRE copies them into the SAN and the first into CN).
+    dns: &'a [&'a str],
+    lifetime: Lifetime,
+    /// Unix time (whole seconds) read before the SVID can have been signed.
+    signed_after: i64,
+}
+
+fn unix_now() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970");
+    i64::try_from(now.as_secs()).expect("time fits i64")
+}
+
+fn parse_cert(der: &[u8]) -> X509Certificate<'_> {
+    let (rest, cert) = X509Certificate::from_der(der).expect("a DER certificate");
+    assert!(rest.is_empty(), "trailing bytes after a certificate");
+    cert
+}
+
+/// RFC 5280 §4.1.2.2 plus SPIRE's rule (`x509util.NewSerialNumber`): a positive, minimally
+/// encoded INTEGER of at most 20 octets, drawn uniformly from [1, 2^128 - 1]. A value below
+/// 2^64 would mean the randomness was truncated (chance 2^-64 for a real 128-bit draw).
+fn assert_positive_128_bit_serial(cert: &X509Certificate<'_>) {
+    let raw = cert.raw_serial();
+    assert!(
+        !raw.is_empty() && raw.len() <= 20,
+        "serial of {} octets",
+        raw.len()
+    );
+    assert_eq!(raw[0] & 0x80, 0, "serial must be a positive INTEGER");
+    if raw.len() > 1 {
+        assert!(
+            raw[0] != 0 || raw[1] & 0x80 != 0,
+            "serial must be minimally encoded: {raw:02x?}"
+        );
+    }
+    let magnitude = raw.strip_prefix(&[0]).unwrap_or(raw);
+    assert!(
+        magnitude.len() <= 16,
+        "serial wider than 128 bits: {raw:02x?}"
+    );
+    assert!(raw.iter().any(|b| *b != 0), "serial must not be zero");
+    assert!(
+        cert.tbs_certificate.serial.bits() > 64,
+        "serial {raw:02x?} does not carry 128 random bits"
+    );
+}
+
+/// RFC 5280 path validation by webpki (through rustls' client-certificate verifier, which
+/// also requires the clientAuth EKU): `chain` (leaf first) up to a root in `roots`, at `at`.
+fn verify_path(chain: &[&[u8]], roots: &[&[u8]], at: i64) -> Result<(), rustls::Error> {
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(root_store(roots)),
+        Arc::new(rustls::crypto::ring::default_provider()),
+    )
+    .build()
+    .expect("a client certificate verifier");
+    let (leaf, intermediates) = der_chain(chain);
+    verifier
+        .verify_client_cert(&leaf, &intermediates, unix_time(at))
+        .map(|_| ())
+}
+
+/// The same path validation for a TLS server named `dns_name` (serverAuth EKU, DNS SAN).
+fn verify_server_path(
+    chain: &[&[u8]],
+    roots: &[&[u8]],
+    dns_name: &str,
+) -> Result<(), rustls::Error> {
+    use rustls::client::danger::ServerCertVerifier;
+    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        Arc::new(root_store(roots)),
+        Arc::new(rustls::crypto::ring::default_provider()),
+    )
+    .build()
+    .expect("a server certificate verifier");
+    let (leaf, intermediates) = der_chain(chain);
+    let name = rustls_pki_types::ServerName::try_from(dns_name.to_owned()).expect("DNS name");
+    verifier
+        .verify_server_cert(&leaf, &intermediates, &name, &[], unix_time(unix_now()))
+        .map(|_| ())
+}
+
+fn root_store(roots: &[&[u8]]) -> rustls::RootCertStore {
+    let mut store = rustls::RootCertStore::empty();
+    for ca in roots {
+        store
+            .add(rustls_pki_types::CertificateDer::from(ca.to_vec()))
+            .expect("the bundle's CA is a usable trust anchor");
+    }
+    store
+}
+
+fn der_chain(
+    chain: &[&[u8]],
+) -> (
+    rustls_pki_types::CertificateDer<'static>,
+    Vec<rustls_pki_types::CertificateDer<'static>>,
+) {
+    let der = |c: &&[u8]| rustls_pki_types::CertificateDer::from(c.to_vec());
+    (
+        der(&chain[0]),
+        chain[1..].iter().map(der).collect::<Vec<_>>(),
+    )
+}
+
+fn unix_time(secs: i64) -> rustls_pki_types::UnixTime {
+    rustls_pki_types::UnixTime::since_unix_epoch(Duration::from_secs(
+        u64::try_from(secs).expect("time after 1970"),
+    ))
+}
+
+/// A leaf claiming `spiffe_id` whose issuer name is `ca_der`'s subject but which is signed by
+/// another key: what a path validator that only matched names would accept.
+fn forged_leaf(ca_der: &[u8], spiffe_id: &str) -> Vec<u8> {
+    use rcgen::{CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, SanType};
+    let impostor = KeyPair::generate().expect("key");
+    let ca = rustls_pki_types::CertificateDer::from(ca_der.to_vec());
+    let issuer = Issuer::from_ca_cert_der(&ca, impostor).expect("issuer");
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.subject_alt_names = vec![SanType::URI(spiffe_id.try_into().expect("IA5 URI"))];
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    let leaf_key = KeyPair::generate().expect("key");
+    params
+        .signed_by(&leaf_key, &issuer)
+        .expect("forged leaf")
+        .der()
+        .to_vec()
+}
+
+/// The DER certificates of an SVID's chain, in the order the Workload API sent them.
+fn svid_chain(svid: &spiffe::X509Svid) -> Vec<&[u8]> {
+    svid.cert_chain().iter().map(AsRef::as_ref).collect()
+}
+
+/// Checks an X509-SVID (`chain`, leaf first, and its PKCS#8 `key`) against the X509-SVID
+/// standard and what SPIRE emits (docs in /work/shared/SPIFFE-SPIRE.md), and validates it
+/// against `bundle`, the CAs of its trust domain.
+fn assert_x509_svid_rules(chain: &[&[u8]], key: &[u8], bundle: &[&[u8]], want: &Expected<'_>) {
+    let leaf = parse_cert(chain.first().expect("a non-empty chain"));
+
+    // Leaf first (Workload API §5.1): the first certificate is the SVID, the rest its CAs.
+    let uris: Vec<&str> = leaf
         .subject_alternative_name()
-        .expect("SAN ok")
-        .expect("SAN present");
-    let uris: Vec<_> = san
+        .expect("one well-formed SAN extension")
+        .expect("SAN present")
         .value
         .general_names
         .iter()
-        .filter_map(|n| {
-            if let GeneralName::URI(u) = n {
-                Some(*u)
-            } else {
-                None
-            }
+        .filter_map(|n| match n {
+            GeneralName::URI(u) => Some(*u),
+            _ => None,
         })
         .collect();
     assert_eq!(
         uris,
-        [expected_id],
-        "exactly one URI SAN holding the SPIFFE ID"
+        [want.spiffe_id],
+        "X509-SVID §2: exactly one URI SAN, the SPIFFE ID"
+    );
+    for intermediate in &chain[1..] {
+        assert!(parse_cert(intermediate).is_ca(), "only CAs follow the leaf");
+    }
+
+    // DNS names from the entry, in order; the first is also the CN, as SPIRE does.
+    let dns: Vec<&str> = leaf
+        .subject_alternative_name()
+        .expect("SAN")
+        .expect("SAN present")
+        .value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            GeneralName::DNSName(d) => Some(*d),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(dns, want.dns, "the entry's DNS SANs");
+    let cn: Vec<&str> = leaf
+        .subject()
+        .iter_common_name()
+        .map(|a| a.as_str().expect("UTF-8 CN"))
+        .collect();
+    assert_eq!(
+        cn,
+        want.dns.first().into_iter().copied().collect::<Vec<_>>()
     );
 
+    // X509-SVID §4.1; Go's crypto/x509 (so SPIRE) marks basicConstraints critical.
     let bc = leaf
         .basic_constraints()
-        .expect("BC ok")
+        .expect("one basicConstraints")
         .expect("basicConstraints present");
-    assert!(!bc.value.ca, "leaf must not be a CA");
-    let ku = leaf.key_usage().expect("KU ok").expect("keyUsage present");
-    assert!(ku.critical, "keyUsage must be critical");
-    assert!(ku.value.digital_signature());
-    assert!(!ku.value.key_cert_sign() && !ku.value.crl_sign());
+    assert!(bc.critical, "basicConstraints critical, as SPIRE emits it");
+    assert!(!bc.value.ca, "X509-SVID §4.1: a leaf is not a CA");
+    assert_eq!(bc.value.path_len_constraint, None);
+
+    // X509-SVID §4.3: critical keyUsage with digitalSignature, never certificate or CRL
+    // signing; SPIRE also sets keyEncipherment and keyAgreement, and nothing else.
+    let ku = leaf
+        .key_usage()
+        .expect("one keyUsage")
+        .expect("keyUsage present");
+    assert!(ku.critical, "X509-SVID §4.3: keyUsage is critical");
+    let ku = ku.value;
+    assert!(ku.digital_signature(), "digitalSignature");
+    assert!(
+        ku.key_encipherment() && ku.key_agreement(),
+        "SPIRE's key usages"
+    );
+    assert!(
+        !ku.key_cert_sign() && !ku.crl_sign(),
+        "X509-SVID §4.3: no signing"
+    );
+    assert!(
+        !ku.non_repudiation()
+            && !ku.data_encipherment()
+            && !ku.encipher_only()
+            && !ku.decipher_only(),
+        "no key usage SPIRE does not set: {ku}"
+    );
+
+    // X509-SVID §4.4: serverAuth and clientAuth, nothing else.
     let eku = leaf
         .extended_key_usage()
-        .expect("EKU ok")
-        .expect("EKU present");
-    assert!(eku.value.server_auth && eku.value.client_auth);
+        .expect("one EKU")
+        .expect("EKU present")
+        .value;
+    assert!(
+        eku.server_auth && eku.client_auth,
+        "serverAuth + clientAuth"
+    );
+    assert!(
+        !eku.any
+            && !eku.code_signing
+            && !eku.email_protection
+            && !eku.time_stamping
+            && !eku.ocsp_signing
+            && eku.other.is_empty(),
+        "no other extended key usage: {eku:?}"
+    );
 
-    let serial = leaf.raw_serial();
+    assert_positive_128_bit_serial(&leaf);
+
+    // The CA that signed the leaf: the next certificate, or the bundle CA that verifies it.
+    let signer_der = match chain.get(1) {
+        Some(next) => *next,
+        None => *bundle
+            .iter()
+            .find(|ca| {
+                leaf.verify_signature(Some(parse_cert(ca).public_key()))
+                    .is_ok()
+            })
+            .expect("a bundle CA signed the leaf"),
+    };
+    let signer = parse_cert(signer_der);
+
+    // Validity: NotBefore back-dated by the cushion; NotAfter = now + TTL, capped at the CA's.
+    let not_before = leaf.validity().not_before.timestamp();
+    let not_after = leaf.validity().not_after.timestamp();
+    let now = unix_now();
     assert!(
-        !serial.is_empty() && serial.len() <= 17,
-        "serial is a positive 128-bit number"
+        (want.signed_after..=now).contains(&(not_before + NOT_BEFORE_CUSHION)),
+        "NotBefore {not_before} is not the signing time (between {} and {now}) minus \
+         {NOT_BEFORE_CUSHION} s",
+        want.signed_after
     );
+    let ca_not_after = signer.validity().not_after.timestamp();
+    assert!(not_after <= ca_not_after, "NotAfter within the CA's life");
+    match want.lifetime {
+        Lifetime::Ttl(ttl) => assert_eq!(
+            not_after - not_before,
+            ttl + NOT_BEFORE_CUSHION,
+            "NotAfter - NotBefore = TTL + cushion"
+        ),
+        Lifetime::CappedByCa(ttl) => {
+            assert_eq!(
+                not_after, ca_not_after,
+                "NotAfter capped at the CA's NotAfter"
+            );
+            assert!(
+                not_after - not_before < ttl + NOT_BEFORE_CUSHION,
+                "the CA must expire before the TTL for this check to mean anything"
+            );
+        }
+    }
+
+    // The private key (PKCS#8) is the leaf's: same public key, and its signature verifies
+    // under the certificate's SPKI.
+    let rng = ring::rand::SystemRandom::new();
+    let pair = ring::signature::EcdsaKeyPair::from_pkcs8(
+        &ring::signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+        key,
+        &rng,
+    )
+    .expect("a PKCS#8 P-256 private key");
+    let spki = leaf.public_key().subject_public_key.data.as_ref();
+    use ring::signature::KeyPair as _;
+    assert_eq!(pair.public_key().as_ref(), spki, "the key matches the leaf");
+    let message = b"proof of possession";
+    let signature = pair.sign(&rng, message).expect("sign");
+    ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_ASN1, spki)
+        .verify(message, signature.as_ref())
+        .expect("a signature by the key verifies with the leaf's public key");
+
+    // RFC 5280 path validation to the bundle, with time: valid now, not before NotBefore
+    // nor after NotAfter, and not when the signature is by another key under the CA's name.
+    verify_path(chain, bundle, now).expect("the chain validates against the bundle now");
+    let err = verify_path(chain, bundle, not_after + 1).expect_err("expired after NotAfter");
     assert!(
-        leaf.validity().not_after <= ca.validity().not_after,
-        "NotAfter capped by the CA"
+        matches!(
+            err,
+            rustls::Error::InvalidCertificate(
+                rustls::CertificateError::Expired | rustls::CertificateError::ExpiredContext { .. }
+            )
+        ),
+        "{err:?}"
     );
-    let now = ASN1Time::now();
-    assert!(leaf.validity().not_before < now, "NotBefore is backdated");
-    leaf.verify_signature(Some(ca.public_key()))
-        .expect("leaf is signed by the bundle's CA");
-    assert!(ca.is_ca());
+    let err = verify_path(chain, bundle, not_before - 1).expect_err("not valid yet");
+    assert!(
+        matches!(
+            err,
+            rustls::Error::InvalidCertificate(
+                rustls::CertificateError::NotValidYet
+                    | rustls::CertificateError::NotValidYetContext { .. }
+            )
+        ),
+        "{err:?}"
+    );
+    let forged = forged_leaf(signer_der, want.spiffe_id);
+    let err = verify_path(&[&forged], bundle, now).expect_err("a forged leaf is refused");
+    assert!(
+        matches!(
+            err,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::BadSignature)
+        ),
+        "the forged leaf names the CA but fails its signature check: {err:?}"
+    );
+    if let Some(name) = want.dns.first() {
+        verify_server_path(chain, bundle, name).expect("valid as a TLS server for its DNS name");
+    }
 }
 
 #[tokio::test]
@@ -102,11 +408,19 @@ async fn real_clients_fetch_and_validate_svids_from_the_agent() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (server, agent, agent_id) = stack(dir.path()).await;
     let app_id = "spiffe://example.org/app";
+    let signed_after = unix_now();
     server.create_entry(
         app_id,
         &agent_id,
         &[&format!("unix:uid:{}", uid())],
-        &["-dns", "app.internal"],
+        &[
+            "-dns",
+            "app.internal",
+            "-dns",
+            "app.example",
+            "-x509SVIDTTL",
+            "900",
+        ],
     );
 
     let svid = fetch_svid(&agent).await;
@@ -119,14 +433,22 @@ async fn real_clients_fetch_and_validate_svids_from_the_agent() {
         .expect("bundles");
     let td = spiffe::TrustDomain::new(TD).expect("td");
     let bundle = bundles.get(&td).expect("own trust domain bundle");
-    let ca = bundle
-        .authorities()
-        .first()
-        .expect("one CA")
-        .as_ref()
-        .to_vec();
-    let leaf = svid.leaf().as_ref().to_vec();
-    assert_x509_svid_rules(&leaf, app_id, &ca);
+    assert_eq!(bundle.authorities().len(), 1, "one CA");
+    let ca = bundle.authorities()[0].as_ref().to_vec();
+    // A self-signed CA and no upstream: the chain is the leaf alone, as SPIRE sends it.
+    assert_eq!(svid.cert_chain().len(), 1, "no intermediates");
+    assert_eq!(svid.cert_chain()[0], *svid.leaf());
+    assert_x509_svid_rules(
+        &svid_chain(&svid),
+        svid.private_key().as_ref(),
+        &[&ca],
+        &Expected {
+            spiffe_id: app_id,
+            dns: &["app.internal", "app.example"],
+            lifetime: Lifetime::Ttl(900),
+            signed_after,
+        },
+    );
 
     // The X509Source used by every workload in this project sees the same identity.
     let source = X509Source::builder()
@@ -273,34 +595,115 @@ async fn svids_rotate_before_expiry_and_deleted_entries_end_the_stream() {
         loop {
             match stream.next().await {
                 Some(Ok(_)) => continue,
-                Some(Err(e)) => return e.to_string(),
-                None => return "stream ended without an error".into(),
+                Some(Err(e)) => return Some(e),
+                None => return None,
             }
         }
     })
     .await
     .expect("stream ends after the entry is deleted");
-    assert!(end.to_lowercase().contains("no identity"), "{end}");
+    // Workload API §5.3: redacting every SVID ends the stream with PermissionDenied; rust-spiffe
+    // maps exactly that code with SPIRE's "no identity issued" to this variant.
+    assert!(
+        matches!(end, Some(spiffe::WorkloadApiError::NoIdentityIssued)),
+        "the stream must end with PermissionDenied \"no identity issued\": {end:?}"
+    );
+}
+
+/// Our generated Workload API client, with the security header.
+async fn raw_client(
+    socket: &std::path::Path,
+) -> SpiffeWorkloadApiClient<
+    tonic::service::interceptor::InterceptedService<
+        tonic::transport::Channel,
+        impl tonic::service::Interceptor,
+    >,
+> {
+    let channel = spire_proto::uds::connect(socket).await.expect("channel");
+    SpiffeWorkloadApiClient::with_interceptor(channel, |mut req: tonic::Request<()>| {
+        req.metadata_mut()
+            .insert("workload.spiffe.io", "true".parse().expect("ascii"));
+        Ok(req)
+    })
+}
+
+/// The status of a streaming call: refused at once, or as its first message (both are
+/// valid gRPC ways to refuse a stream).
+async fn first_status<T>(
+    call: Result<tonic::Response<tonic::Streaming<T>>, tonic::Status>,
+) -> tonic::Status {
+    match call {
+        Err(status) => status,
+        Ok(response) => match response.into_inner().message().await {
+            Err(status) => status,
+            Ok(message) => panic!("expected a refusal, got a message: {}", message.is_some()),
+        },
+    }
+}
+
+/// What each Workload API RPC answers a caller without an identity, through `socket`.
+async fn denied_status(socket: &std::path::Path) -> Vec<(&'static str, tonic::Status)> {
+    use spire_proto::workload as wl;
+    let mut client = raw_client(socket).await;
+    vec![
+        (
+            "FetchX509SVID",
+            first_status(client.fetch_x509svid(wl::X509svidRequest {}).await).await,
+        ),
+        (
+            "FetchX509Bundles",
+            first_status(client.fetch_x509_bundles(wl::X509BundlesRequest {}).await).await,
+        ),
+        (
+            "FetchJWTBundles",
+            first_status(client.fetch_jwt_bundles(wl::JwtBundlesRequest {}).await).await,
+        ),
+        (
+            "FetchJWTSVID",
+            client
+                .fetch_jwtsvid(wl::JwtsvidRequest {
+                    audience: vec!["aud".into()],
+                    spiffe_id: String::new(),
+                })
+                .await
+                .expect_err("no identity, no JWT-SVID"),
+        ),
+    ]
+}
+
+/// Workload API §6 and SPIRE: PermissionDenied, "no identity issued".
+fn assert_no_identity(statuses: &[(&str, tonic::Status)]) {
+    for (rpc, status) in statuses {
+        assert_eq!(
+            status.code(),
+            tonic::Code::PermissionDenied,
+            "{rpc}: {status:?}"
+        );
+        assert!(
+            status.message().contains("no identity issued"),
+            "{rpc}: {status:?}"
+        );
+    }
 }
 
 #[tokio::test]
 async fn workload_api_refuses_missing_header_and_unknown_callers() {
-    use spire_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
     let dir = tempfile::tempdir().expect("tempdir");
     let (_server, agent, _agent_id) = stack(dir.path()).await;
 
-    // No entry matches this process: PermissionDenied with SPIRE's wording.
+    // No entry matches this process: PermissionDenied with SPIRE's wording, which rust-spiffe
+    // maps to NoIdentityIssued (and any other PermissionDenied to PermissionDenied(_)).
     let err = client(&agent)
         .await
         .fetch_x509_svid()
         .await
         .expect_err("no entry yet");
     assert!(
-        err.to_string()
-            .to_lowercase()
-            .contains("no identity issued"),
-        "{err}"
+        matches!(err, spiffe::WorkloadApiError::NoIdentityIssued),
+        "{err:?}"
     );
+    // The same on the wire, for every Workload API RPC: the code, and the text clients key on.
+    assert_no_identity(&denied_status(&agent.socket).await);
 
     // Without the security header: InvalidArgument, before any attestation.
     let channel = spire_proto::uds::connect(&agent.socket)
@@ -614,6 +1017,7 @@ async fn admin_cli_updates_entries_mints_svids_and_prints_spiffe_bundles() {
 
     let out = dir.path().join("minted");
     std::fs::create_dir_all(&out).expect("dir");
+    let signed_after = unix_now();
     server.cli_ok(&[
         "x509",
         "mint",
@@ -621,15 +1025,27 @@ async fn admin_cli_updates_entries_mints_svids_and_prints_spiffe_bundles() {
         "spiffe://example.org/minted",
         "-ttl",
         "120",
+        "-dns",
+        "minted.internal",
         "-write",
         out.to_str().expect("utf8"),
     ]);
-    let svid = ::pem::parse(std::fs::read(out.join("svid.pem")).expect("svid")).expect("pem");
-    let bundle = ::pem::parse(std::fs::read(out.join("bundle.pem")).expect("bundle")).expect("pem");
+    let pems = |name: &str| -> Vec<::pem::Pem> {
+        ::pem::parse_many(std::fs::read(out.join(name)).expect(name)).expect("PEM")
+    };
+    let (svid, key, bundle) = (pems("svid.pem"), pems("key.pem"), pems("bundle.pem"));
+    assert_eq!(key.len(), 1);
+    assert_eq!(key[0].tag(), "PRIVATE KEY", "PKCS#8");
     assert_x509_svid_rules(
-        svid.contents(),
-        "spiffe://example.org/minted",
-        bundle.contents(),
+        &svid.iter().map(::pem::Pem::contents).collect::<Vec<_>>(),
+        key[0].contents(),
+        &bundle.iter().map(::pem::Pem::contents).collect::<Vec<_>>(),
+        &Expected {
+            spiffe_id: "spiffe://example.org/minted",
+            dns: &["minted.internal"],
+            lifetime: Lifetime::Ttl(120),
+            signed_after,
+        },
     );
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(out.join("key.pem"))
@@ -915,4 +1331,135 @@ async fn an_agent_whose_svid_expired_while_down_asks_for_a_new_join_token() {
     let fresh = server.join_token(&[]);
     let agent = Agent::start(&server, &agent_dir, Some(&fresh)).await;
     assert!(agent.socket.exists());
+}
+
+/// SPIRE caps an SVID at its CA's NotAfter (`credtemplate.computeCappedLifetime`) so that no
+/// workload holds a certificate its bundle stops vouching for. The CA here lives 3 minutes
+/// (from 10 s back) and its successor is prepared at half life, 85 s after the server starts,
+/// so while this test runs the bundle holds the one active CA, which expires long before the
+/// entry's one-hour TTL.
+#[tokio::test]
+async fn svids_are_capped_at_the_ca_expiry() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(
+        &dir.path().join("server"),
+        TD,
+        &["-caTTL", "3m", "-defaultX509SVIDTTL", "1m"],
+    )
+    .await;
+    let token = server.join_token(&[]);
+    let agent = Agent::start(&server, &dir.path().join("agent"), Some(&token)).await;
+    let id = "spiffe://example.org/outlives-its-ca";
+    let signed_after = unix_now();
+    server.create_entry(
+        id,
+        &server.agent_id(&token),
+        &[&format!("unix:uid:{}", uid())],
+        &["-x509SVIDTTL", "3600"],
+    );
+    let svid = fetch_svid(&agent).await;
+    let bundles = client(&agent)
+        .await
+        .fetch_x509_bundles()
+        .await
+        .expect("bundles");
+    let td = spiffe::TrustDomain::new(TD).expect("td");
+    let bundle = bundles.get(&td).expect("own bundle");
+    let cas = bundle.authorities();
+    assert_eq!(
+        cas.len(),
+        1,
+        "only the active CA: no successor prepared yet"
+    );
+    assert_x509_svid_rules(
+        &svid_chain(&svid),
+        svid.private_key().as_ref(),
+        &[cas[0].as_ref()],
+        &Expected {
+            spiffe_id: id,
+            dns: &[],
+            lifetime: Lifetime::CappedByCa(3600),
+            signed_after,
+        },
+    );
+}
+
+/// `entry create -entryID` stores the entry under the ID given, `entry show -entryID` finds
+/// exactly it, and reusing the ID for another entry is refused by name, writing nothing.
+#[tokio::test]
+async fn entry_create_uses_the_given_entry_id_and_refuses_a_duplicate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("server"), TD, &[]).await;
+    let parent = "spiffe://example.org/spire/agent/join_token/x";
+    let entry_id = "billing-api.v2_primary";
+    // One unrelated entry, so that "found exactly it" is not "found the only one".
+    let other = server.create_entry("spiffe://example.org/other", parent, &["unix:uid:2"], &[]);
+    let created = server.create_entry(
+        "spiffe://example.org/billing",
+        parent,
+        &["unix:uid:1"],
+        &["-entryID", entry_id],
+    );
+    assert_eq!(created, entry_id, "the entry is stored under the given ID");
+    assert_ne!(other, entry_id);
+
+    let show = |id: &str| -> serde_json::Value {
+        serde_json::from_str(&server.cli_ok(&["entry", "show", "-entryID", id, "-output", "json"]))
+            .expect("JSON")
+    };
+    let shown = show(entry_id);
+    let entries = shown["entries"].as_array().expect("entries");
+    assert_eq!(entries.len(), 1, "{shown}");
+    assert_eq!(entries[0]["id"], entry_id);
+    assert_eq!(entries[0]["spiffe_id"], "spiffe://example.org/billing");
+    assert_eq!(entries[0]["parent_id"], parent);
+
+    // The same ID for an otherwise different entry: refused, and the ID named.
+    let out = server.cli(&[
+        "entry",
+        "create",
+        "-entryID",
+        entry_id,
+        "-spiffeID",
+        "spiffe://example.org/intruder",
+        "-parentID",
+        parent,
+        "-selector",
+        "unix:uid:3",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a duplicate entry ID must be refused"
+    );
+    assert!(
+        stderr.contains(&format!("an entry with ID {entry_id:?} exists")),
+        "{stderr}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("intruder"),
+        "nothing reported as created"
+    );
+
+    // Nothing was written: the first entry is unchanged and no third entry exists.
+    let shown = show(entry_id);
+    assert_eq!(
+        shown["entries"][0]["spiffe_id"],
+        "spiffe://example.org/billing"
+    );
+    assert_eq!(shown["entries"][0]["revision_number"], 0);
+    assert_eq!(
+        shown["entries"][0]["selectors"],
+        serde_json::json!([{"type": "unix", "value": "uid:1"}])
+    );
+    let all = server.cli_ok(&["entry", "show"]);
+    assert!(all.starts_with("Found 2 entries"), "{all}");
+    assert!(!all.contains("intruder"), "{all}");
+    let none = server.cli_ok(&[
+        "entry",
+        "show",
+        "-spiffeID",
+        "spiffe://example.org/intruder",
+    ]);
+    assert!(none.starts_with("Found 0 entries"), "{none}");
 }
