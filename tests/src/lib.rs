@@ -25,9 +25,28 @@ pub fn bin_dir() -> &'static PathBuf {
             // An optimised caller (the bench) measures optimised binaries.
             args.push("--release");
         }
-        let status = Command::new(env!("CARGO"))
-            .current_dir(&workspace)
-            .args(&args)
+        let mut cargo = Command::new(env!("CARGO"));
+        cargo.current_dir(&workspace).args(&args);
+        // Cargo gives a running test its package's variables (CARGO_MANIFEST_DIR, ...). Some
+        // build scripts (ring's) rerun when those change, so passing them on would make this
+        // build and a plain `cargo build` rebuild ring and everything above it in turn.
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            if matches!(
+                name.as_ref(),
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_BIN_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+            ) || name.starts_with("CARGO_PKG_")
+                || name.starts_with("CARGO_BIN_EXE_")
+            {
+                cargo.env_remove(name.as_ref());
+            }
+        }
+        let status = cargo
             .status()
             .expect("running cargo build for the test binaries");
         assert!(status.success(), "building the binaries under test failed");
