@@ -533,7 +533,7 @@ async fn workload_api(n: usize) -> anyhow::Result<()> {
     );
     let endpoint = agent.endpoint();
     tests::wait_for("the bench's SVID", Duration::from_secs(30), || async {
-        let mut client = spiffe::WorkloadApiClient::connect_to(&endpoint)
+        let client = spiffe::WorkloadApiClient::connect_to(&endpoint)
             .await
             .ok()?;
         client.fetch_x509_svid().await.ok()
@@ -612,7 +612,7 @@ async fn workload_api(n: usize) -> anyhow::Result<()> {
     let subject = time(fresh, |_| {
         let endpoint = endpoint.clone();
         async move {
-            let mut client = spiffe::WorkloadApiClient::connect_to(&endpoint).await?;
+            let client = spiffe::WorkloadApiClient::connect_to(&endpoint).await?;
             client.fetch_x509_svid().await?;
             Ok(())
         }
