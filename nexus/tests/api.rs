@@ -70,6 +70,7 @@ impl Api {
             .expect("request");
         request.extensions_mut().insert(PeerInfo {
             spiffe_id: Some(caller.parse().expect("SPIFFE ID")),
+            serial_number: None,
             remote_addr: "127.0.0.1:1".parse().expect("addr"),
         });
         self.router
@@ -728,6 +729,7 @@ async fn cipher_round_trips_in_both_modes_for_allowed_callers_only() {
                 .expect("request");
             request.extensions_mut().insert(PeerInfo {
                 spiffe_id: Some(caller.parse().expect("SPIFFE ID")),
+                serial_number: None,
                 remote_addr: "127.0.0.1:1".parse().expect("addr"),
             });
             let response = api.router.clone().oneshot(request).await.expect("response");

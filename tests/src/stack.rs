@@ -218,6 +218,18 @@ impl Server {
         json["id"].as_str().expect("entry id").to_owned()
     }
 
+    /// The IDs of the attested agents, as `agent list -output json` prints them.
+    pub fn agent_ids(&self) -> Vec<String> {
+        let out = self.cli_ok(&["agent", "list", "-output", "json"]);
+        let json: serde_json::Value = serde_json::from_str(&out).expect("agent list JSON");
+        json["agents"]
+            .as_array()
+            .expect("agents array")
+            .iter()
+            .map(|a| a["id"].as_str().expect("agent id").to_owned())
+            .collect()
+    }
+
     /// The agent ID a join token yields.
     pub fn agent_id(&self, token: &str) -> String {
         format!(

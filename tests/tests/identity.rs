@@ -891,6 +891,8 @@ async fn join_tokens_are_single_use_and_expire() {
 
     let token = server.join_token(&[]);
     let _first = Agent::start(&server, &dir.path().join("a1"), Some(&token)).await;
+    let first_id = server.agent_id(&token);
+    assert_eq!(server.agent_ids(), std::slice::from_ref(&first_id));
     let mut reuse = Agent::spawn(&server, &dir.path().join("a2"), Some(&token), &bundle);
     let status = reuse.process.wait_exit(Duration::from_secs(20)).await;
     assert!(!status.success());
@@ -899,15 +901,38 @@ async fn join_tokens_are_single_use_and_expire() {
         log.contains("does not exist or has already been used"),
         "{log}"
     );
+    // The reused token created nothing and changed nothing.
+    assert_eq!(server.agent_ids(), std::slice::from_ref(&first_id));
 
     let short = server.join_token(&["-ttl", "1"]);
-    // Wait for the token to expire by the server's own clock.
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    // The token expires one second after it was generated (whole seconds, by the server's
+    // clock, which is this machine's): wait on the clock until that has surely passed.
+    let unix_now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs()
+    };
+    let generated = unix_now();
+    wait_for("the short token to expire", Duration::from_secs(10), || {
+        let expired = unix_now() > generated + 1;
+        async move { expired.then_some(()) }
+    })
+    .await;
     let mut late = Agent::spawn(&server, &dir.path().join("a3"), Some(&short), &bundle);
     let status = late.process.wait_exit(Duration::from_secs(20)).await;
     assert!(!status.success());
     let log = late.process.log();
     assert!(log.contains("join token expired"), "{log}");
+    assert_eq!(
+        server.agent_ids(),
+        [first_id],
+        "an expired token creates no agent record"
+    );
+    assert!(
+        !server.agent_ids().contains(&server.agent_id(&short)),
+        "the expired token's agent is not listed"
+    );
 }
 
 #[tokio::test]
@@ -929,10 +954,11 @@ async fn agents_restart_without_a_token_until_evicted() {
         fetch_svid(&agent).await.spiffe_id().to_string(),
         "spiffe://example.org/app"
     );
+    assert_eq!(server.agent_ids(), std::slice::from_ref(&agent_id));
     drop(agent);
 
     server.cli_ok(&["agent", "evict", "-spiffeID", &agent_id]);
-    assert!(!server.cli_ok(&["agent", "list"]).contains(&agent_id));
+    assert_eq!(server.agent_ids(), Vec::<String>::new());
     let bundle = server.write_bundle();
     let mut evicted = Agent::spawn(&server, &dir.path().join("agent"), None, &bundle);
     let status = evicted.process.wait_exit(Duration::from_secs(20)).await;
@@ -942,6 +968,9 @@ async fn agents_restart_without_a_token_until_evicted() {
         log.contains("not attested") && log.contains("new join token"),
         "{log}"
     );
+    // The refused agent wrote nothing back, and dropped the SVID it can no longer use.
+    assert_eq!(server.agent_ids(), Vec::<String>::new());
+    assert!(!evicted.data_dir.join("agent-svid.pem").exists());
 }
 
 #[tokio::test]

@@ -7,6 +7,11 @@
 //! new snapshot. The snapshot also carries the trust domain's JWT authorities; JWT-SVIDs
 //! themselves are signed on demand ([`crate::jwt_svids`]). When the server is unreachable the
 //! last snapshot stays in place, so workloads keep getting their (still valid) SVIDs.
+//!
+//! When the server says it no longer accepts the agent's SVID (the agent was evicted, or its
+//! SVID superseded), the manager does what SPIRE's agent does ([`Manager::recover`]): an agent
+//! that can attest again (x509pop) does so and carries on; one that cannot (join token)
+//! removes its stored SVID and stops, and so does a banned agent.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -17,6 +22,7 @@ use spire_proto::server as pb;
 use tokio::sync::watch;
 use zeroize::Zeroizing;
 
+use crate::config::X509PopFiles;
 use crate::node::{DataDir, NodeError, ServerLink};
 use crate::svid::{new_key_and_csr, now, should_renew, validity};
 
@@ -76,16 +82,21 @@ pub struct Manager {
     agent: crate::node::AgentSvid,
     sync_interval: Duration,
     tx: watch::Sender<Arc<Snapshot>>,
+    /// How to attest again when the server stops accepting the agent SVID; `None` when the
+    /// attestation method cannot be repeated (a join token is single-use).
+    reattest: Option<X509PopFiles>,
 }
 
 impl Manager {
-    /// A manager with an empty cache.
+    /// A manager with an empty cache. `reattest` is the node attestation to repeat if the
+    /// server stops accepting the agent SVID (x509pop), or `None` (join token).
     pub fn new(
         link: ServerLink,
         data: DataDir,
         agent: crate::node::AgentSvid,
         trust_domain: TrustDomain,
         sync_interval: Duration,
+        reattest: Option<X509PopFiles>,
     ) -> (Self, watch::Receiver<Arc<Snapshot>>) {
         let empty = Snapshot {
             trust_domain,
@@ -102,25 +113,101 @@ impl Manager {
                 agent,
                 sync_interval,
                 tx,
+                reattest,
             },
             rx,
         )
     }
 
-    /// Runs the sync loop forever.
-    pub async fn run(mut self) {
+    /// Runs the sync loop until the server refuses this agent for good, and returns that
+    /// refusal (see [`Manager::recover`]). Other failures only wait for the next round.
+    pub async fn run(mut self) -> NodeError {
         loop {
             tokio::time::sleep(self.sync_interval).await;
-            if let Err(e) = self.sync().await {
-                match e {
-                    NodeError::Refused(_) => {
-                        tracing::error!(error = %e, "the server refuses this agent")
-                    }
-                    _ => {
-                        tracing::warn!(error = %e, "sync with the server failed; serving cached SVIDs")
-                    }
-                }
+            if let Err(e) = self.sync().await
+                && let Err(fatal) = self.recover(e).await
+            {
+                return fatal;
             }
+        }
+    }
+
+    /// Acts on a failed sync as SPIRE's agent does; `Err` means the agent must stop.
+    ///
+    /// - The server no longer accepts the agent SVID ([`NodeError::NotAttested`]): an agent
+    ///   that can attest again (x509pop) does so; one that cannot (join token) removes its
+    ///   stored SVID, so that a restart asks for a new join token instead of presenting it
+    ///   again, and stops.
+    /// - The agent is banned: it removes its stored SVID and stops.
+    /// - Anything else (server down, network, a refusal without a reason): the cached SVIDs
+    ///   keep being served and the next round tries again.
+    pub async fn recover(&mut self, error: NodeError) -> Result<(), NodeError> {
+        match error {
+            NodeError::NotAttested(_) => match self.reattest.clone() {
+                Some(files) => self.attest_again(&files, error).await,
+                None => {
+                    tracing::warn!(error = %error, "Agent needs to re-attest; removing SVID and shutting down");
+                    self.remove_svid();
+                    Err(error)
+                }
+            },
+            NodeError::Banned(_) => {
+                tracing::warn!(error = %error, "Agent is banned: removing SVID and shutting down");
+                self.remove_svid();
+                Err(error)
+            }
+            NodeError::Refused(_) => {
+                tracing::error!(error = %error, "the server refuses this agent; serving cached SVIDs");
+                Ok(())
+            }
+            _ => {
+                tracing::warn!(error = %error, "sync with the server failed; serving cached SVIDs");
+                Ok(())
+            }
+        }
+    }
+
+    /// Attests again with x509pop after the server stopped accepting the agent SVID. If the
+    /// server cannot be reached the cache stays in service and the next round retries; if it
+    /// refuses the attestation, the agent stops.
+    async fn attest_again(
+        &mut self,
+        files: &X509PopFiles,
+        cause: NodeError,
+    ) -> Result<(), NodeError> {
+        tracing::warn!(error = %cause, "the server no longer accepts this agent's SVID; attesting again with x509pop");
+        let (svid, bundle) = match self.link.attest_x509pop(files).await {
+            Ok(attested) => attested,
+            Err(e @ NodeError::Unreachable { .. }) => {
+                tracing::warn!(error = %e, "attesting again failed; serving cached SVIDs");
+                return Ok(());
+            }
+            Err(e @ NodeError::Banned(_)) => {
+                tracing::warn!(error = %e, "Agent is banned: removing SVID and shutting down");
+                self.remove_svid();
+                return Err(e);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "Agent cannot re-attest; removing SVID and shutting down");
+                self.remove_svid();
+                return Err(e);
+            }
+        };
+        if !bundle.is_empty() {
+            self.link.store.set_bundle(&bundle)?;
+            self.data.save_bundle(&bundle)?;
+        }
+        self.data.save_svid(&svid)?;
+        self.link.store.set_svid(&svid.chain, &svid.key)?;
+        tracing::info!(agent = %svid.id, "node attested again");
+        self.agent = svid;
+        Ok(())
+    }
+
+    /// Removes the stored agent SVID; a failure is logged, as the agent stops either way.
+    fn remove_svid(&self) {
+        if let Err(e) = self.data.delete_svid() {
+            tracing::error!(error = %e, "cannot remove the stored agent SVID");
         }
     }
 

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use identity::svid_tls::{self, SvidStore};
 use spiffe::{SpiffeId, TrustDomain};
 use spire_proto::bundle_format;
+use spire_proto::refusal::{self, Reason};
 use spire_proto::server as pb;
 use spire_proto::server::agent_client::AgentClient;
 use spire_proto::x509pop;
@@ -40,6 +41,13 @@ pub enum NodeError {
     Attestation(String),
     #[error("the server refused this agent: {0}")]
     Refused(String),
+    /// The server no longer accepts this agent's SVID: the agent was evicted, or the SVID was
+    /// superseded or has expired. Only a new attestation helps.
+    #[error("the server no longer accepts this agent's SVID: {0}")]
+    NotAttested(String),
+    /// The server banned this agent: it may not attest again.
+    #[error("the server banned this agent: {0}")]
+    Banned(String),
     #[error("cannot reach the server at {addr}: {message}")]
     Unreachable {
         addr: std::net::SocketAddr,
@@ -190,6 +198,25 @@ impl DataDir {
         self.write_atomic("agent-svid.pem", certs.as_bytes(), 0o644)
     }
 
+    /// Removes the stored agent SVID and key, so that a restart cannot present an SVID the
+    /// server no longer accepts and attests afresh instead (SPIRE's agent does the same when
+    /// it must re-attest). Missing files are not an error.
+    pub fn delete_svid(&self) -> Result<(), NodeError> {
+        for name in ["agent-svid.pem", "agent-key.pem"] {
+            match std::fs::remove_file(self.path(name)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(NodeError::Io {
+                        path: self.path(name),
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Saves the trust bundle atomically.
     pub fn save_bundle(&self, bundle: &[Vec<u8>]) -> Result<(), NodeError> {
         let pem: String = bundle
@@ -251,8 +278,18 @@ impl ServerLink {
         AgentClient::new(identity::dial::grpc_channel(self.addr, self.tls.clone()))
     }
 
-    /// Describes a failed call, pointing at the likely cause.
+    /// Describes a failed call, pointing at the likely cause. A refusal that says why (see
+    /// [`refusal`]) becomes [`NodeError::NotAttested`] or [`NodeError::Banned`], which the
+    /// agent acts on; anything else that is not a refusal counts as the server being
+    /// unreachable, which only delays the next sync.
     pub fn error(&self, status: tonic::Status) -> NodeError {
+        match refusal::reason(&status) {
+            Some(Reason::AgentBanned) => return NodeError::Banned(status.message().into()),
+            Some(reason) if refusal::should_reattest(reason) => {
+                return NodeError::NotAttested(status.message().into());
+            }
+            _ => {}
+        }
         match status.code() {
             tonic::Code::PermissionDenied | tonic::Code::Unauthenticated => {
                 NodeError::Refused(status.message().into())
@@ -439,4 +476,74 @@ pub async fn establish(
     };
     link.store.set_svid(&svid.chain, &svid.key)?;
     Ok((link, svid))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
+
+    fn self_signed(uri: &str, ca: bool) -> (Vec<u8>, Zeroizing<Vec<u8>>) {
+        let key = KeyPair::generate().expect("key");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.subject_alt_names = vec![SanType::URI(uri.try_into().expect("URI"))];
+        if ca {
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        }
+        let cert = params.self_signed(&key).expect("certificate");
+        (cert.der().to_vec(), Zeroizing::new(key.serialize_der()))
+    }
+
+    #[test]
+    fn refusals_that_say_why_are_told_apart_from_outages() {
+        let (ca, _) = self_signed("spiffe://example.org", true);
+        let td = TrustDomain::new("example.org").expect("trust domain");
+        let link = ServerLink::new("127.0.0.1:1".parse().expect("addr"), &td, &[ca]).expect("link");
+        for reason in [
+            Reason::AgentNotAttested,
+            Reason::AgentNotActive,
+            Reason::AgentExpired,
+        ] {
+            let e = link.error(refusal::permission_denied(reason, "agent is not attested"));
+            assert!(matches!(e, NodeError::NotAttested(_)), "{reason:?}: {e:?}");
+        }
+        let e = link.error(refusal::permission_denied(Reason::AgentBanned, "banned"));
+        assert!(matches!(e, NodeError::Banned(_)), "{e:?}");
+        // Without a reason a refusal is not acted on.
+        for status in [
+            tonic::Status::permission_denied("agent is not attested"),
+            tonic::Status::unauthenticated("an agent SVID is required"),
+        ] {
+            let e = link.error(status);
+            assert!(matches!(e, NodeError::Refused(_)), "{e:?}");
+        }
+        let e = link.error(tonic::Status::unavailable("connection refused"));
+        assert!(matches!(e, NodeError::Unreachable { .. }), "{e:?}");
+    }
+
+    #[test]
+    fn a_deleted_svid_is_gone_and_the_bundle_stays() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = DataDir::open(&dir.path().join("data")).expect("data dir");
+        let (cert, key) = self_signed("spiffe://example.org/spire/agent/join_token/t", false);
+        let (ca, _) = self_signed("spiffe://example.org", true);
+        let (not_before, not_after) = validity(&cert).expect("validity");
+        let svid = AgentSvid {
+            id: SpiffeId::new("spiffe://example.org/spire/agent/join_token/t").expect("ID"),
+            chain: vec![cert],
+            key,
+            not_before,
+            not_after,
+        };
+        data.save_svid(&svid).expect("save SVID");
+        data.save_bundle(std::slice::from_ref(&ca))
+            .expect("save bundle");
+        assert!(data.load_svid().expect("load").is_some());
+
+        data.delete_svid().expect("delete");
+        assert!(data.load_svid().expect("load").is_none());
+        assert!(!dir.path().join("data/agent-key.pem").exists());
+        assert_eq!(data.load_bundle().expect("bundle"), Some(vec![ca]));
+        data.delete_svid().expect("deleting again is fine");
+    }
 }

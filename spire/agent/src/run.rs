@@ -33,19 +33,15 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         agent_svid,
         config.trust_domain.clone(),
         config.sync_interval,
+        config.x509pop.clone(),
     );
-    match manager.sync().await {
-        Ok(()) => {}
-        // An evicted or unknown agent cannot be helped by waiting: say so and stop.
-        Err(e @ NodeError::Refused(_)) => {
-            return Err(e).context(format!(
-                "agent {agent_id} was refused by the server (evicted?); remove {} and start it with a new join token",
-                config.data_dir.display()
-            ));
-        }
-        Err(e) => tracing::warn!(error = %e, "first sync failed; will retry"),
+    if let Err(e) = manager.sync().await {
+        manager
+            .recover(e)
+            .await
+            .map_err(|e| stopped(e, &agent_id))?;
     }
-    tokio::spawn(manager.run());
+    let mut manager = tokio::spawn(manager.run());
 
     let listener = bind_workload_socket(&config.socket_path)?;
     let attestor = Arc::new(UnixAttestor::new(config.workload_size_limit));
@@ -77,7 +73,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         max_streams = limits.max_streams,
         "agent ready"
     );
-    Server::builder()
+    let serve = Server::builder()
         .layer(metrics.layer())
         .add_service(health_service)
         .add_service(SpiffeWorkloadApiServer::with_interceptor(
@@ -88,10 +84,29 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
             // Clients that send their socket path as :authority (py-spiffe) must get through h2.
             UnixListenerStream::new(listener).map(|conn| conn.map(AuthorityFix::new)),
             common_process::shutdown_signal(),
-        )
-        .await?;
+        );
+    // The sync loop only ends when the server will not take this agent back: stop serving.
+    let result = tokio::select! {
+        served = serve => served.map_err(anyhow::Error::from),
+        refused = &mut manager => Err(match refused {
+            Ok(e) => stopped(e, &agent_id),
+            Err(e) => anyhow::Error::from(e).context("the sync loop failed"),
+        }),
+    };
     let _ = std::fs::remove_file(&config.socket_path);
-    Ok(())
+    result
+}
+
+/// The error the agent exits with when the server refused it for good.
+fn stopped(e: NodeError, agent_id: &spiffe::SpiffeId) -> anyhow::Error {
+    let what = match e {
+        NodeError::Banned(_) => format!("agent {agent_id} is banned; its stored SVID was removed"),
+        NodeError::NotAttested(_) => format!(
+            "agent {agent_id} needs to attest again; its stored SVID was removed: start it with a new join token (-joinToken)"
+        ),
+        _ => format!("agent {agent_id} could not attest again and stopped"),
+    };
+    anyhow::Error::from(e).context(what)
 }
 
 /// The Workload API socket is for every local process (the standard requires no client

@@ -22,7 +22,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::peer::peer_spiffe_id;
+use crate::peer::{peer_serial_number, peer_spiffe_id};
 
 /// How long a client has to finish the TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -35,6 +35,11 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 pub struct PeerInfo {
     /// The client's SPIFFE ID, if it presented a (verified) SVID.
     pub spiffe_id: Option<SpiffeId>,
+    /// The serial number of that SVID (lowercase hex, see
+    /// [`serial_number_from_cert`](crate::peer::serial_number_from_cert)), so a server can
+    /// tell one SVID of a SPIFFE ID from another (the identity server accepts only an agent's
+    /// current SVID).
+    pub serial_number: Option<String>,
     /// The client's socket address.
     pub remote_addr: SocketAddr,
 }
@@ -145,9 +150,10 @@ pub fn tls_incoming_bounded(
                 let _ = tcp.set_nodelay(true);
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => {
-                        let spiffe_id = peer_spiffe_id(tls.get_ref().1);
+                        let conn = tls.get_ref().1;
                         let info = PeerInfo {
-                            spiffe_id,
+                            spiffe_id: peer_spiffe_id(conn),
+                            serial_number: peer_serial_number(conn),
                             remote_addr,
                         };
                         let stream = PeerStream {

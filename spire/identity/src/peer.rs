@@ -1,4 +1,4 @@
-//! The SPIFFE ID of the other end of a connection.
+//! The SPIFFE ID (and certificate serial number) of the other end of a connection.
 
 use rustls_pki_types::CertificateDer;
 use spiffe::SpiffeId;
@@ -41,4 +41,33 @@ pub fn spiffe_id_from_cert(der: &[u8]) -> Result<SpiffeId, IdentityError> {
 pub fn peer_spiffe_id(conn: &rustls::CommonState) -> Option<SpiffeId> {
     let leaf: &CertificateDer<'_> = conn.peer_certificates()?.first()?;
     spiffe_id_from_cert(leaf).ok()
+}
+
+/// The serial number of a certificate as lowercase hexadecimal without leading zeros, the form
+/// the identity server records for the agent SVIDs it issues.
+pub fn serial_number_from_cert(der: &[u8]) -> Result<String, IdentityError> {
+    let (_, cert) = X509Certificate::from_der(der)
+        .map_err(|e| IdentityError::InvalidSvid(format!("unparsable certificate: {e}")))?;
+    Ok(format!("{:x}", cert.tbs_certificate.serial))
+}
+
+/// The serial number of a connection's verified peer certificate, if it presented one; see
+/// [`serial_number_from_cert`] for the form.
+pub fn peer_serial_number(conn: &rustls::CommonState) -> Option<String> {
+    let leaf: &CertificateDer<'_> = conn.peer_certificates()?.first()?;
+    serial_number_from_cert(leaf).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serial_numbers_are_lowercase_hex_without_leading_zeros() {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.serial_number = Some(rcgen::SerialNumber::from_slice(&[0x0a, 0xbc]));
+        let cert = params.self_signed(&key).expect("certificate");
+        assert_eq!(serial_number_from_cert(cert.der()).expect("serial"), "abc");
+    }
 }

@@ -5,7 +5,7 @@
 //! - [`workload`]: the SPIFFE Workload API, exactly as the standard defines it (no proto
 //!   package, so method paths are `/SpiffeWorkloadAPI/...`).
 //! - [`server`]: our identity server's `Agent` (mTLS, for agents) and `Admin` (local Unix
-//!   socket, for the `spire-server` CLI) services.
+//!   socket, for the `spire-server` CLI) services; [`refusal`] says why it refused an agent.
 
 /// The SPIFFE Workload API (`SpiffeWorkloadAPI`).
 pub mod workload {
@@ -23,6 +23,7 @@ pub mod bundle_format;
 pub mod flags;
 pub mod jwt_svid;
 pub mod process;
+pub mod refusal;
 mod selector;
 pub mod uds;
 pub mod x509pop;

@@ -617,6 +617,8 @@ async fn check_attested_agents(ds: &Datastore) {
         attestation_type: "join_token".to_owned(),
         serial_number: "01ab".to_owned(),
         expires_at: 1_800_000_000,
+        new_serial_number: String::new(),
+        new_expires_at: 0,
         selectors: vec![sel("join_token", "abc"), sel("unix", "uid:0")],
         can_reattest: false,
         banned: false,
@@ -640,6 +642,8 @@ async fn check_attested_agents(ds: &Datastore) {
         attestation_type: "x509pop".to_owned(),
         serial_number: "02".to_owned(),
         expires_at: 1_900_000_000,
+        new_serial_number: "02ff".to_owned(),
+        new_expires_at: 1_950_000_000,
         selectors: vec![sel("x509pop", "subject:cn:node")],
         can_reattest: true,
         banned: true,
@@ -653,26 +657,93 @@ async fn check_attested_agents(ds: &Datastore) {
         Some(replaced.clone())
     );
 
-    ds.update_agent_svid(&agent.spiffe_id, "03ff", 2_000_000_000)
+    // A renewal records the new SVID as pending; the current one is untouched.
+    ds.set_agent_new_svid(&agent.spiffe_id, "03ff", 2_000_000_000)
         .await
-        .expect("update svid");
+        .expect("record renewal");
+    let pending = AttestedAgent {
+        new_serial_number: "03ff".to_owned(),
+        new_expires_at: 2_000_000_000,
+        ..replaced.clone()
+    };
+    assert_eq!(
+        ds.get_attested_agent(&agent.spiffe_id).await.expect("get"),
+        Some(pending.clone())
+    );
+    // Only the pending serial activates, and only once.
+    for wrong in ["02", "02ff", "", "03FF"] {
+        assert!(
+            !ds.activate_agent_svid(&agent.spiffe_id, wrong)
+                .await
+                .expect("activate"),
+            "{wrong:?} is not the pending serial"
+        );
+    }
+    assert_eq!(
+        ds.get_attested_agent(&agent.spiffe_id).await.expect("get"),
+        Some(pending.clone())
+    );
+    assert!(
+        ds.activate_agent_svid(&agent.spiffe_id, "03ff")
+            .await
+            .expect("activate")
+    );
     let updated = AttestedAgent {
         serial_number: "03ff".to_owned(),
         expires_at: 2_000_000_000,
+        new_serial_number: String::new(),
+        new_expires_at: 0,
         ..replaced.clone()
     };
     assert_eq!(
         ds.get_attested_agent(&agent.spiffe_id).await.expect("get"),
         Some(updated.clone())
     );
+    assert!(
+        !ds.activate_agent_svid(&agent.spiffe_id, "03ff")
+            .await
+            .expect("activate again"),
+        "nothing is pending any more"
+    );
+    assert!(
+        !ds.activate_agent_svid("spiffe://example.org/nobody", "03ff")
+            .await
+            .expect("activate missing agent")
+    );
     let err = ds
-        .update_agent_svid("spiffe://example.org/nobody", "1", 1)
+        .set_agent_new_svid("spiffe://example.org/nobody", "1", 1)
         .await
         .expect_err("update missing agent");
     assert!(
         matches!(err, DatastoreError::NotFound(_)),
         "unexpected error: {err}"
     );
+
+    // A new attestation (upsert) replaces a pending SVID too.
+    ds.set_agent_new_svid(&agent.spiffe_id, "04", 2_100_000_000)
+        .await
+        .expect("record renewal");
+    let reattested = AttestedAgent {
+        serial_number: "05".to_owned(),
+        expires_at: 2_200_000_000,
+        new_serial_number: String::new(),
+        new_expires_at: 0,
+        ..updated.clone()
+    };
+    ds.upsert_attested_agent(&reattested)
+        .await
+        .expect("re-attest");
+    assert_eq!(
+        ds.get_attested_agent(&agent.spiffe_id).await.expect("get"),
+        Some(reattested.clone())
+    );
+    assert!(
+        !ds.activate_agent_svid(&agent.spiffe_id, "04")
+            .await
+            .expect("activate"),
+        "the renewal before the new attestation is void"
+    );
+    let updated = reattested;
 
     let other = AttestedAgent {
         spiffe_id: "spiffe://example.org/spire/agent/Z".to_owned(),

@@ -1,5 +1,6 @@
 //! The `Agent` service: node attestation, agent SVID renewal, entry sync and workload SVID
-//! signing (X.509 and JWT). Served over mTLS; every call but `AttestAgent` must come from an attested agent.
+//! signing (X.509 and JWT). Served over mTLS; every call but attestation must come from an
+//! attested agent presenting its current agent SVID (see `AgentService::caller`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -7,6 +8,7 @@ use std::time::Duration;
 
 use identity::listener::PeerInfo;
 use spiffe::SpiffeId;
+use spire_proto::refusal::{self, Reason};
 use spire_proto::server as pb;
 use spire_proto::server::agent_server::Agent;
 use spire_proto::x509pop;
@@ -31,26 +33,83 @@ impl AgentService {
         AgentService { state }
     }
 
-    /// The calling agent, authenticated by its SVID and still on record (not evicted).
+    /// The calling agent, as SPIRE's agent authorizer decides it: authenticated by an agent
+    /// SVID, still on record (not evicted), not banned, and calling with its *current* SVID.
+    /// An SVID issued by a renewal is accepted too, and its first use makes it current
+    /// (SPIRE's `new_serial_number`); from then on the SVID it replaced is refused, so a
+    /// superseded agent SVID stops working as soon as its successor is in use.
+    /// Refusals carry a [`refusal::Reason`] that tells the agent whether to attest again.
     async fn caller<T>(&self, request: &Request<T>) -> Result<SpiffeId, Status> {
-        let id = request
-            .extensions()
-            .get::<PeerInfo>()
-            .and_then(|p| p.spiffe_id.clone())
-            .ok_or_else(|| Status::unauthenticated("an agent SVID is required for this call"))?;
-        let agent = self
-            .state
+        let peer = request.extensions().get::<PeerInfo>();
+        let (Some(id), Some(serial)) = (
+            peer.and_then(|p| p.spiffe_id.clone()),
+            peer.and_then(|p| p.serial_number.clone()),
+        ) else {
+            return Err(Status::unauthenticated(
+                "an agent SVID is required for this call",
+            ));
+        };
+        let Some(agent) = self.attested_agent(&id).await? else {
+            tracing::warn!(agent = %id, "agent is not attested");
+            return Err(refusal::permission_denied(
+                Reason::AgentNotAttested,
+                format!("agent \"{id}\" is not attested"),
+            ));
+        };
+        if agent.banned {
+            tracing::warn!(agent = %id, "agent is banned");
+            return Err(refusal::permission_denied(
+                Reason::AgentBanned,
+                format!("agent \"{id}\" is banned"),
+            ));
+        }
+        if serial == agent.serial_number || self.activate(&id, &agent, &serial).await? {
+            return Ok(id);
+        }
+        tracing::warn!(agent = %id, svid_serial = %serial, serial = %agent.serial_number, "agent SVID is not active");
+        Err(refusal::permission_denied(
+            Reason::AgentNotActive,
+            format!(
+                "agent \"{id}\" expected to have serial number \"{}\"; has \"{serial}\"",
+                agent.serial_number
+            ),
+        ))
+    }
+
+    async fn attested_agent(&self, id: &SpiffeId) -> Result<Option<AttestedAgent>, Status> {
+        self.state
             .datastore
             .get_attested_agent(&id.to_string())
             .await
-            .map_err(datastore_status)?;
-        match agent {
-            Some(a) if a.banned => Err(Status::permission_denied(format!("agent {id} is banned"))),
-            Some(_) => Ok(id),
-            None => Err(Status::permission_denied(format!(
-                "agent {id} is not attested: it was evicted or never attested; start it with a new join token"
-            ))),
+            .map_err(datastore_status)
+    }
+
+    /// Makes the agent's pending SVID current if `serial` is its serial number; whether the
+    /// caller's SVID is now the current one.
+    async fn activate(
+        &self,
+        id: &SpiffeId,
+        agent: &AttestedAgent,
+        serial: &str,
+    ) -> Result<bool, Status> {
+        if agent.new_serial_number.is_empty() || serial != agent.new_serial_number {
+            return Ok(false);
         }
+        let activated = self
+            .state
+            .datastore
+            .activate_agent_svid(&id.to_string(), serial)
+            .await
+            .map_err(datastore_status)?;
+        if activated {
+            tracing::info!(agent = %id, serial, "renewed agent SVID in use; the previous one is no longer accepted");
+            return Ok(true);
+        }
+        // A concurrent call with the same new SVID may have activated it first.
+        Ok(self
+            .attested_agent(id)
+            .await?
+            .is_some_and(|a| !a.banned && a.serial_number == serial))
     }
 
     async fn authorized_entries(&self, agent: &SpiffeId) -> Result<Vec<datastore::Entry>, Status> {
@@ -118,9 +177,10 @@ impl AgentService {
             .map_err(datastore_status)?
             && existing.banned
         {
-            return Err(Status::permission_denied(format!(
-                "agent {agent_id} is banned"
-            )));
+            return Err(refusal::permission_denied(
+                Reason::AgentBanned,
+                format!("failed to attest: agent \"{agent_id}\" is banned"),
+            ));
         }
         // Sign first: a malformed CSR must not burn the single-use token.
         let svid = self
@@ -148,6 +208,9 @@ impl AgentService {
             attestation_type: req.attestation_type.clone(),
             serial_number: svid.serial_number.clone(),
             expires_at: svid.expires_at,
+            // A new attestation starts afresh: the SVID issued here is the only one accepted.
+            new_serial_number: String::new(),
+            new_expires_at: 0,
             selectors,
             can_reattest: reattestable,
             banned: false,
@@ -188,9 +251,11 @@ impl AgentService {
             .ca()
             .sign_csr(&req.csr, &agent, self.state.config.agent_ttl, &[])
             .map_err(ca_status)?;
+        // Pending until the agent calls with it: the current SVID keeps working meanwhile, in
+        // case this answer never reaches the agent.
         self.state
             .datastore
-            .update_agent_svid(&agent.to_string(), &svid.serial_number, svid.expires_at)
+            .set_agent_new_svid(&agent.to_string(), &svid.serial_number, svid.expires_at)
             .await
             .map_err(datastore_status)?;
         tracing::debug!(%agent, "agent SVID renewed");
@@ -370,3 +435,6 @@ fn sign_for_entry(
         .sign_csr(csr, &id, ttl, &entry.dns_names)
         .map_err(|e| e.to_string())
 }
+
+#[cfg(test)]
+mod tests;

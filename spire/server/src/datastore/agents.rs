@@ -9,18 +9,20 @@ use super::{
 };
 
 const SELECT_AGENTS: &str = "SELECT spiffe_id, attestation_type, serial_number, expires_at, \
-     selectors, can_reattest, banned FROM attested_agents";
+     new_serial_number, new_expires_at, selectors, can_reattest, banned FROM attested_agents";
 
 impl Datastore {
     /// Inserts the agent, or replaces every field of the agent with the same SPIFFE ID.
     pub async fn upsert_attested_agent(&self, agent: &AttestedAgent) -> Result<(), DatastoreError> {
         sqlx::query(
             "INSERT INTO attested_agents (spiffe_id, attestation_type, serial_number, \
-             expires_at, selectors, can_reattest, banned) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             expires_at, new_serial_number, new_expires_at, selectors, can_reattest, banned) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
              ON CONFLICT (spiffe_id) DO UPDATE SET \
              attestation_type = excluded.attestation_type, \
              serial_number = excluded.serial_number, expires_at = excluded.expires_at, \
+             new_serial_number = excluded.new_serial_number, \
+             new_expires_at = excluded.new_expires_at, \
              selectors = excluded.selectors, can_reattest = excluded.can_reattest, \
              banned = excluded.banned",
         )
@@ -28,6 +30,8 @@ impl Datastore {
         .bind(&agent.attestation_type)
         .bind(&agent.serial_number)
         .bind(agent.expires_at)
+        .bind(&agent.new_serial_number)
+        .bind(agent.new_expires_at)
         .bind(selectors_to_json(&agent.selectors)?)
         .bind(bool_to_db(agent.can_reattest))
         .bind(bool_to_db(agent.banned))
@@ -49,16 +53,19 @@ impl Datastore {
         row.as_ref().map(agent_from_row).transpose()
     }
 
-    /// Records the agent's newly issued X.509-SVID (serial number and expiry). Fails with
-    /// [`DatastoreError::NotFound`] if the agent does not exist.
-    pub async fn update_agent_svid(
+    /// Records an SVID just issued to the agent by a renewal as its pending ("new") SVID; the
+    /// current one stays valid until the agent first calls with the new one (see
+    /// [`Datastore::activate_agent_svid`]). A later renewal replaces a pending SVID that was
+    /// never used. Fails with [`DatastoreError::NotFound`] if the agent does not exist.
+    pub async fn set_agent_new_svid(
         &self,
         spiffe_id: &str,
         serial_number: &str,
         expires_at: i64,
     ) -> Result<(), DatastoreError> {
         let result = sqlx::query(
-            "UPDATE attested_agents SET serial_number = $2, expires_at = $3 WHERE spiffe_id = $1",
+            "UPDATE attested_agents SET new_serial_number = $2, new_expires_at = $3 \
+             WHERE spiffe_id = $1",
         )
         .bind(spiffe_id)
         .bind(serial_number)
@@ -71,6 +78,28 @@ impl Datastore {
             )));
         }
         Ok(())
+    }
+
+    /// Makes the agent's pending SVID current, if its serial number is `serial_number`: the
+    /// SVID it replaces is no longer accepted. Returns whether it did; `false` when the
+    /// agent is gone or its pending serial is another (for example because a concurrent
+    /// call activated it first). The check and the update are one statement, so two
+    /// concurrent activations cannot interleave with a renewal.
+    pub async fn activate_agent_svid(
+        &self,
+        spiffe_id: &str,
+        serial_number: &str,
+    ) -> Result<bool, DatastoreError> {
+        let result = sqlx::query(
+            "UPDATE attested_agents SET serial_number = new_serial_number, \
+             expires_at = new_expires_at, new_serial_number = '', new_expires_at = 0 \
+             WHERE spiffe_id = $1 AND new_serial_number = $2 AND new_serial_number <> ''",
+        )
+        .bind(spiffe_id)
+        .bind(serial_number)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() > 0)
     }
 
     /// Deletes the agent; returns whether it existed.
@@ -107,6 +136,8 @@ fn agent_from_row(row: &AnyRow) -> Result<AttestedAgent, DatastoreError> {
         attestation_type: column(row, "attestation_type")?,
         serial_number: column(row, "serial_number")?,
         expires_at: column(row, "expires_at")?,
+        new_serial_number: column(row, "new_serial_number")?,
+        new_expires_at: column(row, "new_expires_at")?,
         selectors: pairs
             .into_iter()
             .map(|(kind, value)| Selector { kind, value })

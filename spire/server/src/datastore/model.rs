@@ -87,6 +87,12 @@ pub struct AttestedAgent {
     pub serial_number: String,
     /// Expiry of the agent's current X.509-SVID, unix seconds.
     pub expires_at: i64,
+    /// Serial number of the SVID a renewal issued that the agent has not called with yet
+    /// (empty if none). Its first call with it makes it current; see
+    /// [`Datastore::activate_agent_svid`](super::Datastore::activate_agent_svid).
+    pub new_serial_number: String,
+    /// Expiry of that pending SVID, unix seconds (0 if none).
+    pub new_expires_at: i64,
     /// Selectors produced by node attestation.
     pub selectors: Vec<Selector>,
     /// Whether the agent may attest again to renew its identity.

@@ -1,0 +1,522 @@
+//! The server's agent API end to end, with the real binaries: who may call it (mTLS with a
+//! current agent SVID only), what happens to an agent SVID superseded by a renewal, and what a
+//! running agent does when it is evicted (a join-token agent stops for good, an x509pop agent
+//! attests again by itself). After every refusal, `agent list` shows exactly the agents that
+//! should exist: a refused call writes nothing.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use identity::svid_tls::{self, SvidStore};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+use spiffe::{SpiffeId, WorkloadApiClient, X509Source};
+use spire_proto::refusal::{self, Reason};
+use spire_proto::server as pb;
+use spire_proto::server::agent_client::AgentClient;
+use tests::stack::{Agent, Server};
+use tests::wait_for;
+use tonic::Code;
+use tonic::transport::Channel;
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+const TD: &str = "example.org";
+
+fn uid_selector() -> String {
+    format!("unix:uid:{}", nix::unistd::geteuid().as_raw())
+}
+
+/// An SVID as a client presents it: DER chain (leaf first) and PKCS#8 DER key.
+struct Svid {
+    chain: Vec<Vec<u8>>,
+    key: Vec<u8>,
+}
+
+impl Svid {
+    /// Reads a PEM certificate chain and PEM key.
+    fn read(cert: &Path, key: &Path) -> Svid {
+        let chain = pem::parse_many(std::fs::read(cert).expect("certificate file"))
+            .expect("PEM certificates")
+            .into_iter()
+            .map(pem::Pem::into_contents)
+            .collect();
+        let key = pem::parse(std::fs::read(key).expect("key file"))
+            .expect("PEM key")
+            .into_contents();
+        Svid { chain, key }
+    }
+
+    /// The SVID the agent stores in its data directory.
+    fn of_agent(agent: &Agent) -> Svid {
+        Svid::read(
+            &agent.data_dir.join("agent-svid.pem"),
+            &agent.data_dir.join("agent-key.pem"),
+        )
+    }
+
+    /// The leaf's serial number, in the form `agent list` prints.
+    fn serial(&self) -> String {
+        serial_of(&self.chain[0])
+    }
+}
+
+fn serial_of(der: &[u8]) -> String {
+    let (_, cert) = X509Certificate::from_der(der).expect("certificate");
+    format!("{:x}", cert.tbs_certificate.serial)
+}
+
+/// A client of `server`'s agent API over mTLS, presenting `svid` (or no certificate at all),
+/// and accepting only `spiffe://<td>/spire/server` verified against the server's bundle.
+fn agent_api(server: &Server, svid: Option<&Svid>) -> AgentClient<Channel> {
+    let pem = std::fs::read(server.write_bundle()).expect("bundle");
+    let bundle = spire_proto::bundle_format::parse_x509_authorities(&pem).expect("bundle PEM");
+    let store = Arc::new(SvidStore::new(&bundle).expect("store"));
+    if let Some(svid) = svid {
+        store.set_svid(&svid.chain, &svid.key).expect("SVID");
+    }
+    let server_id = SpiffeId::new(format!("spiffe://{TD}/spire/server")).expect("ID");
+    let tls = svid_tls::client_config(store, svid_tls::exactly(server_id)).expect("TLS");
+    let addr = format!("127.0.0.1:{}", server.port)
+        .parse()
+        .expect("address");
+    AgentClient::new(identity::dial::grpc_channel(addr, Arc::new(tls)))
+}
+
+async fn sync(client: &mut AgentClient<Channel>) -> Result<(), tonic::Status> {
+    client
+        .sync_authorized_entries(pb::SyncAuthorizedEntriesRequest {})
+        .await
+        .map(|_| ())
+}
+
+/// Renews with `client`'s SVID; returns the new SVID.
+async fn renew(client: &mut AgentClient<Channel>) -> Result<Svid, tonic::Status> {
+    let key = KeyPair::generate().expect("key");
+    let csr = CertificateParams::new(Vec::<String>::new())
+        .expect("params")
+        .serialize_request(&key)
+        .expect("CSR");
+    let response = client
+        .renew_agent(pb::RenewAgentRequest {
+            csr: csr.der().to_vec(),
+        })
+        .await?
+        .into_inner();
+    Ok(Svid {
+        chain: response.svid.expect("SVID").cert_chain,
+        key: key.serialize_der(),
+    })
+}
+
+/// `agent list -output json`: (ID, current serial) of every attested agent.
+fn agents(server: &Server) -> Vec<(String, String)> {
+    let out = server.cli_ok(&["agent", "list", "-output", "json"]);
+    let json: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    json["agents"]
+        .as_array()
+        .expect("agents array")
+        .iter()
+        .map(|a| {
+            (
+                a["id"].as_str().expect("id").to_owned(),
+                a["x509svid_serial_number"]
+                    .as_str()
+                    .expect("serial")
+                    .to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn current_serial(server: &Server, agent_id: &str) -> Option<String> {
+    agents(server)
+        .into_iter()
+        .find(|(id, _)| id == agent_id)
+        .map(|(_, serial)| serial)
+}
+
+fn assert_refused(result: Result<(), tonic::Status>, reason: Reason, text: &str) {
+    let status = result.expect_err("the call must be refused");
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert_eq!(refusal::reason(&status), Some(reason), "{status:?}");
+    assert!(status.message().contains(text), "{status:?}");
+}
+
+#[tokio::test]
+async fn the_agent_api_requires_the_svid_of_an_attested_agent() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("server"), TD, &[]).await;
+    let token = server.join_token(&[]);
+    let agent = Agent::start(&server, &dir.path().join("agent"), Some(&token)).await;
+    let agent_id = server.agent_id(&token);
+    server.create_entry(
+        &format!("spiffe://{TD}/app"),
+        &agent_id,
+        &["unix:uid:1"],
+        &[],
+    );
+    let expected = vec![agent_id.clone()];
+    assert_eq!(server.agent_ids(), expected);
+
+    // No client certificate: every agent call is Unauthenticated.
+    let mut anonymous = agent_api(&server, None);
+    let status = sync(&mut anonymous).await.expect_err("no certificate");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    let status = renew(&mut anonymous).await.err().expect("no certificate");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    let status = anonymous
+        .batch_new_x509svid(pb::BatchNewX509SvidRequest { params: vec![] })
+        .await
+        .expect_err("no certificate");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    let status = anonymous
+        .new_jwtsvid(pb::NewJwtSvidRequest {
+            entry_id: "x".into(),
+            audience: vec!["a".into()],
+        })
+        .await
+        .expect_err("no certificate");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+
+    // A valid workload SVID of this trust domain is not an agent SVID: the server's TLS
+    // verifier rejects it (fatal alert), so the call dies on the transport (Unknown) and never
+    // reaches the API.
+    let minted = dir.path().join("workload");
+    std::fs::create_dir_all(&minted).expect("dir");
+    server.cli_ok(&[
+        "x509",
+        "mint",
+        "-spiffeID",
+        &format!("spiffe://{TD}/workload"),
+        "-write",
+        minted.to_str().expect("path"),
+    ]);
+    let workload = Svid::read(&minted.join("svid.pem"), &minted.join("key.pem"));
+    let status = sync(&mut agent_api(&server, Some(&workload)))
+        .await
+        .expect_err("a workload SVID");
+    assert_eq!(status.code(), Code::Unknown, "{status:?}");
+    assert_eq!(status.message(), "transport error", "{status:?}");
+
+    // An agent-shaped SVID (minted by the admin) of an agent that never attested is refused.
+    let forged_id = format!("spiffe://{TD}/spire/agent/join_token/never-attested");
+    let forged_dir = dir.path().join("forged");
+    std::fs::create_dir_all(&forged_dir).expect("dir");
+    server.cli_ok(&[
+        "x509",
+        "mint",
+        "-spiffeID",
+        &forged_id,
+        "-write",
+        forged_dir.to_str().expect("path"),
+    ]);
+    let forged = Svid::read(&forged_dir.join("svid.pem"), &forged_dir.join("key.pem"));
+    let mut forged = agent_api(&server, Some(&forged));
+    assert_refused(
+        sync(&mut forged).await,
+        Reason::AgentNotAttested,
+        &format!("agent \"{forged_id}\" is not attested"),
+    );
+    assert_refused(
+        renew(&mut forged).await.map(|_| ()),
+        Reason::AgentNotAttested,
+        "is not attested",
+    );
+
+    // The attested agent's own SVID works.
+    sync(&mut agent_api(&server, Some(&Svid::of_agent(&agent))))
+        .await
+        .expect("the agent's SVID");
+    assert_eq!(server.agent_ids(), expected, "refusals wrote nothing");
+}
+
+/// Driven by hand with the agent's stored SVID: a renewed SVID is pending until first used,
+/// the old one keeps working until then, and is refused from then on.
+#[tokio::test]
+async fn an_agent_svid_superseded_by_renewal_is_refused_once_the_new_one_is_used() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("server"), TD, &[]).await;
+    let token = server.join_token(&[]);
+    let mut agent = Agent::start(&server, &dir.path().join("agent"), Some(&token)).await;
+    let agent_id = server.agent_id(&token);
+    // The agent's own SVID, used from here on by this test alone.
+    let old = Svid::of_agent(&agent);
+    agent.process.kill();
+    assert_eq!(current_serial(&server, &agent_id), Some(old.serial()));
+
+    let mut with_old = agent_api(&server, Some(&old));
+    let new = renew(&mut with_old).await.expect("renewal");
+    assert_ne!(new.serial(), old.serial());
+    // Not in use yet: the old SVID stays current and keeps working.
+    assert_eq!(current_serial(&server, &agent_id), Some(old.serial()));
+    sync(&mut with_old)
+        .await
+        .expect("old SVID before the new one is used");
+
+    let mut with_new = agent_api(&server, Some(&new));
+    sync(&mut with_new).await.expect("new SVID");
+    assert_eq!(current_serial(&server, &agent_id), Some(new.serial()));
+    let superseded = format!(
+        "expected to have serial number \"{}\"; has \"{}\"",
+        new.serial(),
+        old.serial()
+    );
+    assert_refused(
+        sync(&mut agent_api(&server, Some(&old))).await,
+        Reason::AgentNotActive,
+        &superseded,
+    );
+    assert_refused(
+        renew(&mut with_old).await.map(|_| ()),
+        Reason::AgentNotActive,
+        &superseded,
+    );
+    sync(&mut with_new).await.expect("the new SVID still works");
+    assert_eq!(
+        agents(&server),
+        vec![(agent_id, new.serial())],
+        "the refusals changed nothing"
+    );
+}
+
+/// The running agent renews by itself (short agent TTL); once it uses its new SVID, the SVID it
+/// had before is refused.
+#[tokio::test]
+async fn a_live_agent_renewal_retires_its_previous_svid() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("server"), TD, &["-agentTTL", "20s"]).await;
+    let token = server.join_token(&[]);
+    let agent = Agent::start(&server, &dir.path().join("agent"), Some(&token)).await;
+    let agent_id = server.agent_id(&token);
+    let old = Svid::of_agent(&agent);
+    let new_serial = wait_for(
+        "the agent to renew and use its new SVID",
+        Duration::from_secs(30),
+        || {
+            let serial = current_serial(&server, &agent_id).filter(|s| *s != old.serial());
+            async move { serial }
+        },
+    )
+    .await;
+    assert_eq!(Svid::of_agent(&agent).serial(), new_serial, "stored SVID");
+    assert_refused(
+        sync(&mut agent_api(&server, Some(&old))).await,
+        Reason::AgentNotActive,
+        "expected to have serial number",
+    );
+    sync(&mut agent_api(&server, Some(&Svid::of_agent(&agent))))
+        .await
+        .expect("the renewed SVID");
+}
+
+#[tokio::test]
+async fn an_evicted_join_token_agent_removes_its_svid_and_stops() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("server"), TD, &[]).await;
+    let token = server.join_token(&[]);
+    let agent_dir = dir.path().join("agent");
+    let mut agent = Agent::start(&server, &agent_dir, Some(&token)).await;
+    let agent_id = server.agent_id(&token);
+    server.create_entry(
+        &format!("spiffe://{TD}/app"),
+        &agent_id,
+        &[&uid_selector()],
+        &[],
+    );
+    let endpoint = agent.endpoint();
+    wait_for("an SVID from the agent", Duration::from_secs(20), || {
+        let endpoint = endpoint.clone();
+        async move {
+            WorkloadApiClient::connect_to(endpoint)
+                .await
+                .ok()?
+                .fetch_x509_svid()
+                .await
+                .ok()
+        }
+    })
+    .await;
+
+    server.cli_ok(&["agent", "evict", "-spiffeID", &agent_id]);
+    let status = agent.process.wait_exit(Duration::from_secs(20)).await;
+    assert!(!status.success(), "{status}");
+    let log = agent.process.log();
+    assert!(
+        log.contains("Agent needs to re-attest; removing SVID and shutting down"),
+        "{log}"
+    );
+    assert!(
+        log.contains("new join token") && log.contains("is not attested"),
+        "{log}"
+    );
+    assert!(
+        !agent.data_dir.join("agent-svid.pem").exists(),
+        "SVID removed"
+    );
+    assert!(
+        !agent.data_dir.join("agent-key.pem").exists(),
+        "key removed"
+    );
+    assert_eq!(server.agent_ids(), Vec::<String>::new());
+
+    // A restart without a token has nothing to present and no way to attest.
+    let bundle = server.write_bundle();
+    let mut restarted = Agent::spawn(&server, &agent_dir, None, &bundle);
+    let status = restarted.process.wait_exit(Duration::from_secs(20)).await;
+    assert!(!status.success(), "{status}");
+    let log = restarted.process.log();
+    assert!(log.contains("no join token"), "{log}");
+    // The old token cannot bring it back either: it was used up.
+    let mut reused = Agent::spawn(&server, &agent_dir, Some(&token), &bundle);
+    let status = reused.process.wait_exit(Duration::from_secs(20)).await;
+    assert!(!status.success(), "{status}");
+    assert_eq!(server.agent_ids(), Vec::<String>::new());
+}
+
+/// A CA and a node certificate it issued (PEM files in `dir`); returns the CA path and the
+/// agent config file that points at the node certificate and key.
+fn node_pki(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    std::fs::create_dir_all(dir).expect("dir");
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca.distinguished_name.push(DnType::CommonName, "node CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca_cert = ca.self_signed(&ca_key).expect("CA cert");
+    let node_key = KeyPair::generate().expect("node key");
+    let mut node = CertificateParams::new(vec!["node.example".to_owned()]).expect("params");
+    node.distinguished_name.push(DnType::CommonName, "node");
+    node.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    node.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let node_cert = node
+        .signed_by(&node_key, &Issuer::new(ca, ca_key))
+        .expect("node cert");
+    let ca_path = dir.join("ca.pem");
+    let cert_path = dir.join("node.pem");
+    let key_path = dir.join("node.key");
+    std::fs::write(&ca_path, ca_cert.pem()).expect("write CA");
+    std::fs::write(&cert_path, node_cert.pem()).expect("write cert");
+    std::fs::write(&key_path, node_key.serialize_pem()).expect("write key");
+    let config = dir.join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent.node_attestor.x509pop]\ncertificate_path = {:?}\nprivate_key_path = {:?}\n",
+            cert_path.display().to_string(),
+            key_path.display().to_string()
+        ),
+    )
+    .expect("write agent config");
+    (ca_path, config)
+}
+
+#[tokio::test]
+async fn an_evicted_x509pop_agent_attests_again_by_itself() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ca, agent_config) = node_pki(&dir.path().join("pki"));
+    let server_config = dir.path().join("server.toml");
+    std::fs::write(
+        &server_config,
+        format!(
+            "[server.node_attestor.x509pop]\nca_bundle_path = {:?}\n",
+            ca.display().to_string()
+        ),
+    )
+    .expect("write server config");
+    let server = Server::start(
+        &dir.path().join("server"),
+        TD,
+        &["-config", server_config.to_str().expect("path")],
+    )
+    .await;
+    let mut agent = Agent::start_with(
+        &server,
+        &dir.path().join("agent"),
+        None,
+        &["-config", agent_config.to_str().expect("path")],
+    )
+    .await;
+    let [(agent_id, first_serial)]: [(String, String); 1] =
+        agents(&server).try_into().expect("one agent");
+    assert!(agent_id.starts_with(&format!("spiffe://{TD}/spire/agent/x509pop/")));
+    server.create_entry(
+        &format!("spiffe://{TD}/steady"),
+        &agent_id,
+        &[&uid_selector()],
+        &[],
+    );
+    let source = X509Source::builder()
+        .endpoint(agent.endpoint())
+        .initial_sync_timeout(Duration::from_secs(20))
+        .build()
+        .await
+        .expect("X509Source");
+    let old = Svid::of_agent(&agent);
+
+    server.cli_ok(&["agent", "evict", "-spiffeID", &agent_id]);
+    let second_serial = wait_for("the agent to attest again", Duration::from_secs(20), || {
+        let serial = current_serial(&server, &agent_id).filter(|s| *s != first_serial);
+        async move { serial }
+    })
+    .await;
+    assert_eq!(server.agent_ids(), vec![agent_id.clone()]);
+    assert!(
+        agent.process.try_exit().is_none(),
+        "{}",
+        agent.process.log()
+    );
+    let log = agent.process.log();
+    assert!(log.contains("node attested again"), "{log}");
+    assert!(!log.contains("shutting down"), "{log}");
+    assert_eq!(Svid::of_agent(&agent).serial(), second_serial);
+    // The SVID from before the eviction belongs to a record that no longer exists.
+    assert_refused(
+        sync(&mut agent_api(&server, Some(&old))).await,
+        Reason::AgentNotActive,
+        "expected to have serial number",
+    );
+
+    // Workloads kept their identity, and the agent syncs again: a new entry reaches them.
+    assert_eq!(
+        source.svid().expect("SVID").spiffe_id().to_string(),
+        format!("spiffe://{TD}/steady")
+    );
+    server.create_entry(
+        &format!("spiffe://{TD}/added"),
+        &agent_id,
+        &[&uid_selector()],
+        &["-hint", "added"],
+    );
+    let endpoint = agent.endpoint();
+    let ids = wait_for(
+        "the entry added after re-attestation",
+        Duration::from_secs(20),
+        || {
+            let endpoint = endpoint.clone();
+            async move {
+                let svids = WorkloadApiClient::connect_to(endpoint)
+                    .await
+                    .ok()?
+                    .fetch_all_x509_svids()
+                    .await
+                    .ok()?;
+                let mut ids: Vec<String> =
+                    svids.iter().map(|s| s.spiffe_id().to_string()).collect();
+                ids.sort();
+                (ids.len() == 2).then_some(ids)
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        ids,
+        [
+            format!("spiffe://{TD}/added"),
+            format!("spiffe://{TD}/steady")
+        ]
+    );
+    assert!(source.is_healthy());
+}
