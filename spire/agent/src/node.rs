@@ -1,7 +1,7 @@
 //! The agent's own identity: attesting the node to the server, keeping the agent SVID on disk
 //! so a restart needs no new join token, and the mTLS link to the server's agent API.
 
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -227,23 +227,9 @@ impl DataDir {
     }
 
     fn write_atomic(&self, name: &str, data: &[u8], mode: u32) -> Result<(), NodeError> {
-        use std::io::Write;
         let path = self.path(name);
-        let tmp = self.path(&format!(".{name}.tmp"));
-        let io = |source| NodeError::Io {
-            path: path.clone(),
-            source,
-        };
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)
-            .map_err(io)?;
-        file.write_all(data).map_err(io)?;
-        file.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, &path).map_err(io)
+        common_process::files::write_atomic(&path, data, mode)
+            .map_err(|source| NodeError::Io { path, source })
     }
 }
 
