@@ -6,6 +6,7 @@
 
 pub mod secrets;
 pub mod stack;
+pub mod x509pop;
 
 use std::path::PathBuf;
 use std::process::Command;

@@ -9,10 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use identity::svid_tls::{self, SvidStore};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
+use rcgen::{CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use spiffe::{SpiffeId, WorkloadApiClient, X509Source};
 use spire_proto::refusal::{self, Reason};
 use spire_proto::server as pb;
@@ -400,47 +397,14 @@ async fn an_evicted_join_token_agent_removes_its_svid_and_stops() {
     assert_eq!(server.agent_ids(), Vec::<String>::new());
 }
 
-/// A CA and a node certificate it issued (PEM files in `dir`); returns the CA path and the
-/// agent config file that points at the node certificate and key.
-fn node_pki(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
-    std::fs::create_dir_all(dir).expect("dir");
-    let ca_key = KeyPair::generate().expect("CA key");
-    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    ca.distinguished_name.push(DnType::CommonName, "node CA");
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca_cert = ca.self_signed(&ca_key).expect("CA cert");
-    let node_key = KeyPair::generate().expect("node key");
-    let mut node = CertificateParams::new(vec!["node.example".to_owned()]).expect("params");
-    node.distinguished_name.push(DnType::CommonName, "node");
-    node.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    node.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let node_cert = node
-        .signed_by(&node_key, &Issuer::new(ca, ca_key))
-        .expect("node cert");
-    let ca_path = dir.join("ca.pem");
-    let cert_path = dir.join("node.pem");
-    let key_path = dir.join("node.key");
-    std::fs::write(&ca_path, ca_cert.pem()).expect("write CA");
-    std::fs::write(&cert_path, node_cert.pem()).expect("write cert");
-    std::fs::write(&key_path, node_key.serialize_pem()).expect("write key");
-    let config = dir.join("agent.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[agent.node_attestor.x509pop]\ncertificate_path = {:?}\nprivate_key_path = {:?}\n",
-            cert_path.display().to_string(),
-            key_path.display().to_string()
-        ),
-    )
-    .expect("write agent config");
-    (ca_path, config)
-}
-
 #[tokio::test]
 async fn an_evicted_x509pop_agent_attests_again_by_itself() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (ca, agent_config) = node_pki(&dir.path().join("pki"));
+    let tests::x509pop::NodePki {
+        ca_path: ca,
+        agent_config,
+        ..
+    } = tests::x509pop::node_pki(&dir.path().join("pki"), "node");
     let server_config = dir.path().join("server.toml");
     std::fs::write(
         &server_config,

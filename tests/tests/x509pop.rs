@@ -3,55 +3,12 @@
 //! attests again with no token after losing its SVID, and a certificate from another CA is
 //! refused by name.
 
-use std::path::Path;
 use std::time::Duration;
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
 use spiffe::WorkloadApiClient;
 use tests::stack::{Agent, Server};
 use tests::wait_for;
-
-/// A CA and a node certificate it issued, written as PEM files in `dir`; returns the CA PEM
-/// path, the node certificate's DER, and the agent config file that uses them.
-fn node_pki(dir: &Path, name: &str) -> (std::path::PathBuf, Vec<u8>, std::path::PathBuf) {
-    std::fs::create_dir_all(dir).expect("dir");
-    let ca_key = KeyPair::generate().expect("CA key");
-    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    ca.distinguished_name
-        .push(DnType::CommonName, format!("{name} CA"));
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca_cert = ca.self_signed(&ca_key).expect("CA cert");
-
-    let node_key = KeyPair::generate().expect("node key");
-    let mut node = CertificateParams::new(vec![format!("{name}.example")]).expect("params");
-    node.distinguished_name.push(DnType::CommonName, name);
-    node.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    node.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let issuer = Issuer::new(ca, ca_key);
-    let node_cert = node.signed_by(&node_key, &issuer).expect("node cert");
-
-    let ca_path = dir.join("ca.pem");
-    std::fs::write(&ca_path, ca_cert.pem()).expect("write CA");
-    let cert_path = dir.join("node.pem");
-    let key_path = dir.join("node.key");
-    std::fs::write(&cert_path, node_cert.pem()).expect("write cert");
-    std::fs::write(&key_path, node_key.serialize_pem()).expect("write key");
-    let config = dir.join("agent.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[agent.node_attestor.x509pop]\ncertificate_path = {:?}\nprivate_key_path = {:?}\n",
-            cert_path.display().to_string(),
-            key_path.display().to_string()
-        ),
-    )
-    .expect("write agent config");
-    (ca_path, node_cert.der().to_vec(), config)
-}
+use tests::x509pop::{NodePki, node_pki};
 
 fn sha1_hex(der: &[u8]) -> String {
     ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, der)
@@ -64,7 +21,11 @@ fn sha1_hex(der: &[u8]) -> String {
 #[tokio::test]
 async fn agents_attest_with_a_node_certificate_and_again_without_a_token() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (ca, node_der, agent_config) = node_pki(&dir.path().join("pki"), "node-1");
+    let NodePki {
+        ca_path: ca,
+        node_cert_der: node_der,
+        agent_config,
+    } = node_pki(&dir.path().join("pki"), "node-1");
     let server_config = dir.path().join("server.toml");
     std::fs::write(
         &server_config,
@@ -168,7 +129,7 @@ async fn agents_attest_with_a_node_certificate_and_again_without_a_token() {
     assert!(listed.contains(&agent_id), "{listed}");
 
     // A node certificate from a CA the server does not trust is refused, and says why.
-    let (_, _, untrusted) = node_pki(&dir.path().join("other-pki"), "intruder");
+    let untrusted = node_pki(&dir.path().join("other-pki"), "intruder").agent_config;
     let bundle = server.write_bundle();
     let mut intruder = Agent::spawn_with(
         &server,
