@@ -320,4 +320,26 @@ impl Agent {
     pub fn endpoint(&self) -> String {
         format!("unix://{}", self.socket.display())
     }
+
+    /// This process's default X509-SVID from the agent, waiting (up to 20 s) for the agent to
+    /// sync a new entry.
+    pub async fn fetch_svid(&self) -> spiffe::X509Svid {
+        let endpoint = self.endpoint();
+        wait_for(
+            "an X509-SVID from the agent",
+            Duration::from_secs(20),
+            || {
+                let endpoint = endpoint.clone();
+                async move {
+                    spiffe::WorkloadApiClient::connect_to(endpoint)
+                        .await
+                        .ok()?
+                        .fetch_x509_svid()
+                        .await
+                        .ok()
+                }
+            },
+        )
+        .await
+    }
 }

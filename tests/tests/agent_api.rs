@@ -347,19 +347,7 @@ async fn an_evicted_join_token_agent_removes_its_svid_and_stops() {
         &[&uid_selector()],
         &[],
     );
-    let endpoint = agent.endpoint();
-    wait_for("an SVID from the agent", Duration::from_secs(20), || {
-        let endpoint = endpoint.clone();
-        async move {
-            WorkloadApiClient::connect_to(endpoint)
-                .await
-                .ok()?
-                .fetch_x509_svid()
-                .await
-                .ok()
-        }
-    })
-    .await;
+    agent.fetch_svid().await;
 
     server.cli_ok(&["agent", "evict", "-spiffeID", &agent_id]);
     let status = agent.process.wait_exit(Duration::from_secs(20)).await;

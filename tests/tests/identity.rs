@@ -30,16 +30,6 @@ async fn client(agent: &Agent) -> WorkloadApiClient {
         .expect("connecting to the Workload API")
 }
 
-/// Fetches the default X509-SVID, waiting for the agent to sync a new entry.
-async fn fetch_svid(agent: &Agent) -> spiffe::X509Svid {
-    wait_for(
-        "an X509-SVID from the agent",
-        Duration::from_secs(20),
-        || async { client(agent).await.fetch_x509_svid().await.ok() },
-    )
-    .await
-}
-
 /// SPIRE's `NotBefore` cushion (`x509svid.NotBeforeCushion`, 10 s); the server back-dates by
 /// the same amount (`NOT_BEFORE_BACKDATE` in spire/server/src/ca).
 const NOT_BEFORE_CUSHION: i64 = 10;
@@ -423,7 +413,7 @@ async fn real_clients_fetch_and_validate_svids_from_the_agent() {
         ],
     );
 
-    let svid = fetch_svid(&agent).await;
+    let svid = agent.fetch_svid().await;
     assert_eq!(svid.spiffe_id().to_string(), app_id);
 
     let bundles = client(&agent)
@@ -551,7 +541,7 @@ async fn svids_rotate_before_expiry_and_deleted_entries_end_the_stream() {
         &[&format!("unix:uid:{}", uid())],
         &["-x509SVIDTTL", "4"],
     );
-    fetch_svid(&agent).await;
+    agent.fetch_svid().await;
     let mut stream = client(&agent)
         .await
         .stream_x509_svids()
@@ -945,13 +935,13 @@ async fn agents_restart_without_a_token_until_evicted() {
         &[&format!("unix:uid:{}", uid())],
         &[],
     );
-    fetch_svid(&agent).await;
+    agent.fetch_svid().await;
 
     // Restart with the data dir and no token: the stored agent SVID is enough.
     agent.process.kill();
     let agent = Agent::start(&server, &dir.path().join("agent"), None).await;
     assert_eq!(
-        fetch_svid(&agent).await.spiffe_id().to_string(),
+        agent.fetch_svid().await.spiffe_id().to_string(),
         "spiffe://example.org/app"
     );
     assert_eq!(server.agent_ids(), std::slice::from_ref(&agent_id));
@@ -1008,7 +998,7 @@ async fn server_runs_on_postgresql() {
         &[],
     );
     assert_eq!(
-        fetch_svid(&agent).await.spiffe_id().to_string(),
+        agent.fetch_svid().await.spiffe_id().to_string(),
         "spiffe://example.org/pg"
     );
 }
@@ -1165,7 +1155,7 @@ async fn server_and_agent_export_prometheus_metrics() {
         &[&format!("unix:uid:{}", uid())],
         &[],
     );
-    fetch_svid(&agent).await;
+    agent.fetch_svid().await;
     // A call without an identity: the entry below matches no process.
     let denied = WorkloadApiClient::connect_to(agent.endpoint())
         .await
@@ -1249,7 +1239,7 @@ async fn two_servers_share_one_database_each_with_its_own_ca() {
         &[&format!("unix:uid:{}", uid())],
         &[],
     );
-    let svid = fetch_svid(&agent).await;
+    let svid = agent.fetch_svid().await;
     assert_eq!(svid.spiffe_id().to_string(), "spiffe://example.org/ha");
     // The workload's bundle holds both CAs, so SVIDs from either server verify.
     let bundles = client(&agent)
@@ -1386,7 +1376,7 @@ async fn svids_are_capped_at_the_ca_expiry() {
         &[&format!("unix:uid:{}", uid())],
         &["-x509SVIDTTL", "3600"],
     );
-    let svid = fetch_svid(&agent).await;
+    let svid = agent.fetch_svid().await;
     let bundles = client(&agent)
         .await
         .fetch_x509_bundles()

@@ -5,9 +5,7 @@
 
 use std::time::Duration;
 
-use spiffe::WorkloadApiClient;
 use tests::stack::{Agent, Server};
-use tests::wait_for;
 use tests::x509pop::{NodePki, node_pki};
 
 fn sha1_hex(der: &[u8]) -> String {
@@ -93,23 +91,7 @@ async fn agents_attest_with_a_node_certificate_and_again_without_a_token() {
         &[&format!("unix:uid:{uid}")],
         &[],
     );
-    let endpoint = agent.endpoint();
-    let svid = wait_for(
-        "an SVID via the x509pop agent",
-        Duration::from_secs(20),
-        || {
-            let endpoint = endpoint.clone();
-            async move {
-                WorkloadApiClient::connect_to(endpoint)
-                    .await
-                    .ok()?
-                    .fetch_x509_svid()
-                    .await
-                    .ok()
-            }
-        },
-    )
-    .await;
+    let svid = agent.fetch_svid().await;
     assert_eq!(
         svid.spiffe_id().to_string(),
         "spiffe://example.org/on-node-1"

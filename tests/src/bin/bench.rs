@@ -531,14 +531,8 @@ async fn workload_api(n: usize) -> anyhow::Result<()> {
         ],
         &[],
     );
+    agent.fetch_svid().await;
     let endpoint = agent.endpoint();
-    tests::wait_for("the bench's SVID", Duration::from_secs(30), || async {
-        let client = spiffe::WorkloadApiClient::connect_to(&endpoint)
-            .await
-            .ok()?;
-        client.fetch_x509_svid().await.ok()
-    })
-    .await;
 
     let channel = spire_proto::uds::connect(&agent.socket).await?;
     fn with_header<T>(message: T) -> tonic::Request<T> {
