@@ -267,6 +267,22 @@ impl Server {
     }
 }
 
+/// The `selectors` of an entry or agent as the CLI prints them in JSON, as `type:value`.
+pub fn selector_strings(json: &serde_json::Value) -> Vec<String> {
+    json["selectors"]
+        .as_array()
+        .expect("selectors")
+        .iter()
+        .map(|s| {
+            format!(
+                "{}:{}",
+                s["type"].as_str().unwrap_or(""),
+                s["value"].as_str().unwrap_or("")
+            )
+        })
+        .collect()
+}
+
 /// A running `spire-agent`.
 pub struct Agent {
     pub process: Process,
