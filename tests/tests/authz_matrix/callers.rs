@@ -133,15 +133,9 @@ pub fn visible_paths(caller: Caller) -> Vec<String> {
     }
 }
 
-/// A caller's certificate (`None`: it presents none) and the SPIFFE ID the server sees.
-pub struct Identity {
-    pub caller: Caller,
-    pub svid: Option<Svid>,
-}
-
-/// Every caller's certificate: real SVIDs from the agent for the registered kinds, the
-/// forgeries made here.
-pub async fn identities(stack: &SecretsStack) -> Vec<Identity> {
+/// Every caller's certificate, in column order (`None`: it presents none): real SVIDs from
+/// the agent for the callers that have an `agent_id`, the forgeries made here.
+pub async fn certificates(stack: &SecretsStack) -> Vec<Option<Svid>> {
     let me = std::env::current_exe().expect("test executable");
     let wanted: Vec<&str> = CALLERS.iter().filter_map(|c| c.agent_id()).collect();
     for id in &wanted {
@@ -173,24 +167,21 @@ pub async fn identities(stack: &SecretsStack) -> Vec<Identity> {
     let our_ca = Ca::of_server(&stack.server);
     CALLERS
         .iter()
-        .map(|&caller| {
-            let svid = match caller {
-                ForeignDomain => Some(Ca::new(OTHER_TD).sign(FOREIGN_SUPERUSER)),
-                ForeignIdOurCa => Some(our_ca.sign(FOREIGN_SUPERUSER)),
-                OtherCa => Some(Ca::new(TD).sign(SUPERUSER_ID)),
-                SelfSigned => Some(certs::self_signed(SUPERUSER_ID)),
-                Expired => Some(our_ca.sign_expired(SUPERUSER_ID)),
-                NoCertificate => None,
-                registered => {
-                    let id = registered.agent_id().expect("a registered caller");
-                    let svid = svids
-                        .iter()
-                        .find(|s| s.spiffe_id().to_string() == id)
-                        .expect("fetched above");
-                    Some(Svid::from_workload(svid))
-                }
-            };
-            Identity { caller, svid }
+        .map(|&caller| match caller {
+            ForeignDomain => Some(Ca::new(OTHER_TD).sign(FOREIGN_SUPERUSER)),
+            ForeignIdOurCa => Some(our_ca.sign(FOREIGN_SUPERUSER)),
+            OtherCa => Some(Ca::new(TD).sign(SUPERUSER_ID)),
+            SelfSigned => Some(certs::self_signed(SUPERUSER_ID)),
+            Expired => Some(our_ca.sign_expired(SUPERUSER_ID)),
+            NoCertificate => None,
+            registered => {
+                let id = registered.agent_id().expect("a registered caller");
+                let svid = svids
+                    .iter()
+                    .find(|s| s.spiffe_id().to_string() == id)
+                    .expect("fetched above");
+                Some(Svid::from_workload(svid))
+            }
         })
         .collect()
 }

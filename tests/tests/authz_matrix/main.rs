@@ -30,7 +30,7 @@ use tests::certs;
 use tests::mtls;
 use tests::secrets::{KEEPER_ID, NEXUS_ID, SecretsStack};
 
-use callers::{CALLERS, Caller::*, identities};
+use callers::{CALLERS, Caller::*, certificates};
 use run::{Report, check_audit, check_unlisted, run_keeper_matrix, run_nexus_matrix};
 use state::{check_state, fixtures, snapshot};
 
@@ -167,12 +167,12 @@ async fn every_route_against_every_kind_of_caller() {
     check_tables();
     let dir = tempfile::tempdir().expect("tempdir");
     let stack = SecretsStack::start(dir.path(), 3).await;
-    let identities = identities(&stack).await;
+    let certificates = certificates(&stack).await;
     let bundle = stack.server.bundle_der();
     let tls_to = |server: &str| -> Vec<Arc<rustls::ClientConfig>> {
-        identities
+        certificates
             .iter()
-            .map(|i| certs::client_tls(&bundle, i.svid.as_ref(), server))
+            .map(|svid| certs::client_tls(&bundle, svid.as_ref(), server))
             .collect()
     };
     let (nexus_tls, keeper_tls) = (tls_to(NEXUS_ID), tls_to(KEEPER_ID));
@@ -222,7 +222,7 @@ async fn every_route_against_every_kind_of_caller() {
 
     // Nothing a refused call sent was written; the allowed calls wrote exactly their part.
     check_state(&before, &snapshot(su, stack.nexus_port).await);
-    check_audit(&stack, &identities, &report);
+    check_audit(&stack, &report);
     println!(
         "authorisation matrix test done after {:?}",
         started.elapsed()

@@ -9,6 +9,8 @@ use serde_json::{Value, json};
 use tests::mtls::{Answer, Request};
 
 use crate::callers::{CALLERS, Caller, Caller::*, visible_paths};
+
+/// What the cipher rows encrypt, and what their ciphertexts decrypt to.
 pub const PLAINTEXT: &[u8] = b"the matrix's plaintext";
 
 /// What the matrix's requests refer to, made before it runs.

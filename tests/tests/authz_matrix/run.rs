@@ -10,22 +10,27 @@ use serde_json::{Value, json};
 use tests::mtls::{self, Answer, Request};
 use tests::secrets::SecretsStack;
 
-use crate::callers::{CALLERS, Caller, Caller::*, Identity};
+use crate::callers::{CALLERS, Caller, Caller::*};
 use crate::requests::{
     Fixtures, check_answer, check_keeper_answer, keeper_requests, nexus_requests,
 };
 use crate::{BAD, KEEPER_HANDSHAKE, KEEPER_MATRIX, NEXUS_HANDSHAKE, NEXUS_MATRIX, Outcome};
+
 /// What a caller actually got.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Observed {
+enum Observed {
+    /// 200.
     Ok,
+    /// An error answer: status and `err` code.
     Http(u16, String),
+    /// The server refused the handshake with this alert.
     Refused(AlertDescription),
+    /// Neither an answer nor an alert (a bug of the test or a server that hung up).
     Failed(String),
 }
 
 impl Observed {
-    pub fn of(reply: &std::io::Result<Answer>) -> Observed {
+    fn of(reply: &std::io::Result<Answer>) -> Observed {
         match reply {
             Ok(answer) if answer.status == 200 => Observed::Ok,
             Ok(answer) => {
@@ -42,7 +47,7 @@ impl Observed {
         }
     }
 
-    pub fn matches(&self, expected: Outcome, handshake: Option<AlertDescription>) -> bool {
+    fn matches(&self, expected: Outcome, handshake: Option<AlertDescription>) -> bool {
         match (self, expected) {
             (Observed::Ok, Outcome::Ok) => true,
             (Observed::Http(status, code), Outcome::Http(s, c)) => *status == s && code == c,
@@ -52,7 +57,7 @@ impl Observed {
     }
 }
 
-pub fn expected_text(expected: Outcome, handshake: Option<AlertDescription>) -> String {
+fn expected_text(expected: Outcome, handshake: Option<AlertDescription>) -> String {
     match expected {
         Outcome::Ok => "200".to_owned(),
         Outcome::Http(status, code) => format!("{status} {code}"),
@@ -207,7 +212,7 @@ pub async fn check_unlisted(port: u16, su: &Arc<rustls::ClientConfig>, report: &
 
 /// Every answered request has its audit line: the caller's ID, the route, the status, and
 /// `deny` for a refusal.
-pub fn check_audit(stack: &SecretsStack, identities: &[Identity], report: &Report) {
+pub fn check_audit(stack: &SecretsStack, report: &Report) {
     let audit = std::fs::read_to_string(stack.audit_log()).expect("audit log");
     let lines: BTreeMap<String, Value> = audit
         .lines()
@@ -221,10 +226,9 @@ pub fn check_audit(stack: &SecretsStack, identities: &[Identity], report: &Repor
         let line = lines.get(request_id).unwrap_or_else(|| {
             panic!("{row} as {caller:?} ({status}) has no audit line {request_id:?}")
         });
-        let id = identities[caller.column()]
-            .caller
+        let id = caller
             .agent_id()
-            .expect("only registered callers get answers");
+            .expect("only callers with a real SVID get answers");
         assert_eq!(line["caller"], id, "{line}");
         assert!(
             row.starts_with(line["route"].as_str().unwrap_or("?")) || row.starts_with("unlisted"),
