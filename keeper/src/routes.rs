@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use nexus_api::model::ShardBody;
+use nexus_api::routes;
 use serde_json::json;
 use zeroize::Zeroizing;
 
@@ -57,9 +58,9 @@ fn no_store(status: StatusCode, body: serde_json::Value) -> Response {
 /// The keeper's routes over a shard slot.
 pub fn router(slot: Arc<ShardSlot>) -> Router {
     Router::new()
-        .route("/v1/store/contribute", post(contribute))
-        .route("/v1/store/shard", post(shard))
-        .route("/healthz", get(health))
+        .route(routes::KEEPER_CONTRIBUTE, post(contribute))
+        .route(routes::KEEPER_SHARD, post(shard))
+        .route(routes::KEEPER_HEALTH, get(health))
         .fallback(|| async { ApiError::bad_request("unknown route") })
         .with_state(slot)
         .layer(axum::extract::DefaultBodyLimit::max(4096))
@@ -170,6 +171,39 @@ mod tests {
         }
         let (_, body) = call(&app, "/v1/store/shard", "{}").await;
         assert_eq!(body["shard"], json!(good));
+    }
+
+    #[tokio::test]
+    async fn serves_exactly_the_listed_routes() {
+        let app = router(Arc::new(ShardSlot::default()));
+        let served = |path: &str| {
+            let method = if path == routes::KEEPER_HEALTH {
+                "GET"
+            } else {
+                "POST"
+            };
+            let request = Request::builder()
+                .method(method)
+                .uri(path)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from("{}"))
+                .expect("request");
+            let app = app.clone();
+            async move {
+                let response = app.oneshot(request).await.expect("response");
+                let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
+                    .await
+                    .expect("body");
+                !String::from_utf8_lossy(&bytes).contains("unknown route")
+            }
+        };
+        for path in routes::KEEPER_ROUTES {
+            assert!(served(path).await, "{path} is listed but not served");
+        }
+        assert!(
+            !served("/v1/store/keep").await,
+            "an unlisted route is served"
+        );
     }
 
     #[test]

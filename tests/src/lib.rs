@@ -4,6 +4,8 @@
 //! Every helper waits on a condition (a health check answering, a socket accepting, an SVID
 //! arriving) with a deadline; none sleeps a fixed time and hopes.
 
+pub mod certs;
+pub mod mtls;
 pub mod secrets;
 pub mod stack;
 pub mod x509pop;
@@ -125,14 +127,21 @@ pub async fn http_get(address: &str, path: &str) -> String {
 }
 
 /// The body of a `Transfer-Encoding: chunked` HTTP/1.1 response.
-pub fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
+pub fn dechunk(body: &str) -> String {
+    String::from_utf8_lossy(&dechunk_bytes(body.as_bytes())).into_owned()
+}
+
+/// [`dechunk`] for a body that may not be text.
+pub fn dechunk_bytes(mut body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(end) = body.windows(2).position(|w| w == b"\r\n") {
+        let size = String::from_utf8_lossy(&body[..end]);
         let size = usize::from_str_radix(size.trim(), 16).expect("chunk size");
         if size == 0 {
             break;
         }
-        out.push_str(&rest[..size]);
+        let rest = &body[end + 2..];
+        out.extend_from_slice(&rest[..size]);
         body = &rest[size + 2..];
     }
     out

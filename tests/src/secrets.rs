@@ -3,7 +3,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::Arc;
 use std::time::Duration;
+
+use nexus_api::Client;
+use spiffe::X509Source;
 
 use crate::stack::{Agent, Process, Server};
 use crate::{bin, free_port, wait_for};
@@ -16,6 +20,25 @@ pub const NEXUS_ID: &str = "spiffe://example.org/spike/nexus";
 pub const KEEPER_ID: &str = "spiffe://example.org/spike/keeper";
 /// The admin CLI's SPIFFE ID.
 pub const SUPERUSER_ID: &str = "spiffe://example.org/spike/pilot/role/superuser";
+
+/// A secret version's values from `(key, value)` pairs.
+pub fn values(pairs: &[(&str, &str)]) -> nexus_api::model::Values {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+/// A client TLS config presenting `source`'s SVID and accepting only Nexus (for
+/// [`crate::mtls`]).
+pub fn nexus_tls(source: &X509Source) -> Arc<rustls::ClientConfig> {
+    let td = spiffe::TrustDomain::new(TD).expect("trust domain");
+    let nexus = identity::SpiffeId::new(NEXUS_ID).expect("Nexus ID");
+    Arc::new(
+        identity::workload::client_config(source.clone(), td, identity::workload::exactly(nexus))
+            .expect("client TLS config"),
+    )
+}
 
 /// Identity server, agent, keepers and Nexus in one temporary directory.
 pub struct SecretsStack {
@@ -296,6 +319,25 @@ impl SecretsStack {
             &[&self.uid, &unix_path(binary)],
             &[],
         );
+    }
+
+    /// Registers the running test binary as `spiffe_id` and returns its SVID source, once
+    /// the SVID for that ID has arrived.
+    pub async fn identity_as(&self, spiffe_id: &str) -> X509Source {
+        let me = std::env::current_exe().expect("test executable");
+        self.register(&me, spiffe_id);
+        let source =
+            identity::workload::x509_source(Some(&self.agent.endpoint()), Duration::from_secs(30))
+                .await
+                .expect("the test's SVID");
+        let id = identity::workload::own_id(&source).expect("own SPIFFE ID");
+        assert_eq!(id.to_string(), spiffe_id);
+        source
+    }
+
+    /// A Nexus client over its own connection pool, presenting `source`'s SVID.
+    pub fn client(&self, source: &X509Source) -> Client {
+        Client::connect(source.clone(), &self.nexus_url(), TD).expect("Nexus client")
     }
 
     /// Runs the admin `spike` with `args`.

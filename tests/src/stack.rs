@@ -2,8 +2,14 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
+use identity::svid_tls::{self, SvidStore};
+use spire_proto::server::agent_client::AgentClient;
+use tonic::transport::Channel;
+
+use crate::certs::Svid;
 use crate::{bin, free_port, wait_for};
 
 /// Kills a child process when dropped.
@@ -230,6 +236,28 @@ impl Server {
             .collect()
     }
 
+    /// The trust bundle's CA certificates (DER), from `bundle show`.
+    pub fn bundle_der(&self) -> Vec<Vec<u8>> {
+        let pem = self.cli_ok(&["bundle", "show"]);
+        spire_proto::bundle_format::parse_x509_authorities(pem.as_bytes()).expect("bundle PEM")
+    }
+
+    /// A client of this server's agent API over mTLS, presenting `svid` (or no certificate
+    /// at all, as an agent that has yet to attest), and accepting only
+    /// `spiffe://<td>/spire/server` verified against the server's bundle.
+    pub fn agent_api(&self, svid: Option<&Svid>) -> AgentClient<Channel> {
+        let bundle = self.bundle_der();
+        let store = Arc::new(SvidStore::new(&bundle).expect("store"));
+        if let Some(svid) = svid {
+            store.set_svid(&svid.chain, &svid.key).expect("SVID");
+        }
+        let server_id = format!("spiffe://{}/spire/server", self.trust_domain);
+        let server_id = spiffe::SpiffeId::new(server_id).expect("ID");
+        let tls = svid_tls::client_config(store, svid_tls::exactly(server_id)).expect("TLS");
+        let addr = format!("127.0.0.1:{}", self.port).parse().expect("address");
+        AgentClient::new(identity::dial::grpc_channel(addr, Arc::new(tls)))
+    }
+
     /// The agent ID a join token yields.
     pub fn agent_id(&self, token: &str) -> String {
         format!(
@@ -237,6 +265,22 @@ impl Server {
             self.trust_domain
         )
     }
+}
+
+/// The `selectors` of an entry or agent as the CLI prints them in JSON, as `type:value`.
+pub fn selector_strings(json: &serde_json::Value) -> Vec<String> {
+    json["selectors"]
+        .as_array()
+        .expect("selectors")
+        .iter()
+        .map(|s| {
+            format!(
+                "{}:{}",
+                s["type"].as_str().unwrap_or(""),
+                s["value"].as_str().unwrap_or("")
+            )
+        })
+        .collect()
 }
 
 /// A running `spire-agent`.

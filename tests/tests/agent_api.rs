@@ -4,16 +4,14 @@
 //! attests again by itself). After every refusal, `agent list` shows exactly the agents that
 //! should exist: a refused call writes nothing.
 
-use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
-use identity::svid_tls::{self, SvidStore};
-use rcgen::{CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose};
-use spiffe::{SpiffeId, WorkloadApiClient, X509Source};
+use rcgen::{CertificateParams, KeyPair};
+use spiffe::{WorkloadApiClient, X509Source};
 use spire_proto::refusal::{self, Reason};
 use spire_proto::server as pb;
 use spire_proto::server::agent_client::AgentClient;
+use tests::certs::{Ca, Svid};
 use tests::stack::{Agent, Server};
 use tests::wait_for;
 use tonic::Code;
@@ -26,60 +24,22 @@ fn uid_selector() -> String {
     format!("unix:uid:{}", nix::unistd::geteuid().as_raw())
 }
 
-/// An SVID as a client presents it: DER chain (leaf first) and PKCS#8 DER key.
-struct Svid {
-    chain: Vec<Vec<u8>>,
-    key: Vec<u8>,
+/// The SVID the agent stores in its data directory.
+fn agent_svid(agent: &Agent) -> Svid {
+    Svid::read(
+        &agent.data_dir.join("agent-svid.pem"),
+        &agent.data_dir.join("agent-key.pem"),
+    )
 }
 
-impl Svid {
-    /// Reads a PEM certificate chain and PEM key.
-    fn read(cert: &Path, key: &Path) -> Svid {
-        let chain = pem::parse_many(std::fs::read(cert).expect("certificate file"))
-            .expect("PEM certificates")
-            .into_iter()
-            .map(pem::Pem::into_contents)
-            .collect();
-        let key = pem::parse(std::fs::read(key).expect("key file"))
-            .expect("PEM key")
-            .into_contents();
-        Svid { chain, key }
-    }
-
-    /// The SVID the agent stores in its data directory.
-    fn of_agent(agent: &Agent) -> Svid {
-        Svid::read(
-            &agent.data_dir.join("agent-svid.pem"),
-            &agent.data_dir.join("agent-key.pem"),
-        )
-    }
-
-    /// The leaf's serial number, in the form `agent list` prints.
-    fn serial(&self) -> String {
-        serial_of(&self.chain[0])
-    }
+/// The leaf's serial number, in the form `agent list` prints.
+fn serial(svid: &Svid) -> String {
+    serial_of(&svid.chain[0])
 }
 
 fn serial_of(der: &[u8]) -> String {
     let (_, cert) = X509Certificate::from_der(der).expect("certificate");
     format!("{:x}", cert.tbs_certificate.serial)
-}
-
-/// A client of `server`'s agent API over mTLS, presenting `svid` (or no certificate at all),
-/// and accepting only `spiffe://<td>/spire/server` verified against the server's bundle.
-fn agent_api(server: &Server, svid: Option<&Svid>) -> AgentClient<Channel> {
-    let pem = std::fs::read(server.write_bundle()).expect("bundle");
-    let bundle = spire_proto::bundle_format::parse_x509_authorities(&pem).expect("bundle PEM");
-    let store = Arc::new(SvidStore::new(&bundle).expect("store"));
-    if let Some(svid) = svid {
-        store.set_svid(&svid.chain, &svid.key).expect("SVID");
-    }
-    let server_id = SpiffeId::new(format!("spiffe://{TD}/spire/server")).expect("ID");
-    let tls = svid_tls::client_config(store, svid_tls::exactly(server_id)).expect("TLS");
-    let addr = format!("127.0.0.1:{}", server.port)
-        .parse()
-        .expect("address");
-    AgentClient::new(identity::dial::grpc_channel(addr, Arc::new(tls)))
 }
 
 async fn sync(client: &mut AgentClient<Channel>) -> Result<(), tonic::Status> {
@@ -128,31 +88,6 @@ fn agents(server: &Server) -> Vec<(String, String)> {
         .collect()
 }
 
-/// An X509-SVID for `spiffe_id` signed with the server's current CA key, read from its data
-/// directory: what only someone holding that key could make.
-fn sign_with_server_ca(server: &Server, spiffe_id: &str) -> Svid {
-    let data = server.dir.join("data");
-    let ca_cert = std::fs::read_to_string(data.join("ca-cert.pem")).expect("CA certificate");
-    let ca_key =
-        KeyPair::from_pem(&std::fs::read_to_string(data.join("ca-key.pem")).expect("CA key"))
-            .expect("CA key PEM");
-    let issuer = Issuer::from_ca_cert_pem(&ca_cert, ca_key).expect("issuer");
-    let key = KeyPair::generate().expect("key");
-    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
-    params.subject_alt_names = vec![rcgen::SanType::URI(spiffe_id.try_into().expect("URI SAN"))];
-    params.is_ca = IsCa::ExplicitNoCa;
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
-    let cert = params.signed_by(&key, &issuer).expect("sign");
-    Svid {
-        chain: vec![cert.der().to_vec()],
-        key: key.serialize_der(),
-    }
-}
-
 fn current_serial(server: &Server, agent_id: &str) -> Option<String> {
     agents(server)
         .into_iter()
@@ -184,7 +119,7 @@ async fn the_agent_api_requires_the_svid_of_an_attested_agent() {
     assert_eq!(server.agent_ids(), expected);
 
     // No client certificate: every agent call is Unauthenticated.
-    let mut anonymous = agent_api(&server, None);
+    let mut anonymous = server.agent_api(None);
     let status = sync(&mut anonymous).await.expect_err("no certificate");
     assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
     let status = renew(&mut anonymous).await.err().expect("no certificate");
@@ -217,7 +152,7 @@ async fn the_agent_api_requires_the_svid_of_an_attested_agent() {
         minted.to_str().expect("path"),
     ]);
     let workload = Svid::read(&minted.join("svid.pem"), &minted.join("key.pem"));
-    let status = sync(&mut agent_api(&server, Some(&workload)))
+    let status = sync(&mut server.agent_api(Some(&workload)))
         .await
         .expect_err("a workload SVID");
     // The alert ends the connection; the client reports it as Unknown "transport error" or,
@@ -234,8 +169,8 @@ async fn the_agent_api_requires_the_svid_of_an_attested_agent() {
     // An agent-shaped SVID of an agent that never attested is refused. The admin cannot mint
     // one (the /spire namespace is reserved), so it is signed here with the server's CA key.
     let forged_id = format!("spiffe://{TD}/spire/agent/join_token/never-attested");
-    let forged = sign_with_server_ca(&server, &forged_id);
-    let mut forged = agent_api(&server, Some(&forged));
+    let forged = Ca::of_server(&server).sign(&forged_id);
+    let mut forged = server.agent_api(Some(&forged));
     assert_refused(
         sync(&mut forged).await,
         Reason::AgentNotAttested,
@@ -248,7 +183,7 @@ async fn the_agent_api_requires_the_svid_of_an_attested_agent() {
     );
 
     // The attested agent's own SVID works.
-    sync(&mut agent_api(&server, Some(&Svid::of_agent(&agent))))
+    sync(&mut server.agent_api(Some(&agent_svid(&agent))))
         .await
         .expect("the agent's SVID");
     assert_eq!(server.agent_ids(), expected, "refusals wrote nothing");
@@ -264,29 +199,29 @@ async fn an_agent_svid_superseded_by_renewal_is_refused_once_the_new_one_is_used
     let mut agent = Agent::start(&server, &dir.path().join("agent"), Some(&token)).await;
     let agent_id = server.agent_id(&token);
     // The agent's own SVID, used from here on by this test alone.
-    let old = Svid::of_agent(&agent);
+    let old = agent_svid(&agent);
     agent.process.kill();
-    assert_eq!(current_serial(&server, &agent_id), Some(old.serial()));
+    assert_eq!(current_serial(&server, &agent_id), Some(serial(&old)));
 
-    let mut with_old = agent_api(&server, Some(&old));
+    let mut with_old = server.agent_api(Some(&old));
     let new = renew(&mut with_old).await.expect("renewal");
-    assert_ne!(new.serial(), old.serial());
+    assert_ne!(serial(&new), serial(&old));
     // Not in use yet: the old SVID stays current and keeps working.
-    assert_eq!(current_serial(&server, &agent_id), Some(old.serial()));
+    assert_eq!(current_serial(&server, &agent_id), Some(serial(&old)));
     sync(&mut with_old)
         .await
         .expect("old SVID before the new one is used");
 
-    let mut with_new = agent_api(&server, Some(&new));
+    let mut with_new = server.agent_api(Some(&new));
     sync(&mut with_new).await.expect("new SVID");
-    assert_eq!(current_serial(&server, &agent_id), Some(new.serial()));
+    assert_eq!(current_serial(&server, &agent_id), Some(serial(&new)));
     let superseded = format!(
         "expected to have serial number \"{}\"; has \"{}\"",
-        new.serial(),
-        old.serial()
+        serial(&new),
+        serial(&old)
     );
     assert_refused(
-        sync(&mut agent_api(&server, Some(&old))).await,
+        sync(&mut server.agent_api(Some(&old))).await,
         Reason::AgentNotActive,
         &superseded,
     );
@@ -298,7 +233,7 @@ async fn an_agent_svid_superseded_by_renewal_is_refused_once_the_new_one_is_used
     sync(&mut with_new).await.expect("the new SVID still works");
     assert_eq!(
         agents(&server),
-        vec![(agent_id, new.serial())],
+        vec![(agent_id, serial(&new))],
         "the refusals changed nothing"
     );
 }
@@ -312,23 +247,23 @@ async fn a_live_agent_renewal_retires_its_previous_svid() {
     let token = server.join_token(&[]);
     let agent = Agent::start(&server, &dir.path().join("agent"), Some(&token)).await;
     let agent_id = server.agent_id(&token);
-    let old = Svid::of_agent(&agent);
+    let old = agent_svid(&agent);
     let new_serial = wait_for(
         "the agent to renew and use its new SVID",
         Duration::from_secs(30),
         || {
-            let serial = current_serial(&server, &agent_id).filter(|s| *s != old.serial());
-            async move { serial }
+            let renewed = current_serial(&server, &agent_id).filter(|s| *s != serial(&old));
+            async move { renewed }
         },
     )
     .await;
-    assert_eq!(Svid::of_agent(&agent).serial(), new_serial, "stored SVID");
+    assert_eq!(serial(&agent_svid(&agent)), new_serial, "stored SVID");
     assert_refused(
-        sync(&mut agent_api(&server, Some(&old))).await,
+        sync(&mut server.agent_api(Some(&old))).await,
         Reason::AgentNotActive,
         "expected to have serial number",
     );
-    sync(&mut agent_api(&server, Some(&Svid::of_agent(&agent))))
+    sync(&mut server.agent_api(Some(&agent_svid(&agent))))
         .await
         .expect("the renewed SVID");
 }
@@ -430,7 +365,7 @@ async fn an_evicted_x509pop_agent_attests_again_by_itself() {
         .build()
         .await
         .expect("X509Source");
-    let old = Svid::of_agent(&agent);
+    let old = agent_svid(&agent);
 
     server.cli_ok(&["agent", "evict", "-spiffeID", &agent_id]);
     let second_serial = wait_for("the agent to attest again", Duration::from_secs(20), || {
@@ -447,10 +382,10 @@ async fn an_evicted_x509pop_agent_attests_again_by_itself() {
     let log = agent.process.log();
     assert!(log.contains("node attested again"), "{log}");
     assert!(!log.contains("shutting down"), "{log}");
-    assert_eq!(Svid::of_agent(&agent).serial(), second_serial);
+    assert_eq!(serial(&agent_svid(&agent)), second_serial);
     // The SVID from before the eviction belongs to a record that no longer exists.
     assert_refused(
-        sync(&mut agent_api(&server, Some(&old))).await,
+        sync(&mut server.agent_api(Some(&old))).await,
         Reason::AgentNotActive,
         "expected to have serial number",
     );

@@ -10,9 +10,7 @@ use std::time::{Duration, Instant};
 
 use nexus_api::routes::{self, Action};
 use nexus_api::{Client, ClientError, ErrorCode};
-use spiffe::X509Source;
-use tests::secrets::{NEXUS_ID, SUPERUSER_ID, SecretsStack, TD};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tests::secrets::{SUPERUSER_ID, SecretsStack, nexus_tls, values};
 
 fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -26,32 +24,6 @@ fn json(text: &str) -> serde_json::Value {
 fn clock() -> Instant {
     tests::bin_dir();
     Instant::now()
-}
-
-/// Registers this test binary as `spiffe_id` and returns its SVID source (once the SVID for
-/// that ID has arrived).
-async fn identity_as(stack: &SecretsStack, spiffe_id: &str) -> X509Source {
-    let me = std::env::current_exe().expect("test executable");
-    stack.register(&me, spiffe_id);
-    let source =
-        identity::workload::x509_source(Some(&stack.agent.endpoint()), Duration::from_secs(30))
-            .await
-            .expect("the test's SVID");
-    let id = identity::workload::own_id(&source).expect("own SPIFFE ID");
-    assert_eq!(id.to_string(), spiffe_id);
-    source
-}
-
-/// A Nexus client over its own connection pool, presenting `source`'s SVID.
-fn client(stack: &SecretsStack, source: &X509Source) -> Client {
-    Client::connect(source.clone(), &stack.nexus_url(), TD).expect("Nexus client")
-}
-
-fn values(pairs: &[(&str, &str)]) -> nexus_api::model::Values {
-    pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect()
 }
 
 /// Writes `text` as a policy file and applies it with the admin `spike`, retrying while the
@@ -221,10 +193,10 @@ async fn root_key_rotations_under_concurrent_readers_and_writers_fail_no_request
         "name: load\nspiffeidPattern: ^spiffe://example\\.org/app/load$\npathPattern: ^load/.*$\npermissions: [read, write]\n",
     )
     .await;
-    let source = identity_as(&stack, LOAD_ID).await;
+    let source = stack.identity_as(LOAD_ID).await;
 
     // 200 secrets, written eight at a time.
-    let setup = client(&stack, &source);
+    let setup = stack.client(&source);
     for chunk in (0..SECRETS).collect::<Vec<_>>().chunks(8) {
         let puts = chunk.iter().map(|&i| {
             let setup = &setup;
@@ -247,7 +219,7 @@ async fn root_key_rotations_under_concurrent_readers_and_writers_fail_no_request
         .map(|r| {
             tokio::spawn(reader(
                 r,
-                client(&stack, &source),
+                stack.client(&source),
                 done.clone(),
                 reads.clone(),
                 failures.clone(),
@@ -258,7 +230,7 @@ async fn root_key_rotations_under_concurrent_readers_and_writers_fail_no_request
         .map(|w| {
             tokio::spawn(writer(
                 w,
-                client(&stack, &source),
+                stack.client(&source),
                 done.clone(),
                 writes.clone(),
                 failures.clone(),
@@ -350,7 +322,7 @@ async fn root_key_rotations_under_concurrent_readers_and_writers_fail_no_request
     );
 
     // Every acknowledged write reads back with its last value...
-    assert_values(&client(&stack, &source), &expected, "after the rotations").await;
+    assert_values(&stack.client(&source), &expected, "after the rotations").await;
     // ...also after a restart, which unseals from the keepers alone: they hold the last key.
     stack.kill_nexus();
     stack.start_nexus();
@@ -359,7 +331,7 @@ async fn root_key_rotations_under_concurrent_readers_and_writers_fail_no_request
         !stack.nexus_log().contains("rotation record"),
         "the last rotation was finished before the restart"
     );
-    assert_values(&client(&stack, &source), &expected, "after a restart").await;
+    assert_values(&stack.client(&source), &expected, "after a restart").await;
     println!("rotation test done after {:?}", started.elapsed());
 }
 
@@ -388,8 +360,8 @@ async fn a_rotation_committed_while_keepers_get_the_previous_key_survives_kill_9
     let started = clock();
     let dir = tempfile::tempdir().expect("tempdir");
     let mut stack = SecretsStack::start(dir.path(), 3).await;
-    let source = identity_as(&stack, SUPERUSER_ID).await;
-    let nexus = client(&stack, &source);
+    let source = stack.identity_as(SUPERUSER_ID).await;
+    let nexus = stack.client(&source);
     for i in 0..5 {
         nexus
             .put_secret(
@@ -463,7 +435,7 @@ async fn a_rotation_committed_while_keepers_get_the_previous_key_survives_kill_9
         "{}",
         stack.nexus_log()
     );
-    let nexus = client(&stack, &source);
+    let nexus = stack.client(&source);
     for i in 0..5 {
         let secret = nexus.get_secret(&format!("r/{i}"), 0).await.expect("read");
         assert_eq!(secret.data, values(&[("v", &format!("value-{i}"))]));
@@ -477,87 +449,6 @@ async fn a_rotation_committed_while_keepers_get_the_previous_key_survives_kill_9
 // ---------------------------------------------------------------------------------------
 // 2. Per-caller rate limit
 // ---------------------------------------------------------------------------------------
-
-/// An HTTP answer read off the wire.
-struct Answer {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// One `POST path` to Nexus on a new mTLS connection presenting `tls`'s SVID, read raw so the
-/// headers can be checked.
-async fn raw_post(
-    tls: &Arc<rustls::ClientConfig>,
-    port: u16,
-    path: &str,
-    body: &str,
-) -> std::io::Result<Answer> {
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
-    let mut stream = tokio_rustls::TlsConnector::from(tls.clone())
-        .connect(name, tcp)
-        .await?;
-    let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: nexus\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await?;
-    let mut raw = Vec::new();
-    // A peer closing without close_notify still leaves the whole answer in `raw`.
-    let read = stream.read_to_end(&mut raw).await;
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let Some((head, rest)) = text.split_once("\r\n\r\n") else {
-        return Err(read.err().unwrap_or_else(|| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("no HTTP answer: {text}"),
-            )
-        }));
-    };
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .expect("an HTTP status line");
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
-        .collect();
-    let chunked = headers.iter().any(|(n, v)| {
-        n.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
-    });
-    let body = if chunked {
-        tests::dechunk(rest)
-    } else {
-        rest.to_owned()
-    };
-    Ok(Answer {
-        status,
-        headers,
-        body,
-    })
-}
-
-/// A client TLS config presenting `source`'s SVID and accepting only Nexus.
-fn nexus_tls(source: &X509Source) -> Arc<rustls::ClientConfig> {
-    let td = spiffe::TrustDomain::new(TD).expect("trust domain");
-    let nexus = identity::SpiffeId::new(NEXUS_ID).expect("Nexus ID");
-    Arc::new(
-        identity::workload::client_config(source.clone(), td, identity::workload::exactly(nexus))
-            .expect("client TLS config"),
-    )
-}
 
 const FLOOD_ID: &str = "spiffe://example.org/app/flood";
 const OTHER_ID: &str = "spiffe://example.org/app/other";
@@ -581,7 +472,7 @@ async fn a_caller_over_its_rate_gets_429_with_retry_after_and_others_are_served(
     )
     .await;
     let other = stack.workload("other-app", OTHER_ID);
-    let source = identity_as(&stack, FLOOD_ID).await;
+    let source = stack.identity_as(FLOOD_ID).await;
     let tls = nexus_tls(&source);
     let get = Action::Get.url(routes::SECRETS);
     let body = serde_json::json!({ "path": "limits/key" }).to_string();
@@ -591,7 +482,7 @@ async fn a_caller_over_its_rate_gets_429_with_retry_after_and_others_are_served(
     const BURST_REQUESTS: usize = 20;
     let burst_started = Instant::now();
     let answers = futures::future::join_all(
-        (0..BURST_REQUESTS).map(|_| raw_post(&tls, stack.nexus_port, &get, &body)),
+        (0..BURST_REQUESTS).map(|_| tests::mtls::post(&tls, stack.nexus_port, &get, &body)),
     )
     .await;
     let burst_took = burst_started.elapsed();
@@ -601,19 +492,19 @@ async fn a_caller_over_its_rate_gets_429_with_retry_after_and_others_are_served(
         let answer = answer.expect("every request of the burst is answered");
         match answer.status {
             200 => {
-                assert_eq!(json(&answer.body)["data"]["v"], "limited-value");
+                assert_eq!(answer.json()["data"]["v"], "limited-value");
                 served += 1;
             }
             429 => {
-                let error = json(&answer.body);
-                assert_eq!(error["err"], "api_too_many_requests", "{}", answer.body);
+                let error = answer.json();
+                assert_eq!(error["err"], "api_too_many_requests", "{}", answer.text());
                 assert!(
                     error["message"]
                         .as_str()
                         .unwrap_or_default()
                         .contains(FLOOD_ID),
                     "the refusal names the caller: {}",
-                    answer.body
+                    answer.text()
                 );
                 // At 2 requests per second the next one is allowed within 0.5 s, rounded up.
                 assert_eq!(
@@ -624,7 +515,7 @@ async fn a_caller_over_its_rate_gets_429_with_retry_after_and_others_are_served(
                 );
                 limited += 1;
             }
-            other => panic!("unexpected answer {other}: {}", answer.body),
+            other => panic!("unexpected answer {other}: {}", answer.text()),
         }
     }
     println!("burst of {BURST_REQUESTS} in {burst_took:?}: {served} served, {limited} limited");
@@ -640,7 +531,7 @@ async fn a_caller_over_its_rate_gets_429_with_retry_after_and_others_are_served(
     // limits are per SPIFFE ID.
     let flooding = Arc::new(AtomicBool::new(true));
     let flood = tokio::spawn({
-        let nexus = client(&stack, &source);
+        let nexus = stack.client(&source);
         let flooding = flooding.clone();
         async move {
             let (mut served, mut limited) = (0u64, 0u64);
@@ -685,14 +576,14 @@ async fn a_caller_over_its_rate_gets_429_with_retry_after_and_others_are_served(
         "the flooding caller to be served again",
         Duration::from_secs(10),
         || async {
-            raw_post(&tls, stack.nexus_port, &get, &body)
+            tests::mtls::post(&tls, stack.nexus_port, &get, &body)
                 .await
                 .ok()
                 .filter(|a| a.status == 200)
         },
     )
     .await;
-    assert_eq!(json(&recovered.body)["data"]["v"], "limited-value");
+    assert_eq!(recovered.json()["data"]["v"], "limited-value");
 
     // Every refusal was audited with its status.
     let audit = std::fs::read_to_string(stack.audit_log()).expect("audit log");
@@ -745,8 +636,8 @@ async fn a_put_blocked_past_the_request_timeout_gets_503_and_stores_nothing() {
     stack.nexus_config = "request_timeout = \"1s\"\n".to_owned();
     stack.start_nexus();
     stack.wait_ready().await;
-    let source = identity_as(&stack, SUPERUSER_ID).await;
-    let nexus = client(&stack, &source);
+    let source = stack.identity_as(SUPERUSER_ID).await;
+    let nexus = stack.client(&source);
     assert_eq!(
         nexus
             .put_secret("t/key", values(&[("v", "before")]), None)

@@ -53,18 +53,7 @@ async fn agents_attest_with_a_node_certificate_and_again_without_a_token() {
     assert_eq!(attested["id"], agent_id.as_str(), "{listed}");
     assert_eq!(attested["attestation_type"], "x509pop");
     assert_eq!(attested["can_reattest"], true);
-    let selectors: Vec<String> = attested["selectors"]
-        .as_array()
-        .expect("selectors")
-        .iter()
-        .map(|s| {
-            format!(
-                "{}:{}",
-                s["type"].as_str().unwrap_or(""),
-                s["value"].as_str().unwrap_or("")
-            )
-        })
-        .collect();
+    let selectors = tests::stack::selector_strings(attested);
     assert!(
         selectors.contains(&"x509pop:subject:cn:node-1".to_owned()),
         "{selectors:?}"
