@@ -7,7 +7,7 @@
 use nexus_crypto::{DataKey, Sealed, WrappedKey, aad, unwrap, wrap};
 use zeroize::Zeroizing;
 
-use crate::sealing::CIPHER_TABLE;
+use crate::keys::sealing::CIPHER_TABLE;
 use crate::service::{Nexus, ServiceError};
 
 /// Associated data of every cipher-service ciphertext.

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use identity::listener::PeerInfo;
-use nexus::access::Access;
 use nexus::api::ApiLimits;
-use nexus::audit_log::AuditLog;
-use nexus::root_key::KeyState;
+use nexus::audit::AuditLog;
+use nexus::keys::state::KeyState;
+use nexus::policy::access::Access;
 use nexus::service::Nexus;
 use nexus::store::Store;
 use nexus_crypto::{KeyCheck, RootKey, combine, split};
@@ -535,7 +535,7 @@ async fn a_request_that_cannot_be_audited_is_refused_and_reveals_nothing() {
         &KeyCheck::compute(&root).expect("check"),
     )
     .expect("combine");
-    nexus::unseal::install(&broken, copy)
+    nexus::keys::unseal::install(&broken, copy)
         .await
         .expect("install");
     let broken = Api {
@@ -940,8 +940,13 @@ async fn rotation_rewraps_every_data_key_while_readers_and_writers_carry_on() {
     assert!(check.verify(&new_root) && !check.verify(&old_root));
     // No stored data key opens under the old key any more; all of them under the new one.
     let stored = api.nexus.store.get_version("s/0", 0).await.expect("stored");
-    assert!(nexus::sealing::open_values(&old_root, "s/0", stored.version, &stored.sealed).is_err());
-    assert!(nexus::sealing::open_values(&new_root, "s/0", stored.version, &stored.sealed).is_ok());
+    assert!(
+        nexus::keys::sealing::open_values(&old_root, "s/0", stored.version, &stored.sealed)
+            .is_err()
+    );
+    assert!(
+        nexus::keys::sealing::open_values(&new_root, "s/0", stored.version, &stored.sealed).is_ok()
+    );
     for i in 0..40 {
         let (status, answer) = api
             .post(
@@ -961,6 +966,6 @@ async fn rotation_rewraps_every_data_key_while_readers_and_writers_carry_on() {
         .await
         .expect("read")
         .expect("unfinished");
-    let recovered = nexus::rotation::recover(&old_root, &rotation, &check).expect("recover");
+    let recovered = nexus::keys::rotation::recover(&old_root, &rotation, &check).expect("recover");
     assert!(recovered == *new_root);
 }

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use nexus::access::Access;
-use nexus::root_key::KeyState;
+use nexus::keys::state::KeyState;
+use nexus::policy::access::Access;
 use nexus::service::{Nexus, ServiceError};
 use nexus::store::Store;
 use nexus_api::model::PutPolicyRequest;
@@ -22,7 +22,7 @@ async fn replica(url: &str, root: &RootKey) -> Arc<Nexus> {
         KeyState::new(2, 3),
         Access::new("td").expect("access"),
         10,
-        nexus::audit_log::AuditLog::stdout(),
+        nexus::audit::AuditLog::stdout(),
     ));
     let copy = combine(
         &split(root, 2, 3).expect("split"),
@@ -30,7 +30,9 @@ async fn replica(url: &str, root: &RootKey) -> Arc<Nexus> {
         &KeyCheck::compute(root).expect("check"),
     )
     .expect("combine");
-    nexus::unseal::install(&nexus, copy).await.expect("install");
+    nexus::keys::unseal::install(&nexus, copy)
+        .await
+        .expect("install");
     nexus
 }
 
@@ -96,7 +98,7 @@ async fn listener_pushes_changes_and_recovers_from_a_killed_connection() {
     let root = RootKey::generate().expect("root key");
     let a = replica(db.url(), &root).await;
     let b = replica(db.url(), &root).await;
-    let sync = tokio::spawn(nexus::policy_sync::run(b.clone(), db.url().to_owned()));
+    let sync = tokio::spawn(nexus::policy::sync::run(b.clone(), db.url().to_owned()));
     wait_until("b's listener to connect", || b.access.changes_pushed()).await;
 
     // Pushed: b's cache is reloaded by the notification, without any request asking.

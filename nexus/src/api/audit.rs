@@ -1,5 +1,5 @@
 //! The audit line of every request: handlers note what they understood ([`Audit`]), and
-//! [`record`] writes the line through [`crate::audit_log`] before the response leaves. A
+//! [`record`] writes the line through [`crate::audit`] before the response leaves. A
 //! request whose line cannot be written is answered 500 instead, so nothing is served
 //! unrecorded.
 
@@ -16,7 +16,7 @@ use nexus_api::routes::Action;
 use policies::Permission;
 
 use super::ApiError;
-use crate::audit_log::{self, AuditRecord};
+use crate::audit::{self as audit_log, AuditRecord};
 use crate::service::Nexus;
 
 /// Longest request path quoted in the line of a request to an unknown route.

@@ -3,7 +3,7 @@
 //!
 //! Every request is authorised by the caller's SPIFFE ID from its verified client
 //! certificate, after Nexus is known to be ready, and leaves one audit line
-//! ([`crate::audit_log`]) before its answer goes out.
+//! ([`crate::audit`]) before its answer goes out.
 
 mod audit;
 mod cipher_routes;

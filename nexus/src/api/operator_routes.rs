@@ -60,7 +60,7 @@ pub async fn rotate(
         let _: Empty = parse(&body(request)?)?;
         require_role(&nexus, &mut audit, Role::Superuser)?;
         nexus.root()?;
-        let rotated = crate::rotation::rotate(&nexus).await?;
+        let rotated = crate::keys::rotation::rotate(&nexus).await?;
         Ok(ok(RotateResponse {
             rewrapped: rotated.rewrapped,
             duration_ms: u64::try_from(rotated.duration.as_millis()).unwrap_or(u64::MAX),

@@ -27,7 +27,7 @@
 //! under a database-wide lock ([`Store::initialize_exclusively`]), so exactly one replica
 //! creates the root key. Every policy change increments a generation counter in its own
 //! transaction and, on PostgreSQL, announces it on a notification channel
-//! (`crate::policy_sync` listens), so no replica keeps enforcing a policy another replica
+//! (`crate::policy::sync` listens), so no replica keeps enforcing a policy another replica
 //! changed. Secrets are never cached, so they need no invalidation.
 
 mod error;

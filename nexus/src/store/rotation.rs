@@ -95,7 +95,7 @@ impl Store {
             let version: i64 = row.try_get("version")?;
             let wrapped: Vec<u8> = row.try_get("wrapped_key")?;
             let rewrapped = rewrap(&WrappedRow {
-                table: crate::sealing::SECRETS_TABLE,
+                table: crate::keys::sealing::SECRETS_TABLE,
                 key: &path,
                 version: u64::try_from(version)
                     .map_err(|_| StoreError::Corrupt(format!("version {version} of {path}")))?,
@@ -119,7 +119,7 @@ impl Store {
             let name: String = row.try_get("name")?;
             let wrapped: Vec<u8> = row.try_get("wrapped_key")?;
             let rewrapped = rewrap(&WrappedRow {
-                table: crate::sealing::POLICIES_TABLE,
+                table: crate::keys::sealing::POLICIES_TABLE,
                 key: &name,
                 version: 0,
                 wrapped_key: &wrapped,
@@ -138,7 +138,7 @@ impl Store {
         if let Some(row) = cipher {
             let wrapped: Vec<u8> = row.try_get("wrapped_key")?;
             let rewrapped = rewrap(&WrappedRow {
-                table: crate::sealing::CIPHER_TABLE,
+                table: crate::keys::sealing::CIPHER_TABLE,
                 key: "",
                 version: 0,
                 wrapped_key: &wrapped,

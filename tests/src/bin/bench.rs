@@ -315,7 +315,7 @@ async fn sqlite_baseline(dir: &std::path::Path, n: usize) -> anyhow::Result<Stat
 
 /// `n` audit lines appended to a file, one at a time, as Nexus writes them.
 async fn audit_lines(dir: &std::path::Path, n: usize) -> anyhow::Result<Stats> {
-    use nexus::audit_log::{AuditLog, AuditRecord, now};
+    use nexus::audit::{AuditLog, AuditRecord, now};
     let log = AuditLog::file(&dir.join("bench-audit.log"))?;
     time(n, |_| {
         let log = &log;

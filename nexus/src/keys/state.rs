@@ -1,6 +1,6 @@
 //! The root key's life in memory: absent while Nexus is uninitialised or sealed, then held
-//! (never on disk) until the process exits. Handlers read it lock-free; [`crate::unseal`]
-//! writes it once, [`crate::rotation`] replaces it (keeping the previous key for records read
+//! (never on disk) until the process exits. Handlers read it lock-free; [`crate::keys::unseal`]
+//! writes it once, [`crate::keys::rotation`] replaces it (keeping the previous key for records read
 //! just before the rotation committed, until the rotation is finished).
 
 use std::sync::atomic::{AtomicU8, Ordering};

@@ -4,7 +4,7 @@
 //! Every policy change increments the stored policy generation in its own transaction
 //! ([`crate::store`]); on PostgreSQL a trigger sends the new generation on
 //! [`POLICY_CHANNEL`]. Each replica runs [`run`]: a `LISTEN` on its own connection that
-//! announces each generation to the cache ([`crate::access`]) and reloads it. Requests judged
+//! announces each generation to the cache ([`crate::policy::access`]) and reloads it. Requests judged
 //! by policies first call [`Nexus::current_policies`], which reloads a stale cache before
 //! any decision, so a request that arrives between a notification and the end of its reload
 //! waits for the reload instead of being judged by the old set.

@@ -10,8 +10,8 @@ use nexus_api::model::RestoreResponse;
 use nexus_crypto::{KEY_LEN, KeyCheck, Shard, split};
 use zeroize::Zeroizing;
 
+use crate::keys::unseal::{combine_any, install};
 use crate::service::{Nexus, ServiceError};
-use crate::unseal::{combine_any, install};
 
 impl Nexus {
     /// Every recovery shard, by id. Nexus must be ready.

@@ -13,7 +13,7 @@ use futures::stream::FuturesUnordered;
 use nexus_crypto::{CryptoError, KeyCheck, RootKey, Shard, combine, split};
 use time::OffsetDateTime;
 
-use crate::keepers::{Keeper, Keepers};
+use crate::keys::keepers::{Keeper, Keepers};
 use crate::service::{Nexus, ServiceError};
 use crate::store::{InitError, Initialization, KeyRecord};
 
@@ -337,7 +337,7 @@ async fn collect(nexus: &Nexus, keepers: &Keepers, record: &KeyRecord) -> Option
             return Some(root);
         }
         let old = combine_any(shards, record.threshold, previous.as_ref()?).ok()?;
-        let root = crate::rotation::recover(&old, rotation.as_ref()?, &check)?;
+        let root = crate::keys::rotation::recover(&old, rotation.as_ref()?, &check)?;
         tracing::info!(
             "rebuilt the previous root key from keepers; recovered the rotated key from the rotation record"
         );

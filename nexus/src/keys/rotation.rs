@@ -18,6 +18,7 @@
 //! Writers that seal (puts, policy writes) wait while step 1 runs; readers go on, opening a
 //! record with whichever of the two keys wraps it.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nexus_crypto::{KeyCheck, Purpose, RootKey, Sealed, WrappedKey, aad, open, seal, unwrap, wrap};
@@ -26,6 +27,9 @@ use zeroize::Zeroize;
 
 use crate::service::{Nexus, ServiceError};
 use crate::store::{RotateError, RotationRecord};
+
+/// How long a request waits for the keeper loop to fetch a key another Nexus rotated.
+const KEY_SWITCH_WAIT: Duration = Duration::from_secs(10);
 
 /// Associated data of the sealed new key in the rotation record.
 const RECORD_AAD: &[u8] = b"spike-nexus/root-key-rotation/v1";
@@ -104,4 +108,62 @@ pub fn recover(previous: &RootKey, record: &RotationRecord, check: &KeyCheck) ->
     let new = RootKey::from_bytes(key);
     key.zeroize();
     check.verify(&new).then_some(new)
+}
+
+impl Nexus {
+    /// If another Nexus rotated the root key, switches to the new one: from the rotation
+    /// record while it exists, else by asking the keeper loop to fetch it (and answering
+    /// "not ready" meanwhile). `None` if the key in memory is still the stored one.
+    ///
+    /// With `wait`, a request waits (a few seconds at most) for the keeper loop to fetch it.
+    pub(crate) async fn adopt_rotated_key(
+        &self,
+        wait: bool,
+    ) -> Result<Option<Arc<RootKey>>, ServiceError> {
+        let stored = || async {
+            let record = self
+                .store
+                .key_record()
+                .await?
+                .ok_or(ServiceError::Internal)?;
+            let check = nexus_crypto::KeyCheck::from_bytes(&record.key_check)?;
+            Ok::<_, ServiceError>((record, check))
+        };
+        let (_, check) = stored().await?;
+        if check.verify(&*self.root()?) {
+            return Ok(None);
+        }
+        // Writers wait while the key changes; the check is repeated under the gate, since
+        // another request may have switched keys meanwhile.
+        let writers = self.rotation_gate.write().await;
+        let root = self.root()?;
+        let (record, check) = stored().await?;
+        if check.verify(&root) {
+            return Ok(None);
+        }
+        if let Some(rotation) = self.store.rotation().await?
+            && let Some(new) = crate::keys::rotation::recover(&root, &rotation, &check)
+        {
+            self.load_policies(&new).await?;
+            let new = self.keys.rotate_to(new);
+            self.store.set_write_fence(Some(record.key_check));
+            tracing::info!("another Nexus rotated the root key; switched to the new key");
+            return Ok(Some(new));
+        }
+        // The record is gone, so every keeper holds the new key's shards: the keeper loop
+        // fetches them.
+        drop(writers);
+        self.reseed_now.notify_one();
+        let deadline = tokio::time::Instant::now() + KEY_SWITCH_WAIT;
+        while wait && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            let root = self.root()?;
+            if check.verify(&root) {
+                return Ok(Some(root));
+            }
+        }
+        Err(ServiceError::NotReady(
+            "the root key was rotated by another Nexus and this one is still fetching it from the keepers; retry shortly".into(),
+        ))
+    }
 }

@@ -12,7 +12,7 @@
 //! exists ([`Access::announce`]: by this process's own writes, by change notifications
 //! from other replicas, by reading the datastore). While the loaded generation is below
 //! the announced one, the cache is stale and must be reloaded before it judges anyone
-//! ([`Access::is_current`]); [`crate::policy_sync`] does that.
+//! ([`Access::is_current`]); [`crate::policy::sync`] does that.
 //!
 //! Whether announcements can be relied on is [`Access::changes_pushed`]: true while every
 //! change is sure to be announced (the PostgreSQL listener is connected, or the datastore is
