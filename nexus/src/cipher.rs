@@ -4,11 +4,25 @@
 //! a key that seals stored records, so nothing Nexus stores can be opened through this
 //! service, and nothing it returns is a storage ciphertext.
 
-use nexus_crypto::{DataKey, Sealed, WrappedKey, aad, unwrap, wrap};
+use nexus_crypto::{CryptoError, DataKey, Sealed, WrappedKey, aad, unwrap, wrap};
 use zeroize::Zeroizing;
 
+use crate::error::ServiceError;
 use crate::keys::sealing::CIPHER_TABLE;
-use crate::service::{Nexus, ServiceError};
+use crate::service::Nexus;
+
+/// Why a ciphertext given to the service is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum CiphertextError {
+    /// It does not open under this Nexus's cipher key.
+    #[error(
+        "the ciphertext does not decrypt under this Nexus's cipher key (altered, truncated, or not from this Nexus's /v1/cipher/encrypt)"
+    )]
+    DoesNotDecrypt,
+    /// It is not in the stream form at all.
+    #[error("malformed ciphertext: {0}")]
+    Malformed(CryptoError),
+}
 
 /// Associated data of every cipher-service ciphertext.
 const AAD: &[u8] = b"spike-nexus/cipher/v1";
@@ -25,7 +39,10 @@ pub async fn key(nexus: &Nexus) -> Result<std::sync::Arc<DataKey>, ServiceError>
         Some(wrapped) => wrapped,
         None => {
             let fresh = wrap(&root, &DataKey::generate()?, &ad)?.to_bytes();
-            nexus.store.create_cipher_key(&fresh).await?
+            nexus
+                .store
+                .create_cipher_key(&fresh, nexus.clock.now())
+                .await?
         }
     };
     let key = WrappedKey::from_bytes(&wrapped)
@@ -47,15 +64,11 @@ pub fn encrypt(key: &DataKey, plaintext: &[u8]) -> Result<Sealed, ServiceError> 
 /// Opens what [`encrypt`] sealed; anything else (another Nexus's, a tampered one, a storage
 /// record) is `Invalid`.
 pub fn decrypt(key: &DataKey, sealed: &Sealed) -> Result<Zeroizing<Vec<u8>>, ServiceError> {
-    nexus_crypto::open(key, AAD, sealed).map_err(|_| {
-        ServiceError::Invalid(
-            "the ciphertext does not decrypt under this Nexus's cipher key (altered, truncated, or not from this Nexus's /v1/cipher/encrypt)".into(),
-        )
-    })
+    nexus_crypto::open(key, AAD, sealed)
+        .map_err(|_| ServiceError::invalid(CiphertextError::DoesNotDecrypt))
 }
 
 /// Parses the stream form `0x01 ‖ nonce(12) ‖ ciphertext`.
 pub fn parse(bytes: &[u8]) -> Result<Sealed, ServiceError> {
-    Sealed::from_bytes(bytes)
-        .map_err(|e| ServiceError::Invalid(format!("malformed ciphertext: {e}")))
+    Sealed::from_bytes(bytes).map_err(|e| ServiceError::invalid(CiphertextError::Malformed(e)))
 }

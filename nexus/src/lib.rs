@@ -5,7 +5,8 @@
 //! SVIDs; every call is authorised by the caller's SPIFFE ID.
 //!
 //! - [`config`]: flags and environment; [`run`]: wiring.
-//! - [`service`]: the shared state every request and task is handed, and its errors.
+//! - [`service`]: the shared state every request and task is handed; [`error`]: what an
+//!   operation reports; [`clock`]: the one source of dates.
 //! - [`keys`]: the root key's life: first start, unseal from keepers, rotation, break-glass,
 //!   sealing of records.
 //! - [`secrets`]: versioned secrets.
@@ -20,7 +21,9 @@
 pub mod api;
 pub mod audit;
 pub mod cipher;
+pub mod clock;
 pub mod config;
+pub mod error;
 pub mod keys;
 pub mod metrics;
 pub mod policy;

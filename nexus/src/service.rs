@@ -1,76 +1,19 @@
-//! Nexus's shared state ([`Nexus`]), handed to every request and background task, and the
-//! error every operation reports ([`ServiceError`]), independent of HTTP. The operations
-//! themselves live with their concept: [`crate::secrets`], [`crate::policy`], [`crate::keys`].
+//! Nexus's shared state ([`Nexus`]), handed to every request and background task,
+//! independent of HTTP. The operations live with their concept: [`crate::secrets`],
+//! [`crate::policy`], [`crate::keys`], [`crate::cipher`].
 
 use std::sync::Arc;
 
 use nexus_crypto::RootKey;
 
 use crate::audit::AuditLog;
+use crate::clock::Clock;
+use crate::error::{NotReady, ServiceError};
 use crate::keys::sealing::SealingError;
 use crate::keys::state::KeyState;
 use crate::metrics::Metrics;
 use crate::policy::access::Access;
 use crate::store::{Store, StoreError};
-
-/// Why an operation failed, in terms the API maps to its error codes.
-#[derive(Debug, thiserror::Error)]
-pub enum ServiceError {
-    /// No root key in memory yet.
-    #[error("{0}")]
-    NotReady(String),
-    /// The named thing does not exist.
-    #[error("{0} not found")]
-    NotFound(String),
-    /// A check-and-set or uniqueness conflict.
-    #[error("{0}")]
-    Conflict(String),
-    /// The request is invalid; the message says why.
-    #[error("{0}")]
-    Invalid(String),
-    /// The datastore cannot be reached right now.
-    #[error("the datastore is unavailable (unreachable or overloaded); retry shortly")]
-    Unavailable,
-    /// Something that should not happen; details are logged, not returned.
-    #[error("internal error")]
-    Internal,
-}
-
-impl From<StoreError> for ServiceError {
-    fn from(error: StoreError) -> Self {
-        match error {
-            StoreError::NotFound(what) => ServiceError::NotFound(what),
-            StoreError::KeyChanged => ServiceError::NotReady(
-                "the root key was rotated by another Nexus and this one is switching to it; retry shortly".into(),
-            ),
-            StoreError::CasMismatch { expected, current } => ServiceError::Conflict(format!(
-                "check-and-set expected version {expected}, but the current version is {current}"
-            )),
-            error if error.is_unavailable() => {
-                tracing::warn!(%error, "datastore unavailable");
-                ServiceError::Unavailable
-            }
-            error => {
-                tracing::error!(%error, "datastore error");
-                ServiceError::Internal
-            }
-        }
-    }
-}
-
-impl From<SealingError> for ServiceError {
-    fn from(error: SealingError) -> Self {
-        tracing::error!(%error, "a stored record does not open under the root key");
-        ServiceError::Internal
-    }
-}
-
-impl From<nexus_crypto::CryptoError> for ServiceError {
-    fn from(error: nexus_crypto::CryptoError) -> Self {
-        tracing::error!(%error, "sealing failed");
-        ServiceError::Internal
-    }
-}
 
 /// Nexus's shared state.
 #[derive(Debug)]
@@ -87,9 +30,8 @@ pub struct Nexus {
     pub audit: AuditLog,
     /// Counters and gauges for `/metrics`.
     pub metrics: Metrics,
-    /// One policy reload at a time ([`crate::policy::sync`]); callers that waited find the
-    /// cache current and skip theirs.
-    pub(crate) policy_reload: tokio::sync::Mutex<()>,
+    /// What dates records and audit lines.
+    pub clock: Clock,
     /// Recovery shards submitted so far by `restore` (break-glass), in memory only.
     pub(crate) restoring: tokio::sync::Mutex<Vec<nexus_crypto::Shard>>,
     /// Writers that seal under the root key hold it shared; a rotation holds it exclusively,
@@ -119,7 +61,7 @@ impl Nexus {
             max_versions,
             audit,
             metrics: Metrics::default(),
-            policy_reload: tokio::sync::Mutex::new(()),
+            clock: Clock::system(),
             restoring: tokio::sync::Mutex::new(Vec::new()),
             rotation_gate: tokio::sync::RwLock::new(()),
             reseed_now: tokio::sync::Notify::new(),
@@ -127,15 +69,17 @@ impl Nexus {
         }
     }
 
+    /// The same Nexus dated by `clock` instead of the system clock.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
     /// The root key, or `NotReady` while sealed.
     pub fn root(&self) -> Result<Arc<RootKey>, ServiceError> {
         self.keys.root().ok_or_else(|| {
             let status = self.keys.status();
-            ServiceError::NotReady(if status.message.is_empty() {
-                "Nexus is sealed".into()
-            } else {
-                format!("Nexus is not ready: {}", status.message)
-            })
+            ServiceError::NotReady(NotReady::Sealed(Some(status.message)))
         })
     }
 

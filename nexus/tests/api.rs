@@ -10,6 +10,7 @@ use axum::http::{Request, StatusCode, header};
 use identity::listener::PeerInfo;
 use nexus::api::ApiLimits;
 use nexus::audit::AuditLog;
+use nexus::clock::Clock;
 use nexus::keys::state::KeyState;
 use nexus::policy::access::Access;
 use nexus::service::Nexus;
@@ -33,16 +34,24 @@ async fn api(ready: bool) -> Api {
 
 /// An API with `limits`, its database and audit log (`audit.log`) in a temporary directory.
 async fn api_with(ready: bool, limits: ApiLimits) -> Api {
+    api_dated(ready, limits, Clock::system()).await
+}
+
+/// [`api_with`], dated by `clock`.
+async fn api_dated(ready: bool, limits: ApiLimits, clock: Clock) -> Api {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = format!("sqlite://{}", dir.path().join("nexus.db").display());
     let store = Store::connect(&url).await.expect("store");
-    let nexus = Arc::new(Nexus::new(
-        store,
-        KeyState::new(2, 3),
-        Access::new("td").expect("access"),
-        3,
-        AuditLog::file(&dir.path().join("audit.log")).expect("audit log"),
-    ));
+    let nexus = Arc::new(
+        Nexus::new(
+            store,
+            KeyState::new(2, 3),
+            Access::new("td").expect("access"),
+            3,
+            AuditLog::file(&dir.path().join("audit.log")).expect("audit log"),
+        )
+        .with_clock(clock),
+    );
     if ready {
         nexus.keys.set_root(RootKey::generate().expect("root key"));
     }
@@ -344,6 +353,61 @@ async fn check_and_set_conflicts_and_versions() {
     assert_eq!(meta["metadata"]["oldestVersion"], 2);
     assert_eq!(meta["versions"].as_object().map(|v| v.len()), Some(3));
     assert_eq!(meta["versions"]["4"]["createdBy"], ADMIN);
+}
+
+#[tokio::test]
+async fn versions_and_audit_lines_are_dated_by_the_injected_clock() {
+    let written = time::OffsetDateTime::from_unix_timestamp(1_900_000_000).expect("time")
+        + time::Duration::milliseconds(123);
+    let clock = Clock::manual(written);
+    let api = api_dated(true, ApiLimits::default(), clock.clone()).await;
+    let (status, _) = api
+        .post(
+            ADMIN,
+            "/v1/store/secrets",
+            json!({"path": "db", "values": {"k": "v"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    clock.set(written + time::Duration::minutes(1));
+    let (status, _) = api
+        .post(
+            ADMIN,
+            "/v1/store/secrets?action=delete",
+            json!({"path": "db", "versions": [1]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, meta) = api
+        .post(
+            ADMIN,
+            "/v1/store/secrets/metadata?action=get",
+            json!({"path": "db"}),
+        )
+        .await;
+    assert_eq!(meta["metadata"]["createdTime"], "2030-03-17T17:46:40.123Z");
+    assert_eq!(meta["metadata"]["updatedTime"], "2030-03-17T17:47:40.123Z");
+    assert_eq!(
+        meta["versions"]["1"]["createdTime"],
+        "2030-03-17T17:46:40.123Z"
+    );
+    assert_eq!(
+        meta["versions"]["1"]["deletedTime"],
+        "2030-03-17T17:47:40.123Z"
+    );
+    let times: Vec<Value> = api
+        .audit_lines()
+        .iter()
+        .map(|l| l["time"].clone())
+        .collect();
+    assert_eq!(
+        times,
+        [
+            "2030-03-17T17:46:40.123000Z",
+            "2030-03-17T17:47:40.123000Z",
+            "2030-03-17T17:47:40.123000Z"
+        ]
+    );
 }
 
 #[tokio::test]

@@ -4,13 +4,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use nexus::error::ServiceError;
 use nexus::keys::state::KeyState;
 use nexus::policy::access::Access;
-use nexus::service::{Nexus, ServiceError};
+use nexus::policy::{NewPolicy, PolicyName};
+use nexus::service::Nexus;
 use nexus::store::Store;
 use nexus_api::model::PutPolicyRequest;
 use nexus_crypto::{KeyCheck, RootKey, combine, split};
 use policies::Permission;
+use spiffe::SpiffeId;
 
 const APP: &str = "spiffe://td/app/billing";
 
@@ -36,6 +39,22 @@ async fn replica(url: &str, root: &RootKey) -> Arc<Nexus> {
     nexus
 }
 
+fn app() -> SpiffeId {
+    SpiffeId::new(APP).expect("SPIFFE ID")
+}
+
+/// Grants the app `read` on `db/.*`, through `nexus`.
+async fn put_grant(nexus: &Nexus) -> Result<(), ServiceError> {
+    let policy = NewPolicy::parse(grant()).expect("a valid policy");
+    nexus.policies().put(&policy).await
+}
+
+/// Deletes the grant, through `nexus`.
+async fn revoke(nexus: &Nexus) -> Result<(), ServiceError> {
+    let name = PolicyName::parse("billing").expect("a valid name");
+    nexus.policies().delete(&name).await
+}
+
 fn grant() -> PutPolicyRequest {
     PutPolicyRequest {
         name: "billing".into(),
@@ -47,8 +66,8 @@ fn grant() -> PutPolicyRequest {
 
 /// Whether `nexus` lets the app read, judged as a request would be.
 async fn app_may_read(nexus: &Nexus) -> bool {
-    nexus.current_policies().await.expect("current policies");
-    nexus.access.allows(APP, "db/x", Permission::Read)
+    nexus.policies().current().await.expect("current policies");
+    nexus.access.allows(&app(), "db/x", Permission::Read)
 }
 
 /// Runs `op` until it succeeds or fails other than with "the datastore is unavailable" (a
@@ -86,9 +105,9 @@ async fn without_a_listener_every_decision_reads_the_generation() {
     assert!(!b.access.changes_pushed());
     assert!(!app_may_read(&b).await);
 
-    a.put_policy(&grant()).await.expect("put through a");
+    put_grant(&a).await.expect("put through a");
     assert!(app_may_read(&b).await, "b sees the grant at once");
-    a.delete_policy("billing").await.expect("delete through a");
+    revoke(&a).await.expect("delete through a");
     assert!(!app_may_read(&b).await, "b sees the revocation at once");
 }
 
@@ -102,13 +121,13 @@ async fn listener_pushes_changes_and_recovers_from_a_killed_connection() {
     wait_until("b's listener to connect", || b.access.changes_pushed()).await;
 
     // Pushed: b's cache is reloaded by the notification, without any request asking.
-    a.put_policy(&grant()).await.expect("put through a");
+    put_grant(&a).await.expect("put through a");
     let stored = a.store.policy_generation().await.expect("generation");
     wait_until("b to load the new generation", || {
         b.access.generation() == stored
     })
     .await;
-    assert!(b.access.allows(APP, "db/x", Permission::Read));
+    assert!(b.access.allows(&app(), "db/x", Permission::Read));
 
     // Every connection of the database killed, listeners included: b reconnects and catches
     // up with a change made meanwhile.
@@ -120,7 +139,7 @@ async fn listener_pushes_changes_and_recovers_from_a_killed_connection() {
     .execute(&admin)
     .await
     .expect("terminate backends");
-    let deleted = retry_unavailable(|| a.delete_policy("billing")).await;
+    let deleted = retry_unavailable(|| revoke(&a)).await;
     deleted.expect("delete through a");
     let stored = a.store.policy_generation().await.expect("generation");
     wait_until("b's listener to reconnect", || b.access.changes_pushed()).await;
@@ -130,13 +149,13 @@ async fn listener_pushes_changes_and_recovers_from_a_killed_connection() {
     .await;
     assert!(!app_may_read(&b).await);
 
-    a.put_policy(&grant()).await.expect("put through a again");
+    put_grant(&a).await.expect("put through a again");
     let stored = a.store.policy_generation().await.expect("generation");
     wait_until("b to load the newest generation", || {
         b.access.generation() == stored
     })
     .await;
-    assert!(b.access.allows(APP, "db/x", Permission::Read));
+    assert!(b.access.allows(&app(), "db/x", Permission::Read));
     sync.abort();
     admin.close().await;
 }

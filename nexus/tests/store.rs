@@ -80,7 +80,7 @@ async fn stored_versions(store: &Store, path: &str) -> Vec<u64> {
 
 fn assert_not_found<T: std::fmt::Debug>(result: Result<T, StoreError>, what: &str) {
     match result {
-        Err(StoreError::NotFound(got)) => assert_eq!(got, what),
+        Err(StoreError::NotFound(got)) => assert_eq!(got.to_string(), what),
         other => panic!("expected NotFound({what:?}), got {other:?}"),
     }
 }
@@ -905,18 +905,24 @@ async fn check_rotation_rewraps_all_or_nothing(store: &Store) {
 
     // A stale key-check value: another rotation won; nothing changes.
     let stale = store
-        .rotate_root_key(&[9; 40], &[2; 40], &rotation, rewrap)
+        .rotate_root_key(&[9; 40], &[2; 40], &rotation, at(2), rewrap)
         .await;
     assert!(matches!(stale, Err(RotateError::KeyChanged)), "{stale:?}");
     // A failing re-wrap part-way: nothing changes either.
     let failing = store
-        .rotate_root_key(&[1; 40], &[2; 40], &rotation, |row: &WrappedRow<'_>| {
-            if row.key == "b" {
-                Err("no".to_owned())
-            } else {
-                rewrap(row)
-            }
-        })
+        .rotate_root_key(
+            &[1; 40],
+            &[2; 40],
+            &rotation,
+            at(2),
+            |row: &WrappedRow<'_>| {
+                if row.key == "b" {
+                    Err("no".to_owned())
+                } else {
+                    rewrap(row)
+                }
+            },
+        )
         .await;
     assert!(
         matches!(failing, Err(RotateError::Rewrap(_))),
@@ -929,7 +935,7 @@ async fn check_rotation_rewraps_all_or_nothing(store: &Store) {
 
     // The real thing: every data key (3 versions, 1 policy) in one transaction.
     let count = store
-        .rotate_root_key(&[1; 40], &[2; 40], &rotation, rewrap)
+        .rotate_root_key(&[1; 40], &[2; 40], &rotation, at(2), rewrap)
         .await
         .expect("rotate");
     assert_eq!(count, 4);

@@ -14,6 +14,7 @@ use identity::http::CallerId;
 use nexus_api::ErrorCode;
 use nexus_api::routes::Action;
 use policies::Permission;
+use spiffe::SpiffeId;
 
 use super::ApiError;
 use crate::audit::{self as audit_log, AuditRecord};
@@ -31,7 +32,7 @@ tokio::task_local! {
 
 /// The audit record of one request, filled in as the request is understood.
 pub struct Audit<'a> {
-    caller: &'a str,
+    caller: &'a SpiffeId,
     route: &'static str,
     /// The action, once parsed.
     pub action: Option<Action>,
@@ -54,7 +55,7 @@ struct AuditNote {
 
 impl<'a> Audit<'a> {
     /// Starts the record for `caller` on `route`.
-    pub fn new(caller: &'a str, route: &'static str) -> Self {
+    pub fn new(caller: &'a SpiffeId, route: &'static str) -> Self {
         Audit {
             caller,
             route,
@@ -66,7 +67,7 @@ impl<'a> Audit<'a> {
     }
 
     /// The caller's SPIFFE ID.
-    pub fn caller(&self) -> &'a str {
+    pub fn caller(&self) -> &'a SpiffeId {
         self.caller
     }
 
@@ -82,7 +83,7 @@ impl<'a> Audit<'a> {
         self.target = target.to_owned();
         nexus.root()?;
         if !nexus.access.is_superuser(self.caller) {
-            nexus.current_policies().await?;
+            nexus.policies().current().await?;
         }
         if nexus.access.allows(self.caller, target, wanted) {
             self.decision = "allow";
@@ -131,7 +132,7 @@ impl Drop for Audit<'_> {
 /// `x-request-id`), or answers 500 if the line could not be written.
 pub async fn record(State(nexus): State<Arc<Nexus>>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let time = audit_log::now();
+    let time = audit_log::timestamp(nexus.clock.now());
     let request_id = uuid::Uuid::new_v4().to_string();
     let caller =
         CallerId::of(request.extensions()).map_or_else(|| "-".to_owned(), ToString::to_string);

@@ -31,7 +31,6 @@ pub async fn encrypt(
     headers: HeaderMap,
     request: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let caller = caller.to_string();
     let mut audit = Audit::new(&caller, routes::CIPHER_ENCRYPT);
     let outcome = async {
         let bytes = body(request)?;
@@ -61,7 +60,6 @@ pub async fn decrypt(
     headers: HeaderMap,
     request: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let caller = caller.to_string();
     let mut audit = Audit::new(&caller, routes::CIPHER_DECRYPT);
     let outcome = async {
         let bytes = body(request)?;

@@ -4,7 +4,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use nexus_api::{ErrorBody, ErrorCode};
 
-use crate::service::ServiceError;
+use crate::error::ServiceError;
 
 /// An error answer.
 #[derive(Debug)]
@@ -30,7 +30,7 @@ impl ApiError {
     }
 
     /// 401 `access_unauthorized`, naming the caller.
-    pub fn unauthorized(caller: &str, what: impl std::fmt::Display) -> Self {
+    pub fn unauthorized(caller: &spiffe::SpiffeId, what: impl std::fmt::Display) -> Self {
         Self::new(
             ErrorCode::Unauthorized,
             format!("{caller} is not authorised to {what}"),

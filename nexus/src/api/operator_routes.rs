@@ -37,7 +37,6 @@ pub async fn recover(
     CallerId(caller): CallerId,
     request: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let caller = caller.to_string();
     let mut audit = Audit::new(&caller, routes::RECOVER);
     let outcome = async {
         let _: Empty = parse(&body(request)?)?;
@@ -54,7 +53,6 @@ pub async fn rotate(
     CallerId(caller): CallerId,
     request: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let caller = caller.to_string();
     let mut audit = Audit::new(&caller, routes::ROTATE);
     let outcome = async {
         let _: Empty = parse(&body(request)?)?;
@@ -75,7 +73,6 @@ pub async fn restore(
     CallerId(caller): CallerId,
     request: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let caller = caller.to_string();
     let mut audit = Audit::new(&caller, routes::RESTORE);
     let outcome = async {
         let request: RestoreRequest = parse(&body(request)?)?;

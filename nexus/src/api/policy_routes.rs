@@ -16,6 +16,8 @@ use policies::{Permission, SYSTEM_ACL_PATH};
 
 use super::audit::Audit;
 use super::{ApiError, action, body, ok, parse};
+use crate::error::ServiceError;
+use crate::policy::{NewPolicy, PolicyName};
 use crate::service::Nexus;
 
 pub async fn policy(
@@ -24,7 +26,6 @@ pub async fn policy(
     RawQuery(query): RawQuery,
     request: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let caller = caller.to_string();
     let mut audit = Audit::new(&caller, routes::POLICY);
     let outcome = dispatch(&nexus, &mut audit, query.as_deref(), request).await;
     audit.finish(outcome)
@@ -46,7 +47,8 @@ async fn dispatch(
                 .authorize(nexus, SYSTEM_ACL_PATH, Permission::Write)
                 .await?;
             audit.target = request.name.clone();
-            nexus.put_policy(&request).await?;
+            let policy = NewPolicy::parse(request).map_err(ServiceError::invalid)?;
+            nexus.policies().put(&policy).await?;
             Ok(ok(Empty {}))
         }
         Action::Get => {
@@ -55,7 +57,7 @@ async fn dispatch(
                 .authorize(nexus, SYSTEM_ACL_PATH, Permission::Read)
                 .await?;
             audit.target = request.id.clone();
-            Ok(ok(nexus.get_policy(&request.id).await?))
+            Ok(ok(nexus.policies().get(&existing(&request.id)?).await?))
         }
         Action::Delete => {
             let request: PolicyIdRequest = parse(&bytes)?;
@@ -63,7 +65,7 @@ async fn dispatch(
                 .authorize(nexus, SYSTEM_ACL_PATH, Permission::Write)
                 .await?;
             audit.target = request.id.clone();
-            nexus.delete_policy(&request.id).await?;
+            nexus.policies().delete(&existing(&request.id)?).await?;
             Ok(ok(Empty {}))
         }
         Action::List => {
@@ -71,7 +73,7 @@ async fn dispatch(
             audit
                 .authorize(nexus, SYSTEM_ACL_PATH, Permission::List)
                 .await?;
-            let policies = nexus.list_policies(&filter).await?;
+            let policies = nexus.policies().list(&filter).await?;
             Ok(ok(ListPoliciesResponse { policies }))
         }
         Action::Undelete | Action::Destroy => Err(ApiError::bad_request(format!(
@@ -79,4 +81,9 @@ async fn dispatch(
             action.as_query().unwrap_or_default()
         ))),
     }
+}
+
+/// The name of a policy that may exist: one that is not a valid name was never stored.
+fn existing(name: &str) -> Result<PolicyName, ServiceError> {
+    PolicyName::parse(name).map_err(|_| crate::policy::not_found(name))
 }

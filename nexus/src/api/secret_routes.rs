@@ -16,7 +16,10 @@ use policies::Permission;
 
 use super::audit::Audit;
 use super::{ApiError, action, body, ok, parse};
+use crate::error::ServiceError;
+use crate::secrets::{SecretPath, VersionChange};
 use crate::service::Nexus;
+use crate::validate;
 
 pub async fn secrets(
     State(nexus): State<Arc<Nexus>>,
@@ -24,7 +27,6 @@ pub async fn secrets(
     RawQuery(query): RawQuery,
     request: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let caller = caller.to_string();
     let mut audit = Audit::new(&caller, routes::SECRETS);
     let outcome = dispatch(&nexus, &mut audit, query.as_deref(), request).await;
     audit.finish(outcome)
@@ -45,7 +47,12 @@ async fn dispatch(
             audit
                 .authorize(nexus, &request.path, Permission::Write)
                 .await?;
-            let version = nexus.put_secret(&request, audit.caller()).await?;
+            let path = SecretPath::parse(&request.path).map_err(ServiceError::invalid)?;
+            validate::values(&request.values).map_err(ServiceError::invalid)?;
+            let version = nexus
+                .secrets()
+                .put(&path, &request.values, request.cas, audit.caller())
+                .await?;
             Ok(ok(PutSecretResponse { version }))
         }
         Action::Get => {
@@ -53,39 +60,35 @@ async fn dispatch(
             audit
                 .authorize(nexus, &request.path, Permission::Read)
                 .await?;
-            Ok(ok(nexus.get_secret(&request.path, request.version).await?))
+            let path = SecretPath::parse(&request.path).map_err(ServiceError::invalid)?;
+            validate::versions(&[request.version]).map_err(ServiceError::invalid)?;
+            Ok(ok(nexus.secrets().get(&path, request.version).await?))
         }
         Action::Delete | Action::Undelete | Action::Destroy => {
             let request: VersionsRequest = parse(&bytes)?;
             audit
                 .authorize(nexus, &request.path, Permission::Write)
                 .await?;
-            match action {
-                Action::Delete => {
-                    nexus
-                        .delete_secret(&request.path, &request.versions)
-                        .await?
-                }
-                Action::Undelete => {
-                    nexus
-                        .undelete_secret(&request.path, &request.versions)
-                        .await?
-                }
-                _ => {
-                    nexus
-                        .destroy_secret(&request.path, &request.versions)
-                        .await?
-                }
-            }
+            let change = match action {
+                Action::Delete => VersionChange::Delete,
+                Action::Undelete => VersionChange::Undelete,
+                _ => VersionChange::Destroy,
+            };
+            let path = SecretPath::parse(&request.path).map_err(ServiceError::invalid)?;
+            validate::versions(&request.versions).map_err(ServiceError::invalid)?;
+            nexus
+                .secrets()
+                .change(change, &path, &request.versions)
+                .await?;
             Ok(ok(Empty {}))
         }
         Action::List => {
             let _: Empty = parse(&bytes)?;
             nexus.root()?;
             audit.decision = "allow";
-            let keys = nexus.list_secrets().await?;
+            let keys = nexus.secrets().list().await?;
             if !nexus.access.is_superuser(audit.caller()) {
-                nexus.current_policies().await?;
+                nexus.policies().current().await?;
             }
             let keys = nexus.access.readable(audit.caller(), keys);
             Ok(ok(ListSecretsResponse { keys }))
@@ -99,7 +102,6 @@ pub async fn metadata(
     RawQuery(query): RawQuery,
     request: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let caller = caller.to_string();
     let mut audit = Audit::new(&caller, routes::SECRETS_METADATA);
     let outcome = async {
         let action = action(query.as_deref())?;
@@ -111,7 +113,8 @@ pub async fn metadata(
         audit
             .authorize(&nexus, &request.path, Permission::Read)
             .await?;
-        Ok(ok(nexus.metadata(&request.path).await?))
+        let path = SecretPath::parse(&request.path).map_err(ServiceError::invalid)?;
+        Ok(ok(nexus.secrets().metadata(&path).await?))
     }
     .await;
     audit.finish(outcome)

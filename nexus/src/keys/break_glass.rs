@@ -10,8 +10,45 @@ use nexus_api::model::RestoreResponse;
 use nexus_crypto::{KEY_LEN, KeyCheck, Shard, split};
 use zeroize::Zeroizing;
 
+use crate::error::ServiceError;
 use crate::keys::unseal::{combine_any, install};
-use crate::service::{Nexus, ServiceError};
+use crate::service::Nexus;
+
+/// Why a recovery shard is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RestoreError {
+    /// Nexus holds its root key already.
+    #[error("Nexus is not sealed; restore is only for a Nexus that cannot unseal from its keepers")]
+    NotSealed,
+    /// The datastore holds no key record.
+    #[error("Nexus was never initialized, so there is no root key to restore")]
+    NeverInitialized,
+    /// The id is not one of the key's shards.
+    #[error("shard id {id} is out of range: this Nexus's key has shards 1 to {shares}")]
+    IdOutOfRange {
+        /// The id given.
+        id: u8,
+        /// The key's share count.
+        shares: u8,
+    },
+    /// Not [`KEY_LEN`] bytes.
+    #[error("a shard is {KEY_LEN} bytes, this one has {0}")]
+    Length(usize),
+    /// Every byte zero.
+    #[error("an all-zero shard is not a shard")]
+    AllZero,
+    /// The keepers unsealed Nexus while this shard was being taken.
+    #[error("Nexus unsealed meanwhile; no restore is needed")]
+    UnsealedMeanwhile,
+    /// This id was submitted already.
+    #[error("shard {0} was already submitted; submit a different one")]
+    Duplicate(u8),
+    /// The threshold of shards does not rebuild the stored key; they were discarded.
+    #[error(
+        "these shards do not rebuild this Nexus's root key (they are from another Nexus or damaged); the collected shards were discarded, start again"
+    )]
+    DoesNotRebuild,
+}
 
 impl Nexus {
     /// Every recovery shard, by id. Nexus must be ready.
@@ -33,31 +70,26 @@ impl Nexus {
     /// the stored key-check value is discarded whole.
     pub async fn restore(&self, id: u8, shard: &[u8]) -> Result<RestoreResponse, ServiceError> {
         if self.keys.root().is_some() {
-            return Err(ServiceError::Invalid(
-                "Nexus is not sealed; restore is only for a Nexus that cannot unseal from its keepers".into(),
-            ));
+            return Err(ServiceError::invalid(RestoreError::NotSealed));
         }
-        let record = self.store.key_record().await?.ok_or_else(|| {
-            ServiceError::Invalid(
-                "Nexus was never initialized, so there is no root key to restore".into(),
-            )
-        })?;
+        let record = self
+            .store
+            .key_record()
+            .await?
+            .ok_or(ServiceError::invalid(RestoreError::NeverInitialized))?;
         if id == 0 || id > record.shares {
-            return Err(ServiceError::Invalid(format!(
-                "shard id {id} is out of range: this Nexus's key has shards 1 to {}",
-                record.shares
-            )));
+            return Err(ServiceError::invalid(RestoreError::IdOutOfRange {
+                id,
+                shares: record.shares,
+            }));
         }
-        let value: Zeroizing<[u8; KEY_LEN]> = Zeroizing::new(shard.try_into().map_err(|_| {
-            ServiceError::Invalid(format!(
-                "a shard is {KEY_LEN} bytes, this one has {}",
-                shard.len()
-            ))
-        })?);
+        let value: Zeroizing<[u8; KEY_LEN]> = Zeroizing::new(
+            shard
+                .try_into()
+                .map_err(|_| ServiceError::invalid(RestoreError::Length(shard.len())))?,
+        );
         if value.iter().all(|b| *b == 0) {
-            return Err(ServiceError::Invalid(
-                "an all-zero shard is not a shard".into(),
-            ));
+            return Err(ServiceError::invalid(RestoreError::AllZero));
         }
         let check = KeyCheck::from_bytes(&record.key_check)?;
         let threshold = usize::from(record.threshold);
@@ -65,14 +97,10 @@ impl Nexus {
         let mut collected = self.restoring.lock().await;
         if self.keys.root().is_some() {
             collected.clear();
-            return Err(ServiceError::Invalid(
-                "Nexus unsealed meanwhile; no restore is needed".into(),
-            ));
+            return Err(ServiceError::invalid(RestoreError::UnsealedMeanwhile));
         }
         if collected.iter().any(|s| s.id() == id) {
-            return Err(ServiceError::Invalid(format!(
-                "shard {id} was already submitted; submit a different one"
-            )));
+            return Err(ServiceError::invalid(RestoreError::Duplicate(id)));
         }
         collected.push(Shard::new(id, *value)?);
         if collected.len() < threshold {
@@ -94,9 +122,7 @@ impl Nexus {
                     restored: true,
                 })
             }
-            Err(_) => Err(ServiceError::Invalid(
-                "these shards do not rebuild this Nexus's root key (they are from another Nexus or damaged); the collected shards were discarded, start again".into(),
-            )),
+            Err(_) => Err(ServiceError::invalid(RestoreError::DoesNotRebuild)),
         }
     }
 }

@@ -21,12 +21,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nexus_crypto::{KeyCheck, Purpose, RootKey, Sealed, WrappedKey, aad, open, seal, unwrap, wrap};
-
+use nexus_crypto::{
+    CryptoError, KeyCheck, Purpose, RootKey, Sealed, WrappedKey, aad, open, seal, unwrap, wrap,
+};
 use zeroize::Zeroize;
 
-use crate::service::{Nexus, ServiceError};
-use crate::store::{RotateError, RotationRecord};
+use crate::error::{Conflict, NotReady, ServiceError};
+use crate::service::Nexus;
+use crate::store::{RotateError, RotationRecord, WrappedRow};
 
 /// How long a request waits for the keeper loop to fetch a key another Nexus rotated.
 const KEY_SWITCH_WAIT: Duration = Duration::from_secs(10);
@@ -43,6 +45,41 @@ pub struct Rotated {
     pub duration: Duration,
 }
 
+/// Why a data key could not be re-wrapped; the rotation stores nothing.
+#[derive(Debug, thiserror::Error)]
+enum RewrapError {
+    /// The stored wrapped key does not open under the current root key.
+    #[error(
+        "a data key ({table} {key} v{version}) does not unwrap under the root key; nothing was rotated"
+    )]
+    DoesNotUnwrap {
+        /// The record's table.
+        table: &'static str,
+        /// Its path or name.
+        key: String,
+        /// Its version.
+        version: u64,
+    },
+    /// Wrapping under the new key failed.
+    #[error(transparent)]
+    Wrap(CryptoError),
+}
+
+/// Re-wraps one data key from `old` to `new`.
+fn rewrap(old: &RootKey, new: &RootKey, row: &WrappedRow<'_>) -> Result<Vec<u8>, RewrapError> {
+    let ad = aad(row.table, row.key, row.version);
+    let data_key = WrappedKey::from_bytes(row.wrapped_key)
+        .and_then(|wrapped| unwrap(old, &wrapped, &ad))
+        .map_err(|_| RewrapError::DoesNotUnwrap {
+            table: row.table,
+            key: row.key.to_owned(),
+            version: row.version,
+        })?;
+    wrap(new, &data_key, &ad)
+        .map(|w| w.to_bytes())
+        .map_err(RewrapError::Wrap)
+}
+
 /// Rotates the root key (step 1 and the start of step 2 above).
 pub async fn rotate(nexus: &Nexus) -> Result<Rotated, ServiceError> {
     let started = Instant::now();
@@ -52,11 +89,9 @@ pub async fn rotate(nexus: &Nexus) -> Result<Rotated, ServiceError> {
         .store
         .key_record()
         .await?
-        .ok_or_else(|| ServiceError::NotReady("no root key record".into()))?;
+        .ok_or(ServiceError::NotReady(NotReady::NoKeyRecord))?;
     if !KeyCheck::from_bytes(&current.key_check).is_ok_and(|check| check.verify(&old)) {
-        return Err(ServiceError::Conflict(
-            "the stored root key is not the one in memory (rotated by another Nexus?); restart this Nexus".into(),
-        ));
+        return Err(ServiceError::Conflict(Conflict::KeyNotInMemory));
     }
     let new = RootKey::generate()?;
     let record = RotationRecord {
@@ -66,24 +101,19 @@ pub async fn rotate(nexus: &Nexus) -> Result<Rotated, ServiceError> {
     let new_check = KeyCheck::compute(&new)?.to_bytes();
     let rewrapped = nexus
         .store
-        .rotate_root_key(&current.key_check, &new_check.clone(), &record, |row| {
-            let ad = aad(row.table, row.key, row.version);
-            let data_key = WrappedKey::from_bytes(row.wrapped_key)
-                .and_then(|wrapped| unwrap(&old, &wrapped, &ad))
-                .map_err(|_| {
-                    tracing::error!(table = row.table, key = row.key, version = row.version, "a data key does not unwrap under the root key");
-                    format!("a data key ({} {} v{}) does not unwrap under the root key; nothing was rotated", row.table, row.key, row.version)
-                })?;
-            wrap(&new, &data_key, &ad)
-                .map(|w| w.to_bytes())
-                .map_err(|e| e.to_string())
-        })
+        .rotate_root_key(
+            &current.key_check,
+            &new_check.clone(),
+            &record,
+            nexus.clock.now(),
+            |row| rewrap(&old, &new, row),
+        )
         .await
         .map_err(|error| match error {
             RotateError::Store(error) => error.into(),
-            RotateError::KeyChanged => ServiceError::Conflict(error.to_string()),
-            RotateError::Rewrap(message) => {
-                tracing::error!(%message, "rotation aborted");
+            RotateError::KeyChanged => ServiceError::Conflict(Conflict::RotatedMeanwhile),
+            RotateError::Rewrap(error) => {
+                tracing::error!(%error, "rotation aborted");
                 ServiceError::Internal
             }
         })?;
@@ -144,7 +174,7 @@ impl Nexus {
         if let Some(rotation) = self.store.rotation().await?
             && let Some(new) = crate::keys::rotation::recover(&root, &rotation, &check)
         {
-            self.load_policies(&new).await?;
+            self.policies().load(&new).await?;
             let new = self.keys.rotate_to(new);
             self.store.set_write_fence(Some(record.key_check));
             tracing::info!("another Nexus rotated the root key; switched to the new key");
@@ -162,8 +192,6 @@ impl Nexus {
                 return Ok(Some(root));
             }
         }
-        Err(ServiceError::NotReady(
-            "the root key was rotated by another Nexus and this one is still fetching it from the keepers; retry shortly".into(),
-        ))
+        Err(ServiceError::NotReady(NotReady::KeyFetching))
     }
 }

@@ -11,10 +11,10 @@ use futures::StreamExt;
 use futures::future::join_all;
 use futures::stream::FuturesUnordered;
 use nexus_crypto::{CryptoError, KeyCheck, RootKey, Shard, combine, split};
-use time::OffsetDateTime;
 
+use crate::error::{NotReady, ServiceError};
 use crate::keys::keepers::{Keeper, Keepers};
-use crate::service::{Nexus, ServiceError};
+use crate::service::Nexus;
 use crate::store::{InitError, Initialization, KeyRecord};
 
 /// First retry delay while keepers or the datastore are not answering.
@@ -82,7 +82,7 @@ async fn key_is_current(nexus: &Nexus, keepers: &Keepers) -> bool {
     }
     match nexus.adopt_rotated_key(false).await {
         Ok(_) => true,
-        Err(ServiceError::NotReady(_)) => {
+        Err(ServiceError::NotReady(NotReady::KeyFetching)) => {
             // The record is gone: every keeper already holds the new key's shards.
             let Ok(Some(record)) = nexus.store.key_record().await else {
                 return false;
@@ -90,7 +90,7 @@ async fn key_is_current(nexus: &Nexus, keepers: &Keepers) -> bool {
             let Some(new) = collect(nexus, keepers, &record).await else {
                 return false;
             };
-            if let Err(error) = nexus.load_policies(&new).await {
+            if let Err(error) = nexus.policies().load(&new).await {
                 tracing::warn!(%error, "cannot load policies under the rotated key yet");
                 return false;
             }
@@ -209,7 +209,7 @@ async fn obtain_root_key(
 /// Makes `root` the root key: loads the policies it seals, then opens the data routes (in
 /// that order, so no request is judged against an empty policy set).
 pub async fn install(nexus: &Nexus, root: RootKey) -> Result<Arc<RootKey>, ServiceError> {
-    nexus.load_policies(&root).await?;
+    nexus.policies().load(&root).await?;
     // Sealed writes are fenced with this key's stored key-check value (if stored yet).
     let record = nexus.store.key_record().await?;
     let fence = record
@@ -302,7 +302,7 @@ async fn create_root_key(
         key_check,
         threshold,
         shares: shares(keepers),
-        created_at: OffsetDateTime::now_utc(),
+        created_at: nexus.clock.now(),
     };
     Ok((record, root))
 }

@@ -1,55 +1,72 @@
-//! Policies: who may do what. Their CRUD operations here, the compiled cache that judges
-//! requests in [`access`], and keeping that cache current across replicas in [`sync`].
+//! Policies: who may do what. Creating, reading and deleting them here ([`Policies`],
+//! reached through [`Nexus::policies`]); the compiled cache that judges requests in
+//! [`access`]; keeping that cache current, on this replica and across replicas, in [`sync`].
 
 pub mod access;
+mod name;
 pub mod sync;
 
 use nexus_api::model::{ListPoliciesRequest, PolicyResponse, PutPolicyRequest};
-use nexus_crypto::RootKey;
-use policies::{Permission, Policy};
 use time::OffsetDateTime;
 
+pub use name::{NewPolicy, PolicyName};
+
+use crate::error::ServiceError;
 use crate::keys::sealing;
-use crate::service::{Nexus, ServiceError};
+use crate::service::Nexus;
+use crate::store::Missing;
+
+/// The policy operations of one Nexus.
+#[derive(Debug, Clone, Copy)]
+pub struct Policies<'a> {
+    nexus: &'a Nexus,
+}
 
 impl Nexus {
+    /// Policy operations and the policy cache.
+    pub fn policies(&self) -> Policies<'_> {
+        Policies { nexus: self }
+    }
+}
+
+impl Policies<'_> {
     /// Creates or replaces a policy; the access cache is current when this returns.
-    pub async fn put_policy(&self, request: &PutPolicyRequest) -> Result<(), ServiceError> {
-        to_policy(request)?
-            .validate()
-            .map_err(|e| ServiceError::Invalid(e.to_string()))?;
-        let gate = self.rotation_gate.read().await;
-        let root = self.root()?;
-        let sealed = sealing::seal_policy(&root, request)?;
-        let generation = self
+    pub async fn put(&self, policy: &NewPolicy) -> Result<(), ServiceError> {
+        let nexus = self.nexus;
+        let gate = nexus.rotation_gate.read().await;
+        let root = nexus.root()?;
+        let sealed = sealing::seal_policy(&root, policy.request())?;
+        let generation = nexus
             .store
-            .put_policy(&request.name, sealed, OffsetDateTime::now_utc())
+            .put_policy(policy.name().as_str(), sealed, nexus.clock.now())
             .await
-            .map_err(|e| self.write_failed(e))?;
+            .map_err(|e| nexus.write_failed(e))?;
         drop(gate);
-        self.policies_changed(&root, generation).await
+        self.changed(&root, generation).await
     }
 
     /// Deletes a policy; the access cache is current when this returns.
-    pub async fn delete_policy(&self, name: &str) -> Result<(), ServiceError> {
-        let root = self.root()?;
+    pub async fn delete(&self, name: &PolicyName) -> Result<(), ServiceError> {
+        let root = self.nexus.root()?;
         let generation = self
+            .nexus
             .store
-            .delete_policy(name)
+            .delete_policy(name.as_str())
             .await?
-            .ok_or_else(|| ServiceError::NotFound(format!("policy {name:?}")))?;
-        self.policies_changed(&root, generation).await
+            .ok_or_else(|| not_found(name.as_str()))?;
+        self.changed(&root, generation).await
     }
 
     /// A policy by name.
-    pub async fn get_policy(&self, name: &str) -> Result<PolicyResponse, ServiceError> {
-        let root = self.root()?;
-        let stored = self
+    pub async fn get(&self, name: &PolicyName) -> Result<PolicyResponse, ServiceError> {
+        let nexus = self.nexus;
+        let root = nexus.root()?;
+        let stored = nexus
             .store
-            .get_policy(name)
+            .get_policy(name.as_str())
             .await?
-            .ok_or_else(|| ServiceError::NotFound(format!("policy {name:?}")))?;
-        let policy = self.open(&root, |key| {
+            .ok_or_else(|| not_found(name.as_str()))?;
+        let policy = nexus.open(&root, |key| {
             sealing::open_policy(key, &stored.name, &stored.sealed)
         })?;
         Ok(policy_response(
@@ -60,14 +77,15 @@ impl Nexus {
     }
 
     /// Policies, optionally only those with exactly the given patterns.
-    pub async fn list_policies(
+    pub async fn list(
         &self,
         filter: &ListPoliciesRequest,
     ) -> Result<Vec<PolicyResponse>, ServiceError> {
-        let root = self.root()?;
+        let nexus = self.nexus;
+        let root = nexus.root()?;
         let mut out = Vec::new();
-        for stored in self.store.list_policies().await? {
-            let policy = self.open(&root, |key| {
+        for stored in nexus.store.list_policies().await? {
+            let policy = nexus.open(&root, |key| {
                 sealing::open_policy(key, &stored.name, &stored.sealed)
             })?;
             let keep = filter
@@ -88,51 +106,11 @@ impl Nexus {
         }
         Ok(out)
     }
-
-    /// Decrypts every stored policy and swaps the access cache to them, labelled with the
-    /// policy generation they reflect.
-    pub async fn load_policies(&self, root: &RootKey) -> Result<(), ServiceError> {
-        // The generation is read first: the policies read after it include every change up
-        // to it (and maybe later ones), so the label may understate, never overstate, how
-        // new the set is. Understating costs one extra reload at the next announcement.
-        let generation = self.store.policy_generation().await?;
-        let mut loaded = Vec::new();
-        for stored in self.store.list_policies().await? {
-            let request = self.open(root, |key| {
-                sealing::open_policy(key, &stored.name, &stored.sealed)
-            })?;
-            match to_policy(&request) {
-                Ok(policy) => loaded.push(policy),
-                Err(error) => {
-                    tracing::error!(policy = %stored.name, %error, "stored policy is invalid; ignoring it");
-                }
-            }
-        }
-        let count = loaded.len();
-        let installed = self.access.install(generation, loaded).map_err(|error| {
-            tracing::error!(%error, "stored policies do not compile");
-            ServiceError::Internal
-        })?;
-        if installed {
-            tracing::debug!(policies = count, generation, "policy cache rebuilt");
-        }
-        Ok(())
-    }
 }
 
-fn to_policy(request: &PutPolicyRequest) -> Result<Policy, ServiceError> {
-    let permissions = request
-        .permissions
-        .iter()
-        .map(|p| p.parse::<Permission>())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| ServiceError::Invalid(e.to_string()))?;
-    Ok(Policy::new(
-        request.name.clone(),
-        request.spiffe_id_pattern.clone(),
-        request.path_pattern.clone(),
-        permissions,
-    ))
+/// A policy that does not exist.
+pub fn not_found(name: &str) -> ServiceError {
+    ServiceError::NotFound(Missing::Policy(name.to_owned()))
 }
 
 fn policy_response(

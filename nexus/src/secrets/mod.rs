@@ -1,69 +1,99 @@
-//! Secrets: versioned maps of strings under a path, sealed on the way into the store and
-//! opened on the way out. Authorisation is the caller's ([`crate::api`]); these operations
-//! assume it was granted.
+//! Secrets: versioned maps of strings under a [`SecretPath`], sealed on the way into the
+//! store and opened on the way out. Reached through [`Nexus::secrets`].
+//!
+//! Paths, values and version lists arrive parsed and checked ([`SecretPath`],
+//! [`crate::validate`]); authorisation is the API's.
+
+mod path;
 
 use nexus_api::model::{
-    GetSecretResponse, MetadataResponse, PutSecretRequest, SecretMetadata, VersionMetadata,
+    GetSecretResponse, MetadataResponse, SecretMetadata, Values, VersionMetadata,
 };
 use nexus_crypto::RootKey;
-use time::OffsetDateTime;
+use spiffe::SpiffeId;
 
+pub use path::{MAX_PATH_LEN, PathError, SecretPath};
+
+use crate::error::ServiceError;
 use crate::keys::sealing;
-use crate::service::{Nexus, ServiceError};
+use crate::service::Nexus;
 use crate::store::PutVersion;
-use crate::validate;
+
+/// The secret operations of one Nexus.
+#[derive(Debug, Clone, Copy)]
+pub struct Secrets<'a> {
+    nexus: &'a Nexus,
+}
 
 impl Nexus {
-    /// Writes a new version; returns its number.
-    pub async fn put_secret(
+    /// Secret operations.
+    pub fn secrets(&self) -> Secrets<'_> {
+        Secrets { nexus: self }
+    }
+}
+
+/// Which soft change [`Secrets::change`] makes to versions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersionChange {
+    /// Soft-delete: kept, but unreadable until undeleted.
+    Delete,
+    /// Restore soft-deleted versions.
+    Undelete,
+    /// Remove for good (the whole secret when no version is named).
+    Destroy,
+}
+
+impl Secrets<'_> {
+    /// Writes a new version of `path` (only if the current one is `cas`, when given) by
+    /// `caller`; returns its number.
+    pub async fn put(
         &self,
-        request: &PutSecretRequest,
-        caller: &str,
+        path: &SecretPath,
+        values: &Values,
+        cas: Option<u64>,
+        caller: &SpiffeId,
     ) -> Result<u64, ServiceError> {
-        validate::path(&request.path).map_err(ServiceError::Invalid)?;
-        validate::values(&request.values).map_err(ServiceError::Invalid)?;
-        let _gate = self.rotation_gate.read().await;
-        let root = self.root()?;
+        let nexus = self.nexus;
+        let _gate = nexus.rotation_gate.read().await;
+        let root = nexus.root()?;
+        let created_by = caller.to_string();
         let put = PutVersion {
-            path: &request.path,
-            cas: request.cas,
-            max_versions: self.max_versions,
-            created_by: caller,
-            now: OffsetDateTime::now_utc(),
+            path: path.as_str(),
+            cas,
+            max_versions: nexus.max_versions,
+            created_by: &created_by,
+            now: nexus.clock.now(),
         };
-        let path = request.path.clone();
-        let values = &request.values;
-        let version = self
+        nexus
             .store
             .put_version(put, move |version| {
-                sealing::seal_values(&root, &path, version, values)
+                sealing::seal_values(&root, path.as_str(), version, values)
             })
             .await
-            .map_err(|e| self.write_failed(e))?;
-        Ok(version)
+            .map_err(|e| nexus.write_failed(e))
     }
 
-    /// Reads a version (0: current).
-    pub async fn get_secret(
+    /// Reads a version of `path` (0: the current one).
+    pub async fn get(
         &self,
-        path: &str,
+        path: &SecretPath,
         version: u64,
     ) -> Result<GetSecretResponse, ServiceError> {
-        validate::path(path).map_err(ServiceError::Invalid)?;
-        validate::versions(&[version]).map_err(ServiceError::Invalid)?;
-        let root = self.root()?;
-        let stored = self.store.get_version(path, version).await?;
+        let nexus = self.nexus;
+        let root = nexus.root()?;
+        let path = path.as_str();
+        let stored = nexus.store.get_version(path, version).await?;
         let open = |key: &RootKey| sealing::open_values(key, path, stored.version, &stored.sealed);
-        let data = match self.open(&root, open) {
+        let data = match nexus.open(&root, open) {
             Ok(data) => data,
             // The key was rotated (here, between reading the key and the record, or by
             // another replica) and this record re-wrapped: open it with the key now current.
             Err(error) => {
-                let current = match self.adopt_rotated_key(true).await? {
+                let current = match nexus.adopt_rotated_key(true).await? {
                     Some(new) => new,
-                    None => self.root()?,
+                    None => nexus.root()?,
                 };
-                self.open(&current, open).map_err(|_| error)?
+                nexus.open(&current, open).map_err(|_| error)?
             }
         };
         Ok(GetSecretResponse {
@@ -72,51 +102,35 @@ impl Nexus {
         })
     }
 
-    /// Soft-deletes versions.
-    pub async fn delete_secret(&self, path: &str, versions: &[u64]) -> Result<(), ServiceError> {
-        self.check_versions_call(path, versions)?;
-        Ok(self
-            .store
-            .delete_versions(path, versions, OffsetDateTime::now_utc())
-            .await?)
-    }
-
-    /// Restores soft-deleted versions.
-    pub async fn undelete_secret(&self, path: &str, versions: &[u64]) -> Result<(), ServiceError> {
-        self.check_versions_call(path, versions)?;
-        Ok(self
-            .store
-            .undelete_versions(path, versions, OffsetDateTime::now_utc())
-            .await?)
-    }
-
-    /// Destroys versions, or the whole secret when none are named.
-    pub async fn destroy_secret(&self, path: &str, versions: &[u64]) -> Result<(), ServiceError> {
-        self.check_versions_call(path, versions)?;
-        Ok(self
-            .store
-            .destroy(path, versions, OffsetDateTime::now_utc())
-            .await?)
-    }
-
-    fn check_versions_call(&self, path: &str, versions: &[u64]) -> Result<(), ServiceError> {
-        validate::path(path).map_err(ServiceError::Invalid)?;
-        validate::versions(versions).map_err(ServiceError::Invalid)?;
-        self.root()?;
+    /// Soft-deletes, undeletes or destroys `versions` of `path` (none named: the current
+    /// one, or for destroy the whole secret).
+    pub async fn change(
+        &self,
+        change: VersionChange,
+        path: &SecretPath,
+        versions: &[u64],
+    ) -> Result<(), ServiceError> {
+        let nexus = self.nexus;
+        nexus.root()?;
+        let (store, path, now) = (&nexus.store, path.as_str(), nexus.clock.now());
+        match change {
+            VersionChange::Delete => store.delete_versions(path, versions, now).await?,
+            VersionChange::Undelete => store.undelete_versions(path, versions, now).await?,
+            VersionChange::Destroy => store.destroy(path, versions, now).await?,
+        }
         Ok(())
     }
 
     /// Every secret path, sorted.
-    pub async fn list_secrets(&self) -> Result<Vec<String>, ServiceError> {
-        self.root()?;
-        Ok(self.store.list_paths().await?)
+    pub async fn list(&self) -> Result<Vec<String>, ServiceError> {
+        self.nexus.root()?;
+        Ok(self.nexus.store.list_paths().await?)
     }
 
-    /// A secret's metadata.
-    pub async fn metadata(&self, path: &str) -> Result<MetadataResponse, ServiceError> {
-        validate::path(path).map_err(ServiceError::Invalid)?;
-        self.root()?;
-        let meta = self.store.metadata(path).await?;
+    /// The metadata of the secret at `path`.
+    pub async fn metadata(&self, path: &SecretPath) -> Result<MetadataResponse, ServiceError> {
+        self.nexus.root()?;
+        let meta = self.nexus.store.metadata(path.as_str()).await?;
         Ok(MetadataResponse {
             versions: meta
                 .versions

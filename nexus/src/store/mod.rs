@@ -48,7 +48,7 @@ use sqlx::{Any, AnyPool, Row, Transaction};
 use time::OffsetDateTime;
 
 pub use common_sql::Backend;
-pub use error::StoreError;
+pub use error::{Missing, StoreError};
 pub use model::{
     KeyRecord, PutVersion, SealedRecord, SecretMeta, StoredPolicy, StoredVersion, VersionMeta,
 };
@@ -170,20 +170,9 @@ fn version_from_db(value: i64, column: &str) -> Result<u64, StoreError> {
         .map_err(|_| StoreError::Corrupt(format!("column {column} holds {value}, expected >= 0")))
 }
 
-/// `"version 3 of db/x"` or `"versions 1, 2 of db/x"`, for not-found messages.
-fn describe_versions(versions: &[u64], path: &str) -> String {
-    let list: Vec<String> = versions.iter().map(u64::to_string).collect();
-    let noun = if versions.len() == 1 {
-        "version"
-    } else {
-        "versions"
-    };
-    format!("{noun} {} of {path}", list.join(", "))
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{describe_versions, from_millis, to_millis};
+    use super::{Missing, from_millis, to_millis};
     use time::OffsetDateTime;
 
     #[test]
@@ -199,7 +188,12 @@ mod tests {
 
     #[test]
     fn version_descriptions() {
-        assert_eq!(describe_versions(&[3], "db/x"), "version 3 of db/x");
-        assert_eq!(describe_versions(&[1, 2], "db/x"), "versions 1, 2 of db/x");
+        let versions = |versions: &[u64]| Missing::Versions {
+            path: "db/x".into(),
+            versions: versions.to_vec(),
+        };
+        assert_eq!(versions(&[3]).to_string(), "version 3 of db/x");
+        assert_eq!(versions(&[1, 2]).to_string(), "versions 1, 2 of db/x");
+        assert_eq!(Missing::Policy("p".into()).to_string(), "policy \"p\"");
     }
 }

@@ -35,21 +35,21 @@ pub struct WrappedRow<'a> {
     pub wrapped_key: &'a [u8],
 }
 
-/// Why a rotation stored nothing.
+/// Why a rotation stored nothing; `E` is the re-wrap function's error.
 #[derive(Debug, thiserror::Error)]
-pub enum RotateError {
+pub enum RotateError<E> {
     /// The datastore failed.
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The stored key-check value is not the caller's: another Nexus rotated meanwhile.
     #[error("the root key changed meanwhile (another rotation?); nothing was rotated")]
     KeyChanged,
-    /// The re-wrap function refused a row; its message.
+    /// The re-wrap function refused a row; its error.
     #[error("{0}")]
-    Rewrap(String),
+    Rewrap(E),
 }
 
-impl From<sqlx::Error> for RotateError {
+impl<E> From<sqlx::Error> for RotateError<E> {
     fn from(error: sqlx::Error) -> Self {
         RotateError::Store(error.into())
     }
@@ -58,17 +58,19 @@ impl From<sqlx::Error> for RotateError {
 impl Store {
     /// In one transaction: checks that the stored key-check value is `current_check`,
     /// re-wraps every secret version's and policy's data key with `rewrap`, stores
-    /// `new_check` and `record`. Returns how many data keys were re-wrapped. On any error
-    /// nothing changes.
-    pub async fn rotate_root_key<F>(
+    /// `new_check` and `record` (started at `now`). Returns how many data keys were
+    /// re-wrapped. On any error nothing changes.
+    pub async fn rotate_root_key<F, E>(
         &self,
         current_check: &[u8],
         new_check: &[u8],
         record: &RotationRecord,
+        now: time::OffsetDateTime,
         rewrap: F,
-    ) -> Result<u64, RotateError>
+    ) -> Result<u64, RotateError<E>>
     where
-        F: Fn(&WrappedRow<'_>) -> Result<Vec<u8>, String> + Send + Sync,
+        F: Fn(&WrappedRow<'_>) -> Result<Vec<u8>, E> + Send + Sync,
+        E: Send,
     {
         let mut tx = self.begin_write().await?;
         let lock = match self.backend() {
@@ -163,7 +165,7 @@ impl Store {
         )
         .bind(&record.previous_key_check)
         .bind(&record.sealed_key)
-        .bind(to_millis(time::OffsetDateTime::now_utc()))
+        .bind(to_millis(now))
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -195,8 +197,13 @@ impl Store {
     }
 
     /// Stores the cipher service's wrapped key unless one exists (another replica may have
-    /// created it first); returns the one stored. Fenced like every sealed write.
-    pub async fn create_cipher_key(&self, wrapped_key: &[u8]) -> Result<Vec<u8>, StoreError> {
+    /// created it first), dated `now`; returns the one stored. Fenced like every sealed
+    /// write.
+    pub async fn create_cipher_key(
+        &self,
+        wrapped_key: &[u8],
+        now: time::OffsetDateTime,
+    ) -> Result<Vec<u8>, StoreError> {
         let mut tx = self.begin_write().await?;
         self.check_fence(&mut tx).await?;
         sqlx::query(
@@ -204,7 +211,7 @@ impl Store {
              ON CONFLICT (id) DO NOTHING",
         )
         .bind(wrapped_key)
-        .bind(to_millis(time::OffsetDateTime::now_utc()))
+        .bind(to_millis(now))
         .execute(&mut *tx)
         .await?;
         let stored: Vec<u8> = sqlx::query("SELECT wrapped_key FROM cipher_key WHERE id = 1")
