@@ -33,20 +33,23 @@ pub async fn key(nexus: &Nexus) -> Result<std::sync::Arc<DataKey>, ServiceError>
     if let Some(key) = nexus.cipher_key.load_full() {
         return Ok(key);
     }
-    let root = nexus.root()?;
+    // Held as a writer: the key is wrapped, and maybe stored, under the root key in force.
+    let permit = nexus.keys.write().await.map_err(ServiceError::NotReady)?;
+    let root = permit.root();
     let ad = aad(CIPHER_TABLE, "", 0);
     let wrapped = match nexus.store.cipher_key().await? {
         Some(wrapped) => wrapped,
         None => {
-            let fresh = wrap(&root, &DataKey::generate()?, &ad)?.to_bytes();
+            let fresh = wrap(root, &DataKey::generate()?, &ad)?.to_bytes();
             nexus
                 .store
-                .create_cipher_key(&fresh, nexus.clock.now())
-                .await?
+                .create_cipher_key(&fresh, nexus.clock.now(), permit.fence())
+                .await
+                .map_err(|e| nexus.write_failed(e))?
         }
     };
     let key = WrappedKey::from_bytes(&wrapped)
-        .and_then(|wrapped| unwrap(&root, &wrapped, &ad))
+        .and_then(|wrapped| unwrap(root, &wrapped, &ad))
         .map_err(|error| {
             tracing::error!(%error, "the cipher key does not unwrap under the root key");
             ServiceError::Internal

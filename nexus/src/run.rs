@@ -9,8 +9,8 @@ use spiffe::TrustDomain;
 
 use crate::audit::AuditLog;
 use crate::config::Config;
+use crate::keys::Lifecycle;
 use crate::keys::keepers::Keepers;
-use crate::keys::state::KeyState;
 use crate::policy::access::Access;
 use crate::service::Nexus;
 use crate::store::{Backend, Store};
@@ -38,7 +38,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let audit = AuditLog::open(&config.audit_log)?;
     let nexus = Arc::new(Nexus::new(
         store,
-        KeyState::new(config.shamir_threshold, config.keepers.len()),
+        Lifecycle::new(config.shamir_threshold, config.keepers.len()),
         access,
         config.max_secret_versions,
         audit,

@@ -8,9 +8,9 @@ use nexus_crypto::RootKey;
 
 use crate::audit::AuditLog;
 use crate::clock::Clock;
-use crate::error::{NotReady, ServiceError};
+use crate::error::ServiceError;
+use crate::keys::Lifecycle;
 use crate::keys::sealing::SealingError;
-use crate::keys::state::KeyState;
 use crate::metrics::Metrics;
 use crate::policy::access::Access;
 use crate::store::{Store, StoreError};
@@ -20,8 +20,9 @@ use crate::store::{Store, StoreError};
 pub struct Nexus {
     /// The datastore.
     pub store: Store,
-    /// The root key and lifecycle progress.
-    pub keys: KeyState,
+    /// The root key's life: the one place that knows whether, and with which key, Nexus
+    /// serves.
+    pub keys: Lifecycle,
     /// Compiled policies.
     pub access: Access,
     /// Versions kept for new secrets.
@@ -32,24 +33,16 @@ pub struct Nexus {
     pub metrics: Metrics,
     /// What dates records and audit lines.
     pub clock: Clock,
-    /// Recovery shards submitted so far by `restore` (break-glass), in memory only.
-    pub(crate) restoring: tokio::sync::Mutex<Vec<nexus_crypto::Shard>>,
-    /// Writers that seal under the root key hold it shared; a rotation holds it exclusively,
-    /// so no record is sealed under a key the rotation is retiring.
-    pub(crate) rotation_gate: tokio::sync::RwLock<()>,
-    /// The cipher service's key, once loaded ([`crate::cipher::key`]); rotations re-wrap it
+    /// The cipher service's key, once loaded ([`crate::cipher`]); rotations re-wrap it
     /// but never change it.
     pub(crate) cipher_key: arc_swap::ArcSwapOption<nexus_crypto::DataKey>,
-    /// Wakes the keeper loop at once: after a rotation here (to re-seed keepers), or when
-    /// another Nexus rotated the key (to fetch it from keepers).
-    pub(crate) reseed_now: tokio::sync::Notify,
 }
 
 impl Nexus {
     /// Shared state over `store`, sealed until the root key is installed.
     pub fn new(
         store: Store,
-        keys: KeyState,
+        keys: Lifecycle,
         access: Access,
         max_versions: u32,
         audit: AuditLog,
@@ -62,9 +55,6 @@ impl Nexus {
             audit,
             metrics: Metrics::default(),
             clock: Clock::system(),
-            restoring: tokio::sync::Mutex::new(Vec::new()),
-            rotation_gate: tokio::sync::RwLock::new(()),
-            reseed_now: tokio::sync::Notify::new(),
             cipher_key: arc_swap::ArcSwapOption::empty(),
         }
     }
@@ -77,17 +67,14 @@ impl Nexus {
 
     /// The root key, or `NotReady` while sealed.
     pub fn root(&self) -> Result<Arc<RootKey>, ServiceError> {
-        self.keys.root().ok_or_else(|| {
-            let status = self.keys.status();
-            ServiceError::NotReady(NotReady::Sealed(Some(status.message)))
-        })
+        self.keys.require_root().map_err(ServiceError::NotReady)
     }
 
     /// A failed sealed write; if it failed because another Nexus rotated the key, the keeper
     /// loop is woken to switch keys.
     pub(crate) fn write_failed(&self, error: StoreError) -> ServiceError {
         if matches!(error, StoreError::KeyChanged) {
-            self.reseed_now.notify_one();
+            self.keys.wake_keeper_loop();
         }
         error.into()
     }

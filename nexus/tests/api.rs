@@ -11,7 +11,7 @@ use identity::listener::PeerInfo;
 use nexus::api::ApiLimits;
 use nexus::audit::AuditLog;
 use nexus::clock::Clock;
-use nexus::keys::state::KeyState;
+use nexus::keys::Lifecycle;
 use nexus::policy::access::Access;
 use nexus::service::Nexus;
 use nexus::store::Store;
@@ -45,7 +45,7 @@ async fn api_dated(ready: bool, limits: ApiLimits, clock: Clock) -> Api {
     let nexus = Arc::new(
         Nexus::new(
             store,
-            KeyState::new(2, 3),
+            Lifecycle::new(2, 3),
             Access::new("td").expect("access"),
             3,
             AuditLog::file(&dir.path().join("audit.log")).expect("audit log"),
@@ -53,7 +53,9 @@ async fn api_dated(ready: bool, limits: ApiLimits, clock: Clock) -> Api {
         .with_clock(clock),
     );
     if ready {
-        nexus.keys.set_root(RootKey::generate().expect("root key"));
+        nexus::keys::install(&nexus, RootKey::generate().expect("root key"))
+            .await
+            .expect("install");
     }
     Api {
         router: nexus::api::router(nexus.clone(), &limits),
@@ -587,7 +589,7 @@ async fn a_request_that_cannot_be_audited_is_refused_and_reveals_nothing() {
     // The same datastore and root key behind a Nexus whose audit log is a full disk.
     let broken = Arc::new(Nexus::new(
         api.nexus.store.clone(),
-        KeyState::new(2, 3),
+        Lifecycle::new(2, 3),
         Access::new("td").expect("access"),
         3,
         AuditLog::file(Path::new("/dev/full")).expect("open /dev/full"),
@@ -599,9 +601,7 @@ async fn a_request_that_cannot_be_audited_is_refused_and_reveals_nothing() {
         &KeyCheck::compute(&root).expect("check"),
     )
     .expect("combine");
-    nexus::keys::unseal::install(&broken, copy)
-        .await
-        .expect("install");
+    nexus::keys::install(&broken, copy).await.expect("install");
     let broken = Api {
         router: nexus::api::router(broken.clone(), &ApiLimits::default()),
         nexus: broken,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nexus::error::ServiceError;
-use nexus::keys::state::KeyState;
+use nexus::keys::Lifecycle;
 use nexus::policy::access::Access;
 use nexus::policy::{NewPolicy, PolicyName};
 use nexus::service::Nexus;
@@ -22,7 +22,7 @@ async fn replica(url: &str, root: &RootKey) -> Arc<Nexus> {
     let store = Store::connect(url).await.expect("store");
     let nexus = Arc::new(Nexus::new(
         store,
-        KeyState::new(2, 3),
+        Lifecycle::new(2, 3),
         Access::new("td").expect("access"),
         10,
         nexus::audit::AuditLog::stdout(),
@@ -33,9 +33,7 @@ async fn replica(url: &str, root: &RootKey) -> Arc<Nexus> {
         &KeyCheck::compute(root).expect("check"),
     )
     .expect("combine");
-    nexus::keys::unseal::install(&nexus, copy)
-        .await
-        .expect("install");
+    nexus::keys::install(&nexus, copy).await.expect("install");
     nexus
 }
 

@@ -11,7 +11,7 @@ use nexus_crypto::{KEY_LEN, KeyCheck, Shard, split};
 use zeroize::Zeroizing;
 
 use crate::error::ServiceError;
-use crate::keys::unseal::{combine_any, install};
+use crate::keys::unseal::{InstallError, combine_any, install};
 use crate::service::Nexus;
 
 /// Why a recovery shard is refused.
@@ -94,7 +94,7 @@ impl Nexus {
         let check = KeyCheck::from_bytes(&record.key_check)?;
         let threshold = usize::from(record.threshold);
 
-        let mut collected = self.restoring.lock().await;
+        let mut collected = self.keys.recovery().await;
         if self.keys.root().is_some() {
             collected.clear();
             return Err(ServiceError::invalid(RestoreError::UnsealedMeanwhile));
@@ -114,7 +114,12 @@ impl Nexus {
         collected.clear();
         match outcome {
             Ok(root) => {
-                install(self, root).await?;
+                install(self, root).await.map_err(|error| match error {
+                    InstallError::Transition(_) => {
+                        ServiceError::invalid(RestoreError::UnsealedMeanwhile)
+                    }
+                    InstallError::Load(error) => error,
+                })?;
                 tracing::info!("root key restored from recovery shards; keepers will be re-seeded");
                 Ok(RestoreResponse {
                     collected: threshold,

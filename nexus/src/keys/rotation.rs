@@ -83,8 +83,12 @@ fn rewrap(old: &RootKey, new: &RootKey, row: &WrappedRow<'_>) -> Result<Vec<u8>,
 /// Rotates the root key (step 1 and the start of step 2 above).
 pub async fn rotate(nexus: &Nexus) -> Result<Rotated, ServiceError> {
     let started = Instant::now();
-    let _writers = nexus.rotation_gate.write().await;
-    let old = nexus.root()?;
+    let rotating = nexus
+        .keys
+        .begin_rotation()
+        .await
+        .map_err(|_| ServiceError::NotReady(nexus.keys.not_ready()))?;
+    let old = rotating.old().clone();
     let current = nexus
         .store
         .key_record()
@@ -103,7 +107,7 @@ pub async fn rotate(nexus: &Nexus) -> Result<Rotated, ServiceError> {
         .store
         .rotate_root_key(
             &current.key_check,
-            &new_check.clone(),
+            &new_check,
             &record,
             nexus.clock.now(),
             |row| rewrap(&old, &new, row),
@@ -117,9 +121,8 @@ pub async fn rotate(nexus: &Nexus) -> Result<Rotated, ServiceError> {
                 ServiceError::Internal
             }
         })?;
-    nexus.keys.rotate_to(new);
-    nexus.store.set_write_fence(Some(new_check));
-    nexus.reseed_now.notify_one();
+    rotating.commit(new, new_check);
+    nexus.keys.wake_keeper_loop();
     let duration = started.elapsed();
     tracing::info!(rewrapped, ?duration, "root key rotated; re-seeding keepers");
     Ok(Rotated {
@@ -140,58 +143,59 @@ pub fn recover(previous: &RootKey, record: &RotationRecord, check: &KeyCheck) ->
     check.verify(&new).then_some(new)
 }
 
-impl Nexus {
-    /// If another Nexus rotated the root key, switches to the new one: from the rotation
-    /// record while it exists, else by asking the keeper loop to fetch it (and answering
-    /// "not ready" meanwhile). `None` if the key in memory is still the stored one.
-    ///
-    /// With `wait`, a request waits (a few seconds at most) for the keeper loop to fetch it.
-    pub(crate) async fn adopt_rotated_key(
-        &self,
-        wait: bool,
-    ) -> Result<Option<Arc<RootKey>>, ServiceError> {
-        let stored = || async {
-            let record = self
-                .store
-                .key_record()
-                .await?
-                .ok_or(ServiceError::Internal)?;
-            let check = nexus_crypto::KeyCheck::from_bytes(&record.key_check)?;
-            Ok::<_, ServiceError>((record, check))
-        };
-        let (_, check) = stored().await?;
-        if check.verify(&*self.root()?) {
-            return Ok(None);
-        }
-        // Writers wait while the key changes; the check is repeated under the gate, since
-        // another request may have switched keys meanwhile.
-        let writers = self.rotation_gate.write().await;
-        let root = self.root()?;
-        let (record, check) = stored().await?;
-        if check.verify(&root) {
-            return Ok(None);
-        }
-        if let Some(rotation) = self.store.rotation().await?
-            && let Some(new) = crate::keys::rotation::recover(&root, &rotation, &check)
-        {
-            self.policies().load(&new).await?;
-            let new = self.keys.rotate_to(new);
-            self.store.set_write_fence(Some(record.key_check));
-            tracing::info!("another Nexus rotated the root key; switched to the new key");
-            return Ok(Some(new));
-        }
-        // The record is gone, so every keeper holds the new key's shards: the keeper loop
-        // fetches them.
-        drop(writers);
-        self.reseed_now.notify_one();
-        let deadline = tokio::time::Instant::now() + KEY_SWITCH_WAIT;
-        while wait && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            let root = self.root()?;
-            if check.verify(&root) {
-                return Ok(Some(root));
-            }
-        }
-        Err(ServiceError::NotReady(NotReady::KeyFetching))
+/// If another Nexus rotated the root key, switches to the new one: from the rotation record
+/// while it exists, else by asking the keeper loop to fetch it (and answering "not ready"
+/// meanwhile). `None` if the key in memory is still the stored one.
+///
+/// With `wait`, a request waits (a few seconds at most) for the keeper loop to fetch it.
+pub(crate) async fn adopt_rotated_key(
+    nexus: &Nexus,
+    wait: bool,
+) -> Result<Option<Arc<RootKey>>, ServiceError> {
+    let stored = || async {
+        let record = nexus
+            .store
+            .key_record()
+            .await?
+            .ok_or(ServiceError::Internal)?;
+        let check = KeyCheck::from_bytes(&record.key_check)?;
+        Ok::<_, ServiceError>((record, check))
+    };
+    let (_, check) = stored().await?;
+    if check.verify(&*nexus.root()?) {
+        return Ok(None);
     }
+    // Writers wait while the key changes; the check is repeated once they do, since another
+    // request may have switched keys meanwhile.
+    let rotating = nexus
+        .keys
+        .begin_rotation()
+        .await
+        .map_err(|_| ServiceError::NotReady(nexus.keys.not_ready()))?;
+    let root = rotating.old().clone();
+    let (record, check) = stored().await?;
+    if check.verify(&root) {
+        return Ok(None);
+    }
+    if let Some(rotation) = nexus.store.rotation().await?
+        && let Some(new) = recover(&root, &rotation, &check)
+    {
+        nexus.policies().load(&new).await?;
+        let new = rotating.commit(new, record.key_check);
+        tracing::info!("another Nexus rotated the root key; switched to the new key");
+        return Ok(Some(new));
+    }
+    // The record is gone, so every keeper holds the new key's shards: the keeper loop
+    // fetches them.
+    drop(rotating);
+    nexus.keys.wake_keeper_loop();
+    let deadline = tokio::time::Instant::now() + KEY_SWITCH_WAIT;
+    while wait && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let root = nexus.root()?;
+        if check.verify(&root) {
+            return Ok(Some(root));
+        }
+    }
+    Err(ServiceError::NotReady(NotReady::KeyFetching))
 }

@@ -33,15 +33,20 @@ impl Policies<'_> {
     /// Creates or replaces a policy; the access cache is current when this returns.
     pub async fn put(&self, policy: &NewPolicy) -> Result<(), ServiceError> {
         let nexus = self.nexus;
-        let gate = nexus.rotation_gate.read().await;
-        let root = nexus.root()?;
+        let permit = nexus.keys.write().await.map_err(ServiceError::NotReady)?;
+        let root = permit.root().clone();
         let sealed = sealing::seal_policy(&root, policy.request())?;
         let generation = nexus
             .store
-            .put_policy(policy.name().as_str(), sealed, nexus.clock.now())
+            .put_policy(
+                policy.name().as_str(),
+                sealed,
+                nexus.clock.now(),
+                permit.fence(),
+            )
             .await
             .map_err(|e| nexus.write_failed(e))?;
-        drop(gate);
+        drop(permit);
         self.changed(&root, generation).await
     }
 

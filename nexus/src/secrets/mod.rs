@@ -15,6 +15,7 @@ use spiffe::SpiffeId;
 pub use path::{MAX_PATH_LEN, PathError, SecretPath};
 
 use crate::error::ServiceError;
+use crate::keys::rotation::adopt_rotated_key;
 use crate::keys::sealing;
 use crate::service::Nexus;
 use crate::store::PutVersion;
@@ -54,8 +55,7 @@ impl Secrets<'_> {
         caller: &SpiffeId,
     ) -> Result<u64, ServiceError> {
         let nexus = self.nexus;
-        let _gate = nexus.rotation_gate.read().await;
-        let root = nexus.root()?;
+        let permit = nexus.keys.write().await.map_err(ServiceError::NotReady)?;
         let created_by = caller.to_string();
         let put = PutVersion {
             path: path.as_str(),
@@ -63,11 +63,13 @@ impl Secrets<'_> {
             max_versions: nexus.max_versions,
             created_by: &created_by,
             now: nexus.clock.now(),
+            fence: permit.fence(),
         };
+        let root = permit.root();
         nexus
             .store
             .put_version(put, move |version| {
-                sealing::seal_values(&root, path.as_str(), version, values)
+                sealing::seal_values(root, path.as_str(), version, values)
             })
             .await
             .map_err(|e| nexus.write_failed(e))
@@ -89,7 +91,7 @@ impl Secrets<'_> {
             // The key was rotated (here, between reading the key and the record, or by
             // another replica) and this record re-wrapped: open it with the key now current.
             Err(error) => {
-                let current = match nexus.adopt_rotated_key(true).await? {
+                let current = match adopt_rotated_key(nexus, true).await? {
                     Some(new) => new,
                     None => nexus.root()?,
                 };

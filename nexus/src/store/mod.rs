@@ -38,10 +38,8 @@ mod rotation;
 mod secrets;
 mod versions;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwapOption;
 use common_sql::PoolSettings;
 use sqlx::migrate::Migrator;
 use sqlx::{Any, AnyPool, Row, Transaction};
@@ -73,8 +71,6 @@ static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
-    /// The key-check value the records this process seals belong to ([`Store::set_write_fence`]).
-    fence: Arc<ArcSwapOption<Vec<u8>>>,
 }
 
 impl Store {
@@ -91,25 +87,21 @@ impl Store {
         let (pool, backend) =
             common_sql::connect_with(url, &SQLITE_MIGRATIONS, &POSTGRES_MIGRATIONS, settings)
                 .await?;
-        Ok(Store {
-            pool,
-            backend,
-            fence: Arc::default(),
-        })
+        Ok(Store { pool, backend })
     }
 
-    /// Fences writes of sealed records (secret versions, policies) with the key-check value
-    /// of the root key they are sealed under: such a write fails with
-    /// [`StoreError::KeyChanged`] unless the stored value is still this one, so a replica
-    /// that has not yet learnt of another's rotation cannot store a record under the retired
-    /// key. On PostgreSQL the check takes a share lock that a rotation's update waits for.
-    pub fn set_write_fence(&self, key_check: Option<Vec<u8>>) {
-        self.fence.store(key_check.map(Arc::new));
-    }
-
-    /// Within a write transaction: the fence holds (see [`Store::set_write_fence`]).
-    async fn check_fence(&self, tx: &mut Transaction<'static, Any>) -> Result<(), StoreError> {
-        let Some(expected) = self.fence.load_full() else {
+    /// Within a write transaction: the fence holds. Writes of sealed records (secret
+    /// versions, policies, the cipher key) name the key-check value of the root key they are
+    /// sealed under, and fail with [`StoreError::KeyChanged`] unless the stored value is
+    /// still that one, so a replica that has not yet learnt of another's rotation cannot
+    /// store a record under the retired key. On PostgreSQL the check takes a share lock that
+    /// a rotation's update waits for. `None` (no key-check stored yet) checks nothing.
+    async fn check_fence(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        fence: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
+        let Some(expected) = fence else {
             return Ok(());
         };
         let lock = match self.backend {
@@ -123,7 +115,7 @@ impl Store {
         .await?
         .map(|row| row.try_get("key_check"))
         .transpose()?;
-        if stored.as_deref() == Some(expected.as_slice()) {
+        if stored.as_deref() == Some(expected) {
             Ok(())
         } else {
             Err(StoreError::KeyChanged)

@@ -197,15 +197,16 @@ impl Store {
     }
 
     /// Stores the cipher service's wrapped key unless one exists (another replica may have
-    /// created it first), dated `now`; returns the one stored. Fenced like every sealed
-    /// write.
+    /// created it first), dated `now`; returns the one stored. Fenced with `fence` like
+    /// every sealed write.
     pub async fn create_cipher_key(
         &self,
         wrapped_key: &[u8],
         now: time::OffsetDateTime,
+        fence: Option<&[u8]>,
     ) -> Result<Vec<u8>, StoreError> {
         let mut tx = self.begin_write().await?;
-        self.check_fence(&mut tx).await?;
+        self.check_fence(&mut tx, fence).await?;
         sqlx::query(
             "INSERT INTO cipher_key (id, wrapped_key, created_at) VALUES (1, $1, $2) \
              ON CONFLICT (id) DO NOTHING",

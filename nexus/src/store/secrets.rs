@@ -25,7 +25,7 @@ impl Store {
     {
         let now = to_millis(put.now);
         let mut tx = self.begin_write().await?;
-        self.check_fence(&mut tx).await?;
+        self.check_fence(&mut tx, put.fence).await?;
         let (version, max_versions) = claim_version(&mut tx, &put, now).await?;
 
         let previous = version - 1;
