@@ -44,11 +44,25 @@ pub struct AuditRecord<'a> {
     /// The secret path or policy name the request was about (empty if none).
     pub path: &'a str,
     /// `allow` or `deny` once authorisation ran, `none` if it did not get that far.
-    pub decision: &'a str,
+    pub decision: Decision,
     /// The HTTP status of the answer.
     pub status: u16,
     /// Time from arrival to the answer, in microseconds.
     pub latency_us: u64,
+}
+
+/// What authorisation decided about a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Decision {
+    /// It did not get that far (a malformed request, or Nexus not ready), or the route is
+    /// open to anyone.
+    #[default]
+    None,
+    /// Allowed.
+    Allow,
+    /// Denied.
+    Deny,
 }
 
 /// Why an audit line could not be written.
@@ -145,7 +159,7 @@ mod tests {
             route: "/v1/store/secrets",
             action: "get",
             path,
-            decision: "allow",
+            decision: Decision::Allow,
             status: 200,
             latency_us: 42,
         }

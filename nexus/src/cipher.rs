@@ -5,8 +5,10 @@
 //! service, and nothing it returns is a storage ciphertext.
 
 use nexus_crypto::{CryptoError, DataKey, Sealed, WrappedKey, aad, unwrap, wrap};
+use policies::{Permission, SYSTEM_CIPHER_EXEC_PATH};
 use zeroize::Zeroizing;
 
+use crate::authz::Grant;
 use crate::error::ServiceError;
 use crate::keys::sealing::CIPHER_TABLE;
 use crate::service::Nexus;
@@ -27,9 +29,11 @@ pub enum CiphertextError {
 /// Associated data of every cipher-service ciphertext.
 const AAD: &[u8] = b"spike-nexus/cipher/v1";
 
-/// The cipher key: cached after the first call, else unwrapped from the datastore, else
-/// created (by this Nexus or, on a shared database, whichever replica stores it first).
-pub async fn key(nexus: &Nexus) -> Result<std::sync::Arc<DataKey>, ServiceError> {
+/// The cipher key, for a caller granted `execute` on the cipher's system path: cached after
+/// the first call, else unwrapped from the datastore, else created (by this Nexus or, on a
+/// shared database, whichever replica stores it first).
+pub async fn key(nexus: &Nexus, grant: &Grant) -> Result<std::sync::Arc<DataKey>, ServiceError> {
+    grant.for_path(Permission::Execute, SYSTEM_CIPHER_EXEC_PATH)?;
     if let Some(key) = nexus.cipher_key.load_full() {
         return Ok(key);
     }

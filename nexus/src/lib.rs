@@ -14,12 +14,15 @@
 //! - [`cipher`]: encryption as a service, under a key of its own.
 //! - [`store`]: the datastore (SQLite or PostgreSQL through sqlx); it only sees sealed records.
 //! - [`validate`]: input limits.
+//! - [`authz`]: who may call what: the route table the API is built from, and the grants
+//!   the operations take as proof.
 //! - [`api`]: the SPIKE-compatible v1 HTTP API.
 //! - [`audit`]: one JSON line per request, written before the answer.
 //! - [`metrics`]: Prometheus metrics, on a port of their own.
 
 pub mod api;
 pub mod audit;
+pub mod authz;
 pub mod cipher;
 pub mod clock;
 pub mod config;

@@ -1033,3 +1033,33 @@ async fn rotation_rewraps_every_data_key_while_readers_and_writers_carry_on() {
     let recovered = nexus::keys::rotation::recover(&old_root, &rotation, &check).expect("recover");
     assert!(recovered == *new_root);
 }
+
+#[tokio::test]
+async fn the_router_serves_the_authorisation_table_and_nothing_else() {
+    use nexus::authz::{self, TABLE};
+    use nexus_api::routes::Action;
+    let api = api(true).await;
+    for route in authz::routes() {
+        let takes_actions = TABLE.iter().any(|r| r.route == route && r.action.is_some());
+        let actions: Vec<Option<Action>> = if takes_actions {
+            Action::ALL.map(Some).to_vec()
+        } else {
+            vec![None]
+        };
+        for action in actions {
+            let uri = action.map_or_else(|| route.to_owned(), |a| a.url(route));
+            let (status, answer) = api.raw(ADMIN, "POST", &uri, b"{}".to_vec()).await;
+            let message = answer["message"].as_str().unwrap_or_default();
+            assert_ne!(message, "unknown route", "{uri}");
+            let refused_action = status == StatusCode::BAD_REQUEST
+                && (message.contains("supports only") || message.contains(" have no "));
+            let classified = authz::requirement(route, action).is_some();
+            assert_eq!(refused_action, !classified, "{uri}: {status} {answer}");
+        }
+    }
+    for uri in ["/v1/store/secretz", "/v1/operator/purge", "/metrics"] {
+        let (status, answer) = api.raw(ADMIN, "POST", uri, b"{}".to_vec()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}");
+        assert_eq!(answer["message"], "unknown route", "{uri}");
+    }
+}

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use nexus::authz::{self, Grant};
 use nexus::error::ServiceError;
 use nexus::keys::Lifecycle;
 use nexus::policy::access::Access;
@@ -11,6 +12,7 @@ use nexus::policy::{NewPolicy, PolicyName};
 use nexus::service::Nexus;
 use nexus::store::Store;
 use nexus_api::model::PutPolicyRequest;
+use nexus_api::routes::{self, Action};
 use nexus_crypto::{KeyCheck, RootKey, combine, split};
 use policies::Permission;
 use spiffe::SpiffeId;
@@ -41,16 +43,28 @@ fn app() -> SpiffeId {
     SpiffeId::new(APP).expect("SPIFFE ID")
 }
 
+/// The Pilot superuser's grant for `action` on the policy route, from the authoriser.
+async fn admin_grant(nexus: &Nexus, action: Action) -> Grant {
+    let admin = SpiffeId::new("spiffe://td/spike/pilot/role/superuser").expect("SPIFFE ID");
+    let requirement = authz::requirement(routes::POLICY, Some(action)).expect("classified");
+    let judgement = authz::authorize(nexus, &admin, requirement, None).await;
+    judgement
+        .outcome
+        .expect("the superuser may manage policies")
+}
+
 /// Grants the app `read` on `db/.*`, through `nexus`.
 async fn put_grant(nexus: &Nexus) -> Result<(), ServiceError> {
     let policy = NewPolicy::parse(grant()).expect("a valid policy");
-    nexus.policies().put(&policy).await
+    let grant = admin_grant(nexus, Action::Put).await;
+    nexus.policies().put(&grant, &policy).await
 }
 
 /// Deletes the grant, through `nexus`.
 async fn revoke(nexus: &Nexus) -> Result<(), ServiceError> {
     let name = PolicyName::parse("billing").expect("a valid name");
-    nexus.policies().delete(&name).await
+    let grant = admin_grant(nexus, Action::Delete).await;
+    nexus.policies().delete(&grant, &name).await
 }
 
 fn grant() -> PutPolicyRequest {

@@ -19,6 +19,13 @@ pub const CIPHER_DECRYPT: &str = "/v1/cipher/decrypt";
 /// Initialisation, seal state and keeper reachability.
 pub const STATUS: &str = "/v1/status";
 
+/// Keeper: store the shard Nexus hands over (SPIKE's route).
+pub const KEEPER_CONTRIBUTE: &str = "/v1/store/contribute";
+/// Keeper: return the shard held (SPIKE's route).
+pub const KEEPER_SHARD: &str = "/v1/store/shard";
+/// Keeper: whether a shard is held (`GET`).
+pub const KEEPER_HEALTH: &str = "/healthz";
+
 /// The operation named by `?action=`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -37,6 +44,16 @@ pub enum Action {
 }
 
 impl Action {
+    /// Every action.
+    pub const ALL: [Action; 6] = [
+        Action::Put,
+        Action::Get,
+        Action::Delete,
+        Action::Undelete,
+        Action::Destroy,
+        Action::List,
+    ];
+
     /// Parses the `action` query value; `None` is a put. An unknown action is `Err` with the
     /// value as given.
     pub fn parse(value: Option<&str>) -> Result<Self, String> {
@@ -78,14 +95,7 @@ mod tests {
 
     #[test]
     fn actions_round_trip() {
-        for action in [
-            Action::Put,
-            Action::Get,
-            Action::Delete,
-            Action::Undelete,
-            Action::Destroy,
-            Action::List,
-        ] {
+        for action in Action::ALL {
             assert_eq!(Action::parse(action.as_query()), Ok(action));
         }
         assert_eq!(Action::parse(Some("purge")), Err("purge".to_owned()));

@@ -6,6 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use identity::https_client::{HttpsClient, HttpsError};
 use nexus_api::model::ShardBody;
+use nexus_api::routes;
 use nexus_crypto::{KEY_LEN, Shard};
 use spiffe::{SpiffeId, TrustDomain, X509Source};
 use zeroize::Zeroizing;
@@ -140,7 +141,9 @@ impl Keepers {
             url: keeper.url.clone(),
             reason,
         };
-        let (status, body) = self.post(keeper, "/v1/store/shard", b"{}".to_vec()).await?;
+        let (status, body) = self
+            .post(keeper, routes::KEEPER_SHARD, b"{}".to_vec())
+            .await?;
         // SPIKE's keepers answer 400 (and older ones 404) when they hold no shard.
         if status == 400 || status == 404 {
             return Ok(None);
@@ -176,7 +179,7 @@ impl Keepers {
             url: keeper.url.clone(),
             reason: Unexpected::Encode(e),
         })?;
-        let (status, _) = self.post(keeper, "/v1/store/contribute", body).await?;
+        let (status, _) = self.post(keeper, routes::KEEPER_CONTRIBUTE, body).await?;
         if status == 200 {
             Ok(())
         } else {

@@ -24,8 +24,10 @@ use std::time::{Duration, Instant};
 use nexus_crypto::{
     CryptoError, KeyCheck, Purpose, RootKey, Sealed, WrappedKey, aad, open, seal, unwrap, wrap,
 };
+use policies::Role;
 use zeroize::Zeroize;
 
+use crate::authz::Grant;
 use crate::error::{Conflict, NotReady, ServiceError};
 use crate::service::Nexus;
 use crate::store::{RotateError, RotationRecord, WrappedRow};
@@ -80,8 +82,9 @@ fn rewrap(old: &RootKey, new: &RootKey, row: &WrappedRow<'_>) -> Result<Vec<u8>,
         .map_err(RewrapError::Wrap)
 }
 
-/// Rotates the root key (step 1 and the start of step 2 above).
-pub async fn rotate(nexus: &Nexus) -> Result<Rotated, ServiceError> {
+/// Rotates the root key (step 1 and the start of step 2 above); the superuser's.
+pub async fn rotate(nexus: &Nexus, grant: &Grant) -> Result<Rotated, ServiceError> {
+    grant.for_role(Role::Superuser)?;
     let started = Instant::now();
     let rotating = nexus
         .keys

@@ -1,16 +1,19 @@
 //! Policies: who may do what. Creating, reading and deleting them here ([`Policies`],
-//! reached through [`Nexus::policies`]); the compiled cache that judges requests in
-//! [`access`]; keeping that cache current, on this replica and across replicas, in [`sync`].
+//! reached through [`Nexus::policies`], each operation taking the [`Grant`] for its
+//! permission on `spike/system/acl`); the compiled cache that judges requests in [`access`];
+//! keeping that cache current, on this replica and across replicas, in [`sync`].
 
 pub mod access;
 mod name;
 pub mod sync;
 
 use nexus_api::model::{ListPoliciesRequest, PolicyResponse, PutPolicyRequest};
+use policies::{Permission, SYSTEM_ACL_PATH};
 use time::OffsetDateTime;
 
 pub use name::{NewPolicy, PolicyName};
 
+use crate::authz::Grant;
 use crate::error::ServiceError;
 use crate::keys::sealing;
 use crate::service::Nexus;
@@ -31,7 +34,8 @@ impl Nexus {
 
 impl Policies<'_> {
     /// Creates or replaces a policy; the access cache is current when this returns.
-    pub async fn put(&self, policy: &NewPolicy) -> Result<(), ServiceError> {
+    pub async fn put(&self, grant: &Grant, policy: &NewPolicy) -> Result<(), ServiceError> {
+        grant.for_path(Permission::Write, SYSTEM_ACL_PATH)?;
         let nexus = self.nexus;
         let permit = nexus.keys.write().await.map_err(ServiceError::NotReady)?;
         let root = permit.root().clone();
@@ -51,7 +55,8 @@ impl Policies<'_> {
     }
 
     /// Deletes a policy; the access cache is current when this returns.
-    pub async fn delete(&self, name: &PolicyName) -> Result<(), ServiceError> {
+    pub async fn delete(&self, grant: &Grant, name: &PolicyName) -> Result<(), ServiceError> {
+        grant.for_path(Permission::Write, SYSTEM_ACL_PATH)?;
         let root = self.nexus.root()?;
         let generation = self
             .nexus
@@ -63,7 +68,12 @@ impl Policies<'_> {
     }
 
     /// A policy by name.
-    pub async fn get(&self, name: &PolicyName) -> Result<PolicyResponse, ServiceError> {
+    pub async fn get(
+        &self,
+        grant: &Grant,
+        name: &PolicyName,
+    ) -> Result<PolicyResponse, ServiceError> {
+        grant.for_path(Permission::Read, SYSTEM_ACL_PATH)?;
         let nexus = self.nexus;
         let root = nexus.root()?;
         let stored = nexus
@@ -84,8 +94,10 @@ impl Policies<'_> {
     /// Policies, optionally only those with exactly the given patterns.
     pub async fn list(
         &self,
+        grant: &Grant,
         filter: &ListPoliciesRequest,
     ) -> Result<Vec<PolicyResponse>, ServiceError> {
+        grant.for_path(Permission::List, SYSTEM_ACL_PATH)?;
         let nexus = self.nexus;
         let root = nexus.root()?;
         let mut out = Vec::new();

@@ -2,7 +2,8 @@
 //! store and opened on the way out. Reached through [`Nexus::secrets`].
 //!
 //! Paths, values and version lists arrive parsed and checked ([`SecretPath`],
-//! [`crate::validate`]); authorisation is the API's.
+//! [`crate::validate`]). Every operation takes the [`Grant`] the authoriser made for it and
+//! refuses one that is not for this operation on this path.
 
 mod path;
 
@@ -10,10 +11,11 @@ use nexus_api::model::{
     GetSecretResponse, MetadataResponse, SecretMetadata, Values, VersionMetadata,
 };
 use nexus_crypto::RootKey;
-use spiffe::SpiffeId;
+use policies::Permission;
 
 pub use path::{MAX_PATH_LEN, PathError, SecretPath};
 
+use crate::authz::Grant;
 use crate::error::ServiceError;
 use crate::keys::rotation::adopt_rotated_key;
 use crate::keys::sealing;
@@ -45,18 +47,19 @@ pub enum VersionChange {
 }
 
 impl Secrets<'_> {
-    /// Writes a new version of `path` (only if the current one is `cas`, when given) by
-    /// `caller`; returns its number.
+    /// Writes a new version of `path` (only if the current one is `cas`, when given), as
+    /// written by the grant's caller; returns its number.
     pub async fn put(
         &self,
+        grant: &Grant,
         path: &SecretPath,
         values: &Values,
         cas: Option<u64>,
-        caller: &SpiffeId,
     ) -> Result<u64, ServiceError> {
+        grant.for_path(Permission::Write, path.as_str())?;
         let nexus = self.nexus;
         let permit = nexus.keys.write().await.map_err(ServiceError::NotReady)?;
-        let created_by = caller.to_string();
+        let created_by = grant.caller().to_string();
         let put = PutVersion {
             path: path.as_str(),
             cas,
@@ -78,9 +81,11 @@ impl Secrets<'_> {
     /// Reads a version of `path` (0: the current one).
     pub async fn get(
         &self,
+        grant: &Grant,
         path: &SecretPath,
         version: u64,
     ) -> Result<GetSecretResponse, ServiceError> {
+        grant.for_path(Permission::Read, path.as_str())?;
         let nexus = self.nexus;
         let root = nexus.root()?;
         let path = path.as_str();
@@ -108,10 +113,12 @@ impl Secrets<'_> {
     /// one, or for destroy the whole secret).
     pub async fn change(
         &self,
+        grant: &Grant,
         change: VersionChange,
         path: &SecretPath,
         versions: &[u64],
     ) -> Result<(), ServiceError> {
+        grant.for_path(Permission::Write, path.as_str())?;
         let nexus = self.nexus;
         nexus.root()?;
         let (store, path, now) = (&nexus.store, path.as_str(), nexus.clock.now());
@@ -123,14 +130,21 @@ impl Secrets<'_> {
         Ok(())
     }
 
-    /// Every secret path, sorted.
-    pub async fn list(&self) -> Result<Vec<String>, ServiceError> {
+    /// Every secret path the grant's caller may read, sorted.
+    pub async fn list(&self, grant: &Grant) -> Result<Vec<String>, ServiceError> {
+        grant.for_listing()?;
         self.nexus.root()?;
-        Ok(self.nexus.store.list_paths().await?)
+        let paths = self.nexus.store.list_paths().await?;
+        Ok(self.nexus.access.readable(grant.caller(), paths))
     }
 
     /// The metadata of the secret at `path`.
-    pub async fn metadata(&self, path: &SecretPath) -> Result<MetadataResponse, ServiceError> {
+    pub async fn metadata(
+        &self,
+        grant: &Grant,
+        path: &SecretPath,
+    ) -> Result<MetadataResponse, ServiceError> {
+        grant.for_path(Permission::Read, path.as_str())?;
         self.nexus.root()?;
         let meta = self.nexus.store.metadata(path.as_str()).await?;
         Ok(MetadataResponse {

@@ -328,7 +328,7 @@ async fn audit_lines(dir: &std::path::Path, n: usize) -> anyhow::Result<Stats> {
                 route: "/v1/store/secrets",
                 action: "get",
                 path: "bench/db",
-                decision: "allow",
+                decision: nexus::audit::Decision::Allow,
                 status: 200,
                 latency_us: 100,
             })?;
