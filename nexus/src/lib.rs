@@ -4,7 +4,7 @@
 //! exists only in memory and as Shamir shards held by keepers. Every connection is mTLS with
 //! SVIDs; every call is authorised by the caller's SPIFFE ID.
 //!
-//! - [`config`]: flags and environment; [`run`]: wiring.
+//! - [`config`]: flags and environment; [`mod@run`]: wiring.
 //! - [`service`]: the shared state every request and task is handed; [`error`]: what an
 //!   operation reports; [`clock`]: the one source of dates.
 //! - [`keys`]: the root key's life: first start, unseal from keepers, rotation, break-glass,

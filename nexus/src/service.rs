@@ -12,7 +12,9 @@ use crate::error::ServiceError;
 use crate::keys::Lifecycle;
 use crate::keys::sealing::SealingError;
 use crate::metrics::Metrics;
+use crate::policy::Policies;
 use crate::policy::access::Access;
+use crate::secrets::Secrets;
 use crate::store::{Store, StoreError};
 
 /// Nexus's shared state.
@@ -63,6 +65,16 @@ impl Nexus {
     pub fn with_clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
         self
+    }
+
+    /// Secret operations.
+    pub fn secrets(&self) -> Secrets<'_> {
+        Secrets::new(self)
+    }
+
+    /// Policy operations and the policy cache.
+    pub fn policies(&self) -> Policies<'_> {
+        Policies::new(self)
     }
 
     /// The root key, or `NotReady` while sealed.

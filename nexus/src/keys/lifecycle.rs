@@ -4,23 +4,26 @@
 //! Nexus asks [`Lifecycle`]; only the transitions below change it.
 //!
 //! ```text
-//!                     record found
-//!   Uninitialised ──────────────────▶ Sealed ◀─────────────┐
-//!        │                              │                  │ loading failed
-//!        │ key created                  │ key rebuilt      │ (ticket dropped)
-//!        │ (first start)                │ (keepers or      │
-//!        │                              │  recovery shards)│
-//!        └────────────▶ Unsealing ◀─────┘──────────────────┘
-//!                          │ policies loaded, fence set
-//!                          ▼
-//!                        Ready ◀──────────────┐
-//!                          │ begin_rotation   │ commit (new key, previous kept until
-//!                          ▼                  │ every keeper holds the new shards) or
-//!                       Rotating ─────────────┘ abort (ticket dropped: key unchanged)
+//!                           record found
+//!   Uninitialised ───────────────────────────────▶ Sealed
+//!         │                                         │  ▲
+//!         │ first start: key created,               │  │ its policies do not load
+//!         │ every keeper took its shard             │  │ (ticket dropped: back
+//!         ▼                                         │  │ where it came from)
+//!     Unsealing ◀─── key rebuilt from keepers ──────┘  │
+//!         │  │       or from recovery shards           │
+//!         │  └─────────────────────────────────────────┘
+//!         │ policies loaded, write fence set
+//!         ▼
+//!       Ready ◀───────────────────────┐
+//!         │ begin_rotation            │ commit: the new key in force, the previous one
+//!         │ (waits for writers)       │ kept until every keeper holds its new shard;
+//!         ▼                           │ or abort (ticket dropped): the key stays
+//!     Rotating ───────────────────────┘
 //! ```
 //!
 //! Every other move is refused with [`IllegalTransition`]: no second unseal of a ready
-//! Nexus, no rotation of a sealed one, nothing back to `Uninitialised`.
+//! Nexus, no rotation of a sealed one, no way back to `Uninitialised` once a record is found.
 //!
 //! # Concurrency
 //!

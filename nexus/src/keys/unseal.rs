@@ -1,5 +1,5 @@
 //! Unsealing (DESIGN.md section 4): create the root key on first start, rebuild it from
-//! keepers on every later start, then keep keepers seeded ([`super::seeding`]).
+//! keepers on every later start, then keep keepers seeded (`seeding`).
 //!
 //! Nexus listens from the first moment; until this module installs the root key, data routes
 //! answer 503 `state_not_ready` and `/v1/status` says what Nexus is waiting for

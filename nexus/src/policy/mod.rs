@@ -25,10 +25,10 @@ pub struct Policies<'a> {
     nexus: &'a Nexus,
 }
 
-impl Nexus {
-    /// Policy operations and the policy cache.
-    pub fn policies(&self) -> Policies<'_> {
-        Policies { nexus: self }
+impl<'a> Policies<'a> {
+    /// The policy operations of `nexus`.
+    pub(crate) fn new(nexus: &'a Nexus) -> Self {
+        Policies { nexus }
     }
 }
 

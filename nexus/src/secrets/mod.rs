@@ -28,10 +28,10 @@ pub struct Secrets<'a> {
     nexus: &'a Nexus,
 }
 
-impl Nexus {
-    /// Secret operations.
-    pub fn secrets(&self) -> Secrets<'_> {
-        Secrets { nexus: self }
+impl<'a> Secrets<'a> {
+    /// The secret operations of `nexus`.
+    pub(crate) fn new(nexus: &'a Nexus) -> Self {
+        Secrets { nexus }
     }
 }
 

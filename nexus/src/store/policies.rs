@@ -20,7 +20,7 @@ pub const POLICY_CHANNEL: &str = "nexus_policies";
 impl Store {
     /// Creates or replaces the policy `name`. A replaced policy keeps its `created_at`.
     /// Returns the policy generation this change created. Fenced with `fence`, the
-    /// key-check value of the root key `sealed` is sealed under (see [`PutVersion::fence`]).
+    /// key-check value of the root key `sealed` is sealed under (see [`super::PutVersion::fence`]).
     pub async fn put_policy(
         &self,
         name: &str,
