@@ -48,7 +48,60 @@ pub enum StoreError {
     KeyChanged,
     /// A stored value is out of its valid range.
     #[error("corrupt data in datastore: {0}")]
-    Corrupt(String),
+    Corrupt(Corruption),
+}
+
+/// What is wrong with data read from the datastore.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Corruption {
+    /// A time column holds a time `time` cannot represent.
+    #[error("column {column} holds time {millis} ms")]
+    Time {
+        /// The column.
+        column: String,
+        /// Its value.
+        millis: i64,
+    },
+    /// A version or count column holds a negative number.
+    #[error("column {column} holds {value}, expected >= 0")]
+    Negative {
+        /// The column.
+        column: String,
+        /// Its value.
+        value: i64,
+    },
+    /// A column holds a number out of its type's range.
+    #[error("column {column} holds {value}")]
+    OutOfRange {
+        /// The column.
+        column: String,
+        /// Its value.
+        value: i64,
+    },
+    /// A secret's version counters are below 1.
+    #[error("secret {path} has latest_version {latest} and max_versions {max}")]
+    Counters {
+        /// The secret.
+        path: String,
+        /// Its `latest_version`.
+        latest: i64,
+        /// Its `max_versions`.
+        max: i64,
+    },
+    /// A secret version's number is negative.
+    #[error("version {version} of {path}")]
+    Version {
+        /// The secret.
+        path: String,
+        /// The number stored.
+        version: i64,
+    },
+    /// The single `policy_generation` row is gone.
+    #[error("the policy_generation row is missing")]
+    NoGeneration,
+    /// A key record was written by someone not holding the initialisation lock.
+    #[error("a root key record appeared while the initialisation lock was held")]
+    RecordAppeared,
 }
 
 /// What was not found, named as a message says it: `secret db/x`, `version 3 of db/x`,

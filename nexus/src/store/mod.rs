@@ -46,7 +46,7 @@ use sqlx::{Any, AnyPool, Row, Transaction};
 use time::OffsetDateTime;
 
 pub use common_sql::Backend;
-pub use error::{Missing, StoreError};
+pub use error::{Corruption, Missing, StoreError};
 pub use model::{
     KeyRecord, PutVersion, SealedRecord, SecretMeta, StoredPolicy, StoredVersion, VersionMeta,
 };
@@ -147,8 +147,12 @@ fn to_millis(time: OffsetDateTime) -> i64 {
 
 /// Decodes a stored time.
 fn from_millis(millis: i64, column: &str) -> Result<OffsetDateTime, StoreError> {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000)
-        .map_err(|_| StoreError::Corrupt(format!("column {column} holds time {millis} ms")))
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000).map_err(|_| {
+        StoreError::Corrupt(Corruption::Time {
+            column: column.to_owned(),
+            millis,
+        })
+    })
 }
 
 /// A version number as stored. Numbers beyond `i64::MAX` cannot exist in the database.
@@ -158,8 +162,12 @@ fn version_to_db(version: u64) -> Option<i64> {
 
 /// Decodes a stored version number or count.
 fn version_from_db(value: i64, column: &str) -> Result<u64, StoreError> {
-    u64::try_from(value)
-        .map_err(|_| StoreError::Corrupt(format!("column {column} holds {value}, expected >= 0")))
+    u64::try_from(value).map_err(|_| {
+        StoreError::Corrupt(Corruption::Negative {
+            column: column.to_owned(),
+            value,
+        })
+    })
 }
 
 #[cfg(test)]

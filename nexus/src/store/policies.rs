@@ -131,7 +131,7 @@ async fn next_generation(tx: &mut Transaction<'static, Any>) -> Result<u64, Stor
 }
 
 fn missing_generation() -> StoreError {
-    StoreError::Corrupt("the policy_generation row is missing".into())
+    StoreError::Corrupt(super::Corruption::NoGeneration)
 }
 
 fn policy_from_row(row: &AnyRow) -> Result<StoredPolicy, StoreError> {

@@ -99,8 +99,12 @@ impl Store {
             let rewrapped = rewrap(&WrappedRow {
                 table: crate::keys::sealing::SECRETS_TABLE,
                 key: &path,
-                version: u64::try_from(version)
-                    .map_err(|_| StoreError::Corrupt(format!("version {version} of {path}")))?,
+                version: u64::try_from(version).map_err(|_| {
+                    StoreError::Corrupt(super::Corruption::Version {
+                        path: path.clone(),
+                        version,
+                    })
+                })?,
                 wrapped_key: &wrapped,
             })
             .map_err(RotateError::Rewrap)?;

@@ -6,8 +6,8 @@ use sqlx::{Any, Row, Transaction};
 
 use super::versions::refresh_summary;
 use super::{
-    Missing, PutVersion, SealedRecord, SecretMeta, Store, StoreError, StoredVersion, VersionMeta,
-    from_millis, to_millis, version_from_db, version_to_db,
+    Corruption, Missing, PutVersion, SealedRecord, SecretMeta, Store, StoreError, StoredVersion,
+    VersionMeta, from_millis, to_millis, version_from_db, version_to_db,
 };
 
 impl Store {
@@ -139,7 +139,10 @@ impl Store {
             oldest_version: version_column(first, "oldest_version")?,
             latest_version: version_column(first, "latest_version")?,
             max_versions: u32::try_from(max_versions).map_err(|_| {
-                StoreError::Corrupt(format!("column secrets.max_versions holds {max_versions}"))
+                StoreError::Corrupt(Corruption::OutOfRange {
+                    column: "secrets.max_versions".into(),
+                    value: max_versions,
+                })
             })?,
             created_at: from_millis(first.try_get("created_at")?, "secrets.created_at")?,
             updated_at: from_millis(first.try_get("updated_at")?, "secrets.updated_at")?,
@@ -202,10 +205,11 @@ async fn claim_version(
     let version: i64 = row.try_get("latest_version")?;
     let max_versions: i64 = row.try_get("max_versions")?;
     if version < 1 || max_versions < 1 {
-        return Err(StoreError::Corrupt(format!(
-            "secret {} has latest_version {version} and max_versions {max_versions}",
-            put.path
-        )));
+        return Err(StoreError::Corrupt(Corruption::Counters {
+            path: put.path.to_owned(),
+            latest: version,
+            max: max_versions,
+        }));
     }
     Ok((version, max_versions))
 }
