@@ -3,9 +3,11 @@
 //! key without a human.
 //!
 //! - [`shard`]: the in-memory slot (zeroized on replacement and drop).
-//! - [`routes`]: the SPIKE-compatible HTTP routes.
+//! - [`authz`]: who may call which route (Nexus, for all of them).
+//! - [`routes`]: the SPIKE-compatible HTTP routes, built from that table.
 //! - Hardening (no core dumps, memory locked) comes from `common_process::harden`.
 
+pub mod authz;
 pub mod routes;
 pub mod shard;
 
@@ -61,7 +63,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     tracing::info!(address = %listener.local_addr()?, "keeper ready");
-    let app = routes::router(Arc::new(shard::ShardSlot::default()));
+    let app = routes::router(Arc::new(shard::ShardSlot::default()), &config.trust_domain);
     identity::http::serve(
         listener,
         Arc::new(tls),

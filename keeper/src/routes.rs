@@ -1,23 +1,25 @@
 //! The keeper's HTTP API, SPIKE-compatible: `POST /v1/store/contribute` stores the shard,
 //! `POST /v1/store/shard` returns it, `GET /healthz` reports whether one is held. Only Nexus
-//! reaches these routes: the TLS handshake refuses every other SPIFFE ID.
+//! reaches these routes: the TLS handshake refuses every other SPIFFE ID, and the router is
+//! built from [`crate::authz::TABLE`], each route checked again before its handler.
 
 use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::routing::{MethodFilter, MethodRouter, on, post};
+use axum::{Extension, Json, Router};
 use nexus_api::model::ShardBody;
 use nexus_api::routes;
 use serde_json::json;
 use zeroize::Zeroizing;
 
+use crate::authz::{self, Check, Grant, Method, TABLE};
 use crate::shard::{SHARD_LEN, ShardSlot};
 
 /// An API error: SPIKE's `{"err": code}` with a human message.
-struct ApiError {
+pub(crate) struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
@@ -28,6 +30,15 @@ impl ApiError {
         ApiError {
             status: StatusCode::BAD_REQUEST,
             code: "api_bad_request",
+            message: message.into(),
+        }
+    }
+
+    /// 401 `access_unauthorized`.
+    pub(crate) fn unauthorized(message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            code: "access_unauthorized",
             message: message.into(),
         }
     }
@@ -55,19 +66,48 @@ fn no_store(status: StatusCode, body: serde_json::Value) -> Response {
     (status, headers, Json(body)).into_response()
 }
 
-/// The keeper's routes over a shard slot.
-pub fn router(slot: Arc<ShardSlot>) -> Router {
-    Router::new()
-        .route(routes::KEEPER_CONTRIBUTE, post(contribute))
-        .route(routes::KEEPER_SHARD, post(shard))
-        .route(routes::KEEPER_HEALTH, get(health))
+/// The keeper's routes over a shard slot, for Nexus of `trust_domain`: those of
+/// [`TABLE`], and nothing else.
+pub fn router(slot: Arc<ShardSlot>, trust_domain: &str) -> Router {
+    let mut router = Router::new();
+    for rule in TABLE {
+        let Some(handler) = handler(rule.route) else {
+            tracing::error!(route = rule.route, "a classified route has no handler");
+            continue;
+        };
+        let filter = match rule.method {
+            Method::Get => MethodFilter::GET,
+            Method::Post => MethodFilter::POST,
+        };
+        let check = Check {
+            trust_domain: trust_domain.to_owned(),
+            rule: *rule,
+        };
+        let route = on(filter, handler).route_layer(axum::middleware::from_fn_with_state(
+            check,
+            authz::authorize,
+        ));
+        router = router.route(rule.route, route);
+    }
+    router
         .fallback(|| async { ApiError::bad_request("unknown route") })
         .with_state(slot)
         .layer(axum::extract::DefaultBodyLimit::max(4096))
 }
 
+/// The handler of a route of [`TABLE`].
+fn handler(route: &str) -> Option<MethodRouter<Arc<ShardSlot>>> {
+    match route {
+        routes::KEEPER_CONTRIBUTE => Some(post(contribute)),
+        routes::KEEPER_SHARD => Some(post(shard)),
+        routes::KEEPER_HEALTH => Some(axum::routing::get(health)),
+        _ => None,
+    }
+}
+
 async fn contribute(
     axum::extract::State(slot): axum::extract::State<Arc<ShardSlot>>,
+    Extension(grant): Extension<Grant>,
     body: Result<Json<ShardBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(mut body) =
@@ -83,16 +123,17 @@ async fn contribute(
     if value.iter().all(|b| *b == 0) {
         return Err(ApiError::bad_request("an all-zero shard is not a shard"));
     }
-    slot.store(value);
+    slot.store(&grant, value);
     tracing::info!("shard stored");
     Ok(no_store(StatusCode::OK, json!({})))
 }
 
 async fn shard(
     axum::extract::State(slot): axum::extract::State<Arc<ShardSlot>>,
+    Extension(grant): Extension<Grant>,
 ) -> Result<Response, ApiError> {
     let value = slot
-        .get()
+        .get(&grant)
         .ok_or_else(|| ApiError::bad_request("this keeper holds no shard"))?;
     Ok(no_store(StatusCode::OK, json!({ "shard": value.to_vec() })))
 }
@@ -108,15 +149,37 @@ async fn health(axum::extract::State(slot): axum::extract::State<Arc<ShardSlot>>
 mod tests {
     use axum::body::Body;
     use axum::http::Request;
+    use identity::listener::PeerInfo;
     use tower::ServiceExt;
 
     use super::*;
 
-    async fn call(app: &Router, path: &str, body: &str) -> (StatusCode, serde_json::Value) {
-        let request = Request::post(path)
+    const NEXUS: &str = "spiffe://td/spike/nexus";
+
+    fn app() -> (Router, Arc<ShardSlot>) {
+        let slot = Arc::new(ShardSlot::default());
+        (router(slot.clone(), "td"), slot)
+    }
+
+    /// One request from `caller` (`None`: no client SVID).
+    async fn call_as(
+        app: &Router,
+        caller: Option<&str>,
+        method: &str,
+        path: &str,
+        body: &str,
+    ) -> (StatusCode, serde_json::Value) {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
             .header(header::CONTENT_TYPE, "application/json")
             .body(Body::from(body.to_owned()))
             .expect("request");
+        request.extensions_mut().insert(PeerInfo {
+            spiffe_id: caller.map(|c| c.parse().expect("SPIFFE ID")),
+            serial_number: None,
+            remote_addr: "127.0.0.1:1".parse().expect("addr"),
+        });
         let response = app.clone().oneshot(request).await.expect("response");
         let status = response.status();
         let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
@@ -128,9 +191,13 @@ mod tests {
         )
     }
 
+    async fn call(app: &Router, path: &str, body: &str) -> (StatusCode, serde_json::Value) {
+        call_as(app, Some(NEXUS), "POST", path, body).await
+    }
+
     #[tokio::test]
     async fn stores_and_returns_a_shard() {
-        let app = router(Arc::new(ShardSlot::default()));
+        let (app, _) = app();
         let (status, body) = call(&app, "/v1/store/shard", "{}").await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert_eq!(body["err"], "api_bad_request");
@@ -150,7 +217,7 @@ mod tests {
 
     #[tokio::test]
     async fn rejects_malformed_shards_and_keeps_the_old_one() {
-        let app = router(Arc::new(ShardSlot::default()));
+        let (app, _) = app();
         let good: Vec<u8> = vec![7; 32];
         call(
             &app,
@@ -174,42 +241,50 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn serves_exactly_the_listed_routes() {
-        let app = router(Arc::new(ShardSlot::default()));
-        let served = |path: &str| {
-            let method = if path == routes::KEEPER_HEALTH {
-                "GET"
-            } else {
-                "POST"
+    async fn every_route_of_the_table_is_for_nexus_only() {
+        let (app, slot) = app();
+        let shard = json!({ "shard": vec![9u8; 32] }).to_string();
+        for rule in TABLE {
+            let method = match rule.method {
+                Method::Get => "GET",
+                Method::Post => "POST",
             };
-            let request = Request::builder()
-                .method(method)
-                .uri(path)
-                .header(header::CONTENT_TYPE, "application/json")
-                .body(Body::from("{}"))
-                .expect("request");
-            let app = app.clone();
-            async move {
-                let response = app.oneshot(request).await.expect("response");
-                let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
-                    .await
-                    .expect("body");
-                !String::from_utf8_lossy(&bytes).contains("unknown route")
+            for caller in [
+                Some("spiffe://td/spike/keeper/k1"),
+                Some("spiffe://td/spike/pilot/role/superuser"),
+                Some("spiffe://td/spike/nexus-x"),
+                Some("spiffe://other/spike/nexus"),
+                None,
+            ] {
+                let (status, body) = call_as(&app, caller, method, rule.route, &shard).await;
+                assert_eq!(
+                    status,
+                    StatusCode::UNAUTHORIZED,
+                    "{caller:?} {}",
+                    rule.route
+                );
+                assert_eq!(body["err"], "access_unauthorized");
             }
-        };
-        for path in routes::KEEPER_ROUTES {
-            assert!(served(path).await, "{path} is listed but not served");
+            let (status, _) = call_as(&app, Some(NEXUS), method, rule.route, &shard).await;
+            assert_ne!(status, StatusCode::UNAUTHORIZED, "{}", rule.route);
+            assert!(handler(rule.route).is_some(), "{}", rule.route);
         }
-        assert!(
-            !served("/v1/store/keep").await,
-            "an unlisted route is served"
-        );
+        assert!(slot.is_full(), "Nexus's contribute went through");
+        let (status, body) = call(&app, "/v1/store/other", "{}").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(body["message"], "unknown route");
     }
 
-    #[test]
-    fn debug_never_shows_the_shard() {
-        let slot = ShardSlot::default();
-        slot.store(Zeroizing::new([42; 32]));
+    #[tokio::test]
+    async fn debug_never_shows_the_shard() {
+        let (app, slot) = app();
+        let (status, _) = call(
+            &app,
+            "/v1/store/contribute",
+            &json!({ "shard": vec![42u8; 32] }).to_string(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
         assert_eq!(format!("{slot:?}"), "ShardSlot([REDACTED])");
     }
 }

@@ -5,6 +5,8 @@ use std::sync::Mutex;
 
 use zeroize::Zeroizing;
 
+use crate::authz::Grant;
+
 /// Length of a shard's value (one byte per byte of the root key).
 pub const SHARD_LEN: usize = 32;
 
@@ -21,8 +23,8 @@ impl std::fmt::Debug for ShardSlot {
 }
 
 impl ShardSlot {
-    /// Stores `value`, zeroizing any shard held before.
-    pub fn store(&self, value: Zeroizing<[u8; SHARD_LEN]>) {
+    /// Stores `value` for an authorised caller, zeroizing any shard held before.
+    pub fn store(&self, _grant: &Grant, value: Zeroizing<[u8; SHARD_LEN]>) {
         let mut slot = self
             .value
             .lock()
@@ -31,8 +33,8 @@ impl ShardSlot {
         *slot = Some(value);
     }
 
-    /// A copy of the held shard, if any.
-    pub fn get(&self) -> Option<Zeroizing<[u8; SHARD_LEN]>> {
+    /// A copy of the held shard, if any, for an authorised caller.
+    pub fn get(&self, _grant: &Grant) -> Option<Zeroizing<[u8; SHARD_LEN]>> {
         let slot = self
             .value
             .lock()

@@ -4,40 +4,36 @@
 //! exists only in memory and as Shamir shards held by keepers. Every connection is mTLS with
 //! SVIDs; every call is authorised by the caller's SPIFFE ID.
 //!
-//! - [`config`]: flags and environment.
-//! - [`store`]: the datastore (SQLite or PostgreSQL through sqlx); it only sees sealed records.
-//! - [`sealing`]: envelope encryption of secret versions and policies.
-//! - [`root_key`]: the in-memory root key and lifecycle status.
-//! - [`unseal`]: create the root key on first start, rebuild it from keepers later, keep
-//!   keepers seeded.
-//! - [`keepers`]: the mTLS client for keepers.
-//! - [`access`]: the compiled, cached policy set.
-//! - [`policy_sync`]: keeping that cache current across replicas sharing one database.
-//! - [`break_glass`]: recovery shards out (`recover`) and back in (`restore`).
-//! - [`rotation`]: root key rotation, crash-safe at every step.
+//! - [`config`]: flags and environment; [`mod@run`]: wiring.
+//! - [`service`]: the shared state every request and task is handed; [`error`]: what an
+//!   operation reports; [`clock`]: the one source of dates.
+//! - [`keys`]: the root key's life: first start, unseal from keepers, rotation, break-glass,
+//!   sealing of records.
+//! - [`secrets`]: versioned secrets.
+//! - [`policy`]: policies, their compiled cache and its sync across replicas.
 //! - [`cipher`]: encryption as a service, under a key of its own.
-//! - [`service`]: secret and policy operations, independent of HTTP.
+//! - [`store`]: the datastore (SQLite or PostgreSQL through sqlx); it only sees sealed records.
 //! - [`validate`]: input limits.
+//! - [`authz`]: who may call what: the route table the API is built from, and the grants
+//!   the operations take as proof.
 //! - [`api`]: the SPIKE-compatible v1 HTTP API.
-//! - [`audit_log`]: one JSON line per request, written before the answer.
+//! - [`audit`]: one JSON line per request, written before the answer.
 //! - [`metrics`]: Prometheus metrics, on a port of their own.
 
-pub mod access;
 pub mod api;
-pub mod audit_log;
-pub mod break_glass;
+pub mod audit;
+pub mod authz;
 pub mod cipher;
+pub mod clock;
 pub mod config;
-pub mod keepers;
+pub mod error;
+pub mod keys;
 pub mod metrics;
-pub mod policy_sync;
-pub mod root_key;
-pub mod rotation;
+pub mod policy;
 pub mod run;
-pub mod sealing;
+pub mod secrets;
 pub mod service;
 pub mod store;
-pub mod unseal;
 pub mod validate;
 
 pub use config::Config;

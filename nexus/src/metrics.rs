@@ -123,7 +123,7 @@ pub fn registry(nexus: Arc<Nexus>) -> Registry {
     registry
 }
 
-/// Reads the lifecycle from [`crate::root_key::KeyState`] at scrape time.
+/// Reads the lifecycle from [`crate::keys::Lifecycle`] at scrape time.
 #[derive(Debug)]
 struct Lifecycle(Arc<Nexus>);
 

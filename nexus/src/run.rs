@@ -7,11 +7,11 @@ use std::time::Duration;
 use anyhow::Context;
 use spiffe::TrustDomain;
 
-use crate::access::Access;
-use crate::audit_log::AuditLog;
+use crate::audit::AuditLog;
 use crate::config::Config;
-use crate::keepers::Keepers;
-use crate::root_key::KeyState;
+use crate::keys::Lifecycle;
+use crate::keys::keepers::Keepers;
+use crate::policy::access::Access;
 use crate::service::Nexus;
 use crate::store::{Backend, Store};
 
@@ -38,7 +38,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let audit = AuditLog::open(&config.audit_log)?;
     let nexus = Arc::new(Nexus::new(
         store,
-        KeyState::new(config.shamir_threshold, config.keepers.len()),
+        Lifecycle::new(config.shamir_threshold, config.keepers.len()),
         access,
         config.max_secret_versions,
         audit,
@@ -52,7 +52,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(address = %listener.local_addr()?, "nexus listening; unsealing");
 
     let policy_sync = match nexus.store.backend() {
-        Backend::Postgres => Some(tokio::spawn(crate::policy_sync::run(
+        Backend::Postgres => Some(tokio::spawn(crate::policy::sync::run(
             nexus.clone(),
             database_url.clone(),
         ))),
@@ -87,7 +87,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let lifecycle = tokio::spawn(crate::unseal::run(
+    let lifecycle = tokio::spawn(crate::keys::unseal::run(
         nexus.clone(),
         keepers,
         config.shamir_threshold,

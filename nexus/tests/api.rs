@@ -8,10 +8,11 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use identity::listener::PeerInfo;
-use nexus::access::Access;
 use nexus::api::ApiLimits;
-use nexus::audit_log::AuditLog;
-use nexus::root_key::KeyState;
+use nexus::audit::AuditLog;
+use nexus::clock::Clock;
+use nexus::keys::Lifecycle;
+use nexus::policy::access::Access;
 use nexus::service::Nexus;
 use nexus::store::Store;
 use nexus_crypto::{KeyCheck, RootKey, combine, split};
@@ -33,18 +34,28 @@ async fn api(ready: bool) -> Api {
 
 /// An API with `limits`, its database and audit log (`audit.log`) in a temporary directory.
 async fn api_with(ready: bool, limits: ApiLimits) -> Api {
+    api_dated(ready, limits, Clock::system()).await
+}
+
+/// [`api_with`], dated by `clock`.
+async fn api_dated(ready: bool, limits: ApiLimits, clock: Clock) -> Api {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = format!("sqlite://{}", dir.path().join("nexus.db").display());
     let store = Store::connect(&url).await.expect("store");
-    let nexus = Arc::new(Nexus::new(
-        store,
-        KeyState::new(2, 3),
-        Access::new("td").expect("access"),
-        3,
-        AuditLog::file(&dir.path().join("audit.log")).expect("audit log"),
-    ));
+    let nexus = Arc::new(
+        Nexus::new(
+            store,
+            Lifecycle::new(2, 3),
+            Access::new("td").expect("access"),
+            3,
+            AuditLog::file(&dir.path().join("audit.log")).expect("audit log"),
+        )
+        .with_clock(clock),
+    );
     if ready {
-        nexus.keys.set_root(RootKey::generate().expect("root key"));
+        nexus::keys::install(&nexus, RootKey::generate().expect("root key"))
+            .await
+            .expect("install");
     }
     Api {
         router: nexus::api::router(nexus.clone(), &limits),
@@ -347,6 +358,61 @@ async fn check_and_set_conflicts_and_versions() {
 }
 
 #[tokio::test]
+async fn versions_and_audit_lines_are_dated_by_the_injected_clock() {
+    let written = time::OffsetDateTime::from_unix_timestamp(1_900_000_000).expect("time")
+        + time::Duration::milliseconds(123);
+    let clock = Clock::manual(written);
+    let api = api_dated(true, ApiLimits::default(), clock.clone()).await;
+    let (status, _) = api
+        .post(
+            ADMIN,
+            "/v1/store/secrets",
+            json!({"path": "db", "values": {"k": "v"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    clock.set(written + time::Duration::minutes(1));
+    let (status, _) = api
+        .post(
+            ADMIN,
+            "/v1/store/secrets?action=delete",
+            json!({"path": "db", "versions": [1]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, meta) = api
+        .post(
+            ADMIN,
+            "/v1/store/secrets/metadata?action=get",
+            json!({"path": "db"}),
+        )
+        .await;
+    assert_eq!(meta["metadata"]["createdTime"], "2030-03-17T17:46:40.123Z");
+    assert_eq!(meta["metadata"]["updatedTime"], "2030-03-17T17:47:40.123Z");
+    assert_eq!(
+        meta["versions"]["1"]["createdTime"],
+        "2030-03-17T17:46:40.123Z"
+    );
+    assert_eq!(
+        meta["versions"]["1"]["deletedTime"],
+        "2030-03-17T17:47:40.123Z"
+    );
+    let times: Vec<Value> = api
+        .audit_lines()
+        .iter()
+        .map(|l| l["time"].clone())
+        .collect();
+    assert_eq!(
+        times,
+        [
+            "2030-03-17T17:46:40.123000Z",
+            "2030-03-17T17:47:40.123000Z",
+            "2030-03-17T17:47:40.123000Z"
+        ]
+    );
+}
+
+#[tokio::test]
 async fn break_glass_recover_and_restore() {
     const RECOVER: &str = "spiffe://td/spike/pilot/role/recover";
     const RESTORE: &str = "spiffe://td/spike/pilot/role/restore";
@@ -523,7 +589,7 @@ async fn a_request_that_cannot_be_audited_is_refused_and_reveals_nothing() {
     // The same datastore and root key behind a Nexus whose audit log is a full disk.
     let broken = Arc::new(Nexus::new(
         api.nexus.store.clone(),
-        KeyState::new(2, 3),
+        Lifecycle::new(2, 3),
         Access::new("td").expect("access"),
         3,
         AuditLog::file(Path::new("/dev/full")).expect("open /dev/full"),
@@ -535,9 +601,7 @@ async fn a_request_that_cannot_be_audited_is_refused_and_reveals_nothing() {
         &KeyCheck::compute(&root).expect("check"),
     )
     .expect("combine");
-    nexus::unseal::install(&broken, copy)
-        .await
-        .expect("install");
+    nexus::keys::install(&broken, copy).await.expect("install");
     let broken = Api {
         router: nexus::api::router(broken.clone(), &ApiLimits::default()),
         nexus: broken,
@@ -940,8 +1004,13 @@ async fn rotation_rewraps_every_data_key_while_readers_and_writers_carry_on() {
     assert!(check.verify(&new_root) && !check.verify(&old_root));
     // No stored data key opens under the old key any more; all of them under the new one.
     let stored = api.nexus.store.get_version("s/0", 0).await.expect("stored");
-    assert!(nexus::sealing::open_values(&old_root, "s/0", stored.version, &stored.sealed).is_err());
-    assert!(nexus::sealing::open_values(&new_root, "s/0", stored.version, &stored.sealed).is_ok());
+    assert!(
+        nexus::keys::sealing::open_values(&old_root, "s/0", stored.version, &stored.sealed)
+            .is_err()
+    );
+    assert!(
+        nexus::keys::sealing::open_values(&new_root, "s/0", stored.version, &stored.sealed).is_ok()
+    );
     for i in 0..40 {
         let (status, answer) = api
             .post(
@@ -961,6 +1030,36 @@ async fn rotation_rewraps_every_data_key_while_readers_and_writers_carry_on() {
         .await
         .expect("read")
         .expect("unfinished");
-    let recovered = nexus::rotation::recover(&old_root, &rotation, &check).expect("recover");
+    let recovered = nexus::keys::rotation::recover(&old_root, &rotation, &check).expect("recover");
     assert!(recovered == *new_root);
+}
+
+#[tokio::test]
+async fn the_router_serves_the_authorisation_table_and_nothing_else() {
+    use nexus::authz::{self, TABLE};
+    use nexus_api::routes::Action;
+    let api = api(true).await;
+    for route in authz::routes() {
+        let takes_actions = TABLE.iter().any(|r| r.route == route && r.action.is_some());
+        let actions: Vec<Option<Action>> = if takes_actions {
+            Action::ALL.map(Some).to_vec()
+        } else {
+            vec![None]
+        };
+        for action in actions {
+            let uri = action.map_or_else(|| route.to_owned(), |a| a.url(route));
+            let (status, answer) = api.raw(ADMIN, "POST", &uri, b"{}".to_vec()).await;
+            let message = answer["message"].as_str().unwrap_or_default();
+            assert_ne!(message, "unknown route", "{uri}");
+            let refused_action = status == StatusCode::BAD_REQUEST
+                && (message.contains("supports only") || message.contains(" have no "));
+            let classified = authz::requirement(route, action).is_some();
+            assert_eq!(refused_action, !classified, "{uri}: {status} {answer}");
+        }
+    }
+    for uri in ["/v1/store/secretz", "/v1/operator/purge", "/metrics"] {
+        let (status, answer) = api.raw(ADMIN, "POST", uri, b"{}".to_vec()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}");
+        assert_eq!(answer["message"], "unknown route", "{uri}");
+    }
 }

@@ -4,13 +4,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use nexus::access::Access;
-use nexus::root_key::KeyState;
-use nexus::service::{Nexus, ServiceError};
+use nexus::authz::{self, Grant};
+use nexus::error::ServiceError;
+use nexus::keys::Lifecycle;
+use nexus::policy::access::Access;
+use nexus::policy::{NewPolicy, PolicyName};
+use nexus::service::Nexus;
 use nexus::store::Store;
 use nexus_api::model::PutPolicyRequest;
+use nexus_api::routes::{self, Action};
 use nexus_crypto::{KeyCheck, RootKey, combine, split};
 use policies::Permission;
+use spiffe::SpiffeId;
 
 const APP: &str = "spiffe://td/app/billing";
 
@@ -19,10 +24,10 @@ async fn replica(url: &str, root: &RootKey) -> Arc<Nexus> {
     let store = Store::connect(url).await.expect("store");
     let nexus = Arc::new(Nexus::new(
         store,
-        KeyState::new(2, 3),
+        Lifecycle::new(2, 3),
         Access::new("td").expect("access"),
         10,
-        nexus::audit_log::AuditLog::stdout(),
+        nexus::audit::AuditLog::stdout(),
     ));
     let copy = combine(
         &split(root, 2, 3).expect("split"),
@@ -30,8 +35,36 @@ async fn replica(url: &str, root: &RootKey) -> Arc<Nexus> {
         &KeyCheck::compute(root).expect("check"),
     )
     .expect("combine");
-    nexus::unseal::install(&nexus, copy).await.expect("install");
+    nexus::keys::install(&nexus, copy).await.expect("install");
     nexus
+}
+
+fn app() -> SpiffeId {
+    SpiffeId::new(APP).expect("SPIFFE ID")
+}
+
+/// The Pilot superuser's grant for `action` on the policy route, from the authoriser.
+async fn admin_grant(nexus: &Nexus, action: Action) -> Grant {
+    let admin = SpiffeId::new("spiffe://td/spike/pilot/role/superuser").expect("SPIFFE ID");
+    let requirement = authz::requirement(routes::POLICY, Some(action)).expect("classified");
+    let judgement = authz::authorize(nexus, &admin, requirement, None).await;
+    judgement
+        .outcome
+        .expect("the superuser may manage policies")
+}
+
+/// Grants the app `read` on `db/.*`, through `nexus`.
+async fn put_grant(nexus: &Nexus) -> Result<(), ServiceError> {
+    let policy = NewPolicy::parse(grant()).expect("a valid policy");
+    let grant = admin_grant(nexus, Action::Put).await;
+    nexus.policies().put(&grant, &policy).await
+}
+
+/// Deletes the grant, through `nexus`.
+async fn revoke(nexus: &Nexus) -> Result<(), ServiceError> {
+    let name = PolicyName::parse("billing").expect("a valid name");
+    let grant = admin_grant(nexus, Action::Delete).await;
+    nexus.policies().delete(&grant, &name).await
 }
 
 fn grant() -> PutPolicyRequest {
@@ -45,8 +78,8 @@ fn grant() -> PutPolicyRequest {
 
 /// Whether `nexus` lets the app read, judged as a request would be.
 async fn app_may_read(nexus: &Nexus) -> bool {
-    nexus.current_policies().await.expect("current policies");
-    nexus.access.allows(APP, "db/x", Permission::Read)
+    nexus.policies().current().await.expect("current policies");
+    nexus.access.allows(&app(), "db/x", Permission::Read)
 }
 
 /// Runs `op` until it succeeds or fails other than with "the datastore is unavailable" (a
@@ -84,9 +117,9 @@ async fn without_a_listener_every_decision_reads_the_generation() {
     assert!(!b.access.changes_pushed());
     assert!(!app_may_read(&b).await);
 
-    a.put_policy(&grant()).await.expect("put through a");
+    put_grant(&a).await.expect("put through a");
     assert!(app_may_read(&b).await, "b sees the grant at once");
-    a.delete_policy("billing").await.expect("delete through a");
+    revoke(&a).await.expect("delete through a");
     assert!(!app_may_read(&b).await, "b sees the revocation at once");
 }
 
@@ -96,17 +129,17 @@ async fn listener_pushes_changes_and_recovers_from_a_killed_connection() {
     let root = RootKey::generate().expect("root key");
     let a = replica(db.url(), &root).await;
     let b = replica(db.url(), &root).await;
-    let sync = tokio::spawn(nexus::policy_sync::run(b.clone(), db.url().to_owned()));
+    let sync = tokio::spawn(nexus::policy::sync::run(b.clone(), db.url().to_owned()));
     wait_until("b's listener to connect", || b.access.changes_pushed()).await;
 
     // Pushed: b's cache is reloaded by the notification, without any request asking.
-    a.put_policy(&grant()).await.expect("put through a");
+    put_grant(&a).await.expect("put through a");
     let stored = a.store.policy_generation().await.expect("generation");
     wait_until("b to load the new generation", || {
         b.access.generation() == stored
     })
     .await;
-    assert!(b.access.allows(APP, "db/x", Permission::Read));
+    assert!(b.access.allows(&app(), "db/x", Permission::Read));
 
     // Every connection of the database killed, listeners included: b reconnects and catches
     // up with a change made meanwhile.
@@ -118,7 +151,7 @@ async fn listener_pushes_changes_and_recovers_from_a_killed_connection() {
     .execute(&admin)
     .await
     .expect("terminate backends");
-    let deleted = retry_unavailable(|| a.delete_policy("billing")).await;
+    let deleted = retry_unavailable(|| revoke(&a)).await;
     deleted.expect("delete through a");
     let stored = a.store.policy_generation().await.expect("generation");
     wait_until("b's listener to reconnect", || b.access.changes_pushed()).await;
@@ -128,13 +161,13 @@ async fn listener_pushes_changes_and_recovers_from_a_killed_connection() {
     .await;
     assert!(!app_may_read(&b).await);
 
-    a.put_policy(&grant()).await.expect("put through a again");
+    put_grant(&a).await.expect("put through a again");
     let stored = a.store.policy_generation().await.expect("generation");
     wait_until("b to load the newest generation", || {
         b.access.generation() == stored
     })
     .await;
-    assert!(b.access.allows(APP, "db/x", Permission::Read));
+    assert!(b.access.allows(&app(), "db/x", Permission::Read));
     sync.abort();
     admin.close().await;
 }

@@ -29,6 +29,7 @@ common_sql::backend_tests! {
     check_policy_generation => sqlite_policy_generation, postgres_policy_generation;
     check_failed_initialization_stores_nothing => sqlite_failed_initialization_stores_nothing, postgres_failed_initialization_stores_nothing;
     check_rotation_rewraps_all_or_nothing => sqlite_rotation_rewraps_all_or_nothing, postgres_rotation_rewraps_all_or_nothing;
+    check_sealed_writes_are_fenced_by_the_stored_key => sqlite_sealed_writes_are_fenced_by_the_stored_key, postgres_sealed_writes_are_fenced_by_the_stored_key;
 }
 
 common_sql::backend_url_tests! {
@@ -49,6 +50,7 @@ fn put(path: &str) -> PutVersion<'_> {
         max_versions: 10,
         created_by: "spiffe://example.org/writer",
         now: at(0),
+        fence: None,
     }
 }
 
@@ -80,7 +82,7 @@ async fn stored_versions(store: &Store, path: &str) -> Vec<u64> {
 
 fn assert_not_found<T: std::fmt::Debug>(result: Result<T, StoreError>, what: &str) {
     match result {
-        Err(StoreError::NotFound(got)) => assert_eq!(got, what),
+        Err(StoreError::NotFound(got)) => assert_eq!(got.to_string(), what),
         other => panic!("expected NotFound({what:?}), got {other:?}"),
     }
 }
@@ -663,7 +665,7 @@ async fn check_policies(store: &Store) {
         ("writers", "w2", 30),
     ] {
         store
-            .put_policy(name, body(tag), at(ms))
+            .put_policy(name, body(tag), at(ms), None)
             .await
             .unwrap_or_else(|e| panic!("put {name}: {e}"));
     }
@@ -709,7 +711,7 @@ async fn check_policy_generation(store: &Store) {
         ciphertext: b"ct".to_vec(),
     };
     assert_eq!(store.policy_generation().await.expect("generation"), 0);
-    let put = |name: &'static str| store.put_policy(name, body.clone(), at(1));
+    let put = |name: &'static str| store.put_policy(name, body.clone(), at(1), None);
     assert_eq!(put("a").await.expect("put a"), 1);
     assert_eq!(put("a").await.expect("replace a"), 2);
     assert_eq!(put("b").await.expect("put b"), 3);
@@ -725,7 +727,7 @@ async fn check_policy_generation(store: &Store) {
         .map(|i| {
             let store = store.clone();
             let body = body.clone();
-            tokio::spawn(async move { store.put_policy(&format!("p{i}"), body, at(2)).await })
+            tokio::spawn(async move { store.put_policy(&format!("p{i}"), body, at(2), None).await })
         })
         .collect();
     let mut generations: Vec<u64> = futures::future::join_all(tasks)
@@ -763,7 +765,7 @@ async fn postgres_policy_changes_are_notified() {
         ciphertext: b"ct".to_vec(),
     };
     store
-        .put_policy("a", body.clone(), at(1))
+        .put_policy("a", body.clone(), at(1), None)
         .await
         .expect("put");
     assert_eq!(next(&mut listener).await, "1");
@@ -894,7 +896,10 @@ async fn check_rotation_rewraps_all_or_nothing(store: &Store) {
         wrapped_key: b"key policy p".to_vec(),
         ciphertext: b"body".to_vec(),
     };
-    store.put_policy("p", policy, at(1)).await.expect("policy");
+    store
+        .put_policy("p", policy, at(1), None)
+        .await
+        .expect("policy");
     let rotation = RotationRecord {
         previous_key_check: vec![1; 40],
         sealed_key: b"sealed new key".to_vec(),
@@ -905,18 +910,24 @@ async fn check_rotation_rewraps_all_or_nothing(store: &Store) {
 
     // A stale key-check value: another rotation won; nothing changes.
     let stale = store
-        .rotate_root_key(&[9; 40], &[2; 40], &rotation, rewrap)
+        .rotate_root_key(&[9; 40], &[2; 40], &rotation, at(2), rewrap)
         .await;
     assert!(matches!(stale, Err(RotateError::KeyChanged)), "{stale:?}");
     // A failing re-wrap part-way: nothing changes either.
     let failing = store
-        .rotate_root_key(&[1; 40], &[2; 40], &rotation, |row: &WrappedRow<'_>| {
-            if row.key == "b" {
-                Err("no".to_owned())
-            } else {
-                rewrap(row)
-            }
-        })
+        .rotate_root_key(
+            &[1; 40],
+            &[2; 40],
+            &rotation,
+            at(2),
+            |row: &WrappedRow<'_>| {
+                if row.key == "b" {
+                    Err("no".to_owned())
+                } else {
+                    rewrap(row)
+                }
+            },
+        )
         .await;
     assert!(
         matches!(failing, Err(RotateError::Rewrap(_))),
@@ -929,7 +940,7 @@ async fn check_rotation_rewraps_all_or_nothing(store: &Store) {
 
     // The real thing: every data key (3 versions, 1 policy) in one transaction.
     let count = store
-        .rotate_root_key(&[1; 40], &[2; 40], &rotation, rewrap)
+        .rotate_root_key(&[1; 40], &[2; 40], &rotation, at(2), rewrap)
         .await
         .expect("rotate");
     assert_eq!(count, 4);
@@ -959,4 +970,48 @@ async fn check_rotation_rewraps_all_or_nothing(store: &Store) {
     assert_eq!(store.rotation().await.expect("read"), Some(rotation));
     assert!(store.finish_rotation(&[2; 40]).await.expect("finish"));
     assert_eq!(store.rotation().await.expect("read"), None);
+}
+
+/// A sealed write names the key-check value of the key it was sealed under; once the stored
+/// value is another (a rotation by another replica), the write is refused and stores nothing.
+async fn check_sealed_writes_are_fenced_by_the_stored_key(store: &Store) {
+    store.initialize(&key_record(1)).await.expect("initialize");
+    let current = key_record(1).key_check;
+    let retired = vec![9u8; 40];
+    let fenced = |fence| PutVersion {
+        fence: Some(fence),
+        ..put("db/f")
+    };
+    put_with(store, fenced(&current))
+        .await
+        .expect("the stored key");
+    let refused = put_with(store, fenced(&retired)).await;
+    assert!(
+        matches!(refused, Err(StoreError::KeyChanged)),
+        "{refused:?}"
+    );
+    let policy = || SealedRecord {
+        wrapped_key: b"key".to_vec(),
+        ciphertext: b"body".to_vec(),
+    };
+    let refused = store.put_policy("p", policy(), at(1), Some(&retired)).await;
+    assert!(
+        matches!(refused, Err(StoreError::KeyChanged)),
+        "{refused:?}"
+    );
+    let refused = store
+        .create_cipher_key(b"wrapped", at(1), Some(&retired))
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::KeyChanged)),
+        "{refused:?}"
+    );
+
+    assert_eq!(stored_versions(store, "db/f").await, vec![1]);
+    assert!(store.get_policy("p").await.expect("read").is_none());
+    assert_eq!(store.cipher_key().await.expect("read"), None);
+    store
+        .put_policy("p", policy(), at(1), Some(&current))
+        .await
+        .expect("the stored key");
 }

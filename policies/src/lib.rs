@@ -25,6 +25,7 @@ pub mod set;
 pub use permission::Permission;
 pub use policy::{
     CompiledPolicy, MAX_NAME_LEN, MAX_PATTERN_LEN, Policy, PolicyError, REGEX_SIZE_LIMIT,
+    validate_name,
 };
 pub use roles::{Role, role_of};
 pub use set::PolicySet;

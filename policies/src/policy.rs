@@ -246,7 +246,8 @@ impl TryFrom<Policy> for CompiledPolicy {
     }
 }
 
-fn validate_name(name: &str) -> Result<(), PolicyError> {
+/// Checks a policy name: 1 to [`MAX_NAME_LEN`] characters from `[a-zA-Z0-9 _-]`.
+pub fn validate_name(name: &str) -> Result<(), PolicyError> {
     let len = name.chars().count();
     if len == 0 || len > MAX_NAME_LEN {
         return Err(PolicyError::NameLength(len));

@@ -19,40 +19,12 @@ pub const CIPHER_DECRYPT: &str = "/v1/cipher/decrypt";
 /// Initialisation, seal state and keeper reachability.
 pub const STATUS: &str = "/v1/status";
 
-/// Every endpoint Nexus serves, as (route, action): the one list that the authorisation
-/// matrix test (`tests/tests/authz_matrix.rs`) walks, so an endpoint added here without a row
-/// in that table fails the test. A route without actions appears once, with
-/// [`Action::Put`] (no `?action=`). [`STATUS`] also answers `GET`.
-pub const ENDPOINTS: [(&str, Action); 17] = [
-    (SECRETS, Action::Put),
-    (SECRETS, Action::Get),
-    (SECRETS, Action::Delete),
-    (SECRETS, Action::Undelete),
-    (SECRETS, Action::Destroy),
-    (SECRETS, Action::List),
-    (SECRETS_METADATA, Action::Get),
-    (POLICY, Action::Put),
-    (POLICY, Action::Get),
-    (POLICY, Action::Delete),
-    (POLICY, Action::List),
-    (RECOVER, Action::Put),
-    (RESTORE, Action::Put),
-    (ROTATE, Action::Put),
-    (CIPHER_ENCRYPT, Action::Put),
-    (CIPHER_DECRYPT, Action::Put),
-    (STATUS, Action::Put),
-];
-
-/// Keeper: store this keeper's shard (`{"shard": [32 numbers]}`).
+/// Keeper: store the shard Nexus hands over (SPIKE's route).
 pub const KEEPER_CONTRIBUTE: &str = "/v1/store/contribute";
-/// Keeper: return the shard it holds (`{}`).
+/// Keeper: return the shard held (SPIKE's route).
 pub const KEEPER_SHARD: &str = "/v1/store/shard";
-/// Keeper: whether it holds a shard (`GET`).
+/// Keeper: whether a shard is held (`GET`).
 pub const KEEPER_HEALTH: &str = "/healthz";
-
-/// Every route a keeper serves (all `POST` but [`KEEPER_HEALTH`]), walked by the
-/// authorisation matrix test like [`ENDPOINTS`].
-pub const KEEPER_ROUTES: [&str; 3] = [KEEPER_CONTRIBUTE, KEEPER_SHARD, KEEPER_HEALTH];
 
 /// The operation named by `?action=`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,16 +101,5 @@ mod tests {
         assert_eq!(Action::parse(Some("purge")), Err("purge".to_owned()));
         assert_eq!(Action::Get.url(SECRETS), "/v1/store/secrets?action=get");
         assert_eq!(Action::Put.url(POLICY), "/v1/acl/policy");
-    }
-
-    #[test]
-    fn endpoint_lists_have_no_duplicates() {
-        let urls: std::collections::BTreeSet<String> = ENDPOINTS
-            .iter()
-            .map(|(route, action)| action.url(route))
-            .collect();
-        assert_eq!(urls.len(), ENDPOINTS.len());
-        let keeper: std::collections::BTreeSet<&str> = KEEPER_ROUTES.into_iter().collect();
-        assert_eq!(keeper.len(), KEEPER_ROUTES.len());
     }
 }

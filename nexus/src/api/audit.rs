@@ -1,5 +1,5 @@
 //! The audit line of every request: handlers note what they understood ([`Audit`]), and
-//! [`record`] writes the line through [`crate::audit_log`] before the response leaves. A
+//! [`record`] writes the line through [`crate::audit`] before the response leaves. A
 //! request whose line cannot be written is answered 500 instead, so nothing is served
 //! unrecorded.
 
@@ -13,10 +13,10 @@ use axum::response::{IntoResponse, Response};
 use identity::http::CallerId;
 use nexus_api::ErrorCode;
 use nexus_api::routes::Action;
-use policies::Permission;
 
 use super::ApiError;
-use crate::audit_log::{self, AuditRecord};
+use crate::audit::{self as audit_log, AuditRecord, Decision};
+use crate::authz::Judgement;
 use crate::service::Nexus;
 
 /// Longest request path quoted in the line of a request to an unknown route.
@@ -30,15 +30,14 @@ tokio::task_local! {
 }
 
 /// The audit record of one request, filled in as the request is understood.
-pub struct Audit<'a> {
-    caller: &'a str,
+pub struct Audit {
     route: &'static str,
     /// The action, once parsed.
     pub action: Option<Action>,
-    /// The secret path or policy name, once parsed.
+    /// The secret path or policy name, once known.
     pub target: String,
-    /// `allow` or `deny` once authorisation ran; `none` before.
-    pub decision: &'static str,
+    /// Allow or deny once authorisation ran; none before.
+    pub decision: Decision,
     /// Set by [`Audit::finish`]; an unfinished record is handed over when dropped.
     finished: bool,
 }
@@ -49,51 +48,27 @@ struct AuditNote {
     route: &'static str,
     action: Option<Action>,
     target: String,
-    decision: &'static str,
+    decision: Decision,
 }
 
-impl<'a> Audit<'a> {
-    /// Starts the record for `caller` on `route`.
-    pub fn new(caller: &'a str, route: &'static str) -> Self {
+impl Audit {
+    /// Starts the record of a request on `route`.
+    pub fn new(route: &'static str) -> Self {
         Audit {
-            caller,
             route,
             action: None,
             target: String::new(),
-            decision: "none",
+            decision: Decision::None,
             finished: false,
         }
     }
 
-    /// The caller's SPIFFE ID.
-    pub fn caller(&self) -> &'a str {
-        self.caller
-    }
-
-    /// Refuses unless Nexus is ready and the caller may do `wanted` on `target`; records the
-    /// target and the decision. A caller other than the superuser is judged by a policy set
-    /// that reflects every change committed so far, on any replica.
-    pub async fn authorize(
-        &mut self,
-        nexus: &Nexus,
-        target: &str,
-        wanted: Permission,
-    ) -> Result<(), ApiError> {
-        self.target = target.to_owned();
-        nexus.root()?;
-        if !nexus.access.is_superuser(self.caller) {
-            nexus.current_policies().await?;
+    /// Notes what authorisation judged: the path it judged (if any) and its decision.
+    pub fn judged(&mut self, judgement: &Judgement) {
+        if let Some(target) = &judgement.target {
+            self.target.clone_from(target);
         }
-        if nexus.access.allows(self.caller, target, wanted) {
-            self.decision = "allow";
-            Ok(())
-        } else {
-            self.decision = "deny";
-            Err(ApiError::unauthorized(
-                self.caller,
-                format!("{wanted} {target:?}"),
-            ))
-        }
+        self.decision = judgement.decision;
     }
 
     /// Turns the outcome into the response, carrying the note for [`record`].
@@ -117,7 +92,7 @@ impl<'a> Audit<'a> {
     }
 }
 
-impl Drop for Audit<'_> {
+impl Drop for Audit {
     fn drop(&mut self) {
         if !self.finished {
             let note = self.note();
@@ -131,7 +106,7 @@ impl Drop for Audit<'_> {
 /// `x-request-id`), or answers 500 if the line could not be written.
 pub async fn record(State(nexus): State<Arc<Nexus>>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let time = audit_log::now();
+    let time = audit_log::timestamp(nexus.clock.now());
     let request_id = uuid::Uuid::new_v4().to_string();
     let caller =
         CallerId::of(request.extensions()).map_or_else(|| "-".to_owned(), ToString::to_string);
@@ -171,7 +146,7 @@ pub async fn record(State(nexus): State<Arc<Nexus>>, request: Request, next: Nex
             .and_then(|n| n.action)
             .map_or("-", |a| a.as_query().unwrap_or("put")),
         path: note.as_ref().map_or("", |n| n.target.as_str()),
-        decision: note.as_ref().map_or("none", |n| n.decision),
+        decision: note.as_ref().map_or(Decision::None, |n| n.decision),
         status: response.status().as_u16(),
         latency_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
     };

@@ -4,7 +4,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use nexus_api::{ErrorBody, ErrorCode};
 
-use crate::service::ServiceError;
+use crate::authz::Refusal;
+use crate::error::ServiceError;
 
 /// An error answer.
 #[derive(Debug)]
@@ -29,14 +30,6 @@ impl ApiError {
         Self::new(ErrorCode::BadRequest, message)
     }
 
-    /// 401 `access_unauthorized`, naming the caller.
-    pub fn unauthorized(caller: &str, what: impl std::fmt::Display) -> Self {
-        Self::new(
-            ErrorCode::Unauthorized,
-            format!("{caller} is not authorised to {what}"),
-        )
-    }
-
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
@@ -53,6 +46,20 @@ impl From<ServiceError> for ApiError {
             ServiceError::Internal => ErrorCode::Internal,
         };
         ApiError::new(code, error.to_string())
+    }
+}
+
+impl From<Refusal> for ApiError {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::NotReady(error) => error.into(),
+            // 401 `access_unauthorized`, naming the caller.
+            Refusal::Denied(denied) => ApiError::new(ErrorCode::Unauthorized, denied.to_string()),
+            Refusal::NoPath => {
+                tracing::error!(%refusal, "a route requires a body path it does not parse");
+                ServiceError::Internal.into()
+            }
+        }
     }
 }
 

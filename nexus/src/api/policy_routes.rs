@@ -1,82 +1,80 @@
 //! `/v1/acl/policy`: the Pilot superuser manages policies; others need `read`, `write` or
-//! `list` on the reserved path `spike/system/acl`.
-
-use std::sync::Arc;
+//! `list` on the reserved path `spike/system/acl` ([`crate::authz::TABLE`]).
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{RawQuery, State};
+use axum::http::HeaderMap;
 use axum::response::Response;
-use identity::http::CallerId;
 use nexus_api::model::{
     Empty, ListPoliciesRequest, ListPoliciesResponse, PolicyIdRequest, PutPolicyRequest,
 };
 use nexus_api::routes::{self, Action};
-use policies::{Permission, SYSTEM_ACL_PATH};
 
-use super::audit::Audit;
-use super::{ApiError, action, body, ok, parse};
-use crate::service::Nexus;
+use super::endpoint::{Body, Call, Endpoint};
+use super::{ApiError, invalid, ok, parse};
+use crate::error::ServiceError;
+use crate::policy::{NewPolicy, PolicyName};
 
-pub async fn policy(
-    State(nexus): State<Arc<Nexus>>,
-    CallerId(caller): CallerId,
-    RawQuery(query): RawQuery,
-    request: Result<Bytes, BytesRejection>,
-) -> Response {
-    let caller = caller.to_string();
-    let mut audit = Audit::new(&caller, routes::POLICY);
-    let outcome = dispatch(&nexus, &mut audit, query.as_deref(), request).await;
-    audit.finish(outcome)
+/// `/v1/acl/policy`: put, get, delete, list.
+pub(super) struct Policy;
+
+/// A policy request as parsed, before authorisation.
+pub(super) enum PolicyRequest {
+    Put(PutPolicyRequest),
+    Get(PolicyIdRequest),
+    Delete(PolicyIdRequest),
+    List(ListPoliciesRequest),
 }
 
-async fn dispatch(
-    nexus: &Nexus,
-    audit: &mut Audit<'_>,
-    query: Option<&str>,
-    request: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let action = action(query)?;
-    audit.action = Some(action);
-    let bytes = body(request)?;
-    match action {
-        Action::Put => {
-            let request: PutPolicyRequest = parse(&bytes)?;
-            audit
-                .authorize(nexus, SYSTEM_ACL_PATH, Permission::Write)
-                .await?;
-            audit.target = request.name.clone();
-            nexus.put_policy(&request).await?;
-            Ok(ok(Empty {}))
+impl Body for PolicyRequest {
+    fn read(action: Option<Action>, body: Bytes, _: &HeaderMap) -> Result<Self, ApiError> {
+        match action {
+            Some(Action::Get) => Ok(PolicyRequest::Get(parse(&body)?)),
+            Some(Action::Delete) => Ok(PolicyRequest::Delete(parse(&body)?)),
+            Some(Action::List) => Ok(PolicyRequest::List(parse(&body)?)),
+            Some(Action::Put) => Ok(PolicyRequest::Put(parse(&body)?)),
+            other => Err(Policy::unsupported(other)),
         }
-        Action::Get => {
-            let request: PolicyIdRequest = parse(&bytes)?;
-            audit
-                .authorize(nexus, SYSTEM_ACL_PATH, Permission::Read)
-                .await?;
-            audit.target = request.id.clone();
-            Ok(ok(nexus.get_policy(&request.id).await?))
-        }
-        Action::Delete => {
-            let request: PolicyIdRequest = parse(&bytes)?;
-            audit
-                .authorize(nexus, SYSTEM_ACL_PATH, Permission::Write)
-                .await?;
-            audit.target = request.id.clone();
-            nexus.delete_policy(&request.id).await?;
-            Ok(ok(Empty {}))
-        }
-        Action::List => {
-            let filter: ListPoliciesRequest = parse(&bytes)?;
-            audit
-                .authorize(nexus, SYSTEM_ACL_PATH, Permission::List)
-                .await?;
-            let policies = nexus.list_policies(&filter).await?;
-            Ok(ok(ListPoliciesResponse { policies }))
-        }
-        Action::Undelete | Action::Destroy => Err(ApiError::bad_request(format!(
-            "policies have no {:?} action",
-            action.as_query().unwrap_or_default()
-        ))),
     }
+}
+
+impl Endpoint for Policy {
+    const ROUTE: &'static str = routes::POLICY;
+    const TAKES_ACTION: bool = true;
+    type Request = PolicyRequest;
+
+    fn unsupported(action: Option<Action>) -> ApiError {
+        ApiError::bad_request(format!(
+            "policies have no {:?} action",
+            action.and_then(Action::as_query).unwrap_or_default()
+        ))
+    }
+
+    async fn serve(call: Call<'_, PolicyRequest>) -> Result<Response, ApiError> {
+        let (policies, grant, audit) = (call.nexus.policies(), call.grant, call.audit);
+        Ok(match call.request {
+            PolicyRequest::Put(request) => {
+                audit.target.clone_from(&request.name);
+                let policy = NewPolicy::parse(request).map_err(invalid)?;
+                policies.put(&grant, &policy).await?;
+                ok(Empty {})
+            }
+            PolicyRequest::Get(request) => {
+                audit.target.clone_from(&request.id);
+                ok(policies.get(&grant, &existing(&request.id)?).await?)
+            }
+            PolicyRequest::Delete(request) => {
+                audit.target.clone_from(&request.id);
+                policies.delete(&grant, &existing(&request.id)?).await?;
+                ok(Empty {})
+            }
+            PolicyRequest::List(filter) => ok(ListPoliciesResponse {
+                policies: policies.list(&grant, &filter).await?,
+            }),
+        })
+    }
+}
+
+/// The name of a policy that may exist: one that is not a valid name was never stored.
+pub(super) fn existing(name: &str) -> Result<PolicyName, ServiceError> {
+    PolicyName::parse(name).map_err(|_| crate::policy::not_found(name))
 }

@@ -27,7 +27,7 @@
 //! under a database-wide lock ([`Store::initialize_exclusively`]), so exactly one replica
 //! creates the root key. Every policy change increments a generation counter in its own
 //! transaction and, on PostgreSQL, announces it on a notification channel
-//! (`crate::policy_sync` listens), so no replica keeps enforcing a policy another replica
+//! (`crate::policy::sync` listens), so no replica keeps enforcing a policy another replica
 //! changed. Secrets are never cached, so they need no invalidation.
 
 mod error;
@@ -38,17 +38,15 @@ mod rotation;
 mod secrets;
 mod versions;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwapOption;
 use common_sql::PoolSettings;
 use sqlx::migrate::Migrator;
 use sqlx::{Any, AnyPool, Row, Transaction};
 use time::OffsetDateTime;
 
 pub use common_sql::Backend;
-pub use error::StoreError;
+pub use error::{Corruption, Missing, StoreError};
 pub use model::{
     KeyRecord, PutVersion, SealedRecord, SecretMeta, StoredPolicy, StoredVersion, VersionMeta,
 };
@@ -73,8 +71,6 @@ static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
-    /// The key-check value the records this process seals belong to ([`Store::set_write_fence`]).
-    fence: Arc<ArcSwapOption<Vec<u8>>>,
 }
 
 impl Store {
@@ -91,25 +87,21 @@ impl Store {
         let (pool, backend) =
             common_sql::connect_with(url, &SQLITE_MIGRATIONS, &POSTGRES_MIGRATIONS, settings)
                 .await?;
-        Ok(Store {
-            pool,
-            backend,
-            fence: Arc::default(),
-        })
+        Ok(Store { pool, backend })
     }
 
-    /// Fences writes of sealed records (secret versions, policies) with the key-check value
-    /// of the root key they are sealed under: such a write fails with
-    /// [`StoreError::KeyChanged`] unless the stored value is still this one, so a replica
-    /// that has not yet learnt of another's rotation cannot store a record under the retired
-    /// key. On PostgreSQL the check takes a share lock that a rotation's update waits for.
-    pub fn set_write_fence(&self, key_check: Option<Vec<u8>>) {
-        self.fence.store(key_check.map(Arc::new));
-    }
-
-    /// Within a write transaction: the fence holds (see [`Store::set_write_fence`]).
-    async fn check_fence(&self, tx: &mut Transaction<'static, Any>) -> Result<(), StoreError> {
-        let Some(expected) = self.fence.load_full() else {
+    /// Within a write transaction: the fence holds. Writes of sealed records (secret
+    /// versions, policies, the cipher key) name the key-check value of the root key they are
+    /// sealed under, and fail with [`StoreError::KeyChanged`] unless the stored value is
+    /// still that one, so a replica that has not yet learnt of another's rotation cannot
+    /// store a record under the retired key. On PostgreSQL the check takes a share lock that
+    /// a rotation's update waits for. `None` (no key-check stored yet) checks nothing.
+    async fn check_fence(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        fence: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
+        let Some(expected) = fence else {
             return Ok(());
         };
         let lock = match self.backend {
@@ -123,7 +115,7 @@ impl Store {
         .await?
         .map(|row| row.try_get("key_check"))
         .transpose()?;
-        if stored.as_deref() == Some(expected.as_slice()) {
+        if stored.as_deref() == Some(expected) {
             Ok(())
         } else {
             Err(StoreError::KeyChanged)
@@ -155,8 +147,12 @@ fn to_millis(time: OffsetDateTime) -> i64 {
 
 /// Decodes a stored time.
 fn from_millis(millis: i64, column: &str) -> Result<OffsetDateTime, StoreError> {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000)
-        .map_err(|_| StoreError::Corrupt(format!("column {column} holds time {millis} ms")))
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000).map_err(|_| {
+        StoreError::Corrupt(Corruption::Time {
+            column: column.to_owned(),
+            millis,
+        })
+    })
 }
 
 /// A version number as stored. Numbers beyond `i64::MAX` cannot exist in the database.
@@ -166,24 +162,17 @@ fn version_to_db(version: u64) -> Option<i64> {
 
 /// Decodes a stored version number or count.
 fn version_from_db(value: i64, column: &str) -> Result<u64, StoreError> {
-    u64::try_from(value)
-        .map_err(|_| StoreError::Corrupt(format!("column {column} holds {value}, expected >= 0")))
-}
-
-/// `"version 3 of db/x"` or `"versions 1, 2 of db/x"`, for not-found messages.
-fn describe_versions(versions: &[u64], path: &str) -> String {
-    let list: Vec<String> = versions.iter().map(u64::to_string).collect();
-    let noun = if versions.len() == 1 {
-        "version"
-    } else {
-        "versions"
-    };
-    format!("{noun} {} of {path}", list.join(", "))
+    u64::try_from(value).map_err(|_| {
+        StoreError::Corrupt(Corruption::Negative {
+            column: column.to_owned(),
+            value,
+        })
+    })
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{describe_versions, from_millis, to_millis};
+    use super::{Missing, from_millis, to_millis};
     use time::OffsetDateTime;
 
     #[test]
@@ -199,7 +188,12 @@ mod tests {
 
     #[test]
     fn version_descriptions() {
-        assert_eq!(describe_versions(&[3], "db/x"), "version 3 of db/x");
-        assert_eq!(describe_versions(&[1, 2], "db/x"), "versions 1, 2 of db/x");
+        let versions = |versions: &[u64]| Missing::Versions {
+            path: "db/x".into(),
+            versions: versions.to_vec(),
+        };
+        assert_eq!(versions(&[3]).to_string(), "version 3 of db/x");
+        assert_eq!(versions(&[1, 2]).to_string(), "versions 1, 2 of db/x");
+        assert_eq!(Missing::Policy("p".into()).to_string(), "policy \"p\"");
     }
 }

@@ -48,6 +48,10 @@ pub struct PutVersion<'a> {
     pub created_by: &'a str,
     /// The time of the put.
     pub now: OffsetDateTime,
+    /// The key-check value of the root key the version is sealed under: the put fails with
+    /// [`StoreError::KeyChanged`](super::StoreError::KeyChanged) unless the datastore still
+    /// holds it (another replica rotated the key). `None` checks nothing.
+    pub fence: Option<&'a [u8]>,
 }
 
 /// One stored version of a secret.

@@ -19,15 +19,17 @@ pub const POLICY_CHANNEL: &str = "nexus_policies";
 
 impl Store {
     /// Creates or replaces the policy `name`. A replaced policy keeps its `created_at`.
-    /// Returns the policy generation this change created.
+    /// Returns the policy generation this change created. Fenced with `fence`, the
+    /// key-check value of the root key `sealed` is sealed under (see [`super::PutVersion::fence`]).
     pub async fn put_policy(
         &self,
         name: &str,
         sealed: SealedRecord,
         now: OffsetDateTime,
+        fence: Option<&[u8]>,
     ) -> Result<u64, StoreError> {
         let mut tx = self.begin_write().await?;
-        self.check_fence(&mut tx).await?;
+        self.check_fence(&mut tx, fence).await?;
         sqlx::query(
             "INSERT INTO policies (name, wrapped_key, ciphertext, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $4) \
@@ -129,7 +131,7 @@ async fn next_generation(tx: &mut Transaction<'static, Any>) -> Result<u64, Stor
 }
 
 fn missing_generation() -> StoreError {
-    StoreError::Corrupt("the policy_generation row is missing".into())
+    StoreError::Corrupt(super::Corruption::NoGeneration)
 }
 
 fn policy_from_row(row: &AnyRow) -> Result<StoredPolicy, StoreError> {

@@ -6,7 +6,7 @@ use std::future::Future;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
-use super::{Backend, KeyRecord, Store, StoreError, from_millis, to_millis};
+use super::{Backend, Corruption, KeyRecord, Store, StoreError, from_millis, to_millis};
 
 /// The PostgreSQL advisory lock that serialises first-time initialisation across every
 /// Nexus on one database (advisory locks are per database). The value is arbitrary
@@ -95,10 +95,7 @@ impl Store {
             }
         };
         if !insert_record(&mut tx, &record).await? {
-            return Err(StoreError::Corrupt(
-                "a root key record appeared while the initialisation lock was held".into(),
-            )
-            .into());
+            return Err(StoreError::Corrupt(Corruption::RecordAppeared).into());
         }
         tx.commit().await?;
         Ok(Initialization::Created(value))
@@ -151,6 +148,10 @@ async fn insert_record(
 }
 
 fn small(value: i64, column: &str) -> Result<u8, StoreError> {
-    u8::try_from(value)
-        .map_err(|_| StoreError::Corrupt(format!("column root_key.{column} holds {value}")))
+    u8::try_from(value).map_err(|_| {
+        StoreError::Corrupt(Corruption::OutOfRange {
+            column: format!("root_key.{column}"),
+            value,
+        })
+    })
 }

@@ -35,21 +35,21 @@ pub struct WrappedRow<'a> {
     pub wrapped_key: &'a [u8],
 }
 
-/// Why a rotation stored nothing.
+/// Why a rotation stored nothing; `E` is the re-wrap function's error.
 #[derive(Debug, thiserror::Error)]
-pub enum RotateError {
+pub enum RotateError<E> {
     /// The datastore failed.
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The stored key-check value is not the caller's: another Nexus rotated meanwhile.
     #[error("the root key changed meanwhile (another rotation?); nothing was rotated")]
     KeyChanged,
-    /// The re-wrap function refused a row; its message.
+    /// The re-wrap function refused a row; its error.
     #[error("{0}")]
-    Rewrap(String),
+    Rewrap(E),
 }
 
-impl From<sqlx::Error> for RotateError {
+impl<E> From<sqlx::Error> for RotateError<E> {
     fn from(error: sqlx::Error) -> Self {
         RotateError::Store(error.into())
     }
@@ -58,17 +58,19 @@ impl From<sqlx::Error> for RotateError {
 impl Store {
     /// In one transaction: checks that the stored key-check value is `current_check`,
     /// re-wraps every secret version's and policy's data key with `rewrap`, stores
-    /// `new_check` and `record`. Returns how many data keys were re-wrapped. On any error
-    /// nothing changes.
-    pub async fn rotate_root_key<F>(
+    /// `new_check` and `record` (started at `now`). Returns how many data keys were
+    /// re-wrapped. On any error nothing changes.
+    pub async fn rotate_root_key<F, E>(
         &self,
         current_check: &[u8],
         new_check: &[u8],
         record: &RotationRecord,
+        now: time::OffsetDateTime,
         rewrap: F,
-    ) -> Result<u64, RotateError>
+    ) -> Result<u64, RotateError<E>>
     where
-        F: Fn(&WrappedRow<'_>) -> Result<Vec<u8>, String> + Send + Sync,
+        F: Fn(&WrappedRow<'_>) -> Result<Vec<u8>, E> + Send + Sync,
+        E: Send,
     {
         let mut tx = self.begin_write().await?;
         let lock = match self.backend() {
@@ -95,10 +97,14 @@ impl Store {
             let version: i64 = row.try_get("version")?;
             let wrapped: Vec<u8> = row.try_get("wrapped_key")?;
             let rewrapped = rewrap(&WrappedRow {
-                table: crate::sealing::SECRETS_TABLE,
+                table: crate::keys::sealing::SECRETS_TABLE,
                 key: &path,
-                version: u64::try_from(version)
-                    .map_err(|_| StoreError::Corrupt(format!("version {version} of {path}")))?,
+                version: u64::try_from(version).map_err(|_| {
+                    StoreError::Corrupt(super::Corruption::Version {
+                        path: path.clone(),
+                        version,
+                    })
+                })?,
                 wrapped_key: &wrapped,
             })
             .map_err(RotateError::Rewrap)?;
@@ -119,7 +125,7 @@ impl Store {
             let name: String = row.try_get("name")?;
             let wrapped: Vec<u8> = row.try_get("wrapped_key")?;
             let rewrapped = rewrap(&WrappedRow {
-                table: crate::sealing::POLICIES_TABLE,
+                table: crate::keys::sealing::POLICIES_TABLE,
                 key: &name,
                 version: 0,
                 wrapped_key: &wrapped,
@@ -138,7 +144,7 @@ impl Store {
         if let Some(row) = cipher {
             let wrapped: Vec<u8> = row.try_get("wrapped_key")?;
             let rewrapped = rewrap(&WrappedRow {
-                table: crate::sealing::CIPHER_TABLE,
+                table: crate::keys::sealing::CIPHER_TABLE,
                 key: "",
                 version: 0,
                 wrapped_key: &wrapped,
@@ -163,7 +169,7 @@ impl Store {
         )
         .bind(&record.previous_key_check)
         .bind(&record.sealed_key)
-        .bind(to_millis(time::OffsetDateTime::now_utc()))
+        .bind(to_millis(now))
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -195,16 +201,22 @@ impl Store {
     }
 
     /// Stores the cipher service's wrapped key unless one exists (another replica may have
-    /// created it first); returns the one stored. Fenced like every sealed write.
-    pub async fn create_cipher_key(&self, wrapped_key: &[u8]) -> Result<Vec<u8>, StoreError> {
+    /// created it first), dated `now`; returns the one stored. Fenced with `fence` like
+    /// every sealed write.
+    pub async fn create_cipher_key(
+        &self,
+        wrapped_key: &[u8],
+        now: time::OffsetDateTime,
+        fence: Option<&[u8]>,
+    ) -> Result<Vec<u8>, StoreError> {
         let mut tx = self.begin_write().await?;
-        self.check_fence(&mut tx).await?;
+        self.check_fence(&mut tx, fence).await?;
         sqlx::query(
             "INSERT INTO cipher_key (id, wrapped_key, created_at) VALUES (1, $1, $2) \
              ON CONFLICT (id) DO NOTHING",
         )
         .bind(wrapped_key)
-        .bind(to_millis(time::OffsetDateTime::now_utc()))
+        .bind(to_millis(now))
         .execute(&mut *tx)
         .await?;
         let stored: Vec<u8> = sqlx::query("SELECT wrapped_key FROM cipher_key WHERE id = 1")

@@ -6,8 +6,8 @@ use sqlx::{Any, Row, Transaction};
 
 use super::versions::refresh_summary;
 use super::{
-    PutVersion, SealedRecord, SecretMeta, Store, StoreError, StoredVersion, VersionMeta,
-    describe_versions, from_millis, to_millis, version_from_db, version_to_db,
+    Corruption, Missing, PutVersion, SealedRecord, SecretMeta, Store, StoreError, StoredVersion,
+    VersionMeta, from_millis, to_millis, version_from_db, version_to_db,
 };
 
 impl Store {
@@ -25,7 +25,7 @@ impl Store {
     {
         let now = to_millis(put.now);
         let mut tx = self.begin_write().await?;
-        self.check_fence(&mut tx).await?;
+        self.check_fence(&mut tx, put.fence).await?;
         let (version, max_versions) = claim_version(&mut tx, &put, now).await?;
 
         let previous = version - 1;
@@ -76,7 +76,10 @@ impl Store {
     /// a secret whose versions are all deleted are [`StoreError::NotFound`].
     pub async fn get_version(&self, path: &str, version: u64) -> Result<StoredVersion, StoreError> {
         let Some(wanted) = version_to_db(version) else {
-            return Err(StoreError::NotFound(describe_versions(&[version], path)));
+            return Err(StoreError::NotFound(Missing::Versions {
+                path: path.to_owned(),
+                versions: vec![version],
+            }));
         };
         // One statement, so the current version and its row are read from one snapshot.
         let row = sqlx::query(
@@ -89,15 +92,18 @@ impl Store {
         .bind(wanted)
         .fetch_optional(&self.pool)
         .await?
-        .ok_or_else(|| StoreError::NotFound(format!("secret {path}")))?;
+        .ok_or_else(|| StoreError::NotFound(Missing::Secret(path.to_owned())))?;
 
         let found: Option<i64> = row.try_get("version")?;
         let deleted_at: Option<i64> = row.try_get("deleted_at")?;
         let (Some(found), None) = (found, deleted_at) else {
             return Err(StoreError::NotFound(if version == 0 {
-                format!("current version of {path}")
+                Missing::CurrentVersion(path.to_owned())
             } else {
-                describe_versions(&[version], path)
+                Missing::Versions {
+                    path: path.to_owned(),
+                    versions: vec![version],
+                }
             }));
         };
         Ok(StoredVersion {
@@ -124,7 +130,7 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         let Some(first) = rows.first() else {
-            return Err(StoreError::NotFound(format!("secret {path}")));
+            return Err(StoreError::NotFound(Missing::Secret(path.to_owned())));
         };
         let max_versions: i64 = first.try_get("max_versions")?;
         let mut meta = SecretMeta {
@@ -133,7 +139,10 @@ impl Store {
             oldest_version: version_column(first, "oldest_version")?,
             latest_version: version_column(first, "latest_version")?,
             max_versions: u32::try_from(max_versions).map_err(|_| {
-                StoreError::Corrupt(format!("column secrets.max_versions holds {max_versions}"))
+                StoreError::Corrupt(Corruption::OutOfRange {
+                    column: "secrets.max_versions".into(),
+                    value: max_versions,
+                })
             })?,
             created_at: from_millis(first.try_get("created_at")?, "secrets.created_at")?,
             updated_at: from_millis(first.try_get("updated_at")?, "secrets.updated_at")?,
@@ -196,10 +205,11 @@ async fn claim_version(
     let version: i64 = row.try_get("latest_version")?;
     let max_versions: i64 = row.try_get("max_versions")?;
     if version < 1 || max_versions < 1 {
-        return Err(StoreError::Corrupt(format!(
-            "secret {} has latest_version {version} and max_versions {max_versions}",
-            put.path
-        )));
+        return Err(StoreError::Corrupt(Corruption::Counters {
+            path: put.path.to_owned(),
+            latest: version,
+            max: max_versions,
+        }));
     }
     Ok((version, max_versions))
 }

@@ -4,7 +4,7 @@
 use sqlx::{Any, Row, Transaction};
 use time::OffsetDateTime;
 
-use super::{Store, StoreError, describe_versions, to_millis, version_to_db};
+use super::{Missing, Store, StoreError, to_millis, version_to_db};
 
 impl Store {
     /// Soft-deletes versions of `path`: they stay stored but cannot be read until undeleted.
@@ -73,9 +73,12 @@ impl Store {
         if restored == 0 {
             tx.rollback().await?;
             let what = if versions.iter().all(|&v| v == 0) {
-                format!("deleted current version of {path}")
+                Missing::DeletedCurrentVersion(path.to_owned())
             } else {
-                format!("deleted {}", describe_versions(versions, path))
+                Missing::DeletedVersions {
+                    path: path.to_owned(),
+                    versions: versions.to_vec(),
+                }
             };
             return Err(StoreError::NotFound(what));
         }
@@ -105,7 +108,7 @@ impl Store {
                 .await?;
             if deleted.rows_affected() == 0 {
                 tx.rollback().await?;
-                return Err(StoreError::NotFound(format!("secret {path}")));
+                return Err(StoreError::NotFound(Missing::Secret(path.to_owned())));
             }
             // ON DELETE CASCADE has done this already; stated so that no version can
             // outlive its secret even on a connection without foreign keys enabled.
@@ -130,7 +133,10 @@ impl Store {
         }
         if destroyed == 0 {
             tx.rollback().await?;
-            return Err(StoreError::NotFound(describe_versions(versions, path)));
+            return Err(StoreError::NotFound(Missing::Versions {
+                path: path.to_owned(),
+                versions: versions.to_vec(),
+            }));
         }
         refresh_summary(&mut tx, path, to_millis(now)).await?;
         tx.commit().await?;
@@ -147,7 +153,7 @@ async fn lock_secret(tx: &mut Transaction<'static, Any>, path: &str) -> Result<i
     .bind(path)
     .fetch_optional(&mut **tx)
     .await?
-    .ok_or_else(|| StoreError::NotFound(format!("secret {path}")))?;
+    .ok_or_else(|| StoreError::NotFound(Missing::Secret(path.to_owned())))?;
     Ok(row.try_get("current_version")?)
 }
 

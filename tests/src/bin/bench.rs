@@ -315,19 +315,20 @@ async fn sqlite_baseline(dir: &std::path::Path, n: usize) -> anyhow::Result<Stat
 
 /// `n` audit lines appended to a file, one at a time, as Nexus writes them.
 async fn audit_lines(dir: &std::path::Path, n: usize) -> anyhow::Result<Stats> {
-    use nexus::audit_log::{AuditLog, AuditRecord, now};
+    use nexus::audit::{AuditLog, AuditRecord, timestamp};
+    let clock = nexus::clock::Clock::system();
     let log = AuditLog::file(&dir.join("bench-audit.log"))?;
     time(n, |_| {
-        let log = &log;
+        let (log, clock) = (&log, &clock);
         async move {
             log.write(&AuditRecord {
-                time: now(),
+                time: timestamp(clock.now()),
                 request_id: "6f1c9a52-3b7e-4d0a-9c1e-2f8b7a6d5e4c",
                 caller: SUPERUSER_ID,
                 route: "/v1/store/secrets",
                 action: "get",
                 path: "bench/db",
-                decision: "allow",
+                decision: nexus::audit::Decision::Allow,
                 status: 200,
                 latency_us: 100,
             })?;

@@ -1,5 +1,6 @@
-//! The authorisation matrix as a test: every Nexus endpoint (`nexus_api::routes::ENDPOINTS`)
-//! and every keeper route (`nexus_api::routes::KEEPER_ROUTES`) against every kind of caller,
+//! The authorisation matrix as a test: every Nexus endpoint (`nexus::authz::TABLE`, from which
+//! Nexus's router is built) and every keeper route (`keeper::authz::TABLE`, likewise) against
+//! every kind of caller,
 //! through real mTLS against the real binaries. Every cell is asserted: the exact HTTP status
 //! and error code, or the TLS alert with which the server refused the handshake.
 //!
@@ -23,7 +24,7 @@ mod state;
 use std::sync::Arc;
 use std::time::Instant;
 
-use nexus_api::routes::{self, Action, ENDPOINTS, KEEPER_ROUTES};
+use nexus_api::routes::{self, Action};
 use rustls::AlertDescription;
 use serde_json::json;
 use tests::certs;
@@ -112,10 +113,19 @@ const KEEPER_MATRIX: [(&str, [Outcome; 16]); 3] = [
 // Running the tables
 // ---------------------------------------------------------------------------------------
 
+/// Every endpoint Nexus serves, from the authorisation table its router is built from; a
+/// route that takes no `?action=` is written with [`Action::Put`] (its URL has no query).
+fn endpoints() -> Vec<(&'static str, Action)> {
+    nexus::authz::TABLE
+        .iter()
+        .map(|rule| (rule.route, rule.action.unwrap_or(Action::Put)))
+        .collect()
+}
+
 /// The tables cover exactly the listed endpoints, and a cell says `TLS` exactly where the
 /// server's handshake row refuses the caller.
 fn check_tables() {
-    let listed: Vec<String> = ENDPOINTS.iter().map(|(r, a)| a.url(r)).collect();
+    let listed: Vec<String> = endpoints().iter().map(|(r, a)| a.url(r)).collect();
     let rows: Vec<String> = NEXUS_MATRIX.iter().map(|(r, a, _)| a.url(r)).collect();
     for endpoint in &listed {
         assert!(
@@ -126,18 +136,18 @@ fn check_tables() {
     for row in &rows {
         assert!(
             listed.contains(row),
-            "NEXUS_MATRIX row {row} is not in routes::ENDPOINTS"
+            "NEXUS_MATRIX row {row} is not in nexus::authz::TABLE"
         );
     }
     assert_eq!(rows.len(), listed.len(), "one row per endpoint");
     let keeper_rows: Vec<&str> = KEEPER_MATRIX.iter().map(|(r, _)| *r).collect();
     let mut sorted_rows = keeper_rows.clone();
     sorted_rows.sort_unstable();
-    let mut keeper_routes = KEEPER_ROUTES.to_vec();
+    let mut keeper_routes: Vec<&str> = keeper::authz::TABLE.iter().map(|r| r.route).collect();
     keeper_routes.sort_unstable();
     assert_eq!(
         sorted_rows, keeper_routes,
-        "KEEPER_MATRIX rows are routes::KEEPER_ROUTES"
+        "KEEPER_MATRIX rows are the routes of keeper::authz::TABLE"
     );
 
     let cells = NEXUS_MATRIX

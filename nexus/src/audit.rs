@@ -44,11 +44,25 @@ pub struct AuditRecord<'a> {
     /// The secret path or policy name the request was about (empty if none).
     pub path: &'a str,
     /// `allow` or `deny` once authorisation ran, `none` if it did not get that far.
-    pub decision: &'a str,
+    pub decision: Decision,
     /// The HTTP status of the answer.
     pub status: u16,
     /// Time from arrival to the answer, in microseconds.
     pub latency_us: u64,
+}
+
+/// What authorisation decided about a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Decision {
+    /// It did not get that far (a malformed request, or Nexus not ready), or the route is
+    /// open to anyone.
+    #[default]
+    None,
+    /// Allowed.
+    Allow,
+    /// Denied.
+    Deny,
 }
 
 /// Why an audit line could not be written.
@@ -126,9 +140,9 @@ impl AuditLog {
     }
 }
 
-/// Now, as the audit log's `time`.
-pub fn now() -> String {
-    humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string()
+/// `at` as the audit log's `time`: RFC 3339 UTC with microseconds.
+pub fn timestamp(at: time::OffsetDateTime) -> String {
+    humantime::format_rfc3339_micros(std::time::SystemTime::from(at)).to_string()
 }
 
 #[cfg(test)]
@@ -137,13 +151,15 @@ mod tests {
 
     fn record(path: &str) -> AuditRecord<'_> {
         AuditRecord {
-            time: now(),
+            time: timestamp(
+                time::OffsetDateTime::UNIX_EPOCH + time::Duration::microseconds(1_234_567),
+            ),
             request_id: "r1",
             caller: "spiffe://td/app",
             route: "/v1/store/secrets",
             action: "get",
             path,
-            decision: "allow",
+            decision: Decision::Allow,
             status: 200,
             latency_us: 42,
         }
@@ -169,7 +185,7 @@ mod tests {
                 let v: serde_json::Value = serde_json::from_str(l).expect("JSON line");
                 assert_eq!(v["caller"], "spiffe://td/app");
                 assert_eq!(v["status"], 200);
-                assert!(v["time"].as_str().unwrap_or_default().ends_with('Z'));
+                assert_eq!(v["time"], "1970-01-01T00:00:01.234567Z");
                 v["path"].as_str().unwrap_or_default().to_owned()
             })
             .collect();

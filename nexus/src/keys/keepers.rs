@@ -6,6 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use identity::https_client::{HttpsClient, HttpsError};
 use nexus_api::model::ShardBody;
+use nexus_api::routes;
 use nexus_crypto::{KEY_LEN, Shard};
 use spiffe::{SpiffeId, TrustDomain, X509Source};
 use zeroize::Zeroizing;
@@ -35,8 +36,31 @@ pub enum KeeperError {
         /// Keeper URL.
         url: String,
         /// What was wrong.
-        reason: String,
+        reason: Unexpected,
     },
+}
+
+/// What a keeper answered that it should not have.
+#[derive(Debug, thiserror::Error)]
+pub enum Unexpected {
+    /// An HTTP status other than success or "no shard".
+    #[error("HTTP {0}")]
+    Status(u16),
+    /// A body that is not a shard body.
+    #[error("malformed answer: {0}")]
+    Malformed(serde_json::Error),
+    /// A shard of the wrong length.
+    #[error("shard has {0} bytes, expected {KEY_LEN}")]
+    Length(usize),
+    /// A shard the crypto layer refuses.
+    #[error(transparent)]
+    Shard(nexus_crypto::CryptoError),
+    /// The shard could not be encoded for the keeper.
+    #[error("{0}")]
+    Encode(serde_json::Error),
+    /// The keeper refused the shard it was given.
+    #[error("refused the shard: HTTP {0}")]
+    Refused(u16),
 }
 
 /// One keeper: its URL and the id of the shard it holds.
@@ -112,36 +136,36 @@ impl Keepers {
 
     /// The shard `keeper` holds; `None` if it holds none (it restarted).
     pub async fn fetch(&self, keeper: &Keeper) -> Result<Option<Shard>, KeeperError> {
-        let protocol = |reason: String| KeeperError::Protocol {
+        let protocol = |reason: Unexpected| KeeperError::Protocol {
             id: keeper.id,
             url: keeper.url.clone(),
             reason,
         };
-        let (status, body) = self.post(keeper, "/v1/store/shard", b"{}".to_vec()).await?;
+        let (status, body) = self
+            .post(keeper, routes::KEEPER_SHARD, b"{}".to_vec())
+            .await?;
         // SPIKE's keepers answer 400 (and older ones 404) when they hold no shard.
         if status == 400 || status == 404 {
             return Ok(None);
         }
         if status != 200 {
-            return Err(protocol(format!("HTTP {status}")));
+            return Err(protocol(Unexpected::Status(status)));
         }
         let body = Zeroizing::new(body.to_vec());
-        let mut parsed: ShardBody = serde_json::from_slice(&body)
-            .map_err(|e| protocol(format!("malformed answer: {e}")))?;
+        let mut parsed: ShardBody =
+            serde_json::from_slice(&body).map_err(|e| protocol(Unexpected::Malformed(e)))?;
         let shard = Zeroizing::new(std::mem::take(&mut parsed.shard));
-        let value: [u8; KEY_LEN] = shard.as_slice().try_into().map_err(|_| {
-            protocol(format!(
-                "shard has {} bytes, expected {KEY_LEN}",
-                shard.len()
-            ))
-        })?;
+        let value: [u8; KEY_LEN] = shard
+            .as_slice()
+            .try_into()
+            .map_err(|_| protocol(Unexpected::Length(shard.len())))?;
         let value = Zeroizing::new(value);
         if value.iter().all(|b| *b == 0) {
             return Ok(None);
         }
         Shard::new(keeper.id, *value)
             .map(Some)
-            .map_err(|e| protocol(e.to_string()))
+            .map_err(|e| protocol(Unexpected::Shard(e)))
     }
 
     /// Gives `keeper` its shard.
@@ -153,16 +177,16 @@ impl Keepers {
         .map_err(|e| KeeperError::Protocol {
             id: keeper.id,
             url: keeper.url.clone(),
-            reason: e.to_string(),
+            reason: Unexpected::Encode(e),
         })?;
-        let (status, _) = self.post(keeper, "/v1/store/contribute", body).await?;
+        let (status, _) = self.post(keeper, routes::KEEPER_CONTRIBUTE, body).await?;
         if status == 200 {
             Ok(())
         } else {
             Err(KeeperError::Protocol {
                 id: keeper.id,
                 url: keeper.url.clone(),
-                reason: format!("refused the shard: HTTP {status}"),
+                reason: Unexpected::Refused(status),
             })
         }
     }

@@ -12,7 +12,7 @@
 //! exists ([`Access::announce`]: by this process's own writes, by change notifications
 //! from other replicas, by reading the datastore). While the loaded generation is below
 //! the announced one, the cache is stale and must be reloaded before it judges anyone
-//! ([`Access::is_current`]); [`crate::policy_sync`] does that.
+//! ([`Access::is_current`]); [`crate::policy::sync`] does that.
 //!
 //! Whether announcements can be relied on is [`Access::changes_pushed`]: true while every
 //! change is sure to be announced (the PostgreSQL listener is connected, or the datastore is
@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
 use policies::{Permission, Policy, PolicyError, PolicySet, Role, role_of};
+use spiffe::SpiffeId;
 
 /// A compiled policy set and the generation it was loaded at.
 #[derive(Debug)]
@@ -43,6 +44,9 @@ pub struct Access {
     pushed: AtomicBool,
     /// Serialises [`Access::install`]'s compare-and-swap.
     installing: Mutex<()>,
+    /// One reload from the datastore at a time ([`super::sync`]); callers that waited find
+    /// the cache current and skip theirs.
+    reload: tokio::sync::Mutex<()>,
 }
 
 impl Access {
@@ -56,6 +60,7 @@ impl Access {
             announced: AtomicU64::new(0),
             pushed: AtomicBool::new(false),
             installing: Mutex::new(()),
+            reload: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -73,6 +78,11 @@ impl Access {
         }
         self.compiled.store(Arc::new(Compiled { generation, set }));
         Ok(true)
+    }
+
+    /// Waits for any other reload to finish; reload while holding the guard.
+    pub(crate) async fn reload_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.reload.lock().await
     }
 
     /// The generation of the installed set.
@@ -111,29 +121,31 @@ impl Access {
     }
 
     /// The role `caller` holds, if any.
-    pub fn role(&self, caller: &str) -> Option<Role> {
-        role_of(&self.trust_domain, caller)
+    pub fn role(&self, caller: &SpiffeId) -> Option<Role> {
+        role_of(&self.trust_domain, &caller.to_string())
     }
 
     /// Whether `caller` is the Pilot superuser.
-    pub fn is_superuser(&self, caller: &str) -> bool {
+    pub fn is_superuser(&self, caller: &SpiffeId) -> bool {
         self.role(caller) == Some(Role::Superuser)
     }
 
     /// Whether `caller` may do `wanted` on `path`.
-    pub fn allows(&self, caller: &str, path: &str, wanted: Permission) -> bool {
-        self.is_superuser(caller) || self.compiled.load().set.check(caller, path, wanted)
+    pub fn allows(&self, caller: &SpiffeId, path: &str, wanted: Permission) -> bool {
+        let caller = caller.to_string();
+        role_of(&self.trust_domain, &caller) == Some(Role::Superuser)
+            || self.compiled.load().set.check(&caller, path, wanted)
     }
 
     /// The paths among `paths` that `caller` may read.
-    pub fn readable(&self, caller: &str, paths: Vec<String>) -> Vec<String> {
+    pub fn readable(&self, caller: &SpiffeId, paths: Vec<String>) -> Vec<String> {
         if self.is_superuser(caller) {
             return paths;
         }
         let compiled = self.compiled.load();
         let readable: std::collections::HashSet<&str> = compiled
             .set
-            .readable_paths(caller, paths.iter().map(String::as_str))
+            .readable_paths(&caller.to_string(), paths.iter().map(String::as_str))
             .into_iter()
             .collect();
         let keep: Vec<bool> = paths
@@ -165,8 +177,9 @@ mod tests {
     #[test]
     fn superuser_bypasses_policies_and_others_get_what_is_granted() {
         let access = Access::new("td").expect("access");
-        let admin = "spiffe://td/spike/pilot/role/superuser";
-        let app = "spiffe://td/app/billing";
+        let id = |id: &str| SpiffeId::new(id).expect("SPIFFE ID");
+        let admin = &id("spiffe://td/spike/pilot/role/superuser");
+        let app = &id("spiffe://td/app/billing");
         assert!(access.allows(admin, "db/x", Permission::Write));
         assert!(!access.allows(app, "db/x", Permission::Read));
         let billing = || {
@@ -185,7 +198,7 @@ mod tests {
             access.readable(app, vec!["a".into(), "db/1".into(), "db/2".into()]),
             vec!["db/1".to_owned(), "db/2".to_owned()]
         );
-        assert!(!access.allows("spiffe://td/spike/nexus", "db/x", Permission::Read));
+        assert!(!access.allows(&id("spiffe://td/spike/nexus"), "db/x", Permission::Read));
 
         // A reload that read an older generation, finishing late, does not win.
         assert!(!access.install(0, Vec::new()).expect("install"));

@@ -4,8 +4,8 @@
 //! Every policy change increments the stored policy generation in its own transaction
 //! ([`crate::store`]); on PostgreSQL a trigger sends the new generation on
 //! [`POLICY_CHANNEL`]. Each replica runs [`run`]: a `LISTEN` on its own connection that
-//! announces each generation to the cache ([`crate::access`]) and reloads it. Requests judged
-//! by policies first call [`Nexus::current_policies`], which reloads a stale cache before
+//! announces each generation to the cache ([`crate::policy::access`]) and reloads it. Requests judged
+//! by policies first call [`Policies::current`], which reloads a stale cache before
 //! any decision, so a request that arrives between a notification and the end of its reload
 //! waits for the reload instead of being judged by the old set.
 //!
@@ -34,7 +34,11 @@ use std::time::{Duration, Instant};
 use nexus_crypto::RootKey;
 use sqlx::postgres::PgListener;
 
-use crate::service::{Nexus, ServiceError};
+use super::Policies;
+use super::name::to_policy;
+use crate::error::{NotReady, ServiceError};
+use crate::keys::sealing;
+use crate::service::Nexus;
 use crate::store::POLICY_CHANNEL;
 
 /// How often this replica pings the policy channel.
@@ -46,53 +50,83 @@ const PING: &str = "ping";
 /// Longest wait between reconnection attempts.
 const RECONNECT_CAP: Duration = Duration::from_secs(2);
 
-impl Nexus {
+impl Policies<'_> {
     /// Makes sure the policy cache reflects every policy change committed so far, before it
     /// judges a request. Fails closed: 503 if that cannot be established.
-    pub async fn current_policies(&self) -> Result<(), ServiceError> {
-        if !self.access.changes_pushed() {
-            let stored = self.store.policy_generation().await?;
-            self.access.announce(stored);
+    pub async fn current(&self) -> Result<(), ServiceError> {
+        let (nexus, access) = (self.nexus, &self.nexus.access);
+        if !access.changes_pushed() {
+            let stored = nexus.store.policy_generation().await?;
+            access.announce(stored);
         }
-        let wanted = self.access.announced();
-        if self.access.generation() >= wanted {
+        let wanted = access.announced();
+        if access.generation() >= wanted {
             return Ok(());
         }
-        let root = self.root()?;
-        self.refresh_policies(&root).await?;
-        if self.access.generation() < wanted {
+        let root = nexus.root()?;
+        self.refresh(&root).await?;
+        if access.generation() < wanted {
             // Only if the stored generation went backwards (a database restored from an
             // older backup): refuse rather than judge by a set of unknown age.
             tracing::error!(
                 wanted,
-                loaded = self.access.generation(),
+                loaded = access.generation(),
                 "the stored policy generation is behind one seen earlier; restart Nexus after restoring its database"
             );
-            return Err(ServiceError::NotReady(
-                "the policy cache is resynchronising; retry shortly".into(),
-            ));
+            return Err(ServiceError::NotReady(NotReady::PolicyResync));
         }
         Ok(())
     }
 
     /// Records a policy change this process committed at `generation` and reloads the
     /// cache, so the writer's next request already sees it.
-    pub(crate) async fn policies_changed(
+    pub(crate) async fn changed(
         &self,
         root: &RootKey,
         generation: u64,
     ) -> Result<(), ServiceError> {
-        self.access.announce(generation);
-        self.refresh_policies(root).await
+        self.nexus.access.announce(generation);
+        self.refresh(root).await
     }
 
     /// Reloads the cache unless it is current; one reload at a time.
-    pub(crate) async fn refresh_policies(&self, root: &RootKey) -> Result<(), ServiceError> {
-        let _one = self.policy_reload.lock().await;
-        if self.access.is_current() {
+    pub(crate) async fn refresh(&self, root: &RootKey) -> Result<(), ServiceError> {
+        let _one = self.nexus.access.reload_lock().await;
+        if self.nexus.access.is_current() {
             return Ok(());
         }
-        self.load_policies(root).await
+        self.load(root).await
+    }
+
+    /// Decrypts every stored policy and swaps the access cache to them, labelled with the
+    /// policy generation they reflect.
+    pub async fn load(&self, root: &RootKey) -> Result<(), ServiceError> {
+        let nexus = self.nexus;
+        // The generation is read first: the policies read after it include every change up
+        // to it (and maybe later ones), so the label may understate, never overstate, how
+        // new the set is. Understating costs one extra reload at the next announcement.
+        let generation = nexus.store.policy_generation().await?;
+        let mut loaded = Vec::new();
+        for stored in nexus.store.list_policies().await? {
+            let request = nexus.open(root, |key| {
+                sealing::open_policy(key, &stored.name, &stored.sealed)
+            })?;
+            match to_policy(&request) {
+                Ok(policy) => loaded.push(policy),
+                Err(error) => {
+                    tracing::error!(policy = %stored.name, %error, "stored policy is invalid; ignoring it");
+                }
+            }
+        }
+        let count = loaded.len();
+        let installed = nexus.access.install(generation, loaded).map_err(|error| {
+            tracing::error!(%error, "stored policies do not compile");
+            ServiceError::Internal
+        })?;
+        if installed {
+            tracing::debug!(policies = count, generation, "policy cache rebuilt");
+        }
+        Ok(())
     }
 }
 
@@ -181,7 +215,7 @@ async fn refresh_if_unsealed(nexus: &Nexus) {
     let Some(root) = nexus.keys.root() else {
         return;
     };
-    if let Err(error) = nexus.refresh_policies(&root).await {
+    if let Err(error) = nexus.policies().refresh(&root).await {
         tracing::warn!(%error, "reloading policies after a change failed; requests will retry");
     }
 }

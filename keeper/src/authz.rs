@@ -1,0 +1,88 @@
+//! Who may call the keeper: [`TABLE`] lists every route with the role its caller must hold
+//! (Nexus, for all three). The TLS handshake already admits Nexus alone; the table says so
+//! again per route so that the router ([`crate::routes::router`]) serves only what is
+//! classified, and the check before each handler ([`authorize`]) is the only maker of the
+//! [`Grant`] that the shard slot asks for.
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use identity::http::CallerId;
+use nexus_api::routes;
+use policies::Role;
+
+use crate::routes::ApiError;
+
+/// The HTTP method a keeper route answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// `GET`
+    Get,
+    /// `POST`
+    Post,
+}
+
+/// One keeper route and who may call it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rule {
+    /// The method.
+    pub method: Method,
+    /// The route.
+    pub route: &'static str,
+    /// The role its caller must hold.
+    pub role: Role,
+}
+
+/// Every keeper route; nothing else is served.
+pub const TABLE: &[Rule] = &[
+    Rule {
+        method: Method::Post,
+        route: routes::KEEPER_CONTRIBUTE,
+        role: Role::Nexus,
+    },
+    Rule {
+        method: Method::Post,
+        route: routes::KEEPER_SHARD,
+        role: Role::Nexus,
+    },
+    Rule {
+        method: Method::Get,
+        route: routes::KEEPER_HEALTH,
+        role: Role::Nexus,
+    },
+];
+
+/// Proof that the caller of this request holds its route's role; only [`authorize`] makes
+/// one.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    _private: (),
+}
+
+/// What [`authorize`] checks a request against: the trust domain and the route's rule.
+#[derive(Debug, Clone)]
+pub struct Check {
+    /// The trust domain whose role IDs count.
+    pub trust_domain: String,
+    /// The route's row of [`TABLE`].
+    pub rule: Rule,
+}
+
+/// Middleware: the caller holds the route's role, or the request is answered 401
+/// `access_unauthorized`; an allowed request carries its [`Grant`] to the handler.
+pub async fn authorize(State(check): State<Check>, mut request: Request, next: Next) -> Response {
+    let caller = CallerId::of(request.extensions()).map(ToString::to_string);
+    match &caller {
+        Some(id) if policies::role_of(&check.trust_domain, id) == Some(check.rule.role) => {
+            request.extensions_mut().insert(Grant { _private: () });
+            next.run(request).await
+        }
+        _ => ApiError::unauthorized(format!(
+            "{} is not authorised to call {}: only {} may",
+            caller.as_deref().unwrap_or("a caller without an SVID"),
+            check.rule.route,
+            check.rule.role.spiffe_id(&check.trust_domain),
+        ))
+        .into_response(),
+    }
+}

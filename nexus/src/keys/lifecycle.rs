@@ -1,0 +1,536 @@
+//! The one owner of the root key's life: which [`Phase`] it is in, the key itself (and the
+//! previous one during a rotation), the write gate, the fence that binds sealed writes to the
+//! key, the keeper loop's wake-up and the break-glass shards collected so far. The rest of
+//! Nexus asks [`Lifecycle`]; only the transitions below change it.
+//!
+//! ```text
+//!                           record found
+//!   Uninitialised ───────────────────────────────▶ Sealed
+//!         │                                         │  ▲
+//!         │ first start: key created,               │  │ its policies do not load
+//!         │ every keeper took its shard             │  │ (ticket dropped: back
+//!         ▼                                         │  │ where it came from)
+//!     Unsealing ◀─── key rebuilt from keepers ──────┘  │
+//!         │  │       or from recovery shards           │
+//!         │  └─────────────────────────────────────────┘
+//!         │ policies loaded, write fence set
+//!         ▼
+//!       Ready ◀───────────────────────┐
+//!         │ begin_rotation            │ commit: the new key in force, the previous one
+//!         │ (waits for writers)       │ kept until every keeper holds its new shard;
+//!         ▼                           │ or abort (ticket dropped): the key stays
+//!     Rotating ───────────────────────┘
+//! ```
+//!
+//! Every other move is refused with [`IllegalTransition`]: no second unseal of a ready
+//! Nexus, no rotation of a sealed one, no way back to `Uninitialised` once a record is found.
+//!
+//! # Concurrency
+//!
+//! Handlers read the key lock-free ([`Lifecycle::root`]). Writers that seal under the key
+//! hold the gate shared ([`Lifecycle::write`]) and get the key with the key-check value the
+//! datastore must still hold for their write to commit; a key change ([`Rotating`]) holds it
+//! exclusively, so no record is sealed under a key being retired while readers go on with
+//! whichever key opens their record. The phase itself sits under a short mutex never held
+//! across an await.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use arc_swap::ArcSwapOption;
+use nexus_api::model::{KeeperStatus, SealState, StatusResponse};
+use nexus_crypto::{RootKey, Shard};
+use tokio::sync::{Notify, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use super::waiting::Waiting;
+use crate::error::NotReady;
+
+/// Where the root key's life stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// The datastore holds no root key record: a first start is creating the key.
+    Uninitialised,
+    /// A record exists but no key is in memory: waiting for keepers or recovery shards.
+    Sealed,
+    /// A key that passed the key check is in hand; the policies it seals are loading.
+    Unsealing,
+    /// Serving.
+    Ready,
+    /// The key is changing (a rotation here, or switching to another replica's new key):
+    /// reads go on, sealed writes wait.
+    Rotating,
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Phase::Uninitialised => "uninitialised",
+            Phase::Sealed => "sealed",
+            Phase::Unsealing => "unsealing",
+            Phase::Ready => "ready",
+            Phase::Rotating => "rotating",
+        })
+    }
+}
+
+/// A transition the lifecycle does not allow from where it stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the root key cannot go from {from} to {to}")]
+pub struct IllegalTransition {
+    /// The phase it was in.
+    pub from: Phase,
+    /// The phase asked for.
+    pub to: Phase,
+}
+
+/// The key in force and the key-check value stored for it (`None` until one is stored).
+#[derive(Debug)]
+struct Current {
+    root: Arc<RootKey>,
+    fence: Option<Vec<u8>>,
+}
+
+/// What `/v1/status` reports besides the phase.
+#[derive(Debug)]
+struct Progress {
+    waiting: Option<Waiting>,
+}
+
+/// The root key's owner.
+#[derive(Debug)]
+pub struct Lifecycle {
+    phase: Mutex<Phase>,
+    current: ArcSwapOption<Current>,
+    previous: ArcSwapOption<RootKey>,
+    progress: Mutex<Progress>,
+    reachable: AtomicUsize,
+    threshold: AtomicU8,
+    keepers: usize,
+    gate: RwLock<()>,
+    wake: Notify,
+    recovery: tokio::sync::Mutex<Vec<Shard>>,
+}
+
+impl Lifecycle {
+    /// An uninitialised lifecycle for a key split `threshold` of `keepers`.
+    pub fn new(threshold: u8, keepers: usize) -> Self {
+        Lifecycle {
+            phase: Mutex::new(Phase::Uninitialised),
+            current: ArcSwapOption::empty(),
+            previous: ArcSwapOption::empty(),
+            progress: Mutex::new(Progress {
+                waiting: Some(Waiting::Starting),
+            }),
+            reachable: AtomicUsize::new(0),
+            threshold: AtomicU8::new(threshold),
+            keepers,
+            gate: RwLock::new(()),
+            wake: Notify::new(),
+            recovery: tokio::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    fn lock_phase(&self) -> MutexGuard<'_, Phase> {
+        self.phase.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn lock_progress(&self) -> MutexGuard<'_, Progress> {
+        self.progress.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Where the lifecycle stands.
+    pub fn phase(&self) -> Phase {
+        *self.lock_phase()
+    }
+
+    /// The key in force, while ready or rotating.
+    pub fn root(&self) -> Option<Arc<RootKey>> {
+        self.current.load().as_ref().map(|c| c.root.clone())
+    }
+
+    /// The key in force, or why there is none.
+    pub fn require_root(&self) -> Result<Arc<RootKey>, NotReady> {
+        self.root().ok_or_else(|| self.not_ready())
+    }
+
+    /// Why there is no key in force: what the lifecycle is waiting for.
+    pub fn not_ready(&self) -> NotReady {
+        NotReady::Sealed(
+            self.lock_progress()
+                .waiting
+                .as_ref()
+                .map(ToString::to_string),
+        )
+    }
+
+    /// The key before the last rotation, until every keeper holds the new one's shards.
+    pub fn previous(&self) -> Option<Arc<RootKey>> {
+        self.previous.load_full()
+    }
+
+    /// Records why Nexus is not serving yet.
+    pub fn wait_for(&self, why: Waiting) {
+        self.lock_progress().waiting = Some(why);
+    }
+
+    /// Records how many keepers answered the last round.
+    pub fn set_reachable(&self, reachable: usize) {
+        self.reachable.store(reachable, Ordering::Relaxed);
+    }
+
+    /// Shards needed.
+    pub fn threshold(&self) -> u8 {
+        self.threshold.load(Ordering::Relaxed)
+    }
+
+    /// Records the threshold the stored key was split with (it wins over the configured
+    /// one, which only applies to a first start).
+    pub fn set_threshold(&self, threshold: u8) {
+        self.threshold.store(threshold, Ordering::Relaxed);
+    }
+
+    /// The datastore holds a key record: an uninitialised lifecycle is sealed from now on.
+    pub fn record_found(&self) {
+        let mut phase = self.lock_phase();
+        if *phase == Phase::Uninitialised {
+            *phase = Phase::Sealed;
+        }
+    }
+
+    /// Starts installing a key that passed the key check (created on first start, rebuilt
+    /// from keepers, or restored from recovery shards).
+    pub fn begin_unseal(&self) -> Result<Unsealing<'_>, IllegalTransition> {
+        let mut phase = self.lock_phase();
+        let from = *phase;
+        if !matches!(from, Phase::Uninitialised | Phase::Sealed) {
+            return Err(IllegalTransition {
+                from,
+                to: Phase::Unsealing,
+            });
+        }
+        *phase = Phase::Unsealing;
+        Ok(Unsealing {
+            owner: self,
+            from,
+            finished: false,
+        })
+    }
+
+    /// Starts changing the key in force: waits until no writer holds the gate, then holds
+    /// it until the returned ticket commits or is dropped.
+    pub async fn begin_rotation(&self) -> Result<Rotating<'_>, IllegalTransition> {
+        let writers = self.gate.write().await;
+        let mut phase = self.lock_phase();
+        let illegal = IllegalTransition {
+            from: *phase,
+            to: Phase::Rotating,
+        };
+        if *phase != Phase::Ready {
+            return Err(illegal);
+        }
+        let Some(old) = self.root() else {
+            return Err(illegal);
+        };
+        *phase = Phase::Rotating;
+        Ok(Rotating {
+            owner: self,
+            old,
+            committed: false,
+            _writers: writers,
+        })
+    }
+
+    /// Every keeper holds a shard of the key in force: the previous key is forgotten.
+    pub fn rotation_finished(&self) {
+        self.previous.store(None);
+    }
+
+    /// A writer's hold on the key: waits while the key changes, then keeps it from changing
+    /// until dropped.
+    pub async fn write(&self) -> Result<WritePermit<'_>, NotReady> {
+        let gate = self.gate.read().await;
+        let current = self.current.load_full().ok_or_else(|| self.not_ready())?;
+        Ok(WritePermit {
+            current,
+            _gate: gate,
+        })
+    }
+
+    /// Wakes the keeper loop at once: to re-seed keepers after a rotation here, or to
+    /// fetch a key another replica rotated to.
+    pub fn wake_keeper_loop(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Completes when [`wake_keeper_loop`](Self::wake_keeper_loop) is called.
+    pub async fn keeper_loop_woken(&self) {
+        self.wake.notified().await;
+    }
+
+    /// The recovery shards submitted so far (break-glass), in memory only; one restore
+    /// at a time.
+    pub(crate) async fn recovery(&self) -> tokio::sync::MutexGuard<'_, Vec<Shard>> {
+        self.recovery.lock().await
+    }
+
+    /// The status as `/v1/status` reports it.
+    pub fn status(&self) -> StatusResponse {
+        let phase = self.phase();
+        let state = match phase {
+            Phase::Uninitialised => SealState::Uninitialized,
+            Phase::Sealed | Phase::Unsealing => SealState::Sealed,
+            Phase::Ready | Phase::Rotating => SealState::Ready,
+        };
+        let message = match state {
+            SealState::Ready => String::new(),
+            _ => self
+                .lock_progress()
+                .waiting
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+        };
+        StatusResponse {
+            initialized: phase != Phase::Uninitialised,
+            state,
+            keepers: KeeperStatus {
+                total: self.keepers,
+                reachable: self.reachable.load(Ordering::Relaxed),
+                threshold: self.threshold(),
+            },
+            message,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        }
+    }
+}
+
+/// A key being installed ([`Phase::Unsealing`]). Dropped unfinished (its policies did not
+/// load), the lifecycle returns to where it was.
+#[derive(Debug)]
+pub struct Unsealing<'a> {
+    owner: &'a Lifecycle,
+    from: Phase,
+    finished: bool,
+}
+
+impl Unsealing<'_> {
+    /// The key is in force: Nexus is ready. Sealed writes are fenced with `fence`, the
+    /// key-check value stored for `root` (if one is stored yet).
+    pub fn finish(mut self, root: RootKey, fence: Option<Vec<u8>>) -> Arc<RootKey> {
+        let root = Arc::new(root);
+        let owner = self.owner;
+        let mut phase = owner.lock_phase();
+        owner.current.store(Some(Arc::new(Current {
+            root: root.clone(),
+            fence,
+        })));
+        owner.previous.store(None);
+        *phase = Phase::Ready;
+        drop(phase);
+        owner.lock_progress().waiting = None;
+        self.finished = true;
+        root
+    }
+}
+
+impl Drop for Unsealing<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            *self.owner.lock_phase() = self.from;
+        }
+    }
+}
+
+/// A key change in progress ([`Phase::Rotating`]), holding the write gate. Dropped
+/// uncommitted, the key in force stays.
+#[derive(Debug)]
+pub struct Rotating<'a> {
+    owner: &'a Lifecycle,
+    old: Arc<RootKey>,
+    committed: bool,
+    _writers: RwLockWriteGuard<'a, ()>,
+}
+
+impl Rotating<'_> {
+    /// The key being replaced.
+    pub fn old(&self) -> &Arc<RootKey> {
+        &self.old
+    }
+
+    /// `new` is in force, its records fenced with `fence` (its stored key-check value);
+    /// the replaced key stays as [`Lifecycle::previous`] until the rotation is finished.
+    pub fn commit(mut self, new: RootKey, fence: Vec<u8>) -> Arc<RootKey> {
+        let new = Arc::new(new);
+        let owner = self.owner;
+        let mut phase = owner.lock_phase();
+        owner.previous.store(Some(self.old.clone()));
+        owner.current.store(Some(Arc::new(Current {
+            root: new.clone(),
+            fence: Some(fence),
+        })));
+        *phase = Phase::Ready;
+        self.committed = true;
+        new
+    }
+}
+
+impl Drop for Rotating<'_> {
+    fn drop(&mut self) {
+        if !self.committed {
+            *self.owner.lock_phase() = Phase::Ready;
+        }
+    }
+}
+
+/// A writer's hold on the key in force: the key cannot change until it is dropped.
+#[derive(Debug)]
+pub struct WritePermit<'a> {
+    current: Arc<Current>,
+    _gate: RwLockReadGuard<'a, ()>,
+}
+
+impl WritePermit<'_> {
+    /// The key to seal under.
+    pub fn root(&self) -> &Arc<RootKey> {
+        &self.current.root
+    }
+
+    /// The key-check value the datastore must still hold for the write to commit.
+    pub fn fence(&self) -> Option<&[u8]> {
+        self.current.fence.as_deref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::FutureExt;
+    use nexus_api::model::SealState;
+    use nexus_crypto::{CryptoError, RootKey};
+
+    use super::*;
+
+    fn key() -> Result<RootKey, CryptoError> {
+        RootKey::generate()
+    }
+
+    fn copy(key: &RootKey) -> RootKey {
+        RootKey::from_bytes(*key.expose_secret())
+    }
+
+    fn illegal(from: Phase, to: Phase) -> IllegalTransition {
+        IllegalTransition { from, to }
+    }
+
+    #[tokio::test]
+    async fn first_start_goes_from_uninitialised_through_unsealing_to_ready()
+    -> Result<(), CryptoError> {
+        let life = Lifecycle::new(2, 3);
+        assert_eq!(life.phase(), Phase::Uninitialised);
+        assert_eq!(life.status().state, SealState::Uninitialized);
+        assert_eq!(life.status().message, "starting");
+        assert!(matches!(life.require_root(), Err(NotReady::Sealed(Some(m))) if m == "starting"));
+        assert_eq!(
+            life.begin_rotation().await.map(|_| ()),
+            Err(illegal(Phase::Uninitialised, Phase::Rotating))
+        );
+
+        let unsealing = life.begin_unseal().expect("legal");
+        assert_eq!(life.phase(), Phase::Unsealing);
+        assert_eq!(
+            life.begin_unseal().map(|_| ()),
+            Err(illegal(Phase::Unsealing, Phase::Unsealing)),
+            "one unseal at a time"
+        );
+        let root = key()?;
+        let expected = copy(&root);
+        unsealing.finish(root, Some(vec![7; 4]));
+        assert_eq!(life.phase(), Phase::Ready);
+        assert!(life.root().is_some_and(|r| *r == expected));
+        let status = life.status();
+        assert_eq!((status.state, status.initialized), (SealState::Ready, true));
+        assert_eq!(status.message, "");
+        assert_eq!(
+            life.begin_unseal().map(|_| ()),
+            Err(illegal(Phase::Ready, Phase::Unsealing)),
+            "a ready Nexus is never unsealed again"
+        );
+        let permit = life.write().await.expect("ready");
+        assert_eq!(permit.fence(), Some([7u8; 4].as_slice()));
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_failed_unseal_returns_to_sealed_with_its_reason() -> Result<(), CryptoError> {
+        let life = Lifecycle::new(2, 3);
+        life.record_found();
+        assert_eq!(life.phase(), Phase::Sealed);
+        assert_eq!(life.status().state, SealState::Sealed);
+        assert!(life.status().initialized);
+        drop(life.begin_unseal().expect("legal"));
+        assert_eq!(life.phase(), Phase::Sealed, "dropped unfinished: back");
+        life.wait_for(Waiting::ShardsDoNotRebuild(2));
+        assert!(life.status().message.contains("do not rebuild"));
+        assert!(life.root().is_none());
+        assert!(life.write().now_or_never().is_some_and(|w| w.is_err()));
+        life.record_found();
+        assert_eq!(life.phase(), Phase::Sealed, "never back to uninitialised");
+        life.begin_unseal().expect("legal").finish(key()?, None);
+        life.record_found();
+        assert_eq!(life.phase(), Phase::Ready);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn rotation_holds_writers_keeps_readers_and_remembers_the_previous_key()
+    -> Result<(), CryptoError> {
+        let life = Lifecycle::new(2, 3);
+        let old = key()?;
+        life.begin_unseal().expect("legal").finish(copy(&old), None);
+
+        // An aborted rotation changes nothing.
+        drop(life.begin_rotation().await.expect("legal"));
+        assert_eq!(life.phase(), Phase::Ready);
+        assert!(life.root().is_some_and(|r| *r == old));
+
+        let rotating = life.begin_rotation().await.expect("legal");
+        assert_eq!(life.phase(), Phase::Rotating);
+        assert!(*rotating.old().as_ref() == old);
+        assert!(life.root().is_some_and(|r| *r == old), "readers go on");
+        assert!(life.write().now_or_never().is_none(), "writers wait");
+        assert!(
+            life.begin_rotation().now_or_never().is_none(),
+            "a second rotation waits"
+        );
+        assert_eq!(
+            life.begin_unseal().map(|_| ()),
+            Err(illegal(Phase::Rotating, Phase::Unsealing))
+        );
+        let new = key()?;
+        rotating.commit(copy(&new), vec![9; 4]);
+        assert_eq!(life.phase(), Phase::Ready);
+        assert!(life.root().is_some_and(|r| *r == new));
+        assert!(life.previous().is_some_and(|p| *p == old));
+        let permit = life
+            .write()
+            .now_or_never()
+            .expect("not held")
+            .expect("ready");
+        assert_eq!(permit.fence(), Some([9u8; 4].as_slice()));
+        drop(permit);
+        life.rotation_finished();
+        assert!(life.previous().is_none());
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_writer_holds_off_a_rotation() -> Result<(), CryptoError> {
+        let life = Lifecycle::new(2, 3);
+        life.begin_unseal().expect("legal").finish(key()?, None);
+        let permit = life.write().await.expect("ready");
+        assert!(life.begin_rotation().now_or_never().is_none());
+        drop(permit);
+        assert!(life.begin_rotation().now_or_never().is_some());
+        Ok(())
+    }
+}
