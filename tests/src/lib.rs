@@ -5,6 +5,7 @@
 //! arriving) with a deadline; none sleeps a fixed time and hopes.
 
 pub mod secrets;
+pub mod softhsm;
 pub mod stack;
 pub mod x509pop;
 

@@ -8,6 +8,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use spiffe::TrustDomain;
 
+use crate::ca::KeyManagerConfig;
+use crate::ca::keys::{PinSource, Pkcs11Config};
+
 /// Flags of `spire-server run`. Each overrides the same key of the config file.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct RunArgs {
@@ -76,6 +79,33 @@ struct FileServer {
     federation: FileFederation,
     #[serde(default)]
     node_attestor: FileNodeAttestors,
+    #[serde(default)]
+    key_manager: FileKeyManager,
+}
+
+/// `[server.key_manager.*]`: where the CA and JWT private keys live (SPIRE's KeyManager
+/// plugin). `disk` (the default) keeps them in the data directory.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileKeyManager {
+    disk: Option<FileDiskKeys>,
+    pkcs11: Option<FilePkcs11>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileDiskKeys {}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilePkcs11 {
+    module_path: PathBuf,
+    token_label: String,
+    /// The environment variable holding the user PIN (default `SPIRE_SERVER_PKCS11_PIN`).
+    pin_env: Option<String>,
+    /// A file whose first line is the user PIN (instead of `pin_env`).
+    pin_file: Option<PathBuf>,
+    key_label_prefix: Option<String>,
 }
 
 /// `[server.node_attestor.*]`: node attestors beyond join tokens (always on).
@@ -173,7 +203,12 @@ pub struct ServerConfig {
     pub federates_with: Vec<FederationRelationship>,
     /// CAs for x509pop node attestation; x509pop is off when unset.
     pub x509pop_ca_bundle: Option<PathBuf>,
+    /// Where the CA and JWT private keys live.
+    pub key_manager: KeyManagerConfig,
 }
+
+/// The environment variable that holds the PKCS#11 user PIN unless `pin_env` names another.
+pub const DEFAULT_PKCS11_PIN_ENV: &str = "SPIRE_SERVER_PKCS11_PIN";
 
 /// Default admin socket, as SPIRE's.
 pub const DEFAULT_SOCKET_PATH: &str = "/tmp/spire-server/private/api.sock";
@@ -241,7 +276,9 @@ impl ServerConfig {
             .into_iter()
             .map(|(td, rel)| relationship(&trust_domain, &td, rel))
             .collect::<Result<_, _>>()?;
+        let key_manager = key_manager(file.key_manager, &trust_domain)?;
         let config = ServerConfig {
+            key_manager,
             x509pop_ca_bundle: file.node_attestor.x509pop.map(|x| x.ca_bundle_path),
             bundle_endpoint,
             federates_with,
@@ -284,6 +321,38 @@ impl ServerConfig {
             });
         }
         Ok(config)
+    }
+}
+
+/// Checks `[server.key_manager.*]`: at most one key manager.
+fn key_manager(file: FileKeyManager, td: &TrustDomain) -> Result<KeyManagerConfig, ConfigError> {
+    let invalid = |message: String| ConfigError::Invalid {
+        key: "key_manager",
+        message,
+    };
+    match (file.disk, file.pkcs11) {
+        (Some(_), Some(_)) => Err(invalid("configure either disk or pkcs11, not both".into())),
+        (_, None) => Ok(KeyManagerConfig::Disk),
+        (None, Some(p)) => {
+            if p.token_label.is_empty() {
+                return Err(invalid("pkcs11.token_label must not be empty".into()));
+            }
+            let pin = match (p.pin_env, p.pin_file) {
+                (Some(_), Some(_)) => {
+                    return Err(invalid("pkcs11: give pin_env or pin_file, not both".into()));
+                }
+                (None, Some(file)) => PinSource::File(file),
+                (env, None) => PinSource::Env(env.unwrap_or_else(|| DEFAULT_PKCS11_PIN_ENV.into())),
+            };
+            Ok(KeyManagerConfig::Pkcs11(Pkcs11Config {
+                module_path: p.module_path,
+                token_label: p.token_label,
+                pin,
+                key_label_prefix: p
+                    .key_label_prefix
+                    .unwrap_or_else(|| format!("spire-server/{td}/")),
+            }))
+        }
     }
 }
 

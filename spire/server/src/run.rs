@@ -30,8 +30,10 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     let datastore = Datastore::connect(&config.datastore_url)
         .await
         .context("opening the datastore")?;
+    let keys = crate::ca::keys::open(&config.key_manager, &config.data_dir)
+        .context("opening the key manager")?;
     let authorities =
-        Authorities::load_or_create(&config.data_dir, &config.trust_domain, config.ca_ttl)
+        Authorities::open(&config.data_dir, &config.trust_domain, config.ca_ttl, keys)
             .context("loading the CA and the JWT signing key")?;
     let x509pop = config
         .x509pop_ca_bundle
