@@ -88,7 +88,13 @@ impl SoftHsm {
     pub fn generate_stray_key(&self, label: &str) {
         let out = self
             .pkcs11_tool()
-            .args(["--keypairgen", "--key-type", "EC:prime256v1", "--id", "5a5a"])
+            .args([
+                "--keypairgen",
+                "--key-type",
+                "EC:prime256v1",
+                "--id",
+                "5a5a",
+            ])
             .args(["--label", label])
             .output()
             .expect("running pkcs11-tool");
@@ -104,7 +110,13 @@ impl SoftHsm {
         cmd.env("SOFTHSM2_CONF", &self.conf)
             .arg("--module")
             .arg(&self.module)
-            .args(["--token-label", &self.token_label, "--login", "--pin", USER_PIN]);
+            .args([
+                "--token-label",
+                &self.token_label,
+                "--login",
+                "--pin",
+                USER_PIN,
+            ]);
         cmd
     }
 

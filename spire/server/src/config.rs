@@ -10,6 +10,7 @@ use spiffe::TrustDomain;
 
 use crate::ca::KeyManagerConfig;
 use crate::ca::keys::{PinSource, Pkcs11Config};
+use crate::ca::upstream::DiskUpstreamConfig;
 
 /// Flags of `spire-server run`. Each overrides the same key of the config file.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -81,6 +82,24 @@ struct FileServer {
     node_attestor: FileNodeAttestors,
     #[serde(default)]
     key_manager: FileKeyManager,
+    #[serde(default)]
+    upstream_authority: FileUpstreamAuthority,
+}
+
+/// `[server.upstream_authority.disk]`: an existing CA that signs the server's CA (SPIRE's
+/// `disk` UpstreamAuthority, same keys).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileUpstreamAuthority {
+    disk: Option<FileDiskUpstream>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileDiskUpstream {
+    cert_file_path: PathBuf,
+    key_file_path: PathBuf,
+    bundle_file_path: Option<PathBuf>,
 }
 
 /// `[server.key_manager.*]`: where the CA and JWT private keys live (SPIRE's KeyManager
@@ -205,6 +224,8 @@ pub struct ServerConfig {
     pub x509pop_ca_bundle: Option<PathBuf>,
     /// Where the CA and JWT private keys live.
     pub key_manager: KeyManagerConfig,
+    /// The CA that signs the server's CA, if it is not self-signed.
+    pub upstream_authority: Option<DiskUpstreamConfig>,
 }
 
 /// The environment variable that holds the PKCS#11 user PIN unless `pin_env` names another.
@@ -279,6 +300,11 @@ impl ServerConfig {
         let key_manager = key_manager(file.key_manager, &trust_domain)?;
         let config = ServerConfig {
             key_manager,
+            upstream_authority: file.upstream_authority.disk.map(|d| DiskUpstreamConfig {
+                cert_file_path: d.cert_file_path,
+                key_file_path: d.key_file_path,
+                bundle_file_path: d.bundle_file_path,
+            }),
             x509pop_ca_bundle: file.node_attestor.x509pop.map(|x| x.ca_bundle_path),
             bundle_endpoint,
             federates_with,

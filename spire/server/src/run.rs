@@ -32,9 +32,21 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         .context("opening the datastore")?;
     let keys = crate::ca::keys::open(&config.key_manager, &config.data_dir)
         .context("opening the key manager")?;
-    let authorities =
-        Authorities::open(&config.data_dir, &config.trust_domain, config.ca_ttl, keys)
-            .context("loading the CA and the JWT signing key")?;
+    let upstream = config
+        .upstream_authority
+        .clone()
+        .map(crate::ca::upstream::DiskUpstream::open)
+        .transpose()
+        .context("loading the upstream authority")?
+        .map(Arc::new);
+    let authorities = Authorities::open(
+        &config.data_dir,
+        &config.trust_domain,
+        config.ca_ttl,
+        keys,
+        upstream,
+    )
+    .context("loading the CA and the JWT signing key")?;
     let x509pop = config
         .x509pop_ca_bundle
         .as_deref()

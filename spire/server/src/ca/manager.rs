@@ -33,6 +33,7 @@ use std::time::Duration;
 use spiffe::TrustDomain;
 
 use super::keys::{KeyManager, disk::DiskKeyManager};
+use super::upstream::DiskUpstream;
 use super::{Ca, CaError, JwtAuthority, storage};
 
 /// Preparation happens at most this long before the current authority expires.
@@ -84,6 +85,7 @@ pub struct Authorities {
     trust_domain: TrustDomain,
     ttl: Duration,
     keys: Arc<dyn KeyManager>,
+    upstream: Option<Arc<DiskUpstream>>,
     x509: RwLock<Slots<Ca>>,
     jwt: RwLock<Slots<JwtAuthority>>,
 }
@@ -111,15 +113,17 @@ impl Authorities {
         ttl: Duration,
     ) -> Result<Authorities, CaError> {
         let keys = Arc::new(DiskKeyManager::new(data_dir));
-        Authorities::open(data_dir, trust_domain, ttl, keys)
+        Authorities::open(data_dir, trust_domain, ttl, keys, None)
     }
 
-    /// [`Authorities::load_or_create`] with the private keys in `keys`.
+    /// [`Authorities::load_or_create`] with the private keys in `keys`, and each new CA
+    /// signed by `upstream` when there is one.
     pub fn open(
         data_dir: &Path,
         trust_domain: &TrustDomain,
         ttl: Duration,
         keys: Arc<dyn KeyManager>,
+        upstream: Option<Arc<DiskUpstream>>,
     ) -> Result<Authorities, CaError> {
         storage::ensure_private_dir(data_dir)?;
         let now = super::now().unix_timestamp();
@@ -128,6 +132,7 @@ impl Authorities {
             keys: keys.as_ref(),
             td: trust_domain,
             ttl,
+            upstream: upstream.as_deref(),
         };
         Ok(Authorities {
             x509: RwLock::new(Slots::load_or_create(&ctx, now)?),
@@ -136,6 +141,7 @@ impl Authorities {
             trust_domain: trust_domain.clone(),
             ttl,
             keys,
+            upstream,
         })
     }
 
@@ -145,6 +151,7 @@ impl Authorities {
             keys: self.keys.as_ref(),
             td: &self.trust_domain,
             ttl: self.ttl,
+            upstream: self.upstream.as_deref(),
         }
     }
 
@@ -198,6 +205,7 @@ struct Ctx<'a> {
     keys: &'a dyn KeyManager,
     td: &'a TrustDomain,
     ttl: Duration,
+    upstream: Option<&'a DiskUpstream>,
 }
 
 /// The key names and public file names of one kind of authority.
@@ -234,7 +242,15 @@ impl Authority for Ca {
     fn generate(ctx: &Ctx<'_>, key: &str, now: i64) -> Result<Self, CaError> {
         let now = time::OffsetDateTime::from_unix_timestamp(now)
             .map_err(|e| CaError::InvalidTtl(format!("the clock is out of range: {e}")))?;
-        Ca::generate(ctx.td, ctx.keys.generate(key)?, ctx.ttl, now)
+        // Read the upstream first: a failure then leaves no key behind.
+        let upstream = ctx.upstream.map(DiskUpstream::credentials);
+        Ca::generate(
+            ctx.td,
+            ctx.keys.generate(key)?,
+            ctx.ttl,
+            now,
+            upstream.as_deref(),
+        )
     }
 
     fn store(&self, public: &Path) -> Result<(), CaError> {
@@ -564,6 +580,7 @@ mod tests {
             keys.generate("ca-key").expect("key"),
             Duration::from_secs(1),
             time::OffsetDateTime::from_unix_timestamp(now - 100).expect("time"),
+            None,
         )
         .expect("old CA");
         Authority::store(&old, &dir.path().join("ca-cert.pem")).expect("store");

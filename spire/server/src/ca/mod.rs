@@ -31,6 +31,7 @@ mod manager;
 mod storage;
 #[cfg(test)]
 mod tests;
+pub mod upstream;
 
 pub use jwt::{JwtAuthority, SignedJwtSvid};
 pub use keys::{CaKey, KeyManager, KeyManagerConfig};
@@ -164,7 +165,8 @@ pub struct SignedSvid {
     /// The SPIFFE ID in the leaf's URI SAN.
     pub spiffe_id: SpiffeId,
     /// DER certificates, leaf first. With a self-signed CA this is just `[leaf]`; the CA
-    /// certificate itself belongs in the trust bundle, not the chain.
+    /// certificate itself belongs in the trust bundle, not the chain. With an upstream
+    /// authority, the server's CA and the upstream intermediates follow the leaf.
     pub cert_chain: Vec<Vec<u8>>,
     /// The leaf's serial number as lowercase hexadecimal without leading zeros.
     pub serial_number: String,
@@ -224,6 +226,12 @@ pub struct Ca {
     not_before: OffsetDateTime,
     not_after: OffsetDateTime,
     key: Arc<dyn CaKey>,
+    /// Certificates above this CA's in every chain it hands out (the upstream CA and its
+    /// intermediates); empty for a self-signed CA or one signed directly by a root.
+    chain: Vec<Vec<u8>>,
+    /// The roots of the upstream authority, which the bundle carries instead of this CA;
+    /// empty for a self-signed CA.
+    roots: Vec<Vec<u8>>,
 }
 
 impl fmt::Debug for Ca {
@@ -241,9 +249,24 @@ impl Ca {
         &self.trust_domain
     }
 
-    /// The CA certificate, DER. This is what goes into the trust bundle.
+    /// The CA certificate, DER.
     pub fn cert_der(&self) -> &[u8] {
         &self.cert_der
+    }
+
+    /// What the trust bundle carries for this CA: the CA itself when self-signed, the
+    /// upstream authority's roots otherwise.
+    pub fn bundle_certs(&self) -> Vec<Vec<u8>> {
+        if self.roots.is_empty() {
+            vec![self.cert_der.clone()]
+        } else {
+            self.roots.clone()
+        }
+    }
+
+    /// Whether an upstream authority signed this CA.
+    pub fn is_upstream_signed(&self) -> bool {
+        !self.roots.is_empty()
     }
 
     /// The CA certificate, PEM.
@@ -295,15 +318,26 @@ impl Ca {
         })
     }
 
-    /// Creates a new self-signed CA over `key`, valid from `now - NOT_BEFORE_BACKDATE` to
-    /// `now + ca_ttl`.
+    /// Creates a new CA over `key`, valid from `now - NOT_BEFORE_BACKDATE` to `now + ca_ttl`:
+    /// self-signed, or signed by `upstream` (and then expiring no later than it does).
     pub(crate) fn generate(
         td: &TrustDomain,
         key: Arc<dyn CaKey>,
         ca_ttl: Duration,
         now: OffsetDateTime,
+        upstream: Option<&upstream::Credentials>,
     ) -> Result<Ca, CaError> {
-        let not_after = add_ttl(now, ca_ttl, "CA TTL")?;
+        let mut not_after = add_ttl(now, ca_ttl, "CA TTL")?;
+        if let Some(up) = upstream {
+            let up_not_after = OffsetDateTime::from_unix_timestamp(up.not_after)
+                .map_err(|e| CaError::Corrupt(format!("upstream NotAfter out of range: {e}")))?;
+            if up_not_after <= now {
+                return Err(CaError::CaExpired {
+                    expired_at: rfc3339(up_not_after),
+                });
+            }
+            not_after = not_after.min(up_not_after);
+        }
         let not_before = now - NOT_BEFORE_BACKDATE;
         let serial = random_serial()?;
 
@@ -323,21 +357,38 @@ impl Ca {
         params.not_before = not_before;
         params.not_after = not_after;
 
-        let cert = params.self_signed(&keys::RcgenKey(key.as_ref()))?;
+        params.use_authority_key_identifier_extension = upstream.is_some();
+        let public = keys::RcgenKey(key.as_ref());
+        let cert = match upstream {
+            None => params.self_signed(&public)?,
+            Some(up) => {
+                let issuer =
+                    Issuer::from_ca_cert_der(&CertificateDer::from(up.cert.as_slice()), &*up.key)?;
+                params.signed_by(&public, &issuer)?
+            }
+        };
         Ok(Ca {
             trust_domain: td.clone(),
             cert_der: cert.der().to_vec(),
             not_before,
             not_after,
             key,
+            chain: upstream.map(|u| u.chain.clone()).unwrap_or_default(),
+            roots: upstream.map(|u| u.roots.clone()).unwrap_or_default(),
         })
     }
 
     /// Writes the certificate atomically (the key is already in the key manager: the order
     /// [`manager`] relies on to tell an interrupted preparation from an interrupted
     /// activation).
+    /// With an upstream authority the file holds this CA's certificate, then the chain above
+    /// it, then the roots.
     pub(crate) fn store(&self, cert_path: &Path) -> Result<(), CaError> {
-        storage::write_atomic(cert_path, self.cert_pem().as_bytes(), 0o644)
+        let mut text = self.cert_pem();
+        for der in self.chain.iter().chain(&self.roots) {
+            text.push_str(&pem::encode(&pem::Pem::new("CERTIFICATE", der.clone())));
+        }
+        storage::write_atomic(cert_path, text.as_bytes(), 0o644)
     }
 
     /// Loads and validates a stored CA certificate, and its key `key_name` from `keys` (which
@@ -348,9 +399,22 @@ impl Ca {
         key_name: &str,
         td: &TrustDomain,
     ) -> Result<Ca, CaError> {
-        let cert_pem = storage::read_string(cert_path)?;
-        let cert_der = single_pem(&cert_pem, "CERTIFICATE", cert_path)?;
         let corrupt = |what: String| CaError::Corrupt(format!("{}: {what}", cert_path.display()));
+        let cert_pem = storage::read_string(cert_path)?;
+        let mut certs = pem::parse_many(&cert_pem)
+            .map_err(|e| corrupt(format!("invalid PEM: {e}")))?
+            .into_iter()
+            .map(|block| {
+                (block.tag() == "CERTIFICATE")
+                    .then(|| block.into_contents())
+                    .ok_or_else(|| corrupt("holds a PEM block that is not a CERTIFICATE".into()))
+            })
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter();
+        let cert_der = certs
+            .next()
+            .ok_or_else(|| corrupt("no CERTIFICATE PEM block found".into()))?;
+        let (roots, chain): (Vec<_>, Vec<_>) = certs.partition(|der| upstream::is_self_issued(der));
         let (rest, x509) = X509Certificate::from_der(&cert_der)
             .map_err(|e| corrupt(format!("not an X.509 certificate: {e}")))?;
         if !rest.is_empty() {
@@ -393,6 +457,8 @@ impl Ca {
             not_before,
             not_after,
             key,
+            chain,
+            roots,
         })
     }
 
@@ -477,9 +543,16 @@ impl Ca {
         )?;
         let cert = params.signed_by(public_key, &issuer)?;
 
+        // A self-signed CA is in every bundle, so the chain is the leaf alone (as SPIRE's);
+        // an upstream-signed one is not, so it and the upstream intermediates follow the leaf.
+        let mut cert_chain = vec![cert.der().to_vec()];
+        if self.is_upstream_signed() {
+            cert_chain.push(self.cert_der.clone());
+            cert_chain.extend(self.chain.iter().cloned());
+        }
         Ok(SignedSvid {
             spiffe_id: spiffe_id.clone(),
-            cert_chain: vec![cert.der().to_vec()],
+            cert_chain,
             serial_number: format!("{serial:x}"),
             expires_at: not_after.unix_timestamp(),
         })

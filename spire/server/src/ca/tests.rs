@@ -566,7 +566,7 @@ fn expired_ca_refuses_to_sign() {
     let key = keys::disk::DiskKeyManager::new(dir.path())
         .generate("k")
         .expect("key");
-    let ca = Ca::generate(&td(), key, HOUR, past).expect("generate");
+    let ca = Ca::generate(&td(), key, HOUR, past, None).expect("generate");
     let err = ca
         .mint(&id("spiffe://example.org/w"), HOUR, &[])
         .expect_err("expired CA");
