@@ -84,6 +84,30 @@ struct FileServer {
     key_manager: FileKeyManager,
     #[serde(default)]
     upstream_authority: FileUpstreamAuthority,
+    /// The `iss` claim of JWT-SVIDs (SPIRE's `jwt_issuer`); none when unset.
+    jwt_issuer: Option<String>,
+    oidc_discovery: Option<FileOidc>,
+}
+
+/// `[server.oidc_discovery]`: SPIRE's oidc-discovery-provider, built in.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileOidc {
+    address: Option<IpAddr>,
+    port: Option<u16>,
+    /// Host names the provider answers for (the request's `Host`).
+    domains: Vec<String>,
+    /// Plain HTTP, for a TLS-terminating proxy in front.
+    #[serde(default)]
+    allow_insecure_scheme: bool,
+    serving_cert_file: Option<FileServingCert>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileServingCert {
+    cert_file_path: PathBuf,
+    key_file_path: PathBuf,
 }
 
 /// `[server.upstream_authority.disk]`: an existing CA that signs the server's CA (SPIRE's
@@ -226,6 +250,20 @@ pub struct ServerConfig {
     pub key_manager: KeyManagerConfig,
     /// The CA that signs the server's CA, if it is not self-signed.
     pub upstream_authority: Option<DiskUpstreamConfig>,
+    /// The `iss` claim of JWT-SVIDs.
+    pub jwt_issuer: Option<String>,
+    /// The OIDC discovery endpoint, if served.
+    pub oidc_discovery: Option<OidcConfig>,
+}
+
+/// Where and how the OIDC discovery document and JWKS are served.
+#[derive(Debug, Clone)]
+pub struct OidcConfig {
+    pub address: SocketAddr,
+    /// Host names (lowercase, without port) the provider answers for.
+    pub domains: Vec<String>,
+    /// TLS certificate chain and key (PEM); plain HTTP when `None`.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// The environment variable that holds the PKCS#11 user PIN unless `pin_env` names another.
@@ -298,7 +336,11 @@ impl ServerConfig {
             .map(|(td, rel)| relationship(&trust_domain, &td, rel))
             .collect::<Result<_, _>>()?;
         let key_manager = key_manager(file.key_manager, &trust_domain)?;
+        let jwt_issuer = file.jwt_issuer.map(check_issuer).transpose()?;
+        let oidc_discovery = file.oidc_discovery.map(oidc).transpose()?;
         let config = ServerConfig {
+            jwt_issuer,
+            oidc_discovery,
             key_manager,
             upstream_authority: file.upstream_authority.disk.map(|d| DiskUpstreamConfig {
                 cert_file_path: d.cert_file_path,
@@ -348,6 +390,71 @@ impl ServerConfig {
         }
         Ok(config)
     }
+}
+
+/// `jwt_issuer` must be an http(s) URL, as OIDC relying parties compare it with the
+/// discovery document's `issuer`.
+fn check_issuer(issuer: String) -> Result<String, ConfigError> {
+    let ok = (issuer.starts_with("https://") || issuer.starts_with("http://"))
+        && issuer.len() <= 2048
+        && issuer.chars().all(|c| c.is_ascii_graphic());
+    if ok {
+        Ok(issuer)
+    } else {
+        Err(ConfigError::Invalid {
+            key: "jwt_issuer",
+            message: format!("{issuer:?} must be an https:// (or http://) URL"),
+        })
+    }
+}
+
+/// Checks `[server.oidc_discovery]`: domains, and TLS or an explicit choice of plain HTTP.
+fn oidc(file: FileOidc) -> Result<OidcConfig, ConfigError> {
+    let invalid = |message: String| ConfigError::Invalid {
+        key: "oidc_discovery",
+        message,
+    };
+    if file.domains.is_empty() {
+        return Err(invalid(
+            "domains must list the host names it answers for".into(),
+        ));
+    }
+    let mut domains = Vec::with_capacity(file.domains.len());
+    for domain in file.domains {
+        let ok = !domain.is_empty()
+            && domain.len() <= 253
+            && domain
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
+        if !ok {
+            return Err(invalid(format!("domain {domain:?} is not a host name")));
+        }
+        domains.push(domain.to_ascii_lowercase());
+    }
+    let tls = match (file.serving_cert_file, file.allow_insecure_scheme) {
+        (Some(c), false) => Some((c.cert_file_path, c.key_file_path)),
+        (None, true) => None,
+        (Some(_), true) => {
+            return Err(invalid(
+                "serving_cert_file and allow_insecure_scheme exclude each other".into(),
+            ));
+        }
+        (None, false) => {
+            return Err(invalid(
+                "give serving_cert_file (TLS) or allow_insecure_scheme = true (plain HTTP \
+                 behind a TLS-terminating proxy)"
+                    .into(),
+            ));
+        }
+    };
+    Ok(OidcConfig {
+        address: SocketAddr::new(
+            file.address.unwrap_or([0, 0, 0, 0].into()),
+            file.port.unwrap_or(8008),
+        ),
+        domains,
+        tls,
+    })
 }
 
 /// Checks `[server.key_manager.*]`: at most one key manager.

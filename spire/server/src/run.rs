@@ -108,6 +108,22 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
             common_process::shutdown_signal(),
         ));
     }
+    if let Some(oidc) = state.config.oidc_discovery.clone() {
+        let listener = TcpListener::bind(oidc.address)
+            .await
+            .with_context(|| format!("binding OIDC discovery to {}", oidc.address))?;
+        tracing::info!(address = %oidc.address, tls = oidc.tls.is_some(), "OIDC discovery ready");
+        // A bad certificate is found here, before the server reports ready.
+        if let Some((cert, key)) = &oidc.tls {
+            crate::oidc::tls_config(cert, key)?;
+        }
+        tokio::spawn(crate::oidc::serve(
+            state.clone(),
+            oidc,
+            listener,
+            common_process::shutdown_signal(),
+        ));
+    }
     for relationship in state.config.federates_with.clone() {
         tokio::spawn(crate::federation::keep_fetching(
             state.clone(),

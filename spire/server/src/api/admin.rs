@@ -382,7 +382,12 @@ impl Admin for AdminService {
         let svid = self
             .state
             .jwt()
-            .sign(&id, &req.audience, ttl)
+            .sign_as(
+                &id,
+                &req.audience,
+                ttl,
+                self.state.config.jwt_issuer.as_deref(),
+            )
             .map_err(ca_status)?;
         tracing::info!(spiffe_id = %id, "JWT-SVID minted");
         self.state.metrics.signed("jwt", "mint", 1);

@@ -137,6 +137,17 @@ impl JwtAuthority {
         audience: &[String],
         ttl: Duration,
     ) -> Result<SignedJwtSvid, CaError> {
+        self.sign_as(spiffe_id, audience, ttl, None)
+    }
+
+    /// [`JwtAuthority::sign`] with an `iss` claim when `issuer` is given.
+    pub fn sign_as(
+        &self,
+        spiffe_id: &SpiffeId,
+        audience: &[String],
+        ttl: Duration,
+        issuer: Option<&str>,
+    ) -> Result<SignedJwtSvid, CaError> {
         if !spiffe_id.is_member_of(&self.trust_domain) {
             return Err(CaError::WrongTrustDomain {
                 spiffe_id: spiffe_id.to_string(),
@@ -162,7 +173,7 @@ impl JwtAuthority {
             issued_at: now,
             expires_at: now.saturating_add(ttl).min(self.not_after),
         };
-        let token = jwt_svid::sign_with(&self.key_id, &claims, |input| {
+        let token = jwt_svid::sign_with(&self.key_id, &claims, issuer, |input| {
             self.key.sign(input).map_err(|e| {
                 tracing::error!(error = %e, "the key manager failed to sign a JWT-SVID");
             })
