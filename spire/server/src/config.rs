@@ -199,13 +199,91 @@ pub struct BundleEndpoint {
 }
 
 /// A trust domain whose bundle this server fetches from its bundle endpoint.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FederationRelationship {
     pub trust_domain: TrustDomain,
     /// `https://host:port[/path]`.
     pub url: String,
-    /// The SPIFFE ID the endpoint's server must present (`https_spiffe` profile).
-    pub endpoint_spiffe_id: spiffe::SpiffeId,
+    /// How the endpoint is authenticated.
+    pub profile: EndpointProfile,
+}
+
+/// The two bundle endpoint profiles of SPIFFE Federation §5.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndpointProfile {
+    /// The endpoint presents an X509-SVID with this SPIFFE ID, verified against the latest
+    /// stored bundle of its trust domain.
+    HttpsSpiffe {
+        endpoint_spiffe_id: spiffe::SpiffeId,
+    },
+    /// The endpoint presents a Web PKI certificate for its host, verified against the
+    /// system's roots.
+    HttpsWeb,
+}
+
+impl EndpointProfile {
+    /// `https_spiffe` or `https_web`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            EndpointProfile::HttpsSpiffe { .. } => "https_spiffe",
+            EndpointProfile::HttpsWeb => "https_web",
+        }
+    }
+}
+
+impl FederationRelationship {
+    /// Checks a relationship with `td` as an operator gives it (config file, or the admin
+    /// API): a foreign trust domain, an https URL, a known profile and, for `https_spiffe`,
+    /// an endpoint SPIFFE ID in that trust domain.
+    pub fn parse(
+        own: &TrustDomain,
+        td: &str,
+        url: &str,
+        profile: &str,
+        endpoint_spiffe_id: Option<&str>,
+    ) -> Result<FederationRelationship, String> {
+        let trust_domain = TrustDomain::new(td).map_err(|e| e.to_string())?;
+        if &trust_domain == own {
+            return Err("is this server's own trust domain".into());
+        }
+        let uri: hyper::Uri = url
+            .parse()
+            .map_err(|e| format!("bundle endpoint URL {url:?}: {e}"))?;
+        if uri.scheme_str() != Some("https") || uri.host().is_none() {
+            return Err("the bundle endpoint URL must be an https:// URL".into());
+        }
+        if url.contains('@') {
+            return Err("the bundle endpoint URL must not carry user information".into());
+        }
+        let profile = match (profile, endpoint_spiffe_id.filter(|s| !s.is_empty())) {
+            ("https_web", _) => EndpointProfile::HttpsWeb,
+            ("https_spiffe", None) => {
+                return Err("the https_spiffe profile needs endpoint_spiffe_id".into());
+            }
+            ("https_spiffe", Some(id)) => {
+                let endpoint_spiffe_id = spiffe::SpiffeId::new(id)
+                    .map_err(|e| format!("endpoint_spiffe_id {id:?}: {e}"))?;
+                if endpoint_spiffe_id.trust_domain() != &trust_domain {
+                    return Err(format!(
+                        "endpoint_spiffe_id {id} is not in {trust_domain}; the endpoint must \
+                         serve its own trust domain's bundle"
+                    ));
+                }
+                EndpointProfile::HttpsSpiffe { endpoint_spiffe_id }
+            }
+            (other, _) => {
+                return Err(format!(
+                    "bundle_endpoint_profile {other:?} is not supported; use \"https_spiffe\" \
+                     or \"https_web\""
+                ));
+            }
+        };
+        Ok(FederationRelationship {
+            trust_domain,
+            url: url.to_owned(),
+            profile,
+        })
+    }
 }
 
 /// A configuration problem, naming the key at fault.
@@ -495,40 +573,16 @@ fn relationship(
     td: &str,
     rel: FileRelationship,
 ) -> Result<FederationRelationship, ConfigError> {
-    let invalid = |message: String| ConfigError::Invalid {
+    FederationRelationship::parse(
+        own,
+        td,
+        &rel.bundle_endpoint_url,
+        &rel.bundle_endpoint_profile,
+        rel.endpoint_spiffe_id.as_deref(),
+    )
+    .map_err(|message| ConfigError::Invalid {
         key: "federation.federates_with",
         message: format!("{td:?}: {message}"),
-    };
-    let trust_domain = TrustDomain::new(td).map_err(|e| invalid(e.to_string()))?;
-    if &trust_domain == own {
-        return Err(invalid("is this server's own trust domain".into()));
-    }
-    if rel.bundle_endpoint_profile != "https_spiffe" {
-        return Err(invalid(format!(
-            "bundle_endpoint_profile {:?} is not supported; use \"https_spiffe\"",
-            rel.bundle_endpoint_profile
-        )));
-    }
-    if !rel.bundle_endpoint_url.starts_with("https://") {
-        return Err(invalid(
-            "bundle_endpoint_url must be an https:// URL".into(),
-        ));
-    }
-    let id = rel
-        .endpoint_spiffe_id
-        .ok_or_else(|| invalid("the https_spiffe profile needs endpoint_spiffe_id".into()))?;
-    let endpoint_spiffe_id = spiffe::SpiffeId::new(&id)
-        .map_err(|e| invalid(format!("endpoint_spiffe_id {id:?}: {e}")))?;
-    if endpoint_spiffe_id.trust_domain() != &trust_domain {
-        return Err(invalid(format!(
-            "endpoint_spiffe_id {id} is not in {trust_domain}; the endpoint must serve its own \
-             trust domain's bundle"
-        )));
-    }
-    Ok(FederationRelationship {
-        trust_domain,
-        url: rel.bundle_endpoint_url,
-        endpoint_spiffe_id,
     })
 }
 
@@ -665,7 +719,10 @@ mod tests {
             )
         };
         for (text, expected) in [
-            (relationship("other.org", "https_web", ""), "not supported"),
+            (
+                relationship("other.org", "https_carrier_pigeon", ""),
+                "not supported",
+            ),
             (
                 relationship("other.org", "https_spiffe", ""),
                 "needs endpoint_spiffe_id",

@@ -124,12 +124,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
             common_process::shutdown_signal(),
         ));
     }
-    for relationship in state.config.federates_with.clone() {
-        tokio::spawn(crate::federation::keep_fetching(
-            state.clone(),
-            relationship,
-        ));
-    }
+    tokio::spawn(crate::federation::run_relationships(state.clone()));
 
     let shutdown = common_process::shutdown_signal();
     tokio::pin!(shutdown);

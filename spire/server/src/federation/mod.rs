@@ -1,8 +1,14 @@
 //! Federation: bundles of other trust domains, set by an operator with `bundle set` or fetched
 //! from their bundle endpoints ([`keep_fetching`]), and which of them each agent receives
 //! (those its entries federate with).
+//!
+//! Relationships come from the config file and from the datastore (`federation create`, see
+//! [`admin`]); [`run_relationships`] keeps one fetch task per trust domain in step with both,
+//! the config file winning for a trust domain in both, as SPIRE's static relationships do.
 
-use std::collections::BTreeSet;
+pub mod admin;
+
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +19,7 @@ use spire_proto::bundle_format;
 use spire_proto::server as pb;
 use tonic::Status;
 
-use crate::config::FederationRelationship;
+use crate::config::{EndpointProfile, FederationRelationship};
 use crate::datastore::{self, DatastoreError};
 use crate::state::{ServerState, bundle_to_proto};
 
@@ -121,7 +127,7 @@ pub async fn keep_fetching(state: Arc<ServerState>, relationship: FederationRela
 }
 
 /// One fetch: stores the bundle if it changed and returns its refresh hint.
-async fn fetch_once(
+pub(crate) async fn fetch_once(
     state: &ServerState,
     relationship: &FederationRelationship,
 ) -> Result<Duration, String> {
@@ -130,21 +136,27 @@ async fn fetch_once(
         .datastore
         .get_bundle(&td)
         .await
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| {
-            format!(
-                "no bundle of {td} is stored to verify its endpoint with; bootstrap it with \
-                 `spire-server bundle set -id spiffe://{td}`"
-            )
-        })?;
-    let store = Arc::new(SvidStore::new(&stored.x509_authorities).map_err(|e| e.to_string())?);
-    let mut tls = svid_tls::client_config(
-        store,
-        svid_tls::exactly(relationship.endpoint_spiffe_id.clone()),
-    )
-    .map_err(|e| e.to_string())?;
-    // hyper-rustls negotiates ALPN itself and refuses a config that already names protocols.
-    tls.alpn_protocols.clear();
+        .map_err(|e| e.to_string())?;
+    let tls = match &relationship.profile {
+        EndpointProfile::HttpsSpiffe { endpoint_spiffe_id } => {
+            let stored = stored.as_ref().ok_or_else(|| {
+                format!(
+                    "no bundle of {td} is stored to verify its endpoint with; bootstrap it with \
+                     `spire-server bundle set -id spiffe://{td}`"
+                )
+            })?;
+            let store =
+                Arc::new(SvidStore::new(&stored.x509_authorities).map_err(|e| e.to_string())?);
+            let mut tls =
+                svid_tls::client_config(store, svid_tls::exactly(endpoint_spiffe_id.clone()))
+                    .map_err(|e| e.to_string())?;
+            // hyper-rustls negotiates ALPN itself and refuses a config that already names
+            // protocols.
+            tls.alpn_protocols.clear();
+            tls
+        }
+        EndpointProfile::HttpsWeb => web_pki_config()?,
+    };
     let client = HttpsClient::new(tls, Duration::from_secs(10));
     let uri = HttpsClient::parse_url(&relationship.url).map_err(|e| e.to_string())?;
     let (status, body) = client.get(uri).await.map_err(|e| e.to_string())?;
@@ -158,9 +170,11 @@ async fn fetch_once(
         .map_or(MAX_REFRESH, Duration::from_secs);
     let fetched =
         checked_bundle(&relationship.trust_domain, fetched).map_err(|e| e.message().to_owned())?;
-    if fetched.x509_authorities != stored.x509_authorities
-        || fetched.jwt_authorities != stored.jwt_authorities
-    {
+    let changed = stored.is_none_or(|stored| {
+        fetched.x509_authorities != stored.x509_authorities
+            || fetched.jwt_authorities != stored.jwt_authorities
+    });
+    if changed {
         let written = state
             .datastore
             .set_bundle(&fetched)
@@ -173,4 +187,80 @@ async fn fetch_once(
         );
     }
     Ok(hint)
+}
+
+/// A client config for `https_web`: the system's roots (`SSL_CERT_FILE` and `SSL_CERT_DIR`
+/// are honoured) and the usual host name check, no client certificate.
+fn web_pki_config() -> Result<rustls::ClientConfig, String> {
+    let found = rustls_native_certs::load_native_certs();
+    let mut roots = rustls::RootCertStore::empty();
+    let (added, _) = roots.add_parsable_certificates(found.certs);
+    if added == 0 {
+        return Err(format!(
+            "no system root certificates to verify an https_web endpoint with ({:?})",
+            found.errors
+        ));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+/// How often the set of relationships is compared with the running fetch tasks.
+const RECONCILE_EVERY: Duration = Duration::from_secs(2);
+
+/// The relationships in force: the config file's, then the datastore's for other trust
+/// domains (an unusable stored one is logged and skipped).
+pub(crate) async fn relationships(
+    state: &ServerState,
+) -> Result<Vec<FederationRelationship>, DatastoreError> {
+    let mut all = state.config.federates_with.clone();
+    for stored in state.datastore.list_relationships().await? {
+        if all
+            .iter()
+            .any(|r| r.trust_domain.as_str() == stored.trust_domain)
+        {
+            continue;
+        }
+        match admin::from_stored(state, &stored) {
+            Ok(rel) => all.push(rel),
+            Err(e) => {
+                tracing::warn!(trust_domain = %stored.trust_domain, error = %e, "ignoring an unusable federation relationship")
+            }
+        }
+    }
+    Ok(all)
+}
+
+/// Keeps one [`keep_fetching`] task per relationship in force until the process ends:
+/// starts tasks for new relationships, restarts those whose relationship changed, stops
+/// those whose relationship was deleted.
+pub async fn run_relationships(state: Arc<ServerState>) {
+    let mut running: HashMap<TrustDomain, (FederationRelationship, tokio::task::JoinHandle<()>)> =
+        HashMap::new();
+    loop {
+        match relationships(&state).await {
+            Ok(wanted) => {
+                running.retain(|td, (rel, task)| {
+                    let keep = wanted.contains(rel);
+                    if !keep {
+                        tracing::info!(trust_domain = %td, "federation relationship ended or changed");
+                        task.abort();
+                    }
+                    keep
+                });
+                for rel in wanted {
+                    if !running.contains_key(&rel.trust_domain) {
+                        let task = tokio::spawn(keep_fetching(state.clone(), rel.clone()));
+                        running.insert(rel.trust_domain.clone(), (rel, task));
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the federation relationships"),
+        }
+        tokio::time::sleep(RECONCILE_EVERY).await;
+    }
 }
