@@ -5,6 +5,8 @@
 mod agent;
 mod bundle;
 mod entry;
+mod entry_batch;
+mod federation;
 mod jwt;
 mod output;
 mod token;
@@ -74,6 +76,9 @@ pub enum Command {
     /// Mints JWT-SVIDs outside the agent flow.
     #[command(subcommand)]
     Jwt(jwt::JwtCommand),
+    /// Manages federation relationships with other trust domains.
+    #[command(subcommand)]
+    Federation(federation::FederationCommand),
 }
 
 /// Runs an admin command (everything but `run`).
@@ -87,6 +92,7 @@ pub async fn execute(command: Command) -> anyhow::Result<()> {
         Command::Agent(cmd) => agent::execute(cmd).await,
         Command::X509(cmd) => x509::execute(cmd).await,
         Command::Jwt(cmd) => jwt::execute(cmd).await,
+        Command::Federation(cmd) => federation::execute(cmd).await,
     }
 }
 
@@ -94,7 +100,10 @@ async fn healthcheck(admin: &Admin) -> anyhow::Result<()> {
     spire_proto::process::healthcheck(&admin.socket_path)
         .await
         .map_err(|e| anyhow::anyhow!("Server is unhealthy: {e}"))?;
-    println!("Server is healthy.");
+    match admin.output {
+        Output::Json => output::print_json(&serde_json::json!({ "status": "SERVING" })),
+        Output::Pretty => println!("Server is healthy."),
+    }
     Ok(())
 }
 
