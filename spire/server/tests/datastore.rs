@@ -23,6 +23,7 @@ common_sql::backend_tests! {
     check_bundles => sqlite_bundles, postgres_bundles;
     check_bundle_compare_and_set => sqlite_bundle_compare_and_set, postgres_bundle_compare_and_set;
     check_relationships => sqlite_relationships, postgres_relationships;
+    check_relationship_with_bootstrap_bundle => sqlite_relationship_with_bootstrap_bundle, postgres_relationship_with_bootstrap_bundle;
     check_ban_count_and_purge_agents => sqlite_ban_count_and_purge_agents, postgres_ban_count_and_purge_agents;
 }
 
@@ -40,12 +41,14 @@ async fn check_relationships(ds: &Datastore) {
         endpoint_spiffe_id: "spiffe://other.org/spire/server".into(),
     };
     assert!(ds.list_relationships().await.expect("list").is_empty());
-    ds.create_relationship(&web).await.expect("create web");
-    ds.create_relationship(&spiffe)
+    ds.create_relationship(&web, None)
+        .await
+        .expect("create web");
+    ds.create_relationship(&spiffe, None)
         .await
         .expect("create spiffe");
     assert!(matches!(
-        ds.create_relationship(&web).await,
+        ds.create_relationship(&web, None).await,
         Err(DatastoreError::AlreadyExists(_))
     ));
     assert_eq!(
@@ -57,7 +60,7 @@ async fn check_relationships(ds: &Datastore) {
         bundle_endpoint_url: "https://web.org/v2".into(),
         ..web.clone()
     };
-    ds.update_relationship(&moved).await.expect("update");
+    ds.update_relationship(&moved, None).await.expect("update");
     assert_eq!(
         ds.get_relationship("web.org").await.expect("get"),
         Some(moved)
@@ -67,7 +70,7 @@ async fn check_relationships(ds: &Datastore) {
         ..web.clone()
     };
     assert!(matches!(
-        ds.update_relationship(&missing).await,
+        ds.update_relationship(&missing, None).await,
         Err(DatastoreError::NotFound(_))
     ));
     assert!(ds.delete_relationship("web.org").await.expect("delete"));
@@ -77,6 +80,65 @@ async fn check_relationships(ds: &Datastore) {
             .expect("delete again")
     );
     assert_eq!(ds.list_relationships().await.expect("list"), vec![spiffe]);
+}
+
+/// A relationship and its bootstrap bundle are written together or not at all.
+async fn check_relationship_with_bootstrap_bundle(ds: &Datastore) {
+    let rel = Relationship {
+        trust_domain: "other.org".into(),
+        bundle_endpoint_url: "https://other.org:8443".into(),
+        bundle_endpoint_profile: "https_spiffe".into(),
+        endpoint_spiffe_id: "spiffe://other.org/spire/server".into(),
+    };
+    let bundle = |ca: &[u8]| Bundle {
+        trust_domain: "other.org".into(),
+        x509_authorities: vec![ca.to_vec()],
+        ..Bundle::default()
+    };
+    ds.create_relationship(&rel, Some(&bundle(b"ca-1")))
+        .await
+        .expect("create");
+    let stored = ds
+        .get_bundle("other.org")
+        .await
+        .expect("get")
+        .expect("bundle");
+    assert_eq!(stored.x509_authorities, vec![b"ca-1".to_vec()]);
+    assert_eq!(stored.sequence_number, 1);
+
+    // A refused create or update leaves the stored bundle as it was.
+    assert!(matches!(
+        ds.create_relationship(&rel, Some(&bundle(b"ca-2"))).await,
+        Err(DatastoreError::AlreadyExists(_))
+    ));
+    let missing = Relationship {
+        trust_domain: "nowhere.org".into(),
+        ..rel.clone()
+    };
+    let nowhere = Bundle {
+        trust_domain: "nowhere.org".into(),
+        ..bundle(b"ca-3")
+    };
+    assert!(matches!(
+        ds.update_relationship(&missing, Some(&nowhere)).await,
+        Err(DatastoreError::NotFound(_))
+    ));
+    assert_eq!(ds.get_bundle("nowhere.org").await.expect("get"), None);
+    assert_eq!(
+        ds.get_bundle("other.org").await.expect("get"),
+        Some(stored.clone())
+    );
+
+    ds.update_relationship(&rel, Some(&bundle(b"ca-4")))
+        .await
+        .expect("update");
+    let updated = ds
+        .get_bundle("other.org")
+        .await
+        .expect("get")
+        .expect("bundle");
+    assert_eq!(updated.x509_authorities, vec![b"ca-4".to_vec()]);
+    assert_eq!(updated.sequence_number, 2);
 }
 
 async fn check_ban_count_and_purge_agents(ds: &Datastore) {

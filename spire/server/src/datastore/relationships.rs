@@ -1,17 +1,25 @@
-//! Federation relationships created at run time (`federation_relationships`).
+//! Federation relationships created at run time (`federation_relationships`), each written
+//! together with the bundle it is bootstrapped with, if any.
 
 use sqlx::any::AnyRow;
 
+use super::bundles::upsert_bundle;
 use super::entries::column;
-use super::{Datastore, DatastoreError, Relationship, is_unique_violation, now_unix};
+use super::{Bundle, Datastore, DatastoreError, Relationship, is_unique_violation, now_unix};
 
 const SELECT: &str = "SELECT trust_domain, bundle_endpoint_url, bundle_endpoint_profile, \
      endpoint_spiffe_id FROM federation_relationships";
 
 impl Datastore {
-    /// Stores a new relationship. Fails with [`DatastoreError::AlreadyExists`] if one exists
-    /// for that trust domain.
-    pub async fn create_relationship(&self, rel: &Relationship) -> Result<(), DatastoreError> {
+    /// Stores a new relationship, and with it `bootstrap` (the bundle its endpoint is first
+    /// verified with) if given, in one transaction: both are written or neither. Fails with
+    /// [`DatastoreError::AlreadyExists`] if a relationship exists for that trust domain.
+    pub async fn create_relationship(
+        &self,
+        rel: &Relationship,
+        bootstrap: Option<&Bundle>,
+    ) -> Result<(), DatastoreError> {
+        let mut tx = self.begin_write().await?;
         let inserted = sqlx::query(
             "INSERT INTO federation_relationships (trust_domain, bundle_endpoint_url, \
              bundle_endpoint_profile, endpoint_spiffe_id, created_at) VALUES ($1, $2, $3, $4, $5)",
@@ -21,21 +29,34 @@ impl Datastore {
         .bind(&rel.bundle_endpoint_profile)
         .bind(&rel.endpoint_spiffe_id)
         .bind(now_unix())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await;
         match inserted {
-            Ok(_) => Ok(()),
-            Err(e) if is_unique_violation(&e) => Err(DatastoreError::AlreadyExists(format!(
-                "a federation relationship with {} exists",
-                rel.trust_domain
-            ))),
-            Err(e) => Err(e.into()),
+            Ok(_) => {}
+            Err(e) if is_unique_violation(&e) => {
+                tx.rollback().await?;
+                return Err(DatastoreError::AlreadyExists(format!(
+                    "a federation relationship with {} exists",
+                    rel.trust_domain
+                )));
+            }
+            Err(e) => return Err(e.into()),
         }
+        if let Some(bundle) = bootstrap {
+            upsert_bundle(&mut *tx, bundle).await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
-    /// Replaces the relationship of `rel.trust_domain`. Fails with
-    /// [`DatastoreError::NotFound`] if there is none.
-    pub async fn update_relationship(&self, rel: &Relationship) -> Result<(), DatastoreError> {
+    /// Replaces the relationship of `rel.trust_domain`, and sets `bootstrap` if given, in one
+    /// transaction. Fails with [`DatastoreError::NotFound`] if there is no relationship.
+    pub async fn update_relationship(
+        &self,
+        rel: &Relationship,
+        bootstrap: Option<&Bundle>,
+    ) -> Result<(), DatastoreError> {
+        let mut tx = self.begin_write().await?;
         let updated = sqlx::query(
             "UPDATE federation_relationships SET bundle_endpoint_url = $2, \
              bundle_endpoint_profile = $3, endpoint_spiffe_id = $4 WHERE trust_domain = $1",
@@ -44,14 +65,19 @@ impl Datastore {
         .bind(&rel.bundle_endpoint_url)
         .bind(&rel.bundle_endpoint_profile)
         .bind(&rel.endpoint_spiffe_id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
         if updated.rows_affected() == 0 {
+            tx.rollback().await?;
             return Err(DatastoreError::NotFound(format!(
                 "federation relationship with {}",
                 rel.trust_domain
             )));
         }
+        if let Some(bundle) = bootstrap {
+            upsert_bundle(&mut *tx, bundle).await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 

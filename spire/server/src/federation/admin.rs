@@ -72,8 +72,8 @@ fn checked(
     Ok((rel, stored))
 }
 
-/// Sets the bundle given with a relationship, the one its `https_spiffe` endpoint is first
-/// verified with. Checked before anything is stored.
+/// The bundle given with a relationship, the one its `https_spiffe` endpoint is first
+/// verified with; checked before anything is stored, and stored with the relationship.
 fn bootstrap_bundle(
     rel: &FederationRelationship,
     bundle: Option<pb::Bundle>,
@@ -91,16 +91,9 @@ pub async fn create(
     let bundle = bootstrap_bundle(&rel, req.trust_domain_bundle)?;
     state
         .datastore
-        .create_relationship(&stored)
+        .create_relationship(&stored, bundle.as_ref())
         .await
         .map_err(datastore_status)?;
-    if let Some(bundle) = bundle {
-        state
-            .datastore
-            .set_bundle(&bundle)
-            .await
-            .map_err(datastore_status)?;
-    }
     tracing::info!(trust_domain = %rel.trust_domain, profile = rel.profile.name(), "federation relationship created");
     Ok(to_proto(&rel))
 }
@@ -113,16 +106,9 @@ pub async fn update(
     let bundle = bootstrap_bundle(&rel, req.trust_domain_bundle)?;
     state
         .datastore
-        .update_relationship(&stored)
+        .update_relationship(&stored, bundle.as_ref())
         .await
         .map_err(datastore_status)?;
-    if let Some(bundle) = bundle {
-        state
-            .datastore
-            .set_bundle(&bundle)
-            .await
-            .map_err(datastore_status)?;
-    }
     tracing::info!(trust_domain = %rel.trust_domain, "federation relationship updated");
     Ok(to_proto(&rel))
 }
