@@ -8,7 +8,7 @@ use std::path::Path;
 use serde::Deserialize;
 use spire_proto::server as pb;
 
-use super::output::{entry_json, entry_pretty, print_json};
+use super::output::{entry_json, entry_pretty, print_json, status_json};
 use super::{Admin, Output};
 
 /// Most entries one file may hold.
@@ -62,7 +62,7 @@ struct IdsFile {
 }
 
 /// Reads `path` (`-` is standard input), bounded.
-fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
+pub(super) fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
     const MAX_BYTES: u64 = 16 << 20;
     let mut data = Vec::new();
     if path == Path::new("-") {
@@ -124,13 +124,6 @@ pub fn parse_ids(path: &Path) -> anyhow::Result<Vec<String>> {
         anyhow::bail!("{}: at most {MAX_BATCH} IDs per file", path.display());
     }
     Ok(file.ids)
-}
-
-fn status_json(status: &Result<(), tonic::Status>) -> serde_json::Value {
-    match status {
-        Ok(()) => serde_json::json!({ "code": 0, "message": "OK" }),
-        Err(s) => serde_json::json!({ "code": s.code() as i32, "message": s.message() }),
-    }
 }
 
 /// Creates each entry and reports each; fails if any failed.
