@@ -335,6 +335,16 @@ impl Agent {
         agent
     }
 
+    /// Runs a `spire-agent` client command (`healthcheck`, `api ...`) against this agent.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(bin("spire-agent"))
+            .args(args)
+            .arg("-socketPath")
+            .arg(&self.socket)
+            .output()
+            .expect("running spire-agent")
+    }
+
     /// The `SPIFFE_ENDPOINT_SOCKET` URI of this agent.
     pub fn endpoint(&self) -> String {
         format!("unix://{}", self.socket.display())
