@@ -258,7 +258,9 @@ impl FederationRelationship {
         let profile = match (profile, endpoint_spiffe_id.filter(|s| !s.is_empty())) {
             ("https_web", _) => EndpointProfile::HttpsWeb,
             ("https_spiffe", None) => {
-                return Err("the https_spiffe profile needs endpoint_spiffe_id".into());
+                return Err("the https_spiffe profile needs the endpoint's SPIFFE ID \
+                            (endpoint_spiffe_id; -endpointSpiffeID on the command line)"
+                    .into());
             }
             ("https_spiffe", Some(id)) => {
                 let endpoint_spiffe_id = spiffe::SpiffeId::new(id)
@@ -725,7 +727,7 @@ mod tests {
             ),
             (
                 relationship("other.org", "https_spiffe", ""),
-                "needs endpoint_spiffe_id",
+                "needs the endpoint's SPIFFE ID",
             ),
             (
                 relationship(

@@ -9,7 +9,7 @@ use tonic::Status;
 use super::{checked_bundle, foreign_trust_domain};
 use crate::api::datastore_status;
 use crate::config::{EndpointProfile, FederationRelationship};
-use crate::datastore::Relationship;
+use crate::datastore::{DatastoreError, Relationship};
 use crate::state::ServerState;
 
 /// A stored relationship, checked again (the config may have changed since it was stored).
@@ -93,7 +93,13 @@ pub async fn create(
         .datastore
         .create_relationship(&stored, bundle.as_ref())
         .await
-        .map_err(datastore_status)?;
+        .map_err(|e| match e {
+            DatastoreError::AlreadyExists(_) => Status::already_exists(format!(
+                "a federation relationship with {} exists; change it with `federation update`",
+                rel.trust_domain
+            )),
+            e => datastore_status(e),
+        })?;
     tracing::info!(trust_domain = %rel.trust_domain, profile = rel.profile.name(), "federation relationship created");
     Ok(to_proto(&rel))
 }
@@ -108,7 +114,13 @@ pub async fn update(
         .datastore
         .update_relationship(&stored, bundle.as_ref())
         .await
-        .map_err(datastore_status)?;
+        .map_err(|e| match e {
+            DatastoreError::NotFound(_) => Status::not_found(format!(
+                "no federation relationship with {}; create it with `federation create`",
+                rel.trust_domain
+            )),
+            e => datastore_status(e),
+        })?;
     tracing::info!(trust_domain = %rel.trust_domain, "federation relationship updated");
     Ok(to_proto(&rel))
 }

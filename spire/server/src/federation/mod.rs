@@ -103,23 +103,39 @@ pub async fn bundles_for(
 
 /// Shortest wait between two fetches of a bundle endpoint, whatever its refresh hint says.
 const MIN_REFRESH: Duration = Duration::from_secs(1);
-/// Longest wait between two fetches, and the wait after a failed one.
+/// Longest wait between two fetches.
 const MAX_REFRESH: Duration = Duration::from_secs(300);
+/// The wait after a failed fetch.
+const RETRY_AFTER: Duration = Duration::from_secs(10);
 
 /// Keeps the bundle of `relationship`'s trust domain current by fetching it from its bundle
-/// endpoint (`https_spiffe`) at the refresh hint the bundle carries, until the process ends.
+/// endpoint at the refresh hint the bundle carries, until the relationship ends.
 ///
-/// The endpoint's certificate is verified against the latest stored bundle of that trust
-/// domain, which an operator bootstraps once with `bundle set` (Federation §5.2.2); a fetch
-/// that fails is retried at the next interval and leaves the stored bundle as it was.
+/// `https_spiffe`: the endpoint's certificate is verified against the latest stored bundle of
+/// that trust domain, which an operator bootstraps once (`bundle set`, or the bundle given to
+/// `federation create`; Federation §5.2.2). `https_web`: against the Web PKI roots. A fetch
+/// that fails is retried after [`RETRY_AFTER`] and leaves the stored bundle as it was.
+///
+/// Before each fetch the relationship is looked up again, and the task ends if it was deleted
+/// or changed: once `federation delete` has returned, no new request goes to the endpoint
+/// (on this server, or on another sharing the datastore), whenever the supervisor notices.
 pub async fn keep_fetching(state: Arc<ServerState>, relationship: FederationRelationship) {
     let td = relationship.trust_domain.clone();
     loop {
+        match relationships(&state).await {
+            Ok(current) if !current.contains(&relationship) => return,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(trust_domain = %td, error = %e, "cannot read the federation relationships");
+                tokio::time::sleep(RETRY_AFTER).await;
+                continue;
+            }
+        }
         let wait = match fetch_once(&state, &relationship).await {
             Ok(hint) => hint.clamp(MIN_REFRESH, MAX_REFRESH),
             Err(e) => {
                 tracing::warn!(trust_domain = %td, error = %e, "fetching the federated bundle failed");
-                MAX_REFRESH.min(Duration::from_secs(10))
+                RETRY_AFTER
             }
         };
         tokio::time::sleep(wait).await;
@@ -236,8 +252,8 @@ pub(crate) async fn relationships(
 }
 
 /// Keeps one [`keep_fetching`] task per relationship in force until the process ends:
-/// starts tasks for new relationships, restarts those whose relationship changed, stops
-/// those whose relationship was deleted.
+/// starts tasks for new relationships, restarts those whose relationship changed (or whose
+/// task ended, having seen the change first), stops those whose relationship was deleted.
 pub async fn run_relationships(state: Arc<ServerState>) {
     let mut running: HashMap<TrustDomain, (FederationRelationship, tokio::task::JoinHandle<()>)> =
         HashMap::new();
@@ -245,7 +261,7 @@ pub async fn run_relationships(state: Arc<ServerState>) {
         match relationships(&state).await {
             Ok(wanted) => {
                 running.retain(|td, (rel, task)| {
-                    let keep = wanted.contains(rel);
+                    let keep = wanted.contains(rel) && !task.is_finished();
                     if !keep {
                         tracing::info!(trust_domain = %td, "federation relationship ended or changed");
                         task.abort();
