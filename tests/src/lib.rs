@@ -4,9 +4,11 @@
 //! Every helper waits on a condition (a health check answering, a socket accepting, an SVID
 //! arriving) with a deadline; none sleeps a fixed time and hopes.
 
+pub mod mtls;
 pub mod secrets;
 pub mod softhsm;
 pub mod stack;
+pub mod web_pki;
 pub mod x509pop;
 
 use std::path::PathBuf;

@@ -18,29 +18,8 @@ const WORKLOAD: &str = "spiffe://example.org/oidc-client";
 
 /// A CA and a `localhost` serving certificate under it: (cert chain file, key file, CA file).
 fn serving_cert(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-    let ca_key = KeyPair::generate().expect("CA key");
-    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("params");
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(DnType::CommonName, "OIDC test CA");
-    let ca_cert = ca.self_signed(&ca_key).expect("CA cert");
-    let key = KeyPair::generate().expect("key");
-    let mut leaf = CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
-    leaf.distinguished_name
-        .push(DnType::CommonName, "localhost");
-    let leaf = leaf
-        .signed_by(&key, &Issuer::new(ca, &ca_key))
-        .expect("serving cert");
-    let files = (
-        dir.join("oidc.pem"),
-        dir.join("oidc.key"),
-        dir.join("ca.pem"),
-    );
-    std::fs::write(&files.0, leaf.pem()).expect("cert");
-    std::fs::write(&files.1, key.serialize_pem()).expect("key");
-    std::fs::write(&files.2, ca_cert.pem()).expect("CA");
-    files
+    let cert = tests::web_pki::serving_cert(dir, "oidc");
+    (cert.cert_path, cert.key_path, cert.ca_path)
 }
 
 /// The Python relying party, one line per token.
