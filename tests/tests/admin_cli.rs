@@ -1,7 +1,7 @@
 //! The admin commands operators script, against the real server: `agent ban|count|purge`,
 //! `entry count`, batches with `entry create -data` and `entry delete -file` (SPIRE's JSON,
-//! per-entry results, nothing half-written), and federation relationships created at run time
-//! (`federation create|list|show|update|refresh|delete`), followed without a restart.
+//! per-entry results, nothing half-written). Federation relationships created at run time are
+//! in `runtime_federation.rs`.
 
 use std::time::Duration;
 
