@@ -7,7 +7,9 @@
 pub mod certs;
 pub mod mtls;
 pub mod secrets;
+pub mod softhsm;
 pub mod stack;
+pub mod web_pki;
 pub mod x509pop;
 
 use std::path::PathBuf;

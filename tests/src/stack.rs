@@ -99,8 +99,10 @@ fn spawn_server(
     port: u16,
     socket: &Path,
     extra: &[String],
+    env: &[(String, String)],
 ) -> Process {
     let mut cmd = Command::new(bin("spire-server"));
+    cmd.envs(env.iter().map(|(k, v)| (k, v)));
     cmd.arg("run")
         .args(["-trustDomain", trust_domain, "-bindAddress", "127.0.0.1"])
         .args(["-serverPort", &port.to_string()])
@@ -120,22 +122,38 @@ pub struct Server {
     pub port: u16,
     pub dir: PathBuf,
     extra: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl Server {
     /// Starts a server for `trust_domain` with its data in `dir`, plus any extra flags.
     pub async fn start(dir: &Path, trust_domain: &str, extra: &[&str]) -> Server {
+        Server::start_with_env(dir, trust_domain, extra, &[]).await
+    }
+
+    /// [`Server::start`] with extra environment variables (kept for restarts).
+    pub async fn start_with_env(
+        dir: &Path,
+        trust_domain: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
         std::fs::create_dir_all(dir).expect("server dir");
         let port = free_port();
         let socket = dir.join("admin.sock");
         let extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
         let mut server = Server {
-            process: spawn_server(dir, trust_domain, port, &socket, &extra),
+            process: spawn_server(dir, trust_domain, port, &socket, &extra, &env),
             trust_domain: trust_domain.into(),
             socket,
             port,
             dir: dir.to_owned(),
             extra,
+            env,
         };
         server.wait_healthy().await;
         server
@@ -150,6 +168,7 @@ impl Server {
             self.port,
             &self.socket,
             &self.extra,
+            &self.env,
         );
         self.wait_healthy().await;
     }
@@ -358,6 +377,16 @@ impl Agent {
         let mut agent = Agent::spawn_with(server, dir, token, &bundle, extra);
         wait_healthy(&mut agent.process, "spire-agent", &agent.socket).await;
         agent
+    }
+
+    /// Runs a `spire-agent` client command (`healthcheck`, `api ...`) against this agent.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(bin("spire-agent"))
+            .args(args)
+            .arg("-socketPath")
+            .arg(&self.socket)
+            .output()
+            .expect("running spire-agent")
     }
 
     /// The `SPIFFE_ENDPOINT_SOCKET` URI of this agent.

@@ -3,14 +3,12 @@
 //! `bundle set`, JWT-SVIDs of one validated with the other's JWT bundle, and refusal once the
 //! federation is removed.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use spiffe::{JwtSvid, TrustDomain, WorkloadApiClient, X509Source};
-use spiffe_rustls::{TrustDomainPolicy, mtls_client, mtls_server};
+use tests::mtls::handshake;
 use tests::stack::{Agent, Server};
 use tests::wait_for;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const FRONT: &str = "spiffe://example.org/front";
 const BACK: &str = "spiffe://other.org/back";
@@ -19,53 +17,6 @@ async fn source(agent: &Agent) -> X509Source {
     identity::workload::x509_source(Some(&agent.endpoint()), Duration::from_secs(20))
         .await
         .expect("X509Source")
-}
-
-/// One mTLS exchange: `client` dials `server`, each authorising exactly the other's ID.
-/// Returns the ID the server saw, or the handshake error.
-async fn handshake(server: &X509Source, client: &X509Source) -> Result<String, String> {
-    let allowed =
-        |td: &str| TrustDomainPolicy::AllowList([TrustDomain::new(td).expect("td")].into());
-    let server_tls = mtls_server(server.clone())
-        .trust_domain_policy(allowed("other.org"))
-        .authorize(identity::workload::exactly(
-            identity::SpiffeId::new(BACK).expect("id"),
-        ))
-        .build()
-        .map_err(|e| e.to_string())?;
-    let client_tls = mtls_client(client.clone())
-        .trust_domain_policy(allowed("example.org"))
-        .authorize(identity::workload::exactly(
-            identity::SpiffeId::new(FRONT).expect("id"),
-        ))
-        .build()
-        .map_err(|e| e.to_string())?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_tls));
-    let accept = tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await.map_err(|e| e.to_string())?;
-        let mut tls = acceptor.accept(tcp).await.map_err(|e| e.to_string())?;
-        let peer = identity::peer::peer_spiffe_id(tls.get_ref().1).ok_or("no client SVID")?;
-        tls.write_all(b"!").await.map_err(|e| e.to_string())?;
-        let _ = tls.shutdown().await;
-        Ok::<_, String>(peer.to_string())
-    });
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(client_tls));
-    let dialed = async {
-        let tcp = tokio::net::TcpStream::connect(addr).await?;
-        let name = rustls::pki_types::ServerName::try_from("front").expect("name");
-        let mut tls = connector.connect(name, tcp).await?;
-        let mut byte = [0u8; 1];
-        tls.read_exact(&mut byte).await?;
-        Ok::<_, std::io::Error>(())
-    }
-    .await;
-    let accepted = accept.await.expect("accept task");
-    dialed.map_err(|e| format!("client: {e}"))?;
-    accepted
 }
 
 #[tokio::test]
@@ -186,7 +137,9 @@ async fn two_trust_domains_federate_and_stop_trusting_each_other_when_removed() 
         .await;
     }
 
-    let seen = handshake(&front, &back).await.expect("federated mTLS");
+    let seen = handshake(&front, FRONT, &back, BACK)
+        .await
+        .expect("federated mTLS");
     assert_eq!(seen, BACK);
 
     // `spire-agent api fetch x509 -write` leaves SPIRE's files, the federated bundle included,
@@ -297,7 +250,7 @@ async fn two_trust_domains_federate_and_stop_trusting_each_other_when_removed() 
         },
     )
     .await;
-    let refused = handshake(&front, &back)
+    let refused = handshake(&front, FRONT, &back, BACK)
         .await
         .expect_err("no longer federated");
     assert!(!refused.is_empty());

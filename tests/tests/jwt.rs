@@ -12,7 +12,7 @@ use spiffe::{JwtSource, JwtSvid, SpiffeId, TrustDomain, WorkloadApiClient};
 use spire_proto::workload as wl;
 use spire_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
 use tests::stack::{Agent, Server};
-use tests::{bin, wait_for};
+use tests::wait_for;
 use tonic::Code;
 
 const TD: &str = "example.org";
@@ -450,14 +450,7 @@ async fn jwt_mint_and_the_agent_cli() {
     let refused = server.cli(&["jwt", "mint", "-spiffeID", APP, "-audience", ""]);
     assert!(!refused.status.success(), "an empty audience is refused");
 
-    let agent_cli = |args: &[&str]| {
-        Command::new(bin("spire-agent"))
-            .args(args)
-            .arg("-socketPath")
-            .arg(&agent.socket)
-            .output()
-            .expect("running spire-agent")
-    };
+    let agent_cli = |args: &[&str]| agent.cli(args);
     let out = agent_cli(&["api", "validate", "jwt", "-audience", "web", "-svid", token]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(

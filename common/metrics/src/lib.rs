@@ -47,11 +47,22 @@ pub async fn serve<R, F>(
             }
         }),
     );
+    serve_router(listener, app, shutdown).await;
+}
+
+/// Serves any plain-HTTP `app` on `listener` as the metrics endpoint is served (the same
+/// limits), until `shutdown` resolves. For other loopback or behind-a-proxy endpoints, such as
+/// the identity server's OIDC discovery in plain-HTTP mode.
+pub async fn serve_router(
+    listener: TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
     if let Err(error) = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
     {
-        tracing::error!(%error, "metrics endpoint stopped");
+        tracing::error!(%error, "HTTP endpoint stopped");
     }
 }
 

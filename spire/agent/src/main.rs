@@ -20,9 +20,10 @@ fn main() -> std::process::ExitCode {
                 common_process::init_logging(&config.log_level);
                 spire_agent::run::run(config).await
             }
-            Command::Healthcheck { socket_path } => {
-                spire_agent::cli::healthcheck(socket_path).await
-            }
+            Command::Healthcheck {
+                socket_path,
+                output,
+            } => spire_agent::cli::healthcheck(socket_path, output).await,
             Command::Api(command) => spire_agent::cli::api::execute(command).await,
         }
     });

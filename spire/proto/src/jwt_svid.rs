@@ -128,26 +128,46 @@ pub fn check_audience(audience: &[String]) -> Result<(), JwtSvidError> {
 /// Signs `claims` with `key` (an ECDSA P-256 key pair using
 /// `ECDSA_P256_SHA256_FIXED_SIGNING`, so the signature is the raw `r || s` JWS wants).
 pub fn sign(key: &EcdsaKeyPair, key_id: &str, claims: &Claims) -> Result<String, JwtSvidError> {
+    let rng = ring::rand::SystemRandom::new();
+    sign_with(key_id, claims, None, |input| {
+        key.sign(&rng, input)
+            .map(|s| s.as_ref().to_vec())
+            .map_err(|_| ())
+    })
+}
+
+/// [`sign`] with a signer that holds the key elsewhere (a PKCS#11 token, say): `signer` gets
+/// the JWS signing input and returns the ES256 signature (`r || s`, 64 bytes). `issuer`, when
+/// given, becomes the `iss` claim (SPIRE's `jwt_issuer`, which OIDC relying parties check).
+pub fn sign_with<E>(
+    key_id: &str,
+    claims: &Claims,
+    issuer: Option<&str>,
+    signer: impl FnOnce(&[u8]) -> Result<Vec<u8>, E>,
+) -> Result<String, JwtSvidError> {
     check_audience(&claims.audience)?;
     let header = json!({ "alg": ALGORITHM, "kid": key_id, "typ": "JWT" });
-    let body = json!({
+    let mut body = json!({
         "sub": claims.subject.to_string(),
         "aud": claims.audience,
         "exp": claims.expires_at,
         "iat": claims.issued_at,
     });
+    if let Some(issuer) = issuer {
+        body["iss"] = json!(issuer);
+    }
     let signing_input = format!(
         "{}.{}",
         URL_SAFE_NO_PAD.encode(header.to_string()),
         URL_SAFE_NO_PAD.encode(body.to_string())
     );
-    let rng = ring::rand::SystemRandom::new();
-    let signature = key
-        .sign(&rng, signing_input.as_bytes())
-        .map_err(|_| JwtSvidError::Signing)?;
+    let signature = signer(signing_input.as_bytes()).map_err(|_| JwtSvidError::Signing)?;
+    if signature.len() != 64 {
+        return Err(JwtSvidError::Signing);
+    }
     Ok(format!(
         "{signing_input}.{}",
-        URL_SAFE_NO_PAD.encode(signature.as_ref())
+        URL_SAFE_NO_PAD.encode(signature)
     ))
 }
 

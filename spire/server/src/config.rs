@@ -8,6 +8,10 @@ use std::time::Duration;
 use serde::Deserialize;
 use spiffe::TrustDomain;
 
+use crate::ca::KeyManagerConfig;
+use crate::ca::keys::{PinSource, Pkcs11Config};
+use crate::ca::upstream::DiskUpstreamConfig;
+
 /// Flags of `spire-server run`. Each overrides the same key of the config file.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct RunArgs {
@@ -76,6 +80,75 @@ struct FileServer {
     federation: FileFederation,
     #[serde(default)]
     node_attestor: FileNodeAttestors,
+    #[serde(default)]
+    key_manager: FileKeyManager,
+    #[serde(default)]
+    upstream_authority: FileUpstreamAuthority,
+    /// The `iss` claim of JWT-SVIDs (SPIRE's `jwt_issuer`); none when unset.
+    jwt_issuer: Option<String>,
+    oidc_discovery: Option<FileOidc>,
+}
+
+/// `[server.oidc_discovery]`: SPIRE's oidc-discovery-provider, built in.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileOidc {
+    address: Option<IpAddr>,
+    port: Option<u16>,
+    /// Host names the provider answers for (the request's `Host`).
+    domains: Vec<String>,
+    /// Plain HTTP, for a TLS-terminating proxy in front.
+    #[serde(default)]
+    allow_insecure_scheme: bool,
+    serving_cert_file: Option<FileServingCert>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileServingCert {
+    cert_file_path: PathBuf,
+    key_file_path: PathBuf,
+}
+
+/// `[server.upstream_authority.disk]`: an existing CA that signs the server's CA (SPIRE's
+/// `disk` UpstreamAuthority, same keys).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileUpstreamAuthority {
+    disk: Option<FileDiskUpstream>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileDiskUpstream {
+    cert_file_path: PathBuf,
+    key_file_path: PathBuf,
+    bundle_file_path: Option<PathBuf>,
+}
+
+/// `[server.key_manager.*]`: where the CA and JWT private keys live (SPIRE's KeyManager
+/// plugin). `disk` (the default) keeps them in the data directory.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileKeyManager {
+    disk: Option<FileDiskKeys>,
+    pkcs11: Option<FilePkcs11>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileDiskKeys {}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilePkcs11 {
+    module_path: PathBuf,
+    token_label: String,
+    /// The environment variable holding the user PIN (default `SPIRE_SERVER_PKCS11_PIN`).
+    pin_env: Option<String>,
+    /// A file whose first line is the user PIN (instead of `pin_env`).
+    pin_file: Option<PathBuf>,
+    key_label_prefix: Option<String>,
 }
 
 /// `[server.node_attestor.*]`: node attestors beyond join tokens (always on).
@@ -126,13 +199,93 @@ pub struct BundleEndpoint {
 }
 
 /// A trust domain whose bundle this server fetches from its bundle endpoint.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FederationRelationship {
     pub trust_domain: TrustDomain,
     /// `https://host:port[/path]`.
     pub url: String,
-    /// The SPIFFE ID the endpoint's server must present (`https_spiffe` profile).
-    pub endpoint_spiffe_id: spiffe::SpiffeId,
+    /// How the endpoint is authenticated.
+    pub profile: EndpointProfile,
+}
+
+/// The two bundle endpoint profiles of SPIFFE Federation §5.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndpointProfile {
+    /// The endpoint presents an X509-SVID with this SPIFFE ID, verified against the latest
+    /// stored bundle of its trust domain.
+    HttpsSpiffe {
+        endpoint_spiffe_id: spiffe::SpiffeId,
+    },
+    /// The endpoint presents a Web PKI certificate for its host, verified against the
+    /// system's roots.
+    HttpsWeb,
+}
+
+impl EndpointProfile {
+    /// `https_spiffe` or `https_web`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            EndpointProfile::HttpsSpiffe { .. } => "https_spiffe",
+            EndpointProfile::HttpsWeb => "https_web",
+        }
+    }
+}
+
+impl FederationRelationship {
+    /// Checks a relationship with `td` as an operator gives it (config file, or the admin
+    /// API): a foreign trust domain, an https URL, a known profile and, for `https_spiffe`,
+    /// an endpoint SPIFFE ID in that trust domain.
+    pub fn parse(
+        own: &TrustDomain,
+        td: &str,
+        url: &str,
+        profile: &str,
+        endpoint_spiffe_id: Option<&str>,
+    ) -> Result<FederationRelationship, String> {
+        let trust_domain = TrustDomain::new(td).map_err(|e| e.to_string())?;
+        if &trust_domain == own {
+            return Err("is this server's own trust domain".into());
+        }
+        let uri: hyper::Uri = url
+            .parse()
+            .map_err(|e| format!("bundle endpoint URL {url:?}: {e}"))?;
+        if uri.scheme_str() != Some("https") || uri.host().is_none() {
+            return Err("the bundle endpoint URL must be an https:// URL".into());
+        }
+        if url.contains('@') {
+            return Err("the bundle endpoint URL must not carry user information".into());
+        }
+        let profile = match (profile, endpoint_spiffe_id.filter(|s| !s.is_empty())) {
+            ("https_web", _) => EndpointProfile::HttpsWeb,
+            ("https_spiffe", None) => {
+                return Err("the https_spiffe profile needs the endpoint's SPIFFE ID \
+                            (endpoint_spiffe_id; -endpointSpiffeID on the command line)"
+                    .into());
+            }
+            ("https_spiffe", Some(id)) => {
+                let endpoint_spiffe_id = spiffe::SpiffeId::new(id)
+                    .map_err(|e| format!("endpoint_spiffe_id {id:?}: {e}"))?;
+                if endpoint_spiffe_id.trust_domain() != &trust_domain {
+                    return Err(format!(
+                        "endpoint_spiffe_id {id} is not in {trust_domain}; the endpoint must \
+                         serve its own trust domain's bundle"
+                    ));
+                }
+                EndpointProfile::HttpsSpiffe { endpoint_spiffe_id }
+            }
+            (other, _) => {
+                return Err(format!(
+                    "bundle_endpoint_profile {other:?} is not supported; use \"https_spiffe\" \
+                     or \"https_web\""
+                ));
+            }
+        };
+        Ok(FederationRelationship {
+            trust_domain,
+            url: url.to_owned(),
+            profile,
+        })
+    }
 }
 
 /// A configuration problem, naming the key at fault.
@@ -173,7 +326,28 @@ pub struct ServerConfig {
     pub federates_with: Vec<FederationRelationship>,
     /// CAs for x509pop node attestation; x509pop is off when unset.
     pub x509pop_ca_bundle: Option<PathBuf>,
+    /// Where the CA and JWT private keys live.
+    pub key_manager: KeyManagerConfig,
+    /// The CA that signs the server's CA, if it is not self-signed.
+    pub upstream_authority: Option<DiskUpstreamConfig>,
+    /// The `iss` claim of JWT-SVIDs.
+    pub jwt_issuer: Option<String>,
+    /// The OIDC discovery endpoint, if served.
+    pub oidc_discovery: Option<OidcConfig>,
 }
+
+/// Where and how the OIDC discovery document and JWKS are served.
+#[derive(Debug, Clone)]
+pub struct OidcConfig {
+    pub address: SocketAddr,
+    /// Host names (lowercase, without port) the provider answers for.
+    pub domains: Vec<String>,
+    /// TLS certificate chain and key (PEM); plain HTTP when `None`.
+    pub tls: Option<(PathBuf, PathBuf)>,
+}
+
+/// The environment variable that holds the PKCS#11 user PIN unless `pin_env` names another.
+pub const DEFAULT_PKCS11_PIN_ENV: &str = "SPIRE_SERVER_PKCS11_PIN";
 
 /// Default admin socket, as SPIRE's.
 pub const DEFAULT_SOCKET_PATH: &str = "/tmp/spire-server/private/api.sock";
@@ -241,7 +415,18 @@ impl ServerConfig {
             .into_iter()
             .map(|(td, rel)| relationship(&trust_domain, &td, rel))
             .collect::<Result<_, _>>()?;
+        let key_manager = key_manager(file.key_manager, &trust_domain)?;
+        let jwt_issuer = file.jwt_issuer.map(check_issuer).transpose()?;
+        let oidc_discovery = file.oidc_discovery.map(oidc).transpose()?;
         let config = ServerConfig {
+            jwt_issuer,
+            oidc_discovery,
+            key_manager,
+            upstream_authority: file.upstream_authority.disk.map(|d| DiskUpstreamConfig {
+                cert_file_path: d.cert_file_path,
+                key_file_path: d.key_file_path,
+                bundle_file_path: d.bundle_file_path,
+            }),
             x509pop_ca_bundle: file.node_attestor.x509pop.map(|x| x.ca_bundle_path),
             bundle_endpoint,
             federates_with,
@@ -287,46 +472,119 @@ impl ServerConfig {
     }
 }
 
+/// `jwt_issuer` must be an http(s) URL, as OIDC relying parties compare it with the
+/// discovery document's `issuer`.
+fn check_issuer(issuer: String) -> Result<String, ConfigError> {
+    let ok = (issuer.starts_with("https://") || issuer.starts_with("http://"))
+        && issuer.len() <= 2048
+        && issuer.chars().all(|c| c.is_ascii_graphic());
+    if ok {
+        Ok(issuer)
+    } else {
+        Err(ConfigError::Invalid {
+            key: "jwt_issuer",
+            message: format!("{issuer:?} must be an https:// (or http://) URL"),
+        })
+    }
+}
+
+/// Checks `[server.oidc_discovery]`: domains, and TLS or an explicit choice of plain HTTP.
+fn oidc(file: FileOidc) -> Result<OidcConfig, ConfigError> {
+    let invalid = |message: String| ConfigError::Invalid {
+        key: "oidc_discovery",
+        message,
+    };
+    if file.domains.is_empty() {
+        return Err(invalid(
+            "domains must list the host names it answers for".into(),
+        ));
+    }
+    let mut domains = Vec::with_capacity(file.domains.len());
+    for domain in file.domains {
+        let ok = !domain.is_empty()
+            && domain.len() <= 253
+            && domain
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
+        if !ok {
+            return Err(invalid(format!("domain {domain:?} is not a host name")));
+        }
+        domains.push(domain.to_ascii_lowercase());
+    }
+    let tls = match (file.serving_cert_file, file.allow_insecure_scheme) {
+        (Some(c), false) => Some((c.cert_file_path, c.key_file_path)),
+        (None, true) => None,
+        (Some(_), true) => {
+            return Err(invalid(
+                "serving_cert_file and allow_insecure_scheme exclude each other".into(),
+            ));
+        }
+        (None, false) => {
+            return Err(invalid(
+                "give serving_cert_file (TLS) or allow_insecure_scheme = true (plain HTTP \
+                 behind a TLS-terminating proxy)"
+                    .into(),
+            ));
+        }
+    };
+    Ok(OidcConfig {
+        address: SocketAddr::new(
+            file.address.unwrap_or([0, 0, 0, 0].into()),
+            file.port.unwrap_or(8008),
+        ),
+        domains,
+        tls,
+    })
+}
+
+/// Checks `[server.key_manager.*]`: at most one key manager.
+fn key_manager(file: FileKeyManager, td: &TrustDomain) -> Result<KeyManagerConfig, ConfigError> {
+    let invalid = |message: String| ConfigError::Invalid {
+        key: "key_manager",
+        message,
+    };
+    match (file.disk, file.pkcs11) {
+        (Some(_), Some(_)) => Err(invalid("configure either disk or pkcs11, not both".into())),
+        (_, None) => Ok(KeyManagerConfig::Disk),
+        (None, Some(p)) => {
+            if p.token_label.is_empty() {
+                return Err(invalid("pkcs11.token_label must not be empty".into()));
+            }
+            let pin = match (p.pin_env, p.pin_file) {
+                (Some(_), Some(_)) => {
+                    return Err(invalid("pkcs11: give pin_env or pin_file, not both".into()));
+                }
+                (None, Some(file)) => PinSource::File(file),
+                (env, None) => PinSource::Env(env.unwrap_or_else(|| DEFAULT_PKCS11_PIN_ENV.into())),
+            };
+            Ok(KeyManagerConfig::Pkcs11(Pkcs11Config {
+                module_path: p.module_path,
+                token_label: p.token_label,
+                pin,
+                key_label_prefix: p
+                    .key_label_prefix
+                    .unwrap_or_else(|| format!("spire-server/{td}/")),
+            }))
+        }
+    }
+}
+
 /// Checks one `[server.federation.federates_with."<td>"]` table.
 fn relationship(
     own: &TrustDomain,
     td: &str,
     rel: FileRelationship,
 ) -> Result<FederationRelationship, ConfigError> {
-    let invalid = |message: String| ConfigError::Invalid {
+    FederationRelationship::parse(
+        own,
+        td,
+        &rel.bundle_endpoint_url,
+        &rel.bundle_endpoint_profile,
+        rel.endpoint_spiffe_id.as_deref(),
+    )
+    .map_err(|message| ConfigError::Invalid {
         key: "federation.federates_with",
         message: format!("{td:?}: {message}"),
-    };
-    let trust_domain = TrustDomain::new(td).map_err(|e| invalid(e.to_string()))?;
-    if &trust_domain == own {
-        return Err(invalid("is this server's own trust domain".into()));
-    }
-    if rel.bundle_endpoint_profile != "https_spiffe" {
-        return Err(invalid(format!(
-            "bundle_endpoint_profile {:?} is not supported; use \"https_spiffe\"",
-            rel.bundle_endpoint_profile
-        )));
-    }
-    if !rel.bundle_endpoint_url.starts_with("https://") {
-        return Err(invalid(
-            "bundle_endpoint_url must be an https:// URL".into(),
-        ));
-    }
-    let id = rel
-        .endpoint_spiffe_id
-        .ok_or_else(|| invalid("the https_spiffe profile needs endpoint_spiffe_id".into()))?;
-    let endpoint_spiffe_id = spiffe::SpiffeId::new(&id)
-        .map_err(|e| invalid(format!("endpoint_spiffe_id {id:?}: {e}")))?;
-    if endpoint_spiffe_id.trust_domain() != &trust_domain {
-        return Err(invalid(format!(
-            "endpoint_spiffe_id {id} is not in {trust_domain}; the endpoint must serve its own \
-             trust domain's bundle"
-        )));
-    }
-    Ok(FederationRelationship {
-        trust_domain,
-        url: rel.bundle_endpoint_url,
-        endpoint_spiffe_id,
     })
 }
 
@@ -463,10 +721,13 @@ mod tests {
             )
         };
         for (text, expected) in [
-            (relationship("other.org", "https_web", ""), "not supported"),
+            (
+                relationship("other.org", "https_carrier_pigeon", ""),
+                "not supported",
+            ),
             (
                 relationship("other.org", "https_spiffe", ""),
-                "needs endpoint_spiffe_id",
+                "needs the endpoint's SPIFFE ID",
             ),
             (
                 relationship(

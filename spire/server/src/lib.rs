@@ -9,6 +9,7 @@
 //! - [`federation`]: bundles of other trust domains (set, or fetched from their endpoints)
 //!   and which agents receive them; [`bundle_endpoint`]: serving ours.
 //! - [`api`]: the gRPC services (agent API over mTLS, admin API over the local socket).
+//! - [`oidc`]: OIDC discovery of the JWT keys, for relying parties that do not speak SPIFFE.
 //! - [`metrics`]: Prometheus metrics (SVIDs signed, attestations, entries, agents).
 //! - [`rotation`]: rotating and publishing the authorities while the server runs.
 //! - [`x509pop`]: the x509pop node attestor (join tokens are in [`api::agent`]).
@@ -23,6 +24,7 @@ pub mod datastore;
 pub mod entries;
 pub mod federation;
 pub mod metrics;
+pub mod oidc;
 pub mod rotation;
 pub mod run;
 pub mod state;

@@ -30,9 +30,23 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     let datastore = Datastore::connect(&config.datastore_url)
         .await
         .context("opening the datastore")?;
-    let authorities =
-        Authorities::load_or_create(&config.data_dir, &config.trust_domain, config.ca_ttl)
-            .context("loading the CA and the JWT signing key")?;
+    let keys = crate::ca::keys::open(&config.key_manager, &config.data_dir)
+        .context("opening the key manager")?;
+    let upstream = config
+        .upstream_authority
+        .clone()
+        .map(crate::ca::upstream::DiskUpstream::open)
+        .transpose()
+        .context("loading the upstream authority")?
+        .map(Arc::new);
+    let authorities = Authorities::open(
+        &config.data_dir,
+        &config.trust_domain,
+        config.ca_ttl,
+        keys,
+        upstream,
+    )
+    .context("loading the CA and the JWT signing key")?;
     let x509pop = config
         .x509pop_ca_bundle
         .as_deref()
@@ -94,12 +108,23 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
             common_process::shutdown_signal(),
         ));
     }
-    for relationship in state.config.federates_with.clone() {
-        tokio::spawn(crate::federation::keep_fetching(
+    if let Some(oidc) = state.config.oidc_discovery.clone() {
+        let listener = TcpListener::bind(oidc.address)
+            .await
+            .with_context(|| format!("binding OIDC discovery to {}", oidc.address))?;
+        tracing::info!(address = %oidc.address, tls = oidc.tls.is_some(), "OIDC discovery ready");
+        // A bad certificate is found here, before the server reports ready.
+        if let Some((cert, key)) = &oidc.tls {
+            crate::oidc::tls_config(cert, key)?;
+        }
+        tokio::spawn(crate::oidc::serve(
             state.clone(),
-            relationship,
+            oidc,
+            listener,
+            common_process::shutdown_signal(),
         ));
     }
+    tokio::spawn(crate::federation::run_relationships(state.clone()));
 
     let shutdown = common_process::shutdown_signal();
     tokio::pin!(shutdown);

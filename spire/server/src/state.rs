@@ -44,13 +44,21 @@ impl ServerState {
         self.authorities.jwt()
     }
 
-    /// This server's CA certificates (current and prepared) as the bundle publishes them.
+    /// This server's CA certificates (current and prepared) as the bundle publishes them:
+    /// the CAs themselves, or the upstream authority's roots.
     pub fn x509_authorities(&self) -> Vec<Vec<u8>> {
-        self.authorities
+        let mut certs: Vec<Vec<u8>> = Vec::new();
+        for der in self
+            .authorities
             .x509_authorities()
             .iter()
-            .map(|ca| ca.cert_der().to_vec())
-            .collect()
+            .flat_map(|ca| ca.bundle_certs())
+        {
+            if !certs.contains(&der) {
+                certs.push(der);
+            }
+        }
+        certs
     }
 
     /// This server's JWT keys (current and prepared) as the bundle publishes them.

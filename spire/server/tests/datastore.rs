@@ -4,7 +4,7 @@
 
 use spire_server::datastore::{
     AttestedAgent, Bundle, Datastore, DatastoreError, Entry, EntryFilter, JoinToken, JwtKey,
-    Selector,
+    Relationship, Selector,
 };
 
 common_sql::backend_tests! {
@@ -22,6 +22,185 @@ common_sql::backend_tests! {
     check_attested_agents => sqlite_attested_agents, postgres_attested_agents;
     check_bundles => sqlite_bundles, postgres_bundles;
     check_bundle_compare_and_set => sqlite_bundle_compare_and_set, postgres_bundle_compare_and_set;
+    check_relationships => sqlite_relationships, postgres_relationships;
+    check_relationship_with_bootstrap_bundle => sqlite_relationship_with_bootstrap_bundle, postgres_relationship_with_bootstrap_bundle;
+    check_ban_count_and_purge_agents => sqlite_ban_count_and_purge_agents, postgres_ban_count_and_purge_agents;
+}
+
+async fn check_relationships(ds: &Datastore) {
+    let web = Relationship {
+        trust_domain: "web.org".into(),
+        bundle_endpoint_url: "https://web.org/bundle".into(),
+        bundle_endpoint_profile: "https_web".into(),
+        endpoint_spiffe_id: String::new(),
+    };
+    let spiffe = Relationship {
+        trust_domain: "other.org".into(),
+        bundle_endpoint_url: "https://other.org:8443".into(),
+        bundle_endpoint_profile: "https_spiffe".into(),
+        endpoint_spiffe_id: "spiffe://other.org/spire/server".into(),
+    };
+    assert!(ds.list_relationships().await.expect("list").is_empty());
+    ds.create_relationship(&web, None)
+        .await
+        .expect("create web");
+    ds.create_relationship(&spiffe, None)
+        .await
+        .expect("create spiffe");
+    assert!(matches!(
+        ds.create_relationship(&web, None).await,
+        Err(DatastoreError::AlreadyExists(_))
+    ));
+    assert_eq!(
+        ds.list_relationships().await.expect("list"),
+        vec![spiffe.clone(), web.clone()],
+        "ordered by trust domain"
+    );
+    let moved = Relationship {
+        bundle_endpoint_url: "https://web.org/v2".into(),
+        ..web.clone()
+    };
+    ds.update_relationship(&moved, None).await.expect("update");
+    assert_eq!(
+        ds.get_relationship("web.org").await.expect("get"),
+        Some(moved)
+    );
+    let missing = Relationship {
+        trust_domain: "nowhere.org".into(),
+        ..web.clone()
+    };
+    assert!(matches!(
+        ds.update_relationship(&missing, None).await,
+        Err(DatastoreError::NotFound(_))
+    ));
+    assert!(ds.delete_relationship("web.org").await.expect("delete"));
+    assert!(
+        !ds.delete_relationship("web.org")
+            .await
+            .expect("delete again")
+    );
+    assert_eq!(ds.list_relationships().await.expect("list"), vec![spiffe]);
+}
+
+/// A relationship and its bootstrap bundle are written together or not at all.
+async fn check_relationship_with_bootstrap_bundle(ds: &Datastore) {
+    let rel = Relationship {
+        trust_domain: "other.org".into(),
+        bundle_endpoint_url: "https://other.org:8443".into(),
+        bundle_endpoint_profile: "https_spiffe".into(),
+        endpoint_spiffe_id: "spiffe://other.org/spire/server".into(),
+    };
+    let bundle = |ca: &[u8]| Bundle {
+        trust_domain: "other.org".into(),
+        x509_authorities: vec![ca.to_vec()],
+        ..Bundle::default()
+    };
+    ds.create_relationship(&rel, Some(&bundle(b"ca-1")))
+        .await
+        .expect("create");
+    let stored = ds
+        .get_bundle("other.org")
+        .await
+        .expect("get")
+        .expect("bundle");
+    assert_eq!(stored.x509_authorities, vec![b"ca-1".to_vec()]);
+    assert_eq!(stored.sequence_number, 1);
+
+    // A refused create or update leaves the stored bundle as it was.
+    assert!(matches!(
+        ds.create_relationship(&rel, Some(&bundle(b"ca-2"))).await,
+        Err(DatastoreError::AlreadyExists(_))
+    ));
+    let missing = Relationship {
+        trust_domain: "nowhere.org".into(),
+        ..rel.clone()
+    };
+    let nowhere = Bundle {
+        trust_domain: "nowhere.org".into(),
+        ..bundle(b"ca-3")
+    };
+    assert!(matches!(
+        ds.update_relationship(&missing, Some(&nowhere)).await,
+        Err(DatastoreError::NotFound(_))
+    ));
+    assert_eq!(ds.get_bundle("nowhere.org").await.expect("get"), None);
+    assert_eq!(
+        ds.get_bundle("other.org").await.expect("get"),
+        Some(stored.clone())
+    );
+
+    ds.update_relationship(&rel, Some(&bundle(b"ca-4")))
+        .await
+        .expect("update");
+    let updated = ds
+        .get_bundle("other.org")
+        .await
+        .expect("get")
+        .expect("bundle");
+    assert_eq!(updated.x509_authorities, vec![b"ca-4".to_vec()]);
+    assert_eq!(updated.sequence_number, 2);
+}
+
+async fn check_ban_count_and_purge_agents(ds: &Datastore) {
+    let agent = |id: &str, expires_at: i64| AttestedAgent {
+        spiffe_id: format!("spiffe://example.org/spire/agent/x/{id}"),
+        attestation_type: "x509pop".into(),
+        serial_number: format!("{id}1"),
+        expires_at,
+        can_reattest: true,
+        ..AttestedAgent::default()
+    };
+    let now = now();
+    for a in [
+        agent("fresh", now + 3600),
+        agent("old", now - 7200),
+        agent("banned", now - 7200),
+    ] {
+        ds.upsert_attested_agent(&a).await.expect("upsert");
+    }
+    assert_eq!(ds.count_attested_agents().await.expect("count"), 3);
+    let banned = agent("banned", 0).spiffe_id;
+    assert!(ds.ban_attested_agent(&banned).await.expect("ban"));
+    assert!(
+        !ds.ban_attested_agent("spiffe://example.org/spire/agent/x/none")
+            .await
+            .expect("ban")
+    );
+    let stored = ds
+        .get_attested_agent(&banned)
+        .await
+        .expect("get")
+        .expect("some");
+    assert!(stored.banned);
+    assert_eq!(
+        stored.serial_number, "",
+        "a banned agent's SVID is no longer on record"
+    );
+
+    // Expired for more than an hour: only `old`; the banned one stays banned.
+    let dry = ds
+        .purge_expired_agents(now - 3600, true)
+        .await
+        .expect("dry run");
+    assert_eq!(dry.len(), 1);
+    assert_eq!(
+        ds.count_attested_agents().await.expect("count"),
+        3,
+        "dry run deletes nothing"
+    );
+    let purged = ds
+        .purge_expired_agents(now - 3600, false)
+        .await
+        .expect("purge");
+    assert_eq!(
+        purged
+            .iter()
+            .map(|a| a.spiffe_id.clone())
+            .collect::<Vec<_>>(),
+        vec![agent("old", 0).spiffe_id]
+    );
+    assert_eq!(ds.count_attested_agents().await.expect("count"), 2);
+    assert!(ds.get_attested_agent(&banned).await.expect("get").is_some());
 }
 
 common_sql::backend_url_tests! {

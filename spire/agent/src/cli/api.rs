@@ -1,8 +1,12 @@
 //! `spire-agent api fetch|validate|watch`: the Workload API from the command line, with
 //! SPIRE's flags and output. The JWT profile is here; the X.509 one in [`super::x509`].
+//! `-output json` prints the Workload API's responses as SPIRE's CLI does (protobuf JSON
+//! field names, bytes in base64; `fetch jwt` prints `[JWTSVIDResponse, JWTBundlesResponse]`).
 
 use std::path::PathBuf;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use clap::Subcommand;
 use serde_json::Value;
 use spiffe::SpiffeId;
@@ -11,14 +15,18 @@ use spire_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
+use super::{Output, print_json};
 use crate::config::DEFAULT_SOCKET_PATH;
 
-/// Where the Workload API is.
+/// Where the Workload API is, and how results are printed.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Socket {
     /// Path of the Workload API socket.
     #[arg(long = "socketPath", env = "SPIRE_AGENT_SOCKET", default_value = DEFAULT_SOCKET_PATH)]
     pub socket_path: PathBuf,
+    /// Output format: pretty or json.
+    #[arg(long = "output", default_value = "pretty")]
+    pub output: Output,
 }
 
 #[derive(Debug, Subcommand)]
@@ -157,11 +165,24 @@ async fn fetch_jwt(
         .map_err(|s| anyhow::anyhow!("fetching JWT bundles failed: {}", s.message()))?
         .ok_or_else(|| anyhow::anyhow!("the agent closed the JWT bundle stream"))?
         .bundles;
-    for svid in svids {
-        println!("token({}):\n\t{}", svid.spiffe_id, svid.svid);
-    }
     let mut bundles: Vec<_> = bundles.into_iter().collect();
     bundles.sort();
+    if socket.output == Output::Json {
+        print_json(&serde_json::json!([
+            { "svids": svids.iter().map(|s| serde_json::json!({
+                "spiffe_id": s.spiffe_id, "svid": s.svid, "hint": s.hint,
+            })).collect::<Vec<_>>() },
+            { "bundles": bundles.iter().map(|(td, jwks)| (td.clone(), Value::from(BASE64.encode(jwks))))
+                .collect::<serde_json::Map<_, _>>() },
+        ]));
+        return Ok(());
+    }
+    for svid in svids {
+        println!("token({}):\n\t{}", svid.spiffe_id, svid.svid);
+        if !svid.hint.is_empty() {
+            println!("hint({}):\n\t{}", svid.spiffe_id, svid.hint);
+        }
+    }
     for (trust_domain, jwks) in bundles {
         println!(
             "bundle({trust_domain}):\n\t{}",
@@ -179,6 +200,10 @@ async fn validate_jwt(socket: &Socket, audience: String, svid: String) -> anyhow
         .map_err(|s| anyhow::anyhow!("SVID is not valid: {}", s.message()))?
         .into_inner();
     let claims = response.claims.map(struct_to_json).unwrap_or(Value::Null);
+    if socket.output == Output::Json {
+        print_json(&serde_json::json!({ "spiffe_id": response.spiffe_id, "claims": claims }));
+        return Ok(());
+    }
     println!("SVID is valid.");
     println!("SPIFFE ID : {}", response.spiffe_id);
     println!("Claims    : {claims}");

@@ -5,10 +5,13 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use spire_proto::workload as wl;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::api::{Socket, client};
+use super::{Output, print_json};
 
 /// `api fetch x509`: the first `FetchX509SVID` message, printed (unless `silent`) and written
 /// to `write` when given.
@@ -22,17 +25,23 @@ pub async fn fetch(
     let response = tokio::time::timeout(timeout, first_message(socket))
         .await
         .map_err(|_| anyhow::anyhow!("no SVID received within {timeout:?}"))??;
+    let json = socket.output == Output::Json;
     if !silent {
-        print_response(&response, started.elapsed())?;
+        if json {
+            print_json(&response_json(&response));
+        } else {
+            print_response(&response, started.elapsed())?;
+        }
     }
     if let Some(dir) = write {
-        write_response(&response, dir)?;
+        // The JSON on stdout stays one document: no "Writing ..." lines.
+        write_response(&response, dir, !json)?;
     }
     Ok(())
 }
 
 /// `api watch`: prints every `FetchX509SVID` message until the stream ends or the process is
-/// interrupted.
+/// interrupted (`-output json`: one line of JSON per message).
 pub async fn watch(socket: &Socket) -> anyhow::Result<()> {
     let mut stream = client(socket)
         .await?
@@ -49,8 +58,14 @@ pub async fn watch(socket: &Socket) -> anyhow::Result<()> {
         let Some(response) = message else {
             anyhow::bail!("the agent closed the X509-SVID stream");
         };
-        print_response(&response, last.elapsed())?;
-        println!();
+        match socket.output {
+            // One JSON document per line, one line per update.
+            Output::Json => print_json(&response_json(&response)),
+            Output::Pretty => {
+                print_response(&response, last.elapsed())?;
+                println!();
+            }
+        }
         last = Instant::now();
     }
 }
@@ -66,6 +81,25 @@ async fn first_message(socket: &Socket) -> anyhow::Result<wl::X509svidResponse> 
         .await
         .map_err(|s| anyhow::anyhow!("fetching X509-SVIDs failed: {}", s.message()))?
         .ok_or_else(|| anyhow::anyhow!("the agent closed the X509-SVID stream"))
+}
+
+/// An `X509SVIDResponse` as SPIRE's `-output json` prints it: protobuf JSON field names, DER
+/// certificates and the PKCS#8 key in standard base64 (the key is the caller's own, as in
+/// SPIRE's output).
+fn response_json(response: &wl::X509svidResponse) -> serde_json::Value {
+    serde_json::json!({
+        "svids": response.svids.iter().map(|s| serde_json::json!({
+            "spiffe_id": s.spiffe_id,
+            "x509_svid": BASE64.encode(&s.x509_svid),
+            "x509_svid_key": BASE64.encode(&s.x509_svid_key),
+            "bundle": BASE64.encode(&s.bundle),
+            "hint": s.hint,
+        })).collect::<Vec<_>>(),
+        "crl": response.crl.iter().map(|c| BASE64.encode(c)).collect::<Vec<_>>(),
+        "federated_bundles": response.federated_bundles.iter()
+            .map(|(td, der)| (td.clone(), serde_json::Value::from(BASE64.encode(der))))
+            .collect::<serde_json::Map<_, _>>(),
+    })
 }
 
 fn print_response(response: &wl::X509svidResponse, after: Duration) -> anyhow::Result<()> {
@@ -108,8 +142,13 @@ fn print_response(response: &wl::X509svidResponse, after: Duration) -> anyhow::R
 }
 
 /// Writes SPIRE's files: `svid.N.pem` (chain), `svid.N.key` (PKCS#8, mode 0600),
-/// `bundle.N.pem` and `federated_bundle.N.M.pem`, one set per SVID.
-fn write_response(response: &wl::X509svidResponse, dir: &Path) -> anyhow::Result<()> {
+/// `bundle.N.pem` and `federated_bundle.N.M.pem`, one set per SVID; `announce` prints a
+/// line per file.
+fn write_response(
+    response: &wl::X509svidResponse,
+    dir: &Path,
+    announce: bool,
+) -> anyhow::Result<()> {
     let mut federated: Vec<_> = response.federated_bundles.iter().collect();
     federated.sort();
     for (n, svid) in response.svids.iter().enumerate() {
@@ -123,18 +162,20 @@ fn write_response(response: &wl::X509svidResponse, dir: &Path) -> anyhow::Result
             (format!("bundle.{n}.pem"), certs_pem(&svid.bundle)?, 0o644),
         ];
         for (name, contents, mode) in files {
-            write_file(&dir.join(name), contents.as_bytes(), mode)?;
+            write_file(&dir.join(name), contents.as_bytes(), mode, announce)?;
         }
         for (m, (_, bundle)) in federated.iter().enumerate() {
             let path = dir.join(format!("federated_bundle.{n}.{m}.pem"));
-            write_file(&path, certs_pem(bundle)?.as_bytes(), 0o644)?;
+            write_file(&path, certs_pem(bundle)?.as_bytes(), 0o644, announce)?;
         }
     }
     Ok(())
 }
 
-fn write_file(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<()> {
-    println!("Writing {}", path.display());
+fn write_file(path: &Path, contents: &[u8], mode: u32, announce: bool) -> anyhow::Result<()> {
+    if announce {
+        println!("Writing {}", path.display());
+    }
     // Atomic, and with exactly `mode`: an existing file's wider mode is not kept for a key.
     common_process::files::write_atomic(path, contents, mode)
         .with_context(|| format!("writing {}", path.display()))

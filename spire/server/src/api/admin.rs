@@ -12,6 +12,7 @@ use tonic::{Request, Response, Status};
 use crate::api::agent::jwt_svid_to_proto;
 use crate::api::{ca_status, datastore_status};
 use crate::datastore::{self, EntryFilter, JoinToken};
+use crate::federation::admin as federation_admin;
 use crate::state::{ServerState, bundle_to_proto, now};
 use crate::{entries, federation};
 
@@ -327,6 +328,127 @@ impl Admin for AdminService {
         Ok(Response::new(pb::Empty {}))
     }
 
+    async fn ban_agent(
+        &self,
+        request: Request<pb::AgentIdRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let raw = request.into_inner().spiffe_id;
+        let id = entries::parse_id("spiffeID", &raw, &self.state.config.trust_domain)
+            .map_err(Status::invalid_argument)?;
+        if !id.path().starts_with("/spire/agent/") {
+            return Err(Status::invalid_argument(format!(
+                "{id} is not an agent ID (spiffe://<td>/spire/agent/...)"
+            )));
+        }
+        if !self
+            .state
+            .datastore
+            .ban_attested_agent(&id.to_string())
+            .await
+            .map_err(datastore_status)?
+        {
+            return Err(Status::not_found(format!("no attested agent {id}")));
+        }
+        tracing::warn!(agent = %id, "agent banned");
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn count_agents(
+        &self,
+        _request: Request<pb::Empty>,
+    ) -> Result<Response<pb::CountResponse>, Status> {
+        let count = self
+            .state
+            .datastore
+            .count_attested_agents()
+            .await
+            .map_err(datastore_status)?;
+        Ok(Response::new(pb::CountResponse { count }))
+    }
+
+    async fn count_entries(
+        &self,
+        _request: Request<pb::Empty>,
+    ) -> Result<Response<pb::CountResponse>, Status> {
+        let count = self
+            .state
+            .datastore
+            .count_entries()
+            .await
+            .map_err(datastore_status)?;
+        Ok(Response::new(pb::CountResponse { count }))
+    }
+
+    async fn purge_agents(
+        &self,
+        request: Request<pb::PurgeAgentsRequest>,
+    ) -> Result<Response<pb::PurgeAgentsResponse>, Status> {
+        let req = request.into_inner();
+        if req.expired_before > now() {
+            return Err(Status::invalid_argument(
+                "expired_before is in the future; -expiredFor must not be negative",
+            ));
+        }
+        let purged = self
+            .state
+            .datastore
+            .purge_expired_agents(req.expired_before, req.dry_run)
+            .await
+            .map_err(datastore_status)?;
+        if !req.dry_run {
+            for agent in &purged {
+                tracing::info!(agent = %agent.spiffe_id, "expired agent purged");
+            }
+        }
+        Ok(Response::new(pb::PurgeAgentsResponse {
+            agents: purged.iter().map(agent_to_proto).collect(),
+        }))
+    }
+
+    async fn create_federation_relationship(
+        &self,
+        request: Request<pb::FederationRelationship>,
+    ) -> Result<Response<pb::FederationRelationship>, Status> {
+        federation_admin::create(&self.state, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn update_federation_relationship(
+        &self,
+        request: Request<pb::FederationRelationship>,
+    ) -> Result<Response<pb::FederationRelationship>, Status> {
+        federation_admin::update(&self.state, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn delete_federation_relationship(
+        &self,
+        request: Request<pb::TrustDomainRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        federation_admin::delete(&self.state, &request.into_inner().trust_domain).await?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn list_federation_relationships(
+        &self,
+        _request: Request<pb::Empty>,
+    ) -> Result<Response<pb::ListFederationRelationshipsResponse>, Status> {
+        Ok(Response::new(pb::ListFederationRelationshipsResponse {
+            relationships: federation_admin::list(&self.state).await?,
+        }))
+    }
+
+    async fn refresh_bundle(
+        &self,
+        request: Request<pb::TrustDomainRequest>,
+    ) -> Result<Response<pb::Bundle>, Status> {
+        federation_admin::refresh(&self.state, &request.into_inner().trust_domain)
+            .await
+            .map(Response::new)
+    }
+
     async fn mint_x509_svid(
         &self,
         request: Request<pb::MintX509SvidRequest>,
@@ -382,7 +504,12 @@ impl Admin for AdminService {
         let svid = self
             .state
             .jwt()
-            .sign(&id, &req.audience, ttl)
+            .sign_as(
+                &id,
+                &req.audience,
+                ttl,
+                self.state.config.jwt_issuer.as_deref(),
+            )
             .map_err(ca_status)?;
         tracing::info!(spiffe_id = %id, "JWT-SVID minted");
         self.state.metrics.signed("jwt", "mint", 1);

@@ -408,7 +408,12 @@ impl Agent for AgentService {
         let svid = self
             .state
             .jwt()
-            .sign(&id, &req.audience, ttl)
+            .sign_as(
+                &id,
+                &req.audience,
+                ttl,
+                self.state.config.jwt_issuer.as_deref(),
+            )
             .map_err(ca_status)?;
         self.state.metrics.signed("jwt", "workload", 1);
         tracing::debug!(%agent, spiffe_id = %id, "JWT-SVID signed");

@@ -1,22 +1,25 @@
 //! The server's JWT signing key: an ECDSA P-256 key of its own (never the X.509 CA key), with a
-//! random 32-character key ID and a lifetime, kept in the data directory like the CA
-//! (`jwt-key.pem`, PKCS#8, mode 0600; `jwt-key.json` holding `kid`, `not_before` and
-//! `not_after`). The key manager ([`super::Authorities`]) creates, loads and rotates it; its
-//! public key is published in the trust bundle.
+//! random 32-character key ID and a lifetime. The private key lives in the key manager like the
+//! CA's ([`super::keys`]: `jwt-key.pem`, or an object in a PKCS#11 token); `jwt-key.json` in
+//! the data directory holds `kid`, `not_before`, `not_after` and the public key. The authority
+//! manager ([`super::Authorities`]) creates, loads and rotates it; its public key is published
+//! in the trust bundle.
 
 use std::fmt;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use ring::rand::SecureRandom;
-use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
 use serde::{Deserialize, Serialize};
 use spiffe::{SpiffeId, TrustDomain};
 use spire_proto::bundle_format;
 use spire_proto::jwt_svid::{self, Claims};
-use zeroize::Zeroizing;
 
-use super::{CaError, rfc3339, single_pem, storage};
+use super::keys::{CaKey, KeyManager};
+use super::{CaError, rfc3339, storage};
 
 /// Length of a key ID, as SPIRE's.
 const KEY_ID_LEN: usize = 32;
@@ -31,6 +34,10 @@ struct KeyMeta {
     #[serde(default)]
     not_before: Option<i64>,
     not_after: i64,
+    /// The uncompressed public point, base64; absent in files written before key managers.
+    /// A PKCS#11 key manager needs it to tell the key from a stale one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    public_key: Option<String>,
 }
 
 /// A signed JWT-SVID.
@@ -50,9 +57,7 @@ pub struct SignedJwtSvid {
 pub struct JwtAuthority {
     trust_domain: TrustDomain,
     key_id: String,
-    key: EcdsaKeyPair,
-    /// The key's PKCS#8 encoding, kept to store it (ring cannot export a loaded key).
-    pkcs8: Zeroizing<Vec<u8>>,
+    key: Arc<dyn CaKey>,
     not_before: i64,
     not_after: i64,
 }
@@ -68,18 +73,14 @@ impl fmt::Debug for JwtAuthority {
 }
 
 impl JwtAuthority {
-    /// Creates a new key valid from `now` for `ttl`.
+    /// Creates a JWT authority over a new `key`, valid from `now` for `ttl`.
     pub(crate) fn generate(
         td: &TrustDomain,
+        key: Arc<dyn CaKey>,
         ttl: Duration,
         now: i64,
     ) -> Result<JwtAuthority, CaError> {
         let rng = ring::rand::SystemRandom::new();
-        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
-            .map_err(|_| CaError::Crypto("cannot generate the JWT signing key".into()))?;
-        let pkcs8 = Zeroizing::new(pkcs8.as_ref().to_vec());
-        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &pkcs8, &rng)
-            .map_err(|_| CaError::Crypto("cannot load the new JWT signing key".into()))?;
         let ttl = i64::try_from(ttl.as_secs())
             .ok()
             .filter(|s| *s > 0)
@@ -88,24 +89,20 @@ impl JwtAuthority {
             trust_domain: td.clone(),
             key_id: random_key_id(&rng)?,
             key,
-            pkcs8,
             not_before: now,
             not_after: now.saturating_add(ttl),
         })
     }
 
-    /// Writes the private key (PEM, 0600), then the metadata, each atomically (the order
-    /// the key manager relies on to tell an interrupted preparation from an interrupted
+    /// Writes the metadata atomically (the key is already in the key manager: the order the
+    /// authority manager relies on to tell an interrupted preparation from an interrupted
     /// activation).
-    pub(crate) fn store(&self, key_path: &Path, meta_path: &Path) -> Result<(), CaError> {
-        let block = pem::Pem::new("PRIVATE KEY", self.pkcs8.to_vec());
-        let key_pem = Zeroizing::new(pem::encode(&block));
-        zeroize::Zeroize::zeroize(&mut block.into_contents());
-        storage::write_atomic(key_path, key_pem.as_bytes(), 0o600)?;
+    pub(crate) fn store(&self, meta_path: &Path) -> Result<(), CaError> {
         let meta = KeyMeta {
             kid: self.key_id.clone(),
             not_before: Some(self.not_before),
             not_after: self.not_after,
+            public_key: Some(BASE64.encode(self.key.public_point())),
         };
         let meta = serde_json::to_vec_pretty(&meta)
             .map_err(|e| CaError::Corrupt(format!("cannot encode JWT key metadata: {e}")))?;
@@ -129,7 +126,7 @@ impl JwtAuthority {
 
     /// The public key as SubjectPublicKeyInfo DER, as bundles carry it.
     pub fn public_key_spki(&self) -> Vec<u8> {
-        bundle_format::spki_from_p256_point(self.key.public_key().as_ref())
+        bundle_format::spki_from_p256_point(self.key.public_point())
     }
 
     /// Signs a JWT-SVID for `spiffe_id` (in this trust domain) and `audience`, valid from now
@@ -139,6 +136,17 @@ impl JwtAuthority {
         spiffe_id: &SpiffeId,
         audience: &[String],
         ttl: Duration,
+    ) -> Result<SignedJwtSvid, CaError> {
+        self.sign_as(spiffe_id, audience, ttl, None)
+    }
+
+    /// [`JwtAuthority::sign`] with an `iss` claim when `issuer` is given.
+    pub fn sign_as(
+        &self,
+        spiffe_id: &SpiffeId,
+        audience: &[String],
+        ttl: Duration,
+        issuer: Option<&str>,
     ) -> Result<SignedJwtSvid, CaError> {
         if !spiffe_id.is_member_of(&self.trust_domain) {
             return Err(CaError::WrongTrustDomain {
@@ -165,8 +173,12 @@ impl JwtAuthority {
             issued_at: now,
             expires_at: now.saturating_add(ttl).min(self.not_after),
         };
-        let token = jwt_svid::sign(&self.key, &self.key_id, &claims)
-            .map_err(|e| CaError::Crypto(e.to_string()))?;
+        let token = jwt_svid::sign_with(&self.key_id, &claims, issuer, |input| {
+            self.key.sign(input).map_err(|e| {
+                tracing::error!(error = %e, "the key manager failed to sign a JWT-SVID");
+            })
+        })
+        .map_err(|e| CaError::Crypto(e.to_string()))?;
         Ok(SignedJwtSvid {
             token,
             spiffe_id: spiffe_id.clone(),
@@ -175,25 +187,16 @@ impl JwtAuthority {
         })
     }
 
-    /// Loads a stored key. Keys stored before `not_before` was recorded count as created
-    /// `ttl` before they expire. Whether it has expired is for the caller to decide.
+    /// Loads stored metadata and its key `key_name` from `keys` (which must match the public
+    /// key recorded, when one is). Keys stored before `not_before` was recorded count as
+    /// created `ttl` before they expire. Whether it has expired is for the caller to decide.
     pub(crate) fn load(
-        key_path: &Path,
+        keys: &dyn KeyManager,
+        key_name: &str,
         meta_path: &Path,
         td: &TrustDomain,
         ttl: Duration,
     ) -> Result<JwtAuthority, CaError> {
-        storage::warn_if_not_private(key_path);
-        let key_pem = Zeroizing::new(storage::read_string(key_path)?);
-        let pkcs8 = Zeroizing::new(single_pem(&key_pem, "PRIVATE KEY", key_path)?);
-        let rng = ring::rand::SystemRandom::new();
-        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &pkcs8, &rng)
-            .map_err(|_| {
-                CaError::Corrupt(format!(
-                    "{} is not a PKCS#8 ECDSA P-256 key",
-                    key_path.display()
-                ))
-            })?;
         let meta: KeyMeta = serde_json::from_str(&storage::read_string(meta_path)?)
             .map_err(|e| CaError::Corrupt(format!("{}: {e}", meta_path.display())))?;
         if !valid_key_id(&meta.kid) {
@@ -202,12 +205,18 @@ impl JwtAuthority {
                 meta_path.display()
             )));
         }
+        let expected = meta
+            .public_key
+            .as_deref()
+            .map(|b64| BASE64.decode(b64))
+            .transpose()
+            .map_err(|e| CaError::Corrupt(format!("{}: public_key: {e}", meta_path.display())))?;
+        let key = keys.load(key_name, expected.as_deref())?;
         let ttl = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
         Ok(JwtAuthority {
             trust_domain: td.clone(),
             key_id: meta.kid,
             key,
-            pkcs8,
             not_before: meta
                 .not_before
                 .unwrap_or_else(|| meta.not_after.saturating_sub(ttl)),
@@ -253,15 +262,21 @@ mod tests {
         super::super::now().unix_timestamp()
     }
 
+    fn generate(keys: &dyn KeyManager, ttl: Duration) -> JwtAuthority {
+        let key = keys.generate("k").expect("key");
+        JwtAuthority::generate(&td(), key, ttl, now()).expect("create")
+    }
+
     #[test]
     fn stored_key_loads_back_identical() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (key, meta) = (dir.path().join("k.pem"), dir.path().join("k.json"));
+        let keys = super::super::keys::disk::DiskKeyManager::new(dir.path());
+        let meta = dir.path().join("k.json");
         let ttl = Duration::from_secs(3600);
-        let first = JwtAuthority::generate(&td(), ttl, now()).expect("create");
+        let first = generate(&keys, ttl);
         assert!(valid_key_id(first.key_id()), "{}", first.key_id());
-        first.store(&key, &meta).expect("store");
-        let again = JwtAuthority::load(&key, &meta, &td(), ttl).expect("load");
+        first.store(&meta).expect("store");
+        let again = JwtAuthority::load(&keys, "k", &meta, &td(), ttl).expect("load");
         assert_eq!(again.key_id(), first.key_id());
         assert_eq!(again.not_before(), first.not_before());
         assert_eq!(again.not_after(), first.not_after());
@@ -273,23 +288,26 @@ mod tests {
     #[test]
     fn metadata_without_not_before_counts_back_from_expiry() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (key, meta) = (dir.path().join("k.pem"), dir.path().join("k.json"));
+        let keys = super::super::keys::disk::DiskKeyManager::new(dir.path());
+        let meta = dir.path().join("k.json");
         let ttl = Duration::from_secs(3600);
-        let first = JwtAuthority::generate(&td(), ttl, now()).expect("create");
-        first.store(&key, &meta).expect("store");
+        let first = generate(&keys, ttl);
+        first.store(&meta).expect("store");
         let legacy = format!(
             r#"{{"kid":"{}","not_after":{}}}"#,
             first.key_id(),
             first.not_after()
         );
         std::fs::write(&meta, legacy).expect("write");
-        let loaded = JwtAuthority::load(&key, &meta, &td(), ttl).expect("load");
+        let loaded = JwtAuthority::load(&keys, "k", &meta, &td(), ttl).expect("load");
         assert_eq!(loaded.not_before(), first.not_after() - 3600);
     }
 
     #[test]
     fn tokens_validate_and_are_capped_at_the_key_expiry() {
-        let jwt = JwtAuthority::generate(&td(), Duration::from_secs(60), now()).expect("create");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let keys = super::super::keys::disk::DiskKeyManager::new(dir.path());
+        let jwt = generate(&keys, Duration::from_secs(60));
         let id = SpiffeId::new("spiffe://example.org/app").expect("id");
         let signed = jwt
             .sign(&id, &["db".into()], Duration::from_secs(3600))

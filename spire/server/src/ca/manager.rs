@@ -10,15 +10,17 @@
 //! it expires, and everything it signed is capped at its expiry, so no workload ever holds an
 //! SVID or token that its bundle cannot verify.
 //!
-//! On disk, in the server's data directory:
+//! The public halves are files in the server's data directory; the private keys are in the key
+//! manager ([`super::keys`]) under the names below (the disk key manager stores key `k` as
+//! `k.pem`, mode 0600, beside the public files; a PKCS#11 token labels it `<prefix>k`):
 //!
-//! | slot    | X.509 CA                                  | JWT key                                   |
-//! |---------|-------------------------------------------|-------------------------------------------|
-//! | current | `ca-key.pem` (0600), `ca-cert.pem`        | `jwt-key.pem` (0600), `jwt-key.json`      |
-//! | next    | `ca-next-key.pem` (0600), `ca-next-cert.pem` | `jwt-next-key.pem` (0600), `jwt-next-key.json` |
+//! | slot    | X.509 CA                             | JWT key                                |
+//! |---------|--------------------------------------|----------------------------------------|
+//! | current | key `ca-key`, `ca-cert.pem`          | key `jwt-key`, `jwt-key.json`          |
+//! | next    | key `ca-next-key`, `ca-next-cert.pem` | key `jwt-next-key`, `jwt-next-key.json` |
 //!
-//! Preparing writes the key file first, then the public file; activating renames the key file
-//! first, then the public file; every write and rename is atomic and fsynced. So after a crash
+//! Preparing creates the key first, then writes the public file; activating renames the key
+//! first, then the public file; every write and rename is atomic and durable. So after a crash
 //! a next *key* without its public file is an interrupted preparation (discarded; prepared
 //! again later), and a next *public file* without its key is an interrupted activation
 //! (completed). A current authority found expired at start is replaced by the prepared one, or
@@ -30,6 +32,8 @@ use std::time::Duration;
 
 use spiffe::TrustDomain;
 
+use super::keys::{KeyManager, disk::DiskKeyManager};
+use super::upstream::DiskUpstream;
 use super::{Ca, CaError, JwtAuthority, storage};
 
 /// Preparation happens at most this long before the current authority expires.
@@ -80,6 +84,8 @@ pub struct Authorities {
     dir: PathBuf,
     trust_domain: TrustDomain,
     ttl: Duration,
+    keys: Arc<dyn KeyManager>,
+    upstream: Option<Arc<DiskUpstream>>,
     x509: RwLock<Slots<Ca>>,
     jwt: RwLock<Slots<JwtAuthority>>,
 }
@@ -89,6 +95,7 @@ impl std::fmt::Debug for Authorities {
         f.debug_struct("Authorities")
             .field("dir", &self.dir)
             .field("trust_domain", &self.trust_domain.as_str())
+            .field("keys", &self.keys.kind())
             .finish_non_exhaustive()
     }
 }
@@ -97,20 +104,55 @@ impl Authorities {
     /// Loads both kinds of authority from `data_dir` (created 0700 if missing), completing or
     /// discarding an interrupted rotation step, and creates what is missing or expired. New
     /// authorities live for `ttl`.
+    ///
+    /// The private keys are files in `data_dir` too; [`Authorities::open`] takes another key
+    /// manager.
     pub fn load_or_create(
         data_dir: &Path,
         trust_domain: &TrustDomain,
         ttl: Duration,
     ) -> Result<Authorities, CaError> {
+        let keys = Arc::new(DiskKeyManager::new(data_dir));
+        Authorities::open(data_dir, trust_domain, ttl, keys, None)
+    }
+
+    /// [`Authorities::load_or_create`] with the private keys in `keys`, and each new CA
+    /// signed by `upstream` when there is one.
+    pub fn open(
+        data_dir: &Path,
+        trust_domain: &TrustDomain,
+        ttl: Duration,
+        keys: Arc<dyn KeyManager>,
+        upstream: Option<Arc<DiskUpstream>>,
+    ) -> Result<Authorities, CaError> {
         storage::ensure_private_dir(data_dir)?;
         let now = super::now().unix_timestamp();
+        let ctx = Ctx {
+            dir: data_dir,
+            keys: keys.as_ref(),
+            td: trust_domain,
+            ttl,
+            upstream: upstream.as_deref(),
+        };
         Ok(Authorities {
-            x509: RwLock::new(Slots::load_or_create(data_dir, trust_domain, ttl, now)?),
-            jwt: RwLock::new(Slots::load_or_create(data_dir, trust_domain, ttl, now)?),
+            x509: RwLock::new(Slots::load_or_create(&ctx, now)?),
+            jwt: RwLock::new(Slots::load_or_create(&ctx, now)?),
             dir: data_dir.to_owned(),
             trust_domain: trust_domain.clone(),
             ttl,
+            keys,
+            upstream,
         })
+    }
+
+    fn ctx(&self) -> Ctx<'_> {
+        Ctx {
+            dir: &self.dir,
+            keys: self.keys.as_ref(),
+            td: &self.trust_domain,
+            ttl: self.ttl,
+            upstream: self.upstream.as_deref(),
+        }
     }
 
     /// The CA that signs X509-SVIDs now.
@@ -142,8 +184,9 @@ impl Authorities {
     /// Prepares or activates whatever is due at `now` (Unix seconds). A step that fails leaves
     /// the slots as they were; it is retried at the next check.
     pub fn rotate(&self, now: i64) -> Result<Rotation, CaError> {
-        let x509 = write(&self.x509).rotate(&self.dir, &self.trust_domain, self.ttl, now)?;
-        let jwt = write(&self.jwt).rotate(&self.dir, &self.trust_domain, self.ttl, now)?;
+        let ctx = self.ctx();
+        let x509 = write(&self.x509).rotate(&ctx, now)?;
+        let jwt = write(&self.jwt).rotate(&ctx, now)?;
         Ok(Rotation { x509, jwt })
     }
 }
@@ -156,7 +199,16 @@ fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     lock.write().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The file names of one kind of authority.
+/// What creating or loading an authority needs.
+struct Ctx<'a> {
+    dir: &'a Path,
+    keys: &'a dyn KeyManager,
+    td: &'a TrustDomain,
+    ttl: Duration,
+    upstream: Option<&'a DiskUpstream>,
+}
+
+/// The key names and public file names of one kind of authority.
 struct Files {
     key: &'static str,
     public: &'static str,
@@ -164,14 +216,16 @@ struct Files {
     next_public: &'static str,
 }
 
-/// What the key manager needs of a kind of authority.
+/// What the authority manager needs of a kind of authority.
 trait Authority: Sized {
     /// For logs: "X.509 CA", "JWT key".
     const KIND: &'static str;
     const FILES: Files;
-    fn generate(td: &TrustDomain, ttl: Duration, now: i64) -> Result<Self, CaError>;
-    fn store(&self, key: &Path, public: &Path) -> Result<(), CaError>;
-    fn load(key: &Path, public: &Path, td: &TrustDomain, ttl: Duration) -> Result<Self, CaError>;
+    /// Creates a new key named `key` in the key manager and an authority over it.
+    fn generate(ctx: &Ctx<'_>, key: &str, now: i64) -> Result<Self, CaError>;
+    /// Writes the public half.
+    fn store(&self, public: &Path) -> Result<(), CaError>;
+    fn load(ctx: &Ctx<'_>, key: &str, public: &Path) -> Result<Self, CaError>;
     fn not_before(&self) -> i64;
     fn not_after(&self) -> i64;
 }
@@ -179,24 +233,32 @@ trait Authority: Sized {
 impl Authority for Ca {
     const KIND: &'static str = "X.509 CA";
     const FILES: Files = Files {
-        key: "ca-key.pem",
+        key: "ca-key",
         public: "ca-cert.pem",
-        next_key: "ca-next-key.pem",
+        next_key: "ca-next-key",
         next_public: "ca-next-cert.pem",
     };
 
-    fn generate(td: &TrustDomain, ttl: Duration, now: i64) -> Result<Self, CaError> {
+    fn generate(ctx: &Ctx<'_>, key: &str, now: i64) -> Result<Self, CaError> {
         let now = time::OffsetDateTime::from_unix_timestamp(now)
             .map_err(|e| CaError::InvalidTtl(format!("the clock is out of range: {e}")))?;
-        Ca::generate(td, ttl, now)
+        // Read the upstream first: a failure then leaves no key behind.
+        let upstream = ctx.upstream.map(DiskUpstream::credentials);
+        Ca::generate(
+            ctx.td,
+            ctx.keys.generate(key)?,
+            ctx.ttl,
+            now,
+            upstream.as_deref(),
+        )
     }
 
-    fn store(&self, key: &Path, public: &Path) -> Result<(), CaError> {
-        Ca::store(self, public, key)
+    fn store(&self, public: &Path) -> Result<(), CaError> {
+        Ca::store(self, public)
     }
 
-    fn load(key: &Path, public: &Path, td: &TrustDomain, _: Duration) -> Result<Self, CaError> {
-        Ca::load(public, key, td)
+    fn load(ctx: &Ctx<'_>, key: &str, public: &Path) -> Result<Self, CaError> {
+        Ca::load(public, ctx.keys, key, ctx.td)
     }
 
     fn not_before(&self) -> i64 {
@@ -211,22 +273,22 @@ impl Authority for Ca {
 impl Authority for JwtAuthority {
     const KIND: &'static str = "JWT key";
     const FILES: Files = Files {
-        key: "jwt-key.pem",
+        key: "jwt-key",
         public: "jwt-key.json",
-        next_key: "jwt-next-key.pem",
+        next_key: "jwt-next-key",
         next_public: "jwt-next-key.json",
     };
 
-    fn generate(td: &TrustDomain, ttl: Duration, now: i64) -> Result<Self, CaError> {
-        JwtAuthority::generate(td, ttl, now)
+    fn generate(ctx: &Ctx<'_>, key: &str, now: i64) -> Result<Self, CaError> {
+        JwtAuthority::generate(ctx.td, ctx.keys.generate(key)?, ctx.ttl, now)
     }
 
-    fn store(&self, key: &Path, public: &Path) -> Result<(), CaError> {
-        JwtAuthority::store(self, key, public)
+    fn store(&self, public: &Path) -> Result<(), CaError> {
+        JwtAuthority::store(self, public)
     }
 
-    fn load(key: &Path, public: &Path, td: &TrustDomain, ttl: Duration) -> Result<Self, CaError> {
-        JwtAuthority::load(key, public, td, ttl)
+    fn load(ctx: &Ctx<'_>, key: &str, public: &Path) -> Result<Self, CaError> {
+        JwtAuthority::load(ctx.keys, key, public, ctx.td, ctx.ttl)
     }
 
     fn not_before(&self) -> i64 {
@@ -244,27 +306,30 @@ struct Slots<A> {
     next: Option<Arc<A>>,
 }
 
-/// The four paths of one kind of authority in `dir`.
-struct Paths {
-    key: PathBuf,
+/// Where the four parts of one kind of authority live: key names in the key manager, public
+/// files in the data directory.
+struct Paths<'a> {
+    keys: &'a dyn KeyManager,
+    key: &'static str,
     public: PathBuf,
-    next_key: PathBuf,
+    next_key: &'static str,
     next_public: PathBuf,
 }
 
-impl Paths {
-    fn of<A: Authority>(dir: &Path) -> Paths {
+impl<'a> Paths<'a> {
+    fn of<A: Authority>(ctx: &Ctx<'a>) -> Paths<'a> {
         Paths {
-            key: dir.join(A::FILES.key),
-            public: dir.join(A::FILES.public),
-            next_key: dir.join(A::FILES.next_key),
-            next_public: dir.join(A::FILES.next_public),
+            keys: ctx.keys,
+            key: A::FILES.key,
+            public: ctx.dir.join(A::FILES.public),
+            next_key: A::FILES.next_key,
+            next_public: ctx.dir.join(A::FILES.next_public),
         }
     }
 
-    /// Moves the next slot's files over the current ones: the key first (see the module docs).
+    /// Moves the next slot over the current one: the key first (see the module docs).
     fn activate(&self) -> Result<(), CaError> {
-        storage::rename_durably(&self.next_key, &self.key)?;
+        self.keys.rename(self.next_key, self.key)?;
         storage::rename_durably(&self.next_public, &self.public)
     }
 }
@@ -276,49 +341,53 @@ impl<A: Authority> Slots<A> {
             .collect()
     }
 
-    fn load_or_create(
-        dir: &Path,
-        td: &TrustDomain,
-        ttl: Duration,
-        now: i64,
-    ) -> Result<Slots<A>, CaError> {
-        let paths = Paths::of::<A>(dir);
+    fn load_or_create(ctx: &Ctx<'_>, now: i64) -> Result<Slots<A>, CaError> {
+        let paths = Paths::of::<A>(ctx);
         let has = |p: &Path| storage::exists(p);
+        let has_key = |k: &str| ctx.keys.exists(k);
 
-        if !has(&paths.next_key)? && has(&paths.next_public)? {
+        if !has_key(paths.next_key)? && has(&paths.next_public)? {
             tracing::warn!(kind = A::KIND, "completing an interrupted activation");
             storage::rename_durably(&paths.next_public, &paths.public)?;
         }
-        if has(&paths.next_key)? && !has(&paths.next_public)? {
+        if has_key(paths.next_key)? && !has(&paths.next_public)? {
             tracing::warn!(kind = A::KIND, "discarding an interrupted preparation");
-            storage::remove_if_exists(&paths.next_key)?;
+            ctx.keys.remove(paths.next_key)?;
         }
 
         let mut next = None;
-        if has(&paths.next_key)? {
-            let prepared = A::load(&paths.next_key, &paths.next_public, td, ttl)?;
+        if has_key(paths.next_key)? {
+            let prepared = A::load(ctx, paths.next_key, &paths.next_public)?;
             if prepared.not_after() > now {
                 next = Some(prepared);
             } else {
                 tracing::warn!(kind = A::KIND, "discarding an expired prepared authority");
                 storage::remove_if_exists(&paths.next_public)?;
-                storage::remove_if_exists(&paths.next_key)?;
+                ctx.keys.remove(paths.next_key)?;
             }
         }
 
-        let stored = match (has(&paths.key)?, has(&paths.public)?) {
-            (true, true) => Some(A::load(&paths.key, &paths.public, td, ttl)?),
+        let stored = match (has_key(paths.key)?, has(&paths.public)?) {
+            (true, true) => Some(A::load(ctx, paths.key, &paths.public)?),
             (false, false) => None,
-            (key, _) => {
-                let (found, missing) = if key {
-                    (&paths.key, &paths.public)
-                } else {
-                    (&paths.public, &paths.key)
-                };
+            (true, false) => {
                 return Err(CaError::Corrupt(format!(
-                    "{} exists but {} is missing; move it away to create a new {}",
-                    found.display(),
-                    missing.display(),
+                    "the {} key {} ({}) exists but {} is missing; move the key away to create \
+                     a new {}",
+                    A::KIND,
+                    paths.key,
+                    ctx.keys.kind(),
+                    paths.public.display(),
+                    A::KIND
+                )));
+            }
+            (false, true) => {
+                return Err(CaError::Corrupt(format!(
+                    "{} exists but its key {} is missing from the {} key manager; move it away \
+                     to create a new {}",
+                    paths.public.display(),
+                    paths.key,
+                    ctx.keys.kind(),
                     A::KIND
                 )));
             }
@@ -336,8 +405,8 @@ impl<A: Authority> Slots<A> {
                         prepared
                     }
                     None => {
-                        let created = A::generate(td, ttl, now)?;
-                        created.store(&paths.key, &paths.public)?;
+                        let created = A::generate(ctx, paths.key, now)?;
+                        created.store(&paths.public)?;
                         tracing::info!(
                             kind = A::KIND,
                             not_after = created.not_after(),
@@ -356,15 +425,9 @@ impl<A: Authority> Slots<A> {
 
     /// Prepares the next authority, or activates it, if due at `now`. A prepared authority is
     /// never activated in the same call, so the caller publishes it first.
-    fn rotate(
-        &mut self,
-        dir: &Path,
-        td: &TrustDomain,
-        ttl: Duration,
-        now: i64,
-    ) -> Result<Step, CaError> {
+    fn rotate(&mut self, ctx: &Ctx<'_>, now: i64) -> Result<Step, CaError> {
         let (not_before, not_after) = (self.current.not_before(), self.current.not_after());
-        let paths = Paths::of::<A>(dir);
+        let paths = Paths::of::<A>(ctx);
         match &self.next {
             Some(next) if now >= activate_at(not_before, not_after) => {
                 paths.activate()?;
@@ -378,8 +441,8 @@ impl<A: Authority> Slots<A> {
                 Ok(Step::Activated)
             }
             None if now >= prepare_at(not_before, not_after) => {
-                let next = A::generate(td, ttl, now)?;
-                next.store(&paths.next_key, &paths.next_public)?;
+                let next = A::generate(ctx, paths.next_key, now)?;
+                next.store(&paths.next_public)?;
                 tracing::info!(
                     kind = A::KIND,
                     not_after = next.not_after(),
@@ -511,18 +574,16 @@ mod tests {
     fn an_expired_authority_is_replaced_at_start() {
         let dir = tempfile::tempdir().expect("tempdir");
         let now = super::super::now().unix_timestamp();
+        let keys = DiskKeyManager::new(dir.path());
         let old = Ca::generate(
             &td(),
+            keys.generate("ca-key").expect("key"),
             Duration::from_secs(1),
             time::OffsetDateTime::from_unix_timestamp(now - 100).expect("time"),
+            None,
         )
         .expect("old CA");
-        Authority::store(
-            &old,
-            &dir.path().join("ca-key.pem"),
-            &dir.path().join("ca-cert.pem"),
-        )
-        .expect("store");
+        Authority::store(&old, &dir.path().join("ca-cert.pem")).expect("store");
         let auth = Authorities::load_or_create(dir.path(), &td(), HOUR).expect("replace");
         assert_ne!(auth.ca().cert_der(), old.cert_der());
         assert!(auth.ca().not_after() > now);
@@ -535,7 +596,7 @@ mod tests {
         std::fs::remove_file(dir.path().join("ca-key.pem")).expect("rm");
         let err = Authorities::load_or_create(dir.path(), &td(), HOUR).expect_err("corrupt");
         assert!(matches!(err, CaError::Corrupt(_)), "{err}");
-        assert!(err.to_string().contains("ca-key.pem"), "{err}");
+        assert!(err.to_string().contains("ca-key"), "{err}");
     }
 
     #[test]
@@ -548,6 +609,7 @@ mod tests {
             ttl: Duration::from_secs(86400),
             ..short
         };
+        assert_eq!(long.keys.kind(), "disk");
         assert_eq!(long.check_interval(), Duration::from_secs(10));
     }
 }

@@ -1,8 +1,9 @@
 //! The server's X.509 certificate authority, and its JWT signing key ([`JwtAuthority`]).
 //!
-//! The CA is a self-signed ECDSA P-256 certificate for `spiffe://<trust-domain>` whose
-//! certificate and PKCS#8 private key live in the server's data directory (`ca-cert.pem`,
-//! `ca-key.pem`). It issues X509-SVIDs for workloads, agents and the server itself, either over
+//! The CA is an ECDSA P-256 certificate for `spiffe://<trust-domain>`, self-signed or signed by
+//! an upstream authority, whose certificate lives in the server's data directory
+//! (`ca-cert.pem`) and whose private key lives in the key manager ([`keys`]: a 0600 file
+//! `ca-key.pem` beside it, or an object in a PKCS#11 token that never leaves it). It issues X509-SVIDs for workloads, agents and the server itself, either over
 //! the public key of a PKCS#10 CSR ([`Ca::sign_csr`]) or over a freshly generated key
 //! ([`Ca::mint`]).
 //!
@@ -20,21 +21,26 @@
 //! `basicConstraints` with `cA=false` for [`IsCa::ExplicitNoCa`]), so no hand-encoded extensions
 //! are needed; the unit tests assert the criticality bits on the produced DER.
 //!
-//! Private key material is kept in an rcgen [`KeyPair`] that never leaves this module and whose
-//! PKCS#8 copy is zeroized on drop; PKCS#8 bytes handed to callers are [`Zeroizing`].
+//! The CA's own key is only ever asked to sign ([`CaKey`]). Keys minted for leaves are kept in
+//! an rcgen [`KeyPair`] whose PKCS#8 copy is zeroized on drop; PKCS#8 bytes handed to callers
+//! are [`Zeroizing`].
 
 mod jwt;
+pub mod keys;
 mod manager;
 mod storage;
 #[cfg(test)]
 mod tests;
+pub mod upstream;
 
 pub use jwt::{JwtAuthority, SignedJwtSvid};
+pub use keys::{CaKey, KeyManager, KeyManagerConfig};
 pub use manager::{Authorities, Rotation, Step};
 
 use std::fmt;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rcgen::string::{Ia5String, PrintableString};
@@ -147,6 +153,10 @@ pub enum CaError {
     /// The system random number generator failed.
     #[error("cryptographic failure: {0}")]
     Crypto(String),
+
+    /// The key manager (the PKCS#11 module or token) failed or is misconfigured.
+    #[error("key manager: {0}")]
+    KeyManager(String),
 }
 
 /// A signed X509-SVID certificate chain.
@@ -155,7 +165,8 @@ pub struct SignedSvid {
     /// The SPIFFE ID in the leaf's URI SAN.
     pub spiffe_id: SpiffeId,
     /// DER certificates, leaf first. With a self-signed CA this is just `[leaf]`; the CA
-    /// certificate itself belongs in the trust bundle, not the chain.
+    /// certificate itself belongs in the trust bundle, not the chain. With an upstream
+    /// authority, the server's CA and the upstream intermediates follow the leaf.
     pub cert_chain: Vec<Vec<u8>>,
     /// The leaf's serial number as lowercase hexadecimal without leading zeros.
     pub serial_number: String,
@@ -207,13 +218,20 @@ impl Drop for SecretKey {
     }
 }
 
-/// The certificate authority: a CA certificate and its private key.
+/// The certificate authority: a CA certificate and its private key, which stays in the key
+/// manager ([`keys`]).
 pub struct Ca {
     trust_domain: TrustDomain,
     cert_der: Vec<u8>,
     not_before: OffsetDateTime,
     not_after: OffsetDateTime,
-    key: SecretKey,
+    key: Arc<dyn CaKey>,
+    /// Certificates above this CA's in every chain it hands out (the upstream CA and its
+    /// intermediates); empty for a self-signed CA or one signed directly by a root.
+    chain: Vec<Vec<u8>>,
+    /// The roots of the upstream authority, which the bundle carries instead of this CA;
+    /// empty for a self-signed CA.
+    roots: Vec<Vec<u8>>,
 }
 
 impl fmt::Debug for Ca {
@@ -231,9 +249,24 @@ impl Ca {
         &self.trust_domain
     }
 
-    /// The CA certificate, DER. This is what goes into the trust bundle.
+    /// The CA certificate, DER.
     pub fn cert_der(&self) -> &[u8] {
         &self.cert_der
+    }
+
+    /// What the trust bundle carries for this CA: the CA itself when self-signed, the
+    /// upstream authority's roots otherwise.
+    pub fn bundle_certs(&self) -> Vec<Vec<u8>> {
+        if self.roots.is_empty() {
+            vec![self.cert_der.clone()]
+        } else {
+            self.roots.clone()
+        }
+    }
+
+    /// Whether an upstream authority signed this CA.
+    pub fn is_upstream_signed(&self) -> bool {
+        !self.roots.is_empty()
     }
 
     /// The CA certificate, PEM.
@@ -285,15 +318,27 @@ impl Ca {
         })
     }
 
-    /// Creates a new self-signed CA valid from `now - NOT_BEFORE_BACKDATE` to `now + ca_ttl`.
+    /// Creates a new CA over `key`, valid from `now - NOT_BEFORE_BACKDATE` to `now + ca_ttl`:
+    /// self-signed, or signed by `upstream` (and then expiring no later than it does).
     pub(crate) fn generate(
         td: &TrustDomain,
+        key: Arc<dyn CaKey>,
         ca_ttl: Duration,
         now: OffsetDateTime,
+        upstream: Option<&upstream::Credentials>,
     ) -> Result<Ca, CaError> {
-        let not_after = add_ttl(now, ca_ttl, "CA TTL")?;
+        let mut not_after = add_ttl(now, ca_ttl, "CA TTL")?;
+        if let Some(up) = upstream {
+            let up_not_after = OffsetDateTime::from_unix_timestamp(up.not_after)
+                .map_err(|e| CaError::Corrupt(format!("upstream NotAfter out of range: {e}")))?;
+            if up_not_after <= now {
+                return Err(CaError::CaExpired {
+                    expired_at: rfc3339(up_not_after),
+                });
+            }
+            not_after = not_after.min(up_not_after);
+        }
         let not_before = now - NOT_BEFORE_BACKDATE;
-        let key = SecretKey::generate()?;
         let serial = random_serial()?;
 
         let mut params = CertificateParams::default();
@@ -312,49 +357,64 @@ impl Ca {
         params.not_before = not_before;
         params.not_after = not_after;
 
-        let cert = params.self_signed(&*key)?;
+        params.use_authority_key_identifier_extension = upstream.is_some();
+        let public = keys::RcgenKey(key.as_ref());
+        let cert = match upstream {
+            None => params.self_signed(&public)?,
+            Some(up) => {
+                let issuer =
+                    Issuer::from_ca_cert_der(&CertificateDer::from(up.cert.as_slice()), &*up.key)?;
+                params.signed_by(&public, &issuer)?
+            }
+        };
         Ok(Ca {
             trust_domain: td.clone(),
             cert_der: cert.der().to_vec(),
             not_before,
             not_after,
             key,
+            chain: upstream.map(|u| u.chain.clone()).unwrap_or_default(),
+            roots: upstream.map(|u| u.roots.clone()).unwrap_or_default(),
         })
     }
 
-    /// Writes the key, then the certificate, each atomically (the order [`manager`] relies on
-    /// to tell an interrupted preparation from an interrupted activation).
-    pub(crate) fn store(&self, cert_path: &Path, key_path: &Path) -> Result<(), CaError> {
-        let block = pem::Pem::new("PRIVATE KEY", self.key.serialize_der());
-        let key_pem = Zeroizing::new(pem::encode(&block));
-        block.into_contents().zeroize();
-        storage::write_atomic(key_path, key_pem.as_bytes(), 0o600)?;
-        storage::write_atomic(cert_path, self.cert_pem().as_bytes(), 0o644)
+    /// Writes the certificate atomically (the key is already in the key manager: the order
+    /// [`manager`] relies on to tell an interrupted preparation from an interrupted
+    /// activation).
+    /// With an upstream authority the file holds this CA's certificate, then the chain above
+    /// it, then the roots.
+    pub(crate) fn store(&self, cert_path: &Path) -> Result<(), CaError> {
+        let mut text = self.cert_pem();
+        for der in self.chain.iter().chain(&self.roots) {
+            text.push_str(&pem::encode(&pem::Pem::new("CERTIFICATE", der.clone())));
+        }
+        storage::write_atomic(cert_path, text.as_bytes(), 0o644)
     }
 
-    /// Loads and validates a stored CA. Whether it has expired is for the caller to decide.
-    pub(crate) fn load(cert_path: &Path, key_path: &Path, td: &TrustDomain) -> Result<Ca, CaError> {
-        let cert_pem = storage::read_string(cert_path)?;
-        let cert_der = single_pem(&cert_pem, "CERTIFICATE", cert_path)?;
-
-        storage::warn_if_not_private(key_path);
-        let key_pem = Zeroizing::new(storage::read_string(key_path)?);
-        let key_der = Zeroizing::new(single_pem(&key_pem, "PRIVATE KEY", key_path)?);
-        let key = KeyPair::try_from(key_der.as_slice()).map_err(|e| {
-            CaError::Corrupt(format!(
-                "{} is not a PKCS#8 private key: {e}",
-                key_path.display()
-            ))
-        })?;
-        let key = SecretKey(key);
-        if key.algorithm() != &PKCS_ECDSA_P256_SHA256 {
-            return Err(CaError::Corrupt(format!(
-                "{} is not an ECDSA P-256 key",
-                key_path.display()
-            )));
-        }
-
+    /// Loads and validates a stored CA certificate, and its key `key_name` from `keys` (which
+    /// must match the certificate). Whether it has expired is for the caller to decide.
+    pub(crate) fn load(
+        cert_path: &Path,
+        keys: &dyn KeyManager,
+        key_name: &str,
+        td: &TrustDomain,
+    ) -> Result<Ca, CaError> {
         let corrupt = |what: String| CaError::Corrupt(format!("{}: {what}", cert_path.display()));
+        let cert_pem = storage::read_string(cert_path)?;
+        let mut certs = pem::parse_many(&cert_pem)
+            .map_err(|e| corrupt(format!("invalid PEM: {e}")))?
+            .into_iter()
+            .map(|block| {
+                (block.tag() == "CERTIFICATE")
+                    .then(|| block.into_contents())
+                    .ok_or_else(|| corrupt("holds a PEM block that is not a CERTIFICATE".into()))
+            })
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter();
+        let cert_der = certs
+            .next()
+            .ok_or_else(|| corrupt("no CERTIFICATE PEM block found".into()))?;
+        let (roots, chain): (Vec<_>, Vec<_>) = certs.partition(|der| upstream::is_self_issued(der));
         let (rest, x509) = X509Certificate::from_der(&cert_der)
             .map_err(|e| corrupt(format!("not an X.509 certificate: {e}")))?;
         if !rest.is_empty() {
@@ -368,13 +428,8 @@ impl Ca {
                 ));
             }
         }
-        if x509.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
-            return Err(CaError::Corrupt(format!(
-                "the private key {} does not match the certificate {}",
-                key_path.display(),
-                cert_path.display()
-            )));
-        }
+        let point = x509.public_key().subject_public_key.data.as_ref();
+        let key = keys.load(key_name, Some(point))?;
 
         let uris = uri_sans(&x509).map_err(|e| corrupt(format!("bad subjectAltName: {e}")))?;
         let [uri] = uris.as_slice() else {
@@ -402,6 +457,8 @@ impl Ca {
             not_before,
             not_after,
             key,
+            chain,
+            roots,
         })
     }
 
@@ -480,13 +537,22 @@ impl Ca {
 
         // The issuer's name and key identifier are taken from the CA certificate itself, so the
         // leaf's issuer DN is byte-identical to the CA subject and its AKI equals the CA's SKI.
-        let issuer =
-            Issuer::from_ca_cert_der(&CertificateDer::from(self.cert_der.as_slice()), &*self.key)?;
+        let issuer = Issuer::from_ca_cert_der(
+            &CertificateDer::from(self.cert_der.as_slice()),
+            keys::RcgenKey(self.key.as_ref()),
+        )?;
         let cert = params.signed_by(public_key, &issuer)?;
 
+        // A self-signed CA is in every bundle, so the chain is the leaf alone (as SPIRE's);
+        // an upstream-signed one is not, so it and the upstream intermediates follow the leaf.
+        let mut cert_chain = vec![cert.der().to_vec()];
+        if self.is_upstream_signed() {
+            cert_chain.push(self.cert_der.clone());
+            cert_chain.extend(self.chain.iter().cloned());
+        }
         Ok(SignedSvid {
             spiffe_id: spiffe_id.clone(),
-            cert_chain: vec![cert.der().to_vec()],
+            cert_chain,
             serial_number: format!("{serial:x}"),
             expires_at: not_after.unix_timestamp(),
         })

@@ -1,4 +1,4 @@
-//! `spire-server agent list|show|evict`.
+//! `spire-server agent list|show|count|evict|ban|purge`.
 
 use clap::Subcommand;
 use spiffe::SpiffeId;
@@ -19,6 +19,30 @@ pub enum AgentCommand {
         /// The agent's SPIFFE ID.
         #[arg(long = "spiffeID", value_parser = spire_proto::flags::canonical_spiffe_id)]
         spiffe_id: SpiffeId,
+        #[command(flatten)]
+        admin: Admin,
+    },
+    /// Counts attested agents.
+    Count {
+        #[command(flatten)]
+        admin: Admin,
+    },
+    /// Bans an agent: it is refused every call and cannot attest again until it is evicted.
+    Ban {
+        /// The agent's SPIFFE ID.
+        #[arg(long = "spiffeID", value_parser = spire_proto::flags::canonical_spiffe_id)]
+        spiffe_id: SpiffeId,
+        #[command(flatten)]
+        admin: Admin,
+    },
+    /// Deletes agents whose SVID expired more than -expiredFor ago (banned ones stay).
+    Purge {
+        /// How long ago the SVID must have expired, e.g. `720h`, `30m`.
+        #[arg(long = "expiredFor", default_value = "720h")]
+        expired_for: String,
+        /// Only list the agents that would be purged.
+        #[arg(long = "dryRun")]
+        dry_run: bool,
         #[command(flatten)]
         admin: Admin,
     },
@@ -49,6 +73,42 @@ pub async fn execute(command: AgentCommand) -> anyhow::Result<()> {
             }
             print_agents(&agents, admin.output, false);
         }
+        AgentCommand::Count { admin } => {
+            let count = admin
+                .client()
+                .await?
+                .count_agents(pb::Empty {})
+                .await
+                .map_err(status_error)?
+                .into_inner()
+                .count;
+            match admin.output {
+                Output::Json => print_json(&serde_json::json!({ "count": count })),
+                Output::Pretty => {
+                    let noun = if count == 1 { "agent" } else { "agents" };
+                    println!("{count} attested {noun}");
+                }
+            }
+        }
+        AgentCommand::Ban { spiffe_id, admin } => {
+            admin
+                .client()
+                .await?
+                .ban_agent(pb::AgentIdRequest {
+                    spiffe_id: spiffe_id.to_string(),
+                })
+                .await
+                .map_err(status_error)?;
+            match admin.output {
+                Output::Json => print_json(&serde_json::json!({ "banned": true })),
+                Output::Pretty => println!("Agent banned successfully"),
+            }
+        }
+        AgentCommand::Purge {
+            expired_for,
+            dry_run,
+            admin,
+        } => purge(&expired_for, dry_run, &admin).await?,
         AgentCommand::Evict { spiffe_id, admin } => {
             admin
                 .client()
@@ -61,6 +121,49 @@ pub async fn execute(command: AgentCommand) -> anyhow::Result<()> {
             match admin.output {
                 Output::Json => print_json(&serde_json::json!({ "evicted": true })),
                 Output::Pretty => println!("Agent evicted successfully"),
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn purge(expired_for: &str, dry_run: bool, admin: &Admin) -> anyhow::Result<()> {
+    let age = humantime::parse_duration(expired_for)
+        .map_err(|e| anyhow::anyhow!("invalid -expiredFor {expired_for:?}: {e}"))?;
+    let age = i64::try_from(age.as_secs())
+        .map_err(|_| anyhow::anyhow!("-expiredFor {expired_for:?} is too long"))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let agents = admin
+        .client()
+        .await?
+        .purge_agents(pb::PurgeAgentsRequest {
+            expired_before: now.saturating_sub(age),
+            dry_run,
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner()
+        .agents;
+    match admin.output {
+        Output::Json => print_json(&serde_json::json!({
+            "expired_agents": agents.iter().map(|a| serde_json::json!({
+                "agent_id": a.spiffe_id,
+                "deleted": !dry_run,
+            })).collect::<Vec<_>>()
+        })),
+        Output::Pretty => {
+            let noun = if agents.len() == 1 { "agent" } else { "agents" };
+            println!("Found {} expired {noun}\n", agents.len());
+            for a in &agents {
+                println!("SPIFFE ID         : {}", a.spiffe_id);
+                println!("Expiration time   : {}", time(a.expires_at));
+            }
+            if dry_run {
+                println!("\nDry run: no agent was purged");
+            } else {
+                println!("\nAgents purged: {}", agents.len());
             }
         }
     }

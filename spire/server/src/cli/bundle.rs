@@ -1,5 +1,7 @@
 //! `spire-server bundle show|set|list|delete`: this trust domain's bundle, and the bundles of
-//! the trust domains it federates with.
+//! the trust domains it federates with. `-output json` prints SPIRE's shapes: a bundle, `{"bundles":
+//! [...]}`, or per-bundle `results` with a status (`-format` is for pretty output only, as in
+//! SPIRE).
 
 use std::io::Read;
 
@@ -9,7 +11,8 @@ use spiffe::TrustDomain;
 use spire_proto::bundle_format;
 use spire_proto::server as pb;
 
-use super::{Admin, status_error};
+use super::output::{bundle_json, print_json, status_json};
+use super::{Admin, Output, status_error};
 
 /// Bundle formats.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -72,7 +75,11 @@ pub async fn execute(command: BundleCommand) -> anyhow::Result<()> {
                 .await
                 .map_err(status_error)?
                 .into_inner();
-            print_bundle(&bundle, format)
+            match admin.output {
+                Output::Json => print_json(&bundle_json(&bundle)),
+                Output::Pretty => print_bundle(&bundle, format)?,
+            }
+            Ok(())
         }
         BundleCommand::Set {
             id,
@@ -104,13 +111,18 @@ pub async fn execute(command: BundleCommand) -> anyhow::Result<()> {
             }
             let bundle = bundle_format::parse_bundle(td.as_str(), &data)
                 .map_err(|e| anyhow::anyhow!("invalid bundle: {e}"))?;
-            admin
-                .client()
-                .await?
-                .set_federated_bundle(bundle)
-                .await
-                .map_err(status_error)?;
-            println!("bundle set for {}", td.id_string());
+            let set = admin.client().await?.set_federated_bundle(bundle).await;
+            if admin.output == Output::Json {
+                let status = set.as_ref().map(|_| ()).map_err(Clone::clone);
+                let stored = set.as_ref().ok().map(|b| bundle_json(b.get_ref()));
+                print_json(&serde_json::json!({
+                    "results": [{ "status": status_json(&status), "bundle": stored }]
+                }));
+            }
+            set.map_err(status_error)?;
+            if admin.output == Output::Pretty {
+                println!("bundle set for {}", td.id_string());
+            }
             Ok(())
         }
         BundleCommand::List { id, format, admin } => {
@@ -134,6 +146,16 @@ pub async fn execute(command: BundleCommand) -> anyhow::Result<()> {
             if let (Some(td), true) = (&wanted, bundles.is_empty()) {
                 anyhow::bail!("no bundle is stored for {td}");
             }
+            if admin.output == Output::Json {
+                match (&wanted, bundles.first()) {
+                    (Some(_), Some(bundle)) => print_json(&bundle_json(bundle)),
+                    _ => print_json(&serde_json::json!({
+                        "bundles": bundles.iter().map(bundle_json).collect::<Vec<_>>(),
+                        "next_page_token": "",
+                    })),
+                }
+                return Ok(());
+            }
             for (i, bundle) in bundles.iter().enumerate() {
                 if wanted.is_none() {
                     if i > 0 {
@@ -149,16 +171,24 @@ pub async fn execute(command: BundleCommand) -> anyhow::Result<()> {
         }
         BundleCommand::Delete { id, admin } => {
             let td = trust_domain(&id)?;
-            admin
+            let deleted = admin
                 .client()
                 .await?
                 .delete_federated_bundle(pb::TrustDomainRequest {
                     trust_domain: td.to_string(),
                 })
                 .await
-                .map_err(status_error)?;
-            println!("bundle deleted for {}", td.id_string());
-            Ok(())
+                .map(|_| ());
+            match admin.output {
+                Output::Json => print_json(&serde_json::json!({
+                    "results": [{ "status": status_json(&deleted), "trust_domain": td.as_str() }]
+                })),
+                Output::Pretty if deleted.is_ok() => {
+                    println!("bundle deleted for {}", td.id_string());
+                }
+                Output::Pretty => {}
+            }
+            deleted.map_err(status_error)
         }
     }
 }

@@ -1,4 +1,4 @@
-//! `spire-server entry create|update|show|delete`.
+//! `spire-server entry create|update|show|count|delete`.
 
 use clap::Subcommand;
 use spiffe::SpiffeId;
@@ -12,12 +12,12 @@ use super::{Admin, Output, status_error};
 pub struct EntryFlags {
     /// The SPIFFE ID of the identity this entry grants.
     #[arg(long = "spiffeID", value_parser = spire_proto::flags::canonical_spiffe_id)]
-    spiffe_id: SpiffeId,
+    spiffe_id: Option<SpiffeId>,
     /// The SPIFFE ID of the agent (or node alias) that may issue it.
     #[arg(long = "parentID", value_parser = spire_proto::flags::canonical_spiffe_id)]
-    parent_id: SpiffeId,
+    parent_id: Option<SpiffeId>,
     /// A selector `type:value` the workload must have, e.g. `unix:uid:1000`; repeatable.
-    #[arg(long = "selector", required = true)]
+    #[arg(long = "selector")]
     selectors: Vec<String>,
     /// X509-SVID lifetime in seconds (0 = server default).
     #[arg(long = "x509SVIDTTL", default_value_t = 0)]
@@ -44,6 +44,12 @@ pub struct EntryFlags {
 
 impl EntryFlags {
     fn to_proto(&self, id: String) -> anyhow::Result<pb::Entry> {
+        let (Some(spiffe_id), Some(parent_id)) = (&self.spiffe_id, &self.parent_id) else {
+            anyhow::bail!("-spiffeID and -parentID are required (or -data with a file of entries)");
+        };
+        if self.selectors.is_empty() {
+            anyhow::bail!("at least one -selector is required");
+        }
         let mut selectors = Vec::with_capacity(self.selectors.len());
         for raw in &self.selectors {
             selectors.push(
@@ -53,8 +59,8 @@ impl EntryFlags {
         }
         Ok(pb::Entry {
             id,
-            spiffe_id: self.spiffe_id.to_string(),
-            parent_id: self.parent_id.to_string(),
+            spiffe_id: spiffe_id.to_string(),
+            parent_id: parent_id.to_string(),
             selectors,
             x509_svid_ttl: self.x509_svid_ttl,
             jwt_svid_ttl: self.jwt_svid_ttl,
@@ -70,13 +76,17 @@ impl EntryFlags {
 
 #[derive(Debug, Subcommand)]
 pub enum EntryCommand {
-    /// Creates a registration entry.
+    /// Creates a registration entry, or each entry of a `-data` file.
     Create {
         #[command(flatten)]
         entry: EntryFlags,
         /// Use this entry ID instead of a generated one.
         #[arg(long = "entryID", default_value = "")]
         entry_id: String,
+        /// A JSON file of entries as SPIRE's (`{"entries": [...]}`; `-` for standard input),
+        /// instead of the flags.
+        #[arg(long = "data", conflicts_with_all = ["spiffe_id", "parent_id", "selectors"])]
+        data: Option<std::path::PathBuf>,
         #[command(flatten)]
         admin: Admin,
     },
@@ -110,11 +120,19 @@ pub enum EntryCommand {
         #[command(flatten)]
         admin: Admin,
     },
-    /// Deletes an entry.
+    /// Counts registration entries.
+    Count {
+        #[command(flatten)]
+        admin: Admin,
+    },
+    /// Deletes an entry, or each entry of a `-file`.
     Delete {
         /// The entry to delete.
-        #[arg(long = "entryID")]
-        entry_id: String,
+        #[arg(long = "entryID", required_unless_present = "file")]
+        entry_id: Option<String>,
+        /// A JSON file of entry IDs as SPIRE's (`{"ids": [...]}`; `-` for standard input).
+        #[arg(long = "file", conflicts_with = "entry_id")]
+        file: Option<std::path::PathBuf>,
         #[command(flatten)]
         admin: Admin,
     },
@@ -123,9 +141,43 @@ pub enum EntryCommand {
 pub async fn execute(command: EntryCommand) -> anyhow::Result<()> {
     match command {
         EntryCommand::Create {
+            data: Some(data),
+            admin,
+            ..
+        } => {
+            let entries = super::entry_batch::parse_entries(&data)?;
+            super::entry_batch::create(&admin, entries).await?;
+        }
+        EntryCommand::Count { admin } => {
+            let count = admin
+                .client()
+                .await?
+                .count_entries(pb::Empty {})
+                .await
+                .map_err(status_error)?
+                .into_inner()
+                .count;
+            match admin.output {
+                Output::Json => print_json(&serde_json::json!({ "count": count })),
+                Output::Pretty => {
+                    let noun = if count == 1 { "entry" } else { "entries" };
+                    println!("{count} registration {noun}");
+                }
+            }
+        }
+        EntryCommand::Delete {
+            file: Some(file),
+            admin,
+            ..
+        } => {
+            let ids = super::entry_batch::parse_ids(&file)?;
+            super::entry_batch::delete(&admin, ids).await?;
+        }
+        EntryCommand::Create {
             entry,
             entry_id,
             admin,
+            data: None,
         } => {
             let request = entry.to_proto(entry_id)?;
             let created = admin
@@ -224,7 +276,11 @@ pub async fn execute(command: EntryCommand) -> anyhow::Result<()> {
                 }
             }
         }
-        EntryCommand::Delete { entry_id, admin } => {
+        EntryCommand::Delete {
+            entry_id: Some(entry_id),
+            admin,
+            file: None,
+        } => {
             admin
                 .client()
                 .await?
@@ -238,6 +294,7 @@ pub async fn execute(command: EntryCommand) -> anyhow::Result<()> {
                 Output::Pretty => println!("Deleted entry with ID: {entry_id}"),
             }
         }
+        EntryCommand::Delete { .. } => anyhow::bail!("-entryID or -file is required"),
     }
     Ok(())
 }

@@ -5,6 +5,9 @@
 mod agent;
 mod bundle;
 mod entry;
+mod entry_batch;
+mod federation;
+mod federation_data;
 mod jwt;
 mod output;
 mod token;
@@ -74,6 +77,9 @@ pub enum Command {
     /// Mints JWT-SVIDs outside the agent flow.
     #[command(subcommand)]
     Jwt(jwt::JwtCommand),
+    /// Manages federation relationships with other trust domains.
+    #[command(subcommand)]
+    Federation(federation::FederationCommand),
 }
 
 /// Runs an admin command (everything but `run`).
@@ -87,6 +93,7 @@ pub async fn execute(command: Command) -> anyhow::Result<()> {
         Command::Agent(cmd) => agent::execute(cmd).await,
         Command::X509(cmd) => x509::execute(cmd).await,
         Command::Jwt(cmd) => jwt::execute(cmd).await,
+        Command::Federation(cmd) => federation::execute(cmd).await,
     }
 }
 
@@ -94,11 +101,53 @@ async fn healthcheck(admin: &Admin) -> anyhow::Result<()> {
     spire_proto::process::healthcheck(&admin.socket_path)
         .await
         .map_err(|e| anyhow::anyhow!("Server is unhealthy: {e}"))?;
-    println!("Server is healthy.");
+    match admin.output {
+        Output::Json => output::print_json(&serde_json::json!({ "status": "SERVING" })),
+        Output::Pretty => println!("Server is healthy."),
+    }
     Ok(())
 }
 
 /// Turns a gRPC error into the message a user should see.
 pub(crate) fn status_error(e: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{}", e.message())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every command but `run` prints something, so every one takes `-output json`.
+    #[test]
+    fn every_admin_command_takes_output_json() {
+        fn leaves<'a>(
+            cmd: &'a clap::Command,
+            path: String,
+            out: &mut Vec<(String, &'a clap::Command)>,
+        ) {
+            for sub in cmd.get_subcommands() {
+                leaves(sub, format!("{path} {}", sub.get_name()), out);
+            }
+            if cmd.get_subcommands().next().is_none() {
+                out.push((path, cmd));
+            }
+        }
+        let cli = super::Cli::command();
+        let mut all = Vec::new();
+        leaves(&cli, String::new(), &mut all);
+        let commands: Vec<_> = all.iter().filter(|(path, _)| path != " run").collect();
+        assert!(commands.len() > 20, "{} commands", commands.len());
+        for (path, cmd) in commands {
+            let output = cmd
+                .get_arguments()
+                .find(|a| a.get_long() == Some("output"))
+                .unwrap_or_else(|| panic!("`spire-server{path}` has no -output"));
+            let values: Vec<_> = output
+                .get_possible_values()
+                .iter()
+                .map(|v| v.get_name().to_owned())
+                .collect();
+            assert!(values.contains(&"json".to_owned()), "{path}: {values:?}");
+        }
+    }
 }

@@ -1,6 +1,11 @@
-//! Printing results in SPIRE's layout (`pretty`) or as JSON (`json`).
+//! Printing results in SPIRE's layout (`pretty`) or as JSON (`json`). The JSON of bundles,
+//! federation relationships and batch results has the field names and nesting of SPIRE's
+//! protobuf JSON (`UseProtoNames`), with integers as JSON numbers.
 
 use std::fmt::Write as _;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 
 use spire_proto::server as pb;
 
@@ -81,6 +86,67 @@ pub fn entry_json(e: &pb::Entry) -> serde_json::Value {
         "created_at": e.created_at,
         "expires_at": e.expires_at,
     })
+}
+
+/// A bundle as SPIRE's `types.Bundle` in JSON (bytes in standard base64).
+pub fn bundle_json(b: &pb::Bundle) -> serde_json::Value {
+    serde_json::json!({
+        "trust_domain": b.trust_domain,
+        "x509_authorities": b.x509_authorities.iter()
+            .map(|der| serde_json::json!({ "asn1": BASE64.encode(der), "tainted": false }))
+            .collect::<Vec<_>>(),
+        "jwt_authorities": b.jwt_authorities.iter()
+            .map(|k| serde_json::json!({
+                "public_key": BASE64.encode(&k.public_key),
+                "key_id": k.key_id,
+                "expires_at": k.expires_at,
+                "tainted": false,
+            }))
+            .collect::<Vec<_>>(),
+        "refresh_hint": b.refresh_hint,
+        "sequence_number": b.sequence_number,
+    })
+}
+
+/// A federation relationship as SPIRE's `types.FederationRelationship` in JSON: the profile
+/// is an `https_spiffe` or `https_web` object.
+pub fn relationship_json(r: &pb::FederationRelationship) -> serde_json::Value {
+    let mut json = serde_json::json!({
+        "trust_domain": r.trust_domain,
+        "bundle_endpoint_url": r.bundle_endpoint_url,
+    });
+    json[r.bundle_endpoint_profile.as_str()] = match r.bundle_endpoint_profile.as_str() {
+        "https_spiffe" => serde_json::json!({ "endpoint_spiffe_id": r.endpoint_spiffe_id }),
+        _ => serde_json::json!({}),
+    };
+    if let Some(bundle) = &r.trust_domain_bundle {
+        json["trust_domain_bundle"] = bundle_json(bundle);
+    }
+    json
+}
+
+/// A relationship as SPIRE's CLI prints it.
+pub fn relationship_pretty(r: &pb::FederationRelationship) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "Trust domain              : {}", r.trust_domain);
+    let _ = writeln!(s, "Bundle endpoint URL       : {}", r.bundle_endpoint_url);
+    let _ = writeln!(
+        s,
+        "Bundle endpoint profile   : {}",
+        r.bundle_endpoint_profile
+    );
+    if r.bundle_endpoint_profile == "https_spiffe" {
+        let _ = writeln!(s, "Endpoint SPIFFE ID        : {}", r.endpoint_spiffe_id);
+    }
+    s
+}
+
+/// The outcome of one item of a batch as SPIRE's `types.Status` in JSON.
+pub fn status_json(status: &Result<(), tonic::Status>) -> serde_json::Value {
+    match status {
+        Ok(()) => serde_json::json!({ "code": 0, "message": "OK" }),
+        Err(s) => serde_json::json!({ "code": s.code() as i32, "message": s.message() }),
+    }
 }
 
 /// Prints a JSON value on stdout.

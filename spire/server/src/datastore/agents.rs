@@ -111,6 +111,68 @@ impl Datastore {
         Ok(result.rows_affected() > 0)
     }
 
+    /// Bans the agent: marks it banned and forgets its SVID serials, so neither its current
+    /// SVID nor a new attestation is accepted until it is deleted (evicted). Returns whether
+    /// it existed.
+    pub async fn ban_attested_agent(&self, spiffe_id: &str) -> Result<bool, DatastoreError> {
+        let result = sqlx::query(
+            "UPDATE attested_agents SET banned = 1, serial_number = '', \
+             new_serial_number = '', new_expires_at = 0 WHERE spiffe_id = $1",
+        )
+        .bind(spiffe_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    /// The number of attested agents.
+    pub async fn count_attested_agents(&self) -> Result<i64, DatastoreError> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM attested_agents")
+            .fetch_one(&self.pool)
+            .await?;
+        column(&row, "n")
+    }
+
+    /// Deletes the agents, banned ones excepted, whose SVID (and pending SVID) expired before
+    /// `expired_before`, and returns them. With `dry_run` nothing is deleted. Each delete
+    /// re-checks the expiry, so an agent renewed meanwhile stays.
+    pub async fn purge_expired_agents(
+        &self,
+        expired_before: i64,
+        dry_run: bool,
+    ) -> Result<Vec<AttestedAgent>, DatastoreError> {
+        let sql = format!(
+            "{SELECT_AGENTS} WHERE banned = 0 AND expires_at < $1 AND new_expires_at < $1 \
+             ORDER BY spiffe_id"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(expired_before)
+            .fetch_all(&self.pool)
+            .await?;
+        let expired = rows
+            .iter()
+            .map(agent_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        if dry_run {
+            return Ok(expired);
+        }
+        let mut purged = Vec::with_capacity(expired.len());
+        for agent in expired {
+            let deleted = sqlx::query(
+                "DELETE FROM attested_agents WHERE spiffe_id = $1 AND banned = 0 \
+                 AND expires_at < $2 AND new_expires_at < $2",
+            )
+            .bind(&agent.spiffe_id)
+            .bind(expired_before)
+            .execute(&self.pool)
+            .await?;
+            if deleted.rows_affected() > 0 {
+                purged.push(agent);
+            }
+        }
+        Ok(purged)
+    }
+
     /// All attested agents, ordered by SPIFFE ID (byte-wise).
     pub async fn list_attested_agents(&self) -> Result<Vec<AttestedAgent>, DatastoreError> {
         let sql = format!("{SELECT_AGENTS} ORDER BY spiffe_id");

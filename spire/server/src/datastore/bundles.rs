@@ -37,26 +37,7 @@ impl Datastore {
     /// one plus 1, or 1 for a new bundle. One statement, so concurrent calls never reuse a
     /// sequence number.
     pub async fn set_bundle(&self, bundle: &Bundle) -> Result<Bundle, DatastoreError> {
-        let (x509, jwt) = encode_authorities(bundle)?;
-        let row = sqlx::query(
-            "INSERT INTO bundles (trust_domain, x509_authorities, jwt_authorities, \
-             sequence_number, refresh_hint) VALUES ($1, $2, $3, 1, $4) \
-             ON CONFLICT (trust_domain) DO UPDATE SET \
-             x509_authorities = excluded.x509_authorities, \
-             jwt_authorities = excluded.jwt_authorities, \
-             refresh_hint = excluded.refresh_hint, \
-             sequence_number = bundles.sequence_number + 1 \
-             RETURNING sequence_number",
-        )
-        .bind(&bundle.trust_domain)
-        .bind(x509)
-        .bind(jwt)
-        .bind(bundle.refresh_hint)
-        .fetch_one(&self.pool)
-        .await?;
-        let mut stored = bundle.clone();
-        stored.sequence_number = column(&row, "sequence_number")?;
-        Ok(stored)
+        upsert_bundle(&self.pool, bundle).await
     }
 
     /// Stores `bundle` only if the stored one is still the one the caller read: sequence
@@ -112,6 +93,37 @@ impl Datastore {
             .await?;
         Ok(result.rows_affected() > 0)
     }
+}
+
+/// [`Datastore::set_bundle`] on any executor, so a transaction can store a bundle together
+/// with what it belongs to (a federation relationship and its bootstrap bundle).
+pub(super) async fn upsert_bundle<'e, E>(
+    executor: E,
+    bundle: &Bundle,
+) -> Result<Bundle, DatastoreError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    let (x509, jwt) = encode_authorities(bundle)?;
+    let row = sqlx::query(
+        "INSERT INTO bundles (trust_domain, x509_authorities, jwt_authorities, \
+         sequence_number, refresh_hint) VALUES ($1, $2, $3, 1, $4) \
+         ON CONFLICT (trust_domain) DO UPDATE SET \
+         x509_authorities = excluded.x509_authorities, \
+         jwt_authorities = excluded.jwt_authorities, \
+         refresh_hint = excluded.refresh_hint, \
+         sequence_number = bundles.sequence_number + 1 \
+         RETURNING sequence_number",
+    )
+    .bind(&bundle.trust_domain)
+    .bind(x509)
+    .bind(jwt)
+    .bind(bundle.refresh_hint)
+    .fetch_one(executor)
+    .await?;
+    let mut stored = bundle.clone();
+    stored.sequence_number = column(&row, "sequence_number")?;
+    Ok(stored)
 }
 
 /// The stored (JSON) forms of a bundle's X.509 and JWT authorities.

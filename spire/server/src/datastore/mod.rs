@@ -1,5 +1,5 @@
-//! The server's persistent state: registration entries, join tokens, attested agents and
-//! trust bundles, stored in SQLite or PostgreSQL.
+//! The server's persistent state: registration entries, join tokens, attested agents, trust
+//! bundles and federation relationships, stored in SQLite or PostgreSQL.
 //!
 //! # One implementation for two databases
 //!
@@ -18,13 +18,16 @@ mod agents;
 mod bundles;
 mod entries;
 mod model;
+mod relationships;
 mod tokens;
 
 use sqlx::migrate::Migrator;
 use sqlx::{Any, AnyPool, Transaction};
 
 pub use common_sql::Backend;
-pub use model::{AttestedAgent, Bundle, Entry, EntryFilter, JoinToken, JwtKey, Selector};
+pub use model::{
+    AttestedAgent, Bundle, Entry, EntryFilter, JoinToken, JwtKey, Relationship, Selector,
+};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");

@@ -126,3 +126,17 @@ pub struct JwtKey {
     /// Expiry, unix seconds (0 = none).
     pub expires_at: i64,
 }
+
+/// A federation relationship created at run time: where and how to fetch another trust
+/// domain's bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Relationship {
+    /// The other trust domain's name, e.g. `other.org`.
+    pub trust_domain: String,
+    /// `https://host[:port][/path]`.
+    pub bundle_endpoint_url: String,
+    /// `https_spiffe` or `https_web`.
+    pub bundle_endpoint_profile: String,
+    /// The endpoint's SPIFFE ID (`https_spiffe`); empty for `https_web`.
+    pub endpoint_spiffe_id: String,
+}
