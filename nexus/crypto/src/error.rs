@@ -64,7 +64,4 @@ pub enum CryptoError {
     /// The recombined key does not match the key-check value.
     #[error("recombined root key does not match the key-check value (wrong or corrupted shards)")]
     WrongShares,
-    /// The underlying secret-sharing library reported an error.
-    #[error("secret sharing failed: {0}")]
-    SecretSharing(String),
 }
