@@ -76,6 +76,8 @@ struct FileServer {
     federation: FileFederation,
     #[serde(default)]
     node_attestor: FileNodeAttestors,
+    #[serde(default)]
+    limits: crate::limits::FileLimits,
 }
 
 /// `[server.node_attestor.*]`: node attestors beyond join tokens (always on).
@@ -173,6 +175,8 @@ pub struct ServerConfig {
     pub federates_with: Vec<FederationRelationship>,
     /// CAs for x509pop node attestation; x509pop is off when unset.
     pub x509pop_ca_bundle: Option<PathBuf>,
+    /// The bounds of every listener (`[server.limits.*]`).
+    pub limits: crate::limits::ServerLimits,
 }
 
 /// Default admin socket, as SPIRE's.
@@ -242,6 +246,7 @@ impl ServerConfig {
             .map(|(td, rel)| relationship(&trust_domain, &td, rel))
             .collect::<Result<_, _>>()?;
         let config = ServerConfig {
+            limits: file.limits.resolve()?,
             x509pop_ca_bundle: file.node_attestor.x509pop.map(|x| x.ca_bundle_path),
             bundle_endpoint,
             federates_with,
@@ -430,6 +435,39 @@ mod tests {
             .expect_err("bad duration")
             .to_string();
         assert!(err.contains("ca_ttl"), "{err}");
+    }
+
+    #[test]
+    fn listener_limits_come_from_their_tables_over_the_presets() {
+        let file = write(
+            "[server]\ntrust_domain = \"x.org\"\n\
+             [server.limits.agent_api]\nmax_handshakes = 64\nhandshake_timeout = \"2s\"\n",
+        );
+        let args = RunArgs {
+            config: Some(file.path().into()),
+            ..RunArgs::default()
+        };
+        let limits = ServerConfig::load(&args).expect("valid").limits;
+        assert_eq!(limits.agent_api.max_handshakes, 64);
+        assert_eq!(limits.agent_api.handshake_timeout, Duration::from_secs(2));
+        assert_eq!(
+            limits.agent_api.max_connections,
+            common_net::Limits::TLS_API.max_connections
+        );
+        assert_eq!(limits.admin, common_net::Limits::ADMIN_SOCKET);
+        let file = write(
+            "[server]\ntrust_domain = \"x.org\"\n[server.limits.metrics]\nidle_timeout = \"0s\"\n",
+        );
+        let err = ServerConfig::load(&RunArgs {
+            config: Some(file.path().into()),
+            ..RunArgs::default()
+        })
+        .expect_err("zero timeout")
+        .to_string();
+        assert!(
+            err.contains("limits.metrics") && err.contains("idle_timeout"),
+            "{err}"
+        );
     }
 
     #[test]
