@@ -24,6 +24,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     common_process::harden();
     let td = TrustDomain::new(&config.trust_domain).context("invalid --trust-domain")?;
     let limits = config.serve_limits()?;
+    common_process::raise_open_files_limit(
+        limits.descriptors() + common_net::Limits::METRICS.descriptors() + 64,
+    );
     let net = common_net::NetMetrics::default();
     if let Some(address) = config.metrics_address()? {
         serve_metrics(address, &net).await?;

@@ -19,6 +19,10 @@ use crate::store::{Backend, Store};
 pub async fn run(config: Config) -> anyhow::Result<()> {
     config.validate()?;
     common_process::harden();
+    // Both listeners at their limits, plus the datastore, keepers and the Workload API.
+    common_process::raise_open_files_limit(
+        config.serve_limits().descriptors() + common_net::Limits::METRICS.descriptors() + 256,
+    );
     let td = TrustDomain::new(&config.trust_domain).context("invalid --trust-domain")?;
     let database_url = config.database_url();
     if config.database_url.is_none() {

@@ -121,6 +121,11 @@ impl Limits {
         linger_bytes: 64 << 10,
     };
 
+    /// The most file descriptors this listener may hold: served connections and handshakes.
+    pub fn descriptors(&self) -> u64 {
+        (self.max_connections + self.max_handshakes) as u64
+    }
+
     /// Checks that every count is at least 1 and every timeout positive (lingering may be
     /// off), naming the first field that is not.
     pub fn validate(&self) -> Result<(), LimitsError> {

@@ -25,6 +25,11 @@ use crate::workload::limits::CallerLimits;
 
 /// Runs the agent until a shutdown signal arrives.
 pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
+    common_process::raise_open_files_limit(
+        config.limits.workload_api.max_connections as u64
+            + config.limits.metrics.descriptors()
+            + 256,
+    );
     let data = DataDir::open(&config.data_dir)?;
     let (link, agent_svid) = node::establish(&config, &data).await?;
     let agent_id = agent_svid.id.clone();

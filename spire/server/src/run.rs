@@ -28,6 +28,19 @@ use crate::state::ServerState;
 /// Runs the server until a shutdown signal arrives.
 pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     create_private_dir(&config.data_dir)?;
+    let limits = config.limits;
+    common_process::raise_open_files_limit(
+        [
+            limits.agent_api,
+            limits.bundle_endpoint,
+            limits.admin,
+            limits.metrics,
+        ]
+        .iter()
+        .map(common_net::Limits::descriptors)
+        .sum::<u64>()
+            + 256,
+    );
     let datastore = Datastore::connect(&config.datastore_url)
         .await
         .context("opening the datastore")?;
@@ -70,7 +83,6 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
 
     // Every listener's refusals, timeouts and failed handshakes, on the metrics endpoint.
     let net = common_net::NetMetrics::default();
-    let limits = state.config.limits;
     if let Some(address) = state.config.metrics_address {
         let listener = common_metrics::bind(address)
             .await
