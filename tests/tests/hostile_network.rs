@@ -220,6 +220,7 @@ async fn refused_handshakes_show_in_metrics_and_log(
         line.contains("WARN") && line.contains("peer=127.0.0.1:"),
         "{line}"
     );
+    println!("nexus logged: {line}");
 }
 
 /// Issue 14, items 1 and 2: silent connections and authenticated idle ones at once.
