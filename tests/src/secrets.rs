@@ -288,6 +288,20 @@ impl SecretsStack {
         path
     }
 
+    /// Registers this test binary as `spiffe_id` and returns its SVID source once the SVID
+    /// for that ID has arrived: the test process becomes that workload.
+    pub async fn identity_as(&self, spiffe_id: &str) -> spiffe::X509Source {
+        let me = std::env::current_exe().expect("test executable");
+        self.register(&me, spiffe_id);
+        let source =
+            identity::workload::x509_source(Some(&self.agent.endpoint()), Duration::from_secs(30))
+                .await
+                .expect("the test's SVID");
+        let id = identity::workload::own_id(&source).expect("own SPIFFE ID");
+        assert_eq!(id.to_string(), spiffe_id);
+        source
+    }
+
     /// Registers processes of this uid running `binary` as `spiffe_id`.
     pub fn register(&self, binary: &Path, spiffe_id: &str) {
         self.server.create_entry(

@@ -54,23 +54,6 @@ fn clock() -> Instant {
     Instant::now()
 }
 
-/// Registers this test binary as `spiffe_id` and returns its SVID source.
-async fn identity_as(stack: &SecretsStack, spiffe_id: &str) -> X509Source {
-    let me = std::env::current_exe().expect("test executable");
-    stack.register(&me, spiffe_id);
-    let source =
-        identity::workload::x509_source(Some(&stack.agent.endpoint()), Duration::from_secs(30))
-            .await
-            .expect("the test's SVID");
-    assert_eq!(
-        identity::workload::own_id(&source)
-            .expect("own SPIFFE ID")
-            .to_string(),
-        spiffe_id
-    );
-    source
-}
-
 /// The trust domain's CA certificates (DER), from an SVID source.
 fn bundle(source: &X509Source) -> Vec<Vec<u8>> {
     let td = TrustDomain::new(TD).expect("trust domain");
@@ -175,7 +158,7 @@ async fn nexus_and_a_keeper_serve_their_clients_through_floods() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let source = identity_as(&stack, IDLER_ID).await;
+    let source = stack.identity_as(IDLER_ID).await;
     let nexus = loopback(stack.nexus_port);
     let nexus_metrics = format!("127.0.0.1:{}", stack.metrics_port);
     println!("stack ready after {:?}", started.elapsed());

@@ -28,20 +28,6 @@ fn clock() -> Instant {
     Instant::now()
 }
 
-/// Registers this test binary as `spiffe_id` and returns its SVID source (once the SVID for
-/// that ID has arrived).
-async fn identity_as(stack: &SecretsStack, spiffe_id: &str) -> X509Source {
-    let me = std::env::current_exe().expect("test executable");
-    stack.register(&me, spiffe_id);
-    let source =
-        identity::workload::x509_source(Some(&stack.agent.endpoint()), Duration::from_secs(30))
-            .await
-            .expect("the test's SVID");
-    let id = identity::workload::own_id(&source).expect("own SPIFFE ID");
-    assert_eq!(id.to_string(), spiffe_id);
-    source
-}
-
 /// A Nexus client over its own connection pool, presenting `source`'s SVID.
 fn client(stack: &SecretsStack, source: &X509Source) -> Client {
     Client::connect(source.clone(), &stack.nexus_url(), TD).expect("Nexus client")
@@ -221,7 +207,7 @@ async fn root_key_rotations_under_concurrent_readers_and_writers_fail_no_request
         "name: load\nspiffeidPattern: ^spiffe://example\\.org/app/load$\npathPattern: ^load/.*$\npermissions: [read, write]\n",
     )
     .await;
-    let source = identity_as(&stack, LOAD_ID).await;
+    let source = stack.identity_as(LOAD_ID).await;
 
     // 200 secrets, written eight at a time.
     let setup = client(&stack, &source);
@@ -388,7 +374,7 @@ async fn a_rotation_committed_while_keepers_get_the_previous_key_survives_kill_9
     let started = clock();
     let dir = tempfile::tempdir().expect("tempdir");
     let mut stack = SecretsStack::start(dir.path(), 3).await;
-    let source = identity_as(&stack, SUPERUSER_ID).await;
+    let source = stack.identity_as(SUPERUSER_ID).await;
     let nexus = client(&stack, &source);
     for i in 0..5 {
         nexus
@@ -581,7 +567,7 @@ async fn a_caller_over_its_rate_gets_429_with_retry_after_and_others_are_served(
     )
     .await;
     let other = stack.workload("other-app", OTHER_ID);
-    let source = identity_as(&stack, FLOOD_ID).await;
+    let source = stack.identity_as(FLOOD_ID).await;
     let tls = nexus_tls(&source);
     let get = Action::Get.url(routes::SECRETS);
     let body = serde_json::json!({ "path": "limits/key" }).to_string();
@@ -745,7 +731,7 @@ async fn a_put_blocked_past_the_request_timeout_gets_503_and_stores_nothing() {
     stack.nexus_config = "request_timeout = \"1s\"\n".to_owned();
     stack.start_nexus();
     stack.wait_ready().await;
-    let source = identity_as(&stack, SUPERUSER_ID).await;
+    let source = stack.identity_as(SUPERUSER_ID).await;
     let nexus = client(&stack, &source);
     assert_eq!(
         nexus

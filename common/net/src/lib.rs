@@ -4,7 +4,8 @@
 //! A tour:
 //! - [`limits`]: [`Limits`], the bounds of one listener (counts overall and per source,
 //!   timeouts per phase, lingering), with a preset per kind of listener and a TOML form.
-//! - [`budget`]: per-source caps and the [`budget::Slot`] a served connection carries.
+//! - [`budget`]: per-source caps and the [`budget::Slot`] a served connection carries, inside
+//!   the [`Admitted`] stream every listener yields.
 //! - [`tcp`] and [`unix`]: admit plain TCP connections (per IP) and Unix-socket connections
 //!   (per UID and PID, from `SO_PEERCRED`); TLS listeners admit in two stages in
 //!   `identity::listener`, with a budget of their own for handshakes.
@@ -15,6 +16,7 @@
 //!   ([`log_limit`]).
 
 mod activity;
+pub mod admitted;
 pub mod body;
 pub mod budget;
 pub mod limits;
@@ -25,6 +27,7 @@ pub mod server;
 pub mod tcp;
 pub mod unix;
 
+pub use admitted::Admitted;
 pub use limits::{Limits, LimitsError, LimitsFile};
 pub use metrics::{ListenerMetrics, NetMetrics};
 pub use server::{Accepted, HttpServer};

@@ -211,6 +211,11 @@ pub struct LimitsFile {
 }
 
 impl LimitsFile {
+    /// `preset` with `table`'s keys laid over it, if the config file has the table.
+    pub fn resolve(table: Option<&LimitsFile>, preset: Limits) -> Result<Limits, LimitsError> {
+        table.map_or(Ok(preset), |table| table.over(preset))
+    }
+
     /// `base` with every key this section sets replaced, validated.
     pub fn over(&self, base: Limits) -> Result<Limits, LimitsError> {
         let duration = |field: &'static str, value: &Option<String>, default: Duration| {

@@ -2,38 +2,20 @@
 //! and `max_connections_per_source` per IP address; a connection past a cap is closed at once
 //! and counted. TLS listeners admit in two stages instead (`identity::listener`).
 
-use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::Duration;
 
 use futures::Stream;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
+use crate::admitted::{Admitted, accept_until};
 use crate::budget::{PerSource, Slot};
 use crate::limits::Limits;
 use crate::metrics::ListenerMetrics;
-use crate::server::Accepted;
 
-/// An admitted TCP connection.
-#[derive(Debug)]
-pub struct TcpConn {
-    stream: TcpStream,
-    peer: SocketAddr,
-    _slot: Slot,
-}
-
-impl Accepted for TcpConn {
-    type Info = SocketAddr;
-
-    fn info(&self) -> SocketAddr {
-        self.peer
-    }
-}
+/// An admitted TCP connection, from its peer's address.
+pub type TcpConn = Admitted<TcpStream, SocketAddr>;
 
 struct Admission {
     listener: TcpListener,
@@ -62,19 +44,12 @@ pub fn tcp_incoming(
 
 impl Admission {
     async fn next(&self) -> TcpConn {
-        loop {
-            match self.listener.accept().await {
-                Ok((stream, peer)) => {
-                    if let Some(conn) = self.admit(stream, peer) {
-                        return conn;
-                    }
-                }
-                Err(error) => {
-                    tracing::warn!(listener = self.metrics.name(), %error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        }
+        accept_until(
+            self.metrics.name(),
+            || self.listener.accept(),
+            |(stream, peer)| self.admit(stream, peer),
+        )
+        .await
     }
 
     fn admit(&self, stream: TcpStream, peer: SocketAddr) -> Option<TcpConn> {
@@ -87,38 +62,7 @@ impl Admission {
             return None;
         };
         let _ = stream.set_nodelay(true);
-        Some(TcpConn {
-            stream,
-            peer,
-            _slot: Slot::new(permit, self.metrics.open()).with(ip),
-        })
-    }
-}
-
-impl AsyncRead for TcpConn {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for TcpConn {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
+        let slot = Slot::new(permit, self.metrics.open()).with(ip);
+        Some(Admitted::new(stream, peer, slot))
     }
 }

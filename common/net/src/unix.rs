@@ -5,21 +5,16 @@
 //! the rest is bounded by [`crate::server::HttpServer`] like any connection.
 
 use std::fmt;
-use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::Duration;
 
 use futures::Stream;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 
+use crate::admitted::{Admitted, accept_until};
 use crate::budget::{PerSource, Slot};
 use crate::limits::Limits;
 use crate::metrics::ListenerMetrics;
-use crate::server::Accepted;
 
 /// The process at the other end of a Unix socket, as the kernel reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,21 +36,8 @@ impl fmt::Display for UnixPeer {
     }
 }
 
-/// An admitted Unix-socket connection.
-#[derive(Debug)]
-pub struct UnixConn {
-    stream: UnixStream,
-    peer: UnixPeer,
-    _slot: Slot,
-}
-
-impl Accepted for UnixConn {
-    type Info = UnixPeer;
-
-    fn info(&self) -> UnixPeer {
-        self.peer
-    }
-}
+/// An admitted Unix-socket connection, from its peer's credentials.
+pub type UnixConn = Admitted<UnixStream, UnixPeer>;
 
 struct Admission {
     listener: UnixListener,
@@ -87,20 +69,12 @@ pub fn unix_incoming(
 
 impl Admission {
     async fn next(&self) -> UnixConn {
-        loop {
-            match self.listener.accept().await {
-                Ok((stream, _)) => {
-                    if let Some(conn) = self.admit(stream) {
-                        return conn;
-                    }
-                }
-                Err(error) => {
-                    // Out of file descriptors and similar: back off instead of spinning.
-                    tracing::warn!(listener = self.metrics.name(), %error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        }
+        accept_until(
+            self.metrics.name(),
+            || self.listener.accept(),
+            |(stream, _)| self.admit(stream),
+        )
+        .await
     }
 
     fn admit(&self, stream: UnixStream) -> Option<UnixConn> {
@@ -130,38 +104,6 @@ impl Admission {
             };
             slot = slot.with(pid);
         }
-        Some(UnixConn {
-            stream,
-            peer,
-            _slot: slot,
-        })
-    }
-}
-
-impl AsyncRead for UnixConn {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for UnixConn {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
+        Some(Admitted::new(stream, peer, slot))
     }
 }

@@ -117,13 +117,10 @@ pub struct AgentLimits {
 impl FileLimits {
     fn resolve(&self) -> Result<AgentLimits, ConfigError> {
         let over = |key: &'static str, table: &Option<LimitsFile>, preset: Limits| {
-            table
-                .as_ref()
-                .map_or(Ok(preset), |table| table.over(preset))
-                .map_err(|e| ConfigError::Invalid {
-                    key,
-                    message: e.to_string(),
-                })
+            LimitsFile::resolve(table.as_ref(), preset).map_err(|e| ConfigError::Invalid {
+                key,
+                message: e.to_string(),
+            })
         };
         Ok(AgentLimits {
             workload_api: over(

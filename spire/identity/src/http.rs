@@ -1,5 +1,5 @@
 //! HTTPS with SPIFFE mTLS for axum and tonic services (Nexus, keepers, the identity server's
-//! agent API and bundle endpoint): [`serve`] and [`serve_grpc`] run a service over
+//! agent API and bundle endpoint): [`serve`] runs a service over
 //! [`crate::listener::tls_incoming`] with `common_net`'s [`HttpServer`], so every phase of a
 //! connection is bounded, and handlers take [`CallerId`] to learn who is calling. The caller's
 //! ID always comes from the verified client certificate, never from the request.
@@ -43,24 +43,39 @@ impl<S: Send + Sync> FromRequestParts<S> for CallerId {
     }
 }
 
-/// How [`serve`] bounds a listener and where it counts what it refuses.
+/// How [`serve`] bounds a listener, where it counts what it refuses, and what it speaks.
 #[derive(Debug, Clone, Default)]
 pub struct ServeOptions {
     /// The listener's bounds ([`Limits::TLS_API`] unless configured).
     pub limits: Limits,
     /// Its counters (refusals, failed handshakes, timeouts) and rate-limited warnings.
     pub metrics: ListenerMetrics,
+    /// Only HTTP/2 (gRPC), instead of HTTP/1 and HTTP/2.
+    pub http2_only: bool,
 }
 
 impl ServeOptions {
-    /// Options with `limits`, counted in `metrics`.
+    /// Options with `limits`, counted in `metrics`, for HTTP/1 and HTTP/2.
     pub fn new(limits: Limits, metrics: ListenerMetrics) -> Self {
-        ServeOptions { limits, metrics }
+        ServeOptions {
+            limits,
+            metrics,
+            http2_only: false,
+        }
+    }
+
+    /// The same for gRPC (tonic's routes): HTTP/2 only.
+    pub fn grpc(self) -> Self {
+        ServeOptions {
+            http2_only: true,
+            ..self
+        }
     }
 }
 
-/// Serves `service` (an axum router) over mTLS on `listener`, HTTP/1 and HTTP/2, until
-/// `shutdown` resolves. Each request carries its connection's [`PeerInfo`] for [`CallerId`].
+/// Serves `service` (an axum router, or tonic's routes with [`ServeOptions::grpc`]) over
+/// mTLS on `listener` until `shutdown` resolves. Each request carries its connection's
+/// [`PeerInfo`] for [`CallerId`].
 pub async fn serve<S, B>(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
@@ -78,31 +93,9 @@ pub async fn serve<S, B>(
     B::Error: Into<BoxError>,
 {
     let incoming = tls_incoming(listener, tls, &options.limits, options.metrics.clone());
-    HttpServer::new(options.limits, options.metrics)
-        .serve(incoming, service, shutdown)
-        .await;
-}
-
-/// [`serve`] for gRPC (tonic's routes): HTTP/2 only.
-pub async fn serve_grpc<S, B>(
-    listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
-    service: S,
-    options: ServeOptions,
-    shutdown: impl Future<Output = ()>,
-) where
-    S: tower::Service<http::Request<TimedBody>, Response = http::Response<B>>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
-    let incoming = tls_incoming(listener, tls, &options.limits, options.metrics.clone());
-    HttpServer::new(options.limits, options.metrics)
-        .http2_only()
-        .serve(incoming, service, shutdown)
-        .await;
+    let mut server = HttpServer::new(options.limits, options.metrics);
+    if options.http2_only {
+        server = server.http2_only();
+    }
+    server.serve(incoming, service, shutdown).await;
 }

@@ -14,21 +14,17 @@
 //!    presented no certificate. The slot is freed when the [`PeerStream`] is dropped.
 //!
 //! Every failed handshake and every refusal is counted by reason and logged at warn with the
-//! peer's address, rate-limited ([`ListenerMetrics`]). tonic servers can take the stream
-//! (`serve_with_incoming`) and find [`PeerInfo`] in each request's extensions;
-//! [`crate::http::serve`] serves axum and tonic routes on it with every later phase bounded.
+//! peer's address, rate-limited ([`ListenerMetrics`]). [`crate::http::serve`] serves axum
+//! and tonic routes on the stream with every later phase bounded; handlers find [`PeerInfo`]
+//! in each request's extensions.
 
-use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use common_net::budget::{PerSource, Slot};
-use common_net::{Accepted, Limits, ListenerMetrics};
+use common_net::{Admitted, Limits, ListenerMetrics};
 use spiffe::SpiffeId;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
@@ -58,76 +54,9 @@ pub struct PeerInfo {
     pub remote_addr: SocketAddr,
 }
 
-/// A server-side TLS connection whose handshake has completed.
-pub struct PeerStream {
-    inner: TlsStream<TcpStream>,
-    info: PeerInfo,
-    /// This connection's place among the served connections; freed when dropped.
-    _slot: Slot,
-}
-
-impl PeerStream {
-    /// Who the peer is.
-    pub fn info(&self) -> &PeerInfo {
-        &self.info
-    }
-}
-
-impl Accepted for PeerStream {
-    type Info = PeerInfo;
-
-    fn info(&self) -> PeerInfo {
-        self.info.clone()
-    }
-}
-
-impl AsyncRead for PeerStream {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for PeerStream {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-}
-
-impl tonic::transport::server::Connected for PeerStream {
-    type ConnectInfo = PeerInfo;
-
-    fn connect_info(&self) -> PeerInfo {
-        self.info.clone()
-    }
-}
+/// A server-side TLS connection whose handshake has completed, with its peer's
+/// [`PeerInfo`] and its served slot (freed when dropped).
+pub type PeerStream = Admitted<TlsStream<TcpStream>, PeerInfo>;
 
 /// Whom a served connection counts against: its SPIFFE ID once authenticated, else the only
 /// source there is, its address.
@@ -256,11 +185,7 @@ impl Admission {
         };
         drop(ticket);
         let slot = Slot::new(permit, self.metrics.open()).with(source);
-        Some(PeerStream {
-            inner: tls,
-            info,
-            _slot: slot,
-        })
+        Some(Admitted::new(tls, info, slot))
     }
 
     /// Waits for the client's first byte, refuses anything but TLS, then runs the handshake.

@@ -47,13 +47,10 @@ impl FileLimits {
     pub(crate) fn resolve(&self) -> Result<ServerLimits, ConfigError> {
         let defaults = ServerLimits::default();
         let over = |key: &'static str, table: &Option<LimitsFile>, preset: Limits| {
-            table
-                .as_ref()
-                .map_or(Ok(preset), |table| table.over(preset))
-                .map_err(|e| ConfigError::Invalid {
-                    key,
-                    message: e.to_string(),
-                })
+            LimitsFile::resolve(table.as_ref(), preset).map_err(|e| ConfigError::Invalid {
+                key,
+                message: e.to_string(),
+            })
         };
         Ok(ServerLimits {
             agent_api: over("limits.agent_api", &self.agent_api, defaults.agent_api)?,

@@ -125,11 +125,11 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     tokio::pin!(shutdown);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // Both APIs on the shared bounded listeners: every phase of a connection has a limit.
-    let agent_api = identity::http::serve_grpc(
+    let agent_api = identity::http::serve(
         tcp,
         Arc::new(tls),
         Routes::new(AgentServer::new(AgentService::new(state.clone()))),
-        ServeOptions::new(limits.agent_api, net.listener("agent_api")),
+        ServeOptions::new(limits.agent_api, net.listener("agent_api")).grpc(),
         wait_for(stop_rx.clone()),
     );
     let admin_metrics = net.listener("admin");
