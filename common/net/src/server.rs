@@ -13,13 +13,15 @@
 //! - lingering close when the server ends a connection ([`crate::linger`]);
 //! - the peer's [`Accepted::Info`] in every request's extensions, for handlers.
 //!
-//! A connection closed by the watcher, or at shutdown, first gets a graceful shutdown (GOAWAY,
-//! `Connection: close`) and `header_timeout` to finish; then it is dropped.
+//! A connection closed by the watcher after a request, or at shutdown, first gets a graceful
+//! shutdown (GOAWAY, `Connection: close`) and `header_timeout` to finish; then it is dropped.
+//! One that never made a request is closed at once.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
@@ -33,7 +35,7 @@ use tokio::sync::watch;
 use tower::ServiceExt;
 
 use crate::BoxError;
-use crate::activity::Activity;
+use crate::activity::{Activity, Idle};
 use crate::body::{TimedBody, TrackedBody};
 use crate::limits::Limits;
 use crate::linger::Linger;
@@ -179,11 +181,19 @@ async fn serve_connection<C, S, B>(
     let mut closing: Option<tokio::time::Instant> = None;
     let ended = loop {
         tokio::select! {
+            // The connection first: a close it can finish in one poll is not cut short.
+            biased;
             result = connection.as_mut() => break Ended::Served(result),
             idle = activity.idle(limits.header_timeout, limits.idle_timeout), if closing.is_none() => {
                 metrics.closed(idle.reason());
                 connection.as_mut().graceful_shutdown();
-                closing = Some(tokio::time::Instant::now() + limits.header_timeout);
+                // A peer that never made a request has nothing to finish: if the close (a
+                // GOAWAY) does not complete at the next poll, the connection is dropped.
+                let grace = match idle {
+                    Idle::NoRequest => Duration::ZERO,
+                    Idle::BetweenRequests => limits.header_timeout,
+                };
+                closing = Some(tokio::time::Instant::now() + grace);
             }
             _ = stop.wait_for(|stop| *stop), if closing.is_none() => {
                 connection.as_mut().graceful_shutdown();
@@ -217,7 +227,7 @@ struct PerRequest<S, T> {
     service: S,
     info: T,
     activity: Arc<Activity>,
-    body_timeout: std::time::Duration,
+    body_timeout: Duration,
 }
 
 type ResponseFuture<B> =
