@@ -109,15 +109,7 @@ mod tests {
             },
         ));
         for expected in ["test_scrapes_total 1", "test_scrapes_total 2"] {
-            let mut stream = tokio::net::TcpStream::connect(address)
-                .await
-                .expect("connect");
-            stream
-                .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                .await
-                .expect("request");
-            let mut answer = String::new();
-            stream.read_to_string(&mut answer).await.expect("answer");
+            let answer = scrape(address).await;
             assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
             assert!(answer.contains("application/openmetrics-text"), "{answer}");
             assert!(answer.contains(expected), "{answer}");
@@ -174,7 +166,7 @@ mod tests {
         for stream in &mut slow {
             closed_by_server(stream).await;
         }
-        let text = tests_support::scrape(address).await;
+        let text = scrape(address).await;
         assert!(
             text.contains(
                 "test_connections_refused_total{listener=\"metrics\",reason=\"capacity\"} 1"
@@ -189,21 +181,17 @@ mod tests {
         );
     }
 
-    mod tests_support {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-        /// `GET /metrics` on a new connection; the whole answer.
-        pub async fn scrape(address: std::net::SocketAddr) -> String {
-            let mut stream = tokio::net::TcpStream::connect(address)
-                .await
-                .expect("connect");
-            stream
-                .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                .await
-                .expect("request");
-            let mut answer = String::new();
-            stream.read_to_string(&mut answer).await.expect("answer");
-            answer
-        }
+    /// `GET /metrics` on a new connection; the whole answer.
+    async fn scrape(address: std::net::SocketAddr) -> String {
+        let mut stream = tokio::net::TcpStream::connect(address)
+            .await
+            .expect("connect");
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("request");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.expect("answer");
+        answer
     }
 }
