@@ -5,11 +5,15 @@
 //! - [`shard`]: the in-memory slot (zeroized on replacement and drop).
 //! - [`authz`]: who may call which route (Nexus, for all of them).
 //! - [`routes`]: the SPIKE-compatible HTTP routes, built from that table.
+//! - [`config`]: flags, environment and config file, including the listener's limits.
 //! - Hardening (no core dumps, memory locked) comes from `common_process::harden`.
 
 pub mod authz;
+pub mod config;
 pub mod routes;
 pub mod shard;
+
+pub use config::Config;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,37 +21,18 @@ use std::time::Duration;
 use anyhow::Context;
 use spiffe::{SpiffeId, TrustDomain};
 
-/// Keeper configuration: flags, then environment variables, then a TOML file (`--config`),
-/// then defaults.
-#[derive(Debug, Clone, clap::Parser)]
-#[command(
-    name = "keeper",
-    version,
-    about = "Holds one shard of Nexus's root key, in memory only"
-)]
-pub struct Config {
-    /// TOML file whose keys (the options below in snake case, e.g. `listen = "..."`) set
-    /// defaults that flags and environment variables override.
-    #[arg(long, env = "SPIKE_KEEPER_CONFIG", value_name = "FILE")]
-    pub config: Option<std::path::PathBuf>,
-    /// Address to listen on.
-    #[arg(long, env = "SPIKE_KEEPER_LISTEN", default_value = "127.0.0.1:8443")]
-    pub listen: std::net::SocketAddr,
-    /// Trust domain of Nexus (only `spiffe://<td>/spike/nexus[/...]` may call).
-    #[arg(long, env = "SPIKE_TRUST_ROOT_NEXUS", default_value = "spike.ist")]
-    pub trust_domain: String,
-    /// Workload API socket (`unix:///path`); defaults to `SPIFFE_ENDPOINT_SOCKET`.
-    #[arg(long, env = "SPIFFE_ENDPOINT_SOCKET")]
-    pub spiffe_endpoint_socket: Option<String>,
-    /// Log level.
-    #[arg(long, env = "SPIKE_KEEPER_LOG_LEVEL", default_value = "info")]
-    pub log_level: String,
-}
-
 /// Runs a keeper until SIGINT/SIGTERM.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     common_process::harden();
     let td = TrustDomain::new(&config.trust_domain).context("invalid --trust-domain")?;
+    let limits = config.serve_limits()?;
+    common_process::raise_open_files_limit(
+        limits.descriptors() + common_net::Limits::METRICS.descriptors() + 64,
+    );
+    let net = common_net::NetMetrics::default();
+    if let Some(address) = config.metrics_address()? {
+        serve_metrics(address, &net).await?;
+    }
     let source = identity::workload::x509_source(
         config.spiffe_endpoint_socket.as_deref(),
         Duration::from_secs(30),
@@ -68,40 +53,30 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         listener,
         Arc::new(tls),
         app,
-        identity::http::ServeLimits::default(),
+        identity::http::ServeOptions::new(limits, net.listener("api")),
         common_process::shutdown_signal(),
     )
     .await;
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_example_config_file_is_valid() {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../examples/config/keeper.toml"
-        );
-        let config: Config =
-            common_process::config_file::try_parse_from(["keeper", "--config", path])
-                .expect("valid");
-        assert_eq!(config.listen.to_string(), "127.0.0.1:8443");
-        assert_eq!(config.trust_domain, "example.org");
-        let config: Config = common_process::config_file::try_parse_from([
-            "keeper",
-            "--config",
-            path,
-            "--listen",
-            "127.0.0.1:9000",
-        ])
-        .expect("valid");
-        assert_eq!(
-            config.listen.to_string(),
-            "127.0.0.1:9000",
-            "flags override the file"
-        );
-    }
+/// Serves the listeners' counters (the keeper has no others) at `address`.
+async fn serve_metrics(
+    address: std::net::SocketAddr,
+    net: &common_net::NetMetrics,
+) -> anyhow::Result<()> {
+    let listener = common_metrics::bind(address)
+        .await
+        .with_context(|| format!("binding the metrics address {address}"))?;
+    let mut registry = prometheus_client::registry::Registry::with_prefix("keeper");
+    net.register(&mut registry);
+    tokio::spawn(common_metrics::serve(
+        listener,
+        Arc::new(registry),
+        || async {},
+        common_net::Limits::METRICS,
+        net.listener("metrics"),
+        common_process::shutdown_signal(),
+    ));
+    Ok(())
 }

@@ -74,12 +74,34 @@ pub struct Config {
     /// Longest a request may take before it is answered 503 `api_timeout`.
     #[arg(long, env = "SPIKE_NEXUS_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,
-    /// Time a client has to send a request's headers before its connection is closed.
+    /// Time a client has to send a request's headers (the first one counted from the end of
+    /// the TLS handshake) before its connection is closed.
     #[arg(long, env = "SPIKE_NEXUS_HEADER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub header_timeout: Duration,
-    /// Connections served at once; further clients wait in the accept queue.
+    /// Time a connection may stay open with no request in progress.
+    #[arg(long, env = "SPIKE_NEXUS_IDLE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
+    /// Time a client has to finish the TLS handshake.
+    #[arg(long, env = "SPIKE_NEXUS_HANDSHAKE_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub handshake_timeout: Duration,
+    /// Connections served at once (after the TLS handshake); past it, a new one waits for a
+    /// slot until its handshake deadline.
     #[arg(long, env = "SPIKE_NEXUS_MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,
+    /// Connections one client (SPIFFE ID) may have served at once; more are closed.
+    #[arg(
+        long,
+        env = "SPIKE_NEXUS_MAX_CONNECTIONS_PER_CLIENT",
+        default_value_t = 256
+    )]
+    pub max_connections_per_client: usize,
+    /// TLS handshakes in progress at once, a budget apart from served connections; when full,
+    /// a new connection pushes out the oldest that has not sent a byte.
+    #[arg(long, env = "SPIKE_NEXUS_MAX_HANDSHAKES", default_value_t = 256)]
+    pub max_handshakes: usize,
+    /// TLS handshakes in progress at once from one IP address.
+    #[arg(long, env = "SPIKE_NEXUS_MAX_HANDSHAKES_PER_IP", default_value_t = 128)]
+    pub max_handshakes_per_ip: usize,
     /// Log level (`RUST_LOG` overrides it).
     #[arg(long, env = "SPIKE_NEXUS_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
@@ -102,6 +124,21 @@ fn invalid(option: &'static str, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         option,
         reason: reason.into(),
+    }
+}
+
+/// The option that sets a field of [`common_net::Limits`] (see [`Config::serve_limits`]).
+fn limit_option(field: &'static str) -> &'static str {
+    match field {
+        "max_connections" => "max-connections",
+        "max_connections_per_source" => "max-connections-per-client",
+        "max_handshakes" => "max-handshakes",
+        "max_handshakes_per_ip" => "max-handshakes-per-ip",
+        "handshake_timeout" => "handshake-timeout",
+        "header_timeout" => "header-timeout",
+        "body_timeout" => "request-timeout",
+        "idle_timeout" => "idle-timeout",
+        other => other,
     }
 }
 
@@ -143,17 +180,12 @@ impl Config {
             return Err(invalid("max-secret-versions", "must be at least 1"));
         }
         self.metrics_address()?;
-        for (option, duration) in [
-            ("request-timeout", self.request_timeout),
-            ("header-timeout", self.header_timeout),
-        ] {
-            if duration.is_zero() {
-                return Err(invalid(option, "must be positive"));
-            }
+        if self.request_timeout.is_zero() {
+            return Err(invalid("request-timeout", "must be positive"));
         }
-        if self.max_connections == 0 {
-            return Err(invalid("max-connections", "must be at least 1"));
-        }
+        self.serve_limits()
+            .validate()
+            .map_err(|e| invalid(limit_option(e.field), e.reason))?;
         if self.keeper_probe_interval.is_zero() {
             return Err(invalid("keeper-probe-interval", "must be positive"));
         }
@@ -190,11 +222,19 @@ impl Config {
         }
     }
 
-    /// The listener's limits.
-    pub fn serve_limits(&self) -> identity::http::ServeLimits {
-        identity::http::ServeLimits {
+    /// The API listener's limits: these options over [`common_net::Limits::TLS_API`]; a
+    /// request body has as long as a request.
+    pub fn serve_limits(&self) -> common_net::Limits {
+        common_net::Limits {
             max_connections: self.max_connections,
-            header_read_timeout: self.header_timeout,
+            max_connections_per_source: self.max_connections_per_client,
+            max_handshakes: self.max_handshakes,
+            max_handshakes_per_ip: self.max_handshakes_per_ip,
+            handshake_timeout: self.handshake_timeout,
+            header_timeout: self.header_timeout,
+            body_timeout: self.request_timeout,
+            idle_timeout: self.idle_timeout,
+            ..common_net::Limits::TLS_API
         }
     }
 
@@ -235,6 +275,32 @@ mod tests {
         assert_eq!(config.shamir_threshold, 2);
         assert_eq!(config.max_secret_versions, 10);
         assert!(config.database_url().ends_with("nexus.db"));
+    }
+
+    #[test]
+    fn listener_limits_default_to_the_tls_api_preset_and_bad_ones_name_the_option() {
+        let config = parse(&["--keepers", "https://a:1,https://b:2"]);
+        assert_eq!(config.serve_limits().max_handshakes, 256);
+        assert_eq!(
+            config.serve_limits(),
+            common_net::Limits {
+                body_timeout: config.request_timeout,
+                ..common_net::Limits::TLS_API
+            }
+        );
+        for (flag, option) in [
+            ("--max-handshakes", "max-handshakes"),
+            ("--max-connections-per-client", "max-connections-per-client"),
+            ("--handshake-timeout", "handshake-timeout"),
+            ("--idle-timeout", "idle-timeout"),
+        ] {
+            let value = if flag.ends_with("timeout") { "0s" } else { "0" };
+            let error = parse(&["--keepers", "https://a:1,https://b:2", flag, value])
+                .validate()
+                .expect_err("zero")
+                .to_string();
+            assert!(error.starts_with(&format!("--{option}")), "{error}");
+        }
     }
 
     #[test]

@@ -19,6 +19,10 @@ use crate::store::{Backend, Store};
 pub async fn run(config: Config) -> anyhow::Result<()> {
     config.validate()?;
     common_process::harden();
+    // Both listeners at their limits, plus the datastore, keepers and the Workload API.
+    common_process::raise_open_files_limit(
+        config.serve_limits().descriptors() + common_net::Limits::METRICS.descriptors() + 256,
+    );
     let td = TrustDomain::new(&config.trust_domain).context("invalid --trust-domain")?;
     let database_url = config.database_url();
     if config.database_url.is_none() {
@@ -63,12 +67,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             None
         }
     };
+    // Every listener's refusals, timeouts and failed handshakes, on the metrics endpoint.
+    let net = common_net::NetMetrics::default();
     let metrics = match config.metrics_address()? {
         Some(address) => {
             let listener = common_metrics::bind(address)
                 .await
                 .with_context(|| format!("binding the metrics address {address}"))?;
-            let registry = Arc::new(crate::metrics::registry(nexus.clone()));
+            let mut registry = crate::metrics::registry(nexus.clone());
+            net.register(&mut registry);
+            let registry = Arc::new(registry);
             let counted = nexus.clone();
             let refresh = move || {
                 let nexus = counted.clone();
@@ -82,6 +90,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 listener,
                 registry,
                 refresh,
+                common_net::Limits::METRICS,
+                net.listener("metrics"),
                 common_process::shutdown_signal(),
             )))
         }
@@ -97,7 +107,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         listener,
         Arc::new(tls),
         crate::api::router(nexus.clone(), &config.api_limits()),
-        config.serve_limits(),
+        identity::http::ServeOptions::new(config.serve_limits(), net.listener("api")),
         common_process::shutdown_signal(),
     )
     .await;

@@ -5,6 +5,7 @@
 //! arriving) with a deadline; none sleeps a fixed time and hopes.
 
 pub mod certs;
+pub mod flood;
 pub mod mtls;
 pub mod secrets;
 pub mod softhsm;

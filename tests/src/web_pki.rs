@@ -99,7 +99,7 @@ impl BundleHost {
             listener,
             Arc::new(tls),
             router,
-            identity::http::ServeLimits::default(),
+            identity::http::ServeOptions::default(),
             std::future::pending(),
         ));
         BundleHost {

@@ -979,7 +979,10 @@ async fn agent_refuses_a_server_outside_its_trust_bundle() {
     let status = agent.process.wait_exit(Duration::from_secs(20)).await;
     assert!(!status.success());
     let log = agent.process.log();
-    assert!(log.contains("trust bundle"), "{log}");
+    assert!(
+        log.contains("is -trustBundle this trust domain's bundle?"),
+        "{log}"
+    );
     // The token was not consumed by the failed attempt.
     let _ok = Agent::start(&server, &dir.path().join("agent2"), Some(&token)).await;
 }

@@ -2,6 +2,10 @@
 //! plain-HTTP port of its own, meant for loopback (scrapers on the host, or a sidecar), so the
 //! mTLS API stays free of unauthenticated routes.
 //!
+//! Unauthenticated as it is, the port is bounded like every other listener
+//! ([`common_net::Limits::METRICS`] by default): a few dozen connections, a few per address,
+//! seconds to send a request, idle connections closed.
+//!
 //! The text is the OpenMetrics exposition format, which Prometheus scrapes natively.
 
 use std::future::Future;
@@ -12,6 +16,8 @@ use axum::Router;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use common_net::tcp::tcp_incoming;
+use common_net::{HttpServer, Limits, ListenerMetrics};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
@@ -25,12 +31,15 @@ pub fn encode(registry: &Registry) -> Result<String, std::fmt::Error> {
     Ok(text)
 }
 
-/// Serves `GET /metrics` from `registry` on `listener` until `shutdown` resolves. Before each
-/// scrape, `refresh` runs, for gauges that are read from elsewhere (a datastore count, say).
+/// Serves `GET /metrics` from `registry` on `listener` within `limits` until `shutdown`
+/// resolves, counting refused and timed-out connections in `metrics`. Before each scrape,
+/// `refresh` runs, for gauges that are read from elsewhere (a datastore count, say).
 pub async fn serve<R, F>(
     listener: TcpListener,
     registry: Arc<Registry>,
     refresh: R,
+    limits: Limits,
+    metrics: ListenerMetrics,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) where
     R: Fn() -> F + Clone + Send + Sync + 'static,
@@ -47,23 +56,10 @@ pub async fn serve<R, F>(
             }
         }),
     );
-    serve_router(listener, app, shutdown).await;
-}
-
-/// Serves any plain-HTTP `app` on `listener` as the metrics endpoint is served (the same
-/// limits), until `shutdown` resolves. For other loopback or behind-a-proxy endpoints, such as
-/// the identity server's OIDC discovery in plain-HTTP mode.
-pub async fn serve_router(
-    listener: TcpListener,
-    app: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) {
-    if let Err(error) = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-    {
-        tracing::error!(%error, "HTTP endpoint stopped");
-    }
+    let incoming = tcp_incoming(listener, &limits, metrics.clone());
+    HttpServer::new(limits, metrics)
+        .serve(incoming, app, shutdown)
+        .await;
 }
 
 /// Binds `address` for [`serve`], logging where metrics are.
@@ -82,6 +78,8 @@ fn scrape(registry: &Registry) -> Response {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use prometheus_client::metrics::counter::Counter;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -104,20 +102,14 @@ mod tests {
                     scrapes.inc();
                 }
             },
+            Limits::METRICS,
+            ListenerMetrics::default(),
             async {
                 let _ = stopped.await;
             },
         ));
         for expected in ["test_scrapes_total 1", "test_scrapes_total 2"] {
-            let mut stream = tokio::net::TcpStream::connect(address)
-                .await
-                .expect("connect");
-            stream
-                .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                .await
-                .expect("request");
-            let mut answer = String::new();
-            stream.read_to_string(&mut answer).await.expect("answer");
+            let answer = scrape(address).await;
             assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
             assert!(answer.contains("application/openmetrics-text"), "{answer}");
             assert!(answer.contains(expected), "{answer}");
@@ -125,5 +117,81 @@ mod tests {
         }
         let _ = stop.send(());
         server.await.expect("server stops");
+    }
+
+    /// Reads until the server closes the connection (EOF or reset), or panics after 30 s.
+    async fn closed_by_server(stream: &mut tokio::net::TcpStream) {
+        let mut rest = Vec::new();
+        let closed =
+            tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut rest)).await;
+        assert!(closed.is_ok(), "the server kept the connection open");
+    }
+
+    #[tokio::test]
+    async fn silent_clients_are_closed_and_connections_past_the_cap_are_refused() {
+        let net = common_net::NetMetrics::default();
+        let mut registry = Registry::with_prefix("test");
+        net.register(&mut registry);
+        let listener = bind(([127, 0, 0, 1], 0).into()).await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        let limits = Limits {
+            max_connections: 3,
+            header_timeout: Duration::from_millis(300),
+            ..Limits::METRICS
+        };
+        tokio::spawn(serve(
+            listener,
+            Arc::new(registry),
+            || async {},
+            limits,
+            net.listener("metrics"),
+            std::future::pending(),
+        ));
+        // Three clients that send one byte and nothing more, as in issue 14: of an HTTP/1
+        // request, of the HTTP/2 preface (which leaves the protocol undecided), or nothing.
+        let mut slow = Vec::new();
+        for first in [&b"G"[..], b"P", b""] {
+            let mut stream = tokio::net::TcpStream::connect(address)
+                .await
+                .expect("connect");
+            stream.write_all(first).await.expect("one byte");
+            slow.push(stream);
+        }
+        // A fourth is over the cap: closed at once, not queued.
+        let mut refused = tokio::net::TcpStream::connect(address)
+            .await
+            .expect("connect");
+        closed_by_server(&mut refused).await;
+        // The slow ones are closed by the header timeout, without which they would stay.
+        for stream in &mut slow {
+            closed_by_server(stream).await;
+        }
+        let text = scrape(address).await;
+        assert!(
+            text.contains(
+                "test_connections_refused_total{listener=\"metrics\",reason=\"capacity\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "test_connections_closed_total{listener=\"metrics\",reason=\"header_timeout\"} 3"
+            ),
+            "{text}"
+        );
+    }
+
+    /// `GET /metrics` on a new connection; the whole answer.
+    async fn scrape(address: std::net::SocketAddr) -> String {
+        let mut stream = tokio::net::TcpStream::connect(address)
+            .await
+            .expect("connect");
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("request");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.expect("answer");
+        answer
     }
 }

@@ -50,6 +50,34 @@ pub fn lock_memory() -> Result<(), String> {
     }
 }
 
+/// Raises this process's soft limit on open files to its hard limit (as Go's runtime does),
+/// so that the listeners' connection limits, not a default of 1024 descriptors, decide how
+/// many connections it holds; warns when even the hard limit is below `needed`.
+pub fn raise_open_files_limit(needed: u64) {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let hard = match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => hard,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not raise the open-files limit");
+                soft
+            }
+        },
+        Ok((soft, _)) => soft,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the open-files limit");
+            return;
+        }
+    };
+    if hard < needed {
+        tracing::warn!(
+            limit = hard,
+            needed,
+            "the open-files limit is below what the connection limits allow: raise it (LimitNOFILE) or lower max_connections and max_handshakes"
+        );
+    }
+}
+
 /// Hardening for a process that holds key material (Nexus, keepers): no core dumps, so a
 /// crash never writes keys to disk, and memory locked where allowed ([`lock_memory`]).
 /// Failures are logged, not fatal.

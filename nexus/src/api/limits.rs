@@ -1,6 +1,7 @@
 //! Limits on what one caller can take from Nexus: a request rate per SPIFFE ID (429 with
 //! `Retry-After` past it) and a deadline per request (503 `api_timeout`). Body size is capped
-//! by the router, connections and header time by [`identity::http::ServeLimits`].
+//! by the router, connections and the time of each phase by the listener
+//! ([`common_net::Limits`], from [`crate::config::Config::serve_limits`]).
 
 use std::num::NonZeroU32;
 use std::sync::Arc;

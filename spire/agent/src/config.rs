@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use common_net::{Limits, LimitsFile};
 use serde::Deserialize;
 use spiffe::TrustDomain;
 
@@ -91,6 +92,45 @@ struct FileAgent {
     log_level: Option<String>,
     #[serde(default)]
     node_attestor: FileNodeAttestors,
+    #[serde(default)]
+    limits: FileLimits,
+}
+
+/// `[agent.limits.*]`: keys of [`common_net::Limits`] over each listener's preset.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLimits {
+    workload_api: Option<LimitsFile>,
+    metrics: Option<LimitsFile>,
+}
+
+/// The bounds of the agent's listeners.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AgentLimits {
+    /// The Workload API socket: connections per UID and PID, the time to the first request,
+    /// idle connections ([`Limits::WORKLOAD_API`] unless configured).
+    pub workload_api: Limits,
+    /// The metrics endpoint ([`Limits::METRICS`] unless configured).
+    pub metrics: Limits,
+}
+
+impl FileLimits {
+    fn resolve(&self) -> Result<AgentLimits, ConfigError> {
+        let over = |key: &'static str, table: &Option<LimitsFile>, preset: Limits| {
+            LimitsFile::resolve(table.as_ref(), preset).map_err(|e| ConfigError::Invalid {
+                key,
+                message: e.to_string(),
+            })
+        };
+        Ok(AgentLimits {
+            workload_api: over(
+                "limits.workload_api",
+                &self.workload_api,
+                Limits::WORKLOAD_API,
+            )?,
+            metrics: over("limits.metrics", &self.metrics, Limits::METRICS)?,
+        })
+    }
 }
 
 /// `[agent.node_attestor.*]`: attest with something other than a join token.
@@ -143,6 +183,8 @@ pub struct AgentConfig {
     pub log_level: String,
     /// x509pop node attestation, when configured (preferred over a join token).
     pub x509pop: Option<X509PopFiles>,
+    /// The bounds of the Workload API socket and the metrics endpoint.
+    pub limits: AgentLimits,
 }
 
 impl AgentConfig {
@@ -192,6 +234,7 @@ impl AgentConfig {
             });
         }
         Ok(AgentConfig {
+            limits: file.limits.resolve()?,
             x509pop: file.node_attestor.x509pop,
             trust_domain,
             server_addr,
@@ -354,6 +397,44 @@ mod tests {
                 burst: 7,
                 max_streams: 4
             }
+        );
+    }
+
+    #[test]
+    fn socket_limits_come_from_their_table_over_the_preset() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = write(
+            dir.path(),
+            "[agent]\n[agent.limits.workload_api]\nmax_connections_per_process = 4\nheader_timeout = \"2s\"\n",
+        );
+        let config = AgentConfig::load(&RunArgs {
+            config: Some(file),
+            ..args()
+        })
+        .expect("config");
+        assert_eq!(config.limits.workload_api.max_connections_per_process, 4);
+        assert_eq!(
+            config.limits.workload_api.header_timeout,
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            config.limits.workload_api.max_connections,
+            Limits::WORKLOAD_API.max_connections
+        );
+        assert_eq!(config.limits.metrics, Limits::METRICS);
+        let file = write(
+            dir.path(),
+            "[agent]\n[agent.limits.workload_api]\nmax_connections = 0\n",
+        );
+        let err = AgentConfig::load(&RunArgs {
+            config: Some(file),
+            ..args()
+        })
+        .expect_err("zero connections")
+        .to_string();
+        assert!(
+            err.contains("limits.workload_api") && err.contains("max_connections"),
+            "{err}"
         );
     }
 

@@ -5,6 +5,7 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use identity::failure::HandshakeFailure;
 use identity::svid_tls::{self, SvidStore};
 use spiffe::{SpiffeId, TrustDomain};
 use spire_proto::bundle_format;
@@ -286,7 +287,8 @@ impl ServerLink {
                     .map(|s| format!(": {s:?}"))
                     .unwrap_or_default();
                 let mut message = format!("{}{source}", status.message());
-                if message.contains("UnknownIssuer") || message.contains("BadSignature") {
+                let tls = HandshakeFailure::find(&status);
+                if tls.is_some_and(HandshakeFailure::is_untrusted_chain) {
                     message.push_str(
                         " (the server's certificate does not verify against the trust bundle: is -trustBundle this trust domain's bundle?)",
                     );

@@ -6,11 +6,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
+use common_net::HttpServer;
+use common_net::unix::unix_incoming;
+use futures::StreamExt;
 use spire_proto::workload::spiffe_workload_api_server::SpiffeWorkloadApiServer;
 use tokio::net::UnixListener;
-use tokio_stream::StreamExt;
-use tokio_stream::wrappers::UnixListenerStream;
-use tonic::transport::Server;
+use tonic::service::Routes;
+use tower::ServiceBuilder;
 
 use crate::config::AgentConfig;
 use crate::jwt_svids::JwtSvids;
@@ -23,6 +25,11 @@ use crate::workload::limits::CallerLimits;
 
 /// Runs the agent until a shutdown signal arrives.
 pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
+    common_process::raise_open_files_limit(
+        config.limits.workload_api.max_connections as u64
+            + config.limits.metrics.descriptors()
+            + 256,
+    );
     let data = DataDir::open(&config.data_dir)?;
     let (link, agent_svid) = node::establish(&config, &data).await?;
     let agent_id = agent_svid.id.clone();
@@ -46,15 +53,20 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     let listener = bind_workload_socket(&config.socket_path)?;
     let attestor = Arc::new(UnixAttestor::new(config.workload_size_limit));
     let metrics = crate::metrics::AgentMetrics::default();
+    // Every listener's refusals and timeouts, on the metrics endpoint.
+    let net = common_net::NetMetrics::default();
     if let Some(address) = config.metrics_address {
         let listener = common_metrics::bind(address)
             .await
             .with_context(|| format!("binding the metrics address {address}"))?;
-        let registry = Arc::new(metrics.registry(cache.clone()));
+        let mut registry = metrics.registry(cache.clone());
+        net.register(&mut registry);
         tokio::spawn(common_metrics::serve(
             listener,
-            registry,
+            Arc::new(registry),
             || async {},
+            config.limits.metrics,
+            net.listener("metrics"),
             common_process::shutdown_signal(),
         ));
     }
@@ -71,23 +83,30 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         rate_limit = limits.rate_per_second,
         rate_burst = limits.burst,
         max_streams = limits.max_streams,
+        max_connections = config.limits.workload_api.max_connections,
+        max_connections_per_uid = config.limits.workload_api.max_connections_per_source,
+        max_connections_per_pid = config.limits.workload_api.max_connections_per_process,
         "agent ready"
     );
-    let serve = Server::builder()
-        .layer(metrics.layer())
-        .add_service(health_service)
-        .add_service(SpiffeWorkloadApiServer::with_interceptor(
-            api,
-            require_security_header,
-        ))
-        .serve_with_incoming_shutdown(
-            // Clients that send their socket path as :authority (py-spiffe) must get through h2.
-            UnixListenerStream::new(listener).map(|conn| conn.map(AuthorityFix::new)),
+    let routes = Routes::new(health_service).add_service(
+        SpiffeWorkloadApiServer::with_interceptor(api, require_security_header),
+    );
+    let workload = config.limits.workload_api;
+    let workload_metrics = net.listener("workload_api");
+    // Connections are admitted per UID and PID; clients that send their socket path as
+    // :authority (py-spiffe) must get through h2.
+    let incoming =
+        unix_incoming(listener, &workload, workload_metrics.clone()).map(AuthorityFix::new);
+    let serve = HttpServer::new(workload, workload_metrics)
+        .http2_only()
+        .serve(
+            incoming,
+            ServiceBuilder::new().layer(metrics.layer()).service(routes),
             common_process::shutdown_signal(),
         );
     // The sync loop only ends when the server will not take this agent back: stop serving.
     let result = tokio::select! {
-        served = serve => served.map_err(anyhow::Error::from),
+        () = serve => Ok(()),
         refused = &mut manager => Err(match refused {
             Ok(e) => stopped(e, &agent_id),
             Err(e) => anyhow::Error::from(e).context("the sync loop failed"),

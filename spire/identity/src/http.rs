@@ -1,23 +1,23 @@
-//! HTTPS with SPIFFE mTLS for axum services (Nexus, keepers): [`serve`] runs a router over
-//! [`crate::listener::tls_incoming`], and handlers take [`CallerId`] to learn who is calling.
-//! The caller's ID always comes from the verified client certificate, never from the request.
+//! HTTPS with SPIFFE mTLS for axum and tonic services (Nexus, keepers, the identity server's
+//! agent API and bundle endpoint): [`serve`] runs a service over
+//! [`crate::listener::tls_incoming`] with `common_net`'s [`HttpServer`], so every phase of a
+//! connection is bounded, and handlers take [`CallerId`] to learn who is calling. The caller's
+//! ID always comes from the verified client certificate, never from the request.
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
-use axum::Router;
 use axum::extract::FromRequestParts;
 use axum::http::StatusCode;
 use axum::http::request::Parts;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
+use bytes::Bytes;
+use common_net::body::TimedBody;
+use common_net::{BoxError, HttpServer, Limits, ListenerMetrics};
+use http_body::Body;
 use spiffe::SpiffeId;
 use tokio::net::TcpListener;
-use tokio_stream::StreamExt;
 
-use crate::listener::{PeerInfo, tls_incoming_bounded};
+use crate::listener::{PeerInfo, tls_incoming};
 
 /// The verified SPIFFE ID of the client that sent a request.
 #[derive(Debug, Clone)]
@@ -43,66 +43,59 @@ impl<S: Send + Sync> FromRequestParts<S> for CallerId {
     }
 }
 
-/// Bounds on what clients may hold of a server.
-#[derive(Debug, Clone, Copy)]
-pub struct ServeLimits {
-    /// Connections served at once; more wait in the kernel's accept queue.
-    pub max_connections: usize,
-    /// Time a client has to send a request's headers (HTTP/1), and to answer a keep-alive
-    /// ping (HTTP/2), before its connection is closed.
-    pub header_read_timeout: Duration,
+/// How [`serve`] bounds a listener, where it counts what it refuses, and what it speaks.
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    /// The listener's bounds ([`Limits::TLS_API`] unless configured).
+    pub limits: Limits,
+    /// Its counters (refusals, failed handshakes, timeouts) and rate-limited warnings.
+    pub metrics: ListenerMetrics,
+    /// Only HTTP/2 (gRPC), instead of HTTP/1 and HTTP/2.
+    pub http2_only: bool,
 }
 
-impl Default for ServeLimits {
-    fn default() -> Self {
-        ServeLimits {
-            max_connections: crate::listener::DEFAULT_MAX_CONNECTIONS,
-            header_read_timeout: Duration::from_secs(10),
+impl ServeOptions {
+    /// Options with `limits`, counted in `metrics`, for HTTP/1 and HTTP/2.
+    pub fn new(limits: Limits, metrics: ListenerMetrics) -> Self {
+        ServeOptions {
+            limits,
+            metrics,
+            http2_only: false,
+        }
+    }
+
+    /// The same for gRPC (tonic's routes): HTTP/2 only.
+    pub fn grpc(self) -> Self {
+        ServeOptions {
+            http2_only: true,
+            ..self
         }
     }
 }
 
-/// Serves `app` over mTLS on `listener` until `shutdown` resolves. Each connection's
-/// [`PeerInfo`] is attached to its requests for [`CallerId`].
-pub async fn serve(
+/// Serves `service` (an axum router, or tonic's routes with [`ServeOptions::grpc`]) over
+/// mTLS on `listener` until `shutdown` resolves. Each request carries its connection's
+/// [`PeerInfo`] for [`CallerId`].
+pub async fn serve<S, B>(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
-    app: Router,
-    limits: ServeLimits,
+    service: S,
+    options: ServeOptions,
     shutdown: impl Future<Output = ()>,
-) {
-    let mut incoming = tls_incoming_bounded(listener, tls, limits.max_connections);
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(limits.header_read_timeout)
-        .keep_alive_timeout(limits.header_read_timeout);
-    let builder = Arc::new(builder);
-    tokio::pin!(shutdown);
-    loop {
-        let stream = tokio::select! {
-            next = incoming.next() => match next {
-                Some(Ok(stream)) => stream,
-                Some(Err(_)) => continue,
-                None => return,
-            },
-            () = &mut shutdown => return,
-        };
-        let app = app.clone().layer(axum::Extension(stream.info().clone()));
-        let builder = builder.clone();
-        tokio::spawn(async move {
-            let service = TowerToHyperService::new(app);
-            if let Err(e) = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
-        });
+) where
+    S: tower::Service<http::Request<TimedBody>, Response = http::Response<B>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let incoming = tls_incoming(listener, tls, &options.limits, options.metrics.clone());
+    let mut server = HttpServer::new(options.limits, options.metrics);
+    if options.http2_only {
+        server = server.http2_only();
     }
+    server.serve(incoming, service, shutdown).await;
 }

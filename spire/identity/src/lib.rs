@@ -7,17 +7,23 @@
 //! - [`svid_tls`] builds rustls configs from SVIDs held in memory. The identity server and agent
 //!   use it for their own link, since they *are* the source of SVIDs and cannot fetch them from
 //!   a Workload API.
-//! - [`http`] serves axum routers over mTLS and [`https_client`] calls them.
+//! - [`listener`] accepts mTLS connections with a budget for handshakes of its own and caps
+//!   per client (`pending` decides who is pushed out of a full handshake budget), and
+//!   [`failure`] says why a handshake failed, for metrics, logs and error messages.
+//! - [`http`] serves axum routers and tonic services over it with every phase bounded
+//!   (`common_net`), and [`https_client`] calls them.
 //! - [`workload`] is for everything else (nexus, keepers, pilot, applications): SVIDs and
 //!   bundles come live from the agent's Workload API through the `spiffe` crate's
 //!   [`spiffe::X509Source`], and `spiffe-rustls` builds the rustls configs, so rotated SVIDs are
 //!   picked up by new handshakes without a restart.
 
 pub mod dial;
+pub mod failure;
 pub mod http;
 pub mod https_client;
 pub mod listener;
 pub mod peer;
+mod pending;
 pub mod svid_tls;
 pub mod workload;
 

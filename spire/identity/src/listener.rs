@@ -1,34 +1,44 @@
 //! Accepting mTLS connections and carrying the verified peer's SPIFFE ID to handlers.
 //!
 //! [`tls_incoming`] turns a TCP listener into a stream of finished TLS connections
-//! ([`PeerStream`]), each tagged with the client's SPIFFE ID. A handshake runs in its own task
-//! with a deadline, so a slow or silent client cannot hold up the others. At most
-//! `max_connections` connections (handshaking or open) exist at once: past that, new ones wait
-//! in the kernel's accept queue until one closes. tonic servers take the stream directly
-//! (`serve_with_incoming`) and find [`PeerInfo`] in each request's extensions.
+//! ([`PeerStream`]), each tagged with the client's SPIFFE ID, in two stages with budgets of
+//! their own ([`Limits`]):
+//! 1. **Handshake.** Every connection is accepted at once and gets `handshake_timeout` to
+//!    finish its handshake, within a budget of `max_handshakes` (`max_handshakes_per_ip` per
+//!    address) that pushes out the oldest silent connections first when full
+//!    ([`crate::pending`]). A connection whose first byte is not a TLS handshake record is
+//!    closed at once.
+//! 2. **Served.** A finished handshake takes one of `max_connections` slots (waiting for one
+//!    until its handshake deadline, still in the handshake budget), and one of
+//!    `max_connections_per_source` for its client: its SPIFFE ID, or its IP address when it
+//!    presented no certificate. The slot is freed when the [`PeerStream`] is dropped.
+//!
+//! Every failed handshake and every refusal is counted by reason and logged at warn with the
+//! peer's address, rate-limited ([`ListenerMetrics`]). [`crate::http::serve`] serves axum
+//! and tonic routes on the stream with every later phase bounded; handlers find [`PeerInfo`]
+//! in each request's extensions.
 
-use std::io;
-use std::net::SocketAddr;
-use std::pin::Pin;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
+use common_net::budget::{PerSource, Slot};
+use common_net::{Admitted, Limits, ListenerMetrics};
 use spiffe::SpiffeId;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 
+use crate::failure::HandshakeFailure;
 use crate::peer::{peer_serial_number, peer_spiffe_id};
+use crate::pending::{Pending, Ticket};
 
-/// How long a client has to finish the TLS handshake.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Connections served at once unless told otherwise.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// The first byte of a TLS record that carries a handshake message (RFC 8446 §5.1), which a
+/// ClientHello always starts with.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
 /// Who is on the other end of a connection.
 #[derive(Debug, Clone)]
@@ -44,130 +54,170 @@ pub struct PeerInfo {
     pub remote_addr: SocketAddr,
 }
 
-/// A server-side TLS connection whose handshake has completed.
-pub struct PeerStream {
-    inner: TlsStream<TcpStream>,
-    info: PeerInfo,
-    /// This connection's place among the `max_connections`; freed when the stream is dropped.
-    _slot: OwnedSemaphorePermit,
+/// A server-side TLS connection whose handshake has completed, with its peer's
+/// [`PeerInfo`] and its served slot (freed when dropped).
+pub type PeerStream = Admitted<TlsStream<TcpStream>, PeerInfo>;
+
+/// Whom a served connection counts against: its SPIFFE ID once authenticated, else the only
+/// source there is, its address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Client {
+    Id(String),
+    Ip(IpAddr),
 }
 
-impl PeerStream {
-    /// Who the peer is.
-    pub fn info(&self) -> &PeerInfo {
-        &self.info
-    }
-}
-
-impl AsyncRead for PeerStream {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for PeerStream {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-}
-
-impl tonic::transport::server::Connected for PeerStream {
-    type ConnectInfo = PeerInfo;
-
-    fn connect_info(&self) -> PeerInfo {
-        self.info.clone()
-    }
+/// The listener's budgets and what it needs for a handshake.
+struct Admission {
+    acceptor: TlsAcceptor,
+    pending: Arc<Pending>,
+    slots: Arc<Semaphore>,
+    per_client: PerSource<Client>,
+    handshake_timeout: Duration,
+    metrics: ListenerMetrics,
 }
 
 /// Accepts TCP connections on `listener` and yields those that complete a TLS handshake under
-/// `config`, at most [`DEFAULT_MAX_CONNECTIONS`] at once. Failed handshakes are logged and
-/// dropped.
+/// `config` and fit the budgets of `limits` (see the module docs). The listener closes when
+/// the stream is dropped.
 pub fn tls_incoming(
     listener: TcpListener,
     config: Arc<rustls::ServerConfig>,
-) -> ReceiverStream<io::Result<PeerStream>> {
-    tls_incoming_bounded(listener, config, DEFAULT_MAX_CONNECTIONS)
-}
-
-/// [`tls_incoming`] with at most `max_connections` connections (handshaking or open) at once.
-pub fn tls_incoming_bounded(
-    listener: TcpListener,
-    config: Arc<rustls::ServerConfig>,
-    max_connections: usize,
-) -> ReceiverStream<io::Result<PeerStream>> {
+    limits: &Limits,
+    metrics: ListenerMetrics,
+) -> ReceiverStream<PeerStream> {
     let (tx, rx) = mpsc::channel(64);
-    let acceptor = TlsAcceptor::from(config);
-    let slots = Arc::new(Semaphore::new(max_connections.max(1)));
+    let admission = Arc::new(Admission {
+        acceptor: TlsAcceptor::from(config),
+        pending: Pending::new(limits.max_handshakes, limits.max_handshakes_per_ip),
+        slots: Arc::new(Semaphore::new(limits.max_connections.max(1))),
+        per_client: PerSource::new(limits.max_connections_per_source),
+        handshake_timeout: limits.handshake_timeout,
+        metrics,
+    });
     tokio::spawn(async move {
         loop {
-            // A slot first: at the limit, clients wait in the accept queue, costing nothing here.
-            let Ok(slot) = slots.clone().acquire_owned().await else {
-                break;
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = tx.closed() => break,
             };
-            let (tcp, remote_addr) = match listener.accept().await {
+            let (tcp, remote_addr) = match accepted {
                 Ok(accepted) => accepted,
-                Err(e) => {
+                Err(error) => {
                     // Out of file descriptors and similar: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
+                    tracing::warn!(listener = admission.metrics.name(), %error, "accept failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             };
-            if tx.is_closed() {
-                break;
-            }
-            let acceptor = acceptor.clone();
+            let (ticket, evicted) = admission.pending.admit(remote_addr.ip());
+            let admission = admission.clone();
             let tx = tx.clone();
             tokio::spawn(async move {
-                let _ = tcp.set_nodelay(true);
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => {
-                        let conn = tls.get_ref().1;
-                        let info = PeerInfo {
-                            spiffe_id: peer_spiffe_id(conn),
-                            serial_number: peer_serial_number(conn),
-                            remote_addr,
-                        };
-                        let stream = PeerStream {
-                            inner: tls,
-                            info,
-                            _slot: slot,
-                        };
-                        let _ = tx.send(Ok(stream)).await;
-                    }
-                    Ok(Err(e)) => tracing::debug!(%remote_addr, error = %e, "TLS handshake failed"),
-                    Err(_) => tracing::debug!(%remote_addr, "TLS handshake timed out"),
+                if let Some(stream) = admission.admit(tcp, remote_addr, ticket, evicted).await {
+                    let _ = tx.send(stream).await;
                 }
             });
         }
     });
     ReceiverStream::new(rx)
+}
+
+impl Admission {
+    /// Runs the handshake, then takes a served slot; `None` if either fails (counted).
+    async fn admit(
+        &self,
+        tcp: TcpStream,
+        remote_addr: SocketAddr,
+        ticket: Ticket,
+        mut evicted: oneshot::Receiver<()>,
+    ) -> Option<PeerStream> {
+        let _ = tcp.set_nodelay(true);
+        let deadline = Instant::now() + self.handshake_timeout;
+        let outcome = tokio::select! {
+            _ = &mut evicted => Err((
+                HandshakeFailure::Evicted,
+                "pushed out by newer connections while the handshake budget was full".to_owned(),
+            )),
+            done = tokio::time::timeout_at(deadline, self.handshake(tcp, &ticket)) => {
+                done.unwrap_or_else(|_| Err((
+                    HandshakeFailure::Timeout,
+                    format!("not finished within {:?}", self.handshake_timeout),
+                )))
+            }
+        };
+        let tls = match outcome {
+            Ok(tls) => tls,
+            Err((HandshakeFailure::Closed, _)) => {
+                self.metrics
+                    .count_handshake_failure(HandshakeFailure::Closed.label());
+                return None;
+            }
+            Err((failure, detail)) => {
+                self.metrics
+                    .handshake_failed(failure.label(), &remote_addr, &detail);
+                return None;
+            }
+        };
+        let conn = tls.get_ref().1;
+        let info = PeerInfo {
+            spiffe_id: peer_spiffe_id(conn),
+            serial_number: peer_serial_number(conn),
+            remote_addr,
+        };
+        let client = match &info.spiffe_id {
+            Some(id) => Client::Id(id.to_string()),
+            None => Client::Ip(remote_addr.ip()),
+        };
+        let Some(source) = self.per_client.try_take(client) else {
+            self.metrics.refused("per_source", &remote_addr);
+            return None;
+        };
+        // At the limit, wait for a slot until the handshake deadline, still in the handshake
+        // budget (so waiting connections stay bounded and can be pushed out).
+        let permit = tokio::select! {
+            permit = self.slots.clone().acquire_owned() => permit.ok(),
+            _ = &mut evicted => None,
+            () = tokio::time::sleep_until(deadline) => None,
+        };
+        let Some(permit) = permit else {
+            self.metrics.refused("capacity", &remote_addr);
+            return None;
+        };
+        drop(ticket);
+        let slot = Slot::new(permit, self.metrics.open()).with(source);
+        Some(Admitted::new(tls, info, slot))
+    }
+
+    /// Waits for the client's first byte, refuses anything but TLS, then runs the handshake.
+    async fn handshake(
+        &self,
+        tcp: TcpStream,
+        ticket: &Ticket,
+    ) -> Result<TlsStream<TcpStream>, (HandshakeFailure, String)> {
+        let mut first = [0u8; 1];
+        match tcp.peek(&mut first).await {
+            Ok(0) => {
+                return Err((
+                    HandshakeFailure::Closed,
+                    "closed before sending anything".to_owned(),
+                ));
+            }
+            Ok(_) => {}
+            Err(error) => return Err((HandshakeFailure::of_io(&error), error.to_string())),
+        }
+        if first[0] != TLS_HANDSHAKE_RECORD {
+            return Err((
+                HandshakeFailure::NotTls,
+                format!(
+                    "first byte {:#04x} does not start a TLS handshake",
+                    first[0]
+                ),
+            ));
+        }
+        ticket.started();
+        self.acceptor
+            .accept(tcp)
+            .await
+            .map_err(|error| (HandshakeFailure::of_io(&error), error.to_string()))
+    }
 }

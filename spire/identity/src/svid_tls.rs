@@ -24,6 +24,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, Server
 use spiffe::SpiffeId;
 
 use crate::IdentityError;
+use crate::failure::PeerRefused;
 use crate::peer::spiffe_id_from_cert;
 
 /// Decides whether a verified peer SPIFFE ID may talk to us.
@@ -248,14 +249,12 @@ impl fmt::Debug for PeerVerifier {
 
 impl PeerVerifier {
     fn authorize(&self, end_entity: &CertificateDer<'_>) -> Result<(), rustls::Error> {
-        let id =
-            spiffe_id_from_cert(end_entity).map_err(|e| rustls::Error::General(e.to_string()))?;
+        let id = spiffe_id_from_cert(end_entity)
+            .map_err(|e| PeerRefused::NotSvid(e.to_string()).into_rustls())?;
         if (self.authorizer)(&id) {
             Ok(())
         } else {
-            Err(rustls::Error::General(format!(
-                "peer SPIFFE ID {id} is not authorized"
-            )))
+            Err(PeerRefused::NotAuthorized(id).into_rustls())
         }
     }
 

@@ -11,18 +11,21 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use identity::http::ServeOptions;
 use identity::svid_tls::{self, ClientAuth, SvidStore};
 use spire_proto::bundle_format;
 use tokio::net::TcpListener;
 
 use crate::state::ServerState;
 
-/// Serves the bundle endpoint on `listener` until `shutdown` resolves.
+/// Serves the bundle endpoint on `listener`, bounded by `options` (it faces other trust
+/// domains, often the internet), until `shutdown` resolves.
 pub async fn serve(
     state: Arc<ServerState>,
     store: Arc<SvidStore>,
     listener: TcpListener,
     refresh_hint: Duration,
+    options: ServeOptions,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let tls = svid_tls::server_config(store, ClientAuth::None)?;
@@ -30,7 +33,7 @@ pub async fn serve(
         listener,
         Arc::new(tls),
         router(state, refresh_hint),
-        identity::http::ServeLimits::default(),
+        options,
         shutdown,
     )
     .await;

@@ -87,6 +87,8 @@ struct FileServer {
     /// The `iss` claim of JWT-SVIDs (SPIRE's `jwt_issuer`); none when unset.
     jwt_issuer: Option<String>,
     oidc_discovery: Option<FileOidc>,
+    #[serde(default)]
+    limits: crate::limits::FileLimits,
 }
 
 /// `[server.oidc_discovery]`: SPIRE's oidc-discovery-provider, built in.
@@ -334,6 +336,8 @@ pub struct ServerConfig {
     pub jwt_issuer: Option<String>,
     /// The OIDC discovery endpoint, if served.
     pub oidc_discovery: Option<OidcConfig>,
+    /// The bounds of every listener (`[server.limits.*]`).
+    pub limits: crate::limits::ServerLimits,
 }
 
 /// Where and how the OIDC discovery document and JWKS are served.
@@ -427,6 +431,7 @@ impl ServerConfig {
                 key_file_path: d.key_file_path,
                 bundle_file_path: d.bundle_file_path,
             }),
+            limits: file.limits.resolve()?,
             x509pop_ca_bundle: file.node_attestor.x509pop.map(|x| x.ca_bundle_path),
             bundle_endpoint,
             federates_with,
@@ -688,6 +693,39 @@ mod tests {
             .expect_err("bad duration")
             .to_string();
         assert!(err.contains("ca_ttl"), "{err}");
+    }
+
+    #[test]
+    fn listener_limits_come_from_their_tables_over_the_presets() {
+        let file = write(
+            "[server]\ntrust_domain = \"x.org\"\n\
+             [server.limits.agent_api]\nmax_handshakes = 64\nhandshake_timeout = \"2s\"\n",
+        );
+        let args = RunArgs {
+            config: Some(file.path().into()),
+            ..RunArgs::default()
+        };
+        let limits = ServerConfig::load(&args).expect("valid").limits;
+        assert_eq!(limits.agent_api.max_handshakes, 64);
+        assert_eq!(limits.agent_api.handshake_timeout, Duration::from_secs(2));
+        assert_eq!(
+            limits.agent_api.max_connections,
+            common_net::Limits::TLS_API.max_connections
+        );
+        assert_eq!(limits.admin, common_net::Limits::ADMIN_SOCKET);
+        let file = write(
+            "[server]\ntrust_domain = \"x.org\"\n[server.limits.metrics]\nidle_timeout = \"0s\"\n",
+        );
+        let err = ServerConfig::load(&RunArgs {
+            config: Some(file.path().into()),
+            ..RunArgs::default()
+        })
+        .expect_err("zero timeout")
+        .to_string();
+        assert!(
+            err.contains("limits.metrics") && err.contains("idle_timeout"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! - [`api`]: the gRPC services (agent API over mTLS, admin API over the local socket).
 //! - [`oidc`]: OIDC discovery of the JWT keys, for relying parties that do not speak SPIFFE.
 //! - [`metrics`]: Prometheus metrics (SVIDs signed, attestations, entries, agents).
+//! - [`limits`]: the bounds of every listener (`[server.limits.*]`).
 //! - [`rotation`]: rotating and publishing the authorities while the server runs.
 //! - [`x509pop`]: the x509pop node attestor (join tokens are in [`api::agent`]).
 //! - [`run`]: wiring it all together; [`cli`]: the `spire-server` command line.
@@ -23,6 +24,7 @@ pub mod config;
 pub mod datastore;
 pub mod entries;
 pub mod federation;
+pub mod limits;
 pub mod metrics;
 pub mod oidc;
 pub mod rotation;

@@ -8,9 +8,9 @@
 //!
 //! Requests for a `Host` outside the configured domains get 404, as SPIRE's provider does. The
 //! issuer is the server's `jwt_issuer` when set (the `iss` JWT-SVIDs carry), otherwise
-//! `<scheme>://<host>`. Served over TLS with a configured certificate through the bounded
-//! server of `identity::http`, or as plain HTTP for a TLS-terminating proxy through
-//! `common_metrics::serve_router`.
+//! `<scheme>://<host>`. Served over TLS with a configured certificate, or as plain HTTP for a
+//! TLS-terminating proxy, both within the same bounds as every listener (`common_net`,
+//! `[server.limits.oidc_discovery]`).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -41,6 +41,7 @@ pub async fn serve(
     state: Arc<ServerState>,
     config: OidcConfig,
     listener: TcpListener,
+    options: identity::http::ServeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let tls = config
@@ -54,17 +55,14 @@ pub async fn serve(
         scheme: if tls.is_some() { "https" } else { "http" },
     });
     match tls {
-        Some(tls) => {
-            identity::http::serve(
-                listener,
-                Arc::new(tls),
-                app,
-                identity::http::ServeLimits::default(),
-                shutdown,
-            )
-            .await;
+        Some(tls) => identity::http::serve(listener, Arc::new(tls), app, options, shutdown).await,
+        None => {
+            let incoming =
+                common_net::tcp::tcp_incoming(listener, &options.limits, options.metrics.clone());
+            common_net::HttpServer::new(options.limits, options.metrics)
+                .serve(incoming, app, shutdown)
+                .await;
         }
-        None => common_metrics::serve_router(listener, app, shutdown).await,
     }
     Ok(())
 }

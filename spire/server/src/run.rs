@@ -5,16 +5,17 @@
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
+use common_net::HttpServer;
+use common_net::unix::unix_incoming;
+use identity::http::ServeOptions;
 use identity::svid_tls::{self, ClientAuth, SvidStore};
 use spiffe::SpiffeId;
 use spire_proto::server::admin_server::AdminServer;
 use spire_proto::server::agent_server::AgentServer;
 use tokio::net::{TcpListener, UnixListener};
-use tokio_stream::wrappers::UnixListenerStream;
-use tonic::transport::Server;
+use tonic::service::Routes;
 
 use crate::api::admin::AdminService;
 use crate::api::agent::AgentService;
@@ -27,6 +28,19 @@ use crate::state::ServerState;
 /// Runs the server until a shutdown signal arrives.
 pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     create_private_dir(&config.data_dir)?;
+    let limits = config.limits;
+    common_process::raise_open_files_limit(
+        [
+            limits.agent_api,
+            limits.bundle_endpoint,
+            limits.admin,
+            limits.metrics,
+        ]
+        .iter()
+        .map(common_net::Limits::descriptors)
+        .sum::<u64>()
+            + 256,
+    );
     let datastore = Datastore::connect(&config.datastore_url)
         .await
         .context("opening the datastore")?;
@@ -81,16 +95,21 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<AdminServer<AdminService>>().await;
 
+    // Every listener's refusals, timeouts and failed handshakes, on the metrics endpoint.
+    let net = common_net::NetMetrics::default();
     if let Some(address) = state.config.metrics_address {
         let listener = common_metrics::bind(address)
             .await
             .with_context(|| format!("binding the metrics address {address}"))?;
-        let registry = Arc::new(crate::metrics::registry(&state));
+        let mut registry = crate::metrics::registry(&state);
+        net.register(&mut registry);
         let counted = state.clone();
         tokio::spawn(common_metrics::serve(
             listener,
-            registry,
+            Arc::new(registry),
             move || crate::metrics::refresh(counted.clone()),
+            limits.metrics,
+            net.listener("metrics"),
             common_process::shutdown_signal(),
         ));
     }
@@ -105,6 +124,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
             store.clone(),
             listener,
             endpoint.refresh_hint,
+            ServeOptions::new(limits.bundle_endpoint, net.listener("bundle_endpoint")),
             common_process::shutdown_signal(),
         ));
     }
@@ -121,6 +141,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
             state.clone(),
             oidc,
             listener,
+            ServeOptions::new(limits.oidc_discovery, net.listener("oidc_discovery")),
             common_process::shutdown_signal(),
         ));
     }
@@ -129,30 +150,36 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     let shutdown = common_process::shutdown_signal();
     tokio::pin!(shutdown);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let agent_api = Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .add_service(AgentServer::new(AgentService::new(state.clone())))
-        .serve_with_incoming_shutdown(
-            identity::listener::tls_incoming(tcp, Arc::new(tls)),
-            wait_for(stop_rx.clone()),
+    // Both APIs on the shared bounded listeners: every phase of a connection has a limit.
+    let agent_api = identity::http::serve(
+        tcp,
+        Arc::new(tls),
+        Routes::new(AgentServer::new(AgentService::new(state.clone()))),
+        ServeOptions::new(limits.agent_api, net.listener("agent_api")).grpc(),
+        wait_for(stop_rx.clone()),
+    );
+    let admin_metrics = net.listener("admin");
+    let admin_api = HttpServer::new(limits.admin, admin_metrics.clone())
+        .http2_only()
+        .serve(
+            unix_incoming(unix, &limits.admin, admin_metrics),
+            Routes::new(health_service)
+                .add_service(AdminServer::new(AdminService::new(state.clone()))),
+            wait_for(stop_rx),
         );
-    let admin_api = Server::builder()
-        .add_service(health_service)
-        .add_service(AdminServer::new(AdminService::new(state.clone())))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(unix), wait_for(stop_rx));
     tracing::info!(
         trust_domain = %state.config.trust_domain,
         address = %tcp_addr,
         socket = %state.config.socket_path.display(),
         "server ready"
     );
-    let servers = async { tokio::try_join!(agent_api, admin_api) };
+    let servers = async { tokio::join!(agent_api, admin_api) };
     tokio::pin!(servers);
     tokio::select! {
-        result = &mut servers => { result?; }
+        _ = &mut servers => {}
         () = &mut shutdown => {
             let _ = stop_tx.send(true);
-            servers.await?;
+            servers.await;
         }
     }
     let _ = std::fs::remove_file(&state.config.socket_path);

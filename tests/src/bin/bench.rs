@@ -99,7 +99,7 @@ async fn baseline_server(source: spiffe::X509Source) -> anyhow::Result<u16> {
         listener,
         Arc::new(tls),
         app,
-        identity::http::ServeLimits::default(),
+        identity::http::ServeOptions::default(),
         std::future::pending(),
     ));
     Ok(port)

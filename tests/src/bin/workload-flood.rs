@@ -10,6 +10,9 @@
 //! - `workload-flood streams <endpoint> <n>`: opens up to `n` `FetchX509SVID` streams and
 //!   keeps them open, reading each one's first message. Prints `opened <k>` for each, then
 //!   `exhausted: <message>` (or `error: <message>`) if one is refused, and exits.
+//! - `workload-flood hold <socket path> <n>`: keeps `n` connections to the socket that never
+//!   send a byte, each reconnecting when the agent closes it (`tests::flood`), until killed.
+//!   Prints `connected=<n> closed=<n> failed=<n>` twice a second.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,6 +22,7 @@ use anyhow::Context;
 use futures::StreamExt;
 use spiffe::transport::{GrpcStatusCode, TransportError};
 use spiffe::{WorkloadApiClient, WorkloadApiError};
+use tests::flood::{Flood, Hold, Target};
 
 /// The message of a ResourceExhausted answer, if `error` is one.
 fn exhausted(error: &WorkloadApiError) -> Option<&str> {
@@ -119,13 +123,29 @@ async fn streams(client: WorkloadApiClient, n: usize) {
     }
 }
 
+async fn hold(path: &str, n: usize) -> ! {
+    let flood = Flood::start(Target::Unix(path.into()), n, Hold::Silent);
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        println!(
+            "connected={} closed={} failed={}",
+            flood.connected(),
+            flood.closed(),
+            flood.failed()
+        );
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let usage = "usage: workload-flood flood|streams <endpoint> <seconds|n>";
+    let usage = "usage: workload-flood flood|streams|hold <endpoint|socket path> <seconds|n>";
     let mut args = std::env::args().skip(1);
     let mode = args.next().context(usage)?;
     let endpoint = args.next().context(usage)?;
     let number: u64 = args.next().context(usage)?.parse().context(usage)?;
+    if mode == "hold" {
+        hold(&endpoint, usize::try_from(number)?).await;
+    }
     let client = WorkloadApiClient::connect_to(&endpoint).await?;
     match mode.as_str() {
         "flood" => flood(client, number).await,

@@ -11,13 +11,13 @@ use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use common_net::unix::UnixPeer;
 use futures::Stream;
 use spire_proto::server::Selector;
 use spire_proto::workload as wl;
 use spire_proto::workload::spiffe_workload_api_server::SpiffeWorkloadApi;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Response, Status};
 
 use super::attestor::{AttestError, Caller, UnixAttestor};
@@ -75,17 +75,13 @@ impl WorkloadApi {
     /// The caller's peer credentials, if it is within its call rate. Runs before
     /// attestation, so a refused call costs no `/proc` reads.
     fn admit<T>(&self, request: &Request<T>, rpc: &'static str) -> Result<Caller, Status> {
-        let cred = request
-            .extensions()
-            .get::<UdsConnectInfo>()
-            .and_then(|info| info.peer_cred)
-            .ok_or_else(|| {
-                Status::unavailable("workload attestation failed: no peer credentials")
-            })?;
+        let peer = request.extensions().get::<UnixPeer>().ok_or_else(|| {
+            Status::unavailable("workload attestation failed: no peer credentials")
+        })?;
         let caller = Caller {
-            pid: cred.pid().unwrap_or(0),
-            uid: cred.uid(),
-            gid: cred.gid(),
+            pid: peer.pid.unwrap_or(0),
+            uid: peer.uid,
+            gid: peer.gid,
         };
         self.limits
             .check_rate(CallerKey::of(&caller))

@@ -19,6 +19,17 @@
 //! literals that never enter the dynamic table, so h2's decoder table stays empty and always
 //! in step. On a Unix socket `:authority` means nothing: the caller is identified by its
 //! socket credentials. The server-to-client direction is not touched.
+//!
+//! # Memory
+//!
+//! What a connection can make the rewriter hold is bounded by the limits h2 enforces itself,
+//! [`MAX_FRAME_SIZE`] and [`MAX_HEADER_LIST_SIZE`] (hyper's defaults, which the Workload API
+//! server keeps): at most one frame of 16 KiB, one header block of 16 KiB and its decoded
+//! header list of 16 KiB. A frame declaring more than `SETTINGS_MAX_FRAME_SIZE` is a
+//! FRAME_SIZE_ERROR (RFC 9113 §4.2): the rewriter does not wait for it but hands the rest of
+//! the stream to h2 as it is, which answers GOAWAY(FRAME_SIZE_ERROR) and closes. A header
+//! block or a decoded header list over the limit (an HPACK "bomb" of references to a large
+//! table entry) ends the connection.
 
 use std::io;
 use std::pin::Pin;
@@ -37,11 +48,17 @@ const END_STREAM: u8 = 0x1;
 const END_HEADERS: u8 = 0x4;
 const PADDED: u8 = 0x8;
 const PRIORITY: u8 = 0x20;
-/// Largest frame payload we emit: the initial SETTINGS_MAX_FRAME_SIZE, which every HTTP/2
-/// peer must accept.
-const MAX_FRAME_PAYLOAD: usize = 16_384;
-/// Largest header block we buffer; gRPC metadata is far smaller.
-const MAX_HEADER_BLOCK: usize = 256 * 1024;
+/// Largest frame payload a client may send, and the largest we emit: the initial
+/// SETTINGS_MAX_FRAME_SIZE (RFC 9113 §6.5.2), which the Workload API server (hyper's h2)
+/// keeps and every HTTP/2 peer must accept.
+pub const MAX_FRAME_SIZE: usize = 16_384;
+/// Largest header list (the sum of name + value + 32 octets per field, RFC 9113 §6.5.2) we
+/// decode, and the largest header block we buffer: hyper's default
+/// SETTINGS_MAX_HEADER_LIST_SIZE, which the Workload API server keeps. gRPC metadata is far
+/// smaller.
+pub const MAX_HEADER_LIST_SIZE: usize = 16_384;
+/// What the header list size counts per field besides its name and value (RFC 7541 §4.1).
+const FIELD_OVERHEAD: usize = 32;
 /// The dynamic table size h2 advertises (the protocol default), so the most a client may use.
 const MAX_HPACK_TABLE: usize = 4096;
 /// What a Unix-socket `:authority` becomes.
@@ -66,6 +83,14 @@ impl<S> AuthorityFix<S> {
             output: BytesMut::new(),
             eof: false,
         }
+    }
+}
+
+impl<S: common_net::Accepted> common_net::Accepted for AuthorityFix<S> {
+    type Info = S::Info;
+
+    fn info(&self) -> S::Info {
+        self.inner.info()
     }
 }
 
@@ -205,6 +230,13 @@ impl Rewriter {
                     let len = (usize::from(input[0]) << 16)
                         | (usize::from(input[1]) << 8)
                         | usize::from(input[2]);
+                    if len > MAX_FRAME_SIZE {
+                        // RFC 9113 §4.2: a FRAME_SIZE_ERROR. Not buffered: h2 reads the
+                        // header, answers GOAWAY and closes.
+                        tracing::debug!(len, "frame over SETTINGS_MAX_FRAME_SIZE; h2 refuses it");
+                        self.state = State::Passthrough;
+                        continue;
+                    }
                     if input.len() < FRAME_HEADER_LEN + len {
                         return Ok(());
                     }
@@ -230,8 +262,10 @@ impl Rewriter {
                 });
             }
             (CONTINUATION, Some(pending)) if pending.stream_id == stream_id => {
-                if pending.block.len() + payload.len() > MAX_HEADER_BLOCK {
-                    return Err(protocol_error("header block too large"));
+                if pending.block.len() + payload.len() > MAX_HEADER_LIST_SIZE {
+                    return Err(protocol_error(&format!(
+                        "header block over {MAX_HEADER_LIST_SIZE} bytes"
+                    )));
                 }
                 pending.block.extend_from_slice(payload);
                 pending.flags |= flags & END_HEADERS;
@@ -253,8 +287,21 @@ impl Rewriter {
     fn emit(&mut self, pending: Pending, output: &mut BytesMut) -> io::Result<()> {
         let mut block = Vec::with_capacity(pending.block.len() + 64);
         let mut failed = None;
+        let mut list_size = 0usize;
         self.decoder
             .decode_with_cb(&pending.block, |name, value| {
+                if failed.is_some() {
+                    return;
+                }
+                // A few bytes may reference a large dynamic-table entry many times over: the
+                // decoded list is bounded, not only the block.
+                list_size += name.len() + value.len() + FIELD_OVERHEAD;
+                if list_size > MAX_HEADER_LIST_SIZE {
+                    failed = Some(protocol_error(&format!(
+                        "header list over {MAX_HEADER_LIST_SIZE} bytes"
+                    )));
+                    return;
+                }
                 let value: &[u8] = if name.as_ref() == b":authority" && !valid_authority(&value) {
                     tracing::trace!(
                         authority = %String::from_utf8_lossy(&value),
@@ -273,7 +320,9 @@ impl Rewriter {
             return Err(e);
         }
 
-        let mut chunks = block.chunks(MAX_FRAME_PAYLOAD - 5).peekable();
+        // Literals cost less than the list's 32 octets per field, so the block fits one frame;
+        // splitting stays for safety.
+        let mut chunks = block.chunks(MAX_FRAME_SIZE - 5).peekable();
         let first = chunks.next().unwrap_or_default();
         let mut flags = pending.flags & END_STREAM;
         if pending.priority.is_some() {
@@ -345,7 +394,7 @@ fn literal_without_indexing(out: &mut Vec<u8>, name: &[u8], value: &[u8]) -> io:
 
 fn write_frame(out: &mut BytesMut, kind: u8, flags: u8, stream_id: u32, parts: &[&[u8]]) {
     let len: usize = parts.iter().map(|p| p.len()).sum();
-    // Every caller keeps `len` within MAX_FRAME_PAYLOAD, far below 2^24.
+    // Every caller keeps `len` within MAX_FRAME_SIZE, far below 2^24.
     out.extend_from_slice(&(len as u32).to_be_bytes()[1..]);
     out.extend_from_slice(&[kind, flags]);
     out.extend_from_slice(&stream_id.to_be_bytes());
@@ -476,9 +525,9 @@ mod tests {
     }
 
     #[test]
-    fn valid_authorities_are_kept_and_large_blocks_are_split() {
+    fn valid_authorities_are_kept_across_continuation_frames() {
         let mut client = loona_hpack::Encoder::new();
-        let big = "x".repeat(40_000);
+        let big = "x".repeat(12_000);
         let block = encode(
             &mut client,
             &[
@@ -492,18 +541,66 @@ mod tests {
         input.extend(frame(HEADERS, 0, 1, head));
         input.extend(frame(CONTINUATION, END_HEADERS, 1, tail));
         let out = frames(&rewrite(&input, 4096).expect("rewrite"));
-        assert!(out.len() >= 3, "split into frames of at most 16 KiB");
-        assert!(out.iter().all(|f| f.3.len() <= MAX_FRAME_PAYLOAD));
-        assert_eq!(out[0].0, HEADERS);
-        assert!(out[1..].iter().all(|f| f.0 == CONTINUATION));
-        assert_eq!(out.last().expect("last").1, END_HEADERS);
-        let joined: Vec<u8> = out.iter().flat_map(|f| f.3.clone()).collect();
-        let decoded = loona_hpack::Decoder::new().decode(&joined).expect("decode");
+        assert_eq!(out.len(), 1, "one header block, as one frame");
+        assert!(out[0].3.len() <= MAX_FRAME_SIZE);
+        assert_eq!(out[0].1 & END_HEADERS, END_HEADERS);
+        let decoded = loona_hpack::Decoder::new()
+            .decode(&out[0].3)
+            .expect("decode");
         assert_eq!(
             decoded[1],
             (b":authority".to_vec(), b"localhost:1234".to_vec())
         );
-        assert_eq!(decoded[2].1.len(), 40_000);
+        assert_eq!(decoded[2].1.len(), 12_000);
+    }
+
+    #[test]
+    fn a_frame_over_the_maximum_size_goes_to_h2_unbuffered() {
+        // Issue 14: a HEADERS frame declaring 16 MiB, of which 2 MiB are sent, was buffered
+        // whole. Now nothing is held: the header and what follows go on for h2 to refuse.
+        let mut input = PREFACE.to_vec();
+        input.extend_from_slice(&[0xff, 0xff, 0xff, HEADERS, END_HEADERS, 0, 0, 0, 1]);
+        input.extend(std::iter::repeat_n(0u8, 100_000));
+        let mut rewriter = Rewriter::new();
+        let (mut buffered, mut output) = (BytesMut::new(), BytesMut::new());
+        for chunk in input.chunks(8192) {
+            buffered.extend_from_slice(chunk);
+            rewriter
+                .process(&mut buffered, &mut output)
+                .expect("passed on");
+            assert!(buffered.is_empty(), "nothing is held back");
+        }
+        assert_eq!(output.to_vec(), input);
+        // One byte over the limit is enough; at the limit the frame is read as usual.
+        let mut at_limit = PREFACE.to_vec();
+        at_limit.extend(frame(0x0, 0, 1, &vec![7u8; MAX_FRAME_SIZE]));
+        assert_eq!(rewrite(&at_limit, 1000).expect("a full frame"), at_limit);
+    }
+
+    #[test]
+    fn header_blocks_and_lists_over_the_limit_end_the_connection() {
+        // A header block that grows past the limit through CONTINUATION frames.
+        let mut input = PREFACE.to_vec();
+        input.extend(frame(HEADERS, 0, 1, &[0x82]));
+        for _ in 0..2 {
+            input.extend(frame(CONTINUATION, 0, 1, &vec![0x82; 10_000]));
+        }
+        assert!(rewrite(&input, input.len()).is_err());
+
+        // A small block that decodes into a large list: 4,000 bytes put in the client's
+        // dynamic table, then referenced ten times at one byte each.
+        let mut client = loona_hpack::Encoder::new();
+        let large = "v".repeat(4_000);
+        let first = encode(&mut client, &[(":method", "POST"), ("x-large", &large)]);
+        let mut input = PREFACE.to_vec();
+        input.extend(frame(HEADERS, END_HEADERS, 1, &first));
+        let rewritten = rewrite(&input, input.len()).expect("one large header is fine");
+        assert!(!rewritten.is_empty());
+        let first_dynamic_entry = 0x80 | 62; // RFC 7541 §6.1, index 62: the newest entry
+        let bomb = vec![first_dynamic_entry; 10];
+        input.extend(frame(HEADERS, END_HEADERS, 3, &bomb));
+        let error = rewrite(&input, input.len()).expect_err("40,000 decoded bytes");
+        assert!(error.to_string().contains("header list"), "{error}");
     }
 
     #[test]
