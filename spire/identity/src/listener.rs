@@ -109,7 +109,8 @@ pub fn tls_incoming(
                     continue;
                 }
             };
-            let (ticket, evicted) = admission.pending.admit(remote_addr.ip());
+            let probe = socket2::SockRef::from(&tcp).try_clone().ok();
+            let (ticket, evicted) = admission.pending.admit(remote_addr.ip(), probe);
             let admission = admission.clone();
             let tx = tx.clone();
             tokio::spawn(async move {

@@ -10,12 +10,17 @@
 //!   flood from one address cannot push out other addresses' handshakes beyond its share.
 //!
 //! Within an address the victim is the oldest handshake whose client has not sent a byte
-//! yet, else the oldest. An honest client sends its ClientHello at once and finishes in
-//! milliseconds, so a flood of silent connections never pushes it out, and a flood of
-//! stalled handshakes pushes it out only if `max_per_ip` newer connections from its own
-//! address arrive before it is done. The new connection itself is never the victim.
+//! yet, else the oldest. Whether a client has sent a byte is asked of the kernel at the
+//! moment a victim is chosen (a non-blocking peek on a duplicate of the socket), not only
+//! when the connection's own task gets to run: under a flood that task may not have been
+//! scheduled yet, and an honest client whose ClientHello already waits in the socket must
+//! not count as silent. An honest client sends its ClientHello at once, so a flood of
+//! silent connections never pushes it out, and a flood of stalled handshakes pushes it out
+//! only if `max_per_ip` newer connections from its own address arrive before it is done.
+//! The new connection itself is never the victim.
 
 use std::collections::{HashMap, VecDeque};
+use std::mem::MaybeUninit;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -41,6 +46,9 @@ struct Entry {
     id: u64,
     /// The client has sent its first byte.
     started: bool,
+    /// A duplicate of the connection's socket, to ask the kernel whether the client has sent
+    /// anything yet; `None` if it could not be duplicated (then only `started` tells).
+    probe: Option<socket2::Socket>,
     /// Told (by a send, or by being dropped) when this handshake is pushed out.
     evict: oneshot::Sender<()>,
 }
@@ -64,8 +72,13 @@ impl Pending {
     }
 
     /// Admits a handshake from `ip`, pushing out another if a budget is over. The receiver
-    /// resolves when this handshake is pushed out in turn.
-    pub(crate) fn admit(self: &Arc<Self>, ip: IpAddr) -> (Ticket, oneshot::Receiver<()>) {
+    /// resolves when this handshake is pushed out in turn. `probe` is a duplicate of the
+    /// connection's (non-blocking) socket, see the module docs.
+    pub(crate) fn admit(
+        self: &Arc<Self>,
+        ip: IpAddr,
+        probe: Option<socket2::Socket>,
+    ) -> (Ticket, oneshot::Receiver<()>) {
         let (evict, evicted) = oneshot::channel();
         let mut table = self.lock();
         let id = table.next_id;
@@ -73,6 +86,7 @@ impl Pending {
         table.by_ip.entry(ip).or_default().push_back(Entry {
             id,
             started: false,
+            probe,
             evict,
         });
         table.total += 1;
@@ -122,8 +136,8 @@ impl Table {
             return;
         };
         let victim = queue
-            .iter()
-            .position(|e| e.id != keep && !e.started)
+            .iter_mut()
+            .position(|e| e.id != keep && !e.has_spoken())
             .or_else(|| queue.iter().position(|e| e.id != keep));
         let Some(entry) = victim.and_then(|at| queue.remove(at)) else {
             return;
@@ -147,6 +161,23 @@ impl Table {
         if queue.is_empty() {
             self.by_ip.remove(&ip);
         }
+    }
+}
+
+impl Entry {
+    /// Whether the client has sent a byte: known from its task, else asked of the kernel
+    /// (and remembered). A client that has closed has not spoken: it is the first to go.
+    fn has_spoken(&mut self) -> bool {
+        if !self.started
+            && let Some(probe) = &self.probe
+        {
+            let mut byte = [MaybeUninit::uninit()];
+            // Would block: nothing sent yet. Ok(0): the client has gone.
+            if let Ok(n) = probe.peek(&mut byte) {
+                self.started = n > 0;
+            }
+        }
+        self.started
     }
 }
 
@@ -184,9 +215,9 @@ mod tests {
     #[test]
     fn a_silent_flood_pushes_out_silent_handshakes_never_a_started_one() {
         let pending = Pending::new(100, 4);
-        let (honest, mut honest_rx) = pending.admit(A);
+        let (honest, mut honest_rx) = pending.admit(A, None);
         honest.started();
-        let mut flood: Vec<_> = (0..1000).map(|_| pending.admit(A)).collect();
+        let mut flood: Vec<_> = (0..1000).map(|_| pending.admit(A, None)).collect();
         assert!(!evicted(&mut honest_rx), "the started handshake stays");
         assert_eq!(pending.len(), 4, "the address keeps its cap");
         let alive = flood
@@ -203,11 +234,11 @@ mod tests {
     #[test]
     fn with_only_started_handshakes_the_oldest_goes_and_never_the_new_one() {
         let pending = Pending::new(100, 2);
-        let (first, mut first_rx) = pending.admit(A);
+        let (first, mut first_rx) = pending.admit(A, None);
         first.started();
-        let (second, mut second_rx) = pending.admit(A);
+        let (second, mut second_rx) = pending.admit(A, None);
         second.started();
-        let (_third, mut third_rx) = pending.admit(A);
+        let (_third, mut third_rx) = pending.admit(A, None);
         assert!(evicted(&mut first_rx), "the oldest started one");
         assert!(!evicted(&mut second_rx));
         assert!(
@@ -219,24 +250,55 @@ mod tests {
     #[test]
     fn over_the_total_the_busiest_address_gives_way() {
         let pending = Pending::new(5, 100);
-        let (_b, mut b_rx) = pending.admit(B);
-        let mut from_a: Vec<_> = (0..4).map(|_| pending.admit(A)).collect();
+        let (_b, mut b_rx) = pending.admit(B, None);
+        let mut from_a: Vec<_> = (0..4).map(|_| pending.admit(A, None)).collect();
         // Sixth handshake, from B: the total is over, and A has the most.
-        let (_b2, mut b2_rx) = pending.admit(B);
+        let (_b2, mut b2_rx) = pending.admit(B, None);
         assert!(!evicted(&mut b_rx), "B's first handshake stays");
         assert!(!evicted(&mut b2_rx));
         assert!(evicted(&mut from_a[0].1), "A's oldest went");
         assert_eq!(pending.len(), 5);
     }
 
+    /// A client whose first bytes wait in its socket is not silent, although its task has not
+    /// run yet to say so: the kernel is asked when a victim is chosen.
+    #[test]
+    fn a_client_that_has_sent_bytes_is_not_pushed_out_by_a_silent_flood() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let address = listener.local_addr().expect("address");
+        let accept = || {
+            let (socket, _) = listener.accept().expect("accept");
+            socket.set_nonblocking(true).expect("non-blocking");
+            Some(socket2::Socket::from(socket))
+        };
+        let mut honest_client = std::net::TcpStream::connect(address).expect("connect");
+        std::io::Write::write_all(&mut honest_client, &[0x16]).expect("first byte");
+        let pending = Pending::new(100, 4);
+        let (_honest, mut honest_rx) = pending.admit(A, accept());
+        let silent_clients: Vec<_> = (0..3)
+            .map(|_| std::net::TcpStream::connect(address).expect("connect"))
+            .collect();
+        let mut silent: Vec<_> = silent_clients
+            .iter()
+            .map(|_| pending.admit(A, accept()))
+            .collect();
+        // Four from A: at the cap. Each newer silent connection pushes out a silent one.
+        let _more: Vec<_> = (0..10).map(|_| pending.admit(A, None)).collect();
+        assert!(
+            !evicted(&mut honest_rx),
+            "the client whose ClientHello waits in its socket stays"
+        );
+        assert!(silent.iter_mut().all(|(_, rx)| evicted(rx)));
+    }
+
     #[test]
     fn a_finished_handshake_frees_its_place() {
         let pending = Pending::new(2, 2);
-        let (first, _) = pending.admit(A);
-        let (_second, mut second_rx) = pending.admit(A);
+        let (first, _) = pending.admit(A, None);
+        let (_second, mut second_rx) = pending.admit(A, None);
         drop(first);
         assert_eq!(pending.len(), 1);
-        let (_third, _) = pending.admit(A);
+        let (_third, _) = pending.admit(A, None);
         assert!(
             !evicted(&mut second_rx),
             "room was left by the finished one"
