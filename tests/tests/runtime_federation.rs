@@ -3,7 +3,8 @@
 //! of both do mTLS, JWT keys arrive from the endpoint); `https_web` against an HTTPS server
 //! whose CA the server trusts through `SSL_CERT_FILE` (`refresh` fetches at once, `delete`
 //! stops the fetching, an untrusted certificate is refused); the config file's relationship
-//! overriding a stored one; bad input refused with a clear error and nothing written.
+//! overriding a stored one; our own endpoint serving `https_web` with a Web PKI certificate
+//! that it re-reads when renewed; bad input refused with a clear error and nothing written.
 
 use std::path::Path;
 use std::process::Output;
@@ -413,6 +414,89 @@ async fn https_web_relationships_refresh_at_once_and_stop_when_deleted() {
     );
     assert_eq!(stranger.hits("/web"), 0);
     assert!(stored_bundle(&server, "stranger.org").is_none());
+}
+
+/// Our own bundle endpoint with the `https_web` profile: it presents a Web PKI certificate
+/// from files instead of its SVID, and picks up a renewed certificate without a restart. A
+/// second server that trusts only the renewed certificate's CA (`SSL_CERT_FILE`) is refused
+/// until the renewal, then stores the endpoint's bundle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_web_bundle_endpoint_serves_its_web_certificate_and_follows_renewals() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let trusted = tests::web_pki::serving_cert(&dir.path().join("certs"), "trusted");
+    let stranger = tests::web_pki::serving_cert(&dir.path().join("certs"), "stranger");
+    let served = dir.path().join("served");
+    std::fs::create_dir_all(&served).expect("dir");
+    let (cert, key) = (served.join("endpoint.pem"), served.join("endpoint.key"));
+    let install = |from: &tests::web_pki::ServingCert| {
+        std::fs::copy(&from.cert_path, &cert).expect("cert");
+        std::fs::copy(&from.key_path, &key).expect("key");
+    };
+    install(&stranger);
+    let a_dir = dir.path().join("a");
+    std::fs::create_dir_all(&a_dir).expect("dir");
+    let port = free_port();
+    let config = a_dir.join("server.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server.federation.bundle_endpoint]\naddress = \"127.0.0.1\"\nport = {port}\n\
+             refresh_hint = \"1s\"\nprofile = \"https_web\"\n\
+             [server.federation.bundle_endpoint.serving_cert_file]\n\
+             cert_file_path = {cert:?}\nkey_file_path = {key:?}\nfile_sync_interval = \"1s\"\n"
+        ),
+    )
+    .expect("config");
+    let a = Server::start(
+        &a_dir,
+        "web.org",
+        &["-config", config.to_str().expect("UTF-8")],
+    )
+    .await;
+    let ca_file = trusted.ca_path.to_str().expect("UTF-8").to_owned();
+    let b = Server::start_with_env(
+        &dir.path().join("b"),
+        "example.org",
+        &[],
+        &[("SSL_CERT_FILE", &ca_file)],
+    )
+    .await;
+    b.cli_ok(&[
+        "federation",
+        "create",
+        "-trustDomain",
+        "web.org",
+        "-bundleEndpointURL",
+        &format!("https://localhost:{port}"),
+        "-bundleEndpointProfile",
+        "https_web",
+    ]);
+    // The endpoint presents the certificate from its files, not its SVID: one B's roots do not
+    // hold is refused.
+    refused(
+        &b,
+        &["federation", "refresh", "-id", "web.org"],
+        "UnknownIssuer",
+    );
+    assert!(stored_bundle(&b, "web.org").is_none());
+
+    // Renewed on disk with a certificate B trusts: served without a restart.
+    install(&trusted);
+    wait_for(
+        "the renewed certificate to be served",
+        Duration::from_secs(30),
+        || {
+            let ok = b
+                .cli(&["federation", "refresh", "-id", "web.org"])
+                .status
+                .success();
+            async move { ok.then_some(()) }
+        },
+    )
+    .await;
+    let own = cas(&json_of(&a.cli_ok(&["bundle", "show", "-output", "json"])));
+    assert!(!own.is_empty());
+    assert_eq!(stored_cas(&b, "web.org"), own);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

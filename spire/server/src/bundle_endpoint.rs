@@ -1,6 +1,7 @@
-//! The SPIFFE bundle endpoint (`https_spiffe` profile, SPIFFE Federation §5): `GET /` over TLS
-//! with the server's own SVID answers this trust domain's bundle as a JWK Set with
-//! `spiffe_sequence` and `spiffe_refresh_hint`. No client certificate is asked for, as the
+//! The SPIFFE bundle endpoint (SPIFFE Federation §5): `GET /` over TLS answers this trust
+//! domain's bundle as a JWK Set with `spiffe_sequence` and `spiffe_refresh_hint`. The TLS
+//! config makes the profile: the server's own SVID (`https_spiffe`) or a Web PKI certificate
+//! ([`crate::serving_cert`], `https_web`). No client certificate is asked for, as the
 //! standard requires; only `/` is served (404 elsewhere, 405 for other methods).
 
 use std::sync::Arc;
@@ -12,32 +13,29 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use identity::http::ServeOptions;
-use identity::svid_tls::{self, ClientAuth, SvidStore};
 use spire_proto::bundle_format;
 use tokio::net::TcpListener;
 
 use crate::state::ServerState;
 
-/// Serves the bundle endpoint on `listener`, bounded by `options` (it faces other trust
-/// domains, often the internet), until `shutdown` resolves.
+/// Serves the bundle endpoint on `listener` with `tls`, bounded by `options` (it faces other
+/// trust domains, often the internet), until `shutdown` resolves.
 pub async fn serve(
     state: Arc<ServerState>,
-    store: Arc<SvidStore>,
+    tls: Arc<rustls::ServerConfig>,
     listener: TcpListener,
     refresh_hint: Duration,
     options: ServeOptions,
     shutdown: impl Future<Output = ()>,
-) -> anyhow::Result<()> {
-    let tls = svid_tls::server_config(store, ClientAuth::None)?;
+) {
     identity::http::serve(
         listener,
-        Arc::new(tls),
+        tls,
         router(state, refresh_hint),
         options,
         shutdown,
     )
     .await;
-    Ok(())
 }
 
 fn router(state: Arc<ServerState>, refresh_hint: Duration) -> Router {

@@ -110,6 +110,8 @@ struct FileOidc {
 struct FileServingCert {
     cert_file_path: PathBuf,
     key_file_path: PathBuf,
+    /// How often the files are checked for a renewal (SPIRE's `file_sync_interval`).
+    file_sync_interval: Option<String>,
 }
 
 /// `[server.upstream_authority.disk]`: an existing CA that signs the server's CA (SPIRE's
@@ -182,6 +184,10 @@ struct FileBundleEndpoint {
     address: Option<IpAddr>,
     port: Option<u16>,
     refresh_hint: Option<String>,
+    /// `https_spiffe` (the default: the server's own SVID) or `https_web` (a Web PKI
+    /// certificate from `serving_cert_file`), SPIFFE Federation §5.
+    profile: Option<String>,
+    serving_cert_file: Option<FileServingCert>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -192,12 +198,33 @@ struct FileRelationship {
     endpoint_spiffe_id: Option<String>,
 }
 
-/// Where this server serves its bundle to other trust domains (`https_spiffe` profile).
+/// Where this server serves its bundle to other trust domains.
 #[derive(Debug, Clone)]
 pub struct BundleEndpoint {
     pub address: SocketAddr,
     /// `spiffe_refresh_hint` of the bundle served.
     pub refresh_hint: Duration,
+    /// The `https_web` profile's certificate; `None` for `https_spiffe` (the server's SVID).
+    pub web_cert: Option<ServingCertFiles>,
+}
+
+/// A Web PKI certificate and key (PEM files) an endpoint serves, re-read when they change
+/// ([`crate::serving_cert`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServingCertFiles {
+    pub cert_file_path: PathBuf,
+    pub key_file_path: PathBuf,
+    /// How often the files are checked for a renewal.
+    pub file_sync_interval: Duration,
+}
+
+/// Checks a `serving_cert_file` block of `key`.
+fn serving_cert(key: &'static str, file: FileServingCert) -> Result<ServingCertFiles, ConfigError> {
+    Ok(ServingCertFiles {
+        cert_file_path: file.cert_file_path,
+        key_file_path: file.key_file_path,
+        file_sync_interval: duration(key, file.file_sync_interval, Duration::from_secs(60))?,
+    })
 }
 
 /// A trust domain whose bundle this server fetches from its bundle endpoint.
@@ -346,8 +373,8 @@ pub struct OidcConfig {
     pub address: SocketAddr,
     /// Host names (lowercase, without port) the provider answers for.
     pub domains: Vec<String>,
-    /// TLS certificate chain and key (PEM); plain HTTP when `None`.
-    pub tls: Option<(PathBuf, PathBuf)>,
+    /// The TLS certificate; plain HTTP when `None`.
+    pub tls: Option<ServingCertFiles>,
 }
 
 /// The environment variable that holds the PKCS#11 user PIN unless `pin_env` names another.
@@ -400,7 +427,37 @@ impl ServerConfig {
             .federation
             .bundle_endpoint
             .map(|e| -> Result<BundleEndpoint, ConfigError> {
+                let invalid = |message: &str| ConfigError::Invalid {
+                    key: "federation.bundle_endpoint",
+                    message: message.to_owned(),
+                };
+                let web_cert = match (e.profile.as_deref(), e.serving_cert_file) {
+                    (None | Some("https_spiffe"), None) => None,
+                    (None | Some("https_spiffe"), Some(_)) => {
+                        return Err(invalid(
+                            "serving_cert_file is for profile = \"https_web\"; the \
+                             https_spiffe profile serves the server's own SVID",
+                        ));
+                    }
+                    (Some("https_web"), Some(files)) => Some(serving_cert(
+                        "federation.bundle_endpoint.serving_cert_file.file_sync_interval",
+                        files,
+                    )?),
+                    (Some("https_web"), None) => {
+                        return Err(invalid(
+                            "profile = \"https_web\" needs serving_cert_file \
+                             (cert_file_path, key_file_path)",
+                        ));
+                    }
+                    (Some(other), _) => {
+                        return Err(invalid(&format!(
+                            "profile {other:?} is not supported; use \"https_spiffe\" or \
+                             \"https_web\""
+                        )));
+                    }
+                };
                 Ok(BundleEndpoint {
+                    web_cert,
                     address: SocketAddr::new(
                         e.address.unwrap_or([0, 0, 0, 0].into()),
                         e.port.unwrap_or(8443),
@@ -517,7 +574,10 @@ fn oidc(file: FileOidc) -> Result<OidcConfig, ConfigError> {
         domains.push(domain.to_ascii_lowercase());
     }
     let tls = match (file.serving_cert_file, file.allow_insecure_scheme) {
-        (Some(c), false) => Some((c.cert_file_path, c.key_file_path)),
+        (Some(c), false) => Some(serving_cert(
+            "oidc_discovery.serving_cert_file.file_sync_interval",
+            c,
+        )?),
         (None, true) => None,
         (Some(_), true) => {
             return Err(invalid(
@@ -787,6 +847,53 @@ mod tests {
             let err = load(&text).expect_err(expected).to_string();
             assert!(err.contains(expected), "{err}");
             assert!(err.contains("federation.federates_with"), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_bundle_endpoint_profile_decides_which_certificate_is_served() {
+        let load = |text: &str| {
+            let file = write(&format!(
+                "[server]\ntrust_domain = \"example.org\"\n\
+                 [server.federation.bundle_endpoint]\nport = 8443\n{text}"
+            ));
+            ServerConfig::load(&RunArgs {
+                config: Some(file.path().into()),
+                ..RunArgs::default()
+            })
+        };
+        let cert = "[server.federation.bundle_endpoint.serving_cert_file]\n\
+                    cert_file_path = \"/etc/tls/b.pem\"\nkey_file_path = \"/etc/tls/b.key\"\n";
+        let spiffe = load("").expect("https_spiffe by default");
+        assert_eq!(spiffe.bundle_endpoint.expect("endpoint").web_cert, None);
+        let web = load(&format!("profile = \"https_web\"\n{cert}")).expect("https_web");
+        assert_eq!(
+            web.bundle_endpoint.expect("endpoint").web_cert,
+            Some(ServingCertFiles {
+                cert_file_path: "/etc/tls/b.pem".into(),
+                key_file_path: "/etc/tls/b.key".into(),
+                file_sync_interval: Duration::from_secs(60),
+            })
+        );
+        for (text, expected) in [
+            (
+                "profile = \"https_web\"\n".to_owned(),
+                "needs serving_cert_file",
+            ),
+            (cert.to_owned(), "serving_cert_file is for profile"),
+            (
+                format!("profile = \"https_spiffe\"\n{cert}"),
+                "serving_cert_file is for profile",
+            ),
+            ("profile = \"http\"\n".to_owned(), "not supported"),
+            (
+                format!("profile = \"https_web\"\n{cert}file_sync_interval = \"0s\"\n"),
+                "file_sync_interval",
+            ),
+        ] {
+            let err = load(&text).expect_err(expected).to_string();
+            assert!(err.contains(expected), "{err}");
+            assert!(err.contains("federation.bundle_endpoint"), "{err}");
         }
     }
 }

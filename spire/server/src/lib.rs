@@ -10,6 +10,8 @@
 //!   and which agents receive them; [`bundle_endpoint`]: serving ours.
 //! - [`api`]: the gRPC services (agent API over mTLS, admin API over the local socket).
 //! - [`oidc`]: OIDC discovery of the JWT keys, for relying parties that do not speak SPIFFE.
+//! - [`serving_cert`]: the Web PKI certificate of OIDC discovery and the `https_web` bundle
+//!   endpoint, re-read when renewed.
 //! - [`metrics`]: Prometheus metrics (SVIDs signed, attestations, entries, agents).
 //! - [`limits`]: the bounds of every listener (`[server.limits.*]`).
 //! - [`rotation`]: rotating and publishing the authorities while the server runs.
@@ -29,5 +31,6 @@ pub mod metrics;
 pub mod oidc;
 pub mod rotation;
 pub mod run;
+pub mod serving_cert;
 pub mod state;
 pub mod x509pop;

@@ -8,11 +8,11 @@
 //!
 //! Requests for a `Host` outside the configured domains get 404, as SPIRE's provider does. The
 //! issuer is the server's `jwt_issuer` when set (the `iss` JWT-SVIDs carry), otherwise
-//! `<scheme>://<host>`. Served over TLS with a configured certificate, or as plain HTTP for a
+//! `<scheme>://<host>`. Served over TLS with a configured certificate (re-read when renewed,
+//! [`crate::serving_cert`]), or as plain HTTP for a
 //! TLS-terminating proxy, both within the same bounds as every listener (`common_net`,
 //! `[server.limits.oidc_discovery]`).
 
-use std::path::Path;
 use std::sync::Arc;
 
 use axum::Router;
@@ -20,13 +20,10 @@ use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::{Value, json};
 use spire_proto::bundle_format;
 use tokio::net::TcpListener;
 
-use crate::config::OidcConfig;
 use crate::state::{ServerState, now};
 
 /// What the handlers share.
@@ -36,22 +33,19 @@ struct Oidc {
     scheme: &'static str,
 }
 
-/// Serves discovery on `listener` until `shutdown` resolves.
+/// Serves discovery for `domains` on `listener` until `shutdown` resolves: over `tls` (a
+/// [`crate::serving_cert`] config), or plain HTTP when `None`.
 pub async fn serve(
     state: Arc<ServerState>,
-    config: OidcConfig,
+    domains: Vec<String>,
+    tls: Option<rustls::ServerConfig>,
     listener: TcpListener,
     options: identity::http::ServeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    let tls = config
-        .tls
-        .as_ref()
-        .map(|(cert, key)| tls_config(cert, key))
-        .transpose()?;
+) {
     let app = router(Oidc {
         state,
-        domains: config.domains,
+        domains,
         scheme: if tls.is_some() { "https" } else { "http" },
     });
     match tls {
@@ -64,32 +58,6 @@ pub async fn serve(
                 .await;
         }
     }
-    Ok(())
-}
-
-/// A TLS server config presenting the PEM chain in `cert` with the key in `key`; no client
-/// certificate is asked for (relying parties are anonymous).
-pub fn tls_config(cert: &Path, key: &Path) -> anyhow::Result<rustls::ServerConfig> {
-    let chain = CertificateDer::pem_file_iter(cert)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| anyhow::anyhow!("OIDC serving certificate {}: {e}", cert.display()))?;
-    if chain.is_empty() {
-        anyhow::bail!(
-            "OIDC serving certificate {}: no certificate",
-            cert.display()
-        );
-    }
-    let key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| anyhow::anyhow!("OIDC serving key {}: {e}", key.display()))?;
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_no_client_auth()
-    .with_single_cert(chain, key)
-    .map_err(|e| anyhow::anyhow!("OIDC serving certificate and key: {e}"))?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(config)
 }
 
 fn router(oidc: Oidc) -> Router {

@@ -20,9 +20,10 @@ use tonic::service::Routes;
 use crate::api::admin::AdminService;
 use crate::api::agent::AgentService;
 use crate::ca::Authorities;
-use crate::config::ServerConfig;
+use crate::config::{ServerConfig, ServingCertFiles};
 use crate::datastore::Datastore;
 use crate::rotation;
+use crate::serving_cert::ServingCert;
 use crate::state::ServerState;
 
 /// Runs the server until a shutdown signal arrives.
@@ -118,10 +119,17 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         let listener = TcpListener::bind(endpoint.address)
             .await
             .with_context(|| format!("binding the bundle endpoint to {}", endpoint.address))?;
-        tracing::info!(address = %endpoint.address, "bundle endpoint ready");
+        let (profile, tls) = match &endpoint.web_cert {
+            None => (
+                "https_spiffe",
+                svid_tls::server_config(store.clone(), ClientAuth::None)?,
+            ),
+            Some(files) => ("https_web", web_tls(files)?),
+        };
+        tracing::info!(address = %endpoint.address, profile, "bundle endpoint ready");
         tokio::spawn(crate::bundle_endpoint::serve(
             state.clone(),
-            store.clone(),
+            Arc::new(tls),
             listener,
             endpoint.refresh_hint,
             ServeOptions::new(limits.bundle_endpoint, net.listener("bundle_endpoint")),
@@ -133,13 +141,11 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding OIDC discovery to {}", oidc.address))?;
         tracing::info!(address = %oidc.address, tls = oidc.tls.is_some(), "OIDC discovery ready");
-        // A bad certificate is found here, before the server reports ready.
-        if let Some((cert, key)) = &oidc.tls {
-            crate::oidc::tls_config(cert, key)?;
-        }
+        let tls = oidc.tls.as_ref().map(web_tls).transpose()?;
         tokio::spawn(crate::oidc::serve(
             state.clone(),
-            oidc,
+            oidc.domains,
+            tls,
             listener,
             ServeOptions::new(limits.oidc_discovery, net.listener("oidc_discovery")),
             common_process::shutdown_signal(),
@@ -229,6 +235,17 @@ fn bind_admin_socket(path: &Path) -> anyhow::Result<UnixListener> {
 
 async fn wait_for(mut stop: tokio::sync::watch::Receiver<bool>) {
     let _ = stop.wait_for(|stopped| *stopped).await;
+}
+
+/// A TLS config presenting the Web PKI certificate in `files`, kept current as they are
+/// renewed. A certificate that does not load fails here, before the server reports ready.
+fn web_tls(files: &ServingCertFiles) -> anyhow::Result<rustls::ServerConfig> {
+    let cert = ServingCert::load(&files.cert_file_path, &files.key_file_path)?;
+    tokio::spawn(
+        cert.clone()
+            .keep_current(files.file_sync_interval, common_process::shutdown_signal()),
+    );
+    Ok(cert.tls_config()?)
 }
 
 #[cfg(test)]
