@@ -45,6 +45,21 @@ pub enum NotReady {
     /// No root key in memory; what the lifecycle is waiting for, if anything yet.
     #[error("{}", sealed_message(.0.as_deref()))]
     Sealed(Option<String>),
+    /// An operator sealed Nexus (`spike operator seal`): no root key until they unseal it.
+    #[error(
+        "Nexus is sealed: an operator ({by}) sealed it at {at}; it serves again after `spike operator unseal`"
+    )]
+    SealedByOperator {
+        /// The operator's SPIFFE ID.
+        by: String,
+        /// When, RFC 3339.
+        at: String,
+    },
+    /// An operator sealed Nexus through another replica, which this one is about to learn.
+    #[error(
+        "Nexus is sealed: an operator sealed it through another Nexus; it serves again after `spike operator unseal`"
+    )]
+    SealedElsewhere,
     /// Another replica rotated the root key and this one is switching to it.
     #[error(
         "the root key was rotated by another Nexus and this one is switching to it; retry shortly"
@@ -89,6 +104,24 @@ pub enum Conflict {
     /// Another rotation committed while this one ran.
     #[error("the root key changed meanwhile (another rotation?); nothing was rotated")]
     RotatedMeanwhile,
+    /// A seal of a Nexus an operator sealed already.
+    #[error(
+        "Nexus is already sealed: an operator ({by}) sealed it at {at}; `spike operator unseal` brings it back"
+    )]
+    AlreadySealed {
+        /// The operator's SPIFFE ID.
+        by: String,
+        /// When, RFC 3339.
+        at: String,
+    },
+    /// An unseal of a Nexus no operator sealed.
+    #[error(
+        "Nexus is not sealed by an operator, so there is nothing to unseal ({0}); a Nexus waiting for its keepers unseals by itself"
+    )]
+    NotSealed(String),
+    /// A seal of a datastore that holds no root key.
+    #[error("Nexus was never initialized, so there is no root key to seal")]
+    NeverInitialized,
 }
 
 /// Why a request is invalid.
@@ -119,6 +152,7 @@ impl From<StoreError> for ServiceError {
         match error {
             StoreError::NotFound(what) => ServiceError::NotFound(what),
             StoreError::KeyChanged => ServiceError::NotReady(NotReady::KeySwitching),
+            StoreError::Sealed => ServiceError::NotReady(NotReady::SealedElsewhere),
             StoreError::CasMismatch { expected, current } => {
                 ServiceError::Conflict(Conflict::CheckAndSet { expected, current })
             }

@@ -1,5 +1,6 @@
 //! Nexus's Prometheus metrics: requests by route and status, their latency, the lifecycle
-//! (sealed, keepers reachable, time to unseal) and how many secrets are stored. Served by
+//! (sealed, sealed by an operator, keepers reachable, time to unseal, operators' seals and
+//! unseals) and how many secrets are stored. Served by
 //! [`common_metrics`] on the metrics port, never on the mTLS API.
 
 use std::sync::Arc;
@@ -41,6 +42,8 @@ pub struct Metrics {
     audit_failures: Counter,
     secrets: Gauge,
     unseal_seconds: Gauge<f64, AtomicU64>,
+    operator_seals: Counter,
+    operator_unseals: Counter,
 }
 
 fn latency_histogram() -> Histogram {
@@ -56,6 +59,8 @@ impl Default for Metrics {
             audit_failures: Counter::default(),
             secrets: Gauge::default(),
             unseal_seconds: Gauge::default(),
+            operator_seals: Counter::default(),
+            operator_unseals: Counter::default(),
         }
     }
 }
@@ -82,6 +87,16 @@ impl Metrics {
     /// Records how many secrets are stored.
     pub fn set_secrets(&self, count: u64) {
         self.secrets.set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    /// Counts a seal by an operator through this Nexus.
+    pub fn operator_sealed(&self) {
+        self.operator_seals.inc();
+    }
+
+    /// Counts an operator's unseal through this Nexus.
+    pub fn operator_unsealed(&self) {
+        self.operator_unseals.inc();
     }
 
     /// Records how long the last unseal took.
@@ -119,6 +134,16 @@ pub fn registry(nexus: Arc<Nexus>) -> Registry {
         "How long the last unseal took, from the start of unsealing to ready",
         m.unseal_seconds.clone(),
     );
+    registry.register(
+        "operator_seals",
+        "Seals by an operator (`spike operator seal`) through this Nexus",
+        m.operator_seals.clone(),
+    );
+    registry.register(
+        "operator_unseals",
+        "Unseals by an operator (`spike operator unseal`) through this Nexus",
+        m.operator_unseals.clone(),
+    );
     registry.register_collector(Box::new(Lifecycle(nexus)));
     registry
 }
@@ -130,11 +155,16 @@ struct Lifecycle(Arc<Nexus>);
 impl Collector for Lifecycle {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let status = self.0.keys.status();
-        let gauges: [(&str, &str, i64); 4] = [
+        let gauges: [(&str, &str, i64); 5] = [
             (
                 "sealed",
                 "1 while Nexus has no root key in memory (it answers state_not_ready), else 0",
                 i64::from(self.0.keys.root().is_none()),
+            ),
+            (
+                "sealed_by_operator",
+                "1 while an operator's seal holds (`spike operator seal`; any replica), else 0",
+                i64::from(status.operator_seal.is_some()),
             ),
             (
                 "initialized",

@@ -82,10 +82,11 @@ impl Nexus {
         self.keys.require_root().map_err(ServiceError::NotReady)
     }
 
-    /// A failed sealed write; if it failed because another Nexus rotated the key, the keeper
-    /// loop is woken to switch keys.
+    /// A failed sealed write; if it failed because another Nexus rotated the key or sealed
+    /// Nexus, the keeper loop is woken to switch keys or to seal this one too.
     pub(crate) fn write_failed(&self, error: StoreError) -> ServiceError {
-        if matches!(error, StoreError::KeyChanged) {
+        // Another replica rotated the key or sealed Nexus: the keeper loop follows.
+        if matches!(error, StoreError::KeyChanged | StoreError::Sealed) {
             self.keys.wake_keeper_loop();
         }
         error.into()

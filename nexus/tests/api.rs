@@ -208,6 +208,139 @@ async fn sealed_nexus_answers_state_not_ready_but_reports_status() {
 }
 
 #[tokio::test]
+async fn an_operator_seal_refuses_data_routes_and_restore_until_the_superuser_lifts_it() {
+    const RESTORE: &str = "spiffe://td/spike/pilot/role/restore";
+    let api = api(false).await;
+    let root = RootKey::generate().expect("root key");
+    let record = nexus::store::KeyRecord {
+        key_check: KeyCheck::compute(&root).expect("check").to_bytes(),
+        threshold: 2,
+        shares: 3,
+        created_at: time::OffsetDateTime::now_utc(),
+    };
+    assert!(api.nexus.store.initialize(&record).await.expect("init"));
+    let copy = || RootKey::from_bytes(*root.expose_secret());
+    nexus::keys::install(&api.nexus, copy())
+        .await
+        .expect("install");
+    let put = json!({"path": "db/a", "values": {"k": "v"}});
+    let (status, _) = api.post(ADMIN, "/v1/store/secrets", put.clone()).await;
+    assert_eq!(status, StatusCode::OK);
+
+    // Only the superuser seals; a body that is not `{}` is refused before anything.
+    let (status, _) = api.post(APP, "/v1/operator/seal", json!({})).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, answer) = api
+        .raw(ADMIN, "POST", "/v1/operator/seal", b"{".to_vec())
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    let (status, answer) = api
+        .raw(
+            ADMIN,
+            "POST",
+            "/v1/operator/seal?action=get",
+            b"{}".to_vec(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert!(
+        api.nexus.keys.root().is_some(),
+        "refused seals change nothing"
+    );
+
+    let (status, answer) = api.post(ADMIN, "/v1/operator/seal", json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["state"], "sealed");
+    assert_eq!(answer["operatorSeal"]["by"], ADMIN);
+    let at = answer["operatorSeal"]["at"].clone();
+    assert!(api.nexus.keys.root().is_none());
+    let stored = api.nexus.store.operator_seal().await.expect("read");
+    assert_eq!(stored.map(|s| s.by), Some(ADMIN.to_owned()));
+
+    for (uri, body) in [
+        ("/v1/store/secrets?action=get", json!({"path": "db/a"})),
+        ("/v1/store/secrets", put.clone()),
+        ("/v1/acl/policy?action=list", json!({})),
+        ("/v1/cipher/encrypt", json!({"plaintext": "aGk="})),
+        ("/v1/operator/rotate", json!({})),
+    ] {
+        let (status, answer) = api.post(ADMIN, uri, body).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{uri}: {answer}");
+        assert_eq!(answer["err"], "state_not_ready");
+        let message = answer["message"].as_str().unwrap_or_default();
+        assert!(
+            message.starts_with(&format!(
+                "Nexus is sealed: an operator ({ADMIN}) sealed it at {}",
+                at.as_str().unwrap_or("?")
+            )),
+            "{uri}: {message}"
+        );
+    }
+    let (_, status) = api.post(APP, "/v1/status", json!({})).await;
+    assert_eq!(status["operatorSeal"]["at"], at);
+    let (status, answer) = api.post(ADMIN, "/v1/operator/seal", json!({})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{answer}");
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("already sealed")
+    );
+    let shards = split(&root, 2, 3).expect("split");
+    let shard = json!({"id": 1, "shard": shards[0].expose_secret().to_vec()});
+    let (status, answer) = api.post(RESTORE, "/v1/operator/restore", shard).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("sealed by an operator"),
+        "{answer}"
+    );
+    assert!(
+        api.nexus.keys.root().is_none(),
+        "restore does not lift a seal"
+    );
+
+    // The unseal lifts the stored seal and waits for the key to come back; here the test
+    // plays the keeper loop.
+    let (status, _) = api.post(APP, "/v1/operator/unseal", json!({})).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let nexus = api.nexus.clone();
+    let key = copy();
+    let keeper_loop = tokio::spawn(async move {
+        while nexus.keys.phase() != nexus::keys::Phase::Sealed {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        nexus::keys::install(&nexus, key).await.map(|_| ())
+    });
+    let (status, answer) = api.post(ADMIN, "/v1/operator/unseal", json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert!(keeper_loop.await.expect("task").is_ok());
+    assert_eq!(answer["state"], "ready", "{answer}");
+    assert!(answer.get("operatorSeal").is_none());
+    assert_eq!(api.nexus.store.operator_seal().await.expect("read"), None);
+    let (status, answer) = api
+        .post(
+            ADMIN,
+            "/v1/store/secrets?action=get",
+            json!({"path": "db/a"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["data"]["k"], "v");
+    let (status, answer) = api.post(ADMIN, "/v1/operator/unseal", json!({})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{answer}");
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not sealed by an operator"),
+        "{answer}"
+    );
+}
+
+#[tokio::test]
 async fn workloads_get_only_what_policies_grant_and_roles_nothing() {
     let api = api(true).await;
     for path in ["billing/db", "other/db"] {

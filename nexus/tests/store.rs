@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use nexus::store::{
-    InitError, Initialization, KeyRecord, PutVersion, RotateError, RotationRecord, SealedRecord,
-    Store, StoreError, StoredVersion, WrappedRow,
+    InitError, Initialization, KeyRecord, PutVersion, RotateError, RotationRecord, SealOutcome,
+    SealedRecord, Store, StoreError, StoredSeal, StoredVersion, WrappedRow,
 };
 use nexus_crypto::CryptoError;
 use time::{Duration, OffsetDateTime};
@@ -30,6 +30,7 @@ common_sql::backend_tests! {
     check_failed_initialization_stores_nothing => sqlite_failed_initialization_stores_nothing, postgres_failed_initialization_stores_nothing;
     check_rotation_rewraps_all_or_nothing => sqlite_rotation_rewraps_all_or_nothing, postgres_rotation_rewraps_all_or_nothing;
     check_sealed_writes_are_fenced_by_the_stored_key => sqlite_sealed_writes_are_fenced_by_the_stored_key, postgres_sealed_writes_are_fenced_by_the_stored_key;
+    check_operator_seal_is_stored_and_fences_every_write => sqlite_operator_seal_is_stored_and_fences_every_write, postgres_operator_seal_is_stored_and_fences_every_write;
 }
 
 common_sql::backend_url_tests! {
@@ -1014,4 +1015,104 @@ async fn check_sealed_writes_are_fenced_by_the_stored_key(store: &Store) {
         .put_policy("p", policy(), at(1), Some(&current))
         .await
         .expect("the stored key");
+}
+
+/// An operator's seal: refused before a key record exists, stored once (a second seal
+/// reports the first), refusing every fenced write while it holds, lifted once.
+async fn check_operator_seal_is_stored_and_fences_every_write(store: &Store) {
+    const BY: &str = "spiffe://example.org/spike/pilot/role/superuser";
+    assert_eq!(
+        store.seal(BY, at(5)).await.expect("seal"),
+        SealOutcome::NeverInitialized
+    );
+    assert_eq!(store.operator_seal().await.expect("read"), None);
+    store.initialize(&key_record(1)).await.expect("initialize");
+    let current = key_record(1).key_check;
+    let fenced = PutVersion {
+        fence: Some(&current),
+        ..put("db/s")
+    };
+    put_with(store, fenced).await.expect("not sealed yet");
+
+    assert_eq!(
+        store.seal(BY, at(5)).await.expect("seal"),
+        SealOutcome::Sealed
+    );
+    let sealed = StoredSeal {
+        by: BY.to_owned(),
+        at: at(5),
+    };
+    assert_eq!(
+        store.operator_seal().await.expect("read"),
+        Some(sealed.clone())
+    );
+    assert_eq!(
+        store
+            .seal("spiffe://example.org/other", at(9))
+            .await
+            .expect("seal"),
+        SealOutcome::AlreadySealed(sealed.clone()),
+        "the first seal stands"
+    );
+    let refused = put_with(store, fenced).await;
+    assert!(matches!(refused, Err(StoreError::Sealed)), "{refused:?}");
+    let policy = SealedRecord {
+        wrapped_key: b"key".to_vec(),
+        ciphertext: b"body".to_vec(),
+    };
+    let refused = store
+        .put_policy("p", policy.clone(), at(6), Some(&current))
+        .await;
+    assert!(matches!(refused, Err(StoreError::Sealed)), "{refused:?}");
+    let refused = store
+        .create_cipher_key(b"wrapped", at(6), Some(&current))
+        .await;
+    assert!(matches!(refused, Err(StoreError::Sealed)), "{refused:?}");
+    assert_eq!(stored_versions(store, "db/s").await, vec![1]);
+    assert_eq!(
+        store.key_record().await.expect("read"),
+        Some(key_record(1)),
+        "the key record is untouched"
+    );
+
+    assert_eq!(store.unseal().await.expect("unseal"), Some(sealed));
+    assert_eq!(
+        store.unseal().await.expect("unseal"),
+        None,
+        "nothing left to lift"
+    );
+    assert_eq!(store.operator_seal().await.expect("read"), None);
+    put_with(store, fenced).await.expect("unsealed");
+    store
+        .put_policy("p", policy, at(7), Some(&current))
+        .await
+        .expect("unsealed");
+}
+
+/// PostgreSQL announces each change of the operator's seal on the policy channel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_operator_seal_changes_are_notified() {
+    let db = common_sql::testing::TestDatabase::create().await;
+    let store = Store::connect(db.url()).await.expect("open");
+    store.initialize(&key_record(1)).await.expect("initialize");
+    let mut listener = sqlx::postgres::PgListener::connect(db.url())
+        .await
+        .expect("listener");
+    listener
+        .listen(nexus::store::POLICY_CHANNEL)
+        .await
+        .expect("listen");
+    async fn next(listener: &mut sqlx::postgres::PgListener) -> String {
+        tokio::time::timeout(std::time::Duration::from_secs(5), listener.recv())
+            .await
+            .expect("a notification within 5 s")
+            .expect("notification")
+            .payload()
+            .to_owned()
+    }
+    store.seal("spiffe://td/op", at(1)).await.expect("seal");
+    assert_eq!(next(&mut listener).await, nexus::store::SEAL_NOTICE);
+    store.unseal().await.expect("unseal");
+    assert_eq!(next(&mut listener).await, nexus::store::SEAL_NOTICE);
+    store.close().await;
 }

@@ -90,7 +90,8 @@ pub enum Command {
     /// Exits 0 when Nexus is ready, 3 when it answered but is not ready (uninitialized or
     /// sealed), 1 when it could not be asked.
     Status,
-    /// Break-glass: save the root key's shards, or restore Nexus from them.
+    /// Operate the root key: seal and unseal Nexus, rotate the key, and break-glass (save
+    /// its shards, restore Nexus from them).
     #[command(subcommand)]
     Operator(OperatorCommand),
     /// Run a command with secrets in its environment (for programs that read only that).
@@ -189,6 +190,19 @@ pub enum OperatorCommand {
     /// keepers then get their new shards. Recovery shards saved before no longer work: run
     /// `spike operator recover` again afterwards.
     Rotate,
+    /// Incident response: take the root key out of Nexus's memory at once (needs the
+    /// superuser).
+    ///
+    /// Every data request is refused (503, "Nexus is sealed") until `spike operator unseal`,
+    /// a restart of Nexus included, and every other Nexus replica on the same database seals
+    /// too. `spike status` shows who sealed it and when.
+    Seal,
+    /// Lift an operator's seal: Nexus takes its root key back from the keepers (needs the
+    /// superuser).
+    ///
+    /// Waits a few seconds for Nexus to be ready; exits 3 if it is not yet (the keepers are
+    /// asked again until it is; see `spike status`).
+    Unseal,
 }
 
 /// `spike operator recover`
@@ -685,6 +699,17 @@ mod tests {
             parse(&["operator", "restore"]).expect("parses").command,
             Command::Operator(OperatorCommand::Restore)
         ));
+        for (word, sealing) in [("seal", true), ("unseal", false)] {
+            match parse(&["operator", word]).expect("parses").command {
+                Command::Operator(OperatorCommand::Seal) => assert!(sealing),
+                Command::Operator(OperatorCommand::Unseal) => assert!(!sealing),
+                other => panic!("unexpected {other:?}"),
+            }
+            assert!(
+                parse(&["operator", word, "now"]).is_err(),
+                "takes no argument"
+            );
+        }
         // The shard never goes on the command line, where `ps` and shell history see it.
         assert!(parse(&["operator", "restore", "spike:1:00"]).is_err());
         assert!(parse(&["operator"]).is_err());

@@ -110,6 +110,10 @@ pub enum Operation<'a> {
     Cipher,
     /// `operator rotate`.
     Rotate,
+    /// `operator seal`.
+    Seal,
+    /// `operator unseal`.
+    Unseal,
 }
 
 impl Operation<'_> {
@@ -131,6 +135,9 @@ impl Operation<'_> {
             Operation::Recover => "the recover role".into(),
             Operation::Restore => "the restore role".into(),
             Operation::Rotate => "the superuser role (root key rotation)".into(),
+            Operation::Seal | Operation::Unseal => {
+                "the superuser role (sealing and unsealing Nexus)".into()
+            }
             Operation::Cipher => format!(
                 "`execute` on `{}` (the cipher)",
                 policies::SYSTEM_CIPHER_EXEC_PATH
@@ -179,7 +186,9 @@ impl Operation<'_> {
             | Operation::Recover
             | Operation::Restore
             | Operation::Cipher
-            | Operation::Rotate => format!("Not found: {message}"),
+            | Operation::Rotate
+            | Operation::Seal
+            | Operation::Unseal => format!("Not found: {message}"),
         }
     }
 }
@@ -261,6 +270,10 @@ fn explain_api(status: u16, code: ErrorCode, message: &str, call: &Call<'_>) -> 
         return text;
     }
     match code {
+        // An operator's seal: Nexus's own message says who, when, and what lifts it.
+        ErrorCode::NotReady if message.starts_with("Nexus is sealed") => {
+            format!("{message}. `spike status` shows the seal.")
+        }
         ErrorCode::NotReady if message.contains("datastore") => format!(
             "Nexus is not ready: {}. Its database cannot be reached right now; retry shortly, and check the database if it lasts.",
             said("its datastore is unavailable")

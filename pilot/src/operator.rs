@@ -1,4 +1,5 @@
-//! `spike operator recover|restore`: SPIKE's break-glass procedure.
+//! `spike operator recover|restore`: SPIKE's break-glass procedure; `rotate`, `seal` and
+//! `unseal`, the superuser's.
 //!
 //! `recover` (recover role, Nexus ready) saves every shard of the root key to its own file,
 //! readable only by the user, for safekeeping offline. `restore` (restore role, Nexus
@@ -8,7 +9,7 @@
 use std::io::{BufRead, IsTerminal, Read};
 use std::path::{Path, PathBuf};
 
-use nexus_api::model::RestoreResponse;
+use nexus_api::model::{RestoreResponse, SealState, StatusResponse};
 use serde::Serialize;
 use zeroize::Zeroizing;
 
@@ -32,6 +33,63 @@ pub async fn run(command: OperatorCommand, global: &GlobalArgs) -> Result<Output
         OperatorCommand::Recover(args) => recover(args, global).await,
         OperatorCommand::Restore => restore(global).await,
         OperatorCommand::Rotate => rotate(global).await,
+        OperatorCommand::Seal => seal(global).await,
+        OperatorCommand::Unseal => unseal(global).await,
+    }
+}
+
+async fn seal(global: &GlobalArgs) -> Result<Output, PilotError> {
+    let session = Session::connect(global).await?;
+    let status = session
+        .client()
+        .seal()
+        .await
+        .map_err(session.fail(Operation::Seal))?;
+    Ok(Output::ok(render_sealed(&status, global.format)))
+}
+
+async fn unseal(global: &GlobalArgs) -> Result<Output, PilotError> {
+    let session = Session::connect(global).await?;
+    let status = session
+        .client()
+        .unseal()
+        .await
+        .map_err(session.fail(Operation::Unseal))?;
+    Ok(Output {
+        stdout: render_unsealed(&status, global.format).into_bytes(),
+        code: crate::status::exit_code(&status),
+    })
+}
+
+/// What a seal did: for people, or the status in the API's shape.
+pub fn render_sealed(status: &StatusResponse, format: Format) -> String {
+    if let Some(text) = structured(status, format) {
+        return text;
+    }
+    let who = status
+        .operator_seal
+        .as_ref()
+        .map(|seal| format!(" by {} at {}", seal.by, seal.at))
+        .unwrap_or_default();
+    format!(
+        "Nexus is sealed{who}: its root key is out of memory, and every data request is refused \
+         until `spike operator unseal`, after a restart too. Other Nexus replicas on the same \
+         database are sealed as well.\n"
+    )
+}
+
+/// What an unseal did: for people, or the status in the API's shape.
+pub fn render_unsealed(status: &StatusResponse, format: Format) -> String {
+    if let Some(text) = structured(status, format) {
+        return text;
+    }
+    if status.state == SealState::Ready {
+        "Nexus is unsealed and ready: its root key is back from the keepers.\n".to_owned()
+    } else {
+        format!(
+            "The seal is lifted, but Nexus is not ready yet: {}\nIt keeps asking its keepers; watch `spike status`.\n",
+            status.message
+        )
     }
 }
 
@@ -422,6 +480,56 @@ mod tests {
         let mut line = String::new();
         let binary = read_line(&mut &[0xff, 0xfe, b'\n'][..], &mut line);
         assert!(binary.is_err());
+    }
+
+    fn status(state: SealState, message: &str, sealed: bool) -> StatusResponse {
+        StatusResponse {
+            initialized: true,
+            state,
+            keepers: nexus_api::model::KeeperStatus {
+                total: 3,
+                reachable: 3,
+                threshold: 2,
+            },
+            message: message.into(),
+            operator_seal: sealed.then(|| nexus_api::model::OperatorSeal {
+                by: "spiffe://example.org/spike/pilot/role/superuser".into(),
+                at: "2026-12-06T08:00:00.000Z".into(),
+            }),
+            version: "0.1.0".into(),
+        }
+    }
+
+    #[test]
+    fn seal_and_unseal_say_who_and_what_follows() {
+        let sealed = status(SealState::Sealed, "sealed by an operator", true);
+        let text = render_sealed(&sealed, Format::Human);
+        assert!(
+            text.starts_with(
+                "Nexus is sealed by spiffe://example.org/spike/pilot/role/superuser at 2026-12-06T08:00:00.000Z: "
+            ) && text.contains("spike operator unseal"),
+            "{text}"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&render_sealed(&sealed, Format::Json)).expect("JSON");
+        assert_eq!(json["operatorSeal"]["at"], "2026-12-06T08:00:00.000Z");
+        assert_eq!(json["state"], "sealed");
+
+        let ready = render_unsealed(&status(SealState::Ready, "", false), Format::Human);
+        assert!(ready.starts_with("Nexus is unsealed and ready"), "{ready}");
+        let waiting = status(
+            SealState::Sealed,
+            "sealed: 1 of 3 keepers returned a shard, 2 needed",
+            false,
+        );
+        let text = render_unsealed(&waiting, Format::Human);
+        assert!(
+            text.contains("not ready yet: sealed: 1 of 3 keepers returned a shard"),
+            "{text}"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&render_unsealed(&waiting, Format::Json)).expect("JSON");
+        assert!(json.get("operatorSeal").is_none(), "{json}");
     }
 
     #[test]

@@ -57,6 +57,9 @@ pub fn render(status: &StatusResponse, format: Format) -> String {
         k.threshold,
         status.version,
     );
+    if let Some(seal) = &status.operator_seal {
+        out.push_str(&format!("Sealed by: {} at {}\n", seal.by, seal.at));
+    }
     if !status.message.is_empty() {
         out.push_str(&format!("Message: {}\n", status.message));
     }
@@ -79,6 +82,7 @@ mod tests {
                 threshold: 2,
             },
             message: message.into(),
+            operator_seal: None,
             version: "0.1.0".into(),
         }
     }
@@ -98,6 +102,23 @@ mod tests {
             new.contains("State: uninitialized\nInitialized: no\n"),
             "{new}"
         );
+    }
+
+    #[test]
+    fn human_says_who_sealed_and_when() {
+        let mut sealed = sample(SealState::Sealed, "sealed by an operator");
+        sealed.operator_seal = Some(nexus_api::model::OperatorSeal {
+            by: "spiffe://td/spike/pilot/role/superuser".into(),
+            at: "2026-12-06T08:00:00.000Z".into(),
+        });
+        let text = render(&sealed, Format::Human);
+        assert!(
+            text.contains(
+                "Sealed by: spiffe://td/spike/pilot/role/superuser at 2026-12-06T08:00:00.000Z\nMessage: sealed by an operator\n"
+            ),
+            "{text}"
+        );
+        assert_eq!(exit_code(&sealed), NOT_READY);
     }
 
     #[test]

@@ -279,6 +279,18 @@ impl Client {
         self.call(routes::ROTATE, Action::Put, &Empty {}).await
     }
 
+    /// Seals Nexus: its root key leaves memory until [`Client::unseal`] (only the
+    /// superuser). Answers the status after the seal.
+    pub async fn seal(&self) -> Result<StatusResponse, ClientError> {
+        self.call(routes::SEAL, Action::Put, &Empty {}).await
+    }
+
+    /// Lifts an operator's seal; Nexus rebuilds its root key from the keepers (only the
+    /// superuser). Answers the status once ready, or after a few seconds if it is not.
+    pub async fn unseal(&self) -> Result<StatusResponse, ClientError> {
+        self.call(routes::UNSEAL, Action::Put, &Empty {}).await
+    }
+
     /// Submits one recovery shard (break-glass; only the restore role).
     pub async fn restore(&self, id: u8, shard: &[u8]) -> Result<RestoreResponse, ClientError> {
         let request = RestoreRequest {

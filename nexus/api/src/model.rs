@@ -390,8 +390,21 @@ pub struct StatusResponse {
     /// Why Nexus is not ready, if it is not.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
+    /// Who sealed Nexus and when, while it is sealed by an operator (`spike operator seal`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator_seal: Option<OperatorSeal>,
     /// Nexus's version.
     pub version: String,
+}
+
+/// An operator's seal (`POST /v1/operator/seal`): the root key is out of memory until
+/// `POST /v1/operator/unseal`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorSeal {
+    /// The SPIFFE ID of the operator who sealed.
+    pub by: String,
+    /// When, RFC 3339 UTC.
+    pub at: String,
 }
 
 /// `POST /v1/operator/rotate` answer (body `{}`).

@@ -12,6 +12,12 @@ pub const RECOVER: &str = "/v1/operator/recover";
 pub const RESTORE: &str = "/v1/operator/restore";
 /// Root key rotation (not in SPIKE). Only the Pilot superuser.
 pub const ROTATE: &str = "/v1/operator/rotate";
+/// Seal: drop the root key from memory until an unseal (not in SPIKE). Only the Pilot
+/// superuser.
+pub const SEAL: &str = "/v1/operator/seal";
+/// Unseal: lift an operator's seal and rebuild the root key from the keepers (not in
+/// SPIKE). Only the Pilot superuser.
+pub const UNSEAL: &str = "/v1/operator/unseal";
 /// Encryption as a service: encrypt (JSON or `application/octet-stream`).
 pub const CIPHER_ENCRYPT: &str = "/v1/cipher/encrypt";
 /// Encryption as a service: decrypt (JSON or `application/octet-stream`).

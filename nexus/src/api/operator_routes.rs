@@ -1,5 +1,6 @@
 //! `/v1/operator/recover` and `/v1/operator/restore`: break-glass, each for exactly one
-//! Pilot role, never grantable through policies; `/v1/operator/rotate`, the superuser's.
+//! Pilot role, never grantable through policies; `/v1/operator/rotate`, `/v1/operator/seal`
+//! and `/v1/operator/unseal`, the superuser's.
 
 use axum::response::Response;
 use nexus_api::model::{Empty, RecoverResponse, RestoreRequest, RotateResponse};
@@ -7,7 +8,7 @@ use nexus_api::routes;
 
 use super::endpoint::{Call, Endpoint};
 use super::{ApiError, ok};
-use crate::keys::{break_glass, rotation};
+use crate::keys::{break_glass, operator_seal, rotation};
 
 /// `/v1/operator/recover`: every recovery shard.
 pub(super) struct Recover;
@@ -55,5 +56,30 @@ impl Endpoint for Rotate {
             rewrapped: rotated.rewrapped,
             duration_ms: u64::try_from(rotated.duration.as_millis()).unwrap_or(u64::MAX),
         }))
+    }
+}
+
+/// `/v1/operator/seal`: the root key out of memory until an unseal. Answers the status.
+pub(super) struct Seal;
+
+impl Endpoint for Seal {
+    const ROUTE: &'static str = routes::SEAL;
+    type Request = Empty;
+
+    async fn serve(call: Call<'_, Empty>) -> Result<Response, ApiError> {
+        Ok(ok(operator_seal::seal(call.nexus, &call.grant).await?))
+    }
+}
+
+/// `/v1/operator/unseal`: the operator's seal lifted, the key back from the keepers.
+/// Answers the status.
+pub(super) struct Unseal;
+
+impl Endpoint for Unseal {
+    const ROUTE: &'static str = routes::UNSEAL;
+    type Request = Empty;
+
+    async fn serve(call: Call<'_, Empty>) -> Result<Response, ApiError> {
+        Ok(ok(operator_seal::unseal(call.nexus, &call.grant).await?))
     }
 }

@@ -12,6 +12,7 @@
 //! | `/v1/operator/recover` | - | the recover role |
 //! | `/v1/operator/restore` | - | the restore role |
 //! | `/v1/operator/rotate` | - | the superuser role |
+//! | `/v1/operator/seal`, `/v1/operator/unseal` | - | the superuser role |
 //! | `/v1/cipher/encrypt`, `/v1/cipher/decrypt` | - | `execute` on `spike/system/cipher/exec`, or the lite role |
 //! | `/v1/status` | - | anyone |
 //!
@@ -136,6 +137,8 @@ pub const TABLE: &[Rule] = &[
     rule(routes::RECOVER, None, Requirement::Role(Role::Recover)),
     rule(routes::RESTORE, None, Requirement::Role(Role::Restore)),
     rule(routes::ROTATE, None, Requirement::Role(Role::Superuser)),
+    rule(routes::SEAL, None, Requirement::Role(Role::Superuser)),
+    rule(routes::UNSEAL, None, Requirement::Role(Role::Superuser)),
     rule(routes::CIPHER_ENCRYPT, None, CIPHER),
     rule(routes::CIPHER_DECRYPT, None, CIPHER),
     rule(routes::STATUS, None, Requirement::Anyone),
@@ -191,6 +194,8 @@ mod tests {
             routes::RECOVER,
             routes::RESTORE,
             routes::ROTATE,
+            routes::SEAL,
+            routes::UNSEAL,
             routes::CIPHER_ENCRYPT,
             routes::CIPHER_DECRYPT,
             routes::STATUS,
@@ -208,10 +213,12 @@ mod tests {
             requirement(routes::SECRETS, Some(Action::List)),
             Some(Requirement::ReadableFilter)
         );
-        assert_eq!(
-            requirement(routes::ROTATE, None),
-            Some(Requirement::Role(Role::Superuser))
-        );
+        for route in [routes::ROTATE, routes::SEAL, routes::UNSEAL] {
+            assert_eq!(
+                requirement(route, None),
+                Some(Requirement::Role(Role::Superuser))
+            );
+        }
         // Unclassified actions and routes are not served.
         for action in [Action::Put, Action::Delete, Action::List] {
             assert_eq!(requirement(routes::SECRETS_METADATA, Some(action)), None);

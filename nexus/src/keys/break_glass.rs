@@ -13,6 +13,7 @@ use zeroize::Zeroizing;
 
 use crate::authz::Grant;
 use crate::error::ServiceError;
+use crate::keys::Phase;
 use crate::keys::unseal::{InstallError, combine_any, install};
 use crate::service::Nexus;
 
@@ -22,6 +23,11 @@ pub enum RestoreError {
     /// Nexus holds its root key already.
     #[error("Nexus is not sealed; restore is only for a Nexus that cannot unseal from its keepers")]
     NotSealed,
+    /// An operator sealed Nexus; only an operator's unseal brings the key back.
+    #[error(
+        "Nexus was sealed by an operator, not by losing its keepers' shards; the superuser's `spike operator unseal` brings it back"
+    )]
+    SealedByOperator,
     /// The datastore holds no key record.
     #[error("Nexus was never initialized, so there is no root key to restore")]
     NeverInitialized,
@@ -81,6 +87,9 @@ pub async fn restore(
     if nexus.keys.root().is_some() {
         return Err(ServiceError::invalid(RestoreError::NotSealed));
     }
+    if nexus.keys.phase() == Phase::SealedByOperator {
+        return Err(ServiceError::invalid(RestoreError::SealedByOperator));
+    }
     let record = nexus
         .store
         .key_record()
@@ -124,6 +133,9 @@ pub async fn restore(
     match outcome {
         Ok(root) => {
             install(nexus, root).await.map_err(|error| match error {
+                InstallError::Transition(_) if nexus.keys.phase() == Phase::SealedByOperator => {
+                    ServiceError::invalid(RestoreError::SealedByOperator)
+                }
                 InstallError::Transition(_) => {
                     ServiceError::invalid(RestoreError::UnsealedMeanwhile)
                 }

@@ -1,7 +1,7 @@
 //! The one owner of the root key's life: which [`Phase`] it is in, the key itself (and the
 //! previous one during a rotation), the write gate, the fence that binds sealed writes to the
-//! key, the keeper loop's wake-up and the break-glass shards collected so far. The rest of
-//! Nexus asks [`Lifecycle`]; only the transitions below change it.
+//! key, the operator's seal, the keeper loop's wake-up and the break-glass shards collected
+//! so far. The rest of Nexus asks [`Lifecycle`]; only the transitions below change it.
 //!
 //! ```text
 //!                           record found
@@ -20,10 +20,17 @@
 //!         │ (waits for writers)       │ kept until every keeper holds its new shard;
 //!         ▼                           │ or abort (ticket dropped): the key stays
 //!     Rotating ───────────────────────┘
+//!
+//!   Sealed, Unsealing, Ready ── seal (an operator; waits for writers and rotations,
+//!         │                     drops the key) ──▶ SealedByOperator
+//!   SealedByOperator ── lift_seal (an operator) ──▶ Sealed (the keeper loop unseals)
 //! ```
 //!
 //! Every other move is refused with [`IllegalTransition`]: no second unseal of a ready
-//! Nexus, no rotation of a sealed one, no way back to `Uninitialised` once a record is found.
+//! Nexus, no rotation of a sealed one, no way back to `Uninitialised` once a record is found,
+//! and no unseal of any kind (keepers, recovery shards) while an operator's seal holds. A
+//! seal that lands while a key is being installed wins: the install finds the phase changed
+//! and drops its key.
 //!
 //! # Concurrency
 //!
@@ -39,8 +46,9 @@ use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use arc_swap::ArcSwapOption;
-use nexus_api::model::{KeeperStatus, SealState, StatusResponse};
+use nexus_api::model::{KeeperStatus, OperatorSeal, SealState, StatusResponse};
 use nexus_crypto::{RootKey, Shard};
+use time::OffsetDateTime;
 use tokio::sync::{Notify, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::waiting::Waiting;
@@ -53,6 +61,9 @@ pub enum Phase {
     Uninitialised,
     /// A record exists but no key is in memory: waiting for keepers or recovery shards.
     Sealed,
+    /// An operator sealed Nexus (`spike operator seal`): no key in memory, and none is
+    /// taken from keepers or recovery shards until an operator lifts the seal.
+    SealedByOperator,
     /// A key that passed the key check is in hand; the policies it seals are loading.
     Unsealing,
     /// Serving.
@@ -67,6 +78,7 @@ impl fmt::Display for Phase {
         f.write_str(match self {
             Phase::Uninitialised => "uninitialised",
             Phase::Sealed => "sealed",
+            Phase::SealedByOperator => "sealed by an operator",
             Phase::Unsealing => "unsealing",
             Phase::Ready => "ready",
             Phase::Rotating => "rotating",
@@ -91,10 +103,31 @@ struct Current {
     fence: Option<Vec<u8>>,
 }
 
+/// Who sealed Nexus, and when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seal {
+    /// The operator's SPIFFE ID.
+    pub by: String,
+    /// When.
+    pub at: OffsetDateTime,
+}
+
+impl Seal {
+    /// As `/v1/status` shows it.
+    pub fn to_status(&self) -> OperatorSeal {
+        OperatorSeal {
+            by: self.by.clone(),
+            at: humantime::format_rfc3339_millis(std::time::SystemTime::from(self.at)).to_string(),
+        }
+    }
+}
+
 /// What `/v1/status` reports besides the phase.
 #[derive(Debug)]
 struct Progress {
     waiting: Option<Waiting>,
+    /// Set exactly while the phase is [`Phase::SealedByOperator`].
+    seal: Option<Seal>,
 }
 
 /// The root key's owner.
@@ -110,6 +143,7 @@ pub struct Lifecycle {
     gate: RwLock<()>,
     wake: Notify,
     recovery: tokio::sync::Mutex<Vec<Shard>>,
+    seal_changes: tokio::sync::Mutex<()>,
 }
 
 impl Lifecycle {
@@ -121,6 +155,7 @@ impl Lifecycle {
             previous: ArcSwapOption::empty(),
             progress: Mutex::new(Progress {
                 waiting: Some(Waiting::Starting),
+                seal: None,
             }),
             reachable: AtomicUsize::new(0),
             threshold: AtomicU8::new(threshold),
@@ -128,6 +163,7 @@ impl Lifecycle {
             gate: RwLock::new(()),
             wake: Notify::new(),
             recovery: tokio::sync::Mutex::new(Vec::new()),
+            seal_changes: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -154,14 +190,23 @@ impl Lifecycle {
         self.root().ok_or_else(|| self.not_ready())
     }
 
-    /// Why there is no key in force: what the lifecycle is waiting for.
+    /// Why there is no key in force: an operator's seal, or what the lifecycle is waiting
+    /// for.
     pub fn not_ready(&self) -> NotReady {
-        NotReady::Sealed(
-            self.lock_progress()
-                .waiting
-                .as_ref()
-                .map(ToString::to_string),
-        )
+        let progress = self.lock_progress();
+        if let Some(seal) = &progress.seal {
+            let seal = seal.to_status();
+            return NotReady::SealedByOperator {
+                by: seal.by,
+                at: seal.at,
+            };
+        }
+        NotReady::Sealed(progress.waiting.as_ref().map(ToString::to_string))
+    }
+
+    /// Who sealed Nexus and when, while it is sealed by an operator.
+    pub fn operator_seal(&self) -> Option<Seal> {
+        self.lock_progress().seal.clone()
     }
 
     /// The key before the last rotation, until every keeper holds the new one's shards.
@@ -215,6 +260,58 @@ impl Lifecycle {
             from,
             finished: false,
         })
+    }
+
+    /// An operator seals Nexus: waits until no writer holds the gate and no key change is
+    /// under way, then forgets the key in force and the previous one (each is zeroized as
+    /// its last holder, a request still reading with it, lets go) and refuses every unseal
+    /// until [`lift_seal`](Self::lift_seal). From `Sealed` too, so a Nexus still waiting for
+    /// its keepers does not unseal either.
+    pub async fn seal(&self, seal: Seal) -> Result<(), IllegalTransition> {
+        let _writers = self.gate.write().await;
+        let mut phase = self.lock_phase();
+        let from = *phase;
+        if !matches!(from, Phase::Sealed | Phase::Unsealing | Phase::Ready) {
+            return Err(IllegalTransition {
+                from,
+                to: Phase::SealedByOperator,
+            });
+        }
+        *phase = Phase::SealedByOperator;
+        self.current.store(None);
+        self.previous.store(None);
+        self.lock_progress().seal = Some(seal);
+        drop(phase);
+        // The keeper loop stops re-seeding keepers and waits for the seal to be lifted.
+        self.wake_keeper_loop();
+        Ok(())
+    }
+
+    /// Held by whoever changes the operator's seal, in the datastore or here, for the whole
+    /// change: one seal, unseal or catch-up with the datastore at a time
+    /// ([`super::operator_seal`]).
+    pub(crate) async fn seal_changes(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.seal_changes.lock().await
+    }
+
+    /// An operator lifts the seal: Nexus is sealed as after a start, and the keeper loop
+    /// (woken here) rebuilds the key from the keepers.
+    pub fn lift_seal(&self) -> Result<(), IllegalTransition> {
+        let mut phase = self.lock_phase();
+        if *phase != Phase::SealedByOperator {
+            return Err(IllegalTransition {
+                from: *phase,
+                to: Phase::Sealed,
+            });
+        }
+        *phase = Phase::Sealed;
+        let mut progress = self.lock_progress();
+        progress.seal = None;
+        progress.waiting = Some(Waiting::SealLifted);
+        drop(progress);
+        drop(phase);
+        self.wake_keeper_loop();
+        Ok(())
     }
 
     /// Starts changing the key in force: waits until no writer holds the gate, then holds
@@ -279,18 +376,24 @@ impl Lifecycle {
         let phase = self.phase();
         let state = match phase {
             Phase::Uninitialised => SealState::Uninitialized,
-            Phase::Sealed | Phase::Unsealing => SealState::Sealed,
+            Phase::Sealed | Phase::SealedByOperator | Phase::Unsealing => SealState::Sealed,
             Phase::Ready | Phase::Rotating => SealState::Ready,
         };
-        let message = match state {
-            SealState::Ready => String::new(),
-            _ => self
-                .lock_progress()
+        let progress = self.lock_progress();
+        let operator_seal = progress.seal.as_ref().map(Seal::to_status);
+        let message = match (&operator_seal, state) {
+            (Some(seal), _) => format!(
+                "sealed by an operator ({}) at {}; `spike operator unseal` (the superuser) brings it back",
+                seal.by, seal.at
+            ),
+            (None, SealState::Ready) => String::new(),
+            (None, _) => progress
                 .waiting
                 .as_ref()
                 .map(ToString::to_string)
                 .unwrap_or_default(),
         };
+        drop(progress);
         StatusResponse {
             initialized: phase != Phase::Uninitialised,
             state,
@@ -300,6 +403,7 @@ impl Lifecycle {
                 threshold: self.threshold(),
             },
             message,
+            operator_seal,
             version: env!("CARGO_PKG_VERSION").to_owned(),
         }
     }
@@ -316,11 +420,23 @@ pub struct Unsealing<'a> {
 
 impl Unsealing<'_> {
     /// The key is in force: Nexus is ready. Sealed writes are fenced with `fence`, the
-    /// key-check value stored for `root` (if one is stored yet).
-    pub fn finish(mut self, root: RootKey, fence: Option<Vec<u8>>) -> Arc<RootKey> {
-        let root = Arc::new(root);
+    /// key-check value stored for `root` (if one is stored yet). Refused, and `root`
+    /// dropped, if an operator sealed Nexus meanwhile.
+    pub fn finish(
+        mut self,
+        root: RootKey,
+        fence: Option<Vec<u8>>,
+    ) -> Result<Arc<RootKey>, IllegalTransition> {
         let owner = self.owner;
         let mut phase = owner.lock_phase();
+        if *phase != Phase::Unsealing {
+            self.finished = true;
+            return Err(IllegalTransition {
+                from: *phase,
+                to: Phase::Ready,
+            });
+        }
+        let root = Arc::new(root);
         owner.current.store(Some(Arc::new(Current {
             root: root.clone(),
             fence,
@@ -330,14 +446,16 @@ impl Unsealing<'_> {
         drop(phase);
         owner.lock_progress().waiting = None;
         self.finished = true;
-        root
+        Ok(root)
     }
 }
 
 impl Drop for Unsealing<'_> {
     fn drop(&mut self) {
-        if !self.finished {
-            *self.owner.lock_phase() = self.from;
+        let mut phase = self.owner.lock_phase();
+        // Unless an operator sealed Nexus meanwhile, which stands.
+        if !self.finished && *phase == Phase::Unsealing {
+            *phase = self.from;
         }
     }
 }
@@ -444,7 +562,9 @@ mod tests {
         );
         let root = key()?;
         let expected = copy(&root);
-        unsealing.finish(root, Some(vec![7; 4]));
+        unsealing
+            .finish(root, Some(vec![7; 4]))
+            .expect("not sealed meanwhile");
         assert_eq!(life.phase(), Phase::Ready);
         assert!(life.root().is_some_and(|r| *r == expected));
         let status = life.status();
@@ -475,7 +595,10 @@ mod tests {
         assert!(life.write().now_or_never().is_some_and(|w| w.is_err()));
         life.record_found();
         assert_eq!(life.phase(), Phase::Sealed, "never back to uninitialised");
-        life.begin_unseal().expect("legal").finish(key()?, None);
+        life.begin_unseal()
+            .expect("legal")
+            .finish(key()?, None)
+            .expect("not sealed meanwhile");
         life.record_found();
         assert_eq!(life.phase(), Phase::Ready);
         Ok(())
@@ -486,7 +609,10 @@ mod tests {
     -> Result<(), CryptoError> {
         let life = Lifecycle::new(2, 3);
         let old = key()?;
-        life.begin_unseal().expect("legal").finish(copy(&old), None);
+        life.begin_unseal()
+            .expect("legal")
+            .finish(copy(&old), None)
+            .expect("not sealed meanwhile");
 
         // An aborted rotation changes nothing.
         drop(life.begin_rotation().await.expect("legal"));
@@ -526,11 +652,162 @@ mod tests {
     #[tokio::test]
     async fn a_writer_holds_off_a_rotation() -> Result<(), CryptoError> {
         let life = Lifecycle::new(2, 3);
-        life.begin_unseal().expect("legal").finish(key()?, None);
+        life.begin_unseal()
+            .expect("legal")
+            .finish(key()?, None)
+            .expect("not sealed meanwhile");
         let permit = life.write().await.expect("ready");
         assert!(life.begin_rotation().now_or_never().is_none());
         drop(permit);
         assert!(life.begin_rotation().now_or_never().is_some());
+        Ok(())
+    }
+
+    fn operator() -> Seal {
+        Seal {
+            by: "spiffe://td/spike/pilot/role/superuser".into(),
+            at: OffsetDateTime::UNIX_EPOCH + time::Duration::days(20_000),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_operator_seal_drops_the_key_and_refuses_every_unseal_until_lifted()
+    -> Result<(), CryptoError> {
+        let life = Lifecycle::new(2, 3);
+        life.begin_unseal()
+            .expect("legal")
+            .finish(key()?, Some(vec![7; 4]))
+            .expect("not sealed meanwhile");
+        // The key's memory is freed (and zeroized, `RootKey` is `ZeroizeOnDrop`) once its
+        // last holder lets go: none here.
+        let held = Arc::downgrade(&life.root().expect("ready"));
+        assert!(life.keeper_loop_woken().now_or_never().is_none());
+
+        life.seal(operator()).await.expect("legal");
+        assert_eq!(life.phase(), Phase::SealedByOperator);
+        assert!(held.upgrade().is_none(), "the root key is gone from memory");
+        assert!(life.root().is_none() && life.previous().is_none());
+        assert!(
+            life.keeper_loop_woken().now_or_never().is_some(),
+            "the keeper loop is told to stop re-seeding"
+        );
+        assert_eq!(life.operator_seal(), Some(operator()));
+        let status = life.status();
+        assert_eq!(
+            (status.state, status.initialized),
+            (SealState::Sealed, true)
+        );
+        let seal = status.operator_seal.expect("who sealed");
+        assert_eq!(seal.by, "spiffe://td/spike/pilot/role/superuser");
+        assert_eq!(seal.at, "2024-10-04T00:00:00.000Z");
+        assert!(
+            status.message.starts_with(
+                "sealed by an operator (spiffe://td/spike/pilot/role/superuser) at 2024-10-04T00:00:00.000Z"
+            ),
+            "{}",
+            status.message
+        );
+        assert_eq!(
+            life.require_root().map(|_| ()),
+            Err(NotReady::SealedByOperator {
+                by: seal.by,
+                at: seal.at
+            })
+        );
+        assert!(life.write().now_or_never().is_some_and(|w| w.is_err()));
+        let sealed = Phase::SealedByOperator;
+        assert_eq!(
+            life.begin_unseal().map(|_| ()),
+            Err(illegal(sealed, Phase::Unsealing)),
+            "neither keepers nor recovery shards unseal a Nexus an operator sealed"
+        );
+        assert_eq!(
+            life.begin_rotation().await.map(|_| ()),
+            Err(illegal(sealed, Phase::Rotating))
+        );
+        assert_eq!(life.seal(operator()).await, Err(illegal(sealed, sealed)));
+        life.record_found();
+        assert_eq!(life.phase(), sealed, "a found record changes nothing");
+
+        life.lift_seal().expect("legal");
+        assert_eq!(life.phase(), Phase::Sealed);
+        assert!(
+            life.keeper_loop_woken().now_or_never().is_some(),
+            "woken to unseal"
+        );
+        assert_eq!(life.operator_seal(), None);
+        let status = life.status();
+        assert_eq!(status.operator_seal, None);
+        assert_eq!(
+            status.message,
+            "the operator's seal was lifted; unsealing from the keepers"
+        );
+        assert_eq!(
+            life.lift_seal(),
+            Err(illegal(Phase::Sealed, Phase::Sealed)),
+            "nothing to lift"
+        );
+        life.begin_unseal()
+            .expect("legal again")
+            .finish(key()?, None)
+            .expect("not sealed meanwhile");
+        assert_eq!(life.phase(), Phase::Ready);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_seal_waits_for_writers_and_rotations_and_wins_over_an_install()
+    -> Result<(), CryptoError> {
+        let life = Lifecycle::new(2, 3);
+        assert_eq!(
+            life.seal(operator()).await,
+            Err(illegal(Phase::Uninitialised, Phase::SealedByOperator)),
+            "no key record, nothing to seal"
+        );
+
+        // An install under way when the seal lands finds the phase changed and drops its
+        // key; so does one that is abandoned.
+        life.record_found();
+        let unsealing = life.begin_unseal().expect("legal");
+        life.seal(operator()).await.expect("legal while unsealing");
+        assert_eq!(
+            unsealing.finish(key()?, None).map(|_| ()),
+            Err(illegal(Phase::SealedByOperator, Phase::Ready))
+        );
+        assert_eq!(life.phase(), Phase::SealedByOperator);
+        assert!(life.root().is_none());
+        life.lift_seal().expect("legal");
+        let unsealing = life.begin_unseal().expect("legal");
+        life.seal(operator()).await.expect("legal while unsealing");
+        drop(unsealing);
+        assert_eq!(life.phase(), Phase::SealedByOperator, "the seal stands");
+        life.lift_seal().expect("legal");
+
+        // From sealed (waiting for keepers): they are not asked any more.
+        life.seal(operator()).await.expect("legal while sealed");
+        life.lift_seal().expect("legal");
+
+        life.begin_unseal()
+            .expect("legal")
+            .finish(key()?, None)
+            .expect("not sealed meanwhile");
+        let permit = life.write().await.expect("ready");
+        assert!(
+            life.seal(operator()).now_or_never().is_none(),
+            "a seal waits for the writer in progress"
+        );
+        drop(permit);
+        let rotating = life.begin_rotation().await.expect("legal");
+        assert!(
+            life.seal(operator()).now_or_never().is_none(),
+            "a seal waits for a key change in progress"
+        );
+        drop(rotating);
+        life.seal(operator())
+            .now_or_never()
+            .expect("nothing holds the gate")
+            .expect("legal");
+        assert_eq!(life.phase(), Phase::SealedByOperator);
         Ok(())
     }
 }

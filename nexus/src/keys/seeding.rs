@@ -14,7 +14,8 @@ use super::unseal::collect;
 use crate::error::{NotReady, ServiceError};
 use crate::service::Nexus;
 
-/// Keeps keepers seeded with the key in force. Runs until the process ends.
+/// Keeps keepers seeded with the key in force. Returns once the key is gone: an operator
+/// sealed Nexus (through this replica or another).
 pub(super) async fn keep_seeded(
     nexus: &Nexus,
     keepers: &Keepers,
@@ -23,6 +24,13 @@ pub(super) async fn keep_seeded(
     probe_interval: Duration,
 ) {
     loop {
+        // The key is gone (sealed here), or the stored seal says an operator sealed Nexus
+        // through another replica and the notification did not arrive: the keeper loop goes
+        // back to waiting for the seal to be lifted.
+        let sealed_elsewhere = super::operator_seal::follow(nexus).await.unwrap_or(false);
+        if sealed_elsewhere || nexus.keys.root().is_none() {
+            return;
+        }
         // The current key each round: a rotation here or by another Nexus replaces it.
         // Keepers are re-seeded only with the key the datastore names, never with one
         // another replica has just retired.

@@ -39,11 +39,16 @@ impl Backoff {
     }
 }
 
-/// Brings Nexus to ready, then keeps keepers seeded every `probe_interval`. Runs until the
-/// process ends.
+/// Brings Nexus to ready, then keeps keepers seeded every `probe_interval`; after an
+/// operator's seal, waits for it to be lifted and starts over. Runs until the process ends.
 pub async fn run(nexus: Arc<Nexus>, keepers: Keepers, threshold: u8, probe_interval: Duration) {
-    let (threshold, shares) = obtain_root_key(&nexus, &keepers, threshold).await;
-    super::seeding::keep_seeded(&nexus, &keepers, threshold, shares, probe_interval).await;
+    loop {
+        let (stored_threshold, shares) =
+            obtain_root_key(&nexus, &keepers, threshold, probe_interval).await;
+        // Returns once the key is gone: an operator sealed Nexus.
+        super::seeding::keep_seeded(&nexus, &keepers, stored_threshold, shares, probe_interval)
+            .await;
+    }
 }
 
 /// Shares: one per keeper.
@@ -52,9 +57,15 @@ pub(super) fn shares(keepers: &Keepers) -> u8 {
 }
 
 /// Returns once the root key is in memory and the policy cache is loaded, with the Shamir
-/// parameters it was split with.
-async fn obtain_root_key(nexus: &Nexus, keepers: &Keepers, threshold: u8) -> (u8, u8) {
-    let started = std::time::Instant::now();
+/// parameters it was split with. While an operator's seal holds, asks no keeper: it checks
+/// the stored seal every `probe_interval`, or at once when woken.
+async fn obtain_root_key(
+    nexus: &Nexus,
+    keepers: &Keepers,
+    threshold: u8,
+    probe_interval: Duration,
+) -> (u8, u8) {
+    let mut started = std::time::Instant::now();
     let mut backoff = Backoff::new();
     loop {
         let record = match nexus.store.key_record().await {
@@ -67,6 +78,22 @@ async fn obtain_root_key(nexus: &Nexus, keepers: &Keepers, threshold: u8) -> (u8
         };
         if record.is_some() {
             nexus.keys.record_found();
+            match super::operator_seal::follow(nexus).await {
+                Ok(false) => {}
+                Ok(true) => {
+                    tokio::select! {
+                        () = tokio::time::sleep(probe_interval) => {}
+                        () = nexus.keys.keeper_loop_woken() => {}
+                    }
+                    started = std::time::Instant::now();
+                    continue;
+                }
+                Err(error) => {
+                    nexus.keys.wait_for(Waiting::Datastore(error));
+                    backoff.wait().await;
+                    continue;
+                }
+            }
         }
         let params = match &record {
             None => (threshold, shares(keepers)),
@@ -113,7 +140,8 @@ async fn obtain_root_key(nexus: &Nexus, keepers: &Keepers, threshold: u8) -> (u8
 /// Why a key that passed the key check was not installed.
 #[derive(Debug, thiserror::Error)]
 pub enum InstallError {
-    /// Nexus is not sealed any more (or another install is under way).
+    /// Nexus is not sealed any more (or another install is under way), or an operator
+    /// sealed it meanwhile.
     #[error(transparent)]
     Transition(#[from] IllegalTransition),
     /// The policies it seals, or its record, could not be read.
@@ -131,7 +159,7 @@ pub async fn install(nexus: &Nexus, root: RootKey) -> Result<Arc<RootKey>, Insta
     let fence = record
         .map(|r| r.key_check)
         .filter(|bytes| KeyCheck::from_bytes(bytes).is_ok_and(|check| check.verify(&root)));
-    Ok(unsealing.finish(root, fence))
+    Ok(unsealing.finish(root, fence)?)
 }
 
 /// First start: a new root key, one shard to every keeper, then the key-check value, all

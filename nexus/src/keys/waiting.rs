@@ -15,6 +15,8 @@ use crate::store::StoreError;
 pub enum Waiting {
     /// Nothing tried yet.
     Starting,
+    /// An operator lifted their seal; the keepers are being asked for their shards.
+    SealLifted,
     /// The datastore did not answer.
     Datastore(StoreError),
     /// The stored share count and the configured keepers differ.
@@ -66,6 +68,9 @@ impl fmt::Display for Waiting {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Waiting::Starting => f.write_str("starting"),
+            Waiting::SealLifted => {
+                f.write_str("the operator's seal was lifted; unsealing from the keepers")
+            }
             Waiting::Datastore(error) => write!(f, "cannot read the datastore: {error}"),
             Waiting::ShareCount { shares, keepers } => write!(
                 f,

@@ -25,6 +25,10 @@
 //! that hears nothing, not even pings, for [`SILENCE_LIMIT`] is presumed dead, distrusted
 //! and replaced. Only in that case can a change go unseen, for at most [`SILENCE_LIMIT`].
 //!
+//! The same channel carries [`SEAL_NOTICE`] when an operator seals or unseals Nexus through
+//! any replica; each replica's listener then brings its own lifecycle in line with the
+//! stored seal ([`crate::keys::operator_seal`]), and does so again after every reconnect.
+//!
 //! SQLite is written by this process alone: its own writes announce every change, so the
 //! cache is trusted from the start and no listener runs.
 
@@ -39,7 +43,7 @@ use super::name::to_policy;
 use crate::error::{NotReady, ServiceError};
 use crate::keys::sealing;
 use crate::service::Nexus;
-use crate::store::POLICY_CHANNEL;
+use crate::store::{POLICY_CHANNEL, SEAL_NOTICE};
 
 /// How often this replica pings the policy channel.
 pub const PING_INTERVAL: Duration = Duration::from_secs(2);
@@ -192,6 +196,7 @@ async fn session(nexus: &Nexus, url: &str, heard: &Mutex<Instant>) -> String {
     nexus.access.announce(stored);
     nexus.access.set_changes_pushed(true);
     tracing::info!(generation = stored, "listening for policy changes");
+    follow_seal(nexus).await;
     refresh_if_unsealed(nexus).await;
     loop {
         match listener.try_recv().await {
@@ -201,11 +206,21 @@ async fn session(nexus: &Nexus, url: &str, heard: &Mutex<Instant>) -> String {
                     tracing::debug!(generation, "policy change announced");
                     nexus.access.announce(generation);
                     refresh_if_unsealed(nexus).await;
+                } else if notification.payload() == SEAL_NOTICE {
+                    follow_seal(nexus).await;
                 }
             }
             Ok(None) => return "the connection was closed".into(),
             Err(error) => return error.to_string(),
         }
+    }
+}
+
+/// An operator sealed or unsealed Nexus through some replica: this one follows at once. A
+/// failure is left to the keeper loop, which checks the stored seal every probe interval.
+async fn follow_seal(nexus: &Nexus) {
+    if let Err(error) = crate::keys::operator_seal::follow(nexus).await {
+        tracing::warn!(%error, "cannot read the operator's seal; the keeper loop will retry");
     }
 }
 

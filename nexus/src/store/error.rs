@@ -46,6 +46,9 @@ pub enum StoreError {
     /// write was refused so no record is sealed under a retired key.
     #[error("the root key was rotated by another Nexus; this one must reload it")]
     KeyChanged,
+    /// An operator sealed Nexus (possibly through another replica); the write was refused.
+    #[error("Nexus was sealed by an operator; nothing is written until `spike operator unseal`")]
+    Sealed,
     /// A stored value is out of its valid range.
     #[error("corrupt data in datastore: {0}")]
     Corrupt(Corruption),

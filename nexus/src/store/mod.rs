@@ -32,6 +32,7 @@
 
 mod error;
 mod model;
+mod operator_seal;
 mod policies;
 mod root_key;
 mod rotation;
@@ -50,6 +51,7 @@ pub use error::{Corruption, Missing, StoreError};
 pub use model::{
     KeyRecord, PutVersion, SealedRecord, SecretMeta, StoredPolicy, StoredVersion, VersionMeta,
 };
+pub use operator_seal::{SEAL_NOTICE, SealOutcome, StoredSeal};
 pub use policies::POLICY_CHANNEL;
 pub use root_key::{InitError, Initialization};
 pub use rotation::{RotateError, RotationRecord, WrappedRow};
@@ -94,8 +96,10 @@ impl Store {
     /// versions, policies, the cipher key) name the key-check value of the root key they are
     /// sealed under, and fail with [`StoreError::KeyChanged`] unless the stored value is
     /// still that one, so a replica that has not yet learnt of another's rotation cannot
-    /// store a record under the retired key. On PostgreSQL the check takes a share lock that
-    /// a rotation's update waits for. `None` (no key-check stored yet) checks nothing.
+    /// store a record under the retired key; and fail with [`StoreError::Sealed`] once an
+    /// operator sealed Nexus, so no replica stores anything after a seal. On PostgreSQL the
+    /// check takes a share lock that a rotation's update and a seal wait for. `None` (no
+    /// key-check stored yet) checks nothing.
     async fn check_fence(
         &self,
         tx: &mut Transaction<'static, Any>,
@@ -108,13 +112,20 @@ impl Store {
             Backend::Postgres => " FOR SHARE",
             Backend::Sqlite => "",
         };
-        let stored: Option<Vec<u8>> = sqlx::query(&format!(
-            "SELECT key_check FROM root_key WHERE id = 1{lock}"
+        let row = sqlx::query(&format!(
+            "SELECT key_check, sealed_at FROM root_key WHERE id = 1{lock}"
         ))
         .fetch_optional(&mut **tx)
-        .await?
-        .map(|row| row.try_get("key_check"))
-        .transpose()?;
+        .await?;
+        let stored: Option<Vec<u8>> = row.as_ref().map(|r| r.try_get("key_check")).transpose()?;
+        let sealed: Option<i64> = row
+            .as_ref()
+            .map(|r| r.try_get::<Option<i64>, _>("sealed_at"))
+            .transpose()?
+            .flatten();
+        if sealed.is_some() {
+            return Err(StoreError::Sealed);
+        }
         if stored.as_deref() == Some(expected) {
             Ok(())
         } else {

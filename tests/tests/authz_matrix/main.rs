@@ -68,7 +68,7 @@ const NEXUS_HANDSHAKE: [Option<AlertDescription>; 16] =
 
 /// Every Nexus endpoint for every caller, in the order the rows run.
 #[rustfmt::skip]
-const NEXUS_MATRIX: [(&str, Action, [Outcome; 16]); 17] = [
+const NEXUS_MATRIX: [(&str, Action, [Outcome; 16]); 19] = [
 //                                        su    rec   rst   kpr   nex   lite  boot  grant ungr  look   ftd  ftd-o oca  self exp  none
     (routes::SECRETS, Action::Put,       [OK,   DENY, DENY, DENY, DENY, DENY, DENY, OK,   DENY, DENY,  TLS, TLS, TLS, TLS, TLS, TLS]),
     (routes::SECRETS, Action::Get,       [OK,   DENY, DENY, DENY, DENY, DENY, DENY, OK,   DENY, DENY,  TLS, TLS, TLS, TLS, TLS, TLS]),
@@ -88,6 +88,10 @@ const NEXUS_MATRIX: [(&str, Action, [Outcome; 16]); 17] = [
     (routes::RECOVER, Action::Put,       [DENY, OK,   DENY, DENY, DENY, DENY, DENY, DENY, DENY, DENY,  TLS, TLS, TLS, TLS, TLS, TLS]),
     // The restore role is let in, and told that a Nexus that is not sealed needs no restore.
     (routes::RESTORE, Action::Put,       [DENY, DENY, BAD,  DENY, DENY, DENY, DENY, DENY, DENY, DENY,  TLS, TLS, TLS, TLS, TLS, TLS]),
+    // The superuser seals first, so every other caller is refused by a sealed Nexus; then
+    // unseals, and the rows below run against a ready Nexus again.
+    (routes::SEAL, Action::Put,          [OK,   DENY, DENY, DENY, DENY, DENY, DENY, DENY, DENY, DENY,  TLS, TLS, TLS, TLS, TLS, TLS]),
+    (routes::UNSEAL, Action::Put,        [OK,   DENY, DENY, DENY, DENY, DENY, DENY, DENY, DENY, DENY,  TLS, TLS, TLS, TLS, TLS, TLS]),
     (routes::STATUS, Action::Put,        [OK,   OK,   OK,   OK,   OK,   OK,   OK,   OK,   OK,   OK,    TLS, TLS, TLS, TLS, TLS, TLS]),
     // Last: the superuser's rotation changes the root key under everything above.
     (routes::ROTATE, Action::Put,        [OK,   DENY, DENY, DENY, DENY, DENY, DENY, DENY, DENY, DENY,  TLS, TLS, TLS, TLS, TLS, TLS]),

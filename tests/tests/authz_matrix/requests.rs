@@ -42,7 +42,9 @@ pub fn nexus_requests(route: &str, action: Action, caller: Caller, fx: &Fixtures
         (routes::POLICY, Action::Get | Action::Delete) => {
             one(json!({ "id": caller.policy_name() }))
         }
-        (routes::RECOVER | routes::ROTATE, Action::Put) => one(json!({})),
+        (routes::RECOVER | routes::ROTATE | routes::SEAL | routes::UNSEAL, Action::Put) => {
+            one(json!({}))
+        }
         (routes::RESTORE, Action::Put) => {
             one(json!({ "id": 1, "shard": (1..=32).collect::<Vec<u8>>() }))
         }
@@ -171,7 +173,10 @@ pub fn check_answer(
                     .values()
                     .all(|s| s.as_array().map(Vec::len) == Some(32))
         }),
-        (routes::STATUS, _) => body["state"] == "ready",
+        (routes::STATUS | routes::UNSEAL, _) => body["state"] == "ready",
+        (routes::SEAL, _) => {
+            body["state"] == "sealed" && body["operatorSeal"]["by"] == tests::secrets::SUPERUSER_ID
+        }
         (routes::ROTATE, _) => body["rewrapped"].as_u64().is_some_and(|n| n > 0),
         _ => body.is_object(),
     };
