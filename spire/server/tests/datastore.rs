@@ -2,6 +2,7 @@
 //! generate a `sqlite_*` test (fresh file in a temp dir) and a `postgres_*` test (fresh
 //! database on the server from `SPIKE_TEST_POSTGRES_URL`, see `common_sql::testing`).
 
+use common_sql::SqlError;
 use spire_server::datastore::{
     AttestedAgent, Bundle, Datastore, DatastoreError, Entry, EntryFilter, JoinToken, JwtKey,
     Relationship, Selector,
@@ -1141,7 +1142,7 @@ async fn unsupported_url_is_rejected() {
             .await
             .expect_err("unsupported URL must be rejected");
         match &err {
-            DatastoreError::UnsupportedUrl(got) => assert_eq!(got, scheme),
+            DatastoreError::Sql(SqlError::UnsupportedUrl(got)) => assert_eq!(got, scheme),
             other => panic!("expected UnsupportedUrl for {url}, got {other}"),
         }
         let message = err.to_string();

@@ -46,7 +46,7 @@ impl Datastore {
     /// collides with (looked up after the failed transaction is rolled back).
     pub(super) async fn name_conflict(&self, entry: &Entry, err: DatastoreError) -> DatastoreError {
         match err {
-            DatastoreError::Sqlx(err) if is_unique_violation(&err) => {
+            DatastoreError::Sql(common_sql::SqlError::Sqlx(err)) if is_unique_violation(&err) => {
                 self.create_conflict(entry).await
             }
             other => other,

@@ -41,40 +41,18 @@ pub enum DatastoreError {
     /// A create or update would duplicate an existing object; the message says which.
     #[error("already exists: {0}")]
     AlreadyExists(String),
-    /// The datastore URL uses a scheme other than `sqlite`, `postgres` or `postgresql`.
-    /// Holds the scheme only, never the full URL (which may contain a password).
-    #[error(
-        "unsupported datastore URL scheme {0:?}: expected sqlite://, postgres:// or postgresql://"
-    )]
-    UnsupportedUrl(String),
-    /// The SQLite database file did not exist and could not be created.
-    #[error("cannot create database file {}: {source}", path.display())]
-    CreateFile {
-        /// The file that was to be created.
-        path: std::path::PathBuf,
-        /// Why creating it failed.
-        source: std::io::Error,
-    },
-    /// The database reported an error (connection, query or constraint failure).
-    #[error("database error: {0}")]
-    Sqlx(#[from] sqlx::Error),
-    /// Applying the schema migrations failed.
-    #[error("database migration failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Connecting, migrating or querying failed (`common_sql` says which).
+    #[error(transparent)]
+    Sql(#[from] common_sql::SqlError),
     /// A stored value could not be decoded (for example malformed JSON in a list column).
     #[error("corrupt data in datastore: {0}")]
     Corrupt(String),
 }
 
-impl From<common_sql::SqlError> for DatastoreError {
-    fn from(err: common_sql::SqlError) -> Self {
-        use common_sql::SqlError;
-        match err {
-            SqlError::UnsupportedUrl(scheme) => DatastoreError::UnsupportedUrl(scheme),
-            SqlError::CreateFile { path, source } => DatastoreError::CreateFile { path, source },
-            SqlError::Sqlx(err) => DatastoreError::Sqlx(err),
-            SqlError::Migrate(err) => DatastoreError::Migrate(err),
-        }
+/// Every query's `?`: a database error is one of `common_sql`'s.
+impl From<sqlx::Error> for DatastoreError {
+    fn from(err: sqlx::Error) -> Self {
+        DatastoreError::Sql(common_sql::SqlError::Sqlx(err))
     }
 }
 
@@ -90,7 +68,7 @@ impl Datastore {
     ///
     /// Accepted URLs are `sqlite://PATH` (the file is created if missing unless the URL
     /// sets `mode=` itself) and `postgres://…` / `postgresql://…`. Any other scheme yields
-    /// [`DatastoreError::UnsupportedUrl`].
+    /// [`common_sql::SqlError::UnsupportedUrl`].
     pub async fn connect(url: &str) -> Result<Datastore, DatastoreError> {
         let (pool, backend) =
             common_sql::connect(url, &SQLITE_MIGRATIONS, &POSTGRES_MIGRATIONS).await?;
