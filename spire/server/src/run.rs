@@ -74,6 +74,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         authorities,
         x509pop,
         metrics: crate::metrics::ServerMetrics::default(),
+        clock: identity::clock::Clock::system(),
     });
     let bundle = rotation::publish_authorities(&state)
         .await

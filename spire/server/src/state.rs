@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use identity::clock::Clock;
 use spiffe::SpiffeId;
 use spire_proto::server as pb;
 
@@ -17,6 +18,8 @@ pub struct ServerState {
     /// The x509pop node attestor, when configured.
     pub x509pop: Option<crate::x509pop::X509PopAttestor>,
     pub metrics: crate::metrics::ServerMetrics,
+    /// What entries, tokens, agents and bundles are dated with.
+    pub clock: Clock,
 }
 
 impl ServerState {
@@ -117,14 +120,6 @@ pub fn bundle_to_proto(bundle: &datastore::Bundle) -> pb::Bundle {
     }
 }
 
-/// Current time in Unix seconds.
-pub fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
 /// A server state for unit tests: trust domain `example.org`, a fresh CA and an SQLite
 /// datastore, all in a temporary directory that lives as long as the returned guard.
 #[cfg(test)]
@@ -148,6 +143,7 @@ pub(crate) async fn for_tests() -> (Arc<ServerState>, tempfile::TempDir) {
         authorities,
         x509pop: None,
         metrics: crate::metrics::ServerMetrics::default(),
+        clock: Clock::system(),
     });
     (state, dir)
 }

@@ -19,7 +19,7 @@ use crate::api::{ca_status, datastore_status};
 use crate::ca::{SignedJwtSvid, SignedSvid};
 use crate::datastore::{self, AttestedAgent, EntryFilter};
 use crate::entries;
-use crate::state::{ServerState, now};
+use crate::state::ServerState;
 
 /// Most CSRs one `BatchNewX509SVID` call may carry.
 pub const MAX_BATCH: usize = 500;
@@ -45,7 +45,7 @@ impl AgentService {
             .list_entries(&EntryFilter::default())
             .await
             .map_err(datastore_status)?;
-        let now = now();
+        let now = self.state.clock.unix_seconds();
         Ok(entries::authorized_for(&agent.agent().to_string(), &all)
             .into_iter()
             .filter(|e| e.expires_at == 0 || e.expires_at > now)
@@ -124,7 +124,7 @@ impl AgentService {
                 .ok_or_else(|| {
                     Status::invalid_argument("join token does not exist or has already been used")
                 })?;
-            if stored.expires_at <= now() {
+            if stored.expires_at <= self.state.clock.unix_seconds() {
                 return Err(Status::invalid_argument("join token expired"));
             }
         }

@@ -21,6 +21,7 @@ mod model;
 mod relationships;
 mod tokens;
 
+use identity::clock::Clock;
 use sqlx::migrate::Migrator;
 use sqlx::{Any, AnyPool, Transaction};
 
@@ -61,6 +62,8 @@ impl From<sqlx::Error> for DatastoreError {
 pub struct Datastore {
     pool: AnyPool,
     backend: Backend,
+    /// What `created_at` columns are stamped with.
+    clock: Clock,
 }
 
 impl Datastore {
@@ -72,7 +75,16 @@ impl Datastore {
     pub async fn connect(url: &str) -> Result<Datastore, DatastoreError> {
         let (pool, backend) =
             common_sql::connect(url, &SQLITE_MIGRATIONS, &POSTGRES_MIGRATIONS).await?;
-        Ok(Datastore { pool, backend })
+        Ok(Datastore {
+            pool,
+            backend,
+            clock: Clock::system(),
+        })
+    }
+
+    /// The same datastore, stamping records with `clock`'s time.
+    pub fn with_clock(self, clock: Clock) -> Self {
+        Datastore { clock, ..self }
     }
 
     /// Closes every connection of the pool, waiting for checked-out ones to be returned.
@@ -91,13 +103,6 @@ impl Datastore {
     async fn begin_write(&self) -> Result<Transaction<'static, Any>, DatastoreError> {
         Ok(common_sql::begin_write(&self.pool, self.backend).await?)
     }
-}
-
-/// Current time in unix seconds.
-fn now_unix() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// Whether `err` is a unique-constraint (or primary-key) violation on either backend.

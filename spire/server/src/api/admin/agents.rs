@@ -7,7 +7,7 @@ use crate::api::authz::AdminGrant;
 use crate::api::datastore_status;
 use crate::datastore;
 use crate::entries;
-use crate::state::{ServerState, now};
+use crate::state::ServerState;
 
 fn to_proto(a: &datastore::AttestedAgent) -> pb::AttestedAgent {
     pb::AttestedAgent {
@@ -98,7 +98,7 @@ pub(super) async fn purge(
     _admin: &AdminGrant,
     req: pb::PurgeAgentsRequest,
 ) -> Result<pb::PurgeAgentsResponse, Status> {
-    if req.expired_before > now() {
+    if req.expired_before > state.clock.unix_seconds() {
         return Err(Status::invalid_argument(
             "expired_before is in the future; -expiredFor must not be negative",
         ));

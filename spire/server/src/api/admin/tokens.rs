@@ -8,7 +8,7 @@ use crate::api::authz::AdminGrant;
 use crate::api::datastore_status;
 use crate::datastore::JoinToken;
 use crate::entries;
-use crate::state::{ServerState, now};
+use crate::state::ServerState;
 
 /// Default join token lifetime, as SPIRE's.
 pub const DEFAULT_TOKEN_TTL: i32 = 600;
@@ -44,7 +44,7 @@ pub(super) async fn create(
         .map_err(Status::internal)?;
     let join_token = JoinToken {
         token: token.clone(),
-        expires_at: now() + i64::from(ttl),
+        expires_at: state.clock.unix_seconds() + i64::from(ttl),
     };
     match alias {
         Some(alias) => {

@@ -17,7 +17,7 @@ use super::AgentService;
 use crate::api::authz;
 use crate::ca::new_csr;
 use crate::datastore::JoinToken;
-use crate::state::{ServerState, now};
+use crate::state::ServerState;
 
 struct Fixture {
     service: AgentService,
@@ -76,7 +76,7 @@ impl Fixture {
             .datastore
             .create_join_token(&JoinToken {
                 token: token.into(),
-                expires_at: now() + 600,
+                expires_at: self.state.clock.unix_seconds() + 600,
             })
             .await
             .expect("token");
