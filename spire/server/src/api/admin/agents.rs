@@ -1,11 +1,12 @@
 //! Attested agents: list, count, evict, ban and purge.
 
+use spiffe::SpiffeId;
 use spire_proto::server as pb;
 use tonic::Status;
 
 use crate::api::authz::AdminGrant;
 use crate::api::datastore_status;
-use crate::datastore;
+use crate::datastore::{self, DatastoreError};
 use crate::entries;
 use crate::state::ServerState;
 
@@ -53,16 +54,9 @@ pub(super) async fn evict(
     _admin: &AdminGrant,
     raw: &str,
 ) -> Result<pb::Empty, Status> {
-    let id = entries::parse_id("spiffeID", raw, &state.config.trust_domain)
-        .map_err(Status::invalid_argument)?;
-    if !state
-        .datastore
-        .delete_attested_agent(&id.to_string())
-        .await
-        .map_err(datastore_status)?
-    {
-        return Err(Status::not_found(format!("no attested agent {id}")));
-    }
+    let id = parse_id(state, raw)?;
+    let evicted = state.datastore.delete_attested_agent(&id.to_string()).await;
+    on_record(evicted, &id)?;
     tracing::info!(agent = %id, "agent evicted");
     Ok(pb::Empty {})
 }
@@ -73,23 +67,29 @@ pub(super) async fn ban(
     _admin: &AdminGrant,
     raw: &str,
 ) -> Result<pb::Empty, Status> {
-    let id = entries::parse_id("spiffeID", raw, &state.config.trust_domain)
-        .map_err(Status::invalid_argument)?;
+    let id = parse_id(state, raw)?;
     if !id.path().starts_with("/spire/agent/") {
         return Err(Status::invalid_argument(format!(
             "{id} is not an agent ID (spiffe://<td>/spire/agent/...)"
         )));
     }
-    if !state
-        .datastore
-        .ban_attested_agent(&id.to_string())
-        .await
-        .map_err(datastore_status)?
-    {
-        return Err(Status::not_found(format!("no attested agent {id}")));
-    }
+    let banned = state.datastore.ban_attested_agent(&id.to_string()).await;
+    on_record(banned, &id)?;
     tracing::warn!(agent = %id, "agent banned");
     Ok(pb::Empty {})
+}
+
+fn parse_id(state: &ServerState, raw: &str) -> Result<SpiffeId, Status> {
+    entries::parse_id("spiffeID", raw, &state.config.trust_domain).map_err(Status::invalid_argument)
+}
+
+/// A change to one agent's record: refused if there was no such record.
+fn on_record(changed: Result<bool, DatastoreError>, id: &SpiffeId) -> Result<(), Status> {
+    if changed.map_err(datastore_status)? {
+        Ok(())
+    } else {
+        Err(Status::not_found(format!("no attested agent {id}")))
+    }
 }
 
 /// Removes the agents whose SVID expired before the given time (or only lists them).
