@@ -810,7 +810,7 @@ async fn unsupported_url_is_rejected() {
         .await
         .expect_err("unsupported scheme");
     assert!(
-        matches!(&err, StoreError::UnsupportedUrl(s) if s == "mysql"),
+        matches!(&err, StoreError::Sql(common_sql::SqlError::UnsupportedUrl(s)) if s == "mysql"),
         "{err:?}"
     );
     assert!(

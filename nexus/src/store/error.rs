@@ -22,26 +22,9 @@ pub enum StoreError {
     /// The caller's seal function failed; nothing was written.
     #[error("sealing the record failed: {0}")]
     Crypto(#[from] nexus_crypto::CryptoError),
-    /// The datastore URL uses a scheme other than `sqlite`, `postgres` or `postgresql`.
-    /// Holds the scheme only, never the full URL (which may contain a password).
-    #[error(
-        "unsupported datastore URL scheme {0:?}: expected sqlite://, postgres:// or postgresql://"
-    )]
-    UnsupportedUrl(String),
-    /// The SQLite database file did not exist and could not be created.
-    #[error("cannot create database file {}: {source}", path.display())]
-    CreateFile {
-        /// The file that was to be created.
-        path: std::path::PathBuf,
-        /// Why creating it failed.
-        source: std::io::Error,
-    },
-    /// The database reported an error (connection, query or constraint failure).
-    #[error("database error: {0}")]
-    Sqlx(#[from] sqlx::Error),
-    /// Applying the schema migrations failed.
-    #[error("database migration failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Connecting, migrating or querying failed (`common_sql` says which).
+    #[error(transparent)]
+    Sql(#[from] SqlError),
     /// The root key changed since this process learnt it (another Nexus rotated it); the
     /// write was refused so no record is sealed under a retired key.
     #[error("the root key was rotated by another Nexus; this one must reload it")]
@@ -173,8 +156,8 @@ impl StoreError {
     /// answer 503 and the caller retry), rather than the operation being at fault.
     pub fn is_unavailable(&self) -> bool {
         match self {
-            StoreError::Sqlx(err) => common_sql::is_unavailable(err),
-            StoreError::Migrate(sqlx::migrate::MigrateError::Execute(err)) => {
+            StoreError::Sql(SqlError::Sqlx(err)) => common_sql::is_unavailable(err),
+            StoreError::Sql(SqlError::Migrate(sqlx::migrate::MigrateError::Execute(err))) => {
                 common_sql::is_unavailable(err)
             }
             _ => false,
@@ -182,13 +165,9 @@ impl StoreError {
     }
 }
 
-impl From<SqlError> for StoreError {
-    fn from(err: SqlError) -> Self {
-        match err {
-            SqlError::UnsupportedUrl(scheme) => StoreError::UnsupportedUrl(scheme),
-            SqlError::CreateFile { path, source } => StoreError::CreateFile { path, source },
-            SqlError::Sqlx(err) => StoreError::Sqlx(err),
-            SqlError::Migrate(err) => StoreError::Migrate(err),
-        }
+/// Every query's `?`: a database error is one of `common_sql`'s.
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        StoreError::Sql(SqlError::Sqlx(err))
     }
 }

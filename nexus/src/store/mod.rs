@@ -80,7 +80,7 @@ impl Store {
     ///
     /// Accepted URLs are `sqlite://PATH` (the file is created, readable by its owner only,
     /// if missing) and `postgres://…` / `postgresql://…`. Any other scheme yields
-    /// [`StoreError::UnsupportedUrl`].
+    /// [`common_sql::SqlError::UnsupportedUrl`].
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
         let settings = PoolSettings {
             statement_timeout: Some(STATEMENT_TIMEOUT),

@@ -10,7 +10,8 @@ use std::sync::Mutex;
 use spire_proto::server as pb;
 
 use crate::node::ServerLink;
-use crate::svid::{now, should_renew};
+use crate::svid::should_renew;
+use identity::clock::Clock;
 
 /// Most tokens kept (SPIRE's `jwt_svid_cache_max_size` default).
 pub const MAX_CACHED: usize = 1000;
@@ -58,6 +59,11 @@ impl JwtSvids {
         }
     }
 
+    /// The clock tokens are judged by (the server link's).
+    pub fn clock(&self) -> &Clock {
+        &self.link.clock
+    }
+
     /// A token for `entry` and `audience` (already checked by the caller): the cached one while
     /// less than half of its lifetime has passed, otherwise a new one from the server.
     pub async fn fetch(
@@ -66,7 +72,7 @@ impl JwtSvids {
         audience: &[String],
     ) -> Result<String, JwtSvidFetchError> {
         let key = cache_key(entry, audience);
-        if let Some(token) = self.cache.get(&key, now()) {
+        if let Some(token) = self.cache.get(&key, self.link.clock.unix_seconds()) {
             return Ok(token);
         }
         let response = self
@@ -103,6 +109,7 @@ impl JwtSvids {
                 issued_at: svid.issued_at,
                 expires_at: svid.expires_at,
             },
+            self.link.clock.unix_seconds(),
         );
         Ok(svid.token)
     }
@@ -141,10 +148,11 @@ impl TokenCache {
         (!should_renew(cached.issued_at, cached.expires_at, now)).then(|| cached.token.clone())
     }
 
-    fn insert(&self, key: CacheKey, value: Cached) {
+    /// Adds a token at `now`; a full cache first drops what is due for renewal, then the
+    /// tokens that expire soonest.
+    fn insert(&self, key: CacheKey, value: Cached, now: i64) {
         let mut cache = self.lock();
         if cache.len() >= self.max && !cache.contains_key(&key) {
-            let now = now();
             cache.retain(|_, c| !should_renew(c.issued_at, c.expires_at, now));
             while cache.len() >= self.max {
                 let Some(soonest) = cache
@@ -211,7 +219,7 @@ mod tests {
     fn tokens_are_reused_until_half_their_life() {
         let c = TokenCache::new(10);
         let key = cache_key(&entry("a"), &["db".into()]);
-        c.insert(key.clone(), token("t1", 1000, 1100));
+        c.insert(key.clone(), token("t1", 1000, 1100), 1000);
         assert_eq!(c.get(&key, 1049).as_deref(), Some("t1"));
         assert_eq!(c.get(&key, 1050), None, "renewed at half-life");
     }
@@ -219,13 +227,13 @@ mod tests {
     #[test]
     fn the_cache_is_bounded() {
         let c = TokenCache::new(3);
-        let now = now();
+        let now = 1_700_000_000;
         for (i, exp) in [(0, 500), (1, 300), (2, 400)] {
             let key = cache_key(&entry(&format!("e{i}")), &["db".into()]);
-            c.insert(key, token(&format!("t{i}"), now, now + exp));
+            c.insert(key, token(&format!("t{i}"), now, now + exp), now);
         }
         let newcomer = cache_key(&entry("e3"), &["db".into()]);
-        c.insert(newcomer.clone(), token("t3", now, now + 600));
+        c.insert(newcomer.clone(), token("t3", now, now + 600), now);
         assert_eq!(c.len(), 3);
         assert!(c.get(&newcomer, now).is_some());
         let soonest = cache_key(&entry("e1"), &["db".into()]);

@@ -24,7 +24,7 @@ use zeroize::Zeroizing;
 
 use crate::config::X509PopFiles;
 use crate::node::{DataDir, NodeError, ServerLink};
-use crate::svid::{new_key_and_csr, now, should_renew, validity};
+use crate::svid::{new_key_and_csr, should_renew, validity};
 
 /// One workload SVID held for one registration entry.
 pub struct WorkloadSvid {
@@ -213,7 +213,8 @@ impl Manager {
 
     /// One round: renew the agent SVID if due, sync entries and bundle, sign what is missing.
     pub async fn sync(&mut self) -> Result<(), NodeError> {
-        if should_renew(self.agent.not_before, self.agent.not_after, now()) {
+        let now = self.link.clock.unix_seconds();
+        if should_renew(self.agent.not_before, self.agent.not_after, now) {
             let renewed = self.link.renew().await?;
             self.data.save_svid(&renewed)?;
             self.link.store.set_svid(&renewed.chain, &renewed.key)?;
@@ -246,7 +247,7 @@ impl Manager {
             .iter()
             .map(|s| (s.entry.id.as_str(), s))
             .collect();
-        let now = now();
+        let now = self.link.clock.unix_seconds();
         let mut keep = Vec::new();
         let mut wanted = Vec::new();
         for entry in response.entries {

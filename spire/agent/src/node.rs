@@ -5,6 +5,7 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use identity::clock::Clock;
 use identity::failure::HandshakeFailure;
 use identity::svid_tls::{self, SvidStore};
 use spiffe::{SpiffeId, TrustDomain};
@@ -16,7 +17,7 @@ use spire_proto::x509pop;
 use tonic::transport::Channel;
 use zeroize::Zeroizing;
 
-use crate::svid::{new_key_and_csr, now, validity};
+use crate::svid::{new_key_and_csr, validity};
 
 /// Why the agent could not establish its identity.
 #[derive(Debug, thiserror::Error)]
@@ -242,6 +243,8 @@ pub struct ServerLink {
     addr: std::net::SocketAddr,
     pub store: Arc<SvidStore>,
     tls: Arc<rustls::ClientConfig>,
+    /// What the agent judges SVID and token lifetimes by.
+    pub clock: Clock,
 }
 
 impl ServerLink {
@@ -257,7 +260,12 @@ impl ServerLink {
             store.clone(),
             svid_tls::exactly(server_id),
         )?);
-        Ok(ServerLink { addr, store, tls })
+        Ok(ServerLink {
+            addr,
+            store,
+            tls,
+            clock: Clock::system(),
+        })
     }
 
     /// A client on a fresh connection, so the TLS handshake presents the store's current SVID.
@@ -424,7 +432,7 @@ pub async fn establish(
     let link = ServerLink::new(config.server_addr, &config.trust_domain, &bundle)?;
     let stored = data.load_svid()?;
     let svid = match stored {
-        Some(svid) if svid.not_after > now() => {
+        Some(svid) if svid.not_after > link.clock.unix_seconds() => {
             tracing::info!(agent = %svid.id, "using the stored agent SVID");
             svid
         }

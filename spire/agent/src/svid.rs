@@ -27,14 +27,6 @@ pub fn should_renew(not_before: i64, not_after: i64, now: i64) -> bool {
     not_after - now <= lifetime / 2
 }
 
-/// Current time in Unix seconds.
-pub fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

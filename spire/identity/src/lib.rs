@@ -4,6 +4,7 @@
 //! the other end's SPIFFE ID. This crate is the one place that knows how:
 //!
 //! - [`peer`] reads the SPIFFE ID out of a verified peer certificate.
+//! - [`clock`] is the one wall clock every role dates SVIDs, tokens and records with.
 //! - [`svid_tls`] builds rustls configs from SVIDs held in memory. The identity server and agent
 //!   use it for their own link, since they *are* the source of SVIDs and cannot fetch them from
 //!   a Workload API.
@@ -17,6 +18,7 @@
 //!   [`spiffe::X509Source`], and `spiffe-rustls` builds the rustls configs, so rotated SVIDs are
 //!   picked up by new handshakes without a restart.
 
+pub mod clock;
 pub mod dial;
 pub mod failure;
 pub mod http;

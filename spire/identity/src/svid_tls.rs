@@ -22,17 +22,20 @@ use rustls::{
 };
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 use spiffe::SpiffeId;
+use spiffe_rustls::Authorizer as _;
 
 use crate::IdentityError;
 use crate::failure::PeerRefused;
 use crate::peer::spiffe_id_from_cert;
 
-/// Decides whether a verified peer SPIFFE ID may talk to us.
-pub type Authorizer = Arc<dyn Fn(&SpiffeId) -> bool + Send + Sync>;
+/// Decides whether a verified peer SPIFFE ID may talk to us: `spiffe-rustls`' authoriser
+/// (a closure `Fn(&SpiffeId) -> bool` is one), so the same authorisers serve these configs
+/// and the Workload API ones of [`crate::workload`].
+pub type Authorizer = Arc<dyn spiffe_rustls::Authorizer>;
 
 /// An authorizer that accepts exactly one SPIFFE ID.
 pub fn exactly(id: SpiffeId) -> Authorizer {
-    Arc::new(move |peer| *peer == id)
+    Arc::new(move |peer: &SpiffeId| *peer == id)
 }
 
 /// Whether a server requires clients to present an SVID.
@@ -251,7 +254,7 @@ impl PeerVerifier {
     fn authorize(&self, end_entity: &CertificateDer<'_>) -> Result<(), rustls::Error> {
         let id = spiffe_id_from_cert(end_entity)
             .map_err(|e| PeerRefused::NotSvid(e.to_string()).into_rustls())?;
-        if (self.authorizer)(&id) {
+        if self.authorizer.authorize(&id) {
             Ok(())
         } else {
             Err(PeerRefused::NotAuthorized(id).into_rustls())

@@ -6,7 +6,6 @@
 //! handshake and authorises the peer by SPIFFE ID after chain verification against the bundle
 //! of the peer's own trust domain.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use spiffe::{SpiffeId, TrustDomain, X509Source};
@@ -70,7 +69,5 @@ pub fn client_config(
         .map_err(|e| IdentityError::Tls(e.to_string()))
 }
 
-/// An authorizer accepting exactly `id`.
-pub fn exactly(id: SpiffeId) -> Arc<dyn Authorizer> {
-    Arc::new(move |peer: &SpiffeId| *peer == id)
-}
+/// An authorizer accepting exactly one SPIFFE ID (the same one as for in-memory SVIDs).
+pub use crate::svid_tls::exactly;

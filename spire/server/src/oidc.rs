@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 use spire_proto::bundle_format;
 use tokio::net::TcpListener;
 
-use crate::state::{ServerState, now};
+use crate::state::ServerState;
 
 /// What the handlers share.
 struct Oidc {
@@ -131,7 +131,7 @@ async fn keys(State(oidc): State<Arc<Oidc>>, request: Request) -> Response {
 /// The unexpired JWT keys of the trust domain's bundle as an OIDC JWK Set.
 async fn jwks(state: &ServerState) -> anyhow::Result<Value> {
     let bundle = state.bundle().await?;
-    let now = now();
+    let now = state.clock.unix_seconds();
     let live: Vec<_> = bundle
         .jwt_authorities
         .into_iter()

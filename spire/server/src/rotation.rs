@@ -10,7 +10,7 @@ use identity::svid_tls::SvidStore;
 
 use crate::ca::Step;
 use crate::datastore::{self, DatastoreError};
-use crate::state::{ServerState, now, server_id};
+use crate::state::{ServerState, server_id};
 
 /// The refresh hint of a newly created bundle, seconds.
 const DEFAULT_REFRESH_HINT: i64 = 300;
@@ -31,7 +31,7 @@ pub async fn publish_authorities(state: &ServerState) -> Result<datastore::Bundl
             sequence_number: 0,
             refresh_hint: DEFAULT_REFRESH_HINT,
         });
-        let now = now();
+        let now = state.clock.unix_seconds();
         bundle
             .x509_authorities
             .retain(|der| cert_not_after(der).is_some_and(|t| t > now));
@@ -74,7 +74,7 @@ fn cert_not_after(der: &[u8]) -> Option<i64> {
 
 /// Mints a new server SVID into `store`; returns when it should be renewed (half its life).
 pub fn refresh_server_svid(state: &ServerState, store: &SvidStore) -> anyhow::Result<i64> {
-    let issued = now();
+    let issued = state.clock.unix_seconds();
     let minted = state.ca().mint(
         &server_id(&state.config),
         state.config.default_x509_svid_ttl,
@@ -92,7 +92,7 @@ pub async fn run(state: Arc<ServerState>, store: Arc<SvidStore>, mut renew_at: i
     let mut published_sequence = None;
     loop {
         tokio::time::sleep(interval).await;
-        let rotation = match state.authorities.rotate(now()) {
+        let rotation = match state.authorities.rotate(state.clock.unix_seconds()) {
             Ok(rotation) => rotation,
             Err(e) => {
                 tracing::error!(error = %e, "rotating the signing authorities failed; retrying");
@@ -109,12 +109,12 @@ pub async fn run(state: Arc<ServerState>, store: Arc<SvidStore>, mut renew_at: i
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "publishing the trust bundle failed; retrying"),
         }
-        if rotation.x509 == Step::Activated || now() >= renew_at {
+        if rotation.x509 == Step::Activated || state.clock.unix_seconds() >= renew_at {
             match refresh_server_svid(&state, &store) {
                 Ok(next) => renew_at = next,
                 Err(e) => {
                     tracing::error!(error = %e, "renewing the server SVID failed; retrying");
-                    renew_at = now();
+                    renew_at = state.clock.unix_seconds();
                 }
             }
         }

@@ -16,9 +16,11 @@ use spire_proto::server::admin_server::AdminServer;
 use spire_proto::server::agent_server::AgentServer;
 use tokio::net::{TcpListener, UnixListener};
 use tonic::service::Routes;
+use tower::Layer;
 
 use crate::api::admin::AdminService;
 use crate::api::agent::AgentService;
+use crate::api::authz::AuthorizeLayer;
 use crate::ca::Authorities;
 use crate::config::{ServerConfig, ServingCertFiles};
 use crate::datastore::Datastore;
@@ -73,6 +75,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         authorities,
         x509pop,
         metrics: crate::metrics::ServerMetrics::default(),
+        clock: identity::clock::Clock::system(),
     });
     let bundle = rotation::publish_authorities(&state)
         .await
@@ -157,10 +160,13 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     tokio::pin!(shutdown);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // Both APIs on the shared bounded listeners: every phase of a connection has a limit.
+    // Each serves only what the authorisation table allows its caller.
     let agent_api = identity::http::serve(
         tcp,
         Arc::new(tls),
-        Routes::new(AgentServer::new(AgentService::new(state.clone()))),
+        AuthorizeLayer::new(state.clone()).layer(Routes::new(AgentServer::new(AgentService::new(
+            state.clone(),
+        )))),
         ServeOptions::new(limits.agent_api, net.listener("agent_api")).grpc(),
         wait_for(stop_rx.clone()),
     );
@@ -169,8 +175,10 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         .http2_only()
         .serve(
             unix_incoming(unix, &limits.admin, admin_metrics),
-            Routes::new(health_service)
-                .add_service(AdminServer::new(AdminService::new(state.clone()))),
+            AuthorizeLayer::new(state.clone()).layer(
+                Routes::new(health_service)
+                    .add_service(AdminServer::new(AdminService::new(state.clone()))),
+            ),
             wait_for(stop_rx),
         );
     tracing::info!(

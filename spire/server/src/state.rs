@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use identity::clock::Clock;
 use spiffe::SpiffeId;
 use spire_proto::server as pb;
 
@@ -17,6 +18,8 @@ pub struct ServerState {
     /// The x509pop node attestor, when configured.
     pub x509pop: Option<crate::x509pop::X509PopAttestor>,
     pub metrics: crate::metrics::ServerMetrics,
+    /// What entries, tokens, agents and bundles are dated with.
+    pub clock: Clock,
 }
 
 impl ServerState {
@@ -117,10 +120,30 @@ pub fn bundle_to_proto(bundle: &datastore::Bundle) -> pb::Bundle {
     }
 }
 
-/// Current time in Unix seconds.
-pub fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+/// A server state for unit tests: trust domain `example.org`, a fresh CA and an SQLite
+/// datastore, all in a temporary directory that lives as long as the returned guard.
+#[cfg(test)]
+pub(crate) async fn for_tests() -> (Arc<ServerState>, tempfile::TempDir) {
+    use crate::config::RunArgs;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let args = RunArgs {
+        trust_domain: Some("example.org".into()),
+        data_dir: Some(dir.path().join("data")),
+        ..RunArgs::default()
+    };
+    let config = ServerConfig::load(&args).expect("config");
+    let url = format!("sqlite://{}", dir.path().join("ds.sqlite3").display());
+    let datastore = Datastore::connect(&url).await.expect("datastore");
+    let authorities =
+        Authorities::load_or_create(&config.data_dir, &config.trust_domain, config.ca_ttl)
+            .expect("authorities");
+    let state = Arc::new(ServerState {
+        config,
+        datastore,
+        authorities,
+        x509pop: None,
+        metrics: crate::metrics::ServerMetrics::default(),
+        clock: Clock::system(),
+    });
+    (state, dir)
 }

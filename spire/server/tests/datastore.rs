@@ -2,6 +2,8 @@
 //! generate a `sqlite_*` test (fresh file in a temp dir) and a `postgres_*` test (fresh
 //! database on the server from `SPIKE_TEST_POSTGRES_URL`, see `common_sql::testing`).
 
+use common_sql::SqlError;
+use identity::clock::Clock;
 use spire_server::datastore::{
     AttestedAgent, Bundle, Datastore, DatastoreError, Entry, EntryFilter, JoinToken, JwtKey,
     Relationship, Selector,
@@ -150,7 +152,7 @@ async fn check_ban_count_and_purge_agents(ds: &Datastore) {
         can_reattest: true,
         ..AttestedAgent::default()
     };
-    let now = now();
+    let now = Clock::system().unix_seconds();
     for a in [
         agent("fresh", now + 3600),
         agent("old", now - 7200),
@@ -241,28 +243,21 @@ fn simple_entry(id: &str, spiffe_id: &str, parent_id: &str, selectors: &[Selecto
     }
 }
 
-fn now() -> i64 {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs();
-    i64::try_from(secs).expect("time fits i64")
-}
-
 fn ids(entries: &[Entry]) -> Vec<&str> {
     entries.iter().map(|e| e.id.as_str()).collect()
 }
 
 async fn check_entry_round_trip(ds: &Datastore) {
-    let before = now();
+    let when = time::OffsetDateTime::UNIX_EPOCH + time::Duration::days(20_000);
+    let ds = &ds.clone().with_clock(Clock::manual(when));
     let mut input = full_entry("e1");
     input.revision_number = 7; // ignored: a new entry starts at revision 0
     let created = ds.create_entry(&input).await.expect("create entry");
     assert_eq!(created.revision_number, 0);
-    assert!(
-        created.created_at >= before && created.created_at <= now(),
-        "created_at {} should be now",
-        created.created_at
+    assert_eq!(
+        created.created_at,
+        when.unix_timestamp(),
+        "created_at is the clock's now"
     );
     let expected = Entry {
         revision_number: 0,
@@ -636,7 +631,7 @@ async fn check_list_entries(ds: &Datastore) {
 async fn check_join_token_single_use(ds: &Datastore) {
     let token = JoinToken {
         token: "secret-token".to_owned(),
-        expires_at: now() + 600,
+        expires_at: Clock::system().unix_seconds() + 600,
     };
     ds.create_join_token(&token).await.expect("create token");
     let err = ds
@@ -687,7 +682,7 @@ async fn check_join_token_concurrent_consumers(ds: &Datastore) {
         let value = format!("contested-{round}");
         ds.create_join_token(&JoinToken {
             token: value.clone(),
-            expires_at: now() + 600,
+            expires_at: Clock::system().unix_seconds() + 600,
         })
         .await
         .expect("create token");
@@ -755,7 +750,7 @@ async fn check_join_token_with_alias(ds: &Datastore) {
     };
     let token = |value: &str| JoinToken {
         token: value.to_owned(),
-        expires_at: now() + 600,
+        expires_at: Clock::system().unix_seconds() + 600,
     };
     let stored = ds
         .create_join_token_with_alias(&token("t1"), &alias("a1"))
@@ -1141,7 +1136,7 @@ async fn unsupported_url_is_rejected() {
             .await
             .expect_err("unsupported URL must be rejected");
         match &err {
-            DatastoreError::UnsupportedUrl(got) => assert_eq!(got, scheme),
+            DatastoreError::Sql(SqlError::UnsupportedUrl(got)) => assert_eq!(got, scheme),
             other => panic!("expected UnsupportedUrl for {url}, got {other}"),
         }
         let message = err.to_string();

@@ -330,6 +330,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
         if svids.is_empty() {
             return Err(Status::permission_denied(NO_IDENTITY));
         }
-        jwt::validate(&snapshot, &svids, request.get_ref()).map(Response::new)
+        let now = self.jwt.clock().unix_seconds();
+        jwt::validate(&snapshot, &svids, request.get_ref(), now).map(Response::new)
     }
 }

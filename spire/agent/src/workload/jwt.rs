@@ -15,7 +15,6 @@ use tonic::Status;
 use super::api::{NO_IDENTITY, td_key};
 use crate::jwt_svids::{JwtSvidFetchError, JwtSvids};
 use crate::manager::{Snapshot, WorkloadSvid};
-use crate::svid::now;
 
 /// The entries to sign tokens for: one per distinct SPIFFE ID among the caller's SVIDs (in
 /// entry order, so the first is the default identity), or only `spiffe_id` when the caller
@@ -109,6 +108,7 @@ pub fn validate(
     snapshot: &Snapshot,
     svids: &[&std::sync::Arc<WorkloadSvid>],
     request: &wl::ValidateJwtsvidRequest,
+    now: i64,
 ) -> Result<wl::ValidateJwtsvidResponse, Status> {
     let federated = snapshot.federated_for(svids);
     if request.audience.is_empty() {
@@ -117,7 +117,7 @@ pub fn validate(
     if request.svid.is_empty() {
         return Err(Status::invalid_argument("svid must be specified"));
     }
-    let validated = jwt_svid::validate(&request.svid, &request.audience, now(), |td, kid| {
+    let validated = jwt_svid::validate(&request.svid, &request.audience, now, |td, kid| {
         let keys = if td == &snapshot.trust_domain {
             &snapshot.jwt_keys
         } else {

@@ -1,12 +1,12 @@
 //! The `Agent` service: node attestation, agent SVID renewal, entry sync and workload SVID
 //! signing (X.509 and JWT). Served over mTLS; every call but attestation must come from an
-//! attested agent presenting its current agent SVID (see `AgentService::caller`).
+//! attested agent presenting its current agent SVID: the authoriser ([`crate::api::authz`])
+//! decides that before a handler runs and hands the handler an [`AgentGrant`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use identity::listener::PeerInfo;
 use spiffe::SpiffeId;
 use spire_proto::refusal::{self, Reason};
 use spire_proto::server as pb;
@@ -14,11 +14,12 @@ use spire_proto::server::agent_server::Agent;
 use spire_proto::x509pop;
 use tonic::{Request, Response, Status};
 
+use crate::api::authz::AgentGrant;
 use crate::api::{ca_status, datastore_status};
 use crate::ca::{SignedJwtSvid, SignedSvid};
 use crate::datastore::{self, AttestedAgent, EntryFilter};
 use crate::entries;
-use crate::state::{ServerState, now};
+use crate::state::ServerState;
 
 /// Most CSRs one `BatchNewX509SVID` call may carry.
 pub const MAX_BATCH: usize = 500;
@@ -33,94 +34,19 @@ impl AgentService {
         AgentService { state }
     }
 
-    /// The calling agent, as SPIRE's agent authorizer decides it: authenticated by an agent
-    /// SVID, still on record (not evicted), not banned, and calling with its *current* SVID.
-    /// An SVID issued by a renewal is accepted too, and its first use makes it current
-    /// (SPIRE's `new_serial_number`); from then on the SVID it replaced is refused, so a
-    /// superseded agent SVID stops working as soon as its successor is in use.
-    /// Refusals carry a [`refusal::Reason`] that tells the agent whether to attest again.
-    async fn caller<T>(&self, request: &Request<T>) -> Result<SpiffeId, Status> {
-        let peer = request.extensions().get::<PeerInfo>();
-        let (Some(id), Some(serial)) = (
-            peer.and_then(|p| p.spiffe_id.clone()),
-            peer.and_then(|p| p.serial_number.clone()),
-        ) else {
-            return Err(Status::unauthenticated(
-                "an agent SVID is required for this call",
-            ));
-        };
-        let Some(agent) = self.attested_agent(&id).await? else {
-            tracing::warn!(agent = %id, "agent is not attested");
-            return Err(refusal::permission_denied(
-                Reason::AgentNotAttested,
-                format!("agent \"{id}\" is not attested"),
-            ));
-        };
-        if agent.banned {
-            tracing::warn!(agent = %id, "agent is banned");
-            return Err(refusal::permission_denied(
-                Reason::AgentBanned,
-                format!("agent \"{id}\" is banned"),
-            ));
-        }
-        if serial == agent.serial_number || self.activate(&id, &agent, &serial).await? {
-            return Ok(id);
-        }
-        tracing::warn!(agent = %id, svid_serial = %serial, serial = %agent.serial_number, "agent SVID is not active");
-        Err(refusal::permission_denied(
-            Reason::AgentNotActive,
-            format!(
-                "agent \"{id}\" expected to have serial number \"{}\"; has \"{serial}\"",
-                agent.serial_number
-            ),
-        ))
-    }
-
-    async fn attested_agent(&self, id: &SpiffeId) -> Result<Option<AttestedAgent>, Status> {
-        self.state
-            .datastore
-            .get_attested_agent(&id.to_string())
-            .await
-            .map_err(datastore_status)
-    }
-
-    /// Makes the agent's pending SVID current if `serial` is its serial number; whether the
-    /// caller's SVID is now the current one.
-    async fn activate(
+    /// The entries `agent` may have SVIDs for: those it is authorised for, not expired.
+    async fn authorized_entries(
         &self,
-        id: &SpiffeId,
-        agent: &AttestedAgent,
-        serial: &str,
-    ) -> Result<bool, Status> {
-        if agent.new_serial_number.is_empty() || serial != agent.new_serial_number {
-            return Ok(false);
-        }
-        let activated = self
-            .state
-            .datastore
-            .activate_agent_svid(&id.to_string(), serial)
-            .await
-            .map_err(datastore_status)?;
-        if activated {
-            tracing::info!(agent = %id, serial, "renewed agent SVID in use; the previous one is no longer accepted");
-            return Ok(true);
-        }
-        // A concurrent call with the same new SVID may have activated it first.
-        Ok(self
-            .attested_agent(id)
-            .await?
-            .is_some_and(|a| !a.banned && a.serial_number == serial))
-    }
-
-    async fn authorized_entries(&self, agent: &SpiffeId) -> Result<Vec<datastore::Entry>, Status> {
+        agent: &AgentGrant,
+    ) -> Result<Vec<datastore::Entry>, Status> {
         let all = self
             .state
             .datastore
             .list_entries(&EntryFilter::default())
             .await
             .map_err(datastore_status)?;
-        let now = now();
-        Ok(entries::authorized_for(&agent.to_string(), &all)
+        let now = self.state.clock.unix_seconds();
+        Ok(entries::authorized_for(&agent.agent().to_string(), &all)
             .into_iter()
             .filter(|e| e.expires_at == 0 || e.expires_at > now)
             .cloned()
@@ -198,7 +124,7 @@ impl AgentService {
                 .ok_or_else(|| {
                     Status::invalid_argument("join token does not exist or has already been used")
                 })?;
-            if stored.expires_at <= now() {
+            if stored.expires_at <= self.state.clock.unix_seconds() {
                 return Err(Status::invalid_argument("join token expired"));
             }
         }
@@ -242,14 +168,14 @@ impl AgentService {
     /// Agent SVID renewal (counted by [`Agent::renew_agent`]).
     async fn renew(
         &self,
-        request: Request<pb::RenewAgentRequest>,
+        grant: &AgentGrant,
+        req: pb::RenewAgentRequest,
     ) -> Result<Response<pb::RenewAgentResponse>, Status> {
-        let agent = self.caller(&request).await?;
-        let req = request.into_inner();
+        let agent = grant.agent();
         let svid = self
             .state
             .ca()
-            .sign_csr(&req.csr, &agent, self.state.config.agent_ttl, &[])
+            .sign_csr(&req.csr, agent, self.state.config.agent_ttl, &[])
             .map_err(ca_status)?;
         // Pending until the agent calls with it: the current SVID keeps working meanwhile, in
         // case this answer never reaches the agent.
@@ -306,7 +232,8 @@ impl Agent for AgentService {
         &self,
         request: Request<pb::RenewAgentRequest>,
     ) -> Result<Response<pb::RenewAgentResponse>, Status> {
-        let renewed = self.renew(request).await;
+        let grant = AgentGrant::of(&request)?;
+        let renewed = self.renew(&grant, request.into_inner()).await;
         if renewed.is_ok() {
             self.state.metrics.signed("x509", "agent", 1);
         }
@@ -316,7 +243,7 @@ impl Agent for AgentService {
         &self,
         request: Request<pb::SyncAuthorizedEntriesRequest>,
     ) -> Result<Response<pb::SyncAuthorizedEntriesResponse>, Status> {
-        let agent = self.caller(&request).await?;
+        let agent = AgentGrant::of(&request)?;
         let entries = self.authorized_entries(&agent).await?;
         let bundle = self.state.bundle().await.map_err(datastore_status)?;
         let federated_bundles = crate::federation::bundles_for(&self.state, &entries)
@@ -333,7 +260,7 @@ impl Agent for AgentService {
         &self,
         request: Request<pb::BatchNewX509SvidRequest>,
     ) -> Result<Response<pb::BatchNewX509SvidResponse>, Status> {
-        let agent = self.caller(&request).await?;
+        let agent = AgentGrant::of(&request)?;
         let params = request.into_inner().params;
         if params.len() > MAX_BATCH {
             return Err(Status::invalid_argument(format!(
@@ -383,7 +310,7 @@ impl Agent for AgentService {
         &self,
         request: Request<pb::NewJwtSvidRequest>,
     ) -> Result<Response<pb::NewJwtSvidResponse>, Status> {
-        let agent = self.caller(&request).await?;
+        let agent = AgentGrant::of(&request)?;
         let req = request.into_inner();
         spire_proto::jwt_svid::check_audience(&req.audience)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -416,7 +343,7 @@ impl Agent for AgentService {
             )
             .map_err(ca_status)?;
         self.state.metrics.signed("jwt", "workload", 1);
-        tracing::debug!(%agent, spiffe_id = %id, "JWT-SVID signed");
+        tracing::debug!(agent = %agent.agent(), spiffe_id = %id, "JWT-SVID signed");
         Ok(Response::new(pb::NewJwtSvidResponse {
             svid: Some(jwt_svid_to_proto(svid)),
         }))

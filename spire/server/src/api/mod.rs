@@ -1,8 +1,10 @@
 //! The server's gRPC services: [`agent`] for attested agents over mTLS, [`admin`] for the CLI
-//! over the local Unix socket.
+//! over the local Unix socket. [`authz`] stands in front of both: one table says who may
+//! call each method, and a handler runs only with the proof it hands out.
 
 pub mod admin;
 pub mod agent;
+pub mod authz;
 
 use tonic::Status;
 

@@ -132,9 +132,7 @@ async fn purge(expired_for: &str, dry_run: bool, admin: &Admin) -> anyhow::Resul
         .map_err(|e| anyhow::anyhow!("invalid -expiredFor {expired_for:?}: {e}"))?;
     let age = i64::try_from(age.as_secs())
         .map_err(|_| anyhow::anyhow!("-expiredFor {expired_for:?} is too long"))?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let now = identity::clock::Clock::system().unix_seconds();
     let agents = admin
         .client()
         .await?

@@ -6,7 +6,7 @@ use sqlx::{Any, Row, Transaction};
 
 use super::{
     Datastore, DatastoreError, Entry, EntryFilter, Selector, bool_from_db, bool_to_db, from_json,
-    is_unique_violation, now_unix, to_json,
+    is_unique_violation, to_json,
 };
 
 /// Entry columns plus one selector per row (LEFT JOIN, so NULL for an entry without any).
@@ -30,7 +30,7 @@ impl Datastore {
     /// latter is a unique index, so concurrent creates cannot both succeed.
     pub async fn create_entry(&self, entry: &Entry) -> Result<Entry, DatastoreError> {
         let mut tx = self.begin_write().await?;
-        match insert_entry(&mut tx, entry).await {
+        match insert_entry(&mut tx, entry, self.clock.unix_seconds()).await {
             Ok(stored) => {
                 tx.commit().await?;
                 Ok(stored)
@@ -46,7 +46,7 @@ impl Datastore {
     /// collides with (looked up after the failed transaction is rolled back).
     pub(super) async fn name_conflict(&self, entry: &Entry, err: DatastoreError) -> DatastoreError {
         match err {
-            DatastoreError::Sqlx(err) if is_unique_violation(&err) => {
+            DatastoreError::Sql(common_sql::SqlError::Sqlx(err)) if is_unique_violation(&err) => {
                 self.create_conflict(entry).await
             }
             other => other,
@@ -228,15 +228,17 @@ pub(super) fn selectors_key(selectors: &[Selector]) -> Result<String, DatastoreE
 }
 
 /// Inserts `entry` and its selectors inside `tx` and returns it as stored (see
-/// [`Datastore::create_entry`]). The caller rolls `tx` back on failure.
+/// [`Datastore::create_entry`]), created `now` unless it says when. The caller rolls `tx`
+/// back on failure.
 pub(super) async fn insert_entry(
     tx: &mut Transaction<'static, Any>,
     entry: &Entry,
+    now: i64,
 ) -> Result<Entry, DatastoreError> {
     let mut stored = entry.clone();
     stored.revision_number = 0;
     if stored.created_at == 0 {
-        stored.created_at = now_unix();
+        stored.created_at = now;
     }
     sqlx::query(
         "INSERT INTO entries (id, spiffe_id, parent_id, selectors_key, x509_svid_ttl, \

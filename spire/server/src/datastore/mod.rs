@@ -21,6 +21,7 @@ mod model;
 mod relationships;
 mod tokens;
 
+use identity::clock::Clock;
 use sqlx::migrate::Migrator;
 use sqlx::{Any, AnyPool, Transaction};
 
@@ -41,40 +42,18 @@ pub enum DatastoreError {
     /// A create or update would duplicate an existing object; the message says which.
     #[error("already exists: {0}")]
     AlreadyExists(String),
-    /// The datastore URL uses a scheme other than `sqlite`, `postgres` or `postgresql`.
-    /// Holds the scheme only, never the full URL (which may contain a password).
-    #[error(
-        "unsupported datastore URL scheme {0:?}: expected sqlite://, postgres:// or postgresql://"
-    )]
-    UnsupportedUrl(String),
-    /// The SQLite database file did not exist and could not be created.
-    #[error("cannot create database file {}: {source}", path.display())]
-    CreateFile {
-        /// The file that was to be created.
-        path: std::path::PathBuf,
-        /// Why creating it failed.
-        source: std::io::Error,
-    },
-    /// The database reported an error (connection, query or constraint failure).
-    #[error("database error: {0}")]
-    Sqlx(#[from] sqlx::Error),
-    /// Applying the schema migrations failed.
-    #[error("database migration failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Connecting, migrating or querying failed (`common_sql` says which).
+    #[error(transparent)]
+    Sql(#[from] common_sql::SqlError),
     /// A stored value could not be decoded (for example malformed JSON in a list column).
     #[error("corrupt data in datastore: {0}")]
     Corrupt(String),
 }
 
-impl From<common_sql::SqlError> for DatastoreError {
-    fn from(err: common_sql::SqlError) -> Self {
-        use common_sql::SqlError;
-        match err {
-            SqlError::UnsupportedUrl(scheme) => DatastoreError::UnsupportedUrl(scheme),
-            SqlError::CreateFile { path, source } => DatastoreError::CreateFile { path, source },
-            SqlError::Sqlx(err) => DatastoreError::Sqlx(err),
-            SqlError::Migrate(err) => DatastoreError::Migrate(err),
-        }
+/// Every query's `?`: a database error is one of `common_sql`'s.
+impl From<sqlx::Error> for DatastoreError {
+    fn from(err: sqlx::Error) -> Self {
+        DatastoreError::Sql(common_sql::SqlError::Sqlx(err))
     }
 }
 
@@ -83,6 +62,8 @@ impl From<common_sql::SqlError> for DatastoreError {
 pub struct Datastore {
     pool: AnyPool,
     backend: Backend,
+    /// What `created_at` columns are stamped with.
+    clock: Clock,
 }
 
 impl Datastore {
@@ -90,11 +71,20 @@ impl Datastore {
     ///
     /// Accepted URLs are `sqlite://PATH` (the file is created if missing unless the URL
     /// sets `mode=` itself) and `postgres://…` / `postgresql://…`. Any other scheme yields
-    /// [`DatastoreError::UnsupportedUrl`].
+    /// [`common_sql::SqlError::UnsupportedUrl`].
     pub async fn connect(url: &str) -> Result<Datastore, DatastoreError> {
         let (pool, backend) =
             common_sql::connect(url, &SQLITE_MIGRATIONS, &POSTGRES_MIGRATIONS).await?;
-        Ok(Datastore { pool, backend })
+        Ok(Datastore {
+            pool,
+            backend,
+            clock: Clock::system(),
+        })
+    }
+
+    /// The same datastore, stamping records with `clock`'s time.
+    pub fn with_clock(self, clock: Clock) -> Self {
+        Datastore { clock, ..self }
     }
 
     /// Closes every connection of the pool, waiting for checked-out ones to be returned.
@@ -113,13 +103,6 @@ impl Datastore {
     async fn begin_write(&self) -> Result<Transaction<'static, Any>, DatastoreError> {
         Ok(common_sql::begin_write(&self.pool, self.backend).await?)
     }
-}
-
-/// Current time in unix seconds.
-fn now_unix() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// Whether `err` is a unique-constraint (or primary-key) violation on either backend.

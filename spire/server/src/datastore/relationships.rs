@@ -5,7 +5,7 @@ use sqlx::any::AnyRow;
 
 use super::bundles::upsert_bundle;
 use super::entries::column;
-use super::{Bundle, Datastore, DatastoreError, Relationship, is_unique_violation, now_unix};
+use super::{Bundle, Datastore, DatastoreError, Relationship, is_unique_violation};
 
 const SELECT: &str = "SELECT trust_domain, bundle_endpoint_url, bundle_endpoint_profile, \
      endpoint_spiffe_id FROM federation_relationships";
@@ -28,7 +28,7 @@ impl Datastore {
         .bind(&rel.bundle_endpoint_url)
         .bind(&rel.bundle_endpoint_profile)
         .bind(&rel.endpoint_spiffe_id)
-        .bind(now_unix())
+        .bind(self.clock.unix_seconds())
         .execute(&mut *tx)
         .await;
         match inserted {

@@ -24,7 +24,7 @@ impl Datastore {
         alias: &Entry,
     ) -> Result<Entry, DatastoreError> {
         let mut tx = self.begin_write().await?;
-        let stored = match insert_entry(&mut tx, alias).await {
+        let stored = match insert_entry(&mut tx, alias, self.clock.unix_seconds()).await {
             Ok(stored) => stored,
             Err(err) => {
                 tx.rollback().await?;

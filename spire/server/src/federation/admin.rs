@@ -7,6 +7,7 @@ use spire_proto::server as pb;
 use tonic::Status;
 
 use super::{checked_bundle, foreign_trust_domain};
+use crate::api::authz::AdminGrant;
 use crate::api::datastore_status;
 use crate::config::{EndpointProfile, FederationRelationship};
 use crate::datastore::{DatastoreError, Relationship};
@@ -83,8 +84,10 @@ fn bootstrap_bundle(
         .transpose()
 }
 
+/// Stores a new relationship, with the bundle to first verify its endpoint with.
 pub async fn create(
     state: &ServerState,
+    _admin: &AdminGrant,
     req: pb::FederationRelationship,
 ) -> Result<pb::FederationRelationship, Status> {
     let (rel, stored) = checked(state, &req)?;
@@ -104,8 +107,10 @@ pub async fn create(
     Ok(to_proto(&rel))
 }
 
+/// Replaces a stored relationship.
 pub async fn update(
     state: &ServerState,
+    _admin: &AdminGrant,
     req: pb::FederationRelationship,
 ) -> Result<pb::FederationRelationship, Status> {
     let (rel, stored) = checked(state, &req)?;
@@ -125,7 +130,12 @@ pub async fn update(
     Ok(to_proto(&rel))
 }
 
-pub async fn delete(state: &ServerState, trust_domain: &str) -> Result<(), Status> {
+/// Forgets a stored relationship (its bundle stays until deleted on its own).
+pub async fn delete(
+    state: &ServerState,
+    _admin: &AdminGrant,
+    trust_domain: &str,
+) -> Result<(), Status> {
     let td = foreign_trust_domain(state, trust_domain)?;
     if state
         .config
@@ -151,7 +161,11 @@ pub async fn delete(state: &ServerState, trust_domain: &str) -> Result<(), Statu
     Ok(())
 }
 
-pub async fn list(state: &ServerState) -> Result<Vec<pb::FederationRelationship>, Status> {
+/// Every relationship, from the config file and stored, by trust domain.
+pub async fn list(
+    state: &ServerState,
+    _admin: &AdminGrant,
+) -> Result<Vec<pb::FederationRelationship>, Status> {
     let mut all: Vec<_> = super::relationships(state)
         .await
         .map_err(datastore_status)?
@@ -163,7 +177,11 @@ pub async fn list(state: &ServerState) -> Result<Vec<pb::FederationRelationship>
 }
 
 /// Fetches the relationship's bundle now and returns it as stored.
-pub async fn refresh(state: &ServerState, trust_domain: &str) -> Result<pb::Bundle, Status> {
+pub async fn refresh(
+    state: &ServerState,
+    _admin: &AdminGrant,
+    trust_domain: &str,
+) -> Result<pb::Bundle, Status> {
     let td = foreign_trust_domain(state, trust_domain)?;
     let rel = super::relationships(state)
         .await

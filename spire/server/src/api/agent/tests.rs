@@ -1,6 +1,7 @@
 //! Which agent SVIDs the agent API accepts: only the current one, or the one a renewal just
 //! issued (whose first use retires the previous one), never a superseded one, and nothing from
-//! an evicted or banned agent. The peer identity is injected as the TLS listener would.
+//! an evicted or banned agent. The peer identity is injected as the TLS listener would, and
+//! each call passes the authoriser as it does when served.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,10 +14,10 @@ use spire_proto::server::agent_server::Agent;
 use tonic::{Code, Request};
 
 use super::AgentService;
-use crate::ca::{Authorities, new_csr};
-use crate::config::{RunArgs, ServerConfig};
-use crate::datastore::{Datastore, JoinToken};
-use crate::state::{ServerState, now};
+use crate::api::authz;
+use crate::ca::new_csr;
+use crate::datastore::JoinToken;
+use crate::state::ServerState;
 
 struct Fixture {
     service: AgentService,
@@ -25,25 +26,7 @@ struct Fixture {
 }
 
 async fn fixture() -> Fixture {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let args = RunArgs {
-        trust_domain: Some("example.org".into()),
-        data_dir: Some(dir.path().join("data")),
-        ..RunArgs::default()
-    };
-    let config = ServerConfig::load(&args).expect("config");
-    let url = format!("sqlite://{}", dir.path().join("ds.sqlite3").display());
-    let datastore = Datastore::connect(&url).await.expect("datastore");
-    let authorities =
-        Authorities::load_or_create(&config.data_dir, &config.trust_domain, config.ca_ttl)
-            .expect("authorities");
-    let state = Arc::new(ServerState {
-        config,
-        datastore,
-        authorities,
-        x509pop: None,
-        metrics: crate::metrics::ServerMetrics::default(),
-    });
+    let (state, dir) = crate::state::for_tests().await;
     Fixture {
         service: AgentService::new(state.clone()),
         state,
@@ -67,14 +50,24 @@ fn svid_of(svid: Option<pb::X509Svid>) -> Svid {
     }
 }
 
-fn request<T>(message: T, caller: Option<&Svid>) -> Request<T> {
-    let mut request = Request::new(message);
-    request.extensions_mut().insert(PeerInfo {
-        spiffe_id: caller.map(|c| c.id.clone()),
-        serial_number: caller.map(|c| c.serial.clone()),
-        remote_addr: "127.0.0.1:1".parse().expect("address"),
-    });
-    request
+impl Fixture {
+    /// A call to `method` from `caller`, through the authoriser as the served API would.
+    async fn authorized<T>(
+        &self,
+        method: &str,
+        message: T,
+        caller: Option<&Svid>,
+    ) -> Result<Request<T>, tonic::Status> {
+        let mut request = Request::new(message);
+        request.extensions_mut().insert(PeerInfo {
+            spiffe_id: caller.map(|c| c.id.clone()),
+            serial_number: caller.map(|c| c.serial.clone()),
+            remote_addr: "127.0.0.1:1".parse().expect("address"),
+        });
+        let path = format!("/{}/{method}", authz::AGENT);
+        authz::authorize(&self.state, &path, request.extensions_mut()).await?;
+        Ok(request)
+    }
 }
 
 impl Fixture {
@@ -83,7 +76,7 @@ impl Fixture {
             .datastore
             .create_join_token(&JoinToken {
                 token: token.into(),
-                expires_at: now() + 600,
+                expires_at: self.state.clock.unix_seconds() + 600,
             })
             .await
             .expect("token");
@@ -103,16 +96,23 @@ impl Fixture {
 
     async fn renew(&self, caller: &Svid) -> Result<Svid, tonic::Status> {
         let (csr, _key) = new_csr(None).expect("CSR");
-        let response = self
-            .service
-            .renew_agent(request(pb::RenewAgentRequest { csr }, Some(caller)))
+        let request = self
+            .authorized("RenewAgent", pb::RenewAgentRequest { csr }, Some(caller))
             .await?;
+        let response = self.service.renew_agent(request).await?;
         Ok(svid_of(response.into_inner().svid))
     }
 
     async fn sync(&self, caller: Option<&Svid>) -> Result<(), tonic::Status> {
+        let request = self
+            .authorized(
+                "SyncAuthorizedEntries",
+                pb::SyncAuthorizedEntriesRequest {},
+                caller,
+            )
+            .await?;
         self.service
-            .sync_authorized_entries(request(pb::SyncAuthorizedEntriesRequest {}, caller))
+            .sync_authorized_entries(request)
             .await
             .map(|_| ())
     }
@@ -269,4 +269,24 @@ async fn concurrent_first_uses_of_a_renewed_svid_all_succeed() {
             .expect("every concurrent first use is accepted");
     }
     assert_eq!(f.serials(&agent.id).await, (renewed.serial, "".into()));
+}
+
+#[tokio::test]
+async fn a_handler_reached_without_the_authoriser_refuses() {
+    let f = fixture().await;
+    let agent = f.attest_join_token("t1").await;
+    // The caller is a good agent, but nothing judged it: no grant, no service.
+    let mut request = Request::new(pb::SyncAuthorizedEntriesRequest {});
+    request.extensions_mut().insert(PeerInfo {
+        spiffe_id: Some(agent.id.clone()),
+        serial_number: Some(agent.serial.clone()),
+        remote_addr: "127.0.0.1:1".parse().expect("address"),
+    });
+    let status = f
+        .service
+        .sync_authorized_entries(request)
+        .await
+        .expect_err("no grant");
+    assert_eq!(status.code(), Code::Internal, "{status:?}");
+    assert_eq!(status.message(), "authorisation fault; see the server log");
 }
