@@ -20,7 +20,7 @@ use rand::Rng;
 use spiffe::X509Source;
 use tests::secrets::{SUPERUSER_ID, SecretsStack, values};
 
-use crate::{Knobs, spread};
+use super::{Knobs, spread};
 
 const WRITERS: usize = 6;
 const PATHS_PER_WRITER: usize = 4;
