@@ -13,9 +13,12 @@ pub mod stack;
 pub mod web_pki;
 pub mod x509pop;
 
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Directory of the workspace's built binaries, building them once per test process.
@@ -99,12 +102,47 @@ where
     }
 }
 
-/// A free TCP port on loopback (the kernel picks it; the listener is closed right away).
+/// A loopback address on port 0, for a listener of a process under test: the kernel picks a
+/// free port and the process logs the address it bound ([`stack::Process::logged_address`]).
+pub const ANY_PORT: &str = "127.0.0.1:0";
+
+/// A number no earlier call in this process returned: it tells apart the log files of the
+/// successive starts of one process.
+pub fn next_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The `address=` field of the first line of `log` that contains `marker`, as the binaries
+/// log the address they bound ("nexus listening; unsealing address=127.0.0.1:41234").
+pub fn logged_address(log: &str, marker: &str) -> Option<SocketAddr> {
+    log.lines()
+        .filter(|line| line.contains(marker))
+        .find_map(|line| {
+            line.split_whitespace()
+                .find_map(|field| field.strip_prefix("address="))
+                .and_then(|address| address.parse().ok())
+        })
+}
+
+/// A TCP port for a program that cannot bind port 0 and say which port it got (PostgreSQL,
+/// the quickstart script): the kernel picks it, the listener is closed right away, and no
+/// other call in this process returns it again. Another process may still take it before the
+/// program binds it, so everything that can report its address is started on port 0 instead.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("binding an ephemeral port")
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let mut given = GIVEN
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("binding an ephemeral port");
+        if given.insert(port) {
+            return port;
+        }
+    }
 }
 
 /// `GET path` over plain HTTP/1.1 from `address`; the body of a 200 answer (panics otherwise).

@@ -118,7 +118,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         let listener = TcpListener::bind(endpoint.address)
             .await
             .with_context(|| format!("binding the bundle endpoint to {}", endpoint.address))?;
-        tracing::info!(address = %endpoint.address, "bundle endpoint ready");
+        tracing::info!(address = %listener.local_addr()?, "bundle endpoint ready");
         tokio::spawn(crate::bundle_endpoint::serve(
             state.clone(),
             store.clone(),
@@ -132,7 +132,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         let listener = TcpListener::bind(oidc.address)
             .await
             .with_context(|| format!("binding OIDC discovery to {}", oidc.address))?;
-        tracing::info!(address = %oidc.address, tls = oidc.tls.is_some(), "OIDC discovery ready");
+        tracing::info!(address = %listener.local_addr()?, tls = oidc.tls.is_some(), "OIDC discovery ready");
         // A bad certificate is found here, before the server reports ready.
         if let Some((cert, key)) = &oidc.tls {
             crate::oidc::tls_config(cert, key)?;
