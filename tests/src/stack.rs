@@ -59,8 +59,9 @@ impl Process {
     }
 
     /// The address the process logged on a line containing `marker` (see
-    /// [`crate::logged_address`]): where it bound a port it was given as 0. Waits up to 60 s
-    /// for the line; panics with the log if the process exits first.
+    /// [`crate::logged_address`]): where it bound a port it was given as 0. The line is at
+    /// info level, the binaries' default (a `RUST_LOG` or log level above info hides it).
+    /// Waits up to 60 s for the line; panics with the log if the process exits first.
     pub async fn logged_address(&mut self, marker: &str) -> SocketAddr {
         let what = format!("{marker:?} with an address in {}", self.log.display());
         wait_for(&what, Duration::from_secs(60), || {
