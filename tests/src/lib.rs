@@ -242,3 +242,27 @@ pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     }
     found
 }
+
+#[cfg(test)]
+mod logged_address_tests {
+    use super::logged_address;
+
+    #[test]
+    fn reads_the_address_field_of_the_first_line_with_the_marker() {
+        let log = "2026-12-06T08:00:00.000001Z  INFO nexus::run: opening the store path=/tmp/x\n\
+                   2026-12-06T08:00:00.000002Z  INFO common_metrics: metrics at \
+                   http://127.0.0.1:40001/metrics address=127.0.0.1:40001\n\
+                   2026-12-06T08:00:00.000003Z  INFO nexus::run: nexus listening; unsealing \
+                   address=127.0.0.1:40002\n";
+        assert_eq!(
+            logged_address(log, "nexus listening"),
+            Some("127.0.0.1:40002".parse().expect("address"))
+        );
+        assert_eq!(
+            logged_address(log, "metrics at http://"),
+            Some("127.0.0.1:40001".parse().expect("address"))
+        );
+        assert_eq!(logged_address(log, "opening the store"), None);
+        assert_eq!(logged_address(log, "server ready"), None);
+    }
+}
