@@ -25,20 +25,12 @@ use std::time::{Duration, Instant};
 ///
 /// `cargo test` only builds a package's binaries for that package's own integration tests, so
 /// every workspace binary is built here with the same profile (a no-op when up to date).
-///
-/// From a test, the build also names the workspace's test targets (`--tests`), which are up
-/// to date after `cargo test --workspace`. Without them cargo resolves features without the
-/// dev-dependencies (`common-sql/testing`, for one) and builds a second copy of every crate
-/// above a crate whose features differ; with them, the binaries link the artifacts the tests
-/// were built from, and only the binaries no test target needed are linked here.
 pub fn bin_dir() -> &'static PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
         let mut args = vec!["build", "--workspace", "--bins"];
-        if cfg!(debug_assertions) {
-            args.push("--tests");
-        } else {
+        if !cfg!(debug_assertions) {
             // An optimised caller (the bench) measures optimised binaries.
             args.push("--release");
         }
