@@ -13,9 +13,12 @@ pub mod stack;
 pub mod web_pki;
 pub mod x509pop;
 
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Directory of the workspace's built binaries, building them once per test process.
@@ -33,25 +36,7 @@ pub fn bin_dir() -> &'static PathBuf {
         }
         let mut cargo = Command::new(env!("CARGO"));
         cargo.current_dir(&workspace).args(&args);
-        // Cargo gives a running test its package's variables (CARGO_MANIFEST_DIR, ...). Some
-        // build scripts (ring's) rerun when those change, so passing them on would make this
-        // build and a plain `cargo build` rebuild ring and everything above it in turn.
-        for (name, _) in std::env::vars_os() {
-            let name = name.to_string_lossy();
-            if matches!(
-                name.as_ref(),
-                "CARGO_MANIFEST_DIR"
-                    | "CARGO_MANIFEST_PATH"
-                    | "CARGO_CRATE_NAME"
-                    | "CARGO_BIN_NAME"
-                    | "CARGO_PRIMARY_PACKAGE"
-                    | "CARGO_TARGET_TMPDIR"
-            ) || name.starts_with("CARGO_PKG_")
-                || name.starts_with("CARGO_BIN_EXE_")
-            {
-                cargo.env_remove(name.as_ref());
-            }
-        }
+        without_cargo_test_env(&mut cargo);
         let status = cargo
             .status()
             .expect("running cargo build for the test binaries");
@@ -65,6 +50,30 @@ pub fn bin_dir() -> &'static PathBuf {
             dir.to_path_buf()
         }
     })
+}
+
+/// Removes from `command` the variables cargo gives a running test about its package
+/// (CARGO_MANIFEST_DIR, ...), for a command that runs `cargo build` itself. Some build
+/// scripts (ring's) rerun when those change, so passing them on would make that build and a
+/// plain `cargo build` rebuild ring and everything above it in turn.
+pub fn without_cargo_test_env(command: &mut Command) -> &mut Command {
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if matches!(
+            name.as_ref(),
+            "CARGO_MANIFEST_DIR"
+                | "CARGO_MANIFEST_PATH"
+                | "CARGO_CRATE_NAME"
+                | "CARGO_BIN_NAME"
+                | "CARGO_PRIMARY_PACKAGE"
+                | "CARGO_TARGET_TMPDIR"
+        ) || name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_BIN_EXE_")
+        {
+            command.env_remove(name.as_ref());
+        }
+    }
+    command
 }
 
 /// Path of a workspace binary.
@@ -91,12 +100,47 @@ where
     }
 }
 
-/// A free TCP port on loopback (the kernel picks it; the listener is closed right away).
+/// A loopback address on port 0, for a listener of a process under test: the kernel picks a
+/// free port and the process logs the address it bound ([`stack::Process::logged_address`]).
+pub const ANY_PORT: &str = "127.0.0.1:0";
+
+/// A number no earlier call in this process returned: it tells apart the log files of the
+/// successive starts of one process.
+pub fn next_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The `address=` field of the first line of `log` that contains `marker`, as the binaries
+/// log the address they bound ("nexus listening; unsealing address=127.0.0.1:41234").
+pub fn logged_address(log: &str, marker: &str) -> Option<SocketAddr> {
+    log.lines()
+        .filter(|line| line.contains(marker))
+        .find_map(|line| {
+            line.split_whitespace()
+                .find_map(|field| field.strip_prefix("address="))
+                .and_then(|address| address.parse().ok())
+        })
+}
+
+/// A TCP port for a program that cannot bind port 0 and say which port it got (PostgreSQL,
+/// the quickstart script): the kernel picks it, the listener is closed right away, and no
+/// other call in this process returns it again. Another process may still take it before the
+/// program binds it, so everything that can report its address is started on port 0 instead.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("binding an ephemeral port")
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let mut given = GIVEN
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("binding an ephemeral port");
+        if given.insert(port) {
+            return port;
+        }
+    }
 }
 
 /// `GET path` over plain HTTP/1.1 from `address`; the body of a 200 answer (panics otherwise).
@@ -195,4 +239,28 @@ pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         }
     }
     found
+}
+
+#[cfg(test)]
+mod logged_address_tests {
+    use super::logged_address;
+
+    #[test]
+    fn reads_the_address_field_of_the_first_line_with_the_marker() {
+        let log = "2026-12-06T08:00:00.000001Z  INFO nexus::run: opening the store path=/tmp/x\n\
+                   2026-12-06T08:00:00.000002Z  INFO common_metrics: metrics at \
+                   http://127.0.0.1:40001/metrics address=127.0.0.1:40001\n\
+                   2026-12-06T08:00:00.000003Z  INFO nexus::run: nexus listening; unsealing \
+                   address=127.0.0.1:40002\n";
+        assert_eq!(
+            logged_address(log, "nexus listening"),
+            Some("127.0.0.1:40002".parse().expect("address"))
+        );
+        assert_eq!(
+            logged_address(log, "metrics at http://"),
+            Some("127.0.0.1:40001".parse().expect("address"))
+        );
+        assert_eq!(logged_address(log, "opening the store"), None);
+        assert_eq!(logged_address(log, "server ready"), None);
+    }
 }

@@ -10,7 +10,7 @@ use nexus_api::Client;
 use spiffe::X509Source;
 
 use crate::stack::{Agent, Process, Server};
-use crate::{bin, free_port, wait_for};
+use crate::{bin, next_id, wait_for};
 
 /// Trust domain of the stack.
 pub const TD: &str = "example.org";
@@ -20,6 +20,11 @@ pub const NEXUS_ID: &str = "spiffe://example.org/spike/nexus";
 pub const KEEPER_ID: &str = "spiffe://example.org/spike/keeper";
 /// The admin CLI's SPIFFE ID.
 pub const SUPERUSER_ID: &str = "spiffe://example.org/spike/pilot/role/superuser";
+
+/// The name of the first Nexus's files; replicas are `replica-<n>`.
+const FIRST: &str = "nexus";
+/// What Nexus logs with the address it bound for its API.
+const NEXUS_LISTENING: &str = "nexus listening";
 
 /// A secret version's values from `(key, value)` pairs.
 pub fn values(pairs: &[(&str, &str)]) -> nexus_api::model::Values {
@@ -45,10 +50,15 @@ pub struct SecretsStack {
     pub server: Server,
     pub agent: Agent,
     pub dir: PathBuf,
+    /// The keepers' ports, which each keeper reported when it first bound port 0; restarts
+    /// bind the same port again (Nexus's config names it).
     pub keeper_ports: Vec<u16>,
     pub keepers: Vec<Option<Process>>,
+    /// The first Nexus's port: 0 until it first started (on port 0) and reported the port it
+    /// bound; restarts bind the same port again.
     pub nexus_port: u16,
-    /// The plain-HTTP metrics port of the Nexus on `nexus_port` (replicas have none).
+    /// The plain-HTTP metrics port of the first Nexus, learnt like `nexus_port` (replicas
+    /// have none).
     pub metrics_port: u16,
     pub nexus: Option<Process>,
     /// Nexus's `--database-url`; `None`: the default SQLite file in its data directory.
@@ -85,7 +95,7 @@ impl SecretsStack {
     /// Starts everything with `keepers` keepers and waits until Nexus is ready.
     pub async fn start(dir: &Path, keepers: usize) -> SecretsStack {
         let mut stack = SecretsStack::start_without_nexus(dir, keepers, None).await;
-        stack.start_nexus();
+        stack.start_nexus().await;
         stack.wait_ready().await;
         stack
     }
@@ -97,13 +107,14 @@ impl SecretsStack {
         database_url: &str,
     ) -> SecretsStack {
         let mut stack = SecretsStack::start_without_nexus(dir, keepers, Some(database_url)).await;
-        stack.start_nexus();
+        stack.start_nexus().await;
         stack.wait_ready().await;
         stack
     }
 
-    /// Starts the identity server and agent and `keepers` keepers, but no Nexus yet;
-    /// Nexus will use `database_url` (`None`: its default SQLite file).
+    /// Starts the identity server and agent and `keepers` keepers (waiting until each has
+    /// bound its port), but no Nexus yet; Nexus will use `database_url` (`None`: its default
+    /// SQLite file).
     pub async fn start_without_nexus(
         dir: &Path,
         keepers: usize,
@@ -125,10 +136,10 @@ impl SecretsStack {
             server,
             agent,
             dir: dir.to_owned(),
-            keeper_ports: (0..keepers).map(|_| free_port()).collect(),
+            keeper_ports: vec![0; keepers],
             keepers: (0..keepers).map(|_| None).collect(),
-            nexus_port: free_port(),
-            metrics_port: free_port(),
+            nexus_port: 0,
+            metrics_port: 0,
             nexus: None,
             database_url: database_url.map(str::to_owned),
             replicas: Vec::new(),
@@ -139,10 +150,15 @@ impl SecretsStack {
         for i in 0..keepers {
             stack.start_keeper(i);
         }
+        for i in 0..keepers {
+            let keeper = stack.keepers[i].as_mut().expect("keeper just started");
+            stack.keeper_ports[i] = keeper.logged_address("keeper ready").await.port();
+        }
         stack
     }
 
-    /// Starts keeper `i` (0-based; it holds shard `i + 1`).
+    /// Starts keeper `i` (0-based; it holds shard `i + 1`) on its port, or on port 0 the
+    /// first time (then [`SecretsStack::start_without_nexus`] reads the port it bound).
     pub fn start_keeper(&mut self, i: usize) {
         let mut cmd = Command::new(bin("keeper"));
         cmd.args([
@@ -152,7 +168,7 @@ impl SecretsStack {
             TD,
         ])
         .env("SPIFFE_ENDPOINT_SOCKET", self.agent.endpoint());
-        let log = self.dir.join(format!("keeper-{i}-{}.log", free_port()));
+        let log = self.dir.join(format!("keeper-{i}-{}.log", next_id()));
         self.keepers[i] = Some(Process::spawn(cmd, log));
     }
 
@@ -163,13 +179,13 @@ impl SecretsStack {
         }
     }
 
-    /// The audit log of the Nexus on the stack's own port.
+    /// The audit log of the first Nexus (kept across its restarts).
     pub fn audit_log(&self) -> PathBuf {
-        self.audit_log_of(self.nexus_port)
+        self.audit_log_of(FIRST)
     }
 
-    fn audit_log_of(&self, port: u16) -> PathBuf {
-        self.dir.join(format!("audit-{port}.log"))
+    fn audit_log_of(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("audit-{name}.log"))
     }
 
     /// Nexus's `/metrics` text (from the Nexus on the stack's own port).
@@ -177,27 +193,45 @@ impl SecretsStack {
         crate::http_get(&format!("127.0.0.1:{}", self.metrics_port), "/metrics").await
     }
 
-    /// Starts Nexus (without waiting for it to be ready).
-    pub fn start_nexus(&mut self) {
-        let process = self.spawn_nexus(self.nexus_port);
-        self.nexus = Some(process);
+    /// Starts Nexus (without waiting for it to be ready). The first start binds port 0 for
+    /// the API and for metrics, and waits until Nexus reports the ports it got; restarts bind
+    /// the same ports again.
+    pub async fn start_nexus(&mut self) {
+        self.start_nexus_and_replicas(0).await;
     }
 
-    /// Starts another Nexus on its own port, with the same keepers and database (without
-    /// waiting for it to be ready); returns its URL. The stack must have a database URL: two
-    /// processes never share the default SQLite file.
-    pub fn start_nexus_replica(&mut self) -> String {
+    /// Starts Nexus and `replicas` further Nexus processes on ports of their own, with the
+    /// same keepers and database, all spawned before any is waited for (so they race to
+    /// initialise an empty database), without waiting for them to be ready, only for the ports
+    /// they bound; returns the replicas' URLs. With replicas the stack must have a database
+    /// URL: two processes never share the default SQLite file.
+    pub async fn start_nexus_and_replicas(&mut self, replicas: usize) -> Vec<String> {
         assert!(
-            self.database_url.is_some(),
+            replicas == 0 || self.database_url.is_some(),
             "replicas share a database: start the stack with a database URL"
         );
-        let port = free_port();
-        let process = self.spawn_nexus(port);
-        self.replicas.push(Replica { port, process });
-        format!("https://127.0.0.1:{port}")
+        self.nexus = Some(self.spawn_nexus(FIRST, self.nexus_port, Some(self.metrics_port)));
+        let first = self.replicas.len();
+        for n in first..first + replicas {
+            let process = self.spawn_nexus(&format!("replica-{}", n + 1), 0, None);
+            self.replicas.push(Replica { port: 0, process });
+        }
+        if self.nexus_port == 0 {
+            let nexus = self.nexus.as_mut().expect("Nexus was just spawned");
+            self.nexus_port = nexus.logged_address(NEXUS_LISTENING).await.port();
+            self.metrics_port = nexus.logged_address("metrics at http://").await.port();
+        }
+        let mut urls = Vec::new();
+        for replica in &mut self.replicas[first..] {
+            replica.port = replica.process.logged_address(NEXUS_LISTENING).await.port();
+            urls.push(replica.url());
+        }
+        urls
     }
 
-    fn spawn_nexus(&self, port: u16) -> Process {
+    /// Spawns Nexus `name` (its config, audit log and log files are named after it) on
+    /// `port`, serving metrics on `metrics` (`None`: no metrics).
+    fn spawn_nexus(&self, name: &str, port: u16, metrics: Option<u16>) -> Process {
         // Most settings come from a config file, as operators run it; the port is a flag.
         let keepers: Vec<String> = self
             .keeper_ports
@@ -208,26 +242,25 @@ impl SecretsStack {
             "trust_domain = \"{TD}\"\nkeepers = [{}]\nkeeper_probe_interval = \"300ms\"\ndata_dir = {:?}\naudit_log = {:?}\n",
             keepers.join(", "),
             self.dir.join("nexus-data"),
-            self.audit_log_of(port),
+            self.audit_log_of(name),
         );
         if let Some(url) = &self.database_url {
             config.push_str(&format!("database_url = {url:?}\n"));
         }
-        let metrics = if port == self.nexus_port {
-            format!("127.0.0.1:{}", self.metrics_port)
-        } else {
-            "off".to_owned()
+        let metrics = match metrics {
+            Some(port) => format!("127.0.0.1:{port}"),
+            None => "off".to_owned(),
         };
         config.push_str(&format!("metrics_listen = {metrics:?}\n"));
         config.push_str(&self.nexus_config);
-        let config_path = self.dir.join(format!("nexus-{port}.toml"));
+        let config_path = self.dir.join(format!("{name}.toml"));
         std::fs::write(&config_path, config).expect("write the Nexus config file");
         let mut cmd = Command::new(bin("nexus"));
         cmd.arg("--config")
             .arg(&config_path)
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .env("SPIFFE_ENDPOINT_SOCKET", self.agent.endpoint());
-        let log = self.dir.join(format!("nexus-{port}-{}.log", free_port()));
+        let log = self.dir.join(format!("{name}-{}.log", next_id()));
         Process::spawn(cmd, log)
     }
 

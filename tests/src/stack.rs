@@ -1,5 +1,6 @@
 //! Real identity server and agent processes for end-to-end tests.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use spire_proto::server::agent_client::AgentClient;
 use tonic::transport::Channel;
 
 use crate::certs::Svid;
-use crate::{bin, free_port, wait_for};
+use crate::{bin, next_id, wait_for};
 
 /// Kills a child process when dropped.
 pub struct Process {
@@ -57,6 +58,31 @@ impl Process {
         .await
     }
 
+    /// The address the process logged on a line containing `marker` (see
+    /// [`crate::logged_address`]): where it bound a port it was given as 0. The line is at
+    /// info level, the binaries' default (a `RUST_LOG` or log level above info hides it).
+    /// Waits up to 60 s for the line; panics with the log if the process exits first.
+    pub async fn logged_address(&mut self, marker: &str) -> SocketAddr {
+        let what = format!("{marker:?} with an address in {}", self.log.display());
+        wait_for(&what, Duration::from_secs(60), || {
+            if let Some(status) = self.try_exit() {
+                panic!(
+                    "exited ({status}) before logging {marker:?}:\n{}",
+                    self.log()
+                );
+            }
+            let address = crate::logged_address(&self.log(), marker);
+            async move { address }
+        })
+        .await
+    }
+
+    /// The `host:port` of the metrics endpoint of a process started with a metrics address
+    /// on port 0 ([`crate::ANY_PORT`]), from its "metrics at" log line.
+    pub async fn metrics_address(&mut self) -> String {
+        self.logged_address("metrics at http://").await.to_string()
+    }
+
     /// Kills the process (SIGKILL) and reaps it.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -92,7 +118,8 @@ async fn wait_healthy(process: &mut Process, binary: &str, socket: &Path) {
     .await;
 }
 
-/// `spire-server run` on loopback `port`, its files in `dir`; each start logs to a new file.
+/// `spire-server run` on loopback `port` (0: a port the kernel picks, logged as "server
+/// ready"), its files in `dir`; each start logs to a new file.
 fn spawn_server(
     dir: &Path,
     trust_domain: &str,
@@ -111,7 +138,7 @@ fn spawn_server(
         .arg("-socketPath")
         .arg(socket)
         .args(extra);
-    Process::spawn(cmd, dir.join(format!("server-{}.log", free_port())))
+    Process::spawn(cmd, dir.join(format!("server-{}.log", next_id())))
 }
 
 /// A running `spire-server`.
@@ -139,15 +166,16 @@ impl Server {
         env: &[(&str, &str)],
     ) -> Server {
         std::fs::create_dir_all(dir).expect("server dir");
-        let port = free_port();
         let socket = dir.join("admin.sock");
         let extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
         let env: Vec<(String, String)> = env
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
+        let mut process = spawn_server(dir, trust_domain, 0, &socket, &extra, &env);
+        let port = process.logged_address("server ready").await.port();
         let mut server = Server {
-            process: spawn_server(dir, trust_domain, port, &socket, &extra, &env),
+            process,
             trust_domain: trust_domain.into(),
             socket,
             port,
@@ -159,7 +187,8 @@ impl Server {
         server
     }
 
-    /// Kills the server and starts it again with the same port, data and flags.
+    /// Kills the server and starts it again with the same port, data and flags. (The port is
+    /// free again between the kill and the new bind; the agents know no other.)
     pub async fn restart(&mut self) {
         self.process.kill();
         self.process = spawn_server(
@@ -355,7 +384,7 @@ impl Agent {
         let mut cmd = Agent::command(server, dir, token, bundle);
         cmd.args(extra);
         Agent {
-            process: Process::spawn(cmd, dir.join(format!("agent-{}.log", crate::free_port()))),
+            process: Process::spawn(cmd, dir.join(format!("agent-{}.log", next_id()))),
             socket: dir.join("api.sock"),
             data_dir: dir.join("data"),
         }

@@ -119,10 +119,9 @@ async fn wait_count(address: &str, name: &str, labels: &[(&str, &str)], at_least
     }
 }
 
-/// Replaces keeper `i` with one that serves metrics; their address.
-fn restart_keeper_with_metrics(stack: &mut SecretsStack, i: usize) -> String {
+/// Replaces keeper `i` with one that serves metrics (on a port it picks); their address.
+async fn restart_keeper_with_metrics(stack: &mut SecretsStack, i: usize) -> String {
     stack.kill_keeper(i);
-    let metrics = format!("127.0.0.1:{}", tests::free_port());
     let mut cmd = std::process::Command::new(tests::bin("keeper"));
     cmd.args([
         "--listen",
@@ -130,11 +129,13 @@ fn restart_keeper_with_metrics(stack: &mut SecretsStack, i: usize) -> String {
         "--trust-domain",
         TD,
         "--metrics-listen",
-        &metrics,
+        tests::ANY_PORT,
     ])
     .env("SPIFFE_ENDPOINT_SOCKET", stack.agent.endpoint());
     let log = stack.dir.join(format!("keeper-{i}-metrics.log"));
-    stack.keepers[i] = Some(Process::spawn(cmd, log));
+    let mut keeper = Process::spawn(cmd, log);
+    let metrics = keeper.metrics_address().await;
+    stack.keepers[i] = Some(keeper);
     metrics
 }
 
@@ -145,8 +146,8 @@ async fn nexus_and_a_keeper_serve_their_clients_through_floods() {
     let dir = tempfile::tempdir().expect("tempdir");
     // Two keepers and a threshold of two: a restarted Nexus needs the flooded keeper.
     let mut stack = SecretsStack::start_without_nexus(dir.path(), 2, None).await;
-    let keeper_metrics = restart_keeper_with_metrics(&mut stack, 0);
-    stack.start_nexus();
+    let keeper_metrics = restart_keeper_with_metrics(&mut stack, 0).await;
+    stack.start_nexus().await;
     stack.wait_ready().await;
     let out = spike(
         &stack,
@@ -308,7 +309,7 @@ async fn a_restarted_nexus_unseals_from_a_flooded_keeper(
     .await;
     stack.kill_nexus();
     let restarted = Instant::now();
-    stack.start_nexus();
+    stack.start_nexus().await;
     stack.wait_ready().await;
     let took = restarted.elapsed();
     let out = spike(stack, &["secret", "get", "hostile/db", "password"]).await;
@@ -353,14 +354,13 @@ async fn the_agent_socket_and_the_agent_api_serve_their_clients_through_floods()
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .expect("chmod");
-    let server_metrics = format!("127.0.0.1:{}", tests::free_port());
-    let server = Server::start(
+    let mut server = Server::start(
         &dir.path().join("server"),
         TD,
-        &["-metricsAddress", &server_metrics],
+        &["-metricsAddress", tests::ANY_PORT],
     )
     .await;
-    let agent_metrics = format!("127.0.0.1:{}", tests::free_port());
+    let server_metrics = server.process.metrics_address().await;
     let agent_config = dir.path().join("agent.toml");
     // Short enough that silent connections are seen closed within the test.
     std::fs::write(
@@ -369,7 +369,7 @@ async fn the_agent_socket_and_the_agent_api_serve_their_clients_through_floods()
     )
     .expect("agent config");
     let token = server.join_token(&[]);
-    let agent = Agent::start_with(
+    let mut agent = Agent::start_with(
         &server,
         &dir.path().join("agent"),
         Some(&token),
@@ -377,10 +377,11 @@ async fn the_agent_socket_and_the_agent_api_serve_their_clients_through_floods()
             "-config",
             &agent_config.display().to_string(),
             "-metricsAddress",
-            &agent_metrics,
+            tests::ANY_PORT,
         ],
     )
     .await;
+    let agent_metrics = agent.process.metrics_address().await;
     let uid = format!("unix:uid:{}", nix::unistd::geteuid());
     server.create_entry(APP_ID, &server.agent_id(&token), &[&uid], &[]);
     let svid = agent.fetch_svid().await;

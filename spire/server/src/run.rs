@@ -129,7 +129,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
             ),
             Some(files) => ("https_web", web_tls(files)?),
         };
-        tracing::info!(address = %endpoint.address, profile, "bundle endpoint ready");
+        tracing::info!(address = %listener.local_addr()?, profile, "bundle endpoint ready");
         tokio::spawn(crate::bundle_endpoint::serve(
             state.clone(),
             Arc::new(tls),
@@ -143,7 +143,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         let listener = TcpListener::bind(oidc.address)
             .await
             .with_context(|| format!("binding OIDC discovery to {}", oidc.address))?;
-        tracing::info!(address = %oidc.address, tls = oidc.tls.is_some(), "OIDC discovery ready");
+        tracing::info!(address = %listener.local_addr()?, tls = oidc.tls.is_some(), "OIDC discovery ready");
         let tls = oidc.tls.as_ref().map(web_tls).transpose()?;
         tokio::spawn(crate::oidc::serve(
             state.clone(),

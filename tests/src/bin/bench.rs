@@ -136,7 +136,7 @@ async fn main() -> anyhow::Result<()> {
     let mut stack = SecretsStack::start_without_nexus(dir.path(), 3, None).await;
     // Throughput is the point here: no per-caller rate limit.
     stack.nexus_config = "rate_limit = 0\n".to_owned();
-    stack.start_nexus();
+    stack.start_nexus().await;
     stack.wait_ready().await;
     stack.register(&std::env::current_exe()?, SUPERUSER_ID);
     let endpoint = stack.agent.endpoint();
@@ -257,7 +257,7 @@ async fn main() -> anyhow::Result<()> {
     for _ in 0..5 {
         stack.kill_nexus();
         let start = Instant::now();
-        stack.start_nexus();
+        stack.start_nexus().await;
         let client = Client::connect(source.clone(), &stack.nexus_url(), TD)?;
         loop {
             if client.get_secret("bench/db", 0).await.is_ok() {
@@ -460,11 +460,8 @@ async fn storage() -> anyhow::Result<()> {
         eprintln!("{name}: starting...");
         let mut stack = SecretsStack::start_without_nexus(dir.path(), 3, url.as_deref()).await;
         stack.nexus_config = "rate_limit = 0\n".to_owned();
-        stack.start_nexus();
-        let mut urls = vec![stack.nexus_url()];
-        for _ in 1..replicas {
-            urls.push(stack.start_nexus_replica());
-        }
+        let mut urls = stack.start_nexus_and_replicas(replicas - 1).await;
+        urls.insert(0, stack.nexus_url());
         for url in &urls {
             stack.wait_ready_at(url).await;
         }

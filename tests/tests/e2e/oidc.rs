@@ -88,21 +88,23 @@ async fn a_jwt_svid_verifies_through_discovery_alone_and_after_a_key_rotation() 
     let server_dir = dir.path().join("server");
     std::fs::create_dir_all(&server_dir).expect("dir");
     let (cert, key, ca) = serving_cert(dir.path());
-    let port = tests::free_port();
-    let issuer = format!("https://localhost:{port}");
     let config = server_dir.join("server.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\njwt_issuer = {issuer:?}\n[server.oidc_discovery]\naddress = \"127.0.0.1\"\n\
-             port = {port}\ndomains = [\"localhost\"]\n\
-             [server.oidc_discovery.serving_cert_file]\ncert_file_path = {:?}\nkey_file_path = {:?}\n",
-            cert.display().to_string(),
-            key.display().to_string()
-        ),
-    )
-    .expect("config");
-    let server = Server::start(
+    let write_config = |port: u16| {
+        std::fs::write(
+            &config,
+            format!(
+                "[server]\njwt_issuer = \"https://localhost:{port}\"\n[server.oidc_discovery]\n\
+                 address = \"127.0.0.1\"\nport = {port}\ndomains = [\"localhost\"]\n\
+                 [server.oidc_discovery.serving_cert_file]\ncert_file_path = {:?}\n\
+                 key_file_path = {:?}\n",
+                cert.display().to_string(),
+                key.display().to_string()
+            ),
+        )
+        .expect("config");
+    };
+    write_config(0);
+    let mut server = Server::start(
         &server_dir,
         TD,
         &[
@@ -115,6 +117,16 @@ async fn a_jwt_svid_verifies_through_discovery_alone_and_after_a_key_rotation() 
         ],
     )
     .await;
+    // The issuer names the discovery port, which is known once the server has bound it: write
+    // it into the config and restart on that port before any token is issued.
+    let port = server
+        .process
+        .logged_address("OIDC discovery ready")
+        .await
+        .port();
+    write_config(port);
+    server.restart().await;
+    let issuer = format!("https://localhost:{port}");
     let token = server.join_token(&[]);
     let agent = Agent::start(&server, &dir.path().join("agent"), Some(&token)).await;
     let uid = nix::unistd::geteuid().as_raw().to_string();
@@ -196,23 +208,24 @@ async fn plain_http_behind_a_proxy_answers_only_its_domains() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server_dir = dir.path().join("server");
     std::fs::create_dir_all(&server_dir).expect("dir");
-    let port = tests::free_port();
     let config = server_dir.join("server.toml");
     std::fs::write(
         &config,
-        format!(
-            "[server.oidc_discovery]\naddress = \"127.0.0.1\"\nport = {port}\n\
-             domains = [\"oidc.example.org\"]\nallow_insecure_scheme = true\n"
-        ),
+        "[server.oidc_discovery]\naddress = \"127.0.0.1\"\nport = 0\n\
+         domains = [\"oidc.example.org\"]\nallow_insecure_scheme = true\n",
     )
     .expect("config");
-    let server = Server::start(
+    let mut server = Server::start(
         &server_dir,
         TD,
         &["-config", config.to_str().expect("UTF-8")],
     )
     .await;
-    let address = format!("127.0.0.1:{port}");
+    let address = server
+        .process
+        .logged_address("OIDC discovery ready")
+        .await
+        .to_string();
 
     let (status, body) = get_with_host(
         &address,

@@ -63,16 +63,11 @@ async fn keeper_serves_nexus_only() {
         &[],
     );
 
-    let port = tests::free_port();
     let mut cmd = std::process::Command::new(&keeper_bin);
-    cmd.args([
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-        "--trust-domain",
-        TD,
-    ])
-    .env("SPIFFE_ENDPOINT_SOCKET", agent.endpoint());
-    let _keeper = Process::spawn(cmd, dir.path().join("keeper.log"));
+    cmd.args(["--listen", tests::ANY_PORT, "--trust-domain", TD])
+        .env("SPIFFE_ENDPOINT_SOCKET", agent.endpoint());
+    let mut keeper = Process::spawn(cmd, dir.path().join("keeper.log"));
+    let port = keeper.logged_address("keeper ready").await.port();
 
     let source = X509Source::builder()
         .endpoint(agent.endpoint())

@@ -239,7 +239,7 @@ async fn a_wrong_pin_or_token_is_a_clear_error_and_creates_nothing() {
             .env("SOFTHSM2_CONF", &hsm.conf)
             .env(PIN_ENV, pin)
             .args(["run", "-trustDomain", TD, "-bindAddress", "127.0.0.1"])
-            .args(["-serverPort", &tests::free_port().to_string()])
+            .args(["-serverPort", "0"])
             .arg("-config")
             .arg(&config)
             .arg("-dataDir")

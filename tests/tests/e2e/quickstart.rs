@@ -36,7 +36,8 @@ impl Quickstart {
             .and_then(|p| p.to_str())
             .expect("profile directory")
             .to_owned();
-        Command::new("bash")
+        // Its `cargo build` must see what a plain one would, or it rebuilds ring and up.
+        tests::without_cargo_test_env(&mut Command::new("bash"))
             .arg(script)
             .arg(command)
             .env("SPIKE_QUICKSTART_DIR", &self.dir)

@@ -1135,22 +1135,22 @@ async fn agent_renews_its_own_svid_at_half_life() {
 #[tokio::test]
 async fn server_and_agent_export_prometheus_metrics() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server_metrics = format!("127.0.0.1:{}", tests::free_port());
-    let agent_metrics = format!("127.0.0.1:{}", tests::free_port());
-    let server = Server::start(
+    let mut server = Server::start(
         &dir.path().join("server"),
         TD,
-        &["-metricsAddress", &server_metrics],
+        &["-metricsAddress", tests::ANY_PORT],
     )
     .await;
+    let server_metrics = server.process.metrics_address().await;
     let token = server.join_token(&[]);
-    let agent = Agent::start_with(
+    let mut agent = Agent::start_with(
         &server,
         &dir.path().join("agent"),
         Some(&token),
-        &["-metricsAddress", &agent_metrics],
+        &["-metricsAddress", tests::ANY_PORT],
     )
     .await;
+    let agent_metrics = agent.process.metrics_address().await;
     let agent_id = server.agent_id(&token);
     server.create_entry(
         "spiffe://example.org/app",

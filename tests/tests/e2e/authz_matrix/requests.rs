@@ -8,7 +8,7 @@ use nexus_api::routes::{self, Action};
 use serde_json::{Value, json};
 use tests::mtls::{Answer, Request};
 
-use crate::callers::{CALLERS, Caller, Caller::*, visible_paths};
+use super::callers::{CALLERS, Caller, Caller::*, visible_paths};
 
 /// What the cipher rows encrypt, and what their ciphertexts decrypt to.
 pub const PLAINTEXT: &[u8] = b"the matrix's plaintext";

@@ -10,12 +10,12 @@ use serde_json::{Value, json};
 use tests::mtls::{self, Answer, Request};
 use tests::secrets::SecretsStack;
 
-use crate::callers::{CALLERS, Caller, Caller::*};
-use crate::endpoints;
-use crate::requests::{
+use super::callers::{CALLERS, Caller, Caller::*};
+use super::endpoints;
+use super::requests::{
     Fixtures, check_answer, check_keeper_answer, keeper_requests, nexus_requests,
 };
-use crate::{BAD, KEEPER_HANDSHAKE, KEEPER_MATRIX, NEXUS_HANDSHAKE, NEXUS_MATRIX, Outcome};
+use super::{BAD, KEEPER_HANDSHAKE, KEEPER_MATRIX, NEXUS_HANDSHAKE, NEXUS_MATRIX, Outcome};
 
 /// What a caller actually got.
 #[derive(Debug, PartialEq, Eq)]

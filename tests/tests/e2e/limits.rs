@@ -185,7 +185,7 @@ async fn root_key_rotations_under_concurrent_readers_and_writers_fail_no_request
     // The point here is rotation, not the rate limit: in-process clients may exceed the
     // default per-caller rate, and a 429 would be counted as a failed request.
     stack.nexus_config = "rate_limit = 0\n".to_owned();
-    stack.start_nexus();
+    stack.start_nexus().await;
     stack.wait_ready().await;
     apply_policy(
         &stack,
@@ -325,7 +325,7 @@ async fn root_key_rotations_under_concurrent_readers_and_writers_fail_no_request
     assert_values(&stack.client(&source), &expected, "after the rotations").await;
     // ...also after a restart, which unseals from the keepers alone: they hold the last key.
     stack.kill_nexus();
-    stack.start_nexus();
+    stack.start_nexus().await;
     stack.wait_ready().await;
     assert!(
         !stack.nexus_log().contains("rotation record"),
@@ -413,7 +413,7 @@ async fn a_rotation_committed_while_keepers_get_the_previous_key_survives_kill_9
     signal(&stack, 1, Signal::SIGCONT);
 
     // Keepers 1 and 2 rebuild key 2; only rotation 2's record leads from it to key 3.
-    stack.start_nexus();
+    stack.start_nexus().await;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let status = stack.spike(&["status", "-f", "json"]);
@@ -461,7 +461,7 @@ async fn a_caller_over_its_rate_gets_429_with_retry_after_and_others_are_served(
     let dir = tempfile::tempdir().expect("tempdir");
     let mut stack = SecretsStack::start_without_nexus(dir.path(), 3, None).await;
     stack.nexus_config = format!("rate_limit = {RATE}\nrate_limit_burst = {BURST}\n");
-    stack.start_nexus();
+    stack.start_nexus().await;
     stack.wait_ready().await;
     // The admin is rate-limited too: its set-up calls retry.
     spike_retrying(&stack, &["secret", "put", "limits/key", "v=limited-value"]).await;
@@ -634,7 +634,7 @@ async fn a_put_blocked_past_the_request_timeout_gets_503_and_stores_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut stack = SecretsStack::start_without_nexus(dir.path(), 3, None).await;
     stack.nexus_config = "request_timeout = \"1s\"\n".to_owned();
-    stack.start_nexus();
+    stack.start_nexus().await;
     stack.wait_ready().await;
     let source = stack.identity_as(SUPERUSER_ID).await;
     let nexus = stack.client(&source);

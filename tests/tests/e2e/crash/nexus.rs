@@ -20,7 +20,7 @@ use rand::Rng;
 use spiffe::X509Source;
 use tests::secrets::{SUPERUSER_ID, SecretsStack, values};
 
-use crate::{Knobs, spread};
+use super::{Knobs, spread};
 
 const WRITERS: usize = 6;
 const PATHS_PER_WRITER: usize = 4;
@@ -205,7 +205,7 @@ async fn verify(nexus: &Client, ledger: &BTreeMap<String, PathLog>) -> usize {
 /// Starts Nexus and waits until it serves; returns how long that took.
 async fn restart(stack: &mut SecretsStack, admin: &Client) -> Duration {
     let started = Instant::now();
-    stack.start_nexus();
+    stack.start_nexus().await;
     let deadline = started + Duration::from_secs(60);
     loop {
         if matches!(admin.status().await, Ok(s) if s.state == SealState::Ready) {
@@ -324,7 +324,7 @@ async fn acknowledged_writes_survive_kill_9_of_nexus_at_random_moments() {
     // Writers in this process may exceed the default per-caller rate; a 429 is not what is
     // under test here.
     stack.nexus_config = "rate_limit = 0\n".to_owned();
-    stack.start_nexus();
+    stack.start_nexus().await;
     stack.wait_ready().await;
     let source = stack.identity_as(SUPERUSER_ID).await;
     let mut run = Run {

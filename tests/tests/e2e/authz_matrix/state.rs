@@ -13,9 +13,9 @@ use serde_json::{Value, json};
 use tests::mtls::{self, Answer, Request};
 use tests::secrets::SecretsStack;
 
-use crate::callers::{CALLERS, Caller};
-use crate::requests::{Fixtures, PLAINTEXT, octets, policy_body};
-use crate::{NEXUS_MATRIX, OK};
+use super::callers::{CALLERS, Caller};
+use super::requests::{Fixtures, PLAINTEXT, octets, policy_body};
+use super::{NEXUS_MATRIX, OK};
 /// Sends `request` as the admin; the answer must be one of `statuses`.
 pub async fn admin(
     tls: &Arc<rustls::ClientConfig>,

@@ -178,7 +178,7 @@ async fn a_seal_drops_the_key_holds_through_a_restart_and_only_the_superuser_lif
     // Killed and restarted, Nexus finds the stored seal and asks no keeper, though all three
     // still hold their shards.
     stack.kill_nexus();
-    stack.start_nexus();
+    stack.start_nexus().await;
     tests::wait_for(
         "the restarted Nexus to find the seal",
         Duration::from_secs(60),
@@ -262,10 +262,14 @@ async fn a_seal_drops_the_key_holds_through_a_restart_and_only_the_superuser_lif
 /// Identity plane, three keepers and two Nexus replicas on `db`, both ready.
 async fn two_replicas(dir: &std::path::Path, db: &TestDatabase) -> (SecretsStack, String, String) {
     let mut stack = SecretsStack::start_without_nexus(dir, 3, Some(db.url())).await;
-    stack.start_nexus();
+    stack.start_nexus().await;
     let a = stack.nexus_url();
     stack.wait_ready_at(&a).await;
-    let b = stack.start_nexus_replica();
+    let b = stack
+        .start_nexus_and_replicas(1)
+        .await
+        .pop()
+        .expect("the replica's URL");
     stack.wait_ready_at(&b).await;
     (stack, a, b)
 }

@@ -40,21 +40,20 @@ fn refused(server: &Server, args: &[&str], expected: &str) {
     );
 }
 
-/// A server for `td` serving its bundle endpoint on loopback; returns it and the URL.
+/// A server for `td` serving its bundle endpoint on loopback (on a port it picks); returns
+/// it and the URL.
 async fn server_with_endpoint(dir: &Path, td: &str) -> (Server, String) {
     std::fs::create_dir_all(dir).expect("dir");
-    let port = free_port();
     let config = dir.join("server.toml");
     std::fs::write(
         &config,
-        format!(
-            "[server.federation.bundle_endpoint]\naddress = \"127.0.0.1\"\nport = {port}\n\
-             refresh_hint = \"1s\"\n"
-        ),
+        "[server.federation.bundle_endpoint]\naddress = \"127.0.0.1\"\nport = 0\n\
+         refresh_hint = \"1s\"\n",
     )
     .expect("config");
-    let server = Server::start(dir, td, &["-config", config.to_str().expect("UTF-8")]).await;
-    (server, format!("https://127.0.0.1:{port}"))
+    let mut server = Server::start(dir, td, &["-config", config.to_str().expect("UTF-8")]).await;
+    let endpoint = server.process.logged_address("bundle endpoint ready").await;
+    (server, format!("https://{endpoint}"))
 }
 
 /// The bundle of `td` stored at `server`, as `bundle list -id -output json` prints it.
@@ -435,24 +434,28 @@ async fn an_https_web_bundle_endpoint_serves_its_web_certificate_and_follows_ren
     install(&stranger);
     let a_dir = dir.path().join("a");
     std::fs::create_dir_all(&a_dir).expect("dir");
-    let port = free_port();
     let config = a_dir.join("server.toml");
     std::fs::write(
         &config,
         format!(
-            "[server.federation.bundle_endpoint]\naddress = \"127.0.0.1\"\nport = {port}\n\
+            "[server.federation.bundle_endpoint]\naddress = \"127.0.0.1\"\nport = 0\n\
              refresh_hint = \"1s\"\nprofile = \"https_web\"\n\
              [server.federation.bundle_endpoint.serving_cert_file]\n\
              cert_file_path = {cert:?}\nkey_file_path = {key:?}\nfile_sync_interval = \"1s\"\n"
         ),
     )
     .expect("config");
-    let a = Server::start(
+    let mut a = Server::start(
         &a_dir,
         "web.org",
         &["-config", config.to_str().expect("UTF-8")],
     )
     .await;
+    let port = a
+        .process
+        .logged_address("bundle endpoint ready")
+        .await
+        .port();
     let ca_file = trusted.ca_path.to_str().expect("UTF-8").to_owned();
     let b = Server::start_with_env(
         &dir.path().join("b"),

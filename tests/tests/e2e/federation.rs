@@ -263,17 +263,14 @@ async fn two_trust_domains_federate_and_stop_trusting_each_other_when_removed() 
 #[tokio::test]
 async fn a_bundle_endpoint_keeps_the_federated_bundle_current_across_ca_rotation() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let endpoint_port = tests::free_port();
     let a_config = dir.path().join("a.toml");
     std::fs::write(
         &a_config,
-        format!(
-            "[server.federation.bundle_endpoint]\naddress = \"127.0.0.1\"\nport = {endpoint_port}\n\
-             refresh_hint = \"1s\"\n"
-        ),
+        "[server.federation.bundle_endpoint]\naddress = \"127.0.0.1\"\nport = 0\n\
+         refresh_hint = \"1s\"\n",
     )
     .expect("write config");
-    let a = Server::start(
+    let mut a = Server::start(
         &dir.path().join("a"),
         "example.org",
         &[
@@ -286,12 +283,13 @@ async fn a_bundle_endpoint_keeps_the_federated_bundle_current_across_ca_rotation
         ],
     )
     .await;
+    let endpoint = a.process.logged_address("bundle endpoint ready").await;
     let b_config = dir.path().join("b.toml");
     std::fs::write(
         &b_config,
         format!(
             "[server.federation.federates_with.\"example.org\"]\n\
-             bundle_endpoint_url = \"https://127.0.0.1:{endpoint_port}\"\n\
+             bundle_endpoint_url = \"https://{endpoint}\"\n\
              bundle_endpoint_profile = \"https_spiffe\"\n\
              endpoint_spiffe_id = \"spiffe://example.org/spire/server\"\n"
         ),

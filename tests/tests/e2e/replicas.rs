@@ -31,8 +31,7 @@ fn clock() -> Instant {
 async fn two_replicas(dir: &std::path::Path, db: &TestDatabase) -> (SecretsStack, String, String) {
     let mut stack = SecretsStack::start_without_nexus(dir, 3, Some(db.url())).await;
     // Started together, so both find the database empty and race to initialise it.
-    stack.start_nexus();
-    let b = stack.start_nexus_replica();
+    let b = stack.start_nexus_and_replicas(1).await.remove(0);
     let a = stack.nexus_url();
     stack.wait_ready_at(&a).await;
     stack.wait_ready_at(&b).await;
@@ -271,14 +270,17 @@ struct Outage {
 }
 
 impl Outage {
-    /// A working proxy to `upstream` (`host:port`).
+    /// A working proxy to `upstream` (`host:port`), on a port the kernel picks.
     async fn proxy(upstream: &str) -> Outage {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binding the proxy");
         let mut outage = Outage {
-            port: tests::free_port(),
+            port: listener.local_addr().expect("the proxy's address").port(),
             upstream: upstream.to_owned(),
             task: None,
         };
-        outage.restore().await;
+        outage.serve(listener);
         outage
     }
 
@@ -291,11 +293,16 @@ impl Outage {
         }
     }
 
-    /// The database is back.
+    /// The database is back, on the same port.
     async fn restore(&mut self) {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
             .await
             .expect("binding the proxy port");
+        self.serve(listener);
+    }
+
+    /// Relays every connection `listener` accepts to the upstream.
+    fn serve(&mut self, listener: tokio::net::TcpListener) {
         let upstream = self.upstream.clone();
         self.task = Some(tokio::spawn(async move {
             let mut relays = tokio::task::JoinSet::new();

@@ -78,8 +78,7 @@ fn flood_counts(log: &str) -> Option<(u64, u64, u64)> {
 async fn a_flooding_process_is_refused_while_another_process_is_still_served() {
     let started = clock();
     let dir = tempfile::tempdir().expect("tempdir");
-    let metrics_address = format!("127.0.0.1:{}", tests::free_port());
-    let (_server, agent) = stack(
+    let (_server, mut agent) = stack(
         dir.path(),
         &[
             "-workloadRateLimit",
@@ -87,10 +86,11 @@ async fn a_flooding_process_is_refused_while_another_process_is_still_served() {
             "-workloadRateBurst",
             "20",
             "-metricsAddress",
-            &metrics_address,
+            tests::ANY_PORT,
         ],
     )
     .await;
+    let metrics_address = agent.process.metrics_address().await;
     let ready = started.elapsed();
 
     // One process floods: eight loops of FetchX509SVID, as fast as the agent answers.

@@ -19,7 +19,7 @@ use serde_json::Value;
 use spire_proto::server as pb;
 use tests::stack::{Agent, Server, selector_strings};
 
-use crate::{Knobs, spread};
+use super::{Knobs, spread};
 
 const TD: &str = "example.org";
 const PARENT: &str = "spiffe://example.org/crash/node";

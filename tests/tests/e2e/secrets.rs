@@ -306,7 +306,7 @@ async fn nexus_unseals_itself_and_reseeds_keepers() {
     stack.kill_nexus();
     stop(&stack, 0, nix::sys::signal::Signal::SIGSTOP);
     let started = Instant::now();
-    stack.start_nexus();
+    stack.start_nexus().await;
     stack.wait_ready().await;
     println!(
         "restart to ready with one keeper down: {:?}",
@@ -322,7 +322,7 @@ async fn nexus_unseals_itself_and_reseeds_keepers() {
     // With two of three unreachable it stays sealed and says why...
     stack.kill_nexus();
     stop(&stack, 1, nix::sys::signal::Signal::SIGSTOP);
-    stack.start_nexus();
+    stack.start_nexus().await;
     let status = tests::wait_for("spike status to answer", Duration::from_secs(30), || {
         let out = stack.spike(&["status", "-f", "json"]);
         let answered = out.status.code() == Some(3);
@@ -362,7 +362,7 @@ async fn nexus_unseals_itself_and_reseeds_keepers() {
     // ...which is proven by unsealing without keeper 1.
     stack.kill_nexus();
     stack.kill_keeper(0);
-    stack.start_nexus();
+    stack.start_nexus().await;
     stack.wait_ready().await;
     assert_eq!(
         stack
@@ -429,7 +429,7 @@ async fn break_glass_drill_recovers_after_every_keeper_is_lost() {
         stack.kill_keeper(i);
         stack.start_keeper(i);
     }
-    stack.start_nexus();
+    stack.start_nexus().await;
     tests::wait_for("Nexus to answer sealed", Duration::from_secs(30), || {
         let sealed = stack.spike(&["status"]).status.code() == Some(3);
         async move { sealed.then_some(()) }
@@ -475,7 +475,7 @@ async fn break_glass_drill_recovers_after_every_keeper_is_lost() {
     )
     .await;
     stack.kill_nexus();
-    stack.start_nexus();
+    stack.start_nexus().await;
     stack.wait_ready().await;
     assert_eq!(
         stack
@@ -604,7 +604,7 @@ async fn root_key_rotation_survives_kill_9_between_commit_and_keepers() {
     signal(&stack, 2, Signal::SIGCONT);
 
     // Keepers 2 and 3 rebuild the previous key; the rotation record yields the new one.
-    stack.start_nexus();
+    stack.start_nexus().await;
     stack.wait_ready().await;
     assert!(
         stack
@@ -626,7 +626,7 @@ async fn root_key_rotation_survives_kill_9_between_commit_and_keepers() {
 
     // Finished: every keeper holds the new key, so a plain restart unseals from them.
     stack.kill_nexus();
-    stack.start_nexus();
+    stack.start_nexus().await;
     stack.wait_ready().await;
     assert!(!stack.nexus_log().contains("rotation record"));
     read_all(&stack);

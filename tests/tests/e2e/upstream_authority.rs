@@ -362,7 +362,7 @@ async fn a_self_signed_upstream_is_the_root_and_bad_files_stop_the_server() {
         let config = write_config(fresh.path(), cert, key, bundle);
         let out = Command::new(tests::bin("spire-server"))
             .args(["run", "-trustDomain", TD, "-bindAddress", "127.0.0.1"])
-            .args(["-serverPort", &tests::free_port().to_string()])
+            .args(["-serverPort", "0"])
             .arg("-config")
             .arg(&config)
             .arg("-dataDir")
