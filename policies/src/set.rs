@@ -5,8 +5,13 @@
 //! no per-check allocation. Decisions are default-deny, and role identities
 //! (see [`roles`](crate::roles)) are always denied here because they are
 //! authorised by route, not by policy.
+//!
+//! One change makes a new set with [`PolicySet::with`] or
+//! [`PolicySet::without`], which share every other compiled policy with the
+//! old set: a change costs one compilation, not one per policy.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use crate::permission::Permission;
 use crate::policy::{CompiledPolicy, Policy, PolicyError};
@@ -16,7 +21,8 @@ use crate::roles::role_of;
 #[derive(Debug, Clone)]
 pub struct PolicySet {
     trust_domain: String,
-    policies: Vec<CompiledPolicy>,
+    /// Shared between the sets one change derives from each other.
+    policies: Vec<Arc<CompiledPolicy>>,
 }
 
 impl PolicySet {
@@ -53,8 +59,38 @@ impl PolicySet {
         }
         Ok(PolicySet {
             trust_domain,
-            policies,
+            policies: policies.into_iter().map(Arc::new).collect(),
         })
+    }
+
+    /// This set with `policy` added, or replacing the policy of the same name
+    /// in its place. A new name goes before the first policy whose name sorts
+    /// after it, so a set kept in name order (as loaded) stays in name order.
+    pub fn with(&self, policy: CompiledPolicy) -> PolicySet {
+        let mut policies = self.policies.clone();
+        let name = policy.name();
+        match policies.iter().position(|p| p.name() >= name) {
+            Some(i) if policies[i].name() == name => policies[i] = Arc::new(policy),
+            Some(i) => policies.insert(i, Arc::new(policy)),
+            None => policies.push(Arc::new(policy)),
+        }
+        PolicySet {
+            trust_domain: self.trust_domain.clone(),
+            policies,
+        }
+    }
+
+    /// This set without the policy named `name` (the same set if it has none).
+    pub fn without(&self, name: &str) -> PolicySet {
+        PolicySet {
+            trust_domain: self.trust_domain.clone(),
+            policies: self
+                .policies
+                .iter()
+                .filter(|p| p.name() != name)
+                .cloned()
+                .collect(),
+        }
     }
 
     /// The trust domain whose role IDs are never granted.
@@ -63,8 +99,8 @@ impl PolicySet {
     }
 
     /// The compiled policies, in the order given.
-    pub fn policies(&self) -> &[CompiledPolicy] {
-        &self.policies
+    pub fn policies(&self) -> impl ExactSizeIterator<Item = &CompiledPolicy> {
+        self.policies.iter().map(|p| &**p)
     }
 
     /// Number of policies.
@@ -100,8 +136,7 @@ impl PolicySet {
             return Vec::new();
         }
         let applicable: Vec<&CompiledPolicy> = self
-            .policies
-            .iter()
+            .policies()
             .filter(|p| p.grants(Permission::Read) && p.matches_caller(caller))
             .collect();
         if applicable.is_empty() {
@@ -254,6 +289,45 @@ mod tests {
                 .len(),
             2
         );
+    }
+
+    fn names(s: &PolicySet) -> Vec<&str> {
+        s.policies().map(CompiledPolicy::name).collect()
+    }
+
+    fn compiled(name: &str, caller: &str) -> CompiledPolicy {
+        match Policy::new(name, caller, "secrets/.*", [Permission::Read]).compile() {
+            Ok(p) => p,
+            Err(e) => panic!("policy rejected: {e}"),
+        }
+    }
+
+    #[test]
+    fn one_change_at_a_time_keeps_name_order_and_decides_as_a_rebuild() {
+        let s = set(vec![billing()]);
+        let s = s.with(compiled("audit", "spiffe://td/app/audit"));
+        let s = s.with(compiled("zeta", "spiffe://td/app/zeta"));
+        let s = s.with(compiled("c", "spiffe://td/app/c"));
+        assert_eq!(names(&s), ["audit", "billing", "c", "zeta"]);
+        assert!(s.check("spiffe://td/app/c", "secrets/x", Permission::Read));
+
+        // Replacing keeps the place and drops the old grant.
+        let s = s.with(compiled("c", "spiffe://td/app/c2"));
+        assert_eq!(names(&s), ["audit", "billing", "c", "zeta"]);
+        assert!(!s.check("spiffe://td/app/c", "secrets/x", Permission::Read));
+        assert!(s.check("spiffe://td/app/c2", "secrets/x", Permission::Read));
+
+        let s = s.without("billing").without("no-such-policy");
+        assert_eq!(names(&s), ["audit", "c", "zeta"]);
+        assert!(!s.check(
+            "spiffe://td/app/billing",
+            "secrets/billing/a",
+            Permission::Read
+        ));
+        // Roles stay denied in derived sets.
+        let s = s.with(compiled("all", ".*"));
+        assert!(!s.check("spiffe://td/spike/nexus", "secrets/x", Permission::Read));
+        assert_eq!(s.trust_domain(), "td");
     }
 
     #[test]

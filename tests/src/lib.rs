@@ -4,6 +4,7 @@
 //! Every helper waits on a condition (a health check answering, a socket accepting, an SVID
 //! arriving) with a deadline; none sleeps a fixed time and hopes.
 
+pub mod bench;
 pub mod certs;
 pub mod flood;
 pub mod mtls;

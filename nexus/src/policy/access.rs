@@ -18,12 +18,21 @@
 //! change is sure to be announced (the PostgreSQL listener is connected, or the datastore is
 //! SQLite, written by this process only). When false, each check first reads the stored
 //! generation.
+//!
+//! # One change without a reload
+//!
+//! A change this process committed is applied to the installed set in place
+//! ([`Access::apply`]: one policy compiled, the others shared) when the installed set holds
+//! exactly the generation before it: each change increments the generation by one in its
+//! own transaction, so that change is then the only difference. Otherwise (a concurrent
+//! change came first, or the set was loaded while a change committed, so it may hold more
+//! than its generation says) the cache is reloaded whole.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
-use policies::{Permission, Policy, PolicyError, PolicySet, Role, role_of};
+use policies::{CompiledPolicy, Permission, Policy, PolicyError, PolicySet, Role, role_of};
 use spiffe::SpiffeId;
 
 /// A compiled policy set and the generation it was loaded at.
@@ -31,6 +40,18 @@ use spiffe::SpiffeId;
 struct Compiled {
     generation: u64,
     set: PolicySet,
+    /// Whether `set` holds exactly the changes up to `generation`, none later (see the
+    /// module docs); only then can the next change be applied in place.
+    exact: bool,
+}
+
+/// One policy change, as this process committed it.
+#[derive(Debug)]
+pub enum Change {
+    /// The policy was created or replaced.
+    Put(CompiledPolicy),
+    /// The policy of this name was deleted.
+    Delete(String),
 }
 
 /// The compiled policies of one trust domain.
@@ -56,7 +77,12 @@ impl Access {
         let set = PolicySet::new(trust_domain, Vec::new())?;
         Ok(Access {
             trust_domain: trust_domain.to_owned(),
-            compiled: ArcSwap::from_pointee(Compiled { generation: 0, set }),
+            // Not loaded from the datastore: nothing may be applied to it.
+            compiled: ArcSwap::from_pointee(Compiled {
+                generation: 0,
+                set,
+                exact: false,
+            }),
             announced: AtomicU64::new(0),
             pushed: AtomicBool::new(false),
             installing: Mutex::new(()),
@@ -66,8 +92,15 @@ impl Access {
 
     /// Replaces every policy at once with `policies`, loaded at `generation`, unless a set
     /// of a later generation is installed already (concurrent reloads may finish out of
-    /// order; the older one must not win). Returns whether it was installed.
-    pub fn install(&self, generation: u64, policies: Vec<Policy>) -> Result<bool, PolicyError> {
+    /// order; the older one must not win). `exact`: no change after `generation` can be
+    /// among `policies` (the generation did not move while they were read). Returns whether
+    /// it was installed.
+    pub fn install(
+        &self,
+        generation: u64,
+        policies: Vec<Policy>,
+        exact: bool,
+    ) -> Result<bool, PolicyError> {
         let set = PolicySet::new(self.trust_domain.clone(), policies)?;
         let _one = self
             .installing
@@ -76,8 +109,36 @@ impl Access {
         if generation < self.generation() {
             return Ok(false);
         }
-        self.compiled.store(Arc::new(Compiled { generation, set }));
+        self.compiled.store(Arc::new(Compiled {
+            generation,
+            set,
+            exact,
+        }));
         Ok(true)
+    }
+
+    /// Applies `change`, which this process committed as policy generation `generation`,
+    /// to the installed set, if that set holds exactly generation `generation - 1` (see the
+    /// module docs). Returns whether it did; if not, nothing changed and the caller reloads.
+    pub fn apply(&self, generation: u64, change: Change) -> bool {
+        let _one = self
+            .installing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let installed = self.compiled.load();
+        if !installed.exact || installed.generation.checked_add(1) != Some(generation) {
+            return false;
+        }
+        let set = match change {
+            Change::Put(policy) => installed.set.with(policy),
+            Change::Delete(name) => installed.set.without(&name),
+        };
+        self.compiled.store(Arc::new(Compiled {
+            generation,
+            set,
+            exact: true,
+        }));
+        true
     }
 
     /// Waits for any other reload to finish; reload while holding the guard.
@@ -190,7 +251,7 @@ mod tests {
                 [Permission::Read],
             )]
         };
-        assert!(access.install(1, billing()).expect("install"));
+        assert!(access.install(1, billing(), true).expect("install"));
         assert!(access.allows(app, "db/x", Permission::Read));
         assert!(!access.allows(app, "db/x", Permission::Write));
         assert!(!access.allows(app, "other/db/x", Permission::Read));
@@ -201,9 +262,13 @@ mod tests {
         assert!(!access.allows(&id("spiffe://td/spike/nexus"), "db/x", Permission::Read));
 
         // A reload that read an older generation, finishing late, does not win.
-        assert!(!access.install(0, Vec::new()).expect("install"));
+        assert!(!access.install(0, Vec::new(), true).expect("install"));
         assert!(access.allows(app, "db/x", Permission::Read));
-        assert!(access.install(1, billing()).expect("same generation again"));
+        assert!(
+            access
+                .install(1, billing(), true)
+                .expect("same generation again")
+        );
     }
 
     #[test]
@@ -214,8 +279,34 @@ mod tests {
         access.announce(2);
         assert_eq!(access.announced(), 3);
         assert!(!access.is_current());
-        access.install(3, Vec::new()).expect("install");
+        access.install(3, Vec::new(), true).expect("install");
         assert!(access.is_current());
         assert!(!access.changes_pushed(), "not trusted until declared");
+    }
+
+    #[test]
+    fn a_change_is_applied_only_onto_the_generation_just_before_it() {
+        let access = Access::new("td").expect("access");
+        let app = SpiffeId::new("spiffe://td/app").expect("SPIFFE ID");
+        let put = || {
+            let policy = Policy::new("p", "spiffe://td/app", "db/.*", [Permission::Read]);
+            Change::Put(policy.compile().expect("valid policy"))
+        };
+        // The initial set was never loaded: a reload must come first.
+        assert!(!access.apply(1, put()));
+        access.install(4, Vec::new(), true).expect("install");
+        // A gap (generation 5 committed elsewhere) or a generation already held: reload.
+        assert!(!access.apply(6, put()));
+        assert!(!access.apply(4, put()));
+        assert!(!access.allows(&app, "db/x", Permission::Read));
+        assert!(access.apply(5, put()));
+        assert_eq!(access.generation(), 5);
+        assert!(access.allows(&app, "db/x", Permission::Read));
+        assert!(access.apply(6, Change::Delete("p".into())));
+        assert!(!access.allows(&app, "db/x", Permission::Read));
+        // A set that may hold later changes than its generation takes no change in place.
+        access.install(7, Vec::new(), false).expect("install");
+        assert!(!access.apply(8, put()));
+        assert_eq!(access.generation(), 7);
     }
 }

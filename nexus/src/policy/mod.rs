@@ -13,6 +13,7 @@ use time::OffsetDateTime;
 
 pub use name::{NewPolicy, PolicyName};
 
+use self::access::Change;
 use crate::authz::Grant;
 use crate::error::ServiceError;
 use crate::keys::sealing;
@@ -51,7 +52,8 @@ impl Policies<'_> {
             .await
             .map_err(|e| nexus.write_failed(e))?;
         drop(permit);
-        self.changed(&root, generation).await
+        let change = Change::Put(policy.compiled().clone());
+        self.changed(&root, generation, change).await
     }
 
     /// Deletes a policy; the access cache is current when this returns.
@@ -64,7 +66,8 @@ impl Policies<'_> {
             .delete_policy(name.as_str())
             .await?
             .ok_or_else(|| not_found(name.as_str()))?;
-        self.changed(&root, generation).await
+        let change = Change::Delete(name.as_str().to_owned());
+        self.changed(&root, generation, change).await
     }
 
     /// A policy by name.

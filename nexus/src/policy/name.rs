@@ -4,7 +4,7 @@
 use std::fmt;
 
 use nexus_api::model::PutPolicyRequest;
-use policies::{Permission, Policy, PolicyError};
+use policies::{CompiledPolicy, Permission, Policy, PolicyError};
 
 /// A valid policy name (the `policies` crate's rule: 1 to 250 characters from
 /// `[a-zA-Z0-9 _-]`).
@@ -35,15 +35,25 @@ impl fmt::Display for PolicyName {
 pub struct NewPolicy {
     name: PolicyName,
     request: PutPolicyRequest,
+    compiled: CompiledPolicy,
 }
 
 impl NewPolicy {
     /// Checks `request` as a policy: permissions first, then name, patterns and the
-    /// permission count (the order of [`Policy::validate`]), so the first problem is named.
+    /// permission count (the order of [`Policy::compile`]), so the first problem is named.
     pub fn parse(request: PutPolicyRequest) -> Result<Self, PolicyError> {
-        to_policy(&request)?.validate()?;
+        let compiled = to_policy(&request)?.compile()?;
         let name = PolicyName(request.name.clone());
-        Ok(NewPolicy { name, request })
+        Ok(NewPolicy {
+            name,
+            request,
+            compiled,
+        })
+    }
+
+    /// The policy compiled, as the access cache holds it.
+    pub fn compiled(&self) -> &CompiledPolicy {
+        &self.compiled
     }
 
     /// Its name.

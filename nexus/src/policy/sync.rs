@@ -39,6 +39,7 @@ use nexus_crypto::RootKey;
 use sqlx::postgres::PgListener;
 
 use super::Policies;
+use super::access::Change;
 use super::name::to_policy;
 use crate::error::{NotReady, ServiceError};
 use crate::keys::sealing;
@@ -82,14 +83,20 @@ impl Policies<'_> {
         Ok(())
     }
 
-    /// Records a policy change this process committed at `generation` and reloads the
-    /// cache, so the writer's next request already sees it.
+    /// Records `change`, which this process committed at `generation`, and brings the cache
+    /// up to date, so the writer's next request already sees it: in place when the cache
+    /// held the generation just before, else by a reload (see [`Access::apply`]).
+    ///
+    /// [`Access::apply`]: super::access::Access::apply
     pub(crate) async fn changed(
         &self,
         root: &RootKey,
         generation: u64,
+        change: Change,
     ) -> Result<(), ServiceError> {
-        self.nexus.access.announce(generation);
+        let access = &self.nexus.access;
+        access.announce(generation);
+        access.apply(generation, change);
         self.refresh(root).await
     }
 
@@ -122,11 +129,17 @@ impl Policies<'_> {
                 }
             }
         }
+        // Unmoved: no change committed while the policies were read, so the set holds
+        // exactly `generation` and the next change may be applied to it in place.
+        let exact = nexus.store.policy_generation().await? == generation;
         let count = loaded.len();
-        let installed = nexus.access.install(generation, loaded).map_err(|error| {
-            tracing::error!(%error, "stored policies do not compile");
-            ServiceError::Internal
-        })?;
+        let installed = nexus
+            .access
+            .install(generation, loaded, exact)
+            .map_err(|error| {
+                tracing::error!(%error, "stored policies do not compile");
+                ServiceError::Internal
+            })?;
         if installed {
             tracing::debug!(policies = count, generation, "policy cache rebuilt");
         }

@@ -1,0 +1,353 @@
+//! The secrets plane on SQLite (identity server, agent, 3 keepers, one Nexus): reads and
+//! writes against their floors, the audit line, restarts; then the policy and scale phases on
+//! the same stack.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use identity::https_client::HttpsClient;
+use nexus_api::Client;
+use tests::secrets::{SUPERUSER_ID, SecretsStack, TD, values};
+
+use crate::measure::{self, Stats};
+use crate::{Figures, Plan, baseline, progress};
+
+/// The workload the policy figures read as (the bench's own binary, second entry).
+pub const APP_ID: &str = "spiffe://example.org/bench/app";
+
+/// Picks the SVID with one SPIFFE ID among those the agent gives this process.
+struct Pick(String);
+
+impl spiffe::x509_source::SvidPicker for Pick {
+    fn pick_svid(&self, svids: &[Arc<spiffe::X509Svid>]) -> Option<usize> {
+        svids
+            .iter()
+            .position(|s| s.spiffe_id().to_string() == self.0)
+    }
+}
+
+/// An SVID source for this process as `id` (registered on `stack`'s agent).
+pub async fn source_as(stack: &SecretsStack, id: &str) -> anyhow::Result<spiffe::X509Source> {
+    Ok(spiffe::X509Source::builder()
+        .endpoint(stack.agent.endpoint())
+        .picker(Pick(id.to_owned()))
+        .initial_sync_timeout(Duration::from_secs(30))
+        .build()
+        .await?)
+}
+
+pub async fn run(
+    plan: Plan,
+    want: &dyn Fn(&str) -> bool,
+    figures: &mut Figures,
+) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    progress("starting identity server, agent, 3 keepers and Nexus (SQLite)...");
+    let mut stack = SecretsStack::start_without_nexus(dir.path(), 3, None).await;
+    // Throughput is the point here: no per-caller rate limit.
+    stack.nexus_config = "rate_limit = 0\n".to_owned();
+    stack.start_nexus().await;
+    stack.wait_ready().await;
+    let exe = std::env::current_exe()?;
+    stack.register(&exe, SUPERUSER_ID);
+    stack.register(&exe, APP_ID);
+    let source = source_as(&stack, SUPERUSER_ID).await?;
+    let mut nexus = Client::connect(source.clone(), &stack.nexus_url(), TD)?;
+    // Ten secrets: the store of the "few secrets" read.
+    let value = "x".repeat(26);
+    nexus
+        .put_secret("bench/db", values(&[("password", &value)]), None)
+        .await?;
+    for i in 1..10 {
+        nexus
+            .put_secret(&format!("bench/s{i}"), values(&[("v", &value)]), None)
+            .await?;
+    }
+    for _ in 0..50 {
+        nexus.get_secret("bench/db", 0).await?;
+    }
+    progress("reads with 10 secrets stored...");
+    let read10 = measure::time(plan.reads, |_| async {
+        Ok(nexus.get_secret("bench/db", 0).await?)
+    })
+    .await?;
+    progress(&format!("  {}", read10.line()));
+
+    if want("secrets") {
+        reads(plan, &stack, &source, &read10, figures).await?;
+        audit(plan, dir.path(), &read10, figures).await?;
+        writes(plan, dir.path(), &stack, &source, &nexus, figures).await?;
+        restarts(plan, &mut stack, &source, figures).await?;
+        nexus = Client::connect(source.clone(), &stack.nexus_url(), TD)?;
+    }
+    if want("policies") {
+        let app = source_as(&stack, APP_ID).await?;
+        let app = Client::connect(app, &stack.nexus_url(), TD)?;
+        crate::policies::run(plan, &nexus, &app, figures).await?;
+    }
+    if want("scale") {
+        scale(plan, dir.path(), &stack, &source, &nexus, &read10, figures).await?;
+    }
+    Ok(())
+}
+
+/// Kept-alive reads (1 and 16 clients) and reads on new connections, against the bare server.
+async fn reads(
+    plan: Plan,
+    stack: &SecretsStack,
+    source: &spiffe::X509Source,
+    read10: &Stats,
+    figures: &mut Figures,
+) -> anyhow::Result<()> {
+    let port = baseline::server(source.clone()).await?;
+    let url = format!("https://127.0.0.1:{port}/v1/store/secrets?action=get");
+    let body = Bytes::from_static(br#"{"path":"bench/db"}"#);
+    let bare_call = |client: &HttpsClient| {
+        let (client, body, uri) = (client.clone(), body.clone(), HttpsClient::parse_url(&url));
+        async move {
+            let (status, _) = client.post_json(uri?, body).await?;
+            anyhow::ensure!(status.is_success(), "bare server answered {status}");
+            Ok(())
+        }
+    };
+    let bare = baseline::client(source)?;
+    for _ in 0..50 {
+        bare_call(&bare).await?;
+    }
+    progress("kept-alive reads, bare server...");
+    let floor = measure::time(plan.reads, |_| bare_call(&bare)).await?;
+    progress(&format!(
+        "  nexus {}\n           bare  {}",
+        read10.line(),
+        floor.line()
+    ));
+    figures.record("read_keepalive_1c", read10.mean_us(), floor.mean_us())?;
+
+    progress(&format!("kept-alive reads, {} clients...", plan.clients));
+    let clients: Vec<Client> = (0..plan.clients)
+        .map(|_| Client::connect(source.clone(), &stack.nexus_url(), TD))
+        .collect::<Result<_, _>>()?;
+    let bares: Vec<HttpsClient> = (0..plan.clients)
+        .map(|_| baseline::client(source))
+        .collect::<Result<_, _>>()?;
+    for (client, bare) in clients.iter().zip(&bares) {
+        client.get_secret("bench/db", 0).await?;
+        bare_call(bare).await?;
+    }
+    let subject = measure::rate(plan.clients, plan.rate_calls, |c, _| {
+        let client = &clients[c];
+        async move { Ok(client.get_secret("bench/db", 0).await?) }
+    })
+    .await?;
+    let floor = measure::rate(plan.clients, plan.rate_calls, |c, _| bare_call(&bares[c])).await?;
+    figures.record("read_keepalive_16c", subject, floor)?;
+
+    progress("reads on new connections...");
+    let subject = measure::time(plan.slow, |_| {
+        let (source, url) = (source.clone(), stack.nexus_url());
+        async move {
+            Ok(Client::connect(source, &url, TD)?
+                .get_secret("bench/db", 0)
+                .await?)
+        }
+    })
+    .await?;
+    let floor = measure::time(plan.slow, |_| {
+        let client = baseline::client(source);
+        async move { bare_call(&client?).await }
+    })
+    .await?;
+    figures.record("read_new_conn", subject.mean_us(), floor.mean_us())?;
+    Ok(())
+}
+
+/// One audit line against the whole read it records.
+async fn audit(plan: Plan, dir: &Path, read: &Stats, figures: &mut Figures) -> anyhow::Result<()> {
+    use nexus::audit::{AuditLog, AuditRecord, Decision, timestamp};
+    progress("audit lines...");
+    let clock = nexus::clock::Clock::system();
+    let log = AuditLog::file(&dir.join("bench-audit.log"))?;
+    let lines = measure::time(plan.reads, |_| {
+        let (log, clock) = (&log, &clock);
+        async move {
+            log.write(&AuditRecord {
+                time: timestamp(clock.now()),
+                request_id: "6f1c9a52-3b7e-4d0a-9c1e-2f8b7a6d5e4c",
+                caller: SUPERUSER_ID,
+                route: "/v1/store/secrets",
+                action: "get",
+                path: "bench/db",
+                decision: Decision::Allow,
+                status: 200,
+                latency_us: 100,
+            })?;
+            Ok(())
+        }
+    })
+    .await?;
+    figures.record("audit_line", lines.mean_us(), read.mean_us())
+}
+
+/// Durable puts, 1 and 16 clients, against raw SQLite inserts.
+async fn writes(
+    plan: Plan,
+    dir: &Path,
+    stack: &SecretsStack,
+    source: &spiffe::X509Source,
+    nexus: &Client,
+    figures: &mut Figures,
+) -> anyhow::Result<()> {
+    progress("durable writes, 1 client...");
+    let value = "y".repeat(32);
+    let subject = measure::time(plan.slow, |i| {
+        let values = values(&[("v", &value)]);
+        async move {
+            Ok(nexus
+                .put_secret(&format!("bench/w{i}"), values, None)
+                .await?)
+        }
+    })
+    .await?;
+    let floor = baseline::sqlite_inserts(dir, plan.slow).await?;
+    progress(&format!(
+        "  nexus {}\n           raw   {}",
+        subject.line(),
+        floor.line()
+    ));
+    figures.record("write_1c", subject.mean_us(), floor.mean_us())?;
+
+    progress(&format!("durable writes, {} clients...", plan.clients));
+    let clients: Vec<Client> = (0..plan.clients)
+        .map(|_| Client::connect(source.clone(), &stack.nexus_url(), TD))
+        .collect::<Result<_, _>>()?;
+    for client in &clients {
+        client.get_secret("bench/db", 0).await?;
+    }
+    let subject = measure::rate(plan.clients, plan.rate_calls, |c, i| {
+        let values = values(&[("v", &value)]);
+        let client = &clients[c];
+        async move { Ok(client.put_secret(&format!("tp/w{i}"), values, None).await?) }
+    })
+    .await?;
+    let floor = baseline::sqlite_insert_rate(dir, plan.clients, plan.rate_calls).await?;
+    figures.record("write_16c", subject, floor)
+}
+
+/// Nexus start to first served read (keepers up), against spawning `nexus --version`.
+async fn restarts(
+    plan: Plan,
+    stack: &mut SecretsStack,
+    source: &spiffe::X509Source,
+    figures: &mut Figures,
+) -> anyhow::Result<()> {
+    progress("Nexus restarts...");
+    let mut restarts = Vec::new();
+    let mut spawns = Vec::new();
+    for _ in 0..plan.restarts {
+        stack.kill_nexus();
+        let start = Instant::now();
+        stack.start_nexus().await;
+        let client = Client::connect(source.clone(), &stack.nexus_url(), TD)?;
+        let deadline = start + Duration::from_secs(60);
+        while client.get_secret("bench/db", 0).await.is_err() {
+            anyhow::ensure!(Instant::now() < deadline, "Nexus did not serve within 60 s");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        restarts.push(start.elapsed());
+        let start = Instant::now();
+        std::process::Command::new(tests::bin("nexus"))
+            .arg("--version")
+            .output()?;
+        spawns.push(start.elapsed());
+    }
+    figures.record(
+        "start_to_first_read_ms",
+        Stats::new(restarts).mean_ms(),
+        Stats::new(spawns).mean_ms(),
+    )
+}
+
+/// Writes secrets `fill/s<i>` with 16 clients until `target` are stored (`stored` now).
+async fn fill(
+    plan: Plan,
+    stack: &SecretsStack,
+    source: &spiffe::X509Source,
+    stored: usize,
+    target: usize,
+) -> anyhow::Result<()> {
+    if stored >= target {
+        return Ok(());
+    }
+    let clients: Vec<Client> = (0..plan.clients)
+        .map(|_| Client::connect(source.clone(), &stack.nexus_url(), TD))
+        .collect::<Result<_, _>>()?;
+    let value = "z".repeat(32);
+    let step = ((target - stored) / 10).max(1);
+    let rate = measure::rate(plan.clients, target - stored, |c, i| {
+        let values = values(&[("v", &value)]);
+        let client = &clients[c];
+        async move {
+            client
+                .put_secret(&format!("fill/s{}", stored + i), values, None)
+                .await?;
+            if i % step == 0 && i > 0 {
+                progress(&format!("  {} of {target} secrets", stored + i));
+            }
+            Ok(())
+        }
+    })
+    .await?;
+    progress(&format!("  {target} secrets stored ({rate:.0} puts/s)"));
+    Ok(())
+}
+
+/// Rotation over `rotate_secrets` secrets, then memory, list and read with `secrets` stored.
+async fn scale(
+    plan: Plan,
+    dir: &Path,
+    stack: &SecretsStack,
+    source: &spiffe::X509Source,
+    nexus: &Client,
+    read10: &Stats,
+    figures: &mut Figures,
+) -> anyhow::Result<()> {
+    let stored = nexus.list_secrets().await?.len();
+    progress(&format!(
+        "writing {} secrets for the rotation...",
+        plan.rotate_secrets
+    ));
+    fill(plan, stack, source, stored, plan.rotate_secrets).await?;
+    let count = nexus.list_secrets().await?.len();
+    progress(&format!("root key rotation over {count} secrets..."));
+    let rotation = measure::time(1, |_| async { Ok(nexus.rotate().await?) }).await?;
+    let rewrite = baseline::sqlite_rewrite(dir, count).await?;
+    figures.record("rotation_10k", rotation.mean_ms(), rewrite.mean_ms())?;
+
+    progress(&format!("writing {} secrets...", plan.secrets));
+    fill(plan, stack, source, count, plan.secrets).await?;
+    let pid = stack.nexus.as_ref().map(|p| p.pid()).unwrap_or_default();
+    let before = measure::rss_mib(pid)?;
+    progress("listing every secret...");
+    let listed = std::cell::Cell::new(0);
+    let lists = measure::time(3, |_| async {
+        listed.set(nexus.list_secrets().await?.len());
+        Ok(())
+    })
+    .await?;
+    let listed = listed.get();
+    anyhow::ensure!(listed >= plan.secrets, "listed {listed} secrets");
+    let after = measure::rss_mib(pid)?;
+    progress(&format!(
+        "  RSS {before:.1} MiB loaded, {after:.1} MiB after listing"
+    ));
+    figures.record("secrets_100k_rss_mib", before.max(after), 100.0)?;
+    figures.record("secrets_100k_list_ms", lists.mean_ms(), 200.0)?;
+    progress(&format!("reads with {listed} secrets stored..."));
+    let read = measure::time(plan.reads, |_| async {
+        Ok(nexus.get_secret("bench/db", 0).await?)
+    })
+    .await?;
+    figures.record("secrets_100k_read", read.mean_us(), read10.mean_us())
+}
