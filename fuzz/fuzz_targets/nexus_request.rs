@@ -92,10 +92,13 @@ fn replace_secret_values(json: &mut Value) -> bool {
     replaced
 }
 
-/// A string of the same length in bytes and in characters, differing in every character.
+/// A string of the same length in bytes, in characters and as escaped JSON, differing in
+/// every character JSON does not escape (so an error's column stays the same).
 fn other_of_same_length(s: &str) -> String {
     s.chars()
         .map(|c| match (c.len_utf8(), c) {
+            (_, '"' | '\\') => c,
+            (_, c) if c < ' ' => c,
             (1, 'x') => 'y',
             (1, _) => 'x',
             (2, 'é') => 'è',
