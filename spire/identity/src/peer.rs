@@ -31,7 +31,17 @@ pub fn spiffe_id_from_cert(der: &[u8]) -> Result<SpiffeId, IdentityError> {
             "must have exactly one URI SAN".into(),
         ));
     };
-    SpiffeId::new(uri).map_err(|e| IdentityError::InvalidSvid(format!("URI SAN {uri:?}: {e}")))
+    let id = SpiffeId::new(uri)
+        .map_err(|e| IdentityError::InvalidSvid(format!("URI SAN {uri:?}: {e}")))?;
+    // SPIFFE-ID §2.1: the trust domain MUST be lowercase. The spiffe crate accepts uppercase
+    // and lowercases it; go-spiffe refuses such an SVID, and so do we (found by
+    // fuzz/svid_peer_id).
+    if id.to_string() != uri {
+        return Err(IdentityError::InvalidSvid(format!(
+            "URI SAN {uri:?}: scheme and trust domain must be lowercase"
+        )));
+    }
+    Ok(id)
 }
 
 /// The SPIFFE ID of a connection's verified peer, if it presented a certificate.
@@ -69,5 +79,34 @@ mod tests {
         params.serial_number = Some(rcgen::SerialNumber::from_slice(&[0x0a, 0xbc]));
         let cert = params.self_signed(&key).expect("certificate");
         assert_eq!(serial_number_from_cert(cert.der()).expect("serial"), "abc");
+    }
+
+    fn svid_with_uri(uri: &str) -> Vec<u8> {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.subject_alt_names = vec![rcgen::SanType::URI(
+            rcgen::string::Ia5String::try_from(uri).expect("IA5"),
+        )];
+        params
+            .self_signed(&key)
+            .expect("certificate")
+            .der()
+            .to_vec()
+    }
+
+    #[test]
+    fn uppercase_trust_domains_are_not_spiffe_ids() {
+        // Found by fuzz/svid_peer_id: `spiffe://Example.org/app` was read as
+        // `spiffe://example.org/app`.
+        for uri in ["spiffe://Example.org/app", "SPIFFE://example.org/app"] {
+            let error = spiffe_id_from_cert(&svid_with_uri(uri)).expect_err(uri);
+            assert!(error.to_string().contains("lowercase"), "{error}");
+        }
+        let id = spiffe_id_from_cert(&svid_with_uri("spiffe://example.org/App")).expect("SVID");
+        assert_eq!(
+            id.to_string(),
+            "spiffe://example.org/App",
+            "paths keep case"
+        );
     }
 }

@@ -167,9 +167,12 @@ pub fn parse_bundle(trust_domain: &str, data: &[u8]) -> Result<Bundle, BundleFor
         .get("spiffe_sequence")
         .and_then(Value::as_i64)
         .unwrap_or(0);
+    // A refresh hint of zero or less means none (and is never written back): found by
+    // fuzz/bundle, where -300 read back as 0.
     bundle.refresh_hint = doc
         .get("spiffe_refresh_hint")
         .and_then(Value::as_i64)
+        .filter(|hint| *hint > 0)
         .unwrap_or(0);
     let keys = doc
         .get("keys")
@@ -292,6 +295,14 @@ mod tests {
         let from_pem = parse_bundle("other.org", pem.as_bytes()).expect("pem");
         assert_eq!(from_pem.x509_authorities, bundle.x509_authorities);
         assert!(from_pem.jwt_authorities.is_empty());
+
+        let negative = json.replace(
+            "\"spiffe_refresh_hint\": 300",
+            "\"spiffe_refresh_hint\": -300",
+        );
+        assert_ne!(negative, json);
+        let parsed = parse_bundle("other.org", negative.as_bytes()).expect("parse");
+        assert_eq!(parsed.refresh_hint, 0, "a negative refresh hint means none");
 
         let rsa = json.replace("\"EC\"", "\"RSA\"");
         let err = parse_bundle("other.org", rsa.as_bytes()).expect_err("RSA JWT key");

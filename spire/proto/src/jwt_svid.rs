@@ -283,8 +283,16 @@ fn subject(claims: &Map<String, Value>) -> Result<SpiffeId, JwtSvidError> {
             "missing sub (the SPIFFE ID)".into(),
         ));
     };
-    SpiffeId::new(sub)
-        .map_err(|e| JwtSvidError::InvalidClaims(format!("sub {sub:?} is not a SPIFFE ID: {e}")))
+    let id = SpiffeId::new(sub)
+        .map_err(|e| JwtSvidError::InvalidClaims(format!("sub {sub:?} is not a SPIFFE ID: {e}")))?;
+    // SPIFFE-ID §2.1: the trust domain MUST be lowercase. The spiffe crate accepts uppercase
+    // and lowercases it; SPIRE refuses such a `sub`, and so do we (found by fuzz/jwt_svid).
+    if id.to_string() != *sub {
+        return Err(JwtSvidError::InvalidClaims(format!(
+            "sub {sub:?} is not a SPIFFE ID: scheme and trust domain must be lowercase"
+        )));
+    }
+    Ok(id)
 }
 
 /// `aud` as a list: a JSON string or a non-empty array of strings.
@@ -455,5 +463,31 @@ mod tests {
         assert!(check_audience(&["a".repeat(MAX_AUDIENCE_LEN + 1)]).is_err());
         assert!(check_audience(&vec!["a".into(); MAX_AUDIENCES + 1]).is_err());
         assert!(check_audience(&["a".repeat(MAX_AUDIENCE_LEN)]).is_ok());
+    }
+
+    #[test]
+    fn a_sub_with_an_uppercase_trust_domain_is_refused() {
+        // Found by fuzz/jwt_svid: `spiffe://Example.org/app` validated as
+        // `spiffe://example.org/app`.
+        let key = new_key();
+        let header = json!({"alg": "ES256", "kid": "k1", "typ": "JWT"});
+        for sub in ["spiffe://Example.org/app", "SPIFFE://example.org/app"] {
+            let body = json!({"sub": sub, "aud": ["db"], "exp": 2000});
+            let token = forge(&key, header.clone(), body);
+            assert!(
+                matches!(
+                    validate(&token, "db", 1500, keys(&key)),
+                    Err(JwtSvidError::InvalidClaims(m)) if m.contains("lowercase")
+                ),
+                "{sub}"
+            );
+        }
+        let body = json!({"sub": "spiffe://example.org/App", "aud": ["db"], "exp": 2000});
+        let ok = validate(&forge(&key, header, body), "db", 1500, keys(&key)).expect("valid");
+        assert_eq!(
+            ok.spiffe_id.to_string(),
+            "spiffe://example.org/App",
+            "paths keep case"
+        );
     }
 }

@@ -403,6 +403,51 @@ fn write_frame(out: &mut BytesMut, kind: u8, flags: u8, stream_id: u32, parts: &
     }
 }
 
+/// The rewriter without I/O, for the fuzz targets in `fuzz/` (not a stable API).
+#[doc(hidden)]
+pub mod fuzzing {
+    use bytes::BytesMut;
+
+    use super::Rewriter;
+
+    /// What [`rewrite`] saw.
+    pub struct Outcome {
+        /// Everything passed on to h2, the unfinished tail included (as at end of stream).
+        pub output: Vec<u8>,
+        /// `Err` if the rewriter ended the connection.
+        pub result: std::io::Result<()>,
+        /// The most bytes the rewriter held between two reads: unprocessed input and the
+        /// header block being collected.
+        pub max_held: usize,
+    }
+
+    /// Feeds `input` to a fresh rewriter `step` bytes at a time (`step` of 0 means 1), as
+    /// [`super::AuthorityFix`] does with what it reads, then ends the stream.
+    pub fn rewrite(input: &[u8], step: usize) -> Outcome {
+        let mut rewriter = Rewriter::new();
+        let (mut buffered, mut output) = (BytesMut::new(), BytesMut::new());
+        let mut max_held = 0;
+        for chunk in input.chunks(step.max(1)) {
+            buffered.extend_from_slice(chunk);
+            if let Err(e) = rewriter.process(&mut buffered, &mut output) {
+                return Outcome {
+                    output: output.to_vec(),
+                    result: Err(e),
+                    max_held,
+                };
+            }
+            let pending = rewriter.pending.as_ref().map_or(0, |p| p.block.len());
+            max_held = max_held.max(buffered.len() + pending);
+        }
+        output.extend_from_slice(&buffered);
+        Outcome {
+            output: output.to_vec(),
+            result: Ok(()),
+            max_held,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
