@@ -279,12 +279,24 @@ async fn runtime_relationships_federate_two_servers_over_https_spiffe() {
         .fetch_jwt_token(["front"], None)
         .await
         .expect("JWT-SVID from B");
-    let validated = WorkloadApiClient::connect_to(agent_a.endpoint())
-        .await
-        .expect("A's Workload API")
-        .validate_jwt_token("front", &token)
-        .await
-        .expect("A's agent validates B's token");
+    // A's agent may still hold the bundle bootstrapped from PEM (X.509 only) until its next
+    // sync brings the JWT keys its server fetched.
+    let validated = wait_for(
+        "A's agent to validate B's token with the keys fetched from B's endpoint",
+        Duration::from_secs(20),
+        || {
+            let (endpoint, token) = (agent_a.endpoint(), token.clone());
+            async move {
+                WorkloadApiClient::connect_to(endpoint)
+                    .await
+                    .ok()?
+                    .validate_jwt_token("front", &token)
+                    .await
+                    .ok()
+            }
+        },
+    )
+    .await;
     assert_eq!(validated.spiffe_id().to_string(), BACK);
 
     // An update takes effect at once: with a dead endpoint `refresh` fails and says why.
