@@ -4,6 +4,8 @@
 # out-of-memory). Needs the nightly toolchain and cargo-fuzz:
 #   rustup toolchain install nightly --profile minimal && cargo install cargo-fuzz --locked
 #   usage: fuzz/run.sh [SECONDS] [TARGET...]
+# FUZZ_SEED=N makes libFuzzer's choices repeatable (CI sets one, so a run that passed here
+# passes there; 0, the default, picks a random seed each run).
 # New inputs go to fuzz/target/corpus/<target>/ (not committed; fuzz/corpus/<target>/ holds the
 # seeds), crashes to fuzz/artifacts/<target>/; reproduce one with
 #   cd fuzz && cargo +nightly fuzz run -s none -a <target> artifacts/<target>/<file>
@@ -31,6 +33,7 @@ for target in "${targets[@]}"; do
   log="target/fuzz-$target.log"
   if cargo +nightly fuzz run "${flags[@]}" "$target" "target/corpus/$target" "corpus/$target" -- \
     -max_total_time="$seconds" -max_len="$max_len" -timeout=10 -rss_limit_mb=2048 \
+    -seed="${FUZZ_SEED:-0}" \
     -print_final_stats=1 >"$log" 2>&1; then
     result=ok
   else

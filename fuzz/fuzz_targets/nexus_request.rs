@@ -9,7 +9,8 @@
 //! - refusals never depend on secret values: the same body with every secret value
 //!   (`values` of a secret, the base64 `plaintext` of the cipher) replaced by a different string of the
 //!   same length gets the very same answer, so no value can leak into an error message;
-//! - a secret path that was accepted re-parses as a `SecretPath`.
+//! - a secret path that was accepted (by every action but list, which takes none) re-parses as
+//!   a `SecretPath`.
 #![no_main]
 
 use base64::Engine as _;
@@ -51,8 +52,10 @@ fuzz_target!(|data: &[u8]| {
     let Ok(mut json) = serde_json::from_slice::<Value>(body) else {
         return;
     };
+    // A list takes no path (one in its body is ignored); every other secrets action parses it.
     if answer.is_ok()
         && route == routes::SECRETS
+        && action != Some(Action::List)
         && let Some(Value::String(path)) = json.get("path")
     {
         assert!(SecretPath::parse(path).is_ok(), "accepted path re-parses");

@@ -8,8 +8,9 @@
 //! Properties:
 //! - `split` accepts exactly 2 ≤ threshold ≤ shares; any threshold of its shards (distinct)
 //!   combine to the root key, fewer are refused as too few;
-//! - a set holding a tampered shard is refused (`WrongShares`), never combined into
-//!   another key;
+//! - a set holding a tampered shard never combines into another key: it is refused
+//!   (`WrongShares`), or gives the root key when the tampering cancels out (more shards than
+//!   the threshold, errors of equal weight); untampered shards are never refused;
 //! - whatever shards are given, `combine` returns the root key or an error: the key check
 //!   lets no other key through.
 #![no_main]
@@ -58,10 +59,10 @@ fuzz_target!(|data: &[u8]| {
         picked.push(Shard::new(source.id(), value).expect("ids of a split are non-zero"));
     }
     match combine(&picked, threshold, &check) {
-        Ok(key) => {
-            assert!(!tampered, "a tampered shard was combined");
-            assert_eq!(key.expose_secret(), root.expose_secret());
-        }
+        // Tampered shards can still give the root key when more than a threshold are given
+        // and their errors cancel in the interpolation (two flips of the same bit on shards
+        // of equal Lagrange weight): what matters is that no other key ever comes out.
+        Ok(key) => assert_eq!(key.expose_secret(), root.expose_secret()),
         Err(CryptoError::NotEnoughShards { .. }) => {
             assert!(picked.len() < usize::from(threshold));
         }
