@@ -27,8 +27,12 @@ fn clock() -> Instant {
     Instant::now()
 }
 
-/// Identity plane, three keepers and two Nexus replicas on `db`, both ready.
-async fn two_replicas(dir: &std::path::Path, db: &TestDatabase) -> (SecretsStack, String, String) {
+/// Identity plane, three keepers and two Nexus replicas on `db`, both ready (the seal suite
+/// uses it too).
+pub(super) async fn two_replicas(
+    dir: &std::path::Path,
+    db: &TestDatabase,
+) -> (SecretsStack, String, String) {
     let mut stack = SecretsStack::start_without_nexus(dir, 3, Some(db.url())).await;
     // Started together, so both find the database empty and race to initialise it.
     let b = stack.start_nexus_and_replicas(1).await.remove(0);

@@ -11,6 +11,8 @@ use nexus_api::{ClientError, ErrorCode};
 use serde_json::Value;
 use tests::secrets::{SUPERUSER_ID, SecretsStack, values};
 
+use super::replicas::two_replicas;
+
 const PASSWORD: &str = "sealed-Pa55word-8c1d07";
 
 fn stdout(out: &std::process::Output) -> String {
@@ -257,21 +259,6 @@ async fn a_seal_drops_the_key_holds_through_a_restart_and_only_the_superuser_lif
         by(&unseals, "spiffe://example.org/ops/tool", 401, "deny"),
         1
     );
-}
-
-/// Identity plane, three keepers and two Nexus replicas on `db`, both ready.
-async fn two_replicas(dir: &std::path::Path, db: &TestDatabase) -> (SecretsStack, String, String) {
-    let mut stack = SecretsStack::start_without_nexus(dir, 3, Some(db.url())).await;
-    stack.start_nexus().await;
-    let a = stack.nexus_url();
-    stack.wait_ready_at(&a).await;
-    let b = stack
-        .start_nexus_and_replicas(1)
-        .await
-        .pop()
-        .expect("the replica's URL");
-    stack.wait_ready_at(&b).await;
-    (stack, a, b)
 }
 
 #[tokio::test]
