@@ -1,5 +1,9 @@
 //! Keeping the policy cache current when several Nexus replicas share one database, so
-//! that a grant revoked through one replica is refused by every other at once.
+//! that a grant revoked through one replica is refused by every other as soon as the change
+//! notification reaches it. PostgreSQL sends it as the change commits, but the replica that
+//! made the change does not wait for the others to hear it: a request that reaches another
+//! replica in that window (well under a millisecond on an idle host, longer on a starved
+//! one) is still judged by the set before the change.
 //!
 //! Every policy change increments the stored policy generation in its own transaction
 //! ([`crate::store`]); on PostgreSQL a trigger sends the new generation on
