@@ -5,6 +5,7 @@
 //! Secret values never appear: Nexus's messages do not hold them, and decode errors of a
 //! read (which could quote the answer) are not repeated.
 
+use identity::failure::HandshakeFailure;
 use identity::https_client::HttpsError;
 use nexus_api::{ClientError, ErrorCode};
 
@@ -217,23 +218,17 @@ pub fn explain(error: &ClientError, call: &Call<'_>) -> String {
         ClientError::Transport(HttpsError::InvalidUrl { url, reason }) => format!(
             "Invalid Nexus URL {url:?}: {reason}. Set --nexus-url or SPIKE_NEXUS_API_URL to https://host:port."
         ),
-        ClientError::Transport(cause) => {
-            let mut text = format!(
-                "Cannot reach Nexus at {}: {cause}. Is Nexus running, and is SPIKE_NEXUS_API_URL right?",
+        ClientError::Transport(HttpsError::Handshake { reason, message }) => {
+            let hint = handshake_hint(*reason, call);
+            format!(
+                "Cannot reach Nexus at {}: the TLS handshake failed ({reason}): {message}. {hint}",
                 call.url
-            );
-            let cause_text = cause.to_string().to_ascii_lowercase();
-            if ["certificate", "alert", "handshake", "tls"]
-                .iter()
-                .any(|word| cause_text.contains(word))
-            {
-                text.push_str(&format!(
-                    " If it is, check that its SVID is spiffe://{}/spike/nexus (--trust-domain, SPIKE_TRUST_ROOT_NEXUS) and that it trusts this process's trust domain.",
-                    call.trust_domain
-                ));
-            }
-            text
+            )
         }
+        ClientError::Transport(cause) => format!(
+            "Cannot reach Nexus at {}: {cause}. Is Nexus running, and is SPIKE_NEXUS_API_URL right?",
+            call.url
+        ),
         ClientError::Decode(cause) => {
             // A read's answer holds secret values, and parse errors may quote it.
             let cause = match call.op {
@@ -249,6 +244,31 @@ pub fn explain(error: &ClientError, call: &Call<'_>) -> String {
         }
         ClientError::Setup(cause) => format!(
             "Cannot set up the connection to Nexus: {cause}. Check --trust-domain (SPIKE_TRUST_ROOT_NEXUS) and --nexus-url (SPIKE_NEXUS_API_URL)."
+        ),
+    }
+}
+
+/// What to check after a failed handshake, by why it failed.
+fn handshake_hint(reason: HandshakeFailure, call: &Call<'_>) -> String {
+    let nexus = format!("spiffe://{}/spike/nexus", call.trust_domain);
+    match reason {
+        HandshakeFailure::UnknownIssuer | HandshakeFailure::BadSignature => format!(
+            "The server's certificate is not from this trust domain's CA: check that it is Nexus ({nexus}) and that --trust-domain (SPIKE_TRUST_ROOT_NEXUS) is right."
+        ),
+        HandshakeFailure::WrongRole
+        | HandshakeFailure::ForeignTrustDomain
+        | HandshakeFailure::NotSvid => format!(
+            "The server is not Nexus: its SVID must be {nexus} (--trust-domain, SPIKE_TRUST_ROOT_NEXUS; is SPIKE_NEXUS_API_URL right?)."
+        ),
+        HandshakeFailure::PeerAlert => format!(
+            "Nexus refused this process's SVID ({}): check that this SPIFFE ID has a registration entry and that Nexus trusts its trust domain.",
+            call.own_id
+        ),
+        HandshakeFailure::Expired | HandshakeFailure::NotYetValid => {
+            "A certificate is outside its validity period: check the clocks, and that the SPIRE agent is renewing SVIDs.".to_owned()
+        }
+        _ => format!(
+            "Check that the server is Nexus ({nexus}) and that it trusts this process's trust domain."
         ),
     }
 }
@@ -498,14 +518,21 @@ mod tests {
             explain(&error, &call(Operation::Status)),
             "Cannot reach Nexus at https://nexus:8553: connection refused. Is Nexus running, and is SPIKE_NEXUS_API_URL right?"
         );
-        for cause in [
-            "invalid peer certificate: UnknownIssuer",
-            "client error (Connect): received fatal alert: DecodeError",
-        ] {
-            let tls = ClientError::Transport(HttpsError::Transport(cause.into()));
-            let text = explain(&tls, &call(Operation::Status));
+        let handshake = |reason| {
+            let error = ClientError::Transport(HttpsError::Handshake {
+                reason,
+                message: "invalid peer certificate".into(),
+            });
+            explain(&error, &call(Operation::Status))
+        };
+        for reason in [HandshakeFailure::UnknownIssuer, HandshakeFailure::WrongRole] {
+            let text = handshake(reason);
             assert!(text.contains("spiffe://example.org/spike/nexus"), "{text}");
+            assert!(text.contains(reason.label()), "{text}");
         }
+        let refused = handshake(HandshakeFailure::PeerAlert);
+        assert!(refused.contains("refused this process's SVID"), "{refused}");
+        assert!(handshake(HandshakeFailure::Expired).contains("clocks"));
         let plain = explain(&error, &call(Operation::Status));
         assert!(!plain.contains("SVID"), "{plain}");
         let url = ClientError::Transport(HttpsError::InvalidUrl {

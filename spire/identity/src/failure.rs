@@ -156,14 +156,16 @@ impl HandshakeFailure {
             if let Some(tls) = error.downcast_ref::<rustls::Error>() {
                 return Some(Self::of_rustls(tls));
             }
-            if let Some(tls) = error
+            // An `io::Error`'s `source()` is the source of the error it wraps, skipping that
+            // error itself (hyper-rustls wraps tokio-rustls' io::Error, which wraps rustls'
+            // error, in another io::Error): look inside it instead.
+            next = match error
                 .downcast_ref::<io::Error>()
                 .and_then(io::Error::get_ref)
-                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
             {
-                return Some(Self::of_rustls(tls));
-            }
-            next = error.source();
+                Some(inner) => Some(inner as &(dyn StdError + 'static)),
+                None => error.source(),
+            };
         }
         None
     }
@@ -299,6 +301,15 @@ mod tests {
         let wrapped = Wrapper(tls);
         let found = HandshakeFailure::find(&wrapped).expect("found");
         assert!(found.is_untrusted_chain());
+        // hyper-rustls wraps tokio-rustls' io::Error in another one, whose `source()` skips it.
+        let twice = Wrapper(io::Error::other(io::Error::new(
+            io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer),
+        )));
+        assert_eq!(
+            HandshakeFailure::find(&twice),
+            Some(HandshakeFailure::UnknownIssuer)
+        );
         assert_eq!(
             HandshakeFailure::find(&Wrapper(io::Error::other("x"))),
             None

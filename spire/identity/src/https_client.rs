@@ -14,6 +14,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+use crate::failure::HandshakeFailure;
+
 /// The largest response body a client accepts.
 pub const MAX_RESPONSE_BYTES: usize = 16 << 20;
 
@@ -28,8 +30,16 @@ pub enum HttpsError {
         /// What is wrong with it.
         reason: String,
     },
-    /// Connecting, the TLS handshake (including the peer's SPIFFE ID check) or the exchange
-    /// failed.
+    /// The TLS handshake failed (including the SPIFFE ID checks on either side), for
+    /// `reason`; `message` is the whole chain of causes.
+    #[error("{message}")]
+    Handshake {
+        /// Why, as a type (callers explain by it; they never search `message`).
+        reason: HandshakeFailure,
+        /// What hyper and rustls said.
+        message: String,
+    },
+    /// Connecting or the exchange failed (no TLS failure in the chain of causes).
     #[error("{0}")]
     Transport(String),
     /// No response within the deadline.
@@ -55,7 +65,10 @@ impl std::fmt::Debug for HttpsClient {
 impl HttpsClient {
     /// A client over `tls` (for example from [`crate::workload::client_config`]); every call
     /// fails after `timeout`.
-    pub fn new(tls: rustls::ClientConfig, timeout: Duration) -> Self {
+    pub fn new(mut tls: rustls::ClientConfig, timeout: Duration) -> Self {
+        // hyper-rustls sets ALPN from the HTTP versions enabled below (and panics if the
+        // config names protocols already, as `svid_tls::client_config`'s does for gRPC).
+        tls.alpn_protocols.clear();
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
@@ -127,11 +140,15 @@ impl HttpsClient {
 
     async fn send(&self, request: Request<Full<Bytes>>) -> Result<(StatusCode, Bytes), HttpsError> {
         let exchange = async {
-            let response = self
-                .client
-                .request(request)
-                .await
-                .map_err(|e| HttpsError::Transport(error_chain(&e)))?;
+            let response = self.client.request(request).await.map_err(|e| {
+                match HandshakeFailure::find(&e) {
+                    Some(reason) => HttpsError::Handshake {
+                        reason,
+                        message: error_chain(&e),
+                    },
+                    None => HttpsError::Transport(error_chain(&e)),
+                }
+            })?;
             let status = response.status();
             let body = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
                 .collect()

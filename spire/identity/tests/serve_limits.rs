@@ -331,3 +331,49 @@ async fn refused_handshakes_are_counted_by_reason() {
         );
     }
 }
+
+/// `HttpsClient` says why a handshake failed as a type, so callers explain it without
+/// searching the message: the server's chain from an unknown CA, a server whose SPIFFE ID
+/// the client does not accept, and a client the server refuses (its alert).
+#[tokio::test]
+async fn the_https_client_names_why_a_handshake_failed() {
+    use identity::failure::HandshakeFailure;
+    use identity::https_client::{HttpsClient, HttpsError};
+
+    let pki = Pki::new();
+    let server = Server::start(&pki, Limits::TLS_API).await;
+    let url = HttpsClient::parse_url(&format!("https://{}/", server.address)).expect("url");
+    let call = |store: Arc<SvidStore>, accept: svid_tls::Authorizer| {
+        let url = url.clone();
+        async move {
+            let tls = svid_tls::client_config(store, accept).expect("tls");
+            HttpsClient::new(tls, PATIENCE).get(url).await
+        }
+    };
+    let any: svid_tls::Authorizer = Arc::new(|_: &spiffe::SpiffeId| true);
+    let reason = |result: Result<_, HttpsError>| match result {
+        Err(HttpsError::Handshake { reason, .. }) => reason,
+        other => panic!("expected a handshake failure, got {other:?}"),
+    };
+
+    let (status, _) = call(pki.store("client"), any.clone())
+        .await
+        .expect("the control call succeeds");
+    assert!(status.is_success(), "{status}");
+
+    let stranger = Pki::named("another CA");
+    assert_eq!(
+        reason(call(stranger.store("client"), any.clone()).await),
+        HandshakeFailure::UnknownIssuer
+    );
+    let only_nexus: svid_tls::Authorizer =
+        Arc::new(|id: &spiffe::SpiffeId| id.path() == "/spike/nexus");
+    assert_eq!(
+        reason(call(pki.store("client"), only_nexus).await),
+        HandshakeFailure::WrongRole
+    );
+    assert_eq!(
+        reason(call(pki.store("refused"), any).await),
+        HandshakeFailure::PeerAlert
+    );
+}
