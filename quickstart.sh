@@ -9,7 +9,10 @@
 #   ./quickstart.sh down     stop everything (keepers hold the root key in memory only, so
 #                            this also forgets the key; `up` then starts over with new data)
 #
-# Data, logs and sockets live under $SPIKE_QUICKSTART_DIR (default ./.quickstart).
+# Data, logs and sockets live under $SPIKE_QUICKSTART_DIR (default ./.quickstart). Ports are
+# SPIKE_QUICKSTART_{SERVER,NEXUS,METRICS}_PORT and SPIKE_QUICKSTART_KEEPER_PORTS; a port of 0
+# lets the kernel pick one (the tests do this): each process logs the address it bound, and the
+# ports in use are kept in $DATA/ports until `down`, so a later `up` finds the same stack.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")" && pwd)
@@ -21,6 +24,9 @@ SERVER_PORT=${SPIKE_QUICKSTART_SERVER_PORT:-8081}
 read -r -a KEEPER_PORTS <<<"${SPIKE_QUICKSTART_KEEPER_PORTS:-8441 8442 8443}"
 NEXUS_PORT=${SPIKE_QUICKSTART_NEXUS_PORT:-8553}
 METRICS_PORT=${SPIKE_QUICKSTART_METRICS_PORT:-8554}
+# The ports of a stack that is up (ports picked by the kernel are known only from then on).
+# shellcheck source=/dev/null
+[[ -f $DATA/ports ]] && source "$DATA/ports"
 AGENT_ID=spiffe://$TD/quickstart/agent
 SERVER_SOCKET=$DATA/server/admin.sock
 AGENT_SOCKET=$DATA/agent/api.sock
@@ -34,7 +40,24 @@ fail() { printf 'quickstart: %s\n' "$*" >&2; exit 1; }
 pid_of() { cat "$DATA/pids/$1" 2>/dev/null || true; }
 running() { local pid; pid=$(pid_of "$1"); [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; }
 
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+port_free() { [[ $1 == 0 ]] || ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+bound_port() { # name, log marker: the port the process logged on that line (it was given 0)
+  local deadline=$((SECONDS + 30)) port
+  while :; do
+    port=$(grep -m1 -F "$2" "$DATA/logs/$1.log" 2>/dev/null | grep -o 'address=[^ ]*' | sed 's/.*://' || true)
+    [[ -n $port ]] && { echo "$port"; return; }
+    running "$1" || fail "$1 exited before it was ready (log: $DATA/logs/$1.log)"
+    ((SECONDS < deadline)) || fail "timed out waiting for $1 to log its address (log: $DATA/logs/$1.log)"
+    sleep 0.2
+  done
+}
+
+save_ports() {
+  printf 'SERVER_PORT=%s\nKEEPER_PORTS=(%s)\nNEXUS_PORT=%s\nMETRICS_PORT=%s\n' \
+    "$SERVER_PORT" "${KEEPER_PORTS[*]}" "$NEXUS_PORT" "$METRICS_PORT" >"$DATA/ports"
+  SPIKE_NEXUS_API_URL=https://127.0.0.1:$NEXUS_PORT
+}
 
 start() { # name, command...
   local name=$1; shift
@@ -86,6 +109,9 @@ metrics_listen = "127.0.0.1:$METRICS_PORT"
 audit_log = "$DATA/logs/audit.log"
 EOF
   start nexus "$BIN/nexus" --config "$DATA/nexus.toml"
+  if [[ $NEXUS_PORT == 0 ]]; then NEXUS_PORT=$(bound_port nexus "nexus listening"); fi
+  if [[ $METRICS_PORT == 0 ]]; then METRICS_PORT=$(bound_port nexus "metrics at http://"); fi
+  save_ports
 }
 
 cmd_up() {
@@ -117,10 +143,12 @@ cmd_up() {
   mkdir -p "$DATA"/{server,agent,nexus,logs,pids}
   chmod 700 "$DATA"
 
-  say "identity server (trust domain $TD, 127.0.0.1:$SERVER_PORT)"
+  say "identity server (trust domain $TD)"
   running server || start server "$BIN/spire-server" run -trustDomain "$TD" -bindAddress 127.0.0.1 \
     -serverPort "$SERVER_PORT" -dataDir "$DATA/server/data" -socketPath "$SERVER_SOCKET"
   wait_until "the identity server" 30 "$BIN/spire-server" healthcheck -socketPath "$SERVER_SOCKET"
+  if [[ $SERVER_PORT == 0 ]]; then SERVER_PORT=$(bound_port server "server ready"); fi
+  save_ports
 
   say "agent (Workload API at $AGENT_SOCKET)"
   if ! running agent; then
@@ -143,14 +171,21 @@ cmd_up() {
   ensure_entry "spiffe://$TD/spike/keeper" keeper
   ensure_entry "spiffe://$TD/spike/pilot/role/superuser" spike
 
-  say "keepers (127.0.0.1:${KEEPER_PORTS[*]})"
+  say "keepers"
   local i
   for i in 1 2 3; do
     running "keeper$i" || start "keeper$i" "$BIN/keeper" --listen "127.0.0.1:${KEEPER_PORTS[$((i - 1))]}" --trust-domain "$TD"
   done
+  for i in 0 1 2; do
+    if [[ ${KEEPER_PORTS[$i]} == 0 ]]; then
+      KEEPER_PORTS[i]=$(bound_port "keeper$((i + 1))" "keeper ready")
+    fi
+  done
+  save_ports
 
-  say "Nexus (https://127.0.0.1:$NEXUS_PORT)"
+  say "Nexus"
   start_nexus
+  echo "   listening at $SPIKE_NEXUS_API_URL; keepers at 127.0.0.1:${KEEPER_PORTS[*]}"
   wait_until "Nexus to be ready" 60 nexus_ready
   "$BIN/spike" status
 
@@ -194,7 +229,7 @@ cmd_status() {
 cmd_down() {
   local name
   for name in nexus keeper1 keeper2 keeper3 agent server; do stop "$name"; done
-  rm -rf "$DATA/nexus"
+  rm -rf "$DATA/nexus" "$DATA/ports"
   say "stopped; the keepers' shards are gone, so Nexus's data was removed (identity data kept)"
 }
 

@@ -124,8 +124,8 @@ pub fn logged_address(log: &str, marker: &str) -> Option<SocketAddr> {
         })
 }
 
-/// A TCP port for a program that cannot bind port 0 and say which port it got (PostgreSQL,
-/// the quickstart script): the kernel picks it, the listener is closed right away, and no
+/// A TCP port for a program that cannot bind port 0 and say which port it got (PostgreSQL),
+/// or for a URL nobody answers: the kernel picks it, the listener is closed right away, and no
 /// other call in this process returns it again. Another process may still take it before the
 /// program binds it, so everything that can report its address is started on port 0 instead.
 pub fn free_port() -> u16 {

@@ -1,30 +1,28 @@
 //! The README's first command, `./quickstart.sh`, run as a newcomer would (non-interactively,
-//! in a temporary directory and on free ports): it brings the whole stack up and round-trips a
-//! secret; run again, it kills Nexus with SIGKILL and shows it unsealing itself; `status` and
-//! `down` do what they say.
+//! in a temporary directory, every port given as 0 so the kernel picks it): it brings the
+//! whole stack up and round-trips a secret; run again, it kills Nexus with SIGKILL and shows it
+//! unsealing itself on the same ports; `status` and `down` do what they say.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use tests::free_port;
+/// Every port the script takes, as 0: each process binds what the kernel gives it and logs it.
+const ANY_PORTS: [(&str, &str); 4] = [
+    ("SPIKE_QUICKSTART_SERVER_PORT", "0"),
+    ("SPIKE_QUICKSTART_NEXUS_PORT", "0"),
+    ("SPIKE_QUICKSTART_METRICS_PORT", "0"),
+    ("SPIKE_QUICKSTART_KEEPER_PORTS", "0 0 0"),
+];
 
-/// The quickstart script with its directory and ports set; `down` when dropped.
+/// The quickstart script with its directory set; `down` when dropped.
 struct Quickstart {
     dir: PathBuf,
-    ports: [(&'static str, String); 4],
 }
 
 impl Quickstart {
     fn new(dir: &Path) -> Self {
-        let keepers = [free_port(), free_port(), free_port()].map(|p| p.to_string());
         Quickstart {
             dir: dir.to_owned(),
-            ports: [
-                ("SPIKE_QUICKSTART_SERVER_PORT", free_port().to_string()),
-                ("SPIKE_QUICKSTART_NEXUS_PORT", free_port().to_string()),
-                ("SPIKE_QUICKSTART_METRICS_PORT", free_port().to_string()),
-                ("SPIKE_QUICKSTART_KEEPER_PORTS", keepers.join(" ")),
-            ],
         }
     }
 
@@ -42,7 +40,7 @@ impl Quickstart {
             .arg(command)
             .env("SPIKE_QUICKSTART_DIR", &self.dir)
             .env("SPIKE_QUICKSTART_PROFILE", profile)
-            .envs(self.ports.iter().map(|(k, v)| (k, v)))
+            .envs(ANY_PORTS)
             .env_remove("SPIFFE_ENDPOINT_SOCKET")
             .output()
             .expect("run quickstart.sh")
@@ -58,10 +56,15 @@ impl Quickstart {
         );
         stdout
     }
+}
 
-    fn metrics_address(&self) -> String {
-        format!("127.0.0.1:{}", self.ports[2].1)
-    }
+/// Where the script says Nexus's metrics are ("Metrics: curl -s http://ADDRESS/metrics").
+fn metrics_address(output: &str) -> &str {
+    output
+        .lines()
+        .find_map(|line| line.strip_prefix("Metrics: curl -s http://"))
+        .and_then(|rest| rest.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("no metrics address in:\n{output}"))
 }
 
 impl Drop for Quickstart {
@@ -92,7 +95,9 @@ async fn quickstart_brings_the_stack_up_and_nexus_unseals_itself_when_run_again(
             "{name} is not reported running:\n{first}"
         );
     }
-    let metrics = tests::http_get(&quickstart.metrics_address(), "/metrics").await;
+    let metrics_at = metrics_address(&first);
+    assert!(!metrics_at.ends_with(":0"), "{metrics_at}");
+    let metrics = tests::http_get(metrics_at, "/metrics").await;
     assert_eq!(tests::metric(&metrics, "nexus_sealed", &[]), Some(0.0));
     assert_eq!(
         tests::metric(&metrics, "nexus_keepers_reachable", &[]),
@@ -103,6 +108,10 @@ async fn quickstart_brings_the_stack_up_and_nexus_unseals_itself_when_run_again(
     let second = quickstart.run_ok("up");
     assert!(second.contains("restarting Nexus (kill -9)"), "{second}");
     assert!(second.contains("ms after start"), "{second}");
+    // The restarted Nexus took the ports the first run got, so what the first run printed
+    // still points at it.
+    let metrics = tests::http_get(metrics_at, "/metrics").await;
+    assert_eq!(tests::metric(&metrics, "nexus_sealed", &[]), Some(0.0));
     assert!(
         second.contains("read back: hello from quickstart"),
         "{second}"
