@@ -31,7 +31,7 @@ fuzz_target!(|data: &[u8]| {
         None => match usize::from(selector) - TABLE.len() {
             0 => (routes::STATUS, Some(Action::Destroy)),
             1 => (routes::ROTATE, Some(Action::List)),
-            2 => (routes::SECRETS_METADATA, Some(Action::Delete)),
+            2 => (routes::SECRETS_METADATA, Some(Action::Undelete)),
             _ => ("/v1/no/such/route", None),
         },
     };

@@ -40,6 +40,11 @@ pub struct Config {
     /// Versions kept per secret (older ones are deleted from storage).
     #[arg(long, env = "SPIKE_NEXUS_MAX_SECRET_VERSIONS", default_value_t = 10)]
     pub max_secret_versions: u32,
+    /// Require check-and-set on every secret write (put and patch), as Vault's global
+    /// `cas_required`; a secret can also require it alone (`spike secret metadata put
+    /// --cas-required true`).
+    #[arg(long, env = "SPIKE_NEXUS_CAS_REQUIRED")]
+    pub cas_required: bool,
     /// How often keepers are probed, and re-seeded if they restarted empty.
     #[arg(long, env = "SPIKE_NEXUS_KEEPER_PROBE_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
     pub keeper_probe_interval: Duration,
@@ -263,6 +268,7 @@ mod tests {
         assert_eq!(config.trust_domain, "example.org");
         assert_eq!(config.shares(), 3);
         assert_eq!(config.keeper_probe_interval, Duration::from_secs(5));
+        assert!(!config.cas_required);
         let config = parse(&["--config", path, "--shamir-threshold", "3"]);
         assert_eq!(config.shamir_threshold, 3, "flags override the file");
     }
@@ -274,6 +280,8 @@ mod tests {
         assert_eq!(config.shares(), 3);
         assert_eq!(config.shamir_threshold, 2);
         assert_eq!(config.max_secret_versions, 10);
+        assert!(!config.cas_required);
+        assert!(parse(&["--cas-required"]).cas_required);
         assert!(config.database_url().ends_with("nexus.db"));
     }
 

@@ -7,7 +7,7 @@ use crate::keys::break_glass::RestoreError;
 use crate::keys::sealing::SealingError;
 use crate::secrets::PathError;
 use crate::store::{Missing, StoreError};
-use crate::validate::{ValuesError, VersionsError};
+use crate::validate::{MetadataError, ValuesError, VersionsError};
 
 /// Why an operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -136,6 +136,12 @@ pub enum Invalid {
     /// A list of version numbers.
     #[error(transparent)]
     Versions(#[from] VersionsError),
+    /// A secret's metadata, or a listing's parameters.
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
+    /// A write without check-and-set where it is required.
+    #[error("{0}")]
+    CasRequired(String),
     /// A policy.
     #[error(transparent)]
     Policy(#[from] policies::PolicyError),
@@ -153,6 +159,9 @@ impl From<StoreError> for ServiceError {
             StoreError::NotFound(what) => ServiceError::NotFound(what),
             StoreError::KeyChanged => ServiceError::NotReady(NotReady::KeySwitching),
             StoreError::Sealed => ServiceError::NotReady(NotReady::SealedElsewhere),
+            error @ StoreError::CasRequired(_) => {
+                ServiceError::Invalid(Invalid::CasRequired(error.to_string()))
+            }
             StoreError::CasMismatch { expected, current } => {
                 ServiceError::Conflict(Conflict::CheckAndSet { expected, current })
             }

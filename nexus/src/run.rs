@@ -40,13 +40,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let keepers = Keepers::new(&config.keepers, source.clone(), td.clone())?;
     let access = Access::new(&config.trust_domain)?;
     let audit = AuditLog::open(&config.audit_log)?;
-    let nexus = Arc::new(Nexus::new(
-        store,
-        Lifecycle::new(config.shamir_threshold, config.keepers.len()),
-        access,
-        config.max_secret_versions,
-        audit,
-    ));
+    let nexus = Arc::new(
+        Nexus::new(
+            store,
+            Lifecycle::new(config.shamir_threshold, config.keepers.len()),
+            access,
+            config.max_secret_versions,
+            audit,
+        )
+        .with_cas_required(config.cas_required),
+    );
 
     // Any SVID of the trust domain may connect; every route authorises the caller itself.
     let tls = identity::workload::server_config(source, td, |_: &spiffe::SpiffeId| true)?;

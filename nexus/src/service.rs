@@ -29,6 +29,9 @@ pub struct Nexus {
     pub access: Access,
     /// Versions kept for new secrets.
     pub max_versions: u32,
+    /// Whether every secret write must carry a check-and-set version (Vault's global
+    /// `cas_required`), whatever the secret's own setting.
+    pub cas_required: bool,
     /// Where every request's audit line goes.
     pub audit: AuditLog,
     /// Counters and gauges for `/metrics`.
@@ -54,6 +57,7 @@ impl Nexus {
             keys,
             access,
             max_versions,
+            cas_required: false,
             audit,
             metrics: Metrics::default(),
             clock: Clock::system(),
@@ -64,6 +68,12 @@ impl Nexus {
     /// The same Nexus dated by `clock` instead of the system clock.
     pub fn with_clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// The same Nexus requiring check-and-set on every secret write, or not.
+    pub fn with_cas_required(mut self, cas_required: bool) -> Self {
+        self.cas_required = cas_required;
         self
     }
 

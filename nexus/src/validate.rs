@@ -3,7 +3,10 @@
 //! may be a secret). Paths are parsed into [`crate::secrets::SecretPath`], policy names into
 //! [`crate::policy::PolicyName`].
 
-use nexus_api::model::Values;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use nexus_api::model::{DurationValue, Values};
 
 /// Longest key inside a secret.
 pub const MAX_KEY_LEN: usize = 250;
@@ -17,6 +20,120 @@ pub const MAX_VERSION_BYTES: usize = 512 * 1024;
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Most versions named in one delete/undelete/destroy call.
 pub const MAX_VERSIONS_PER_CALL: usize = 1000;
+
+/// Most keys in a secret's custom metadata (Vault's limit).
+pub const MAX_CUSTOM_METADATA_KEYS: usize = 64;
+/// Longest custom metadata key, in bytes (Vault's limit).
+pub const MAX_CUSTOM_METADATA_KEY_LEN: usize = 128;
+/// Longest custom metadata value, in bytes (Vault's limit).
+pub const MAX_CUSTOM_METADATA_VALUE_LEN: usize = 512;
+/// Most versions a secret may keep.
+pub const MAX_MAX_VERSIONS: i64 = 1_000_000;
+/// Longest `delete_version_after` (100 years): longer is taken for a mistake.
+pub const MAX_DELETE_VERSION_AFTER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+/// Largest page of a secret listing.
+pub const MAX_LIST_LIMIT: i64 = 1000;
+
+/// Why a metadata update or a listing's parameters are refused. Custom metadata is not
+/// secret, so keys may be named.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MetadataError {
+    /// `maxVersions` out of range.
+    #[error("maxVersions is {0}; it must be 0 (Nexus's default) to {MAX_MAX_VERSIONS}")]
+    MaxVersions(i64),
+    /// `deleteVersionAfter` does not parse.
+    #[error(
+        "deleteVersionAfter {0:?} is not a duration; write e.g. 30m, 1h, 1h 30m, 0s (never) or a number of seconds"
+    )]
+    Duration(String),
+    /// `deleteVersionAfter` is negative.
+    #[error("deleteVersionAfter must not be negative")]
+    NegativeDuration,
+    /// `deleteVersionAfter` is over the limit.
+    #[error("deleteVersionAfter is over the limit of 100 years")]
+    DurationTooLong,
+    /// More than [`MAX_CUSTOM_METADATA_KEYS`] keys.
+    #[error("customMetadata has {0} keys; the limit is {MAX_CUSTOM_METADATA_KEYS}")]
+    TooManyKeys(usize),
+    /// A key is empty or too long.
+    #[error(
+        "customMetadata keys must be 1 to {MAX_CUSTOM_METADATA_KEY_LEN} bytes long; one is {0} bytes"
+    )]
+    KeyLength(usize),
+    /// A value is too long.
+    #[error(
+        "customMetadata value of key {key:?} is {len} bytes; the limit is {MAX_CUSTOM_METADATA_VALUE_LEN}"
+    )]
+    ValueLength {
+        /// The key.
+        key: String,
+        /// The value's length.
+        len: usize,
+    },
+    /// A list page size out of range.
+    #[error("limit is {0}; it must be 1 to {MAX_LIST_LIMIT}")]
+    ListLimit(i64),
+}
+
+/// `maxVersions` of a metadata update: 0 means Nexus's default.
+pub fn max_versions(value: i64) -> Result<u32, MetadataError> {
+    if !(0..=MAX_MAX_VERSIONS).contains(&value) {
+        return Err(MetadataError::MaxVersions(value));
+    }
+    u32::try_from(value).map_err(|_| MetadataError::MaxVersions(value))
+}
+
+/// `deleteVersionAfter`: seconds, or text as `humantime` reads it (`1h30m`, `90s`).
+pub fn delete_version_after(value: &DurationValue) -> Result<Duration, MetadataError> {
+    let duration = match value {
+        DurationValue::Seconds(seconds) => {
+            let seconds = u64::try_from(*seconds).map_err(|_| MetadataError::NegativeDuration)?;
+            Duration::from_secs(seconds)
+        }
+        DurationValue::Text(text) => {
+            let trimmed = text.trim();
+            if trimmed.starts_with('-') {
+                return Err(MetadataError::NegativeDuration);
+            }
+            match trimmed.parse::<u64>() {
+                Ok(seconds) => Duration::from_secs(seconds),
+                Err(_) => humantime::parse_duration(trimmed)
+                    .map_err(|_| MetadataError::Duration(text.chars().take(40).collect()))?,
+            }
+        }
+    };
+    if duration > MAX_DELETE_VERSION_AFTER {
+        return Err(MetadataError::DurationTooLong);
+    }
+    Ok(duration)
+}
+
+/// Custom metadata: at most 64 keys of 1 to 128 bytes, values of up to 512 bytes.
+pub fn custom_metadata(map: &BTreeMap<String, String>) -> Result<(), MetadataError> {
+    if map.len() > MAX_CUSTOM_METADATA_KEYS {
+        return Err(MetadataError::TooManyKeys(map.len()));
+    }
+    for (key, value) in map {
+        if key.is_empty() || key.len() > MAX_CUSTOM_METADATA_KEY_LEN {
+            return Err(MetadataError::KeyLength(key.len()));
+        }
+        if value.len() > MAX_CUSTOM_METADATA_VALUE_LEN {
+            return Err(MetadataError::ValueLength {
+                key: key.clone(),
+                len: value.len(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A listing's page size.
+pub fn list_limit(limit: i64) -> Result<usize, MetadataError> {
+    if !(1..=MAX_LIST_LIMIT).contains(&limit) {
+        return Err(MetadataError::ListLimit(limit));
+    }
+    usize::try_from(limit).map_err(|_| MetadataError::ListLimit(limit))
+}
 
 /// Why the keys and values of a version are refused. Keys may be named (they are not
 /// secret); values never are.
@@ -133,6 +250,41 @@ mod tests {
             .map(|i| (format!("k{i}"), "v".into()))
             .collect();
         assert_eq!(values(&many), Err(ValuesError::TooManyKeys(MAX_KEYS + 1)));
+    }
+
+    #[test]
+    fn metadata_limits() {
+        assert_eq!(max_versions(0), Ok(0));
+        assert_eq!(max_versions(5), Ok(5));
+        assert_eq!(max_versions(-1), Err(MetadataError::MaxVersions(-1)));
+        let text = |t: &str| delete_version_after(&DurationValue::Text(t.into()));
+        assert_eq!(text("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(text("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(text("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(text("0s"), Ok(Duration::ZERO));
+        assert_eq!(text("-1h"), Err(MetadataError::NegativeDuration));
+        assert_eq!(text("soon"), Err(MetadataError::Duration("soon".into())));
+        assert_eq!(text("1000000h"), Err(MetadataError::DurationTooLong));
+        assert_eq!(
+            delete_version_after(&DurationValue::Seconds(-5)),
+            Err(MetadataError::NegativeDuration)
+        );
+        let many: BTreeMap<String, String> = (0..=MAX_CUSTOM_METADATA_KEYS)
+            .map(|i| (format!("k{i}"), "v".into()))
+            .collect();
+        assert_eq!(custom_metadata(&many), Err(MetadataError::TooManyKeys(65)));
+        let long_key = BTreeMap::from([("k".repeat(129), String::new())]);
+        assert_eq!(
+            custom_metadata(&long_key),
+            Err(MetadataError::KeyLength(129))
+        );
+        let long_value = BTreeMap::from([("k".to_owned(), "v".repeat(513))]);
+        assert!(matches!(
+            custom_metadata(&long_value),
+            Err(MetadataError::ValueLength { len: 513, .. })
+        ));
+        assert_eq!(list_limit(0), Err(MetadataError::ListLimit(0)));
+        assert_eq!(list_limit(1000), Ok(1000));
     }
 
     #[test]

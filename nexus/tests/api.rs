@@ -1196,3 +1196,63 @@ async fn the_router_serves_the_authorisation_table_and_nothing_else() {
         assert_eq!(answer["message"], "unknown route", "{uri}");
     }
 }
+
+#[tokio::test]
+async fn a_patch_whose_merged_version_breaks_the_limits_writes_nothing() {
+    let api = api(true).await;
+    let keys = |range: std::ops::Range<usize>| -> Value {
+        range
+            .map(|i| (format!("k{i}"), json!("v")))
+            .collect::<serde_json::Map<_, _>>()
+            .into()
+    };
+    let (status, answer) = api
+        .post(
+            ADMIN,
+            "/v1/store/secrets",
+            json!({"path": "big/one", "values": keys(0..200)}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    // Each request is within the limits; the merge of both is not.
+    let (status, answer) = api
+        .post(
+            ADMIN,
+            "/v1/store/secrets?action=patch",
+            json!({"path": "big/one", "values": keys(200..300)}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert_eq!(
+        answer["message"],
+        "300 keys in one secret; the limit is 256"
+    );
+    let meta = api.nexus.store.metadata("big/one").await.expect("metadata");
+    assert_eq!(
+        (meta.latest_version, meta.versions.len()),
+        (1, 1),
+        "nothing written, no number used"
+    );
+    let (status, answer) = api
+        .post(
+            ADMIN,
+            "/v1/store/secrets?action=patch",
+            json!({"path": "big/one", "values": {"k0": "changed", "new": "n"}}),
+        )
+        .await;
+    assert_eq!(
+        (status, &answer["version"]),
+        (StatusCode::OK, &json!(2)),
+        "{answer}"
+    );
+    let (_, current) = api
+        .post(
+            ADMIN,
+            "/v1/store/secrets?action=get",
+            json!({"path": "big/one"}),
+        )
+        .await;
+    assert_eq!(current["data"]["k0"], "changed");
+    assert_eq!(current["data"]["k199"], "v");
+    assert_eq!(current["data"]["new"], "n");
+}

@@ -2,12 +2,13 @@
 //! generate a `sqlite_*` test (fresh file in a temp dir) and a `postgres_*` test (fresh
 //! database on the server from `SPIKE_TEST_POSTGRES_URL`, see `common_sql::testing`).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use nexus::store::{
-    InitError, Initialization, KeyRecord, PutVersion, RotateError, RotationRecord, SealOutcome,
-    SealedRecord, Store, StoreError, StoredSeal, StoredVersion, WrappedRow,
+    InitError, Initialization, KeyRecord, MetadataUpdate, PutVersion, RotateError, RotationRecord,
+    SealOutcome, SealedRecord, Store, StoreError, StoredSeal, StoredVersion, WrappedRow,
 };
 use nexus_crypto::CryptoError;
 use time::{Duration, OffsetDateTime};
@@ -31,6 +32,11 @@ common_sql::backend_tests! {
     check_rotation_rewraps_all_or_nothing => sqlite_rotation_rewraps_all_or_nothing, postgres_rotation_rewraps_all_or_nothing;
     check_sealed_writes_are_fenced_by_the_stored_key => sqlite_sealed_writes_are_fenced_by_the_stored_key, postgres_sealed_writes_are_fenced_by_the_stored_key;
     check_operator_seal_is_stored_and_fences_every_write => sqlite_operator_seal_is_stored_and_fences_every_write, postgres_operator_seal_is_stored_and_fences_every_write;
+    check_metadata_update => sqlite_metadata_update, postgres_metadata_update;
+    check_cas_required => sqlite_cas_required, postgres_cas_required;
+    check_expired_versions => sqlite_expired_versions, postgres_expired_versions;
+    check_patch => sqlite_patch, postgres_patch;
+    check_list_pages => sqlite_list_pages, postgres_list_pages;
 }
 
 common_sql::backend_url_tests! {
@@ -49,6 +55,7 @@ fn put(path: &str) -> PutVersion<'_> {
         path,
         cas: None,
         max_versions: 10,
+        cas_required: false,
         created_by: "spiffe://example.org/writer",
         now: at(0),
         fence: None,
@@ -288,6 +295,7 @@ async fn check_concurrent_puts_lose_nothing(store: &Store) {
             tokio::spawn(async move {
                 let put = PutVersion {
                     max_versions: 50,
+                    cas_required: false,
                     ..put("db/race")
                 };
                 put_with(&store, put).await
@@ -354,6 +362,7 @@ async fn check_concurrent_cas_has_one_winner(store: &Store) {
 async fn check_pruning(store: &Store) {
     let keep3 = |now| PutVersion {
         max_versions: 3,
+        cas_required: false,
         now,
         ..put("db/p")
     };
@@ -381,6 +390,7 @@ async fn check_pruning(store: &Store) {
     // max_versions was captured when the secret was created.
     let wider = PutVersion {
         max_versions: 10,
+        cas_required: false,
         ..put("db/p")
     };
     assert_eq!(put_with(store, wider).await.expect("put"), 6);
@@ -593,6 +603,7 @@ async fn check_seal_error_rolls_back(store: &Store) {
 async fn check_metadata(store: &Store) {
     let first = PutVersion {
         max_versions: 7,
+        cas_required: false,
         created_by: "spiffe://example.org/alice",
         now: at(1_000),
         ..put("app/cfg")
@@ -600,6 +611,7 @@ async fn check_metadata(store: &Store) {
     put_with(store, first).await.expect("put 1");
     let second = PutVersion {
         max_versions: 99, // ignored: captured at creation
+        cas_required: false,
         created_by: "spiffe://example.org/bob",
         now: at(2_000),
         ..put("app/cfg")
@@ -1115,4 +1127,273 @@ async fn postgres_operator_seal_changes_are_notified() {
     store.unseal().await.expect("unseal");
     assert_eq!(next(&mut listener).await, nexus::store::SEAL_NOTICE);
     store.close().await;
+}
+
+fn update(path: &str) -> MetadataUpdate<'_> {
+    MetadataUpdate {
+        path,
+        max_versions: None,
+        cas_required: None,
+        delete_version_after: None,
+        custom_metadata: None,
+        default_max_versions: 10,
+        created_by: "spiffe://example.org/admin",
+        now: at(10_000),
+        fence: None,
+    }
+}
+
+async fn check_metadata_update(store: &Store) {
+    for _ in 0..5 {
+        put_ok(store, "kv/m").await;
+    }
+    let labels = BTreeMap::from([("owner".to_owned(), "team-a".to_owned())]);
+    store
+        .put_metadata(MetadataUpdate {
+            max_versions: Some(2),
+            cas_required: Some(true),
+            delete_version_after: Some(std::time::Duration::from_secs(3600)),
+            custom_metadata: Some(&labels),
+            ..update("kv/m")
+        })
+        .await
+        .expect("update");
+    let meta = store.metadata("kv/m").await.expect("meta");
+    assert_eq!(meta.max_versions, 2);
+    assert!(meta.cas_required);
+    assert_eq!(
+        meta.delete_version_after,
+        std::time::Duration::from_secs(3600)
+    );
+    assert_eq!(meta.custom_metadata, labels);
+    assert_eq!(meta.updated_at, at(10_000));
+    assert_eq!(
+        stored_versions(store, "kv/m").await,
+        [4, 5],
+        "a lowered max_versions prunes at once"
+    );
+    assert_eq!((meta.current_version, meta.oldest_version), (5, 4));
+
+    // Fields not given are kept.
+    store
+        .put_metadata(MetadataUpdate {
+            cas_required: Some(false),
+            ..update("kv/m")
+        })
+        .await
+        .expect("update");
+    let meta = store.metadata("kv/m").await.expect("meta");
+    assert!(!meta.cas_required);
+    assert_eq!((meta.max_versions, meta.custom_metadata), (2, labels));
+
+    // A metadata update of a new path makes a secret without versions; a put then starts
+    // at version 1 under its settings.
+    store
+        .put_metadata(MetadataUpdate {
+            max_versions: Some(3),
+            ..update("kv/new")
+        })
+        .await
+        .expect("create");
+    let meta = store.metadata("kv/new").await.expect("meta");
+    assert_eq!((meta.latest_version, meta.max_versions), (0, 3));
+    assert!(meta.versions.is_empty() && meta.custom_metadata.is_empty());
+    assert_eq!(meta.created_by, "spiffe://example.org/admin");
+    assert_eq!(put_ok(store, "kv/new").await, 1);
+
+    // The fence guards metadata writes as it guards versions.
+    store.initialize(&key_record(1)).await.expect("init");
+    let refused = store
+        .put_metadata(MetadataUpdate {
+            max_versions: Some(1),
+            fence: Some(&[9; 40]),
+            ..update("kv/m")
+        })
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::KeyChanged)),
+        "{refused:?}"
+    );
+    assert_eq!(store.metadata("kv/m").await.expect("meta").max_versions, 2);
+}
+
+async fn check_cas_required(store: &Store) {
+    put_ok(store, "kv/c").await;
+    let global = PutVersion {
+        cas_required: true,
+        ..put("kv/c")
+    };
+    assert!(matches!(
+        put_with(store, global).await,
+        Err(StoreError::CasRequired(path)) if path == "kv/c"
+    ));
+    assert!(matches!(
+        put_with(
+            store,
+            PutVersion {
+                cas_required: true,
+                ..put("kv/fresh")
+            }
+        )
+        .await,
+        Err(StoreError::CasRequired(_))
+    ));
+    assert_not_found(store.metadata("kv/fresh").await, "secret kv/fresh");
+    store
+        .put_metadata(MetadataUpdate {
+            cas_required: Some(true),
+            ..update("kv/c")
+        })
+        .await
+        .expect("update");
+    assert!(matches!(
+        put_with(store, put("kv/c")).await,
+        Err(StoreError::CasRequired(_))
+    ));
+    assert_eq!(stored_versions(store, "kv/c").await, [1], "nothing written");
+    let with_cas = PutVersion {
+        cas: Some(1),
+        ..put("kv/c")
+    };
+    assert_eq!(put_with(store, with_cas).await.expect("cas given"), 2);
+}
+
+async fn check_expired_versions(store: &Store) {
+    let at_time = |path, now| PutVersion { now, ..put(path) };
+    put_with(store, at_time("kv/e", at(0))).await.expect("v1");
+    put_with(store, at_time("kv/e", at(5_000)))
+        .await
+        .expect("v2");
+    store
+        .put_metadata(MetadataUpdate {
+            delete_version_after: Some(std::time::Duration::from_secs(10)),
+            now: at(6_000),
+            ..update("kv/e")
+        })
+        .await
+        .expect("update");
+    // At 12s version 1 (written at 0) has expired, version 2 (at 5s) not yet.
+    assert_not_found(
+        store.get_live_version("kv/e", 1, at(12_000)).await,
+        "version 1 of kv/e",
+    );
+    assert_eq!(
+        store
+            .get_live_version("kv/e", 0, at(12_000))
+            .await
+            .expect("current")
+            .version,
+        2
+    );
+    // At 15s the current version has expired too.
+    assert_not_found(
+        store.get_live_version("kv/e", 0, at(15_000)).await,
+        "current version of kv/e",
+    );
+    assert_eq!(
+        stored_versions(store, "kv/e").await,
+        [1, 2],
+        "not pruned yet"
+    );
+    // The next write prunes them.
+    put_with(store, at_time("kv/e", at(15_000)))
+        .await
+        .expect("v3");
+    assert_eq!(stored_versions(store, "kv/e").await, [3]);
+    let meta = store.metadata("kv/e").await.expect("meta");
+    assert_eq!((meta.current_version, meta.oldest_version), (3, 3));
+}
+
+async fn check_patch(store: &Store) {
+    let merge = |tag: &'static str| {
+        move |base: &StoredVersion, version: u64| -> Result<SealedRecord, CryptoError> {
+            let mut sealed = record("kv/p", version);
+            sealed.wrapped_key =
+                format!("{}+{tag}", String::from_utf8_lossy(&base.sealed.ciphertext)).into_bytes();
+            Ok(sealed)
+        }
+    };
+    assert_not_found(
+        store.patch_version(put("kv/p"), merge("a")).await,
+        "secret kv/p",
+    );
+    put_ok(store, "kv/p").await;
+    assert_eq!(
+        store
+            .patch_version(put("kv/p"), merge("a"))
+            .await
+            .expect("patch"),
+        2
+    );
+    let v2 = store.get_version("kv/p", 2).await.expect("v2");
+    assert_eq!(v2.sealed.wrapped_key, b"kv/p#1+a", "merged from version 1");
+    assert_eq!(v2.sealed.ciphertext, b"kv/p#2");
+
+    // Check-and-set against the latest version, and cas_required, as for puts.
+    let cas = |n| PutVersion {
+        cas: Some(n),
+        ..put("kv/p")
+    };
+    assert!(matches!(
+        store.patch_version(cas(1), merge("b")).await,
+        Err(StoreError::CasMismatch {
+            expected: 1,
+            current: 2
+        })
+    ));
+    let required = PutVersion {
+        cas_required: true,
+        ..put("kv/p")
+    };
+    assert!(matches!(
+        store.patch_version(required, merge("b")).await,
+        Err(StoreError::CasRequired(_))
+    ));
+    assert_eq!(
+        store.patch_version(cas(2), merge("b")).await.expect("cas"),
+        3
+    );
+
+    // A failing merge writes nothing, and the number is not used up.
+    let failed = store
+        .patch_version(put("kv/p"), |_, _| Err(CryptoError::Encrypt))
+        .await;
+    assert!(matches!(failed, Err(StoreError::Crypto(_))), "{failed:?}");
+    assert_eq!(stored_versions(store, "kv/p").await, [1, 2, 3]);
+    assert_eq!(
+        store.metadata("kv/p").await.expect("meta").latest_version,
+        3
+    );
+
+    // Nothing to merge into: every version deleted.
+    store
+        .delete_versions("kv/p", &[1, 2, 3], at(1))
+        .await
+        .expect("delete");
+    assert_not_found(
+        store.patch_version(put("kv/p"), merge("c")).await,
+        "current version of kv/p",
+    );
+}
+
+async fn check_list_pages(store: &Store) {
+    for path in ["db/b", "app/x", "db/a", "db/a/b", "dbx", "d"] {
+        put_ok(store, path).await;
+    }
+    let page = |prefix: &'static str, after: &'static str, limit| async move {
+        store
+            .list_paths_page(prefix, after, limit)
+            .await
+            .expect("page")
+    };
+    assert_eq!(page("db/", "", 10).await, ["db/a", "db/a/b", "db/b"]);
+    assert_eq!(page("db", "", 2).await, ["db/a", "db/a/b"]);
+    assert_eq!(page("db", "db/a/b", 2).await, ["db/b", "dbx"]);
+    assert_eq!(page("db", "dbx", 2).await, Vec::<String>::new());
+    assert_eq!(page("", "d", 2).await, ["db/a", "db/a/b"]);
+    assert_eq!(page("nope", "", 5).await, Vec::<String>::new());
+    // `_` and `%` are not patterns.
+    put_ok(store, "a_b").await;
+    put_ok(store, "axb").await;
+    assert_eq!(page("a_", "", 5).await, ["a_b"]);
 }

@@ -287,6 +287,11 @@ pub enum SecretCommand {
     Put(PutArgs),
     /// Read a secret: every key, or the bare value of one key.
     Get(GetArgs),
+    /// Write a new version made of the current one with these keys set (others are kept).
+    ///
+    /// Pairs are read as for `put` (key=value, key=- from stdin, key=@FILE). The secret must
+    /// exist and have a current version. --cas makes it a check-and-set.
+    Patch(PutArgs),
     /// List the secret paths this process may read.
     List(ListArgs),
     /// Soft-delete versions of a secret (they can be undeleted).
@@ -329,8 +334,11 @@ pub struct GetArgs {
 /// `spike secret list`
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    /// Show only paths starting with this.
+    /// Show only paths starting with this (Nexus filters).
     pub prefix: Option<String>,
+    /// Paths per request to Nexus; every page is fetched and shown.
+    #[arg(long, default_value_t = 1000, value_name = "N", value_parser = clap::value_parser!(i64).range(1..=1000))]
+    pub page_size: i64,
 }
 
 /// `spike secret delete|undelete`
@@ -360,8 +368,46 @@ pub struct DestroyArgs {
 /// `spike secret metadata ...`
 #[derive(Debug, Subcommand)]
 pub enum MetadataCommand {
-    /// Show a secret's versions and who wrote them.
+    /// Show a secret's settings, custom metadata, versions and who wrote them.
     Get(MetadataGetArgs),
+    /// Change a secret's settings without writing a version (creates the secret, without
+    /// versions, if it does not exist). Options not given are kept.
+    Put(MetadataPutArgs),
+    /// Delete the secret, every version and its metadata, for good (as `secret destroy`
+    /// without --versions).
+    Delete(MetadataDeleteArgs),
+}
+
+/// `spike secret metadata put`
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("change").args(["max_versions", "cas_required", "delete_version_after", "custom_metadata"]).multiple(true).required(true)))]
+pub struct MetadataPutArgs {
+    /// Secret path.
+    pub path: String,
+    /// Versions to keep (0: Nexus's default); older ones are removed at once.
+    #[arg(long, value_name = "N")]
+    pub max_versions: Option<u32>,
+    /// Whether every write (put, patch) must give --cas.
+    #[arg(long, value_name = "BOOL")]
+    pub cas_required: Option<bool>,
+    /// Versions older than this become unreadable and are removed, e.g. 30m, 1h, 7d; 0s:
+    /// never.
+    #[arg(long, value_name = "DURATION")]
+    pub delete_version_after: Option<String>,
+    /// A label, key=value (repeat for more). Replaces every label the secret had; not
+    /// secret (anyone who may read the secret sees it).
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub custom_metadata: Vec<String>,
+}
+
+/// `spike secret metadata delete`
+#[derive(Debug, Args)]
+pub struct MetadataDeleteArgs {
+    /// Secret path.
+    pub path: String,
+    /// Do not ask for confirmation.
+    #[arg(short, long)]
+    pub yes: bool,
 }
 
 /// `spike secret metadata get`

@@ -1,16 +1,26 @@
-//! `spike secret metadata get`: a secret's versions, when they were written and deleted, and
-//! by whom.
+//! `spike secret metadata get|put|delete`: a secret's settings (Vault's `max_versions`,
+//! `cas_required`, `delete_version_after`, `custom_metadata`), its versions, when they were
+//! written and deleted, and by whom.
 
-use nexus_api::model::MetadataResponse;
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
 
-use crate::cli::{GlobalArgs, MetadataCommand};
+use nexus_api::model::{DurationValue, MetadataResponse, PutMetadataRequest};
+use serde::Serialize;
+
+use crate::cli::{GlobalArgs, MetadataCommand, MetadataDeleteArgs, MetadataPutArgs};
 use crate::context::Session;
 use crate::error::{Operation, PilotError};
+use crate::input::{InputError, confirm};
 use crate::output::{Format, Output, structured, time};
 
 /// Runs a `spike secret metadata` command.
 pub async fn run(command: MetadataCommand, global: &GlobalArgs) -> Result<Output, PilotError> {
-    let MetadataCommand::Get(args) = command;
+    let args = match command {
+        MetadataCommand::Get(args) => args,
+        MetadataCommand::Put(args) => return put(args, global).await,
+        MetadataCommand::Delete(args) => return delete(args, global).await,
+    };
     let session = Session::connect(global).await?;
     let path = args.path.as_str();
     let metadata = session
@@ -20,6 +30,83 @@ pub async fn run(command: MetadataCommand, global: &GlobalArgs) -> Result<Output
         .map_err(session.fail(Operation::SecretMetadata { path }))?;
     let metadata = only_version(metadata, path, args.version)?;
     Ok(Output::ok(render(&metadata, global.format)))
+}
+
+async fn put(args: MetadataPutArgs, global: &GlobalArgs) -> Result<Output, PilotError> {
+    let request = PutMetadataRequest {
+        custom_metadata: if args.custom_metadata.is_empty() {
+            None
+        } else {
+            Some(labels(&args.custom_metadata)?)
+        },
+        path: args.path,
+        max_versions: args.max_versions.map(i64::from),
+        cas_required: args.cas_required,
+        delete_version_after: args.delete_version_after.map(DurationValue::Text),
+    };
+    let session = Session::connect(global).await?;
+    let path = request.path.as_str();
+    session
+        .client()
+        .put_secret_metadata(&request)
+        .await
+        .map_err(session.fail(Operation::PutSecret { path }))?;
+    Ok(Output::ok(render_done("metadata put", path, global.format)))
+}
+
+async fn delete(args: MetadataDeleteArgs, global: &GlobalArgs) -> Result<Output, PilotError> {
+    if !args.yes {
+        let question = format!(
+            "Delete secret `{}`: every version and its metadata, for good?",
+            args.path
+        );
+        let stdin = std::io::stdin();
+        confirm(
+            &question,
+            stdin.is_terminal(),
+            &mut stdin.lock(),
+            &mut std::io::stderr(),
+        )?;
+    }
+    let session = Session::connect(global).await?;
+    let path = args.path.as_str();
+    session
+        .client()
+        .delete_secret_metadata(path)
+        .await
+        .map_err(session.fail(Operation::ChangeVersions { path }))?;
+    Ok(Output::ok(render_done(
+        "metadata delete",
+        path,
+        global.format,
+    )))
+}
+
+/// `--custom-metadata key=value` options as a map; a key given twice is an error.
+pub fn labels(pairs: &[String]) -> Result<BTreeMap<String, String>, InputError> {
+    let mut map = BTreeMap::new();
+    for (index, pair) in pairs.iter().enumerate() {
+        let Some((key, value)) = pair.split_once('=') else {
+            return Err(InputError::MissingEquals(pair.clone()));
+        };
+        if key.is_empty() {
+            return Err(InputError::EmptyKey(index + 1));
+        }
+        if map.insert(key.to_owned(), value.to_owned()).is_some() {
+            return Err(InputError::DuplicateKey(key.to_owned()));
+        }
+    }
+    Ok(map)
+}
+
+/// `OK`, or `{action, path}` for scripts.
+pub fn render_done(action: &str, path: &str, format: Format) -> String {
+    #[derive(Serialize)]
+    struct Done<'a> {
+        action: &'a str,
+        path: &'a str,
+    }
+    structured(&Done { action, path }, format).unwrap_or_else(|| "OK\n".to_owned())
 }
 
 /// Keeps only `version`'s entry (0: all of them).
@@ -62,9 +149,17 @@ pub fn render(metadata: &MetadataResponse, format: Format) -> String {
         ("Created", time(m.created_time)),
         ("Updated", time(m.updated_time)),
         ("Max versions", m.max_versions.to_string()),
+        ("CAS required", m.cas_required.to_string()),
+        ("Delete after", m.delete_version_after.clone()),
         ("Created by", or_dash(&m.created_by)),
     ] {
         out.push_str(&format!("  {label:<15}  {value}\n"));
+    }
+    if !m.custom_metadata.is_empty() {
+        out.push_str("\nCustom metadata:\n");
+        for (key, value) in &m.custom_metadata {
+            out.push_str(&format!("  {key}: {value}\n"));
+        }
     }
     out.push_str("\nVersions:\n");
     let mut rows = vec![[
@@ -134,6 +229,9 @@ mod tests {
                 updated_time: t1,
                 max_versions: 10,
                 created_by: WRITER.into(),
+                custom_metadata: [("owner".to_owned(), "team-a".to_owned())].into(),
+                cas_required: true,
+                delete_version_after: "1h".into(),
             },
         }
     }
@@ -148,7 +246,12 @@ Metadata:
   Created          1970-01-01T00:00:00Z
   Updated          1970-01-01T01:00:00Z
   Max versions     10
+  CAS required     true
+  Delete after     1h
   Created by       spiffe://example.org/spike/pilot/role/superuser
+
+Custom metadata:
+  owner: team-a
 
 Versions:
   VERSION  CREATED               DELETED               CREATED BY
@@ -169,6 +272,12 @@ Versions:
             .unwrap_or_default();
             assert_eq!(value["metadata"]["currentVersion"], 2, "{text}");
             assert_eq!(value["metadata"]["maxVersions"], 10, "{text}");
+            assert_eq!(value["metadata"]["casRequired"], true, "{text}");
+            assert_eq!(value["metadata"]["deleteVersionAfter"], "1h", "{text}");
+            assert_eq!(
+                value["metadata"]["customMetadata"]["owner"], "team-a",
+                "{text}"
+            );
             assert_eq!(value["versions"]["1"]["createdBy"], WRITER, "{text}");
             assert_eq!(
                 value["versions"]["1"]["deletedTime"], "1970-01-01T01:00:00Z",
@@ -176,6 +285,23 @@ Versions:
             );
             assert!(value["versions"]["2"]["deletedTime"].is_null(), "{text}");
         }
+    }
+
+    #[test]
+    fn labels_parse() {
+        let pairs = ["owner=team-a".to_owned(), "tier=".to_owned()];
+        let map = labels(&pairs).expect("labels");
+        assert_eq!(map["owner"], "team-a");
+        assert_eq!(map["tier"], "");
+        assert!(matches!(
+            labels(&["x".to_owned()]),
+            Err(InputError::MissingEquals(_))
+        ));
+        assert!(matches!(
+            labels(&["a=1".to_owned(), "a=2".to_owned()]),
+            Err(InputError::DuplicateKey(k)) if k == "a"
+        ));
+        assert_eq!(render_done("metadata put", "db", Format::Human), "OK\n");
     }
 
     #[test]

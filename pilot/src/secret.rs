@@ -1,4 +1,4 @@
-//! `spike secret put|get|list|delete|undelete|destroy`.
+//! `spike secret put|get|patch|list|delete|undelete|destroy`.
 //!
 //! Each command first does everything that needs no network (pairs, files, stdin,
 //! confirmation), so a mistake fails before Nexus is called, then makes one call and renders
@@ -6,7 +6,7 @@
 
 use std::io::IsTerminal;
 
-use nexus_api::model::Values;
+use nexus_api::model::{ListSecretsRequest, Values};
 use serde::Serialize;
 
 use crate::cli::{
@@ -22,6 +22,7 @@ pub async fn run(command: SecretCommand, global: &GlobalArgs) -> Result<Output, 
     match command {
         SecretCommand::Put(args) => put(args, global).await,
         SecretCommand::Get(args) => get(args, global).await,
+        SecretCommand::Patch(args) => patch(args, global).await,
         SecretCommand::List(args) => list(args, global).await,
         SecretCommand::Delete(args) => change(Change::Delete, args, global).await,
         SecretCommand::Undelete(args) => change(Change::Undelete, args, global).await,
@@ -50,6 +51,26 @@ async fn put(args: PutArgs, global: &GlobalArgs) -> Result<Output, PilotError> {
     Ok(Output::ok(render_put(path, version, global.format)))
 }
 
+async fn patch(args: PutArgs, global: &GlobalArgs) -> Result<Output, PilotError> {
+    let pairs = parse_pairs(&args.pairs)?;
+    let values = read_values(pairs, |key| {
+        let stdin = std::io::stdin();
+        if stdin.is_terminal() {
+            input::read_hidden(key)
+        } else {
+            input::read_piped(key, &mut stdin.lock())
+        }
+    })?;
+    let session = Session::connect(global).await?;
+    let path = args.path.as_str();
+    let version = session
+        .client()
+        .patch_secret(path, values, args.cas)
+        .await
+        .map_err(session.fail(Operation::PutSecret { path }))?;
+    Ok(Output::ok(render_put(path, version, global.format)))
+}
+
 async fn get(args: GetArgs, global: &GlobalArgs) -> Result<Output, PilotError> {
     let session = Session::connect(global).await?;
     let path = args.path.as_str();
@@ -66,12 +87,25 @@ async fn get(args: GetArgs, global: &GlobalArgs) -> Result<Output, PilotError> {
 
 async fn list(args: ListArgs, global: &GlobalArgs) -> Result<Output, PilotError> {
     let session = Session::connect(global).await?;
-    let paths = session
-        .client()
-        .list_secrets()
-        .await
-        .map_err(session.fail(Operation::ListSecrets))?;
-    let paths = filter_prefix(paths, args.prefix.as_deref());
+    // Nexus filters by prefix and pages; every page is fetched.
+    let mut request = ListSecretsRequest {
+        prefix: args.prefix.filter(|p| !p.is_empty()),
+        limit: Some(args.page_size),
+        cursor: None,
+    };
+    let mut paths = Vec::new();
+    loop {
+        let page = session
+            .client()
+            .list_secrets_page(&request)
+            .await
+            .map_err(session.fail(Operation::ListSecrets))?;
+        paths.extend(page.keys);
+        match page.next_cursor {
+            Some(cursor) => request.cursor = Some(cursor),
+            None => break,
+        }
+    }
     Ok(Output::ok(render_list(&paths, global.format)))
 }
 
@@ -144,17 +178,6 @@ async fn apply_change(
         versions,
         global.format,
     )))
-}
-
-/// Paths starting with `prefix` (all without one).
-pub fn filter_prefix(paths: Vec<String>, prefix: Option<&str>) -> Vec<String> {
-    match prefix {
-        Some(prefix) => paths
-            .into_iter()
-            .filter(|p| p.starts_with(prefix))
-            .collect(),
-        None => paths,
-    }
 }
 
 /// `put`: `OK (version N)`, or `{path, version}`.
@@ -294,16 +317,6 @@ mod tests {
         assert_eq!(yaml(&render_list(&paths, Format::Yaml)), want);
         assert_eq!(json(&render_list(&[], Format::Json)), serde_json::json!([]));
         assert_eq!(yaml(&render_list(&[], Format::Yaml)), serde_json::json!([]));
-    }
-
-    #[test]
-    fn prefix_filters_client_side() {
-        let paths = vec!["db/a".to_owned(), "dbx".to_owned(), "app/db".to_owned()];
-        assert_eq!(filter_prefix(paths.clone(), None), paths);
-        assert_eq!(
-            filter_prefix(paths, Some("db")),
-            vec!["db/a".to_owned(), "dbx".to_owned()]
-        );
     }
 
     #[test]

@@ -226,6 +226,55 @@ impl Client {
         Ok(response.keys)
     }
 
+    /// One page of the paths the caller may read that start with `prefix`, after `cursor`
+    /// (a previous page's `nextCursor`), at most `limit` (none: all of them).
+    pub async fn list_secrets_page(
+        &self,
+        request: &ListSecretsRequest,
+    ) -> Result<ListSecretsResponse, ClientError> {
+        self.call(routes::SECRETS, Action::List, request).await
+    }
+
+    /// Writes a new version of `path`: its current version with `values` merged in (keys
+    /// given replace or add, others are kept); returns its number.
+    pub async fn patch_secret(
+        &self,
+        path: &str,
+        values: Values,
+        cas: Option<u64>,
+    ) -> Result<u64, ClientError> {
+        let request = PatchSecretRequest {
+            path: path.to_owned(),
+            values,
+            cas,
+        };
+        let response: PutSecretResponse =
+            self.call(routes::SECRETS, Action::Patch, &request).await?;
+        Ok(response.version)
+    }
+
+    /// Updates the metadata of `path` (fields left `None` are kept).
+    pub async fn put_secret_metadata(
+        &self,
+        request: &PutMetadataRequest,
+    ) -> Result<(), ClientError> {
+        let _: Empty = self
+            .call(routes::SECRETS_METADATA, Action::Put, request)
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes the secret at `path` with every version and its metadata, for good.
+    pub async fn delete_secret_metadata(&self, path: &str) -> Result<(), ClientError> {
+        let request = SecretPathRequest {
+            path: path.to_owned(),
+        };
+        let _: Empty = self
+            .call(routes::SECRETS_METADATA, Action::Delete, &request)
+            .await?;
+        Ok(())
+    }
+
     /// Metadata of `path`.
     pub async fn secret_metadata(&self, path: &str) -> Result<MetadataResponse, ClientError> {
         let request = GetSecretRequest {

@@ -174,12 +174,117 @@ pub struct VersionsRequest {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Empty {}
 
-/// `?action=list` on secrets.
+/// `?action=list` on secrets. SPIKE sends `{}`: every path the caller may read, in one
+/// answer. With `prefix`, only paths that start with it; with `limit`, at most that many,
+/// and `nextCursor` in the answer says where the next page starts (not in SPIKE).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ListSecretsRequest {
+    /// Only paths starting with this (byte-wise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// Page size, 1 to 1000; absent: every path in one answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<i64>,
+    /// The `nextCursor` of the previous page: only paths after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+}
+
+/// `?action=list` on secrets: the answer.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ListSecretsResponse {
     /// Sorted paths the caller may read.
     pub keys: Vec<String>,
+    /// Set when the page is full: pass it as `cursor` for the next page (which may be
+    /// empty). Not in SPIKE.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// `POST /v1/store/secrets?action=patch`: a new version made of the current one with
+/// `values` merged in (keys given replace or add, others are kept), as Vault's patch. Not in
+/// SPIKE.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PatchSecretRequest {
+    /// Secret path; the secret must have a current version.
+    pub path: String,
+    /// Keys to set.
+    pub values: Values,
+    /// Check-and-set: patch only if the latest version is this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cas: Option<u64>,
+}
+
+impl std::fmt::Debug for PatchSecretRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PatchSecretRequest")
+            .field("path", &self.path)
+            .field("values", &RedactedValues(&self.values))
+            .field("cas", &self.cas)
+            .finish()
+    }
+}
+
+/// A duration as Vault's API takes it: a string such as `"1h30m"` or `"90s"`, or a number
+/// of seconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum DurationValue {
+    /// Whole seconds.
+    Seconds(i64),
+    /// Text, e.g. `1h`, `30m`, `1h 30m`, `0s`.
+    Text(String),
+}
+
+/// `POST /v1/store/secrets/metadata` (no action): a metadata-only update, as Vault's
+/// `metadata put`. Each field given replaces the stored one; absent fields are kept. Creates
+/// the secret without versions if it does not exist. Not in SPIKE.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PutMetadataRequest {
+    /// Secret path.
+    pub path: String,
+    /// Versions to keep, 0 (Nexus's default) to 1000000.
+    #[serde(
+        default,
+        alias = "max_versions",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_versions: Option<i64>,
+    /// Whether every write must carry `cas`.
+    #[serde(
+        default,
+        alias = "cas_required",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub cas_required: Option<bool>,
+    /// Versions older than this are unreadable, and later removed; `0s` never.
+    #[serde(
+        default,
+        alias = "delete_version_after",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub delete_version_after: Option<DurationValue>,
+    /// Free-form labels, not secret: at most 64 keys of up to 128 bytes, values of up to
+    /// 512 bytes. Replaces the whole map.
+    #[serde(
+        default,
+        alias = "custom_metadata",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub custom_metadata: Option<BTreeMap<String, String>>,
+}
+
+/// `POST /v1/store/secrets/metadata?action=delete`: the secret, every version and its
+/// metadata, for good (as `?action=destroy` on secrets without versions). Not in SPIKE.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecretPathRequest {
+    /// Secret path.
+    pub path: String,
 }
 
 /// Metadata of one version.
@@ -191,7 +296,7 @@ pub struct VersionMetadata {
     /// When it was written.
     #[serde(with = "time::serde::rfc3339")]
     pub created_time: OffsetDateTime,
-    /// When it was soft-deleted, if it is.
+    /// When it was soft-deleted, or expired under `deleteVersionAfter`, if it is.
     #[serde(with = "time::serde::rfc3339::option", default)]
     pub deleted_time: Option<OffsetDateTime>,
     /// SPIFFE ID of the writer (not in SPIKE).
@@ -218,6 +323,19 @@ pub struct SecretMetadata {
     /// SPIFFE ID that first wrote it (not in SPIKE).
     #[serde(default)]
     pub created_by: String,
+    /// Free-form labels (Vault's `custom_metadata`; not in SPIKE).
+    #[serde(default)]
+    pub custom_metadata: BTreeMap<String, String>,
+    /// Whether every write must carry `cas` (not in SPIKE).
+    #[serde(default)]
+    pub cas_required: bool,
+    /// Age after which versions expire, e.g. `1h`; `0s`: never (not in SPIKE).
+    #[serde(default = "zero_duration")]
+    pub delete_version_after: String,
+}
+
+fn zero_duration() -> String {
+    "0s".to_owned()
 }
 
 /// `POST /v1/store/secrets/metadata?action=get`.
@@ -578,13 +696,56 @@ mod tests {
                 updated_time: now,
                 max_versions: 10,
                 created_by: "spiffe://td/x".into(),
+                custom_metadata: BTreeMap::new(),
+                cas_required: false,
+                delete_version_after: "0s".into(),
             },
         };
         let json = serde_json::to_value(&meta).expect("json");
         assert_eq!(json["versions"]["3"]["version"], 3);
         assert_eq!(json["metadata"]["currentVersion"], 3);
+        assert_eq!(json["metadata"]["deleteVersionAfter"], "0s");
         let back: MetadataResponse = serde_json::from_value(json).expect("back");
         assert_eq!(back, meta);
+        // A SPIKE answer, without the KV v2 fields, still reads.
+        let spike: SecretMetadata = serde_json::from_str(
+            r#"{"currentVersion":3,"oldestVersion":3,"createdTime":"1970-01-01T00:00:00Z","updatedTime":"1970-01-01T00:00:00Z","maxVersions":10}"#,
+        )
+        .expect("SPIKE's metadata");
+        assert_eq!(spike.delete_version_after, "0s");
+        assert!(!spike.cas_required && spike.custom_metadata.is_empty());
+    }
+
+    #[test]
+    fn kv2_requests_refuse_unknown_fields_and_take_vault_names() {
+        let put: PutMetadataRequest = serde_json::from_str(
+            r#"{"path":"a","max_versions":3,"cas_required":true,"delete_version_after":"1h","custom_metadata":{"k":"v"}}"#,
+        )
+        .expect("Vault's names");
+        assert_eq!(put.max_versions, Some(3));
+        assert_eq!(
+            put.delete_version_after,
+            Some(DurationValue::Text("1h".into()))
+        );
+        let seconds: PutMetadataRequest =
+            serde_json::from_str(r#"{"path":"a","deleteVersionAfter":90}"#).expect("seconds");
+        assert_eq!(
+            seconds.delete_version_after,
+            Some(DurationValue::Seconds(90))
+        );
+        assert!(serde_json::from_str::<PutMetadataRequest>(r#"{"path":"a","x":1}"#).is_err());
+        assert!(serde_json::from_str::<ListSecretsRequest>(r#"{"prefix":"a","page":2}"#).is_err());
+        let spike: ListSecretsRequest = serde_json::from_str("{}").expect("SPIKE's list");
+        assert_eq!(spike, ListSecretsRequest::default());
+        let page = ListSecretsResponse {
+            keys: vec!["a".into()],
+            next_cursor: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&page).expect("json"),
+            r#"{"keys":["a"]}"#,
+            "SPIKE's shape when there is no next page"
+        );
     }
 }
 

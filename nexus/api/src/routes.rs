@@ -1,8 +1,8 @@
 //! Route paths and `?action=` values of the v1 API.
 
-/// Secrets: put (no action), `get`, `delete`, `undelete`, `destroy`, `list`.
+/// Secrets: put (no action), `get`, `patch`, `delete`, `undelete`, `destroy`, `list`.
 pub const SECRETS: &str = "/v1/store/secrets";
-/// Secret metadata: `get`.
+/// Secret metadata: `get`, update (no action), `delete` (the whole secret).
 pub const SECRETS_METADATA: &str = "/v1/store/secrets/metadata";
 /// Policies: upsert (no action), `get`, `delete`, `list`.
 pub const POLICY: &str = "/v1/acl/policy";
@@ -47,17 +47,20 @@ pub enum Action {
     Destroy,
     /// `list`
     List,
+    /// `patch`: merge keys into a new version (not in SPIKE)
+    Patch,
 }
 
 impl Action {
     /// Every action.
-    pub const ALL: [Action; 6] = [
+    pub const ALL: [Action; 7] = [
         Action::Put,
         Action::Get,
         Action::Delete,
         Action::Undelete,
         Action::Destroy,
         Action::List,
+        Action::Patch,
     ];
 
     /// Parses the `action` query value; `None` is a put. An unknown action is `Err` with the
@@ -70,6 +73,7 @@ impl Action {
             Some("undelete") => Ok(Action::Undelete),
             Some("destroy") => Ok(Action::Destroy),
             Some("list") => Ok(Action::List),
+            Some("patch") => Ok(Action::Patch),
             Some(other) => Err(other.to_owned()),
         }
     }
@@ -83,6 +87,7 @@ impl Action {
             Action::Undelete => Some("undelete"),
             Action::Destroy => Some("destroy"),
             Action::List => Some("list"),
+            Action::Patch => Some("patch"),
         }
     }
 

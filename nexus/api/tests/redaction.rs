@@ -2,7 +2,8 @@
 //! in logs and panic messages).
 
 use nexus_api::model::{
-    DecryptResponse, EncryptRequest, GetSecretResponse, PutSecretRequest, Values,
+    DecryptResponse, EncryptRequest, GetSecretResponse, PatchSecretRequest, PutSecretRequest,
+    Values,
 };
 use zeroize::Zeroizing;
 
@@ -16,6 +17,14 @@ fn secret_values_are_redacted_in_debug() {
         format!(
             "{:?}",
             PutSecretRequest {
+                path: "db/pw".into(),
+                values: values.clone(),
+                cas: None,
+            }
+        ),
+        format!(
+            "{:?}",
+            PatchSecretRequest {
                 path: "db/pw".into(),
                 values: values.clone(),
                 cas: None,

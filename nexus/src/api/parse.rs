@@ -9,7 +9,6 @@ use super::endpoint::{Body, Endpoint};
 use super::policy_routes::{self, PolicyRequest};
 use super::{ApiError, authz, cipher_routes, invalid, operator_routes, secret_routes};
 use crate::policy::NewPolicy;
-use crate::secrets::SecretPath;
 
 /// Parses and checks `body` as a JSON request for `action` on `route` (`None` for routes
 /// without actions) exactly as Nexus does before and after authorisation, without a Nexus:
@@ -21,7 +20,7 @@ pub fn parse_request(route: &str, action: Option<Action>, body: &[u8]) -> Result
             secret_routes::Secrets::check(request).map(drop)
         }),
         routes::SECRETS_METADATA => checked::<secret_routes::Metadata>(action, body, |request| {
-            SecretPath::parse(&request.path).map(drop).map_err(invalid)
+            secret_routes::Metadata::check(request).map(drop)
         }),
         routes::POLICY => checked::<policy_routes::Policy>(action, body, |request| match request {
             PolicyRequest::Put(put) => NewPolicy::parse(put).map(drop).map_err(invalid),

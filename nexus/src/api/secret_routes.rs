@@ -4,30 +4,37 @@ use axum::body::Bytes;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use nexus_api::model::{
-    Empty, GetSecretRequest, ListSecretsResponse, PutSecretRequest, PutSecretResponse, Values,
+    Empty, GetSecretRequest, ListSecretsRequest, ListSecretsResponse, PatchSecretRequest,
+    PutMetadataRequest, PutSecretRequest, PutSecretResponse, SecretPathRequest, Values,
     VersionsRequest,
 };
 use nexus_api::routes::{self, Action};
 
 use super::endpoint::{Body, Call, Endpoint};
 use super::{ApiError, invalid, ok, parse};
-use crate::secrets::{SecretPath, VersionChange};
+use crate::secrets::{MetadataChange, SecretPath, VersionChange};
 use crate::validate;
 
-/// `/v1/store/secrets`: put, get, delete, undelete, destroy, list.
+/// `/v1/store/secrets`: put, get, patch, delete, undelete, destroy, list.
 pub(super) struct Secrets;
 
 /// A secrets request as parsed, before authorisation.
 pub(super) enum SecretRequest {
     Put(PutSecretRequest),
+    Patch(PatchSecretRequest),
     Get(GetSecretRequest),
     Change(VersionChange, VersionsRequest),
-    List,
+    List(ListSecretsRequest),
 }
 
 /// A secrets request checked after authorisation: what the core takes.
 pub(super) enum Checked {
     Put {
+        path: SecretPath,
+        values: Values,
+        cas: Option<u64>,
+    },
+    Patch {
         path: SecretPath,
         values: Values,
         cas: Option<u64>,
@@ -41,7 +48,14 @@ pub(super) enum Checked {
         path: SecretPath,
         versions: Vec<u64>,
     },
-    List,
+    /// SPIKE's list: every readable path in one answer.
+    ListAll,
+    /// A page of the readable paths under a prefix.
+    ListPage {
+        prefix: String,
+        cursor: Option<String>,
+        limit: usize,
+    },
 }
 
 impl Secrets {
@@ -56,6 +70,15 @@ impl Secrets {
                     path,
                     values: put.values,
                     cas: put.cas,
+                }
+            }
+            SecretRequest::Patch(patch) => {
+                let path = SecretPath::parse(&patch.path).map_err(invalid)?;
+                validate::values(&patch.values).map_err(invalid)?;
+                Checked::Patch {
+                    path,
+                    values: patch.values,
+                    cas: patch.cas,
                 }
             }
             SecretRequest::Get(get) => {
@@ -75,9 +98,38 @@ impl Secrets {
                     versions: request.versions,
                 }
             }
-            SecretRequest::List => Checked::List,
+            SecretRequest::List(list) => check_list(list)?,
         })
     }
+}
+
+/// A listing's parameters: none is SPIKE's list; a prefix and a cursor are (parts of)
+/// paths, and the page size is bounded.
+fn check_list(list: ListSecretsRequest) -> Result<Checked, ApiError> {
+    let ListSecretsRequest {
+        prefix,
+        limit,
+        cursor,
+    } = list;
+    if prefix.is_none() && limit.is_none() && cursor.is_none() {
+        return Ok(Checked::ListAll);
+    }
+    let prefix = prefix.unwrap_or_default();
+    if !prefix.is_empty() {
+        SecretPath::parse(&prefix).map_err(invalid)?;
+    }
+    if let Some(cursor) = &cursor {
+        SecretPath::parse(cursor).map_err(invalid)?;
+    }
+    let limit = match limit {
+        Some(limit) => validate::list_limit(limit).map_err(invalid)?,
+        None => usize::try_from(validate::MAX_LIST_LIMIT).unwrap_or(1000),
+    };
+    Ok(Checked::ListPage {
+        prefix,
+        cursor,
+        limit,
+    })
 }
 
 impl Body for SecretRequest {
@@ -85,14 +137,12 @@ impl Body for SecretRequest {
         let change = |change| Ok(SecretRequest::Change(change, parse(&body)?));
         match action.unwrap_or(Action::Put) {
             Action::Put => Ok(SecretRequest::Put(parse(&body)?)),
+            Action::Patch => Ok(SecretRequest::Patch(parse(&body)?)),
             Action::Get => Ok(SecretRequest::Get(parse(&body)?)),
             Action::Delete => change(VersionChange::Delete),
             Action::Undelete => change(VersionChange::Undelete),
             Action::Destroy => change(VersionChange::Destroy),
-            Action::List => {
-                let _: Empty = parse(&body)?;
-                Ok(SecretRequest::List)
-            }
+            Action::List => Ok(SecretRequest::List(parse(&body)?)),
         }
     }
 }
@@ -105,9 +155,10 @@ impl Endpoint for Secrets {
     fn path(request: &SecretRequest) -> Option<&str> {
         match request {
             SecretRequest::Put(put) => Some(&put.path),
+            SecretRequest::Patch(patch) => Some(&patch.path),
             SecretRequest::Get(get) => Some(&get.path),
             SecretRequest::Change(_, request) => Some(&request.path),
-            SecretRequest::List => None,
+            SecretRequest::List(_) => None,
         }
     }
 
@@ -116,6 +167,10 @@ impl Endpoint for Secrets {
         Ok(match Self::check(call.request)? {
             Checked::Put { path, values, cas } => {
                 let version = secrets.put(&grant, &path, &values, cas).await?;
+                ok(PutSecretResponse { version })
+            }
+            Checked::Patch { path, values, cas } => {
+                let version = secrets.patch(&grant, &path, &values, cas).await?;
                 ok(PutSecretResponse { version })
             }
             Checked::Get { path, version } => ok(secrets.get(&grant, &path, version).await?),
@@ -127,35 +182,122 @@ impl Endpoint for Secrets {
                 secrets.change(&grant, change, &path, &versions).await?;
                 ok(Empty {})
             }
-            Checked::List => ok(ListSecretsResponse {
+            Checked::ListAll => ok(ListSecretsResponse {
                 keys: secrets.list(&grant).await?,
+                next_cursor: None,
             }),
+            Checked::ListPage {
+                prefix,
+                cursor,
+                limit,
+            } => {
+                let (keys, next_cursor) = secrets
+                    .list_page(&grant, &prefix, cursor.as_deref(), limit)
+                    .await?;
+                ok(ListSecretsResponse { keys, next_cursor })
+            }
         })
     }
 }
 
-/// `/v1/store/secrets/metadata`: get.
+/// `/v1/store/secrets/metadata`: get, update (no action), delete.
 pub(super) struct Metadata;
+
+/// A metadata request as parsed, before authorisation.
+pub(super) enum MetadataRequest {
+    Get(GetSecretRequest),
+    Put(PutMetadataRequest),
+    Delete(SecretPathRequest),
+}
+
+/// A metadata request checked after authorisation.
+pub(super) enum CheckedMetadata {
+    Get(SecretPath),
+    Put(SecretPath, MetadataChange),
+    Delete(SecretPath),
+}
+
+impl Metadata {
+    /// Checks the path and the metadata fields (after authorisation).
+    pub(super) fn check(request: MetadataRequest) -> Result<CheckedMetadata, ApiError> {
+        Ok(match request {
+            MetadataRequest::Get(get) => {
+                CheckedMetadata::Get(SecretPath::parse(&get.path).map_err(invalid)?)
+            }
+            MetadataRequest::Delete(delete) => {
+                CheckedMetadata::Delete(SecretPath::parse(&delete.path).map_err(invalid)?)
+            }
+            MetadataRequest::Put(put) => {
+                let path = SecretPath::parse(&put.path).map_err(invalid)?;
+                let change = MetadataChange {
+                    max_versions: put
+                        .max_versions
+                        .map(validate::max_versions)
+                        .transpose()
+                        .map_err(invalid)?,
+                    cas_required: put.cas_required,
+                    delete_version_after: put
+                        .delete_version_after
+                        .as_ref()
+                        .map(validate::delete_version_after)
+                        .transpose()
+                        .map_err(invalid)?,
+                    custom_metadata: match put.custom_metadata {
+                        Some(map) => {
+                            validate::custom_metadata(&map).map_err(invalid)?;
+                            Some(map)
+                        }
+                        None => None,
+                    },
+                };
+                CheckedMetadata::Put(path, change)
+            }
+        })
+    }
+}
+
+impl Body for MetadataRequest {
+    fn read(action: Option<Action>, body: Bytes, _: &HeaderMap) -> Result<Self, ApiError> {
+        match action.unwrap_or(Action::Put) {
+            Action::Put => Ok(MetadataRequest::Put(parse(&body)?)),
+            Action::Delete => Ok(MetadataRequest::Delete(parse(&body)?)),
+            // Only get is left: the table refuses every other action before the body.
+            _ => Ok(MetadataRequest::Get(parse(&body)?)),
+        }
+    }
+}
 
 impl Endpoint for Metadata {
     const ROUTE: &'static str = routes::SECRETS_METADATA;
     const TAKES_ACTION: bool = true;
-    type Request = GetSecretRequest;
+    type Request = MetadataRequest;
 
-    fn path(request: &GetSecretRequest) -> Option<&str> {
-        Some(&request.path)
+    fn path(request: &MetadataRequest) -> Option<&str> {
+        Some(match request {
+            MetadataRequest::Get(get) => get.path.as_str(),
+            MetadataRequest::Put(put) => put.path.as_str(),
+            MetadataRequest::Delete(delete) => delete.path.as_str(),
+        })
     }
 
     fn unsupported(_: Option<Action>) -> ApiError {
-        ApiError::bad_request("metadata supports only action=get")
+        ApiError::bad_request("metadata supports only get, delete and an update (no action)")
     }
 
-    async fn serve(call: Call<'_, GetSecretRequest>) -> Result<Response, ApiError> {
-        let path = SecretPath::parse(&call.request.path).map_err(invalid)?;
-        Ok(ok(call
-            .nexus
-            .secrets()
-            .metadata(&call.grant, &path)
-            .await?))
+    async fn serve(call: Call<'_, MetadataRequest>) -> Result<Response, ApiError> {
+        let (secrets, grant) = (call.nexus.secrets(), call.grant);
+        Ok(match Self::check(call.request)? {
+            CheckedMetadata::Get(path) => ok(secrets.metadata(&grant, &path).await?),
+            CheckedMetadata::Put(path, change) => {
+                secrets.put_metadata(&grant, &path, change).await?;
+                ok(Empty {})
+            }
+            CheckedMetadata::Delete(path) => {
+                secrets
+                    .change(&grant, VersionChange::Destroy, &path, &[])
+                    .await?;
+                ok(Empty {})
+            }
+        })
     }
 }

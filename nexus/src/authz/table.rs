@@ -2,10 +2,11 @@
 //!
 //! | route | action | requirement |
 //! |---|---|---|
-//! | `/v1/store/secrets` | put, delete, undelete, destroy | `write` on the body's path |
+//! | `/v1/store/secrets` | put, patch, delete, undelete, destroy | `write` on the body's path |
 //! | `/v1/store/secrets` | get | `read` on the body's path |
 //! | `/v1/store/secrets` | list | anyone; sees only paths it may `read` |
 //! | `/v1/store/secrets/metadata` | get | `read` on the body's path |
+//! | `/v1/store/secrets/metadata` | put (update), delete | `write` on the body's path |
 //! | `/v1/acl/policy` | put, delete | `write` on `spike/system/acl` |
 //! | `/v1/acl/policy` | get | `read` on `spike/system/acl` |
 //! | `/v1/acl/policy` | list | `list` on `spike/system/acl` |
@@ -122,9 +123,24 @@ pub const TABLE: &[Rule] = &[
         Requirement::ReadableFilter,
     ),
     rule(
+        routes::SECRETS,
+        Some(Action::Patch),
+        on_body(Permission::Write),
+    ),
+    rule(
         routes::SECRETS_METADATA,
         Some(Action::Get),
         on_body(Permission::Read),
+    ),
+    rule(
+        routes::SECRETS_METADATA,
+        Some(Action::Put),
+        on_body(Permission::Write),
+    ),
+    rule(
+        routes::SECRETS_METADATA,
+        Some(Action::Delete),
+        on_body(Permission::Write),
     ),
     rule(routes::POLICY, Some(Action::Put), on_acl(Permission::Write)),
     rule(routes::POLICY, Some(Action::Get), on_acl(Permission::Read)),
@@ -220,10 +236,21 @@ mod tests {
             );
         }
         // Unclassified actions and routes are not served.
-        for action in [Action::Put, Action::Delete, Action::List] {
+        for action in [Action::Put, Action::Delete] {
+            assert_eq!(
+                requirement(routes::SECRETS_METADATA, Some(action)),
+                Some(on_body(Permission::Write))
+            );
+        }
+        for action in [
+            Action::Undelete,
+            Action::Destroy,
+            Action::List,
+            Action::Patch,
+        ] {
             assert_eq!(requirement(routes::SECRETS_METADATA, Some(action)), None);
         }
-        for action in [Action::Undelete, Action::Destroy] {
+        for action in [Action::Undelete, Action::Destroy, Action::Patch] {
             assert_eq!(requirement(routes::POLICY, Some(action)), None);
         }
         for action in Action::ALL {

@@ -7,10 +7,13 @@
 
 mod path;
 
+use std::collections::BTreeMap;
+use std::time::Duration;
+
 use nexus_api::model::{
     GetSecretResponse, MetadataResponse, SecretMetadata, Values, VersionMetadata,
 };
-use nexus_crypto::RootKey;
+use nexus_crypto::{CryptoError, RootKey};
 use policies::Permission;
 
 pub use path::{MAX_PATH_LEN, PathError, SecretPath};
@@ -18,9 +21,10 @@ pub use path::{MAX_PATH_LEN, PathError, SecretPath};
 use crate::authz::Grant;
 use crate::error::ServiceError;
 use crate::keys::rotation::adopt_rotated_key;
-use crate::keys::sealing;
+use crate::keys::sealing::{self, SealingError};
 use crate::service::Nexus;
-use crate::store::PutVersion;
+use crate::store::{MetadataUpdate, PutVersion};
+use crate::validate;
 
 /// The secret operations of one Nexus.
 #[derive(Debug, Clone, Copy)]
@@ -64,6 +68,7 @@ impl Secrets<'_> {
             path: path.as_str(),
             cas,
             max_versions: nexus.max_versions,
+            cas_required: nexus.cas_required,
             created_by: &created_by,
             now: nexus.clock.now(),
             fence: permit.fence(),
@@ -73,6 +78,90 @@ impl Secrets<'_> {
             .store
             .put_version(put, move |version| {
                 sealing::seal_values(root, path.as_str(), version, values)
+            })
+            .await
+            .map_err(|e| nexus.write_failed(e))
+    }
+
+    /// Writes a new version of `path`: its current version with `values` merged in (only
+    /// if the latest version is `cas`, when given); returns its number. The merged version
+    /// must stay within the limits of [`validate::values`], else nothing is written.
+    pub async fn patch(
+        &self,
+        grant: &Grant,
+        path: &SecretPath,
+        values: &Values,
+        cas: Option<u64>,
+    ) -> Result<u64, ServiceError> {
+        grant.for_path(Permission::Write, path.as_str())?;
+        let nexus = self.nexus;
+        let permit = nexus.keys.write().await.map_err(ServiceError::NotReady)?;
+        let created_by = grant.caller().to_string();
+        let put = PutVersion {
+            path: path.as_str(),
+            cas,
+            max_versions: nexus.max_versions,
+            cas_required: nexus.cas_required,
+            created_by: &created_by,
+            now: nexus.clock.now(),
+            fence: permit.fence(),
+        };
+        let root = permit.root();
+        // Why the merge refused the merged version, if it did: the store only learns that
+        // the merge failed, and this says why (the caller's fault, not the cipher's).
+        let mut refused = None;
+        let merged = nexus
+            .store
+            .patch_version(put, |base, version| {
+                let path = path.as_str();
+                let mut merged = sealing::open_values(root, path, base.version, &base.sealed)
+                    .map_err(|e| match e {
+                        SealingError::Crypto(e) => e,
+                        SealingError::Malformed => CryptoError::Decrypt,
+                    })?;
+                for (key, value) in values {
+                    merged.insert(key.clone(), value.clone());
+                }
+                if let Err(error) = validate::values(&merged) {
+                    refused = Some(error);
+                    return Err(CryptoError::Encrypt);
+                }
+                sealing::seal_values(root, path, version, &merged)
+            })
+            .await;
+        match (merged, refused) {
+            (_, Some(error)) => Err(ServiceError::invalid(error)),
+            (result, None) => result.map_err(|e| nexus.write_failed(e)),
+        }
+    }
+
+    /// Updates the metadata of `path` (fields `None` are kept; `max_versions` 0 is Nexus's
+    /// default), creating the secret without versions if it does not exist.
+    pub async fn put_metadata(
+        &self,
+        grant: &Grant,
+        path: &SecretPath,
+        update: MetadataChange,
+    ) -> Result<(), ServiceError> {
+        grant.for_path(Permission::Write, path.as_str())?;
+        let nexus = self.nexus;
+        let permit = nexus.keys.write().await.map_err(ServiceError::NotReady)?;
+        let created_by = grant.caller().to_string();
+        let max_versions = update
+            .max_versions
+            .map(|n| if n == 0 { nexus.max_versions } else { n });
+        nexus
+            .store
+            .put_metadata(MetadataUpdate {
+                path: path.as_str(),
+                max_versions,
+                cas_required: update.cas_required,
+                delete_version_after: update.delete_version_after,
+                custom_metadata: update.custom_metadata.as_ref(),
+                default_max_versions: nexus.max_versions,
+                created_by: &created_by,
+                now: nexus.clock.now(),
+                fence: permit.fence(),
             })
             .await
             .map_err(|e| nexus.write_failed(e))
@@ -89,7 +178,10 @@ impl Secrets<'_> {
         let nexus = self.nexus;
         let root = nexus.root()?;
         let path = path.as_str();
-        let stored = nexus.store.get_version(path, version).await?;
+        let stored = nexus
+            .store
+            .get_live_version(path, version, nexus.clock.now())
+            .await?;
         let open = |key: &RootKey| sealing::open_values(key, path, stored.version, &stored.sealed);
         let data = match nexus.open(&root, open) {
             Ok(data) => data,
@@ -138,6 +230,46 @@ impl Secrets<'_> {
         Ok(self.nexus.access.readable(grant.caller(), paths))
     }
 
+    /// One page of the secret paths the grant's caller may read that start with `prefix`,
+    /// sorted, after `cursor`: at most `limit`, and the cursor of the next page when the
+    /// page is full (the next page may then be empty).
+    pub async fn list_page(
+        &self,
+        grant: &Grant,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<String>, Option<String>), ServiceError> {
+        grant.for_listing()?;
+        self.nexus.root()?;
+        // The database pages through every path; the caller's page holds those it may
+        // read, so several database pages may make one answer.
+        let chunk = limit.max(100);
+        let mut after = cursor.unwrap_or_default().to_owned();
+        let mut page = Vec::with_capacity(limit);
+        loop {
+            let paths = self
+                .nexus
+                .store
+                .list_paths_page(prefix, &after, chunk)
+                .await?;
+            let exhausted = paths.len() < chunk;
+            if let Some(last) = paths.last() {
+                after.clone_from(last);
+            }
+            for path in self.nexus.access.readable(grant.caller(), paths) {
+                page.push(path);
+                if page.len() == limit {
+                    let next = page.last().cloned();
+                    return Ok((page, next));
+                }
+            }
+            if exhausted {
+                return Ok((page, None));
+            }
+        }
+    }
+
     /// The metadata of the secret at `path`.
     pub async fn metadata(
         &self,
@@ -147,6 +279,15 @@ impl Secrets<'_> {
         grant.for_path(Permission::Read, path.as_str())?;
         self.nexus.root()?;
         let meta = self.nexus.store.metadata(path.as_str()).await?;
+        let now = self.nexus.clock.now();
+        let after = meta.delete_version_after;
+        // An expired version shows as deleted at the time it expired, as Vault shows it.
+        let expiry = |created: time::OffsetDateTime| {
+            let expires = time::Duration::try_from(after)
+                .ok()
+                .and_then(|after| created.checked_add(after))?;
+            (!after.is_zero() && expires <= now).then_some(expires)
+        };
         Ok(MetadataResponse {
             versions: meta
                 .versions
@@ -157,7 +298,7 @@ impl Secrets<'_> {
                         VersionMetadata {
                             version: v.version,
                             created_time: v.created_at,
-                            deleted_time: v.deleted_at,
+                            deleted_time: v.deleted_at.or_else(|| expiry(v.created_at)),
                             created_by: v.created_by,
                         },
                     )
@@ -170,7 +311,24 @@ impl Secrets<'_> {
                 updated_time: meta.updated_at,
                 max_versions: meta.max_versions,
                 created_by: meta.created_by,
+                custom_metadata: meta.custom_metadata,
+                cas_required: meta.cas_required,
+                delete_version_after: humantime::format_duration(after).to_string(),
             },
         })
     }
+}
+
+/// A metadata-only update as checked at the edge ([`Secrets::put_metadata`]): each field
+/// given replaces the stored one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MetadataChange {
+    /// Versions to keep (0: Nexus's default).
+    pub max_versions: Option<u32>,
+    /// Whether every write must carry check-and-set.
+    pub cas_required: Option<bool>,
+    /// Age after which versions expire (zero: never).
+    pub delete_version_after: Option<Duration>,
+    /// The whole custom metadata map.
+    pub custom_metadata: Option<BTreeMap<String, String>>,
 }

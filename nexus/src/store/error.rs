@@ -19,6 +19,13 @@ pub enum StoreError {
         /// The latest version actually stored (0: the secret has none).
         current: u64,
     },
+    /// A write without check-and-set to a secret that requires it (its own `cas_required`
+    /// or Nexus's global option).
+    #[error(
+        "check-and-set is required for writes to {0}: give the version the write replaces \
+         (`cas`, 0 for a new secret)"
+    )]
+    CasRequired(String),
     /// The caller's seal function failed; nothing was written.
     #[error("sealing the record failed: {0}")]
     Crypto(#[from] nexus_crypto::CryptoError),
@@ -81,6 +88,12 @@ pub enum Corruption {
         path: String,
         /// The number stored.
         version: i64,
+    },
+    /// A secret's `custom_metadata` column is not a JSON object of strings.
+    #[error("custom_metadata of secret {path} is not a JSON object of strings")]
+    CustomMetadata {
+        /// The secret.
+        path: String,
     },
     /// The single `policy_generation` row is gone.
     #[error("the policy_generation row is missing")]

@@ -36,6 +36,7 @@ mod operator_seal;
 mod policies;
 mod root_key;
 mod rotation;
+mod secret_metadata;
 mod secrets;
 mod versions;
 
@@ -49,7 +50,8 @@ use time::OffsetDateTime;
 pub use common_sql::Backend;
 pub use error::{Corruption, Missing, StoreError};
 pub use model::{
-    KeyRecord, PutVersion, SealedRecord, SecretMeta, StoredPolicy, StoredVersion, VersionMeta,
+    KeyRecord, MetadataUpdate, PutVersion, SealedRecord, SecretMeta, StoredPolicy, StoredVersion,
+    VersionMeta,
 };
 pub use operator_seal::{SEAL_NOTICE, SealOutcome, StoredSeal};
 pub use policies::POLICY_CHANNEL;

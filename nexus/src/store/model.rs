@@ -1,5 +1,8 @@
 //! The values the store takes and returns.
 
+use std::collections::BTreeMap;
+use std::time::Duration;
+
 use time::OffsetDateTime;
 
 /// Opaque sealed bytes for one record: a data key wrapped under the root key and the record
@@ -44,6 +47,10 @@ pub struct PutVersion<'a> {
     pub cas: Option<u64>,
     /// Versions to keep, recorded when this put creates the secret (0 is taken as 1).
     pub max_versions: u32,
+    /// Check-and-set is required of every write (Nexus's global `cas_required`): without
+    /// `cas` the put fails with [`StoreError::CasRequired`](super::StoreError::CasRequired),
+    /// as it does when the secret's own `cas_required` is set.
+    pub cas_required: bool,
     /// The caller's SPIFFE ID.
     pub created_by: &'a str,
     /// The time of the put.
@@ -51,6 +58,30 @@ pub struct PutVersion<'a> {
     /// The key-check value of the root key the version is sealed under: the put fails with
     /// [`StoreError::KeyChanged`](super::StoreError::KeyChanged) unless the datastore still
     /// holds it (another replica rotated the key). `None` checks nothing.
+    pub fence: Option<&'a [u8]>,
+}
+
+/// A metadata-only update of a secret (Vault's `metadata put`): each field given replaces
+/// the stored one, each `None` keeps it. Creates the secret, without versions, if missing.
+#[derive(Clone, Copy, Debug)]
+pub struct MetadataUpdate<'a> {
+    /// The secret's path.
+    pub path: &'a str,
+    /// Versions to keep (at least 1); older ones leave storage in the same transaction.
+    pub max_versions: Option<u32>,
+    /// Whether every write must carry a check-and-set version.
+    pub cas_required: Option<bool>,
+    /// Age after which versions expire (zero: never).
+    pub delete_version_after: Option<Duration>,
+    /// Replaces the whole custom metadata map.
+    pub custom_metadata: Option<&'a BTreeMap<String, String>>,
+    /// Used for defaults when the update creates the secret: its `max_versions`.
+    pub default_max_versions: u32,
+    /// The caller's SPIFFE ID (recorded as creator if the update creates the secret).
+    pub created_by: &'a str,
+    /// The time of the update.
+    pub now: OffsetDateTime,
+    /// The write fence, as for [`PutVersion::fence`].
     pub fence: Option<&'a [u8]>,
 }
 
@@ -95,6 +126,13 @@ pub struct SecretMeta {
     pub updated_at: OffsetDateTime,
     /// SPIFFE ID of its creator.
     pub created_by: String,
+    /// Free-form, non-secret labels (Vault's `custom_metadata`).
+    pub custom_metadata: BTreeMap<String, String>,
+    /// Whether every write must carry a check-and-set version.
+    pub cas_required: bool,
+    /// Age after which a version expires (zero: never): unreadable at once, removed from
+    /// storage by the secret's next write.
+    pub delete_version_after: Duration,
     /// Stored versions (deleted ones included, pruned and destroyed ones not), ascending.
     pub versions: Vec<VersionMeta>,
 }

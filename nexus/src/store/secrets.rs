@@ -1,8 +1,12 @@
 //! Writing and reading secret versions (`secrets`, `secret_versions`).
 
+use std::collections::BTreeMap;
+use std::time::Duration;
+
 use nexus_crypto::CryptoError;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
+use time::OffsetDateTime;
 
 use super::versions::refresh_summary;
 use super::{
@@ -26,8 +30,13 @@ impl Store {
         let now = to_millis(put.now);
         let mut tx = self.begin_write().await?;
         self.check_fence(&mut tx, put.fence).await?;
-        let (version, max_versions) = claim_version(&mut tx, &put, now).await?;
+        let (version, max_versions, secret_cas_required) =
+            claim_version(&mut tx, &put, now).await?;
 
+        if put.cas.is_none() && (put.cas_required || secret_cas_required) {
+            tx.rollback().await?;
+            return Err(StoreError::CasRequired(put.path.to_owned()));
+        }
         let previous = version - 1;
         if let Some(expected) = put.cas
             && version_to_db(expected) != Some(previous)
@@ -66,6 +75,107 @@ impl Store {
             .bind(version - max_versions)
             .execute(&mut *tx)
             .await?;
+        prune_expired(&mut tx, put.path, now).await?;
+        refresh_summary(&mut tx, put.path, now).await?;
+        tx.commit().await?;
+        version_from_db(version, "secrets.latest_version")
+    }
+
+    /// Writes a new version of `put.path` made from its current version by `merge` (Vault's
+    /// patch) and returns its number. `merge` is called inside the transaction with the
+    /// current version as stored and the new version's number; its error aborts the patch.
+    ///
+    /// Fails with [`StoreError::NotFound`] if the secret does not exist or has no readable
+    /// current version (deleted or expired); check-and-set and `cas_required` as for
+    /// [`put_version`](Self::put_version), as are pruning and the fence.
+    pub async fn patch_version<F>(&self, put: PutVersion<'_>, merge: F) -> Result<u64, StoreError>
+    where
+        F: FnOnce(&StoredVersion, u64) -> Result<SealedRecord, CryptoError> + Send,
+    {
+        let now = to_millis(put.now);
+        let mut tx = self.begin_write().await?;
+        self.check_fence(&mut tx, put.fence).await?;
+        // Claims the next number and takes the row's write lock; nothing for a new path.
+        let Some(row) = sqlx::query(
+            "UPDATE secrets SET latest_version = latest_version + 1 WHERE path = $1 \
+             RETURNING current_version, latest_version, max_versions, cas_required, \
+             delete_version_after",
+        )
+        .bind(put.path)
+        .fetch_optional(&mut *tx)
+        .await?
+        else {
+            tx.rollback().await?;
+            return Err(StoreError::NotFound(Missing::Secret(put.path.to_owned())));
+        };
+        let version: i64 = row.try_get("latest_version")?;
+        let current: i64 = row.try_get("current_version")?;
+        let max_versions: i64 = row.try_get("max_versions")?;
+        let delete_after: i64 = row.try_get("delete_version_after")?;
+        let cas_required = row.try_get::<i64, _>("cas_required")? != 0;
+        if put.cas.is_none() && (put.cas_required || cas_required) {
+            tx.rollback().await?;
+            return Err(StoreError::CasRequired(put.path.to_owned()));
+        }
+        let previous = version - 1;
+        if let Some(expected) = put.cas
+            && version_to_db(expected) != Some(previous)
+        {
+            tx.rollback().await?;
+            return Err(StoreError::CasMismatch {
+                expected,
+                current: version_from_db(previous, "secrets.latest_version")?,
+            });
+        }
+        let base = sqlx::query(
+            "SELECT created_at, wrapped_key, ciphertext FROM secret_versions \
+             WHERE path = $1 AND version = $2 AND deleted_at IS NULL",
+        )
+        .bind(put.path)
+        .bind(current)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let base = match base {
+            Some(row) if !expired(row.try_get("created_at")?, delete_after, now) => StoredVersion {
+                version: version_from_db(current, "secrets.current_version")?,
+                sealed: SealedRecord {
+                    wrapped_key: row.try_get("wrapped_key")?,
+                    ciphertext: row.try_get("ciphertext")?,
+                },
+            },
+            _ => {
+                tx.rollback().await?;
+                return Err(StoreError::NotFound(Missing::CurrentVersion(
+                    put.path.to_owned(),
+                )));
+            }
+        };
+        let sealed = match merge(&base, version_from_db(version, "secrets.latest_version")?) {
+            Ok(sealed) => sealed,
+            Err(err) => {
+                tx.rollback().await?;
+                return Err(err.into());
+            }
+        };
+        sqlx::query(
+            "INSERT INTO secret_versions \
+             (path, version, created_at, deleted_at, created_by, wrapped_key, ciphertext) \
+             VALUES ($1, $2, $3, NULL, $4, $5, $6)",
+        )
+        .bind(put.path)
+        .bind(version)
+        .bind(now)
+        .bind(put.created_by)
+        .bind(sealed.wrapped_key)
+        .bind(sealed.ciphertext)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM secret_versions WHERE path = $1 AND version <= $2")
+            .bind(put.path)
+            .bind(version - max_versions)
+            .execute(&mut *tx)
+            .await?;
+        prune_expired(&mut tx, put.path, now).await?;
         refresh_summary(&mut tx, put.path, now).await?;
         tx.commit().await?;
         version_from_db(version, "secrets.latest_version")
@@ -75,6 +185,27 @@ impl Store {
     /// missing (pruned, destroyed, never written) or soft-deleted version, and version 0 of
     /// a secret whose versions are all deleted are [`StoreError::NotFound`].
     pub async fn get_version(&self, path: &str, version: u64) -> Result<StoredVersion, StoreError> {
+        self.read_version(path, version, None).await
+    }
+
+    /// As [`get_version`](Self::get_version), and a version older than the secret's
+    /// `delete_version_after` at `now` (expired, not yet pruned) is
+    /// [`StoreError::NotFound`] too.
+    pub async fn get_live_version(
+        &self,
+        path: &str,
+        version: u64,
+        now: OffsetDateTime,
+    ) -> Result<StoredVersion, StoreError> {
+        self.read_version(path, version, Some(to_millis(now))).await
+    }
+
+    async fn read_version(
+        &self,
+        path: &str,
+        version: u64,
+        now: Option<i64>,
+    ) -> Result<StoredVersion, StoreError> {
         let Some(wanted) = version_to_db(version) else {
             return Err(StoreError::NotFound(Missing::Versions {
                 path: path.to_owned(),
@@ -83,7 +214,8 @@ impl Store {
         };
         // One statement, so the current version and its row are read from one snapshot.
         let row = sqlx::query(
-            "SELECT s.current_version, v.version, v.deleted_at, v.wrapped_key, v.ciphertext \
+            "SELECT s.current_version, s.delete_version_after, v.version, v.created_at, \
+             v.deleted_at, v.wrapped_key, v.ciphertext \
              FROM secrets s LEFT JOIN secret_versions v ON v.path = s.path \
              AND v.version = (CASE WHEN $2 = 0 THEN s.current_version ELSE $2 END) \
              WHERE s.path = $1",
@@ -95,7 +227,14 @@ impl Store {
         .ok_or_else(|| StoreError::NotFound(Missing::Secret(path.to_owned())))?;
 
         let found: Option<i64> = row.try_get("version")?;
-        let deleted_at: Option<i64> = row.try_get("deleted_at")?;
+        let mut deleted_at: Option<i64> = row.try_get("deleted_at")?;
+        if let (Some(now), Some(_)) = (now, found) {
+            let created_at: i64 = row.try_get("created_at")?;
+            let after: i64 = row.try_get("delete_version_after")?;
+            if expired(created_at, after, now) {
+                deleted_at = deleted_at.or(Some(now));
+            }
+        }
         let (Some(found), None) = (found, deleted_at) else {
             return Err(StoreError::NotFound(if version == 0 {
                 Missing::CurrentVersion(path.to_owned())
@@ -120,7 +259,8 @@ impl Store {
         // One statement (secret LEFT JOIN versions) for a consistent snapshot on PostgreSQL.
         let rows = sqlx::query(
             "SELECT s.current_version, s.oldest_version, s.latest_version, s.max_versions, \
-             s.created_at, s.updated_at, s.created_by, v.version, \
+             s.created_at, s.updated_at, s.created_by, s.custom_metadata, s.cas_required, \
+             s.delete_version_after, v.version, \
              v.created_at AS version_created_at, v.deleted_at, \
              v.created_by AS version_created_by \
              FROM secrets s LEFT JOIN secret_versions v ON v.path = s.path \
@@ -147,6 +287,12 @@ impl Store {
             created_at: from_millis(first.try_get("created_at")?, "secrets.created_at")?,
             updated_at: from_millis(first.try_get("updated_at")?, "secrets.updated_at")?,
             created_by: first.try_get("created_by")?,
+            custom_metadata: custom_metadata_column(first, path)?,
+            cas_required: first.try_get::<i64, _>("cas_required")? != 0,
+            delete_version_after: Duration::from_millis(version_from_db(
+                first.try_get("delete_version_after")?,
+                "secrets.delete_version_after",
+            )?),
             versions: Vec::with_capacity(rows.len()),
         };
         for row in &rows {
@@ -168,6 +314,28 @@ impl Store {
             .collect()
     }
 
+    /// Up to `limit` secret paths that start with `prefix` and sort after `after` (byte-wise,
+    /// ascending; `""` for the first page).
+    pub async fn list_paths_page(
+        &self,
+        prefix: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT path FROM secrets WHERE path >= $1 AND path > $2 \
+             AND substr(path, 1, length($1)) = $1 ORDER BY path LIMIT $3",
+        )
+        .bind(prefix)
+        .bind(after)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| row.try_get("path").map_err(StoreError::from))
+            .collect()
+    }
+
     /// How many secrets exist (as [`list_paths`](Self::list_paths) counts them).
     pub async fn secret_count(&self) -> Result<u64, StoreError> {
         let row = sqlx::query("SELECT COUNT(*) AS n FROM secrets")
@@ -178,7 +346,7 @@ impl Store {
 }
 
 /// Claims the next version number of `put.path`, creating the secret if needed, and
-/// returns it with the secret's `max_versions`.
+/// returns it with the secret's `max_versions` and `cas_required`.
 ///
 /// A single upsert: it inserts the row (as version 1) or increments `latest_version`, and
 /// either way holds the row's write lock until the transaction ends. On PostgreSQL that
@@ -188,13 +356,13 @@ async fn claim_version(
     tx: &mut Transaction<'static, Any>,
     put: &PutVersion<'_>,
     now: i64,
-) -> Result<(i64, i64), StoreError> {
+) -> Result<(i64, i64, bool), StoreError> {
     let row = sqlx::query(
         "INSERT INTO secrets (path, current_version, oldest_version, latest_version, \
          max_versions, created_at, updated_at, created_by) \
          VALUES ($1, 0, 0, 1, $2, $3, $3, $4) \
          ON CONFLICT (path) DO UPDATE SET latest_version = secrets.latest_version + 1 \
-         RETURNING latest_version, max_versions",
+         RETURNING latest_version, max_versions, cas_required",
     )
     .bind(put.path)
     .bind(i64::from(put.max_versions.max(1)))
@@ -204,6 +372,7 @@ async fn claim_version(
     .await?;
     let version: i64 = row.try_get("latest_version")?;
     let max_versions: i64 = row.try_get("max_versions")?;
+    let cas_required: i64 = row.try_get("cas_required")?;
     if version < 1 || max_versions < 1 {
         return Err(StoreError::Corrupt(Corruption::Counters {
             path: put.path.to_owned(),
@@ -211,7 +380,45 @@ async fn claim_version(
             max: max_versions,
         }));
     }
-    Ok((version, max_versions))
+    Ok((version, max_versions, cas_required != 0))
+}
+
+/// Whether a version written at `created_at` has expired at `now` under the secret's
+/// `delete_version_after` (all milliseconds; 0: versions never expire).
+pub(super) fn expired(created_at: i64, delete_version_after: i64, now: i64) -> bool {
+    delete_version_after > 0 && created_at.saturating_add(delete_version_after) <= now
+}
+
+/// Removes from storage the versions of `path` that expired under its
+/// `delete_version_after` (they have been unreadable since they expired).
+pub(super) async fn prune_expired(
+    tx: &mut Transaction<'static, Any>,
+    path: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "DELETE FROM secret_versions WHERE path = $1 AND EXISTS (SELECT 1 FROM secrets s \
+         WHERE s.path = $1 AND s.delete_version_after > 0 \
+         AND secret_versions.created_at + s.delete_version_after <= $2)",
+    )
+    .bind(path)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// The stored custom metadata map of a secret's row.
+fn custom_metadata_column(
+    row: &AnyRow,
+    path: &str,
+) -> Result<BTreeMap<String, String>, StoreError> {
+    let text: String = row.try_get("custom_metadata")?;
+    serde_json::from_str(&text).map_err(|_| {
+        StoreError::Corrupt(Corruption::CustomMetadata {
+            path: path.to_owned(),
+        })
+    })
 }
 
 fn version_column(row: &AnyRow, column: &str) -> Result<u64, StoreError> {

@@ -23,6 +23,7 @@ mod identity;
 mod jwt;
 mod keeper;
 mod key_manager;
+mod kv2;
 mod limits;
 mod oidc;
 mod quickstart;

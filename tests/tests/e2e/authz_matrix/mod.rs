@@ -68,7 +68,7 @@ const NEXUS_HANDSHAKE: [Option<AlertDescription>; 16] =
 
 /// Every Nexus endpoint for every caller, in the order the rows run.
 #[rustfmt::skip]
-const NEXUS_MATRIX: [(&str, Action, [Outcome; 16]); 19] = [
+const NEXUS_MATRIX: [(&str, Action, [Outcome; 16]); 22] = [
 //                                        su    rec   rst   kpr   nex   lite  boot  grant ungr  look   ftd  ftd-o oca  self exp  none
     (routes::SECRETS, Action::Put,       [OK,   DENY, DENY, DENY, DENY, DENY, DENY, OK,   DENY, DENY,  TLS, TLS, TLS, TLS, TLS, TLS]),
     (routes::SECRETS, Action::Get,       [OK,   DENY, DENY, DENY, DENY, DENY, DENY, OK,   DENY, DENY,  TLS, TLS, TLS, TLS, TLS, TLS]),
@@ -79,6 +79,12 @@ const NEXUS_MATRIX: [(&str, Action, [Outcome; 16]); 19] = [
     (routes::SECRETS, Action::Destroy,   [OK,   DENY, DENY, DENY, DENY, DENY, DENY, OK,   DENY, DENY,  TLS, TLS, TLS, TLS, TLS, TLS]),
     // Everyone may list; each sees only what it may read (`visible_paths`).
     (routes::SECRETS, Action::List,      [OK,   OK,   OK,   OK,   OK,   OK,   OK,   OK,   OK,   OK,    TLS, TLS, TLS, TLS, TLS, TLS]),
+    (routes::SECRETS, Action::Patch,     [OK,   DENY, DENY, DENY, DENY, DENY, DENY, OK,   DENY, DENY,  TLS, TLS, TLS, TLS, TLS, TLS]),
+    (routes::SECRETS_METADATA, Action::Put,
+                                         [OK,   DENY, DENY, DENY, DENY, DENY, DENY, OK,   DENY, DENY,  TLS, TLS, TLS, TLS, TLS, TLS]),
+    // Last of the secret rows: whoever may, deletes its secret whole.
+    (routes::SECRETS_METADATA, Action::Delete,
+                                         [OK,   DENY, DENY, DENY, DENY, DENY, DENY, OK,   DENY, DENY,  TLS, TLS, TLS, TLS, TLS, TLS]),
     (routes::POLICY, Action::Put,        [OK,   DENY, DENY, DENY, DENY, DENY, DENY, DENY, DENY, DENY,  TLS, TLS, TLS, TLS, TLS, TLS]),
     (routes::POLICY, Action::Get,        [OK,   DENY, DENY, DENY, DENY, DENY, DENY, OK,   DENY, DENY,  TLS, TLS, TLS, TLS, TLS, TLS]),
     (routes::POLICY, Action::List,       [OK,   DENY, DENY, DENY, DENY, DENY, DENY, OK,   DENY, DENY,  TLS, TLS, TLS, TLS, TLS, TLS]),

@@ -37,6 +37,13 @@ pub fn nexus_requests(route: &str, action: Action, caller: Caller, fx: &Fixtures
             one(json!({ "path": path, "versions": [1] }))
         }
         (routes::SECRETS, Action::Destroy) => one(json!({ "path": path, "versions": [2] })),
+        (routes::SECRETS, Action::Patch) => {
+            one(json!({ "path": path, "values": { "p": format!("patched-by-{}", caller.slug()) } }))
+        }
+        (routes::SECRETS_METADATA, Action::Put) => {
+            one(json!({ "path": path, "customMetadata": { "by": caller.slug() } }))
+        }
+        (routes::SECRETS_METADATA, Action::Delete) => one(json!({ "path": path })),
         (routes::SECRETS | routes::POLICY, Action::List) => one(json!({})),
         (routes::POLICY, Action::Put) => one(policy_body(caller, "changed")),
         (routes::POLICY, Action::Get | Action::Delete) => {
@@ -124,6 +131,7 @@ pub fn check_answer(
     let body = if stream { Value::Null } else { answer.json() };
     let ok = match (route, action) {
         (routes::SECRETS, Action::Put) => body["version"] == 3,
+        (routes::SECRETS, Action::Patch) => body["version"] == 4,
         (routes::SECRETS, Action::Get) => body["data"]["v"] == "fixture-1",
         (routes::SECRETS_METADATA, Action::Get) => body["versions"].get("1").is_some(),
         (routes::SECRETS, Action::List) => {
