@@ -20,6 +20,7 @@ common_sql::backend_tests! {
     check_check_and_set => sqlite_check_and_set, postgres_check_and_set;
     check_concurrent_puts_lose_nothing => sqlite_concurrent_puts_lose_nothing, postgres_concurrent_puts_lose_nothing;
     check_concurrent_cas_has_one_winner => sqlite_concurrent_cas_has_one_winner, postgres_concurrent_cas_has_one_winner;
+    check_concurrent_failures_stay_alone => sqlite_concurrent_failures_stay_alone, postgres_concurrent_failures_stay_alone;
     check_pruning => sqlite_pruning, postgres_pruning;
     check_delete_and_undelete => sqlite_delete_and_undelete, postgres_delete_and_undelete;
     check_destroy => sqlite_destroy, postgres_destroy;
@@ -359,6 +360,68 @@ async fn check_concurrent_cas_has_one_winner(store: &Store) {
     assert_eq!(stored_versions(store, "db/once").await, vec![1]);
 }
 
+/// Concurrent puts, a third failing by check-and-set and a third by their seal function:
+/// on SQLite they are committed in groups (`group_commit`), and a failure must undo its
+/// own put only, whichever group it shared.
+async fn check_concurrent_failures_stay_alone(store: &Store) {
+    assert_eq!(put_ok(store, "db/g-cas").await, 1);
+    let tasks: Vec<_> = (0..30)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                match i % 3 {
+                    0 => put_with(&store, put(&format!("db/g-ok-{i}"))).await,
+                    1 => {
+                        let path = format!("db/g-seal-{i}");
+                        store
+                            .put_version(put(&path), |_| Err(CryptoError::Encrypt))
+                            .await
+                    }
+                    _ => {
+                        let cas = PutVersion {
+                            cas: Some(0),
+                            ..put("db/g-cas")
+                        };
+                        put_with(&store, cas).await
+                    }
+                }
+            })
+        })
+        .collect();
+    for (i, result) in futures::future::join_all(tasks)
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        match (i % 3, result.expect("task")) {
+            (0, Ok(1)) => {}
+            (1, Err(StoreError::Crypto(CryptoError::Encrypt))) => {}
+            (
+                2,
+                Err(StoreError::CasMismatch {
+                    expected: 0,
+                    current: 1,
+                }),
+            ) => {}
+            (_, other) => panic!("put {i}: unexpected {other:?}"),
+        }
+    }
+    let mut expected: Vec<String> = (0..30)
+        .filter(|i| i % 3 == 0)
+        .map(|i| format!("db/g-ok-{i}"))
+        .chain(["db/g-cas".to_owned()])
+        .collect();
+    expected.sort();
+    assert_eq!(store.list_paths().await.expect("list"), expected);
+    assert_eq!(stored_versions(store, "db/g-cas").await, vec![1]);
+    let meta = store.metadata("db/g-cas").await.expect("meta");
+    assert_eq!(meta.latest_version, 1, "failed puts leave no gap");
+    for path in &expected {
+        let got = store.get_version(path, 1).await.expect("read");
+        assert_eq!(got.sealed, record(path, 1));
+    }
+}
+
 async fn check_pruning(store: &Store) {
     let keep3 = |now| PutVersion {
         max_versions: 3,
@@ -584,15 +647,20 @@ async fn check_seal_error_rolls_back(store: &Store) {
 
     // On an existing secret, the failed put leaves no row and no gap.
     assert_eq!(put_ok(store, "db/s").await, 1);
-    let mut seen = None;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let told = seen.clone();
     let failed = store
-        .put_version(put("db/s"), |v| {
-            seen = Some(v);
+        .put_version(put("db/s"), move |v| {
+            *told.lock().expect("not poisoned") = Some(v);
             Err(CryptoError::Encrypt)
         })
         .await;
     assert!(matches!(failed, Err(StoreError::Crypto(_))), "{failed:?}");
-    assert_eq!(seen, Some(2), "the seal function is given the new version");
+    assert_eq!(
+        *seen.lock().expect("not poisoned"),
+        Some(2),
+        "the seal function is given the new version"
+    );
     assert_eq!(
         store.metadata("db/s").await.expect("meta").latest_version,
         1

@@ -17,6 +17,7 @@
 //! * **Default deny.** Access is granted only when a policy matches both the
 //!   caller and the path and grants the wanted permission (or `super`).
 
+mod applicable;
 pub mod permission;
 pub mod policy;
 pub mod roles;

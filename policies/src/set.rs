@@ -9,10 +9,16 @@
 //! One change makes a new set with [`PolicySet::with`] or
 //! [`PolicySet::without`], which share every other compiled policy with the
 //! old set: a change costs one compilation, not one per policy.
+//!
+//! A check does not try every policy: the policies whose caller pattern matches
+//! a caller are found once per caller and set (see the `applicable` module),
+//! so a check costs a map look-up plus the path patterns of those policies,
+//! whatever the number of policies.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use crate::applicable::{ApplicableCache, Indices};
 use crate::permission::Permission;
 use crate::policy::{CompiledPolicy, Policy, PolicyError};
 use crate::roles::role_of;
@@ -23,6 +29,8 @@ pub struct PolicySet {
     trust_domain: String,
     /// Shared between the sets one change derives from each other.
     policies: Vec<Arc<CompiledPolicy>>,
+    /// Which of `policies` apply to each caller seen so far.
+    applicable: ApplicableCache,
 }
 
 impl PolicySet {
@@ -60,6 +68,7 @@ impl PolicySet {
         Ok(PolicySet {
             trust_domain,
             policies: policies.into_iter().map(Arc::new).collect(),
+            applicable: ApplicableCache::default(),
         })
     }
 
@@ -77,6 +86,7 @@ impl PolicySet {
         PolicySet {
             trust_domain: self.trust_domain.clone(),
             policies,
+            applicable: ApplicableCache::default(),
         }
     }
 
@@ -90,6 +100,7 @@ impl PolicySet {
                 .filter(|p| p.name() != name)
                 .cloned()
                 .collect(),
+            applicable: ApplicableCache::default(),
         }
     }
 
@@ -121,9 +132,10 @@ impl PolicySet {
         if self.is_role(caller) {
             return false;
         }
-        self.policies
-            .iter()
-            .any(|p| p.grants(wanted) && p.matches_caller(caller) && p.matches_path(path))
+        self.applicable(caller).iter().any(|&i| {
+            let p = &self.policies[i];
+            p.grants(wanted) && p.matches_path(path)
+        })
     }
 
     /// The subset of `paths` that `caller` may `read`, in input order.
@@ -136,8 +148,10 @@ impl PolicySet {
             return Vec::new();
         }
         let applicable: Vec<&CompiledPolicy> = self
-            .policies()
-            .filter(|p| p.grants(Permission::Read) && p.matches_caller(caller))
+            .applicable(caller)
+            .iter()
+            .map(|&i| &*self.policies[i])
+            .filter(|p| p.grants(Permission::Read))
             .collect();
         if applicable.is_empty() {
             return Vec::new();
@@ -146,6 +160,18 @@ impl PolicySet {
             .into_iter()
             .filter(|path| applicable.iter().any(|p| p.matches_path(path)))
             .collect()
+    }
+
+    /// The indices of the policies whose caller pattern matches `caller`, in set order.
+    fn applicable(&self, caller: &str) -> Indices {
+        self.applicable.get_or_scan(caller, || {
+            self.policies
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.matches_caller(caller))
+                .map(|(i, _)| i)
+                .collect()
+        })
     }
 
     fn is_role(&self, caller: &str) -> bool {
@@ -357,5 +383,108 @@ mod tests {
                 "{td}"
             );
         }
+    }
+
+    /// The decision as it was before callers' applicable policies were remembered: every
+    /// policy tried in turn.
+    fn scan(s: &PolicySet, caller: &str, path: &str, wanted: Permission) -> bool {
+        role_of(s.trust_domain(), caller).is_none()
+            && s.policies()
+                .any(|p| p.grants(wanted) && p.matches_caller(caller) && p.matches_path(path))
+    }
+
+    fn pick<'a, R: rand::Rng>(rng: &mut R, from: &[&'a str]) -> &'a str {
+        from[rng.random_range(0..from.len())]
+    }
+
+    #[test]
+    fn remembered_decisions_equal_a_scan_of_every_policy() {
+        use rand::{Rng, SeedableRng};
+        let callers = [
+            "spiffe://td/app/a",
+            "spiffe://td/app/b",
+            "spiffe://td/app/a/x",
+            "spiffe://td/web",
+            "spiffe://other/app/a",
+            "spiffe://td/spike/nexus",
+            "spiffe://td/spike/pilot/role/superuser",
+        ];
+        let caller_patterns = [
+            "spiffe://td/app/a",
+            "spiffe://td/app/[ab]",
+            "spiffe://td/app/.*",
+            "spiffe://td/.*",
+            ".*",
+            "spiffe://(td|other)/app/a",
+            "spiffe://td/web|spiffe://td/app/b",
+            "spiffe://nobody",
+        ];
+        let paths = ["db/x", "db/y/z", "web/a", "db", "spike/system/acl"];
+        let path_patterns = ["db/.*", "db/x", "web/.*", ".*", "db/[xy].*", "nothing"];
+        let mut rng = rand::rngs::StdRng::seed_from_u64(16);
+        for round in 0..100 {
+            let policies: Vec<Policy> = (0..rng.random_range(0..40))
+                .map(|i| {
+                    let wanted = Permission::ALL[rng.random_range(0..Permission::ALL.len())];
+                    Policy::new(
+                        format!("p{i}"),
+                        pick(&mut rng, &caller_patterns),
+                        pick(&mut rng, &path_patterns),
+                        [wanted],
+                    )
+                })
+                .collect();
+            let mut s = set(policies);
+            // Changes derive new sets; each must forget what the old one remembered.
+            for step in 0..4 {
+                for _ in 0..50 {
+                    let caller = pick(&mut rng, &callers);
+                    let path = pick(&mut rng, &paths);
+                    let wanted = Permission::ALL[rng.random_range(0..Permission::ALL.len())];
+                    assert_eq!(
+                        s.check(caller, path, wanted),
+                        scan(&s, caller, path, wanted),
+                        "round {round} step {step}: {caller} {path} {wanted:?}"
+                    );
+                    let expected: Vec<&str> = paths
+                        .iter()
+                        .copied()
+                        .filter(|p| scan(&s, caller, p, Permission::Read))
+                        .collect();
+                    assert_eq!(s.readable_paths(caller, paths), expected);
+                }
+                let name = format!("p{}", rng.random_range(0..45));
+                s = if rng.random_bool(0.5) {
+                    s.without(&name)
+                } else {
+                    let policy = Policy::new(
+                        name,
+                        pick(&mut rng, &caller_patterns),
+                        pick(&mut rng, &path_patterns),
+                        [Permission::Read],
+                    );
+                    match policy.compile() {
+                        Ok(p) => s.with(p),
+                        Err(e) => panic!("policy rejected: {e}"),
+                    }
+                };
+            }
+        }
+    }
+
+    #[test]
+    fn remembered_callers_are_bounded() {
+        let s = set(vec![billing()]);
+        for i in 0..crate::applicable::MAX_CALLERS + 10 {
+            assert!(!s.check(&format!("spiffe://td/app/{i}"), "x", Permission::Read));
+        }
+        assert!(s.applicable.len() <= crate::applicable::MAX_CALLERS);
+        assert!(s.check(
+            "spiffe://td/app/billing",
+            "secrets/billing/a",
+            Permission::Read
+        ));
+        // A derived set starts with nothing remembered.
+        assert_eq!(s.without("none").applicable.len(), 0);
     }
 }

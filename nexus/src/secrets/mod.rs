@@ -73,11 +73,15 @@ impl Secrets<'_> {
             now: nexus.clock.now(),
             fence: permit.fence(),
         };
-        let root = permit.root();
+        // The seal runs where the write is committed (the store's writer task, see
+        // `store::group_commit`), so it owns its inputs; the copy of the values is zeroized
+        // on drop like the original.
+        let root = permit.root().clone();
+        let (sealed_path, values) = (path.as_str().to_owned(), values.clone());
         nexus
             .store
             .put_version(put, move |version| {
-                sealing::seal_values(root, path.as_str(), version, values)
+                sealing::seal_values(&root, &sealed_path, version, &values)
             })
             .await
             .map_err(|e| nexus.write_failed(e))

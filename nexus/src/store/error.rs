@@ -39,6 +39,10 @@ pub enum StoreError {
     /// An operator sealed Nexus (possibly through another replica); the write was refused.
     #[error("Nexus was sealed by an operator; nothing is written until `spike operator unseal`")]
     Sealed,
+    /// The write succeeded, but the transaction it shared with other writes (group
+    /// commit, see `group_commit`) failed to commit: it was not written.
+    #[error("committing a group of writes failed, so this write was not stored: {0}")]
+    GroupCommit(std::sync::Arc<StoreError>),
     /// A stored value is out of its valid range.
     #[error("corrupt data in datastore: {0}")]
     Corrupt(Corruption),
@@ -173,6 +177,7 @@ impl StoreError {
             StoreError::Sql(SqlError::Migrate(sqlx::migrate::MigrateError::Execute(err))) => {
                 common_sql::is_unavailable(err)
             }
+            StoreError::GroupCommit(group) => group.is_unavailable(),
             _ => false,
         }
     }

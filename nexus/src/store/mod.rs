@@ -21,6 +21,12 @@
 //! already serialises writers; on PostgreSQL (READ COMMITTED) the row lock does, so two
 //! puts to one path never compute the same version and exactly one check-and-set wins.
 //!
+//! On SQLite, writes to secrets go through one writer task that commits the writes waiting
+//! at that moment in one transaction, each under its own savepoint, with one fsync
+//! (`group_commit`): a write is answered only after its group's commit, and one write's
+//! failure undoes that write alone. A new write operation takes the same path by running
+//! its SQL inside [`Store::write`].
+//!
 //! # Several Nexus replicas on one database
 //!
 //! Several Nexus processes may share one PostgreSQL database. First-time initialisation runs
@@ -31,6 +37,7 @@
 //! changed. Secrets are never cached, so they need no invalidation.
 
 mod error;
+mod group_commit;
 mod model;
 mod operator_seal;
 mod policies;
@@ -49,6 +56,7 @@ use time::OffsetDateTime;
 
 pub use common_sql::Backend;
 pub use error::{Corruption, Missing, StoreError};
+pub use group_commit::MAX_GROUP;
 pub use model::{
     KeyRecord, MetadataUpdate, PutVersion, SealedRecord, SecretMeta, StoredPolicy, StoredVersion,
     VersionMeta,
@@ -75,6 +83,8 @@ static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// The writer task that commits concurrent writes together (SQLite only).
+    group: Option<group_commit::GroupCommit>,
 }
 
 impl Store {
@@ -91,7 +101,15 @@ impl Store {
         let (pool, backend) =
             common_sql::connect_with(url, &SQLITE_MIGRATIONS, &POSTGRES_MIGRATIONS, settings)
                 .await?;
-        Ok(Store { pool, backend })
+        let group = match backend {
+            Backend::Sqlite => Some(group_commit::GroupCommit::start(pool.clone(), backend)),
+            Backend::Postgres => None,
+        };
+        Ok(Store {
+            pool,
+            backend,
+            group,
+        })
     }
 
     /// Within a write transaction: the fence holds. Writes of sealed records (secret
@@ -107,32 +125,7 @@ impl Store {
         tx: &mut Transaction<'static, Any>,
         fence: Option<&[u8]>,
     ) -> Result<(), StoreError> {
-        let Some(expected) = fence else {
-            return Ok(());
-        };
-        let lock = match self.backend {
-            Backend::Postgres => " FOR SHARE",
-            Backend::Sqlite => "",
-        };
-        let row = sqlx::query(&format!(
-            "SELECT key_check, sealed_at FROM root_key WHERE id = 1{lock}"
-        ))
-        .fetch_optional(&mut **tx)
-        .await?;
-        let stored: Option<Vec<u8>> = row.as_ref().map(|r| r.try_get("key_check")).transpose()?;
-        let sealed: Option<i64> = row
-            .as_ref()
-            .map(|r| r.try_get::<Option<i64>, _>("sealed_at"))
-            .transpose()?
-            .flatten();
-        if sealed.is_some() {
-            return Err(StoreError::Sealed);
-        }
-        if stored.as_deref() == Some(expected) {
-            Ok(())
-        } else {
-            Err(StoreError::KeyChanged)
-        }
+        fence_holds(tx, self.backend, fence).await
     }
 
     /// The database this store is connected to.
@@ -149,6 +142,40 @@ impl Store {
     /// Starts a transaction that will write (`BEGIN IMMEDIATE` on SQLite).
     async fn begin_write(&self) -> Result<Transaction<'static, Any>, StoreError> {
         Ok(common_sql::begin_write(&self.pool, self.backend).await?)
+    }
+}
+
+/// [`Store::check_fence`], for writes that run on the group-commit writer.
+async fn fence_holds(
+    tx: &mut Transaction<'static, Any>,
+    backend: Backend,
+    fence: Option<&[u8]>,
+) -> Result<(), StoreError> {
+    let Some(expected) = fence else {
+        return Ok(());
+    };
+    let lock = match backend {
+        Backend::Postgres => " FOR SHARE",
+        Backend::Sqlite => "",
+    };
+    let row = sqlx::query(&format!(
+        "SELECT key_check, sealed_at FROM root_key WHERE id = 1{lock}"
+    ))
+    .fetch_optional(&mut **tx)
+    .await?;
+    let stored: Option<Vec<u8>> = row.as_ref().map(|r| r.try_get("key_check")).transpose()?;
+    let sealed: Option<i64> = row
+        .as_ref()
+        .map(|r| r.try_get::<Option<i64>, _>("sealed_at"))
+        .transpose()?
+        .flatten();
+    if sealed.is_some() {
+        return Err(StoreError::Sealed);
+    }
+    if stored.as_deref() == Some(expected) {
+        Ok(())
+    } else {
+        Err(StoreError::KeyChanged)
     }
 }
 

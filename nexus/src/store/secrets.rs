@@ -10,8 +10,9 @@ use time::OffsetDateTime;
 
 use super::versions::refresh_summary;
 use super::{
-    Corruption, Missing, PutVersion, SealedRecord, SecretMeta, Store, StoreError, StoredVersion,
-    VersionMeta, from_millis, to_millis, version_from_db, version_to_db,
+    Backend, Corruption, Missing, PutVersion, SealedRecord, SecretMeta, Store, StoreError,
+    StoredVersion, VersionMeta, fence_holds, from_millis, to_millis, version_from_db,
+    version_to_db,
 };
 
 impl Store {
@@ -23,62 +24,33 @@ impl Store {
     /// it; its error aborts the put. With `put.cas = Some(n)`, the put succeeds only if the
     /// latest version is `n`, else [`StoreError::CasMismatch`]. Versions that fall out of the
     /// secret's `max_versions` window are deleted from storage.
+    ///
+    /// Concurrent puts are committed together ([`Store::write`]), so `seal` must own what
+    /// it uses: it may run on the writer task.
     pub async fn put_version<F>(&self, put: PutVersion<'_>, seal: F) -> Result<u64, StoreError>
     where
-        F: FnOnce(u64) -> Result<SealedRecord, CryptoError> + Send,
+        F: FnOnce(u64) -> Result<SealedRecord, CryptoError> + Send + 'static,
     {
-        let now = to_millis(put.now);
-        let mut tx = self.begin_write().await?;
-        self.check_fence(&mut tx, put.fence).await?;
-        let (version, max_versions, secret_cas_required) =
-            claim_version(&mut tx, &put, now).await?;
-
-        if put.cas.is_none() && (put.cas_required || secret_cas_required) {
-            tx.rollback().await?;
-            return Err(StoreError::CasRequired(put.path.to_owned()));
-        }
-        let previous = version - 1;
-        if let Some(expected) = put.cas
-            && version_to_db(expected) != Some(previous)
-        {
-            tx.rollback().await?;
-            return Err(StoreError::CasMismatch {
-                expected,
-                current: version_from_db(previous, "secrets.latest_version")?,
-            });
-        }
-
-        let sealed = match seal(version_from_db(version, "secrets.latest_version")?) {
-            Ok(sealed) => sealed,
-            Err(err) => {
-                tx.rollback().await?;
-                return Err(err.into());
-            }
-        };
-        sqlx::query(
-            "INSERT INTO secret_versions \
-             (path, version, created_at, deleted_at, created_by, wrapped_key, ciphertext) \
-             VALUES ($1, $2, $3, NULL, $4, $5, $6)",
-        )
-        .bind(put.path)
-        .bind(version)
-        .bind(now)
-        .bind(put.created_by)
-        .bind(sealed.wrapped_key)
-        .bind(sealed.ciphertext)
-        .execute(&mut *tx)
-        .await?;
-
-        // Keep the newest max_versions; older ones leave storage, not just the listing.
-        sqlx::query("DELETE FROM secret_versions WHERE path = $1 AND version <= $2")
-            .bind(put.path)
-            .bind(version - max_versions)
-            .execute(&mut *tx)
-            .await?;
-        prune_expired(&mut tx, put.path, now).await?;
-        refresh_summary(&mut tx, put.path, now).await?;
-        tx.commit().await?;
-        version_from_db(version, "secrets.latest_version")
+        let backend = self.backend;
+        let (path, created_by) = (put.path.to_owned(), put.created_by.to_owned());
+        let fence = put.fence.map(<[u8]>::to_vec);
+        let (cas, max_versions, cas_required, now) =
+            (put.cas, put.max_versions, put.cas_required, put.now);
+        self.write(move |tx| {
+            Box::pin(async move {
+                let put = PutVersion {
+                    path: &path,
+                    cas,
+                    max_versions,
+                    cas_required,
+                    created_by: &created_by,
+                    now,
+                    fence: fence.as_deref(),
+                };
+                put_version_in(tx, backend, put, seal).await
+            })
+        })
+        .await
     }
 
     /// Writes a new version of `put.path` made from its current version by `merge` (Vault's
@@ -343,6 +315,60 @@ impl Store {
             .await?;
         version_from_db(row.try_get("n")?, "COUNT(*)")
     }
+}
+
+/// The SQL of [`Store::put_version`], in the transaction it is given; an error leaves the
+/// rolling back to the caller.
+async fn put_version_in<F>(
+    tx: &mut Transaction<'static, Any>,
+    backend: Backend,
+    put: PutVersion<'_>,
+    seal: F,
+) -> Result<u64, StoreError>
+where
+    F: FnOnce(u64) -> Result<SealedRecord, CryptoError>,
+{
+    let now = to_millis(put.now);
+    fence_holds(tx, backend, put.fence).await?;
+    let (version, max_versions, secret_cas_required) = claim_version(tx, &put, now).await?;
+
+    if put.cas.is_none() && (put.cas_required || secret_cas_required) {
+        return Err(StoreError::CasRequired(put.path.to_owned()));
+    }
+    let previous = version - 1;
+    if let Some(expected) = put.cas
+        && version_to_db(expected) != Some(previous)
+    {
+        return Err(StoreError::CasMismatch {
+            expected,
+            current: version_from_db(previous, "secrets.latest_version")?,
+        });
+    }
+
+    let sealed = seal(version_from_db(version, "secrets.latest_version")?)?;
+    sqlx::query(
+        "INSERT INTO secret_versions \
+         (path, version, created_at, deleted_at, created_by, wrapped_key, ciphertext) \
+         VALUES ($1, $2, $3, NULL, $4, $5, $6)",
+    )
+    .bind(put.path)
+    .bind(version)
+    .bind(now)
+    .bind(put.created_by)
+    .bind(sealed.wrapped_key)
+    .bind(sealed.ciphertext)
+    .execute(&mut **tx)
+    .await?;
+
+    // Keep the newest max_versions; older ones leave storage, not just the listing.
+    sqlx::query("DELETE FROM secret_versions WHERE path = $1 AND version <= $2")
+        .bind(put.path)
+        .bind(version - max_versions)
+        .execute(&mut **tx)
+        .await?;
+    prune_expired(tx, put.path, now).await?;
+    refresh_summary(tx, put.path, now).await?;
+    version_from_db(version, "secrets.latest_version")
 }
 
 /// Claims the next version number of `put.path`, creating the secret if needed, and

@@ -17,22 +17,25 @@ impl Store {
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
         let now = to_millis(now);
-        let mut tx = self.begin_write().await?;
-        let current = lock_secret(&mut tx, path).await?;
-        for version in with_current(versions, current) {
-            sqlx::query(
-                "UPDATE secret_versions SET deleted_at = $3 \
-                 WHERE path = $1 AND version = $2 AND deleted_at IS NULL",
-            )
-            .bind(path)
-            .bind(version)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        }
-        refresh_summary(&mut tx, path, now).await?;
-        tx.commit().await?;
-        Ok(())
+        let (path, versions) = (path.to_owned(), versions.to_vec());
+        self.write(move |tx| {
+            Box::pin(async move {
+                let current = lock_secret(tx, &path).await?;
+                for version in with_current(&versions, current) {
+                    sqlx::query(
+                        "UPDATE secret_versions SET deleted_at = $3 \
+                         WHERE path = $1 AND version = $2 AND deleted_at IS NULL",
+                    )
+                    .bind(&path)
+                    .bind(version)
+                    .bind(now)
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                refresh_summary(tx, &path, now).await
+            })
+        })
+        .await
     }
 
     /// Restores soft-deleted versions of `path`. An empty list, or `0` in it, means the
@@ -46,45 +49,9 @@ impl Store {
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
         let now = to_millis(now);
-        let mut tx = self.begin_write().await?;
-        let mut current = lock_secret(&mut tx, path).await?;
-        if current == 0 && (versions.is_empty() || versions.contains(&0)) {
-            let row = sqlx::query(
-                "SELECT MAX(version) AS version FROM secret_versions \
-                 WHERE path = $1 AND deleted_at IS NOT NULL",
-            )
-            .bind(path)
-            .fetch_one(&mut *tx)
-            .await?;
-            current = row.try_get::<Option<i64>, _>("version")?.unwrap_or(0);
-        }
-        let mut restored = 0;
-        for version in with_current(versions, current) {
-            restored += sqlx::query(
-                "UPDATE secret_versions SET deleted_at = NULL \
-                 WHERE path = $1 AND version = $2 AND deleted_at IS NOT NULL",
-            )
-            .bind(path)
-            .bind(version)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        }
-        if restored == 0 {
-            tx.rollback().await?;
-            let what = if versions.iter().all(|&v| v == 0) {
-                Missing::DeletedCurrentVersion(path.to_owned())
-            } else {
-                Missing::DeletedVersions {
-                    path: path.to_owned(),
-                    versions: versions.to_vec(),
-                }
-            };
-            return Err(StoreError::NotFound(what));
-        }
-        refresh_summary(&mut tx, path, now).await?;
-        tx.commit().await?;
-        Ok(())
+        let (path, versions) = (path.to_owned(), versions.to_vec());
+        self.write(move |tx| Box::pin(undelete_in(tx, path, versions, now)))
+            .await
     }
 
     /// Removes versions of `path` from storage for good. An empty list removes the whole
@@ -98,50 +65,94 @@ impl Store {
         versions: &[u64],
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await?;
-        if versions.is_empty() {
-            // Deleting the secret row first takes its lock, in the same order as every
-            // other writer (secret row, then versions), so no deadlock on PostgreSQL.
-            let deleted = sqlx::query("DELETE FROM secrets WHERE path = $1")
-                .bind(path)
-                .execute(&mut *tx)
-                .await?;
-            if deleted.rows_affected() == 0 {
-                tx.rollback().await?;
-                return Err(StoreError::NotFound(Missing::Secret(path.to_owned())));
-            }
-            // ON DELETE CASCADE has done this already; stated so that no version can
-            // outlive its secret even on a connection without foreign keys enabled.
-            sqlx::query("DELETE FROM secret_versions WHERE path = $1")
-                .bind(path)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            return Ok(());
-        }
-
-        let current = lock_secret(&mut tx, path).await?;
-        let mut destroyed = 0;
-        for version in with_current(versions, current) {
-            destroyed +=
-                sqlx::query("DELETE FROM secret_versions WHERE path = $1 AND version = $2")
-                    .bind(path)
-                    .bind(version)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-        }
-        if destroyed == 0 {
-            tx.rollback().await?;
-            return Err(StoreError::NotFound(Missing::Versions {
-                path: path.to_owned(),
-                versions: versions.to_vec(),
-            }));
-        }
-        refresh_summary(&mut tx, path, to_millis(now)).await?;
-        tx.commit().await?;
-        Ok(())
+        let (path, versions) = (path.to_owned(), versions.to_vec());
+        let now = to_millis(now);
+        self.write(move |tx| Box::pin(destroy_in(tx, path, versions, now)))
+            .await
     }
+}
+
+/// The SQL of [`Store::undelete_versions`].
+async fn undelete_in(
+    tx: &mut Transaction<'static, Any>,
+    path: String,
+    versions: Vec<u64>,
+    now: i64,
+) -> Result<(), StoreError> {
+    let mut current = lock_secret(tx, &path).await?;
+    if current == 0 && (versions.is_empty() || versions.contains(&0)) {
+        let row = sqlx::query(
+            "SELECT MAX(version) AS version FROM secret_versions \
+             WHERE path = $1 AND deleted_at IS NOT NULL",
+        )
+        .bind(&path)
+        .fetch_one(&mut **tx)
+        .await?;
+        current = row.try_get::<Option<i64>, _>("version")?.unwrap_or(0);
+    }
+    let mut restored = 0;
+    for version in with_current(&versions, current) {
+        restored += sqlx::query(
+            "UPDATE secret_versions SET deleted_at = NULL \
+             WHERE path = $1 AND version = $2 AND deleted_at IS NOT NULL",
+        )
+        .bind(&path)
+        .bind(version)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+    }
+    if restored == 0 {
+        let what = if versions.iter().all(|&v| v == 0) {
+            Missing::DeletedCurrentVersion(path)
+        } else {
+            Missing::DeletedVersions { path, versions }
+        };
+        return Err(StoreError::NotFound(what));
+    }
+    refresh_summary(tx, &path, now).await
+}
+
+/// The SQL of [`Store::destroy`].
+async fn destroy_in(
+    tx: &mut Transaction<'static, Any>,
+    path: String,
+    versions: Vec<u64>,
+    now: i64,
+) -> Result<(), StoreError> {
+    if versions.is_empty() {
+        // Deleting the secret row first takes its lock, in the same order as every
+        // other writer (secret row, then versions), so no deadlock on PostgreSQL.
+        let deleted = sqlx::query("DELETE FROM secrets WHERE path = $1")
+            .bind(&path)
+            .execute(&mut **tx)
+            .await?;
+        if deleted.rows_affected() == 0 {
+            return Err(StoreError::NotFound(Missing::Secret(path)));
+        }
+        // ON DELETE CASCADE has done this already; stated so that no version can
+        // outlive its secret even on a connection without foreign keys enabled.
+        sqlx::query("DELETE FROM secret_versions WHERE path = $1")
+            .bind(&path)
+            .execute(&mut **tx)
+            .await?;
+        return Ok(());
+    }
+
+    let current = lock_secret(tx, &path).await?;
+    let mut destroyed = 0;
+    for version in with_current(&versions, current) {
+        destroyed += sqlx::query("DELETE FROM secret_versions WHERE path = $1 AND version = $2")
+            .bind(&path)
+            .bind(version)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected();
+    }
+    if destroyed == 0 {
+        return Err(StoreError::NotFound(Missing::Versions { path, versions }));
+    }
+    refresh_summary(tx, &path, now).await
 }
 
 /// Takes the write lock on the secret's row (a no-op update: PostgreSQL locks the row, so

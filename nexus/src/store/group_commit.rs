@@ -1,0 +1,209 @@
+//! Group commit: concurrent writes share one transaction and one fsync.
+//!
+//! On SQLite every write transaction is serialised (`BEGIN IMMEDIATE`), and with
+//! `synchronous=FULL` each commit waits for its own fsync, so 16 concurrent puts used to
+//! wait in line for 16 fsyncs. Here each write is handed to one writer task, which takes
+//! every write waiting at that moment (up to [`MAX_GROUP`]), runs each in one transaction
+//! under its own savepoint, so that one write's failure (a check-and-set mismatch, a
+//! fence, a seal error) rolls back that write alone, commits once and only then answers
+//! each caller: an acknowledged write is on disk, as before. While the writer commits,
+//! the next writes queue up and form the next group; a write that finds the writer idle is
+//! committed alone, at once.
+//!
+//! On PostgreSQL writers do not queue behind one lock (rows are locked one by one) and the
+//! server already flushes concurrent commits together, while one transaction holding many
+//! writers' row locks could deadlock with another replica's: there each write keeps its
+//! own transaction, run by its caller.
+//!
+//! A write is a closure over the transaction ([`Store::write`]) that owns what it needs:
+//! it runs on the writer task. A caller that stops waiting does not withdraw its write
+//! (it may be committed with its group); it was never acknowledged either way.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use common_sql::Backend;
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use sqlx::{Any, AnyPool, Transaction};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Store, StoreError};
+
+/// The transaction a write runs in.
+pub(crate) type WriteTx = Transaction<'static, Any>;
+
+/// The most writes one group holds, so that no transaction grows long.
+pub const MAX_GROUP: usize = 64;
+
+/// The queue to the writer task of one SQLite store.
+#[derive(Clone)]
+pub(super) struct GroupCommit {
+    queue: mpsc::UnboundedSender<Box<dyn Queued>>,
+}
+
+impl std::fmt::Debug for GroupCommit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupCommit").finish_non_exhaustive()
+    }
+}
+
+impl GroupCommit {
+    /// Starts the writer task; it ends when every handle to the queue is dropped.
+    pub(super) fn start(pool: AnyPool, backend: Backend) -> GroupCommit {
+        let (queue, writes) = mpsc::unbounded_channel();
+        tokio::spawn(writer(pool, backend, writes));
+        GroupCommit { queue }
+    }
+}
+
+impl Store {
+    /// Runs `op` in a write transaction and commits it: on SQLite together with the other
+    /// writes waiting at that moment (see the module docs), on PostgreSQL alone. `op`'s
+    /// error rolls back `op`'s statements only, and is returned as it is. Returns once the
+    /// write is committed (on disk) or has failed.
+    pub(super) async fn write<T, F>(&self, op: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: for<'t> FnOnce(&'t mut WriteTx) -> BoxFuture<'t, Result<T, StoreError>> + Send + 'static,
+    {
+        let Some(group) = &self.group else {
+            let mut tx = self.begin_write().await?;
+            return match op(&mut tx).await {
+                Ok(value) => {
+                    tx.commit().await?;
+                    Ok(value)
+                }
+                Err(error) => {
+                    // The write's own error says what went wrong; dropping the transaction
+                    // would roll it back as well, this only does it now.
+                    if let Err(rollback) = tx.rollback().await {
+                        tracing::debug!(%rollback, "rolling back a failed write failed");
+                    }
+                    Err(error)
+                }
+            };
+        };
+        let (reply, answer) = oneshot::channel();
+        let write = Box::new(Write {
+            op: Some(op),
+            outcome: None,
+            reply,
+        });
+        if group.queue.send(write).is_err() {
+            return Err(writer_gone());
+        }
+        answer.await.unwrap_or_else(|_| Err(writer_gone()))
+    }
+}
+
+/// The writer task has stopped (it only does when a write panicked in it).
+fn writer_gone() -> StoreError {
+    sqlx::Error::WorkerCrashed.into()
+}
+
+/// A queued write, its result type hidden.
+trait Queued: Send {
+    /// Runs the write in `tx`; returns whether it succeeded. The outcome is kept for
+    /// [`Queued::answer`].
+    fn run<'t>(&'t mut self, tx: &'t mut WriteTx) -> BoxFuture<'t, bool>;
+
+    /// Answers the caller once the group's fate is known: its own error if the write
+    /// failed, else its result if the group committed, else the group's error.
+    fn answer(self: Box<Self>, committed: Result<(), &Arc<StoreError>>);
+}
+
+struct Write<T, F> {
+    op: Option<F>,
+    outcome: Option<Result<T, StoreError>>,
+    reply: oneshot::Sender<Result<T, StoreError>>,
+}
+
+impl<T, F> Queued for Write<T, F>
+where
+    T: Send + 'static,
+    F: for<'t> FnOnce(&'t mut WriteTx) -> BoxFuture<'t, Result<T, StoreError>> + Send + 'static,
+{
+    fn run<'t>(&'t mut self, tx: &'t mut WriteTx) -> BoxFuture<'t, bool> {
+        Box::pin(async move {
+            let Some(op) = self.op.take() else {
+                return false;
+            };
+            let outcome = op(tx).await;
+            let ok = outcome.is_ok();
+            self.outcome = Some(outcome);
+            ok
+        })
+    }
+
+    fn answer(self: Box<Self>, committed: Result<(), &Arc<StoreError>>) {
+        let result = match (self.outcome, committed) {
+            (Some(Err(own)), _) => Err(own),
+            (Some(Ok(value)), Ok(())) => Ok(value),
+            (_, Err(group)) => Err(StoreError::GroupCommit(group.clone())),
+            (None, Ok(())) => Err(writer_gone()),
+        };
+        // A caller that stopped waiting needs no answer.
+        let _ = self.reply.send(result);
+    }
+}
+
+/// The writer task: one group at a time, each every write queued at that moment.
+async fn writer(
+    pool: AnyPool,
+    backend: Backend,
+    mut writes: mpsc::UnboundedReceiver<Box<dyn Queued>>,
+) {
+    let mut group = Vec::with_capacity(MAX_GROUP);
+    while writes.recv_many(&mut group, MAX_GROUP).await > 0 {
+        // A write that panics fails its group (the callers see the writer gone, the
+        // transaction is rolled back on drop) but not the writes after it.
+        let committed = AssertUnwindSafe(commit_group(&pool, backend, &mut group))
+            .catch_unwind()
+            .await;
+        if committed.is_err() {
+            tracing::error!("a write panicked; its group was rolled back");
+        }
+        group.clear();
+    }
+}
+
+/// Runs `group` in one transaction, commits it and answers every write.
+async fn commit_group(pool: &AnyPool, backend: Backend, group: &mut Vec<Box<dyn Queued>>) {
+    let committed = run_group(pool, backend, group).await.map_err(Arc::new);
+    for write in group.drain(..) {
+        write.answer(committed.as_ref().map(|_| ()));
+    }
+}
+
+async fn run_group(
+    pool: &AnyPool,
+    backend: Backend,
+    group: &mut [Box<dyn Queued>],
+) -> Result<(), StoreError> {
+    let mut tx = common_sql::begin_write(pool, backend).await?;
+    if let [only] = group {
+        // Alone: the transaction is the write's own, no savepoint needed.
+        if only.run(&mut tx).await {
+            tx.commit().await?;
+        } else {
+            tx.rollback().await?;
+        }
+        return Ok(());
+    }
+    for write in group.iter_mut() {
+        sqlx::query("SAVEPOINT one_write").execute(&mut *tx).await?;
+        if !write.run(&mut tx).await {
+            // If this fails too (SQLite rolled the whole transaction back on an I/O
+            // error), the group fails: nothing of it is committed, and every write says so.
+            sqlx::query("ROLLBACK TO SAVEPOINT one_write")
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query("RELEASE SAVEPOINT one_write")
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
