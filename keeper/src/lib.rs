@@ -30,8 +30,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         limits.descriptors() + common_net::Limits::METRICS.descriptors() + 64,
     );
     let net = common_net::NetMetrics::default();
+    let supervisor = common_process::Supervisor::new();
     if let Some(address) = config.metrics_address()? {
-        serve_metrics(address, &net).await?;
+        serve_metrics(address, &net, &supervisor).await?;
     }
     let source = identity::workload::x509_source(
         config.spiffe_endpoint_socket.as_deref(),
@@ -48,35 +49,59 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     tracing::info!(address = %listener.local_addr()?, "keeper ready");
-    let app = routes::router(Arc::new(shard::ShardSlot::default()), &config.trust_domain);
+    let shard = Arc::new(shard::ShardSlot::default());
+    let app = routes::router(shard.clone(), &config.trust_domain);
+    let stop = {
+        let supervisor = supervisor.clone();
+        async move {
+            tokio::select! {
+                () = common_process::shutdown_signal() => {}
+                failed = supervisor.failed() => tracing::error!(%failed, "stopping"),
+            }
+        }
+    };
     identity::http::serve(
         listener,
         Arc::new(tls),
         app,
         identity::http::ServeOptions::new(limits, net.listener("api")),
-        common_process::shutdown_signal(),
+        stop,
     )
     .await;
-    Ok(())
+    supervisor.shutdown().await;
+    // The shard is zeroized as its last holder (this one, once the connections are gone)
+    // drops it.
+    drop(shard);
+    match supervisor.failure() {
+        None => Ok(()),
+        Some(failed) => Err(failed.into()),
+    }
 }
 
 /// Serves the listeners' counters (the keeper has no others) at `address`.
 async fn serve_metrics(
     address: std::net::SocketAddr,
     net: &common_net::NetMetrics,
+    supervisor: &common_process::Supervisor,
 ) -> anyhow::Result<()> {
     let listener = common_metrics::bind(address)
         .await
         .with_context(|| format!("binding the metrics address {address}"))?;
     let mut registry = prometheus_client::registry::Registry::with_prefix("keeper");
     net.register(&mut registry);
-    tokio::spawn(common_metrics::serve(
-        listener,
-        Arc::new(registry),
-        || async {},
-        common_net::Limits::METRICS,
-        net.listener("metrics"),
-        common_process::shutdown_signal(),
-    ));
+    supervisor.register(&mut registry);
+    // Exit on failure: the server owns its bound listener, which a restart could not get
+    // back; a fresh process binds it again (and Nexus re-seeds its shard).
+    supervisor.exit_on_failure(
+        "metrics",
+        common_metrics::serve(
+            listener,
+            Arc::new(registry),
+            || async {},
+            common_net::Limits::METRICS,
+            net.listener("metrics"),
+            common_process::shutdown_signal(),
+        ),
+    );
     Ok(())
 }

@@ -132,6 +132,20 @@ impl AuditLog {
         })
     }
 
+    /// Pushes every line written so far to stable storage (`fsync` of the file; stdout is
+    /// flushed), for a shutdown: a line is the kernel's once [`write`](Self::write) returns,
+    /// this makes it the disk's too.
+    pub fn flush(&self) -> Result<(), AuditError> {
+        let flushed = match &self.sink {
+            Sink::Stdout => std::io::stdout().lock().flush(),
+            Sink::File { file, .. } => file.lock().unwrap_or_else(|p| p.into_inner()).sync_all(),
+        };
+        flushed.map_err(|source| AuditError {
+            destination: self.destination(),
+            source,
+        })
+    }
+
     fn destination(&self) -> String {
         match &self.sink {
             Sink::Stdout => "stdout".to_owned(),
@@ -190,6 +204,7 @@ mod tests {
             })
             .collect();
         assert_eq!(paths, ["a", "b", "c"]);
+        log.flush().expect("fsync");
         let mode = std::fs::metadata(&path).expect("stat").permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
     }

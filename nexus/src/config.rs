@@ -107,6 +107,10 @@ pub struct Config {
     /// TLS handshakes in progress at once from one IP address.
     #[arg(long, env = "SPIKE_NEXUS_MAX_HANDSHAKES_PER_IP", default_value_t = 128)]
     pub max_handshakes_per_ip: usize,
+    /// On SIGTERM or SIGINT, how long requests in flight get to finish (new connections are
+    /// refused at once); then the audit log is flushed, keys are forgotten and Nexus exits.
+    #[arg(long, env = "SPIKE_NEXUS_DRAIN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub drain_timeout: Duration,
     /// Log level (`RUST_LOG` overrides it).
     #[arg(long, env = "SPIKE_NEXUS_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
@@ -282,6 +286,7 @@ mod tests {
         assert_eq!(config.max_secret_versions, 10);
         assert!(!config.cas_required);
         assert!(parse(&["--cas-required"]).cas_required);
+        assert_eq!(config.drain_timeout, common_net::DRAIN_TIMEOUT);
         assert!(config.database_url().ends_with("nexus.db"));
     }
 

@@ -1,15 +1,19 @@
-//! Wiring: SVID source, datastore, keepers, the lifecycle and policy-sync tasks and the mTLS
-//! listener.
+//! Wiring: SVID source, datastore, keepers, the lifecycle and policy-sync tasks (supervised,
+//! [`common_process::supervise`]) and the mTLS listener; then, on SIGTERM or SIGINT (or when
+//! a task that cannot be restarted failed), the drain: the listener closes, requests in
+//! flight finish within `--drain-timeout`, the audit log is flushed and the keys forgotten.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use common_process::{Backoff, Supervisor};
 use spiffe::TrustDomain;
 
 use crate::audit::AuditLog;
 use crate::config::Config;
 use crate::keys::Lifecycle;
+use crate::keys::Seal;
 use crate::keys::keepers::Keepers;
 use crate::policy::access::Access;
 use crate::service::Nexus;
@@ -58,71 +62,125 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", config.listen))?;
     tracing::info!(address = %listener.local_addr()?, "nexus listening; unsealing");
 
-    let policy_sync = match nexus.store.backend() {
-        Backend::Postgres => Some(tokio::spawn(crate::policy::sync::run(
-            nexus.clone(),
-            database_url.clone(),
-        ))),
+    // Every background task runs under the supervisor: none fails unnoticed.
+    let supervisor = Supervisor::new();
+    match nexus.store.backend() {
+        Backend::Postgres => {
+            let (nexus, url) = (nexus.clone(), database_url.clone());
+            // Restarted: the listener keeps nothing a fresh run cannot rebuild. Until the
+            // new run's LISTEN is in place the cache is distrusted, as after a lost
+            // connection (`crate::policy::sync`), so no change goes unseen meanwhile.
+            supervisor.restart("policy_sync", Backoff::DEFAULT, move || {
+                nexus.access.set_changes_pushed(false);
+                crate::policy::sync::run(nexus.clone(), url.clone())
+            });
+        }
         Backend::Sqlite => {
             // This process is the file's only writer, and its own policy writes announce
             // every change: nothing to listen for.
             nexus.access.set_changes_pushed(true);
-            None
         }
-    };
+    }
     // Every listener's refusals, timeouts and failed handshakes, on the metrics endpoint.
     let net = common_net::NetMetrics::default();
-    let metrics = match config.metrics_address()? {
-        Some(address) => {
-            let listener = common_metrics::bind(address)
-                .await
-                .with_context(|| format!("binding the metrics address {address}"))?;
-            let mut registry = crate::metrics::registry(nexus.clone());
-            net.register(&mut registry);
-            let registry = Arc::new(registry);
-            let counted = nexus.clone();
-            let refresh = move || {
-                let nexus = counted.clone();
-                async move {
-                    if let Ok(count) = nexus.store.secret_count().await {
-                        nexus.metrics.set_secrets(count);
-                    }
+    if let Some(address) = config.metrics_address()? {
+        let listener = common_metrics::bind(address)
+            .await
+            .with_context(|| format!("binding the metrics address {address}"))?;
+        let mut registry = crate::metrics::registry(nexus.clone());
+        net.register(&mut registry);
+        supervisor.register(&mut registry);
+        let registry = Arc::new(registry);
+        let counted = nexus.clone();
+        let refresh = move || {
+            let nexus = counted.clone();
+            async move {
+                if let Ok(count) = nexus.store.secret_count().await {
+                    nexus.metrics.set_secrets(count);
                 }
-            };
-            Some(tokio::spawn(common_metrics::serve(
+            }
+        };
+        // Exit on failure: the server owns its bound listener, which a restart could not
+        // get back; a fresh process binds it again.
+        supervisor.exit_on_failure(
+            "metrics",
+            common_metrics::serve(
                 listener,
                 registry,
                 refresh,
                 common_net::Limits::METRICS,
                 net.listener("metrics"),
                 common_process::shutdown_signal(),
-            )))
+            ),
+        );
+    }
+    // Exit on failure: the keeper loop unseals, re-seeds keepers and rotates the root key;
+    // a panic there may leave the lifecycle between two states, and a fresh process
+    // unseals from its keepers from a known start.
+    supervisor.exit_on_failure(
+        "keeper_probes",
+        crate::keys::unseal::run(
+            nexus.clone(),
+            keepers,
+            config.shamir_threshold,
+            config.keeper_probe_interval,
+        ),
+    );
+    let stop = {
+        let supervisor = supervisor.clone();
+        async move {
+            tokio::select! {
+                () = common_process::shutdown_signal() => {}
+                failed = supervisor.failed() => tracing::error!(%failed, "stopping"),
+            }
         }
-        None => None,
     };
-    let lifecycle = tokio::spawn(crate::keys::unseal::run(
-        nexus.clone(),
-        keepers,
-        config.shamir_threshold,
-        config.keeper_probe_interval,
-    ));
+    // Returns once requests in flight are answered (or the drain timeout passed), with the
+    // listener closed.
     identity::http::serve(
         listener,
         Arc::new(tls),
         crate::api::router(nexus.clone(), &config.api_limits()),
-        identity::http::ServeOptions::new(config.serve_limits(), net.listener("api")),
-        common_process::shutdown_signal(),
+        identity::http::ServeOptions::new(config.serve_limits(), net.listener("api"))
+            .drain_timeout(config.drain_timeout),
+        stop,
     )
     .await;
-    lifecycle.abort();
-    if let Some(task) = metrics {
-        task.abort();
+    supervisor.shutdown().await;
+    shut_down(nexus).await;
+    match supervisor.failure() {
+        None => Ok(()),
+        Some(failed) => Err(failed.into()),
     }
-    if let Some(task) = policy_sync {
-        task.abort();
+}
+
+/// After the last request: flushes the audit log to disk, forgets the keys (each zeroized
+/// as its last holder lets go) and closes the datastore.
+async fn shut_down(nexus: Arc<Nexus>) {
+    if let Err(error) = nexus.audit.flush() {
+        tracing::error!(%error, "flushing the audit log at shutdown");
     }
+    // The in-memory seal is how the lifecycle drops its keys (nothing is written: the
+    // datastore's seal is untouched, and the next start unseals from the keepers). It
+    // fails only when there is no key to drop (never unsealed, or sealed already).
+    let _ = nexus
+        .keys
+        .seal(Seal {
+            by: "shutdown".to_owned(),
+            at: nexus.clock.now(),
+        })
+        .await;
+    nexus.cipher_key.store(None);
     nexus.store.close().await;
-    Ok(())
+    let others = Arc::strong_count(&nexus) - 1;
+    drop(nexus);
+    if others == 0 {
+        tracing::info!("audit log flushed, keys zeroized; bye");
+    } else {
+        // A connection dropped at the drain timeout still holds the state; its keys are
+        // gone from the lifecycle all the same.
+        tracing::info!(others, "audit log flushed, keys forgotten; bye");
+    }
 }
 
 /// Creates the data directory readable only by this user.

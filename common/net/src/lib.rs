@@ -30,7 +30,7 @@ pub mod unix;
 pub use admitted::Admitted;
 pub use limits::{Limits, LimitsError, LimitsFile};
 pub use metrics::{ListenerMetrics, NetMetrics};
-pub use server::{Accepted, HttpServer};
+pub use server::{Accepted, DRAIN_TIMEOUT, HttpServer};
 
 /// The error type of bodies and services served here.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -13,9 +13,15 @@
 //! - lingering close when the server ends a connection ([`crate::linger`]);
 //! - the peer's [`Accepted::Info`] in every request's extensions, for handlers.
 //!
-//! A connection closed by the watcher after a request, or at shutdown, first gets a graceful
-//! shutdown (GOAWAY, `Connection: close`) and `header_timeout` to finish; then it is dropped.
-//! One that never made a request is closed at once.
+//! A connection closed by the watcher after a request first gets a graceful shutdown (GOAWAY,
+//! `Connection: close`) and `header_timeout` to finish; then it is dropped. One that never
+//! made a request is closed at once.
+//!
+//! At shutdown the server drains: the listener is closed at once (new connections are
+//! refused), every connection is asked to close after the request it is serving, and those
+//! requests get the drain timeout ([`HttpServer::drain_timeout`], [`DRAIN_TIMEOUT`] by
+//! default) to finish, reading their bodies and sending their answers; whatever is left
+//! then is dropped.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -51,11 +57,17 @@ pub trait Accepted: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     fn info(&self) -> Self::Info;
 }
 
+/// How long requests in flight at shutdown get to finish, unless configured: long enough
+/// for an ordinary request, short enough for a service manager's stop timeout (systemd's is
+/// 90 s, Kubernetes's grace period 30 s).
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Serves HTTP on admitted connections within [`Limits`].
 pub struct HttpServer {
     builder: Arc<auto::Builder<TokioExecutor>>,
     limits: Limits,
     metrics: ListenerMetrics,
+    drain_timeout: Duration,
 }
 
 impl HttpServer {
@@ -65,7 +77,15 @@ impl HttpServer {
             builder: Arc::new(builder(&limits, false)),
             limits,
             metrics,
+            drain_timeout: DRAIN_TIMEOUT,
         }
+    }
+
+    /// How long requests in flight at shutdown get to finish ([`DRAIN_TIMEOUT`] unless
+    /// set).
+    pub fn drain_timeout(mut self, drain_timeout: Duration) -> Self {
+        self.drain_timeout = drain_timeout;
+        self
     }
 
     /// Only HTTP/2 (gRPC): anything else is refused.
@@ -75,8 +95,8 @@ impl HttpServer {
     }
 
     /// Serves each connection from `incoming` with a clone of `service` until `shutdown`
-    /// resolves; then stops accepting, asks every connection to close, and waits at most
-    /// `header_timeout` for them.
+    /// resolves (or `incoming` ends); then closes the listener, asks every connection to
+    /// close once its request is answered, and waits at most the drain timeout for them.
     pub async fn serve<I, C, S, B>(
         self,
         incoming: I,
@@ -109,13 +129,28 @@ impl HttpServer {
                 self.builder.clone(),
                 self.limits,
                 self.metrics.clone(),
-                stopped.clone(),
+                Stop {
+                    stopped: stopped.clone(),
+                    drain_timeout: self.drain_timeout,
+                },
             ));
         }
         drop(incoming);
         drop(stopped);
         let _ = stop.send(true);
-        let _ = tokio::time::timeout(self.limits.header_timeout, stop.closed()).await;
+        let listener = self.metrics.name();
+        if stop.receiver_count() > 0 {
+            tracing::info!(listener, drain_timeout = ?self.drain_timeout, "stopped accepting; draining requests in flight");
+        }
+        if tokio::time::timeout(self.drain_timeout, stop.closed())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                listener,
+                "requests still in flight after the drain timeout were dropped"
+            );
+        }
     }
 }
 
@@ -137,6 +172,12 @@ fn builder(limits: &Limits, http2_only: bool) -> auto::Builder<TokioExecutor> {
     }
 }
 
+/// How a connection learns that the server is shutting down, and how long it then has.
+struct Stop {
+    stopped: watch::Receiver<bool>,
+    drain_timeout: Duration,
+}
+
 /// How a connection's serving ended.
 enum Ended {
     /// hyper finished it: the client closed, or HTTP ended it (an answer sent before the
@@ -152,7 +193,7 @@ async fn serve_connection<C, S, B>(
     builder: Arc<auto::Builder<TokioExecutor>>,
     limits: Limits,
     metrics: ListenerMetrics,
-    mut stop: watch::Receiver<bool>,
+    mut stop: Stop,
 ) where
     C: Accepted,
     S: tower::Service<Request<TimedBody>, Response = Response<B>> + Clone + Send + 'static,
@@ -195,9 +236,11 @@ async fn serve_connection<C, S, B>(
                 };
                 closing = Some(tokio::time::Instant::now() + grace);
             }
-            _ = stop.wait_for(|stop| *stop), if closing.is_none() => {
+            _ = stop.stopped.wait_for(|stop| *stop), if closing.is_none() => {
+                // HTTP/1: closed once the request in progress is answered (at once if
+                // none is); HTTP/2: GOAWAY, streams in progress go on.
                 connection.as_mut().graceful_shutdown();
-                closing = Some(tokio::time::Instant::now() + limits.header_timeout);
+                closing = Some(tokio::time::Instant::now() + stop.drain_timeout);
             }
             () = sleep_until(closing), if closing.is_some() => break Ended::Forced,
         }

@@ -190,3 +190,100 @@ async fn a_process_gets_its_share_of_a_unix_socket_and_handlers_see_who_it_is() 
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Sends the headers of `POST /upload` with `length` bytes of body to come, and returns once
+/// the server is reading that body (it answered `100 Continue`).
+async fn begin_upload(address: std::net::SocketAddr, length: usize) -> TcpStream {
+    let mut stream = TcpStream::connect(address).await.expect("connect");
+    let head = format!(
+        "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\nExpect: 100-continue\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.expect("headers");
+    let mut seen = Vec::new();
+    while !seen.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        let n = stream.read(&mut byte).await.expect("the interim answer");
+        assert_eq!(n, 1, "closed before 100 Continue");
+        seen.push(byte[0]);
+    }
+    assert!(
+        seen.starts_with(b"HTTP/1.1 100"),
+        "{}",
+        String::from_utf8_lossy(&seen)
+    );
+    stream
+}
+
+#[tokio::test]
+async fn at_shutdown_the_listener_closes_requests_in_flight_finish_and_stalled_ones_are_dropped_at_the_drain_timeout()
+ {
+    // Without the drain timeout, the stalled request would hold the server for longer than
+    // the test waits.
+    let limits = Limits {
+        header_timeout: PATIENCE * 2,
+        body_timeout: PATIENCE * 2,
+        ..Limits::TLS_API
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    let metrics = NetMetrics::default().listener("test");
+    let incoming = tcp_incoming(listener, &limits, metrics.clone());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(
+        HttpServer::new(limits, metrics)
+            .drain_timeout(Duration::from_millis(500))
+            .serve(incoming, app(), async {
+                let _ = stopped.await;
+            }),
+    );
+    let mut finishing = begin_upload(address, 3).await;
+    let mut stalled = begin_upload(address, 3).await;
+    stop.send(()).expect("the server is running");
+
+    // The listener closes at once...
+    eventually(|| async {
+        matches!(
+            TcpStream::connect(address).await,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused
+        )
+    })
+    .await;
+    // ...while the request in flight is still read and answered, then its connection closed.
+    finishing.write_all(b"abc").await.expect("the body");
+    let mut answer = Vec::new();
+    tokio::time::timeout(PATIENCE, finishing.read_to_end(&mut answer))
+        .await
+        .expect("closed after the answer")
+        .expect("read");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("3 bytes"), "{answer}");
+    // The stalled one does not hold the server beyond the drain timeout.
+    tokio::time::timeout(PATIENCE, server)
+        .await
+        .expect("the server stops after the drain timeout")
+        .expect("task");
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(PATIENCE, stalled.read_to_end(&mut rest))
+        .await
+        .expect("the stalled connection was dropped");
+    assert!(
+        !String::from_utf8_lossy(&rest).contains("200"),
+        "a request without its body was not answered as if whole"
+    );
+}
+
+/// Polls `check` until it holds, within [`PATIENCE`].
+async fn eventually<F, Fut>(mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    tokio::time::timeout(PATIENCE, async {
+        while !check().await {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the condition did not hold in time");
+}

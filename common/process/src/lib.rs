@@ -1,8 +1,11 @@
-//! Process plumbing every binary shares: config files, logging set-up, shutdown signals and
-//! hardening for processes that hold key material.
+//! Process plumbing every binary shares: config files, logging set-up, shutdown signals,
+//! supervision of background tasks and hardening for processes that hold key material.
 
 pub mod config_file;
 pub mod files;
+pub mod supervise;
+
+pub use supervise::{Backoff, Supervisor, TaskFailed};
 
 /// Logs to stderr at `level`, unless `RUST_LOG` says otherwise.
 pub fn init_logging(level: &str) {

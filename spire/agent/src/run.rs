@@ -1,5 +1,7 @@
 //! `spire-agent run`: establish the agent's identity, sync once, then serve the Workload API
-//! while the sync loop keeps SVIDs fresh, until SIGINT or SIGTERM.
+//! while the sync loop keeps SVIDs fresh, until SIGINT or SIGTERM, or until a background task
+//! that cannot be restarted (the sync loop, refused by the server) failed: then it exits
+//! non-zero.
 
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
@@ -48,7 +50,18 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
             .await
             .map_err(|e| stopped(e, &agent_id))?;
     }
-    let mut manager = tokio::spawn(manager.run());
+    // Every background task runs under the supervisor: none fails unnoticed.
+    let supervisor = common_process::Supervisor::new();
+    {
+        let agent_id = agent_id.clone();
+        // Exit on failure: the sync loop (which also renews the agent's SVID) only ends when
+        // the server will not take this agent back, and a panic in it leaves the SVID cache
+        // stale; either way the agent stops serving and exits non-zero.
+        supervisor.exit_on_failure("agent_sync", async move {
+            let refused = manager.run().await;
+            Err::<(), _>(format!("{:#}", stopped(refused, &agent_id)))
+        });
+    }
 
     let listener = bind_workload_socket(&config.socket_path)?;
     let attestor = Arc::new(UnixAttestor::new(config.workload_size_limit));
@@ -61,14 +74,20 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
             .with_context(|| format!("binding the metrics address {address}"))?;
         let mut registry = metrics.registry(cache.clone());
         net.register(&mut registry);
-        tokio::spawn(common_metrics::serve(
-            listener,
-            Arc::new(registry),
-            || async {},
-            config.limits.metrics,
-            net.listener("metrics"),
-            common_process::shutdown_signal(),
-        ));
+        supervisor.register(&mut registry);
+        // Exit on failure: the server owns its bound listener, which a restart could not get
+        // back; a fresh process binds it again.
+        supervisor.exit_on_failure(
+            "metrics",
+            common_metrics::serve(
+                listener,
+                Arc::new(registry),
+                || async {},
+                config.limits.metrics,
+                net.listener("metrics"),
+                common_process::shutdown_signal(),
+            ),
+        );
     }
     let limits = CallerLimits::new(config.workload_limits);
     let api = WorkloadApi::new(cache, attestor, jwt, limits, metrics.clone());
@@ -97,23 +116,29 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     // :authority (py-spiffe) must get through h2.
     let incoming =
         unix_incoming(listener, &workload, workload_metrics.clone()).map(AuthorityFix::new);
-    let serve = HttpServer::new(workload, workload_metrics)
+    let stop = {
+        let supervisor = supervisor.clone();
+        async move {
+            tokio::select! {
+                () = common_process::shutdown_signal() => {}
+                failed = supervisor.failed() => tracing::error!(%failed, "stopping"),
+            }
+        }
+    };
+    HttpServer::new(workload, workload_metrics)
         .http2_only()
         .serve(
             incoming,
             ServiceBuilder::new().layer(metrics.layer()).service(routes),
-            common_process::shutdown_signal(),
-        );
-    // The sync loop only ends when the server will not take this agent back: stop serving.
-    let result = tokio::select! {
-        () = serve => Ok(()),
-        refused = &mut manager => Err(match refused {
-            Ok(e) => stopped(e, &agent_id),
-            Err(e) => anyhow::Error::from(e).context("the sync loop failed"),
-        }),
-    };
+            stop,
+        )
+        .await;
+    supervisor.shutdown().await;
     let _ = std::fs::remove_file(&config.socket_path);
-    result
+    match supervisor.failure() {
+        None => Ok(()),
+        Some(failed) => Err(failed.into()),
+    }
 }
 
 /// The error the agent exits with when the server refused it for good.

@@ -6,6 +6,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::FromRequestParts;
 use axum::http::StatusCode;
@@ -44,7 +45,7 @@ impl<S: Send + Sync> FromRequestParts<S> for CallerId {
 }
 
 /// How [`serve`] bounds a listener, where it counts what it refuses, and what it speaks.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ServeOptions {
     /// The listener's bounds ([`Limits::TLS_API`] unless configured).
     pub limits: Limits,
@@ -52,6 +53,15 @@ pub struct ServeOptions {
     pub metrics: ListenerMetrics,
     /// Only HTTP/2 (gRPC), instead of HTTP/1 and HTTP/2.
     pub http2_only: bool,
+    /// How long requests in flight at shutdown get to finish
+    /// ([`common_net::DRAIN_TIMEOUT`] unless configured).
+    pub drain_timeout: Duration,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions::new(Limits::default(), ListenerMetrics::default())
+    }
 }
 
 impl ServeOptions {
@@ -61,6 +71,15 @@ impl ServeOptions {
             limits,
             metrics,
             http2_only: false,
+            drain_timeout: common_net::DRAIN_TIMEOUT,
+        }
+    }
+
+    /// The same with requests in flight at shutdown given `drain_timeout` to finish.
+    pub fn drain_timeout(self, drain_timeout: Duration) -> Self {
+        ServeOptions {
+            drain_timeout,
+            ..self
         }
     }
 
@@ -93,7 +112,8 @@ pub async fn serve<S, B>(
     B::Error: Into<BoxError>,
 {
     let incoming = tls_incoming(listener, tls, &options.limits, options.metrics.clone());
-    let mut server = HttpServer::new(options.limits, options.metrics);
+    let mut server =
+        HttpServer::new(options.limits, options.metrics).drain_timeout(options.drain_timeout);
     if options.http2_only {
         server = server.http2_only();
     }

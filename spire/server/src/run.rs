@@ -1,6 +1,8 @@
 //! `spire-server run`: opens the datastore, loads the CA and the JWT signing key, publishes
 //! them in the bundle, starts their rotation ([`crate::rotation`]) and serves the agent API
-//! (mTLS, TCP) and the admin API (Unix socket) until SIGINT or SIGTERM.
+//! (mTLS, TCP) and the admin API (Unix socket) until SIGINT or SIGTERM, or until a
+//! background task that cannot be restarted failed (then it exits non-zero). Background
+//! tasks run under a [`Supervisor`], each with its policy said where it is started.
 
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
@@ -9,6 +11,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use common_net::HttpServer;
 use common_net::unix::unix_incoming;
+use common_process::{Backoff, Supervisor};
 use identity::http::ServeOptions;
 use identity::svid_tls::{self, ClientAuth, SvidStore};
 use spiffe::SpiffeId;
@@ -82,7 +85,17 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         .context("publishing the trust bundle")?;
     let store = Arc::new(SvidStore::new(&bundle.x509_authorities)?);
     let renew_at = rotation::refresh_server_svid(&state, &store)?;
-    tokio::spawn(rotation::run(state.clone(), store.clone(), renew_at));
+    // Every background task runs under the supervisor: none fails unnoticed.
+    let supervisor = Supervisor::new();
+    {
+        let (state, store, mut renew_at) = (state.clone(), store.clone(), Some(renew_at));
+        // Restarted: rotation keeps nothing a fresh run cannot read back from the key
+        // manager and the datastore; a restarted run renews the server's SVID at once, as it
+        // cannot know when the failed run last did.
+        supervisor.restart("ca_rotation", Backoff::DEFAULT, move || {
+            rotation::run(state.clone(), store.clone(), renew_at.take().unwrap_or(0))
+        });
+    }
 
     // Agents attest without a certificate; afterwards they must present an agent SVID.
     let td = state.config.trust_domain.clone();
@@ -107,15 +120,21 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
             .with_context(|| format!("binding the metrics address {address}"))?;
         let mut registry = crate::metrics::registry(&state);
         net.register(&mut registry);
+        supervisor.register(&mut registry);
         let counted = state.clone();
-        tokio::spawn(common_metrics::serve(
-            listener,
-            Arc::new(registry),
-            move || crate::metrics::refresh(counted.clone()),
-            limits.metrics,
-            net.listener("metrics"),
-            common_process::shutdown_signal(),
-        ));
+        // Exit on failure, like every listener below: a server owns its bound listener,
+        // which a restart could not get back; a fresh process binds it again.
+        supervisor.exit_on_failure(
+            "metrics",
+            common_metrics::serve(
+                listener,
+                Arc::new(registry),
+                move || crate::metrics::refresh(counted.clone()),
+                limits.metrics,
+                net.listener("metrics"),
+                common_process::shutdown_signal(),
+            ),
+        );
     }
 
     if let Some(endpoint) = state.config.bundle_endpoint.clone() {
@@ -127,34 +146,51 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
                 "https_spiffe",
                 svid_tls::server_config(store.clone(), ClientAuth::None)?,
             ),
-            Some(files) => ("https_web", web_tls(files)?),
+            Some(files) => ("https_web", web_tls(files, &supervisor)?),
         };
         tracing::info!(address = %listener.local_addr()?, profile, "bundle endpoint ready");
-        tokio::spawn(crate::bundle_endpoint::serve(
-            state.clone(),
-            Arc::new(tls),
-            listener,
-            endpoint.refresh_hint,
-            ServeOptions::new(limits.bundle_endpoint, net.listener("bundle_endpoint")),
-            common_process::shutdown_signal(),
-        ));
+        supervisor.exit_on_failure(
+            "bundle_endpoint",
+            crate::bundle_endpoint::serve(
+                state.clone(),
+                Arc::new(tls),
+                listener,
+                endpoint.refresh_hint,
+                ServeOptions::new(limits.bundle_endpoint, net.listener("bundle_endpoint")),
+                common_process::shutdown_signal(),
+            ),
+        );
     }
     if let Some(oidc) = state.config.oidc_discovery.clone() {
         let listener = TcpListener::bind(oidc.address)
             .await
             .with_context(|| format!("binding OIDC discovery to {}", oidc.address))?;
         tracing::info!(address = %listener.local_addr()?, tls = oidc.tls.is_some(), "OIDC discovery ready");
-        let tls = oidc.tls.as_ref().map(web_tls).transpose()?;
-        tokio::spawn(crate::oidc::serve(
-            state.clone(),
-            oidc.domains,
-            tls,
-            listener,
-            ServeOptions::new(limits.oidc_discovery, net.listener("oidc_discovery")),
-            common_process::shutdown_signal(),
-        ));
+        let tls = oidc
+            .tls
+            .as_ref()
+            .map(|files| web_tls(files, &supervisor))
+            .transpose()?;
+        supervisor.exit_on_failure(
+            "oidc_discovery",
+            crate::oidc::serve(
+                state.clone(),
+                oidc.domains,
+                tls,
+                listener,
+                ServeOptions::new(limits.oidc_discovery, net.listener("oidc_discovery")),
+                common_process::shutdown_signal(),
+            ),
+        );
     }
-    tokio::spawn(crate::federation::run_relationships(state.clone()));
+    {
+        let (state, tasks) = (state.clone(), supervisor.clone());
+        // Restarted: the relationships are read from the datastore on every round; a
+        // restart starts each fetch task anew.
+        supervisor.restart("federation", Backoff::DEFAULT, move || {
+            crate::federation::run_relationships(state.clone(), tasks.clone())
+        });
+    }
 
     let shutdown = common_process::shutdown_signal();
     tokio::pin!(shutdown);
@@ -195,10 +231,19 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
             let _ = stop_tx.send(true);
             servers.await;
         }
+        failed = supervisor.failed() => {
+            tracing::error!(%failed, "stopping");
+            let _ = stop_tx.send(true);
+            servers.await;
+        }
     }
+    supervisor.shutdown().await;
     let _ = std::fs::remove_file(&state.config.socket_path);
     state.datastore.close().await;
-    Ok(())
+    match supervisor.failure() {
+        None => Ok(()),
+        Some(failed) => Err(failed.into()),
+    }
 }
 
 fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
@@ -247,12 +292,18 @@ async fn wait_for(mut stop: tokio::sync::watch::Receiver<bool>) {
 
 /// A TLS config presenting the Web PKI certificate in `files`, kept current as they are
 /// renewed. A certificate that does not load fails here, before the server reports ready.
-fn web_tls(files: &ServingCertFiles) -> anyhow::Result<rustls::ServerConfig> {
+fn web_tls(
+    files: &ServingCertFiles,
+    supervisor: &Supervisor,
+) -> anyhow::Result<rustls::ServerConfig> {
     let cert = ServingCert::load(&files.cert_file_path, &files.key_file_path)?;
-    tokio::spawn(
-        cert.clone()
-            .keep_current(files.file_sync_interval, common_process::shutdown_signal()),
-    );
+    let (reloaded, interval) = (cert.clone(), files.file_sync_interval);
+    // Restarted: it only re-reads the files; the certificate in use stays meanwhile.
+    supervisor.restart("serving_cert_reload", Backoff::DEFAULT, move || {
+        reloaded
+            .clone()
+            .keep_current(interval, common_process::shutdown_signal())
+    });
     Ok(cert.tls_config()?)
 }
 

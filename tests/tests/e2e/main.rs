@@ -31,6 +31,7 @@ mod replicas;
 mod runtime_federation;
 mod seal;
 mod secrets;
+mod shutdown;
 mod upstream_authority;
 mod workload_api;
 mod workload_limits;

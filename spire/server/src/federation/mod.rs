@@ -254,29 +254,44 @@ pub(crate) async fn relationships(
 /// Keeps one [`keep_fetching`] task per relationship in force until the process ends:
 /// starts tasks for new relationships, restarts those whose relationship changed (or whose
 /// task ended, having seen the change first), stops those whose relationship was deleted.
-pub async fn run_relationships(state: Arc<ServerState>) {
-    let mut running: HashMap<TrustDomain, (FederationRelationship, tokio::task::JoinHandle<()>)> =
-        HashMap::new();
+pub async fn run_relationships(state: Arc<ServerState>, supervisor: common_process::Supervisor) {
+    let mut running: HashMap<TrustDomain, (FederationRelationship, Fetching)> = HashMap::new();
     loop {
         match relationships(&state).await {
             Ok(wanted) => {
                 running.retain(|td, (rel, task)| {
-                    let keep = wanted.contains(rel) && !task.is_finished();
+                    let keep = wanted.contains(rel) && !task.0.is_finished();
                     if !keep {
                         tracing::info!(trust_domain = %td, "federation relationship ended or changed");
-                        task.abort();
                     }
                     keep
                 });
                 for rel in wanted {
                     if !running.contains_key(&rel.trust_domain) {
-                        let task = tokio::spawn(keep_fetching(state.clone(), rel.clone()));
-                        running.insert(rel.trust_domain.clone(), (rel, task));
+                        let (state, fetched) = (state.clone(), rel.clone());
+                        // Restarted: a fetch loop keeps nothing but the relationship, which
+                        // it reads again; its bundle stays stored meanwhile.
+                        let task = supervisor.restart(
+                            "federation_fetch",
+                            common_process::Backoff::DEFAULT,
+                            move || keep_fetching(state.clone(), fetched.clone()),
+                        );
+                        running.insert(rel.trust_domain.clone(), (rel, Fetching(task)));
                     }
                 }
             }
             Err(e) => tracing::warn!(error = %e, "cannot read the federation relationships"),
         }
         tokio::time::sleep(RECONCILE_EVERY).await;
+    }
+}
+
+/// A relationship's fetch task, stopped when dropped: when its relationship ends, and when
+/// [`run_relationships`] itself stops (a restart of it starts every fetch task anew).
+struct Fetching(tokio::task::AbortHandle);
+
+impl Drop for Fetching {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
