@@ -31,6 +31,7 @@
 //! changed. Secrets are never cached, so they need no invalidation.
 
 mod error;
+mod keeper_set;
 mod model;
 mod operator_seal;
 mod policies;
@@ -48,6 +49,7 @@ use time::OffsetDateTime;
 
 pub use common_sql::Backend;
 pub use error::{Corruption, Missing, StoreError};
+pub use keeper_set::{ClaimOutcome, RekeyClaim, RekeyCommit, StoredKeeperSet};
 pub use model::{
     KeyRecord, PutVersion, SealedRecord, SecretMeta, StoredPolicy, StoredVersion, VersionMeta,
 };
