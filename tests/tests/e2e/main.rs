@@ -26,6 +26,7 @@ mod key_manager;
 mod limits;
 mod oidc;
 mod quickstart;
+mod rekey;
 mod replicas;
 mod runtime_federation;
 mod seal;
