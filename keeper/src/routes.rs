@@ -1,6 +1,6 @@
 //! The keeper's HTTP API, SPIKE-compatible: `POST /v1/store/contribute` stores the shard,
 //! `POST /v1/store/shard` returns it, `GET /healthz` reports whether one is held; and
-//! `POST /v1/store/retain` (not in SPIKE) forgets every generation's shard but one. Each
+//! `POST /v1/store/retain` (not in SPIKE) forgets the shards of older generations. Each
 //! shard belongs to a generation of the keeper set (`generation` in the body; absent, as
 //! SPIKE sends it, 0), so a rekey stages the next generation beside the current one. Only Nexus
 //! reaches these routes: the TLS handshake refuses every other SPIFFE ID, and the router is
@@ -173,9 +173,11 @@ async fn retain(
     } else {
         Some(small_request(&body)?)
     };
-    let RetainRequest { generation } =
-        body.ok_or_else(|| ApiError::bad_request("name the generation to retain"))?;
-    let forgotten = slot.retain(&grant, generation);
+    let RetainRequest {
+        generation,
+        exactly,
+    } = body.ok_or_else(|| ApiError::bad_request("name the generation to retain"))?;
+    let forgotten = slot.retain(&grant, generation, exactly);
     if forgotten > 0 {
         tracing::info!(
             generation,
@@ -378,6 +380,30 @@ mod tests {
             vec![0, 1],
             "a refused retain forgets nothing"
         );
+        let (status, body) = call(&app, "/v1/store/retain", r#"{"generation":0}"#).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            body,
+            json!({ "forgotten": 0, "generations": [0, 1] }),
+            "a later (staged) generation stays"
+        );
+        let (_, body) = call(
+            &app,
+            "/v1/store/retain",
+            r#"{"generation":0,"exactly":true}"#,
+        )
+        .await;
+        assert_eq!(
+            body,
+            json!({ "forgotten": 1, "generations": [0] }),
+            "unstaged"
+        );
+        call(
+            &app,
+            "/v1/store/contribute",
+            &json!({ "shard": new, "generation": 1 }).to_string(),
+        )
+        .await;
         let (status, body) = call(&app, "/v1/store/retain", r#"{"generation":1}"#).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(body, json!({ "forgotten": 1, "generations": [1] }));
@@ -413,7 +439,9 @@ mod tests {
             Some(70),
             "replaced in place"
         );
-        assert_eq!(slot.retain(&grant, 9), 2);
+        assert_eq!(slot.retain(&grant, 7, false), 1, "4 goes, 7 and 9 stay");
+        assert_eq!(slot.generations(), vec![7, 9]);
+        assert_eq!(slot.retain(&grant, 9, false), 1);
         assert_eq!(slot.generations(), vec![9]);
     }
 

@@ -4,7 +4,7 @@
 //! One shard per generation of the keeper set. A rekey (`spike operator rekey`) stages the
 //! next generation's shard beside the current one, so a Nexus killed in the middle of it
 //! still finds the generation its datastore names; once the datastore has moved on, Nexus
-//! tells the keeper to forget every other generation ([`ShardSlot::retain`]).
+//! tells the keeper to forget the older generations ([`ShardSlot::retain`]).
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -53,11 +53,12 @@ impl ShardSlot {
         self.lock().get(&generation).map(|v| Zeroizing::new(**v))
     }
 
-    /// Forgets (zeroizing) every shard but `generation`'s; returns how many were forgotten.
-    pub fn retain(&self, _grant: &Grant, generation: u64) -> usize {
+    /// Forgets (zeroizing) the shards of every generation below `generation`, or with
+    /// `exactly` of every generation but it; returns how many were forgotten.
+    pub fn retain(&self, _grant: &Grant, generation: u64, exactly: bool) -> usize {
         let mut values = self.lock();
         let before = values.len();
-        values.retain(|held, _| *held == generation);
+        values.retain(|held, _| *held == generation || (!exactly && *held > generation));
         before - values.len()
     }
 

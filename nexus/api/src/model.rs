@@ -501,11 +501,16 @@ pub struct ShardRequest {
     pub generation: u64,
 }
 
-/// `/v1/store/retain` request: the keeper forgets every shard but this generation's.
+/// `/v1/store/retain` request: the keeper forgets every shard of a generation below this
+/// one (a later one, staged by a rekey in progress, stays), or with `exactly`, every shard
+/// but this generation's (a failed rekey's staged shard goes).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RetainRequest {
     /// The generation to keep.
     pub generation: u64,
+    /// Forget later generations too.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exactly: bool,
 }
 
 /// `POST /v1/operator/rekey`: the new keeper set and threshold. Only the superuser.

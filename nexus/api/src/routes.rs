@@ -32,8 +32,8 @@ pub const STATUS: &str = "/v1/status";
 pub const KEEPER_CONTRIBUTE: &str = "/v1/store/contribute";
 /// Keeper: return the shard held (SPIKE's route).
 pub const KEEPER_SHARD: &str = "/v1/store/shard";
-/// Keeper: forget every shard but the given generation's (not in SPIKE; Nexus sends it
-/// after a rekey).
+/// Keeper: forget the shards of generations below the given one, or of every other one
+/// (not in SPIKE; Nexus sends it after a rekey).
 pub const KEEPER_RETAIN: &str = "/v1/store/retain";
 /// Keeper: whether a shard is held (`GET`).
 pub const KEEPER_HEALTH: &str = "/healthz";

@@ -222,11 +222,13 @@ impl Keepers {
         }
     }
 
-    /// Tells `keeper` to forget every shard but this generation's (after a rekey: a keeper
-    /// left out of the new set forgets all it holds).
-    pub async fn retain(&self, keeper: &Keeper) -> Result<(), KeeperError> {
+    /// Tells `keeper` to forget the shards of generations below this one (after a rekey: a
+    /// keeper left out of the new set forgets all it holds), or with `exactly` of every
+    /// generation but this one (a failed rekey's staged shard).
+    pub async fn retain(&self, keeper: &Keeper, exactly: bool) -> Result<(), KeeperError> {
         let body = serde_json::to_vec(&RetainRequest {
             generation: self.generation,
+            exactly,
         })
         .map_err(|e| KeeperError::Protocol {
             id: keeper.id,

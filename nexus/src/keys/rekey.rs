@@ -15,7 +15,7 @@
 //!    rotation record goes in the same transaction: the new keepers hold the new key's
 //!    shards). A crash from here on leaves the datastore at `g + 1`, whose keepers all
 //!    hold their shards: Nexus unseals from the new set;
-//! 4. tells every keeper, old and new, to forget every generation but `g + 1` (an old
+//! 4. tells every keeper, old and new, to forget the generations before `g + 1` (an old
 //!    keeper that does not answer keeps its old shard until it restarts; the answer names
 //!    it).
 //!
@@ -351,12 +351,14 @@ fn rotated_anyway(request: &RekeyRequest, error: ServiceError) -> ServiceError {
 /// the old set keep theirs).
 async fn unstage(current: &Keepers, next: &Keepers) {
     let rollback = current.with_set(&next.urls(), current.generation());
-    join_all(rollback.all().iter().map(|k| rollback.retain(k))).await;
+    join_all(rollback.all().iter().map(|k| rollback.retain(k, true))).await;
 }
 
-/// Step 4: every keeper of either set keeps `next`'s generation only. Returns the URLs of
-/// those that did not confirm.
-async fn forget_others(current: &Keepers, next: &Keepers) -> Vec<String> {
+/// Step 4: every keeper of either set forgets the generations before `next`'s. Returns the URLs of
+/// those that did not confirm. Also run by a Nexus that finds the datastore at a later
+/// generation than its own (a rekey through another replica, or one whose Nexus died
+/// before this step).
+pub(super) async fn forget_others(current: &Keepers, next: &Keepers) -> Vec<String> {
     let mut urls = next.urls();
     for url in current.urls() {
         if !urls.contains(&url) {
@@ -364,7 +366,8 @@ async fn forget_others(current: &Keepers, next: &Keepers) -> Vec<String> {
         }
     }
     let everyone = next.with_set(&urls, next.generation());
-    let answers = join_all(everyone.all().iter().map(|k| everyone.retain(k))).await;
+    // Only older generations: a later one may be staged by a rekey in progress elsewhere.
+    let answers = join_all(everyone.all().iter().map(|k| everyone.retain(k, false))).await;
     everyone
         .all()
         .iter()

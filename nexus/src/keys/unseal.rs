@@ -90,6 +90,24 @@ pub(super) async fn follow_keeper_set(
                 );
             }
             nexus.keepers.store(Some(keepers.clone()));
+            // The stored generation is committed: every keeper of the set this Nexus used
+            // before, and of the new one, may forget the older generations (a rekey through
+            // another replica did so already, one that died before it did not). In the
+            // background: an old keeper that is gone must not hold up unsealing.
+            if let Some(previous) = current
+                && previous.generation() < stored.generation
+            {
+                let next = keepers.clone();
+                tokio::spawn(async move {
+                    let not_forgotten = super::rekey::forget_others(&previous, &next).await;
+                    if !not_forgotten.is_empty() {
+                        tracing::warn!(
+                            keepers = ?not_forgotten,
+                            "keepers did not confirm forgetting the shards of older keeper sets"
+                        );
+                    }
+                });
+            }
             keepers
         }
     };
