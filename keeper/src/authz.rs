@@ -1,5 +1,5 @@
 //! Who may call the keeper: [`TABLE`] lists every route with the role its caller must hold
-//! (Nexus, for all three). The TLS handshake already admits Nexus alone; the table says so
+//! (Nexus, for all of them). The TLS handshake already admits Nexus alone; the table says so
 //! again per route so that the router ([`crate::routes::router`]) serves only what is
 //! classified, and the check before each handler ([`authorize`]) is the only maker of the
 //! [`Grant`] that the shard slot asks for.
@@ -46,6 +46,11 @@ pub const TABLE: &[Rule] = &[
         role: Role::Nexus,
     },
     Rule {
+        method: Method::Post,
+        route: routes::KEEPER_RETAIN,
+        role: Role::Nexus,
+    },
+    Rule {
         method: Method::Get,
         route: routes::KEEPER_HEALTH,
         role: Role::Nexus,
@@ -57,6 +62,14 @@ pub const TABLE: &[Rule] = &[
 #[derive(Debug, Clone)]
 pub struct Grant {
     _private: (),
+}
+
+#[cfg(test)]
+impl Grant {
+    /// A grant for unit tests of what the routes call.
+    pub(crate) fn for_tests() -> Grant {
+        Grant { _private: () }
+    }
 }
 
 /// What [`authorize`] checks a request against: the trust domain and the route's rule.

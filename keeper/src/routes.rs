@@ -1,16 +1,20 @@
 //! The keeper's HTTP API, SPIKE-compatible: `POST /v1/store/contribute` stores the shard,
-//! `POST /v1/store/shard` returns it, `GET /healthz` reports whether one is held. Only Nexus
+//! `POST /v1/store/shard` returns it, `GET /healthz` reports whether one is held; and
+//! `POST /v1/store/retain` (not in SPIKE) forgets the shards of older generations. Each
+//! shard belongs to a generation of the keeper set (`generation` in the body; absent, as
+//! SPIKE sends it, 0), so a rekey stages the next generation beside the current one. Only Nexus
 //! reaches these routes: the TLS handshake refuses every other SPIFFE ID, and the router is
 //! built from [`crate::authz::TABLE`], each route checked again before its handler.
 
 use std::sync::Arc;
 
+use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, on, post};
 use axum::{Extension, Json, Router};
-use nexus_api::model::ShardBody;
+use nexus_api::model::{RetainRequest, ShardBody, ShardRequest};
 use nexus_api::routes;
 use serde_json::json;
 use zeroize::Zeroizing;
@@ -100,6 +104,7 @@ fn handler(route: &str) -> Option<MethodRouter<Arc<ShardSlot>>> {
     match route {
         routes::KEEPER_CONTRIBUTE => Some(post(contribute)),
         routes::KEEPER_SHARD => Some(post(shard)),
+        routes::KEEPER_RETAIN => Some(post(retain)),
         routes::KEEPER_HEALTH => Some(axum::routing::get(health)),
         _ => None,
     }
@@ -112,6 +117,7 @@ async fn contribute(
 ) -> Result<Response, ApiError> {
     let Json(mut body) =
         body.map_err(|e| ApiError::bad_request(format!("malformed request: {}", e.body_text())))?;
+    let generation = body.generation;
     let body = Zeroizing::new(std::mem::take(&mut body.shard));
     let value: [u8; SHARD_LEN] = body.as_slice().try_into().map_err(|_| {
         ApiError::bad_request(format!(
@@ -123,19 +129,66 @@ async fn contribute(
     if value.iter().all(|b| *b == 0) {
         return Err(ApiError::bad_request("an all-zero shard is not a shard"));
     }
-    slot.store(&grant, value);
-    tracing::info!("shard stored");
+    slot.store(&grant, generation, value);
+    tracing::info!(generation, "shard stored");
     Ok(no_store(StatusCode::OK, json!({})))
+}
+
+/// Reads a small JSON request; an empty body is the default one (SPIKE sends `{}`).
+fn small_request<T: serde::de::DeserializeOwned + Default>(body: &Bytes) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("malformed request: {e}")))
 }
 
 async fn shard(
     axum::extract::State(slot): axum::extract::State<Arc<ShardSlot>>,
     Extension(grant): Extension<Grant>,
+    body: Bytes,
 ) -> Result<Response, ApiError> {
-    let value = slot
-        .get(&grant)
-        .ok_or_else(|| ApiError::bad_request("this keeper holds no shard"))?;
-    Ok(no_store(StatusCode::OK, json!({ "shard": value.to_vec() })))
+    let ShardRequest { generation } = small_request(&body)?;
+    let value = slot.get(&grant, generation).ok_or_else(|| {
+        ApiError::bad_request(if generation == 0 {
+            "this keeper holds no shard".to_owned()
+        } else {
+            format!("this keeper holds no shard of generation {generation}")
+        })
+    })?;
+    let mut answer = json!({ "shard": value.to_vec() });
+    if generation != 0 {
+        answer["generation"] = json!(generation);
+    }
+    Ok(no_store(StatusCode::OK, answer))
+}
+
+async fn retain(
+    axum::extract::State(slot): axum::extract::State<Arc<ShardSlot>>,
+    Extension(grant): Extension<Grant>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let body: Option<RetainRequest> = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        Some(small_request(&body)?)
+    };
+    let RetainRequest {
+        generation,
+        exactly,
+    } = body.ok_or_else(|| ApiError::bad_request("name the generation to retain"))?;
+    let forgotten = slot.retain(&grant, generation, exactly);
+    if forgotten > 0 {
+        tracing::info!(
+            generation,
+            forgotten,
+            "forgot the shards of other generations"
+        );
+    }
+    Ok(no_store(
+        StatusCode::OK,
+        json!({ "forgotten": forgotten, "generations": slot.generations() }),
+    ))
 }
 
 async fn health(axum::extract::State(slot): axum::extract::State<Arc<ShardSlot>>) -> Response {
@@ -273,6 +326,123 @@ mod tests {
         let (status, body) = call(&app, "/v1/store/other", "{}").await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert_eq!(body["message"], "unknown route");
+    }
+
+    #[tokio::test]
+    async fn generations_are_kept_apart_and_retain_forgets_the_others() {
+        let (app, slot) = app();
+        let old: Vec<u8> = vec![1; 32];
+        let new: Vec<u8> = vec![2; 32];
+        // SPIKE's shape: no generation, which is generation 0.
+        call(
+            &app,
+            "/v1/store/contribute",
+            &json!({ "shard": old }).to_string(),
+        )
+        .await;
+        let (status, _) = call(
+            &app,
+            "/v1/store/contribute",
+            &json!({ "shard": new, "generation": 1 }).to_string(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(slot.generations(), vec![0, 1]);
+        let (_, body) = call(&app, "/v1/store/shard", "{}").await;
+        assert_eq!(
+            body["shard"],
+            json!(old),
+            "the staged shard does not replace 0's"
+        );
+        assert!(body.get("generation").is_none(), "SPIKE's answer shape");
+        let (_, body) = call(&app, "/v1/store/shard", "").await;
+        assert_eq!(body["shard"], json!(old));
+        let (_, body) = call(&app, "/v1/store/shard", r#"{"generation":1}"#).await;
+        assert_eq!(
+            (&body["shard"], &body["generation"]),
+            (&json!(new), &json!(1))
+        );
+        let (status, body) = call(&app, "/v1/store/shard", r#"{"generation":2}"#).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            body["message"],
+            "this keeper holds no shard of generation 2"
+        );
+        let (status, _) = call(&app, "/v1/store/shard", r#"{"generation":"x"}"#).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+
+        for bad in ["", "{}", r#"{"generation":-1}"#] {
+            let (status, _) = call(&app, "/v1/store/retain", bad).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+        }
+        assert_eq!(
+            slot.generations(),
+            vec![0, 1],
+            "a refused retain forgets nothing"
+        );
+        let (status, body) = call(&app, "/v1/store/retain", r#"{"generation":0}"#).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            body,
+            json!({ "forgotten": 0, "generations": [0, 1] }),
+            "a later (staged) generation stays"
+        );
+        let (_, body) = call(
+            &app,
+            "/v1/store/retain",
+            r#"{"generation":0,"exactly":true}"#,
+        )
+        .await;
+        assert_eq!(
+            body,
+            json!({ "forgotten": 1, "generations": [0] }),
+            "unstaged"
+        );
+        call(
+            &app,
+            "/v1/store/contribute",
+            &json!({ "shard": new, "generation": 1 }).to_string(),
+        )
+        .await;
+        let (status, body) = call(&app, "/v1/store/retain", r#"{"generation":1}"#).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, json!({ "forgotten": 1, "generations": [1] }));
+        let (status, _) = call(&app, "/v1/store/shard", "{}").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "generation 0 is gone");
+        // A keeper left out of the new set forgets everything.
+        call(&app, "/v1/store/retain", r#"{"generation":5}"#).await;
+        assert!(!slot.is_full());
+        let (_, body) = call_as(&app, Some(NEXUS), "GET", "/healthz", "").await;
+        assert_eq!(body["hasShard"], false);
+    }
+
+    #[test]
+    fn at_most_three_generations_are_held() {
+        let slot = ShardSlot::default();
+        let grant = Grant::for_tests();
+        for generation in [4, 1, 7, 9] {
+            slot.store(
+                &grant,
+                generation,
+                Zeroizing::new([generation as u8; SHARD_LEN]),
+            );
+        }
+        assert_eq!(
+            slot.generations(),
+            vec![4, 7, 9],
+            "the lowest is pushed out"
+        );
+        assert_eq!(slot.get(&grant, 7).map(|v| v[0]), Some(7));
+        slot.store(&grant, 7, Zeroizing::new([70; SHARD_LEN]));
+        assert_eq!(
+            slot.get(&grant, 7).map(|v| v[0]),
+            Some(70),
+            "replaced in place"
+        );
+        assert_eq!(slot.retain(&grant, 7, false), 1, "4 goes, 7 and 9 stay");
+        assert_eq!(slot.generations(), vec![7, 9]);
+        assert_eq!(slot.retain(&grant, 9, false), 1);
+        assert_eq!(slot.generations(), vec![9]);
     }
 
     #[tokio::test]

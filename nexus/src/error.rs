@@ -122,6 +122,21 @@ pub enum Conflict {
     /// A seal of a datastore that holds no root key.
     #[error("Nexus was never initialized, so there is no root key to seal")]
     NeverInitialized,
+    /// A rekey while another one runs.
+    #[error("a rekey is already running ({0}); nothing changed, retry once it is done")]
+    RekeyRunning(String),
+    /// A rekey while a root key rotation is unfinished (keepers still getting the new key's
+    /// shards).
+    #[error(
+        "a root key rotation is still being finished (keepers are getting the new key's shards); nothing changed, retry in a moment"
+    )]
+    RotationUnfinished,
+    /// The keeper set or the root key changed while the rekey ran (a rekey or rotation
+    /// through another replica, or a seal).
+    #[error(
+        "the keeper set or the root key changed meanwhile (a rekey or rotation through another Nexus, or a seal); nothing changed, check `spike status` and retry"
+    )]
+    KeeperSetChanged,
 }
 
 /// Why a request is invalid.
@@ -151,6 +166,9 @@ pub enum Invalid {
     /// A ciphertext given to the cipher service.
     #[error(transparent)]
     Ciphertext(#[from] CiphertextError),
+    /// A rekey's keepers or threshold.
+    #[error(transparent)]
+    Rekey(#[from] crate::keys::rekey::RekeyError),
 }
 
 impl From<StoreError> for ServiceError {

@@ -1,6 +1,7 @@
 //! Nexus's Prometheus metrics: requests by route and status, their latency, the lifecycle
 //! (sealed, sealed by an operator, keepers reachable, time to unseal, operators' seals and
-//! unseals) and how many secrets are stored. Served by
+//! unseals, rekeys and the keeper set's generation and threshold) and how many secrets
+//! are stored. Served by
 //! [`common_metrics`] on the metrics port, never on the mTLS API.
 
 use std::sync::Arc;
@@ -44,6 +45,8 @@ pub struct Metrics {
     unseal_seconds: Gauge<f64, AtomicU64>,
     operator_seals: Counter,
     operator_unseals: Counter,
+    rekeys: Counter,
+    rekey_failures: Counter,
 }
 
 fn latency_histogram() -> Histogram {
@@ -61,6 +64,8 @@ impl Default for Metrics {
             unseal_seconds: Gauge::default(),
             operator_seals: Counter::default(),
             operator_unseals: Counter::default(),
+            rekeys: Counter::default(),
+            rekey_failures: Counter::default(),
         }
     }
 }
@@ -97,6 +102,16 @@ impl Metrics {
     /// Counts an operator's unseal through this Nexus.
     pub fn operator_unsealed(&self) {
         self.operator_unseals.inc();
+    }
+
+    /// Counts a rekey through this Nexus.
+    pub fn rekeyed(&self) {
+        self.rekeys.inc();
+    }
+
+    /// Counts a rekey refused or failed through this Nexus.
+    pub fn rekey_failed(&self) {
+        self.rekey_failures.inc();
     }
 
     /// Records how long the last unseal took.
@@ -144,6 +159,16 @@ pub fn registry(nexus: Arc<Nexus>) -> Registry {
         "Unseals by an operator (`spike operator unseal`) through this Nexus",
         m.operator_unseals.clone(),
     );
+    registry.register(
+        "rekeys",
+        "Rekeys (`spike operator rekey`) through this Nexus",
+        m.rekeys.clone(),
+    );
+    registry.register(
+        "rekey_failures",
+        "Rekeys refused or failed through this Nexus (bad input, a keeper unreachable, another rekey running)",
+        m.rekey_failures.clone(),
+    );
     registry.register_collector(Box::new(Lifecycle(nexus)));
     registry
 }
@@ -155,7 +180,7 @@ struct Lifecycle(Arc<Nexus>);
 impl Collector for Lifecycle {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let status = self.0.keys.status();
-        let gauges: [(&str, &str, i64); 5] = [
+        let gauges: [(&str, &str, i64); 7] = [
             (
                 "sealed",
                 "1 while Nexus has no root key in memory (it answers state_not_ready), else 0",
@@ -178,8 +203,18 @@ impl Collector for Lifecycle {
             ),
             (
                 "keepers",
-                "Keepers configured",
+                "Keepers of the keeper set in force (configured, or chosen by the last rekey)",
                 i64::try_from(status.keepers.total).unwrap_or(i64::MAX),
+            ),
+            (
+                "keeper_generation",
+                "Generation of the keeper set in force: 0 as configured, one more per rekey",
+                i64::try_from(status.keepers.generation).unwrap_or(i64::MAX),
+            ),
+            (
+                "shamir_threshold",
+                "Shards of the keeper set in force needed to rebuild the root key",
+                i64::from(status.keepers.threshold),
             ),
         ];
         for (name, help, value) in gauges {

@@ -10,6 +10,7 @@ use crate::audit::AuditLog;
 use crate::clock::Clock;
 use crate::error::ServiceError;
 use crate::keys::Lifecycle;
+use crate::keys::keepers::Keepers;
 use crate::keys::sealing::SealingError;
 use crate::metrics::Metrics;
 use crate::policy::Policies;
@@ -41,6 +42,12 @@ pub struct Nexus {
     /// The cipher service's key, once loaded ([`crate::cipher`]); rotations re-wrap it
     /// but never change it.
     pub(crate) cipher_key: arc_swap::ArcSwapOption<nexus_crypto::DataKey>,
+    /// The keeper set in force (the generation the datastore names), once the keeper loop
+    /// has started; a rekey replaces it.
+    pub(crate) keepers: arc_swap::ArcSwapOption<Keepers>,
+    /// Held by each round of the keeper loop and by a rekey from staging to forgetting, so
+    /// the loop never re-seeds a keeper of a set the rekey is retiring.
+    pub(crate) keeper_rounds: tokio::sync::Mutex<()>,
 }
 
 impl Nexus {
@@ -62,6 +69,8 @@ impl Nexus {
             metrics: Metrics::default(),
             clock: Clock::system(),
             cipher_key: arc_swap::ArcSwapOption::empty(),
+            keepers: arc_swap::ArcSwapOption::empty(),
+            keeper_rounds: tokio::sync::Mutex::new(()),
         }
     }
 

@@ -203,6 +203,28 @@ pub enum OperatorCommand {
     /// Waits a few seconds for Nexus to be ready; exits 3 if it is not yet (the keepers are
     /// asked again until it is; see `spike status`).
     Unseal,
+    /// Change the keepers and the threshold while Nexus runs (needs the superuser).
+    ///
+    /// Every new keeper gets its shard before the new set is stored, and the old keepers
+    /// forget theirs only after: killed at any moment, Nexus unseals from the old set or the
+    /// new one. The new set is stored and wins over the keepers Nexus is configured with.
+    /// Recovery shards saved before no longer work: run `spike operator recover` again.
+    Rekey(RekeyArgs),
+}
+
+/// `spike operator rekey`
+#[derive(Debug, Args)]
+pub struct RekeyArgs {
+    /// The new keepers' URLs, comma-separated, in shard order (the first holds shard 1).
+    #[arg(long, value_name = "URL,...", value_delimiter = ',', required = true)]
+    pub keepers: Vec<String>,
+    /// Shards needed to rebuild the root key (2 to the number of keepers).
+    #[arg(long, value_name = "N")]
+    pub threshold: u8,
+    /// Also replace the root key (as `spike operator rotate`), its shards going to the new
+    /// keepers.
+    #[arg(long)]
+    pub new_root_key: bool,
 }
 
 /// `spike operator recover`

@@ -115,6 +115,8 @@ pub enum Operation<'a> {
     Seal,
     /// `operator unseal`.
     Unseal,
+    /// `operator rekey`.
+    Rekey,
 }
 
 impl Operation<'_> {
@@ -136,6 +138,7 @@ impl Operation<'_> {
             Operation::Recover => "the recover role".into(),
             Operation::Restore => "the restore role".into(),
             Operation::Rotate => "the superuser role (root key rotation)".into(),
+            Operation::Rekey => "the superuser role (rekeying the keepers)".into(),
             Operation::Seal | Operation::Unseal => {
                 "the superuser role (sealing and unsealing Nexus)".into()
             }
@@ -189,7 +192,8 @@ impl Operation<'_> {
             | Operation::Cipher
             | Operation::Rotate
             | Operation::Seal
-            | Operation::Unseal => format!("Not found: {message}"),
+            | Operation::Unseal
+            | Operation::Rekey => format!("Not found: {message}"),
         }
     }
 }

@@ -13,7 +13,7 @@ use nexus_api::model::{RestoreResponse, SealState, StatusResponse};
 use serde::Serialize;
 use zeroize::Zeroizing;
 
-use crate::cli::{GlobalArgs, OperatorCommand, RecoverArgs};
+use crate::cli::{GlobalArgs, OperatorCommand, RecoverArgs, RekeyArgs};
 use crate::context::Session;
 use crate::error::{Operation, PilotError};
 use crate::input;
@@ -35,7 +35,50 @@ pub async fn run(command: OperatorCommand, global: &GlobalArgs) -> Result<Output
         OperatorCommand::Rotate => rotate(global).await,
         OperatorCommand::Seal => seal(global).await,
         OperatorCommand::Unseal => unseal(global).await,
+        OperatorCommand::Rekey(args) => rekey(args, global).await,
     }
+}
+
+async fn rekey(args: RekeyArgs, global: &GlobalArgs) -> Result<Output, PilotError> {
+    let session = Session::connect(global).await?;
+    let request = nexus_api::model::RekeyRequest {
+        keepers: args.keepers,
+        threshold: args.threshold,
+        new_root_key: args.new_root_key,
+    };
+    let rekeyed = session
+        .client()
+        .rekey(&request)
+        .await
+        .map_err(session.fail(Operation::Rekey))?;
+    Ok(Output::ok(render_rekeyed(&rekeyed, global.format)))
+}
+
+/// What a rekey did: for people, or the answer in the API's shape.
+pub fn render_rekeyed(rekeyed: &nexus_api::model::RekeyResponse, format: Format) -> String {
+    if let Some(text) = structured(rekeyed, format) {
+        return text;
+    }
+    let mut text = format!(
+        "Rekeyed: the root key is now split {} of {} keepers (keeper set generation {}).\n",
+        rekeyed.threshold, rekeyed.keepers, rekeyed.generation
+    );
+    if rekeyed.new_root_key {
+        text.push_str(&format!(
+            "The root key was replaced too: {} data keys re-wrapped.\n",
+            rekeyed.rewrapped
+        ));
+    }
+    if !rekeyed.not_forgotten.is_empty() {
+        text.push_str(&format!(
+            "These keepers did not confirm forgetting their older shards (they do once restarted): {}\n",
+            rekeyed.not_forgotten.join(", ")
+        ));
+    }
+    text.push_str(
+        "Recovery shards saved before no longer work: run `spike operator recover` again and store the new files offline.\n",
+    );
+    text
 }
 
 async fn seal(global: &GlobalArgs) -> Result<Output, PilotError> {
@@ -490,6 +533,7 @@ mod tests {
                 total: 3,
                 reachable: 3,
                 threshold: 2,
+                generation: 0,
             },
             message: message.into(),
             operator_seal: sealed.then(|| nexus_api::model::OperatorSeal {
@@ -563,5 +607,40 @@ mod tests {
             yaml,
             serde_json::json!({"collected": 3, "remaining": 0, "restored": true})
         );
+    }
+
+    #[test]
+    fn a_rekey_says_the_recovery_shards_must_be_exported_again() {
+        let mut rekeyed = nexus_api::model::RekeyResponse {
+            generation: 1,
+            keepers: 4,
+            threshold: 2,
+            recovery_shards_stale: true,
+            ..Default::default()
+        };
+        let human = render_rekeyed(&rekeyed, Format::Human);
+        assert!(
+            human.starts_with(
+                "Rekeyed: the root key is now split 2 of 4 keepers (keeper set generation 1).\n"
+            ),
+            "{human}"
+        );
+        assert!(
+            human.contains("run `spike operator recover` again"),
+            "{human}"
+        );
+        assert!(!human.contains("replaced") && !human.contains("did not confirm"));
+        rekeyed.new_root_key = true;
+        rekeyed.rewrapped = 7;
+        rekeyed.not_forgotten = vec!["https://old:1".into()];
+        let human = render_rekeyed(&rekeyed, Format::Human);
+        assert!(human.contains("7 data keys re-wrapped"), "{human}");
+        assert!(
+            human.contains("forgetting their older shards (they do once restarted): https://old:1")
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&render_rekeyed(&rekeyed, Format::Json)).expect("JSON");
+        assert_eq!(json["recoveryShardsStale"], true);
+        assert_eq!(json["notForgotten"][0], "https://old:1");
     }
 }

@@ -48,8 +48,14 @@ pub fn render(status: &StatusResponse, format: Format) -> String {
         return text;
     }
     let k = &status.keepers;
+    // The generation once a rekey changed the keeper set (0: as configured).
+    let generation = if k.generation > 0 {
+        format!(", keeper set generation {}", k.generation)
+    } else {
+        String::new()
+    };
     let mut out = format!(
-        "State: {}\nInitialized: {}\nKeepers: {} of {} reachable (threshold {})\nVersion: {}\n",
+        "State: {}\nInitialized: {}\nKeepers: {} of {} reachable (threshold {}{generation})\nVersion: {}\n",
         state_name(status.state),
         if status.initialized { "yes" } else { "no" },
         k.reachable,
@@ -80,6 +86,7 @@ mod tests {
                 total: 3,
                 reachable: 1,
                 threshold: 2,
+                generation: 0,
             },
             message: message.into(),
             operator_seal: None,
@@ -93,6 +100,12 @@ mod tests {
         assert_eq!(
             render(&sealed, Format::Human),
             "State: sealed\nInitialized: yes\nKeepers: 1 of 3 reachable (threshold 2)\nVersion: 0.1.0\nMessage: waiting for 2 of 3 keepers\n"
+        );
+        let mut rekeyed = sample(SealState::Ready, "");
+        rekeyed.keepers.generation = 2;
+        assert!(
+            render(&rekeyed, Format::Human)
+                .contains("Keepers: 1 of 3 reachable (threshold 2, keeper set generation 2)\n")
         );
         let ready = render(&sample(SealState::Ready, ""), Format::Human);
         assert!(ready.starts_with("State: ready\n"), "{ready}");

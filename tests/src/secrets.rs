@@ -67,6 +67,12 @@ pub struct SecretsStack {
     pub replicas: Vec<Replica>,
     /// Extra lines for every Nexus's config file (e.g. `rate_limit = 0` for benchmarks).
     pub nexus_config: String,
+    /// How many of `keeper_ports` (the first ones) Nexus's config file lists; keepers
+    /// added later ([`SecretsStack::add_keeper`]) are reached only through a rekey.
+    pub configured_keepers: usize,
+    /// Extra environment variables for every Nexus started from now on (e.g. a test
+    /// failpoint).
+    pub nexus_env: Vec<(String, String)>,
     agent_id: String,
     uid: String,
 }
@@ -144,6 +150,8 @@ impl SecretsStack {
             database_url: database_url.map(str::to_owned),
             replicas: Vec::new(),
             nexus_config: String::new(),
+            configured_keepers: keepers,
+            nexus_env: Vec::new(),
             agent_id,
             uid,
         };
@@ -170,6 +178,23 @@ impl SecretsStack {
         .env("SPIFFE_ENDPOINT_SOCKET", self.agent.endpoint());
         let log = self.dir.join(format!("keeper-{i}-{}.log", next_id()));
         self.keepers[i] = Some(Process::spawn(cmd, log));
+    }
+
+    /// Starts one more keeper on port 0, not in Nexus's config file; returns its index once
+    /// it has bound its port (its URL is [`SecretsStack::keeper_url`]).
+    pub async fn add_keeper(&mut self) -> usize {
+        let i = self.keeper_ports.len();
+        self.keeper_ports.push(0);
+        self.keepers.push(None);
+        self.start_keeper(i);
+        let keeper = self.keepers[i].as_mut().expect("keeper just started");
+        self.keeper_ports[i] = keeper.logged_address("keeper ready").await.port();
+        i
+    }
+
+    /// The URL of keeper `i`.
+    pub fn keeper_url(&self, i: usize) -> String {
+        format!("https://127.0.0.1:{}", self.keeper_ports[i])
     }
 
     /// Kills keeper `i` (SIGKILL: its shard is gone with it).
@@ -233,8 +258,7 @@ impl SecretsStack {
     /// `port`, serving metrics on `metrics` (`None`: no metrics).
     fn spawn_nexus(&self, name: &str, port: u16, metrics: Option<u16>) -> Process {
         // Most settings come from a config file, as operators run it; the port is a flag.
-        let keepers: Vec<String> = self
-            .keeper_ports
+        let keepers: Vec<String> = self.keeper_ports[..self.configured_keepers]
             .iter()
             .map(|p| format!("\"https://127.0.0.1:{p}\""))
             .collect();
@@ -259,7 +283,8 @@ impl SecretsStack {
         cmd.arg("--config")
             .arg(&config_path)
             .args(["--listen", &format!("127.0.0.1:{port}")])
-            .env("SPIFFE_ENDPOINT_SOCKET", self.agent.endpoint());
+            .env("SPIFFE_ENDPOINT_SOCKET", self.agent.endpoint())
+            .envs(self.nexus_env.iter().map(|(k, v)| (k, v)));
         let log = self.dir.join(format!("{name}-{}.log", next_id()));
         Process::spawn(cmd, log)
     }

@@ -328,6 +328,12 @@ impl Client {
         self.call(routes::ROTATE, Action::Put, &Empty {}).await
     }
 
+    /// Rekeys: a new keeper set and threshold, optionally with a new root key (only the
+    /// superuser).
+    pub async fn rekey(&self, request: &RekeyRequest) -> Result<RekeyResponse, ClientError> {
+        self.call(routes::REKEY, Action::Put, request).await
+    }
+
     /// Seals Nexus: its root key leaves memory until [`Client::unseal`] (only the
     /// superuser). Answers the status after the seal.
     pub async fn seal(&self) -> Result<StatusResponse, ClientError> {

@@ -493,6 +493,9 @@ pub struct KeeperStatus {
     pub reachable: usize,
     /// Shards needed to rebuild the root key.
     pub threshold: u8,
+    /// The keeper set's generation: 0 as first configured, one more after each rekey.
+    #[serde(default)]
+    pub generation: u64,
 }
 
 /// `POST /v1/status` (or `GET`): not in SPIKE.
@@ -598,6 +601,71 @@ pub struct RestoreResponse {
 pub struct ShardBody {
     /// The shard's bytes.
     pub shard: Vec<u8>,
+    /// The keeper set's generation the shard belongs to (a rekey stages the next
+    /// generation's shard beside the current one). Absent, as SPIKE sends it: 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub generation: u64,
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
+}
+
+/// `/v1/store/shard` request: which generation's shard (absent, as SPIKE sends `{}`: 0).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardRequest {
+    /// The keeper set's generation.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub generation: u64,
+}
+
+/// `/v1/store/retain` request: the keeper forgets every shard of a generation below this
+/// one (a later one, staged by a rekey in progress, stays), or with `exactly`, every shard
+/// but this generation's (a failed rekey's staged shard goes).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetainRequest {
+    /// The generation to keep.
+    pub generation: u64,
+    /// Forget later generations too.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exactly: bool,
+}
+
+/// `POST /v1/operator/rekey`: the new keeper set and threshold. Only the superuser.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RekeyRequest {
+    /// The keepers' URLs, in shard-id order (the first holds shard 1).
+    pub keepers: Vec<String>,
+    /// Shards needed to rebuild the root key (2 to the number of keepers).
+    pub threshold: u8,
+    /// Also replace the root key (a rotation, then the new key's shards to the new keepers).
+    #[serde(default)]
+    pub new_root_key: bool,
+}
+
+/// `POST /v1/operator/rekey` answer.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RekeyResponse {
+    /// The keeper set's generation now in force.
+    pub generation: u64,
+    /// Keepers in the new set.
+    pub keepers: usize,
+    /// Its threshold.
+    pub threshold: u8,
+    /// Whether the root key was replaced too.
+    pub new_root_key: bool,
+    /// Data keys re-wrapped, when the root key was replaced.
+    #[serde(default)]
+    pub rewrapped: u64,
+    /// Keepers (of the old set or the new) that did not confirm forgetting their older
+    /// shards; they still hold a shard of an earlier generation until they restart.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_forgotten: Vec<String>,
+    /// Recovery shards exported before no longer match the keeper set's parameters (or
+    /// key): export them again with `spike operator recover`. Always true.
+    pub recovery_shards_stale: bool,
 }
 
 impl std::fmt::Debug for ShardBody {

@@ -18,6 +18,9 @@ pub const SEAL: &str = "/v1/operator/seal";
 /// Unseal: lift an operator's seal and rebuild the root key from the keepers (not in
 /// SPIKE). Only the Pilot superuser.
 pub const UNSEAL: &str = "/v1/operator/unseal";
+/// Rekey: a new keeper set and Shamir threshold, optionally with a new root key (not in
+/// SPIKE). Only the Pilot superuser.
+pub const REKEY: &str = "/v1/operator/rekey";
 /// Encryption as a service: encrypt (JSON or `application/octet-stream`).
 pub const CIPHER_ENCRYPT: &str = "/v1/cipher/encrypt";
 /// Encryption as a service: decrypt (JSON or `application/octet-stream`).
@@ -29,6 +32,9 @@ pub const STATUS: &str = "/v1/status";
 pub const KEEPER_CONTRIBUTE: &str = "/v1/store/contribute";
 /// Keeper: return the shard held (SPIKE's route).
 pub const KEEPER_SHARD: &str = "/v1/store/shard";
+/// Keeper: forget the shards of generations below the given one, or of every other one
+/// (not in SPIKE; Nexus sends it after a rekey).
+pub const KEEPER_RETAIN: &str = "/v1/store/retain";
 /// Keeper: whether a shard is held (`GET`).
 pub const KEEPER_HEALTH: &str = "/healthz";
 

@@ -12,7 +12,7 @@ use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use identity::http::CallerId;
-use nexus_api::model::{Empty, GetSecretRequest, RestoreRequest};
+use nexus_api::model::{Empty, GetSecretRequest, RekeyRequest, RestoreRequest};
 use nexus_api::routes::Action;
 
 use super::audit::Audit;
@@ -82,7 +82,7 @@ macro_rules! json_bodies {
     )*};
 }
 
-json_bodies!(Empty, GetSecretRequest, RestoreRequest);
+json_bodies!(Empty, GetSecretRequest, RestoreRequest, RekeyRequest);
 
 /// Routes that read nothing.
 impl Body for () {

@@ -73,7 +73,7 @@ pub fn router(nexus: Arc<Nexus>, limits: &ApiLimits) -> Router {
 }
 
 /// Every endpoint, by its route. The router mounts those [`authz::TABLE`] lists.
-fn endpoints() -> [(&'static str, MethodRouter<Arc<Nexus>>); 11] {
+fn endpoints() -> [(&'static str, MethodRouter<Arc<Nexus>>); 12] {
     fn post_only<E: Endpoint>() -> (&'static str, MethodRouter<Arc<Nexus>>) {
         (E::ROUTE, post(handle::<E>).fallback(wrong_method))
     }
@@ -86,6 +86,7 @@ fn endpoints() -> [(&'static str, MethodRouter<Arc<Nexus>>); 11] {
         post_only::<operator_routes::Rotate>(),
         post_only::<operator_routes::Seal>(),
         post_only::<operator_routes::Unseal>(),
+        post_only::<operator_routes::Rekey>(),
         post_only::<cipher_routes::Encrypt>(),
         post_only::<cipher_routes::Decrypt>(),
         (Status::ROUTE, get(handle::<Status>).post(handle::<Status>)),

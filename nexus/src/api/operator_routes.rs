@@ -1,14 +1,14 @@
 //! `/v1/operator/recover` and `/v1/operator/restore`: break-glass, each for exactly one
-//! Pilot role, never grantable through policies; `/v1/operator/rotate`, `/v1/operator/seal`
-//! and `/v1/operator/unseal`, the superuser's.
+//! Pilot role, never grantable through policies; `/v1/operator/rotate`, `/v1/operator/seal`,
+//! `/v1/operator/unseal` and `/v1/operator/rekey`, the superuser's.
 
 use axum::response::Response;
-use nexus_api::model::{Empty, RecoverResponse, RestoreRequest, RotateResponse};
+use nexus_api::model::{Empty, RecoverResponse, RekeyRequest, RestoreRequest, RotateResponse};
 use nexus_api::routes;
 
 use super::endpoint::{Call, Endpoint};
 use super::{ApiError, ok};
-use crate::keys::{break_glass, operator_seal, rotation};
+use crate::keys::{break_glass, operator_seal, rekey, rotation};
 
 /// `/v1/operator/recover`: every recovery shard.
 pub(super) struct Recover;
@@ -81,5 +81,33 @@ impl Endpoint for Unseal {
 
     async fn serve(call: Call<'_, Empty>) -> Result<Response, ApiError> {
         Ok(ok(operator_seal::unseal(call.nexus, &call.grant).await?))
+    }
+}
+
+/// `/v1/operator/rekey`: a new keeper set and threshold, optionally a new root key.
+pub(super) struct Rekey;
+
+impl Endpoint for Rekey {
+    const ROUTE: &'static str = routes::REKEY;
+    type Request = RekeyRequest;
+
+    async fn serve(call: Call<'_, RekeyRequest>) -> Result<Response, ApiError> {
+        let Call {
+            nexus,
+            grant,
+            request,
+            audit,
+        } = call;
+        audit.target = format!(
+            "{} of {} keepers{}",
+            request.threshold,
+            request.keepers.len(),
+            if request.new_root_key {
+                ", new root key"
+            } else {
+                ""
+            }
+        );
+        Ok(ok(rekey::rekey(nexus, &grant, &request).await?))
     }
 }

@@ -32,6 +32,11 @@ pub fn parse_request(route: &str, action: Option<Action>, body: &[u8]) -> Result
         routes::RECOVER => checked::<operator_routes::Recover>(action, body, |_| Ok(())),
         routes::RESTORE => checked::<operator_routes::Restore>(action, body, |_| Ok(())),
         routes::ROTATE => checked::<operator_routes::Rotate>(action, body, |_| Ok(())),
+        routes::REKEY => checked::<operator_routes::Rekey>(action, body, |request| {
+            crate::keys::rekey::validate(&request.keepers, request.threshold)
+                .map(drop)
+                .map_err(invalid)
+        }),
         routes::CIPHER_ENCRYPT => checked::<cipher_routes::Encrypt>(action, body, |request| {
             cipher_routes::Encrypt::check(request).map(drop)
         }),

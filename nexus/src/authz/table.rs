@@ -14,6 +14,7 @@
 //! | `/v1/operator/restore` | - | the restore role |
 //! | `/v1/operator/rotate` | - | the superuser role |
 //! | `/v1/operator/seal`, `/v1/operator/unseal` | - | the superuser role |
+//! | `/v1/operator/rekey` | - | the superuser role |
 //! | `/v1/cipher/encrypt`, `/v1/cipher/decrypt` | - | `execute` on `spike/system/cipher/exec`, or the lite role |
 //! | `/v1/status` | - | anyone |
 //!
@@ -155,6 +156,7 @@ pub const TABLE: &[Rule] = &[
     rule(routes::ROTATE, None, Requirement::Role(Role::Superuser)),
     rule(routes::SEAL, None, Requirement::Role(Role::Superuser)),
     rule(routes::UNSEAL, None, Requirement::Role(Role::Superuser)),
+    rule(routes::REKEY, None, Requirement::Role(Role::Superuser)),
     rule(routes::CIPHER_ENCRYPT, None, CIPHER),
     rule(routes::CIPHER_DECRYPT, None, CIPHER),
     rule(routes::STATUS, None, Requirement::Anyone),
@@ -212,6 +214,7 @@ mod tests {
             routes::ROTATE,
             routes::SEAL,
             routes::UNSEAL,
+            routes::REKEY,
             routes::CIPHER_ENCRYPT,
             routes::CIPHER_DECRYPT,
             routes::STATUS,
@@ -229,7 +232,7 @@ mod tests {
             requirement(routes::SECRETS, Some(Action::List)),
             Some(Requirement::ReadableFilter)
         );
-        for route in [routes::ROTATE, routes::SEAL, routes::UNSEAL] {
+        for route in [routes::ROTATE, routes::SEAL, routes::UNSEAL, routes::REKEY] {
             assert_eq!(
                 requirement(route, None),
                 Some(Requirement::Role(Role::Superuser))

@@ -1,11 +1,15 @@
-//! Talking to keepers: fetch the shard one holds, hand one its shard. Every call is mTLS with
-//! Nexus's SVID, and the keeper must present a keeper SVID of our trust domain.
+//! Talking to keepers: fetch the shard one holds, hand one its shard, tell one to forget
+//! other generations' shards. Every call is mTLS with Nexus's SVID, and the keeper must
+//! present a keeper SVID of our trust domain.
+//!
+//! A [`Keepers`] is one generation of the keeper set: its URLs and the generation whose
+//! shards it asks for and hands out (0, as SPIKE's keepers know it, until the first rekey).
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use identity::https_client::{HttpsClient, HttpsError};
-use nexus_api::model::ShardBody;
+use nexus_api::model::{RetainRequest, ShardBody, ShardRequest};
 use nexus_api::routes;
 use nexus_crypto::{KEY_LEN, Shard};
 use spiffe::{SpiffeId, TrustDomain, X509Source};
@@ -72,11 +76,22 @@ pub struct Keeper {
     pub url: String,
 }
 
-/// The configured keepers and an mTLS client for them.
+/// One generation of the keeper set and an mTLS client for them.
 #[derive(Debug, Clone)]
 pub struct Keepers {
     keepers: Vec<Keeper>,
+    generation: u64,
     http: HttpsClient,
+}
+
+fn numbered(urls: &[String]) -> Vec<Keeper> {
+    urls.iter()
+        .zip(1u8..)
+        .map(|(url, id)| Keeper {
+            id,
+            url: url.trim_end_matches('/').to_owned(),
+        })
+        .collect()
 }
 
 impl Keepers {
@@ -91,23 +106,36 @@ impl Keepers {
             policies::role_of(&td, &peer.to_string()) == Some(policies::Role::Keeper)
         };
         let tls = identity::workload::client_config(source, trust_domain, is_keeper)?;
-        let keepers = urls
-            .iter()
-            .zip(1u8..)
-            .map(|(url, id)| Keeper {
-                id,
-                url: url.trim_end_matches('/').to_owned(),
-            })
-            .collect();
         Ok(Keepers {
-            keepers,
+            keepers: numbered(urls),
+            generation: 0,
             http: HttpsClient::new(tls, CALL_TIMEOUT),
         })
+    }
+
+    /// The keepers at `urls` (shard ids 1, 2, ... in order) as generation `generation`,
+    /// reached with the same client.
+    pub fn with_set(&self, urls: &[String], generation: u64) -> Keepers {
+        Keepers {
+            keepers: numbered(urls),
+            generation,
+            http: self.http.clone(),
+        }
     }
 
     /// The keepers, in shard-id order.
     pub fn all(&self) -> &[Keeper] {
         &self.keepers
+    }
+
+    /// Their URLs, in shard-id order.
+    pub fn urls(&self) -> Vec<String> {
+        self.keepers.iter().map(|k| k.url.clone()).collect()
+    }
+
+    /// The generation whose shards these keepers hold.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     async fn post(
@@ -141,9 +169,11 @@ impl Keepers {
             url: keeper.url.clone(),
             reason,
         };
-        let (status, body) = self
-            .post(keeper, routes::KEEPER_SHARD, b"{}".to_vec())
-            .await?;
+        let request = ShardRequest {
+            generation: self.generation,
+        };
+        let request = serde_json::to_vec(&request).map_err(|e| protocol(Unexpected::Encode(e)))?;
+        let (status, body) = self.post(keeper, routes::KEEPER_SHARD, request).await?;
         // SPIKE's keepers answer 400 (and older ones 404) when they hold no shard.
         if status == 400 || status == 404 {
             return Ok(None);
@@ -173,6 +203,7 @@ impl Keepers {
         // The serialised body is handed to the transport, which owns (and frees) it.
         let body = serde_json::to_vec(&ShardBody {
             shard: shard.expose_secret().to_vec(),
+            generation: self.generation,
         })
         .map_err(|e| KeeperError::Protocol {
             id: keeper.id,
@@ -187,6 +218,31 @@ impl Keepers {
                 id: keeper.id,
                 url: keeper.url.clone(),
                 reason: Unexpected::Refused(status),
+            })
+        }
+    }
+
+    /// Tells `keeper` to forget the shards of generations below this one (after a rekey: a
+    /// keeper left out of the new set forgets all it holds), or with `exactly` of every
+    /// generation but this one (a failed rekey's staged shard).
+    pub async fn retain(&self, keeper: &Keeper, exactly: bool) -> Result<(), KeeperError> {
+        let body = serde_json::to_vec(&RetainRequest {
+            generation: self.generation,
+            exactly,
+        })
+        .map_err(|e| KeeperError::Protocol {
+            id: keeper.id,
+            url: keeper.url.clone(),
+            reason: Unexpected::Encode(e),
+        })?;
+        let (status, _) = self.post(keeper, routes::KEEPER_RETAIN, body).await?;
+        if status == 200 {
+            Ok(())
+        } else {
+            Err(KeeperError::Protocol {
+                id: keeper.id,
+                url: keeper.url.clone(),
+                reason: Unexpected::Status(status),
             })
         }
     }

@@ -21,13 +21,19 @@
 //!         ▼                           │ or abort (ticket dropped): the key stays
 //!     Rotating ───────────────────────┘
 //!
-//!   Sealed, Unsealing, Ready ── seal (an operator; waits for writers and rotations,
-//!         │                     drops the key) ──▶ SealedByOperator
+//!   Ready ── begin_rekey ──▶ Rekeying ── finish: the new keeper set (generation, count,
+//!     ▲                        │  │       threshold) in force ──▶ Ready
+//!     └── abort (dropped) ─────┘  │ begin_rotation (a rekey with a new root key):
+//!                                 └─▶ Rotating ── commit or abort ──▶ Rekeying
+//!
+//!   Sealed, Unsealing, Ready, Rekeying ── seal (an operator; waits for writers and
+//!         │                     rotations, drops the key) ──▶ SealedByOperator
 //!   SealedByOperator ── lift_seal (an operator) ──▶ Sealed (the keeper loop unseals)
 //! ```
 //!
 //! Every other move is refused with [`IllegalTransition`]: no second unseal of a ready
-//! Nexus, no rotation of a sealed one, no way back to `Uninitialised` once a record is found,
+//! Nexus, no rotation of a sealed one, one rekey at a time and no rotation beside it
+//! (other than its own), no way back to `Uninitialised` once a record is found,
 //! and no unseal of any kind (keepers, recovery shards) while an operator's seal holds. A
 //! seal that lands while a key is being installed wins: the install finds the phase changed
 //! and drops its key.
@@ -42,7 +48,7 @@
 //! across an await.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use arc_swap::ArcSwapOption;
@@ -71,6 +77,9 @@ pub enum Phase {
     /// The key is changing (a rotation here, or switching to another replica's new key):
     /// reads go on, sealed writes wait.
     Rotating,
+    /// The keeper set is changing (`spike operator rekey`): serving as when ready, but no
+    /// other rekey or rotation starts.
+    Rekeying,
 }
 
 impl fmt::Display for Phase {
@@ -82,6 +91,7 @@ impl fmt::Display for Phase {
             Phase::Unsealing => "unsealing",
             Phase::Ready => "ready",
             Phase::Rotating => "rotating",
+            Phase::Rekeying => "rekeying",
         })
     }
 }
@@ -139,7 +149,8 @@ pub struct Lifecycle {
     progress: Mutex<Progress>,
     reachable: AtomicUsize,
     threshold: AtomicU8,
-    keepers: usize,
+    keepers: AtomicUsize,
+    generation: AtomicU64,
     gate: RwLock<()>,
     wake: Notify,
     recovery: tokio::sync::Mutex<Vec<Shard>>,
@@ -159,7 +170,8 @@ impl Lifecycle {
             }),
             reachable: AtomicUsize::new(0),
             threshold: AtomicU8::new(threshold),
-            keepers,
+            keepers: AtomicUsize::new(keepers),
+            generation: AtomicU64::new(0),
             gate: RwLock::new(()),
             wake: Notify::new(),
             recovery: tokio::sync::Mutex::new(Vec::new()),
@@ -235,6 +247,19 @@ impl Lifecycle {
         self.threshold.store(threshold, Ordering::Relaxed);
     }
 
+    /// Records the keeper set in force: its generation, how many keepers and the threshold
+    /// (as stored; a rekey here or through another replica changes them).
+    pub fn set_keeper_set(&self, generation: u64, keepers: usize, threshold: u8) {
+        self.generation.store(generation, Ordering::Relaxed);
+        self.keepers.store(keepers, Ordering::Relaxed);
+        self.set_threshold(threshold);
+    }
+
+    /// The keeper set's generation in force.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
+    }
+
     /// The datastore holds a key record: an uninitialised lifecycle is sealed from now on.
     pub fn record_found(&self) {
         let mut phase = self.lock_phase();
@@ -271,7 +296,10 @@ impl Lifecycle {
         let _writers = self.gate.write().await;
         let mut phase = self.lock_phase();
         let from = *phase;
-        if !matches!(from, Phase::Sealed | Phase::Unsealing | Phase::Ready) {
+        if !matches!(
+            from,
+            Phase::Sealed | Phase::Unsealing | Phase::Ready | Phase::Rekeying
+        ) {
             return Err(IllegalTransition {
                 from,
                 to: Phase::SealedByOperator,
@@ -317,13 +345,17 @@ impl Lifecycle {
     /// Starts changing the key in force: waits until no writer holds the gate, then holds
     /// it until the returned ticket commits or is dropped.
     pub async fn begin_rotation(&self) -> Result<Rotating<'_>, IllegalTransition> {
+        self.rotation_from(Phase::Ready).await
+    }
+
+    async fn rotation_from(&self, from: Phase) -> Result<Rotating<'_>, IllegalTransition> {
         let writers = self.gate.write().await;
         let mut phase = self.lock_phase();
         let illegal = IllegalTransition {
             from: *phase,
             to: Phase::Rotating,
         };
-        if *phase != Phase::Ready {
+        if *phase != from {
             return Err(illegal);
         }
         let Some(old) = self.root() else {
@@ -333,9 +365,25 @@ impl Lifecycle {
         Ok(Rotating {
             owner: self,
             old,
+            back_to: from,
             committed: false,
             _writers: writers,
         })
+    }
+
+    /// Starts changing the keeper set: only from ready, one at a time, and no rotation
+    /// starts until the returned ticket finishes or is dropped (except its own,
+    /// [`Rekeying::begin_rotation`]).
+    pub fn begin_rekey(&self) -> Result<Rekeying<'_>, IllegalTransition> {
+        let mut phase = self.lock_phase();
+        if *phase != Phase::Ready {
+            return Err(IllegalTransition {
+                from: *phase,
+                to: Phase::Rekeying,
+            });
+        }
+        *phase = Phase::Rekeying;
+        Ok(Rekeying { owner: self })
     }
 
     /// Every keeper holds a shard of the key in force: the previous key is forgotten.
@@ -377,7 +425,7 @@ impl Lifecycle {
         let state = match phase {
             Phase::Uninitialised => SealState::Uninitialized,
             Phase::Sealed | Phase::SealedByOperator | Phase::Unsealing => SealState::Sealed,
-            Phase::Ready | Phase::Rotating => SealState::Ready,
+            Phase::Ready | Phase::Rotating | Phase::Rekeying => SealState::Ready,
         };
         let progress = self.lock_progress();
         let operator_seal = progress.seal.as_ref().map(Seal::to_status);
@@ -398,9 +446,10 @@ impl Lifecycle {
             initialized: phase != Phase::Uninitialised,
             state,
             keepers: KeeperStatus {
-                total: self.keepers,
+                total: self.keepers.load(Ordering::Relaxed),
                 reachable: self.reachable.load(Ordering::Relaxed),
                 threshold: self.threshold(),
+                generation: self.generation(),
             },
             message,
             operator_seal,
@@ -466,6 +515,8 @@ impl Drop for Unsealing<'_> {
 pub struct Rotating<'a> {
     owner: &'a Lifecycle,
     old: Arc<RootKey>,
+    /// Where it returns: ready, or rekeying for a rekey's own rotation.
+    back_to: Phase,
     committed: bool,
     _writers: RwLockWriteGuard<'a, ()>,
 }
@@ -487,7 +538,7 @@ impl Rotating<'_> {
             root: new.clone(),
             fence: Some(fence),
         })));
-        *phase = Phase::Ready;
+        *phase = self.back_to;
         self.committed = true;
         new
     }
@@ -496,7 +547,38 @@ impl Rotating<'_> {
 impl Drop for Rotating<'_> {
     fn drop(&mut self) {
         if !self.committed {
-            *self.owner.lock_phase() = Phase::Ready;
+            *self.owner.lock_phase() = self.back_to;
+        }
+    }
+}
+
+/// A keeper set change in progress ([`Phase::Rekeying`]). Dropped unfinished, the keeper
+/// set stays and Nexus is ready again (unless an operator sealed it meanwhile).
+#[derive(Debug)]
+pub struct Rekeying<'a> {
+    owner: &'a Lifecycle,
+}
+
+impl Rekeying<'_> {
+    /// The rekey's own rotation (`--new-root-key`): waits for writers, then changes the key
+    /// as [`Lifecycle::begin_rotation`] does, returning to rekeying.
+    pub async fn begin_rotation(&self) -> Result<Rotating<'_>, IllegalTransition> {
+        self.owner.rotation_from(Phase::Rekeying).await
+    }
+
+    /// The new keeper set is stored: in force here, and Nexus is ready.
+    pub fn finish(self, generation: u64, keepers: usize, threshold: u8) {
+        self.owner.set_keeper_set(generation, keepers, threshold);
+        // Drop returns the phase to ready.
+    }
+}
+
+impl Drop for Rekeying<'_> {
+    fn drop(&mut self) {
+        let mut phase = self.owner.lock_phase();
+        // Unless an operator sealed Nexus meanwhile, which stands.
+        if *phase == Phase::Rekeying {
+            *phase = Phase::Ready;
         }
     }
 }
@@ -660,6 +742,93 @@ mod tests {
         assert!(life.begin_rotation().now_or_never().is_none());
         drop(permit);
         assert!(life.begin_rotation().now_or_never().is_some());
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_rekey_is_one_at_a_time_keeps_serving_and_holds_off_other_rotations()
+    -> Result<(), CryptoError> {
+        let life = Lifecycle::new(2, 3);
+        assert_eq!(
+            life.begin_rekey().map(|_| ()),
+            Err(illegal(Phase::Uninitialised, Phase::Rekeying)),
+            "no key, no rekey"
+        );
+        life.record_found();
+        assert_eq!(
+            life.begin_rekey().map(|_| ()),
+            Err(illegal(Phase::Sealed, Phase::Rekeying))
+        );
+        let old = key()?;
+        life.begin_unseal()
+            .expect("legal")
+            .finish(copy(&old), Some(vec![7; 4]))
+            .expect("not sealed meanwhile");
+
+        // Aborted: nothing changes.
+        drop(life.begin_rekey().expect("legal"));
+        assert_eq!(life.phase(), Phase::Ready);
+        assert_eq!(life.status().keepers.generation, 0);
+
+        let rekeying = life.begin_rekey().expect("legal");
+        assert_eq!(life.phase(), Phase::Rekeying);
+        assert_eq!(life.status().state, SealState::Ready, "serving meanwhile");
+        assert!(life.root().is_some_and(|r| *r == old));
+        assert!(life.write().now_or_never().is_some_and(|w| w.is_ok()));
+        assert_eq!(
+            life.begin_rekey().map(|_| ()),
+            Err(illegal(Phase::Rekeying, Phase::Rekeying)),
+            "one rekey at a time"
+        );
+        assert_eq!(
+            life.begin_rotation().await.map(|_| ()),
+            Err(illegal(Phase::Rekeying, Phase::Rotating)),
+            "no rotation beside a rekey"
+        );
+        // Its own rotation returns to rekeying, aborted or committed.
+        drop(rekeying.begin_rotation().await.expect("legal"));
+        assert_eq!(life.phase(), Phase::Rekeying);
+        let rotating = rekeying.begin_rotation().await.expect("legal");
+        assert_eq!(life.phase(), Phase::Rotating);
+        assert_eq!(
+            life.begin_rekey().map(|_| ()),
+            Err(illegal(Phase::Rotating, Phase::Rekeying))
+        );
+        let new = key()?;
+        rotating.commit(copy(&new), vec![9; 4]);
+        assert_eq!(life.phase(), Phase::Rekeying);
+        assert!(life.previous().is_some_and(|p| *p == old));
+        rekeying.finish(1, 4, 3);
+        assert_eq!(life.phase(), Phase::Ready);
+        let status = life.status();
+        assert_eq!(
+            (
+                status.keepers.generation,
+                status.keepers.total,
+                status.keepers.threshold
+            ),
+            (1, 4, 3)
+        );
+        assert!(life.root().is_some_and(|r| *r == new));
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_seal_during_a_rekey_stands_when_the_rekey_ends() -> Result<(), CryptoError> {
+        let life = Lifecycle::new(2, 3);
+        life.begin_unseal()
+            .expect("legal")
+            .finish(key()?, None)
+            .expect("not sealed meanwhile");
+        let rekeying = life.begin_rekey().expect("legal");
+        life.seal(operator()).await.expect("legal while rekeying");
+        assert!(
+            rekeying.begin_rotation().await.is_err(),
+            "no key to rotate once sealed"
+        );
+        drop(rekeying);
+        assert_eq!(life.phase(), Phase::SealedByOperator, "the seal stands");
+        assert!(life.root().is_none());
         Ok(())
     }
 

@@ -12,6 +12,8 @@
 //! - [`keepers`]: the mTLS client for keepers.
 //! - [`rotation`]: root key rotation, crash-safe at every step, and switching to a key
 //!   another replica rotated to.
+//! - [`rekey`]: a new keeper set and threshold (and optionally a new key) while running,
+//!   crash-safe at every step: keepers hold a shard per generation of the set.
 //! - [`break_glass`]: recovery shards out (`recover`) and back in (`restore`).
 //! - [`operator_seal`]: an operator takes the key out of memory (`seal`) until they let it
 //!   back from the keepers (`unseal`); every replica follows.
@@ -22,6 +24,7 @@ pub mod break_glass;
 pub mod keepers;
 pub mod lifecycle;
 pub mod operator_seal;
+pub mod rekey;
 pub mod rotation;
 pub mod sealing;
 mod seeding;

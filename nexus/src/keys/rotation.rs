@@ -85,12 +85,29 @@ fn rewrap(old: &RootKey, new: &RootKey, row: &WrappedRow<'_>) -> Result<Vec<u8>,
 /// Rotates the root key (step 1 and the start of step 2 above); the superuser's.
 pub async fn rotate(nexus: &Nexus, grant: &Grant) -> Result<Rotated, ServiceError> {
     grant.for_role(Role::Superuser)?;
-    let started = Instant::now();
     let rotating = nexus
         .keys
         .begin_rotation()
         .await
         .map_err(|_| ServiceError::NotReady(nexus.keys.not_ready()))?;
+    let (rotated, _) = rotate_under(nexus, rotating).await?;
+    nexus.keys.wake_keeper_loop();
+    tracing::info!(
+        rewrapped = rotated.rewrapped,
+        duration = ?rotated.duration,
+        "root key rotated; re-seeding keepers"
+    );
+    Ok(rotated)
+}
+
+/// Step 1 and the switch in memory, under a rotation ticket already taken: returns what it
+/// did and the new key. Nobody is woken: the caller hands the new key's shards out (the
+/// keeper loop, or a rekey to its new keepers).
+pub(super) async fn rotate_under(
+    nexus: &Nexus,
+    rotating: crate::keys::lifecycle::Rotating<'_>,
+) -> Result<(Rotated, Arc<RootKey>), ServiceError> {
+    let started = Instant::now();
     let old = rotating.old().clone();
     let current = nexus
         .store
@@ -124,14 +141,14 @@ pub async fn rotate(nexus: &Nexus, grant: &Grant) -> Result<Rotated, ServiceErro
                 ServiceError::Internal
             }
         })?;
-    rotating.commit(new, new_check);
-    nexus.keys.wake_keeper_loop();
-    let duration = started.elapsed();
-    tracing::info!(rewrapped, ?duration, "root key rotated; re-seeding keepers");
-    Ok(Rotated {
-        rewrapped,
-        duration,
-    })
+    let new = rotating.commit(new, new_check);
+    Ok((
+        Rotated {
+            rewrapped,
+            duration: started.elapsed(),
+        },
+        new,
+    ))
 }
 
 /// At unseal: `previous`, rebuilt from keepers still holding shards of the key before an

@@ -16,14 +16,27 @@ use crate::service::Nexus;
 
 /// Keeps keepers seeded with the key in force. Returns once the key is gone: an operator
 /// sealed Nexus (through this replica or another).
-pub(super) async fn keep_seeded(
-    nexus: &Nexus,
-    keepers: &Keepers,
-    threshold: u8,
-    shares: u8,
-    probe_interval: Duration,
-) {
+///
+/// Each round follows the keeper set the datastore names (a rekey through another replica
+/// changes it) and holds [`Nexus::keeper_rounds`], so a rekey here never races a round.
+pub(super) async fn keep_seeded(nexus: &Nexus, configured: &Keepers, probe_interval: Duration) {
     loop {
+        let round = nexus.keeper_rounds.lock().await;
+        let keepers = match super::unseal::follow_keeper_set(nexus, configured).await {
+            Ok(Some(set)) => set,
+            Ok(None) => {
+                drop(round);
+                wait(nexus, probe_interval).await;
+                continue;
+            }
+            Err(error) => {
+                tracing::debug!(%error, "cannot read the keeper set");
+                drop(round);
+                wait(nexus, probe_interval).await;
+                continue;
+            }
+        };
+        let (keepers, threshold, shares) = (keepers.0.as_ref(), keepers.1, keepers.2);
         // The key is gone (sealed here), or the stored seal says an operator sealed Nexus
         // through another replica and the notification did not arrive: the keeper loop goes
         // back to waiting for the seal to be lifted.
@@ -35,6 +48,7 @@ pub(super) async fn keep_seeded(
         // Keepers are re-seeded only with the key the datastore names, never with one
         // another replica has just retired.
         if !key_is_current(nexus, keepers).await {
+            drop(round);
             wait(nexus, probe_interval).await;
             continue;
         }
@@ -53,6 +67,7 @@ pub(super) async fn keep_seeded(
                 tracing::error!(%error, "cannot split the root key; keepers will not be re-seeded");
             }
         }
+        drop(round);
         wait(nexus, probe_interval).await;
     }
 }

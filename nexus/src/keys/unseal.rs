@@ -41,14 +41,80 @@ impl Backoff {
 
 /// Brings Nexus to ready, then keeps keepers seeded every `probe_interval`; after an
 /// operator's seal, waits for it to be lifted and starts over. Runs until the process ends.
-pub async fn run(nexus: Arc<Nexus>, keepers: Keepers, threshold: u8, probe_interval: Duration) {
-    loop {
-        let (stored_threshold, shares) =
-            obtain_root_key(&nexus, &keepers, threshold, probe_interval).await;
-        // Returns once the key is gone: an operator sealed Nexus.
-        super::seeding::keep_seeded(&nexus, &keepers, stored_threshold, shares, probe_interval)
-            .await;
+///
+/// `configured` are the keepers of Nexus's configuration: those of a first start, and of
+/// every start until a rekey stores a keeper set of its own, which wins from then on.
+pub async fn run(nexus: Arc<Nexus>, configured: Keepers, threshold: u8, probe_interval: Duration) {
+    nexus.keepers.store(Some(Arc::new(configured.clone())));
+    if nexus.store.backend() == crate::store::Backend::Sqlite {
+        // This process is the file's only writer: a rekey claim stored is one that died
+        // with an earlier process (its staged shards are harmless, its generation was
+        // never committed), and would hold off the next rekey for a minute.
+        match nexus.store.clear_rekey_claim().await {
+            Ok(true) => tracing::info!("cleared the claim of a rekey that died with its Nexus"),
+            Ok(false) => {}
+            Err(error) => tracing::warn!(%error, "cannot clear a stale rekey claim"),
+        }
     }
+    loop {
+        obtain_root_key(&nexus, &configured, threshold, probe_interval).await;
+        // Returns once the key is gone: an operator sealed Nexus.
+        super::seeding::keep_seeded(&nexus, &configured, probe_interval).await;
+    }
+}
+
+/// The keeper set the datastore names (the configured keepers until a rekey stores its
+/// own), made the one in force here, with its Shamir parameters; `None` before the root
+/// key exists. Follows a rekey through another replica, or one committed before a crash.
+pub(super) async fn follow_keeper_set(
+    nexus: &Nexus,
+    configured: &Keepers,
+) -> Result<Option<(Arc<Keepers>, u8, u8)>, crate::store::StoreError> {
+    let Some(stored) = nexus.store.keeper_set().await? else {
+        return Ok(None);
+    };
+    let current = nexus.keepers.load_full();
+    let keepers = match current {
+        Some(current) if current.generation() == stored.generation => current,
+        _ => {
+            let keepers = Arc::new(match &stored.urls {
+                Some(urls) => configured.with_set(urls, stored.generation),
+                None => configured.with_set(&configured.urls(), stored.generation),
+            });
+            if stored.urls.is_some() && stored.urls.as_deref() != Some(&configured.urls()[..]) {
+                tracing::info!(
+                    generation = stored.generation,
+                    keepers = keepers.all().len(),
+                    threshold = stored.threshold,
+                    "using the keeper set of the last rekey, not the configured keepers"
+                );
+            }
+            nexus.keepers.store(Some(keepers.clone()));
+            // The stored generation is committed: every keeper of the set this Nexus used
+            // before, and of the new one, may forget the older generations (a rekey through
+            // another replica did so already, one that died before it did not). In the
+            // background: an old keeper that is gone must not hold up unsealing.
+            if let Some(previous) = current
+                && previous.generation() < stored.generation
+            {
+                let next = keepers.clone();
+                tokio::spawn(async move {
+                    let not_forgotten = super::rekey::forget_others(&previous, &next).await;
+                    if !not_forgotten.is_empty() {
+                        tracing::warn!(
+                            keepers = ?not_forgotten,
+                            "keepers did not confirm forgetting the shards of older keeper sets"
+                        );
+                    }
+                });
+            }
+            keepers
+        }
+    };
+    nexus
+        .keys
+        .set_keeper_set(stored.generation, keepers.all().len(), stored.threshold);
+    Ok(Some((keepers, stored.threshold, stored.shares)))
 }
 
 /// Shares: one per keeper.
@@ -61,10 +127,10 @@ pub(super) fn shares(keepers: &Keepers) -> u8 {
 /// the stored seal every `probe_interval`, or at once when woken.
 async fn obtain_root_key(
     nexus: &Nexus,
-    keepers: &Keepers,
+    configured: &Keepers,
     threshold: u8,
     probe_interval: Duration,
-) -> (u8, u8) {
+) {
     let mut started = std::time::Instant::now();
     let mut backoff = Backoff::new();
     loop {
@@ -95,6 +161,23 @@ async fn obtain_root_key(
                 }
             }
         }
+        let keepers = if record.is_some() {
+            match follow_keeper_set(nexus, configured).await {
+                Ok(Some((keepers, _, _))) => keepers,
+                Ok(None) => {
+                    backoff.wait().await;
+                    continue;
+                }
+                Err(error) => {
+                    nexus.keys.wait_for(Waiting::Datastore(error));
+                    backoff.wait().await;
+                    continue;
+                }
+            }
+        } else {
+            Arc::new(configured.clone())
+        };
+        let keepers = keepers.as_ref();
         let params = match &record {
             None => (threshold, shares(keepers)),
             Some(record) => (record.threshold, record.shares),
@@ -103,7 +186,7 @@ async fn obtain_root_key(
         if nexus.keys.root().is_some() {
             // Restored by an operator (break-glass) while this loop was waiting.
             tracing::info!("root key restored from recovery shards");
-            return params;
+            return;
         }
         if params.1 != shares(keepers) {
             nexus.keys.wait_for(Waiting::ShareCount {
@@ -124,8 +207,12 @@ async fn obtain_root_key(
                 nexus
                     .metrics
                     .set_unseal_seconds(started.elapsed().as_secs_f64());
-                tracing::info!(elapsed = ?started.elapsed(), "root key in memory; Nexus is ready");
-                return params;
+                tracing::info!(
+                    elapsed = ?started.elapsed(),
+                    generation = keepers.generation(),
+                    "root key in memory; Nexus is ready"
+                );
+                return;
             }
             // A restore is installing the key meanwhile: the next round finds it.
             Err(InstallError::Transition(_)) => backoff.wait().await,

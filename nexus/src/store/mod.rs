@@ -38,6 +38,7 @@
 
 mod error;
 mod group_commit;
+mod keeper_set;
 mod model;
 mod operator_seal;
 mod policies;
@@ -57,6 +58,7 @@ use time::OffsetDateTime;
 pub use common_sql::Backend;
 pub use error::{Corruption, Missing, StoreError};
 pub use group_commit::MAX_GROUP;
+pub use keeper_set::{ClaimOutcome, RekeyClaim, RekeyCommit, StoredKeeperSet};
 pub use model::{
     KeyRecord, MetadataUpdate, PutVersion, SealedRecord, SecretMeta, StoredPolicy, StoredVersion,
     VersionMeta,

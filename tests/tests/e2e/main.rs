@@ -27,6 +27,7 @@ mod kv2;
 mod limits;
 mod oidc;
 mod quickstart;
+mod rekey;
 mod replicas;
 mod runtime_federation;
 mod seal;

@@ -68,7 +68,7 @@ const NEXUS_HANDSHAKE: [Option<AlertDescription>; 16] =
 
 /// Every Nexus endpoint for every caller, in the order the rows run.
 #[rustfmt::skip]
-const NEXUS_MATRIX: [(&str, Action, [Outcome; 16]); 22] = [
+const NEXUS_MATRIX: [(&str, Action, [Outcome; 16]); 23] = [
 //                                        su    rec   rst   kpr   nex   lite  boot  grant ungr  look   ftd  ftd-o oca  self exp  none
     (routes::SECRETS, Action::Put,       [OK,   DENY, DENY, DENY, DENY, DENY, DENY, OK,   DENY, DENY,  TLS, TLS, TLS, TLS, TLS, TLS]),
     (routes::SECRETS, Action::Get,       [OK,   DENY, DENY, DENY, DENY, DENY, DENY, OK,   DENY, DENY,  TLS, TLS, TLS, TLS, TLS, TLS]),
@@ -99,6 +99,9 @@ const NEXUS_MATRIX: [(&str, Action, [Outcome; 16]); 22] = [
     (routes::SEAL, Action::Put,          [OK,   DENY, DENY, DENY, DENY, DENY, DENY, DENY, DENY, DENY,  TLS, TLS, TLS, TLS, TLS, TLS]),
     (routes::UNSEAL, Action::Put,        [OK,   DENY, DENY, DENY, DENY, DENY, DENY, DENY, DENY, DENY,  TLS, TLS, TLS, TLS, TLS, TLS]),
     (routes::STATUS, Action::Put,        [OK,   OK,   OK,   OK,   OK,   OK,   OK,   OK,   OK,   OK,    TLS, TLS, TLS, TLS, TLS, TLS]),
+    // The superuser rekeys to the same keepers, 3 of 3 (generation 1); the rest are refused
+    // before anything changes.
+    (routes::REKEY, Action::Put,         [OK,   DENY, DENY, DENY, DENY, DENY, DENY, DENY, DENY, DENY,  TLS, TLS, TLS, TLS, TLS, TLS]),
     // Last: the superuser's rotation changes the root key under everything above.
     (routes::ROTATE, Action::Put,        [OK,   DENY, DENY, DENY, DENY, DENY, DENY, DENY, DENY, DENY,  TLS, TLS, TLS, TLS, TLS, TLS]),
 ];
@@ -111,12 +114,14 @@ const KEEPER_HANDSHAKE: [Option<AlertDescription>; 16] =
 
 /// Every keeper route for every caller, in the order the rows run.
 #[rustfmt::skip]
-const KEEPER_MATRIX: [(&str, [Outcome; 16]); 3] = [
+const KEEPER_MATRIX: [(&str, [Outcome; 16]); 4] = [
 //                              su   rec  rst  kpr  nex  lite boot grnt ungr look  ftd  ftd-o oca self exp none
     (routes::KEEPER_HEALTH,     [TLS, TLS, TLS, TLS, OK,  TLS, TLS, TLS, TLS, TLS,  TLS, TLS, TLS, TLS, TLS, TLS]),
     (routes::KEEPER_SHARD,      [TLS, TLS, TLS, TLS, OK,  TLS, TLS, TLS, TLS, TLS,  TLS, TLS, TLS, TLS, TLS, TLS]),
     // Nexus gives the keeper back the shard it holds; everyone else tries another one.
     (routes::KEEPER_CONTRIBUTE, [TLS, TLS, TLS, TLS, OK,  TLS, TLS, TLS, TLS, TLS,  TLS, TLS, TLS, TLS, TLS, TLS]),
+    // Nexus keeps the generation the keeper holds: nothing is forgotten.
+    (routes::KEEPER_RETAIN,     [TLS, TLS, TLS, TLS, OK,  TLS, TLS, TLS, TLS, TLS,  TLS, TLS, TLS, TLS, TLS, TLS]),
 ];
 
 // ---------------------------------------------------------------------------------------

@@ -20,6 +20,8 @@ pub struct Fixtures {
     pub ciphertext_stream: Vec<u8>,
     /// The shard keeper 1 holds.
     pub shard: Vec<u8>,
+    /// The keepers' URLs (the rekey row rekeys to the same keepers, 3 of 3).
+    pub keepers: Vec<String>,
 }
 
 /// The requests one cell sends (several where the endpoint has several modes).
@@ -52,6 +54,7 @@ pub fn nexus_requests(route: &str, action: Action, caller: Caller, fx: &Fixtures
         (routes::RECOVER | routes::ROTATE | routes::SEAL | routes::UNSEAL, Action::Put) => {
             one(json!({}))
         }
+        (routes::REKEY, Action::Put) => one(json!({ "keepers": fx.keepers, "threshold": 3 })),
         (routes::RESTORE, Action::Put) => {
             one(json!({ "id": 1, "shard": (1..=32).collect::<Vec<u8>>() }))
         }
@@ -88,6 +91,8 @@ pub fn keeper_requests(route: &str, caller: Caller, fx: &Fixtures) -> Vec<Reques
             body: Vec::new(),
         }],
         routes::KEEPER_SHARD => vec![Request::post_json(route, &json!({}))],
+        // Generation 0, which the keeper holds: it keeps its shard.
+        routes::KEEPER_RETAIN => vec![Request::post_json(route, &json!({ "generation": 0 }))],
         routes::KEEPER_CONTRIBUTE => {
             let shard = if caller == Nexus {
                 fx.shard.clone()
@@ -186,6 +191,12 @@ pub fn check_answer(
             body["state"] == "sealed" && body["operatorSeal"]["by"] == tests::secrets::SUPERUSER_ID
         }
         (routes::ROTATE, _) => body["rewrapped"].as_u64().is_some_and(|n| n > 0),
+        (routes::REKEY, _) => {
+            body["generation"] == 1
+                && body["keepers"] == 3
+                && body["threshold"] == 3
+                && body["recoveryShardsStale"] == true
+        }
         _ => body.is_object(),
     };
     if ok {
@@ -200,6 +211,7 @@ pub fn check_keeper_answer(route: &str, answer: &Answer, fx: &Fixtures) -> Resul
     let ok = match route {
         routes::KEEPER_HEALTH => body["hasShard"] == true,
         routes::KEEPER_SHARD => body["shard"] == json!(fx.shard),
+        routes::KEEPER_RETAIN => body["generations"] == json!([0]),
         _ => body.is_object(),
     };
     if ok {

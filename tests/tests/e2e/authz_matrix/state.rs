@@ -112,10 +112,16 @@ pub async fn fixtures(
     )
     .await;
     let shard = serde_json::from_value(shard["shard"].clone()).expect("a shard of numbers");
+    let keepers = stack
+        .keeper_ports
+        .iter()
+        .map(|port| format!("https://127.0.0.1:{port}"))
+        .collect();
     Fixtures {
         ciphertext_json,
         ciphertext_stream,
         shard,
+        keepers,
     }
 }
 

@@ -1,0 +1,302 @@
+//! Rekey end to end (`spike operator rekey`), as real processes over real mTLS: the root key
+//! moves to a different set of keepers with another threshold while Nexus serves; bad input
+//! is refused with a precise message and changes nothing; a Nexus killed with SIGKILL and
+//! restarted unseals from the new keepers alone, the old ones dead; and a Nexus that dies in
+//! the middle of a rekey (a test failpoint aborts it just before, or just after, the commit)
+//! unseals from the old keepers or the new ones.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use tests::secrets::{SUPERUSER_ID, SecretsStack, values};
+
+const PASSWORD: &str = "rekeyed-Pa55word-41f0aa";
+
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+fn status(stack: &SecretsStack) -> Value {
+    let out = stack.spike(&["status", "-f", "json"]);
+    assert!(
+        matches!(out.status.code(), Some(0 | 3)),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    json(&stdout(&out))
+}
+
+/// The keeper set as `/v1/status` reports it: (generation, keepers, threshold).
+fn keeper_set(stack: &SecretsStack) -> (u64, u64, u64) {
+    let keepers = &status(stack)["keepers"];
+    (
+        keepers["generation"].as_u64().expect("generation"),
+        keepers["total"].as_u64().expect("total"),
+        keepers["threshold"].as_u64().expect("threshold"),
+    )
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    tests::metric(text, name, &[]).unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+}
+
+/// `spike operator rekey` to the keepers `urls`, `threshold` of them.
+fn rekey(stack: &SecretsStack, urls: &[String], threshold: &str) -> std::process::Output {
+    stack.spike(&[
+        "operator",
+        "rekey",
+        "--keepers",
+        &urls.join(","),
+        "--threshold",
+        threshold,
+    ])
+}
+
+fn assert_refused(out: &std::process::Output, says: &str) {
+    assert!(!out.status.success(), "{}", stdout(out));
+    assert!(
+        stderr(out).contains(says),
+        "wanted {says:?} in: {}",
+        stderr(out)
+    );
+}
+
+/// Kills Nexus and starts it again on the same data, waiting until it is ready.
+async fn restart(stack: &mut SecretsStack) {
+    stack.kill_nexus();
+    stack.start_nexus().await;
+    stack.wait_ready().await;
+}
+
+fn read_back(stack: &SecretsStack) {
+    assert_eq!(
+        stack.spike_ok(&["secret", "get", "db/password", "password"]),
+        format!("{PASSWORD}\n")
+    );
+}
+
+#[tokio::test]
+async fn a_rekey_moves_the_key_to_new_keepers_and_a_killed_nexus_unseals_from_them() {
+    tests::bin_dir();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut stack = SecretsStack::start(dir.path(), 3).await;
+    let source = stack.identity_as(SUPERUSER_ID).await;
+    stack
+        .client(&source)
+        .put_secret("db/password", values(&[("password", PASSWORD)]), None)
+        .await
+        .expect("put");
+    assert_eq!(keeper_set(&stack), (0, 3, 2));
+
+    let mut new = Vec::new();
+    for _ in 0..4 {
+        new.push(stack.add_keeper().await);
+    }
+    let urls: Vec<String> = new.iter().map(|&i| stack.keeper_url(i)).collect();
+
+    // Bad input: refused with what is wrong, and nothing changes.
+    assert_refused(
+        &rekey(&stack, &urls, "5"),
+        "the threshold (5) cannot exceed the number of keepers (4)",
+    );
+    assert_refused(
+        &rekey(&stack, &urls, "1"),
+        "the threshold must be at least 2",
+    );
+    assert_refused(
+        &rekey(&stack, &urls, "0"),
+        "the threshold must be at least 2",
+    );
+    let twice = [urls.clone(), vec![urls[0].clone()]].concat();
+    assert_refused(
+        &rekey(&stack, &twice, "2"),
+        &format!("keeper {} is listed twice", urls[0]),
+    );
+    // Nothing listens on port 1.
+    let unreachable = [urls.clone(), vec!["https://127.0.0.1:1".to_owned()]].concat();
+    assert_refused(
+        &rekey(&stack, &unreachable, "2"),
+        "keeper https://127.0.0.1:1 is unreachable",
+    );
+    assert_eq!(
+        keeper_set(&stack),
+        (0, 3, 2),
+        "the refusals changed nothing"
+    );
+
+    // The rekey: 2 of the 4 new keepers.
+    let done = stack.spike_ok(&[
+        "operator",
+        "rekey",
+        "--keepers",
+        &urls.join(","),
+        "--threshold",
+        "2",
+    ]);
+    assert!(
+        done.starts_with(
+            "Rekeyed: the root key is now split 2 of 4 keepers (keeper set generation 1).\n"
+        ),
+        "{done}"
+    );
+    assert!(
+        done.contains(
+            "Recovery shards saved before no longer work: run `spike operator recover` again"
+        ),
+        "{done}"
+    );
+    assert!(!done.contains("did not confirm"), "{done}");
+    assert_eq!(keeper_set(&stack), (1, 4, 2));
+    read_back(&stack);
+
+    let metrics = stack.metrics().await;
+    assert_eq!(metric(&metrics, "nexus_rekeys_total"), 1.0);
+    assert_eq!(metric(&metrics, "nexus_rekey_failures_total"), 5.0);
+    assert_eq!(metric(&metrics, "nexus_keeper_generation"), 1.0);
+    assert_eq!(metric(&metrics, "nexus_shamir_threshold"), 2.0);
+    assert_eq!(metric(&metrics, "nexus_keepers"), 4.0);
+
+    // The audit log: who rekeyed, and the refusals.
+    let audit = std::fs::read_to_string(stack.audit_log()).expect("audit log");
+    let lines: Vec<Value> = audit
+        .lines()
+        .map(json)
+        .filter(|l| l["route"] == "/v1/operator/rekey")
+        .collect();
+    let count = |status: u64| {
+        lines
+            .iter()
+            .filter(|l| l["caller"] == SUPERUSER_ID && l["status"] == status)
+            .count()
+    };
+    assert_eq!((count(200), count(400)), (1, 5), "{lines:?}");
+
+    // The old keepers die, Nexus is killed: it unseals from the new keepers, although its
+    // config file still names the old ones.
+    for i in 0..3 {
+        stack.kill_keeper(i);
+    }
+    restart(&mut stack).await;
+    read_back(&stack);
+    assert_eq!(keeper_set(&stack), (1, 4, 2));
+    assert!(
+        stack
+            .nexus_log()
+            .contains("using the keeper set of the last rekey, not the configured keepers"),
+        "{}",
+        stack.nexus_log()
+    );
+
+    // Two of the four new keepers are enough, and the keeper loop re-seeds one that
+    // restarted empty.
+    stack.kill_keeper(new[0]);
+    stack.kill_keeper(new[1]);
+    restart(&mut stack).await;
+    read_back(&stack);
+    stack.start_keeper(new[0]);
+    tests::wait_for(
+        "the restarted keeper to be re-seeded",
+        Duration::from_secs(30),
+        || {
+            let log = stack.nexus_log();
+            async move {
+                log.contains("keeper held no shard; re-seeded it")
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+}
+
+/// Rekeys to the keepers `new` (all 3 needed) with Nexus set to abort at `failpoint`;
+/// returns once Nexus has died there.
+async fn rekey_dying_at(stack: &mut SecretsStack, failpoint: &str, new: &[usize]) {
+    stack.kill_nexus();
+    stack.nexus_env = vec![("SPIKE_NEXUS_FAILPOINT".into(), failpoint.into())];
+    stack.start_nexus().await;
+    stack.wait_ready().await;
+    stack.nexus_env.clear();
+    let urls: Vec<String> = new.iter().map(|&i| stack.keeper_url(i)).collect();
+    let out = rekey(stack, &urls, "3");
+    assert!(!out.status.success(), "{}", stdout(&out));
+    let nexus = stack.nexus.as_mut().expect("nexus");
+    let exit = nexus.wait_exit(Duration::from_secs(20)).await;
+    assert!(!exit.success(), "Nexus died at the failpoint: {exit}");
+    let log = nexus.log();
+    assert!(
+        log.contains("test failpoint reached") && log.contains(failpoint),
+        "{log}"
+    );
+}
+
+#[tokio::test]
+async fn a_nexus_killed_in_the_middle_of_a_rekey_unseals_from_the_old_or_the_new_keepers() {
+    tests::bin_dir();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut stack = SecretsStack::start(dir.path(), 3).await;
+    stack.spike_ok(&[
+        "secret",
+        "put",
+        "db/password",
+        &format!("password={PASSWORD}"),
+    ]);
+    let mut new = Vec::new();
+    for _ in 0..3 {
+        new.push(stack.add_keeper().await);
+    }
+
+    // Dead after every new keeper took its staged shard, before the commit: the datastore
+    // still names generation 0, and the old keepers (the new ones dead) unseal Nexus.
+    rekey_dying_at(&mut stack, "rekey-staged", &new).await;
+    for &i in &new {
+        stack.kill_keeper(i);
+    }
+    restart(&mut stack).await;
+    read_back(&stack);
+    assert_eq!(keeper_set(&stack), (0, 3, 2));
+
+    // Dead right after the commit, before any keeper forgot its old shard: the datastore
+    // names generation 1, and the new keepers (the old ones dead) unseal Nexus.
+    for &i in &new {
+        stack.start_keeper(i);
+    }
+    rekey_dying_at(&mut stack, "rekey-committed", &new).await;
+    for i in 0..3 {
+        stack.kill_keeper(i);
+    }
+    restart(&mut stack).await;
+    read_back(&stack);
+    assert_eq!(keeper_set(&stack), (1, 3, 3));
+    // And the next rekey is not held off by the dead one's claim: back to two of them,
+    // with a new root key this time; killed and restarted, Nexus rebuilds the new key from
+    // the two (the third keeper is dead).
+    let urls: Vec<String> = new[..2].iter().map(|&i| stack.keeper_url(i)).collect();
+    let done = stack.spike_ok(&[
+        "operator",
+        "rekey",
+        "--keepers",
+        &urls.join(","),
+        "--threshold",
+        "2",
+        "--new-root-key",
+    ]);
+    assert!(
+        done.contains("2 of 2 keepers (keeper set generation 2)")
+            && done.contains("The root key was replaced too:"),
+        "{done}"
+    );
+    read_back(&stack);
+    stack.kill_keeper(new[2]);
+    restart(&mut stack).await;
+    read_back(&stack);
+    assert_eq!(keeper_set(&stack), (2, 2, 2));
+}
