@@ -8,7 +8,7 @@ use zeroize::Zeroizing;
 use crate::authz::Grant;
 
 /// Length of a shard's value (one byte per byte of the root key).
-pub const SHARD_LEN: usize = 32;
+pub const SHARD_LEN: usize = nexus_api::model::SHARD_LEN;
 
 /// A slot holding at most one shard.
 #[derive(Default)]
