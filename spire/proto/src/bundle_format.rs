@@ -174,6 +174,22 @@ pub fn parse_bundle(trust_domain: &str, data: &[u8]) -> Result<Bundle, BundleFor
         .and_then(Value::as_i64)
         .filter(|hint| *hint > 0)
         .unwrap_or(0);
+    bundle.jwt_authorities = jwt_authorities(&doc)?;
+    Ok(bundle)
+}
+
+/// The JWT authorities of a SPIFFE bundle document (keys with `use` `jwt-svid`), as
+/// [`parse_bundle`] reads them, without its X.509 part: a JSON document that is not a SPIFFE
+/// bundle's shape has none.
+pub fn parse_jwt_authorities(data: &[u8]) -> Result<Vec<JwtKey>, BundleFormatError> {
+    let doc: Value = serde_json::from_slice(data)
+        .map_err(|e| BundleFormatError(format!("invalid SPIFFE bundle JSON: {e}")))?;
+    jwt_authorities(&doc)
+}
+
+/// The `jwt-svid` keys of a SPIFFE bundle document, each a P-256 key with a `kid`.
+fn jwt_authorities(doc: &Value) -> Result<Vec<JwtKey>, BundleFormatError> {
+    let mut authorities = Vec::new();
     let keys = doc
         .get("keys")
         .and_then(Value::as_array)
@@ -202,13 +218,13 @@ pub fn parse_bundle(trust_domain: &str, data: &[u8]) -> Result<Bundle, BundleFor
             )));
         };
         let point = [&[4u8][..], &x, &y].concat();
-        bundle.jwt_authorities.push(JwtKey {
+        authorities.push(JwtKey {
             key_id: kid.to_owned(),
             public_key: spki_from_p256_point(&point),
             expires_at: 0,
         });
     }
-    Ok(bundle)
+    Ok(authorities)
 }
 
 fn parse_spiffe_json(text: &str) -> Result<Vec<Vec<u8>>, BundleFormatError> {
