@@ -217,6 +217,15 @@ fn jwt_authorities(doc: &Value) -> Result<Vec<JwtKey>, BundleFormatError> {
                 "jwt-svid key {kid:?} is not an EC P-256 key; only ES256 authorities are supported"
             )));
         };
+        // RFC 7517 §4.5: distinct keys SHOULD have distinct `kid`s. Two keys under one
+        // `kid` are refused: the agent validates with the first, while workloads' SPIFFE
+        // libraries (rust-spiffe, go-spiffe) keep the last of the JWT bundle it serves
+        // (found writing fuzz/jwks's property).
+        if authorities.iter().any(|k: &JwtKey| k.key_id == kid) {
+            return Err(BundleFormatError(format!(
+                "two jwt-svid keys have the key ID {kid:?}"
+            )));
+        }
         let point = [&[4u8][..], &x, &y].concat();
         authorities.push(JwtKey {
             key_id: kid.to_owned(),
@@ -286,6 +295,31 @@ mod tests {
             POINT.as_slice()
         );
         assert!(p256_point_from_spki(&spki[1..]).is_err());
+    }
+
+    #[test]
+    fn jwt_authorities_with_one_kid_twice_are_refused() {
+        let mut other = POINT;
+        other[1] = 8;
+        let key = |kid: &str, point: &[u8]| JwtKey {
+            key_id: kid.into(),
+            public_key: spki_from_p256_point(point),
+            expires_at: 0,
+        };
+        let bundle = |keys| Bundle {
+            trust_domain: "other.org".into(),
+            jwt_authorities: keys,
+            ..Bundle::default()
+        };
+        let two = bundle(vec![key("a", &POINT), key("b", &other)]);
+        let json = to_spiffe_json(&two).expect("json");
+        assert_eq!(
+            parse_jwt_authorities(json.as_bytes()).expect("distinct kids"),
+            two.jwt_authorities
+        );
+        let json = to_spiffe_json(&bundle(vec![key("a", &POINT), key("a", &other)])).expect("json");
+        let error = parse_jwt_authorities(json.as_bytes()).expect_err("one kid twice");
+        assert!(error.0.contains("\"a\""), "{error}");
     }
 
     #[test]
