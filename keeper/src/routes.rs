@@ -9,18 +9,16 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::rejection::JsonRejection;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, on, post};
 use axum::{Extension, Json, Router};
-use nexus_api::model::{RetainRequest, ShardBody, ShardRequest};
+use nexus_api::model::{ParsedShard, RetainRequest, ShardBody, ShardRequest};
 use nexus_api::routes;
 use serde_json::json;
-use zeroize::Zeroizing;
 
 use crate::authz::{self, Check, Grant, Method, TABLE};
-use crate::shard::{SHARD_LEN, ShardSlot};
+use crate::shard::ShardSlot;
 
 /// An API error: SPIKE's `{"err": code}` with a human message.
 pub(crate) struct ApiError {
@@ -113,19 +111,12 @@ fn handler(route: &str) -> Option<MethodRouter<Arc<ShardSlot>>> {
 async fn contribute(
     axum::extract::State(slot): axum::extract::State<Arc<ShardSlot>>,
     Extension(grant): Extension<Grant>,
-    body: Result<Json<ShardBody>, JsonRejection>,
+    body: Bytes,
 ) -> Result<Response, ApiError> {
-    let Json(mut body) =
-        body.map_err(|e| ApiError::bad_request(format!("malformed request: {}", e.body_text())))?;
-    let generation = body.generation;
-    let body = Zeroizing::new(std::mem::take(&mut body.shard));
-    let value: [u8; SHARD_LEN] = body.as_slice().try_into().map_err(|_| {
-        ApiError::bad_request(format!(
-            "shard must be {SHARD_LEN} numbers, got {}",
-            body.len()
-        ))
-    })?;
-    let value = Zeroizing::new(value);
+    // Read with the parser Nexus uses for our answers (and `fuzz/` fuzzes), whatever the
+    // Content-Type, as SPIKE's keepers do. The body buffer itself is the transport's.
+    let ParsedShard { value, generation } =
+        ShardBody::parse(&body).map_err(|e| ApiError::bad_request(e.to_string()))?;
     if value.iter().all(|b| *b == 0) {
         return Err(ApiError::bad_request("an all-zero shard is not a shard"));
     }
@@ -204,8 +195,10 @@ mod tests {
     use axum::http::Request;
     use identity::listener::PeerInfo;
     use tower::ServiceExt;
+    use zeroize::Zeroizing;
 
     use super::*;
+    use crate::shard::SHARD_LEN;
 
     const NEXUS: &str = "spiffe://td/spike/nexus";
 

@@ -14,7 +14,7 @@ use zeroize::Zeroizing;
 use crate::authz::Grant;
 
 /// Length of a shard's value (one byte per byte of the root key).
-pub const SHARD_LEN: usize = 32;
+pub const SHARD_LEN: usize = nexus_api::model::SHARD_LEN;
 
 /// Generations held at most: the current one and a staged one, plus one left behind by a
 /// rekey that died before it told the keeper to forget. A further one pushes out the lowest.

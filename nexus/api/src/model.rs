@@ -680,9 +680,81 @@ impl Drop for ShardBody {
     }
 }
 
+/// Bytes in a shard: one per byte of the root key.
+pub const SHARD_LEN: usize = 32;
+
+/// Why a shard body was refused. The message never holds a byte of a shard: serde_json names
+/// at most a value that is not a byte (`300`, `-1`, `"a"`) and a position, and the length
+/// error only the count.
+#[derive(Debug, thiserror::Error)]
+pub enum ShardBodyError {
+    /// Not JSON, or not `{"shard": [numbers 0 to 255]}`.
+    #[error("malformed shard body: {0}")]
+    Malformed(serde_json::Error),
+    /// A shard of the wrong length.
+    #[error("shard must be {SHARD_LEN} numbers, got {0}")]
+    Length(usize),
+}
+
+/// A shard body as [`ShardBody::parse`] read it. No `Debug`: it holds the shard.
+pub struct ParsedShard {
+    /// The shard's bytes, zeroed when dropped.
+    pub value: Zeroizing<[u8; SHARD_LEN]>,
+    /// The keeper set's generation it belongs to (0 when absent, as SPIKE sends it).
+    pub generation: u64,
+}
+
+impl ShardBody {
+    /// Reads a shard body as the keeper receives it (`/v1/store/contribute`) and Nexus reads a
+    /// keeper's answer (`/v1/store/shard`): exactly [`SHARD_LEN`] bytes and the generation,
+    /// other fields ignored (as SPIKE's keepers do). Every copy of the bytes made on the way
+    /// is zeroized. Whether an all-zero shard means "none" or is refused is the caller's
+    /// decision.
+    pub fn parse(body: &[u8]) -> Result<ParsedShard, ShardBodyError> {
+        let mut parsed: ShardBody =
+            serde_json::from_slice(body).map_err(ShardBodyError::Malformed)?;
+        let shard = Zeroizing::new(std::mem::take(&mut parsed.shard));
+        let value: [u8; SHARD_LEN] = shard
+            .as_slice()
+            .try_into()
+            .map_err(|_| ShardBodyError::Length(shard.len()))?;
+        Ok(ParsedShard {
+            value: Zeroizing::new(value),
+            generation: parsed.generation,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shard_bodies_parse_to_exactly_32_bytes() {
+        let shard: Vec<u8> = (1..=32).collect();
+        let body =
+            serde_json::to_vec(&serde_json::json!({ "shard": shard, "extra": 1 })).expect("json");
+        let parsed = ShardBody::parse(&body).expect("a shard");
+        assert_eq!(parsed.value.as_slice(), shard.as_slice());
+        assert_eq!(parsed.generation, 0, "absent, as SPIKE sends it");
+        let staged = serde_json::to_vec(&serde_json::json!({ "shard": shard, "generation": 7 }))
+            .expect("json");
+        assert_eq!(ShardBody::parse(&staged).expect("a shard").generation, 7);
+        for (bad, wanted) in [
+            (r#"{"shard":[1,2,3]}"#, "got 3"),
+            (r#"{"shard":[]}"#, "got 0"),
+            (r#"{"shard":[300]}"#, "malformed"),
+            (r#"{"shard":[-1]}"#, "malformed"),
+            (r#"{"shard":"AQID"}"#, "malformed"),
+            (r#"{}"#, "missing field"),
+            ("", "malformed"),
+        ] {
+            let Err(e) = ShardBody::parse(bad.as_bytes()) else {
+                panic!("{bad} was accepted");
+            };
+            assert!(e.to_string().contains(wanted), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn debug_never_shows_values() {

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use identity::https_client::{HttpsClient, HttpsError};
-use nexus_api::model::{RetainRequest, ShardBody, ShardRequest};
+use nexus_api::model::{RetainRequest, ShardBody, ShardBodyError, ShardRequest};
 use nexus_api::routes;
-use nexus_crypto::{KEY_LEN, Shard};
+use nexus_crypto::Shard;
 use spiffe::{SpiffeId, TrustDomain, X509Source};
 use zeroize::Zeroizing;
 
@@ -50,12 +50,9 @@ pub enum Unexpected {
     /// An HTTP status other than success or "no shard".
     #[error("HTTP {0}")]
     Status(u16),
-    /// A body that is not a shard body.
-    #[error("malformed answer: {0}")]
-    Malformed(serde_json::Error),
-    /// A shard of the wrong length.
-    #[error("shard has {0} bytes, expected {KEY_LEN}")]
-    Length(usize),
+    /// A body that is not a shard body, or a shard of the wrong length.
+    #[error("bad answer: {0}")]
+    Body(ShardBodyError),
     /// A shard the crypto layer refuses.
     #[error(transparent)]
     Shard(nexus_crypto::CryptoError),
@@ -182,14 +179,10 @@ impl Keepers {
             return Err(protocol(Unexpected::Status(status)));
         }
         let body = Zeroizing::new(body.to_vec());
-        let mut parsed: ShardBody =
-            serde_json::from_slice(&body).map_err(|e| protocol(Unexpected::Malformed(e)))?;
-        let shard = Zeroizing::new(std::mem::take(&mut parsed.shard));
-        let value: [u8; KEY_LEN] = shard
-            .as_slice()
-            .try_into()
-            .map_err(|_| protocol(Unexpected::Length(shard.len())))?;
-        let value = Zeroizing::new(value);
+        // The keeper's own parser (`fuzz/`'s `shard_body` target).
+        let value = ShardBody::parse(&body)
+            .map_err(|e| protocol(Unexpected::Body(e)))?
+            .value;
         if value.iter().all(|b| *b == 0) {
             return Ok(None);
         }

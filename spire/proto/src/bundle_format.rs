@@ -174,6 +174,22 @@ pub fn parse_bundle(trust_domain: &str, data: &[u8]) -> Result<Bundle, BundleFor
         .and_then(Value::as_i64)
         .filter(|hint| *hint > 0)
         .unwrap_or(0);
+    bundle.jwt_authorities = jwt_authorities(&doc)?;
+    Ok(bundle)
+}
+
+/// The JWT authorities of a SPIFFE bundle document (keys with `use` `jwt-svid`), as
+/// [`parse_bundle`] reads them, without its X.509 part: a JSON document that is not a SPIFFE
+/// bundle's shape has none.
+pub fn parse_jwt_authorities(data: &[u8]) -> Result<Vec<JwtKey>, BundleFormatError> {
+    let doc: Value = serde_json::from_slice(data)
+        .map_err(|e| BundleFormatError(format!("invalid SPIFFE bundle JSON: {e}")))?;
+    jwt_authorities(&doc)
+}
+
+/// The `jwt-svid` keys of a SPIFFE bundle document, each a P-256 key with a `kid`.
+fn jwt_authorities(doc: &Value) -> Result<Vec<JwtKey>, BundleFormatError> {
+    let mut authorities = Vec::new();
     let keys = doc
         .get("keys")
         .and_then(Value::as_array)
@@ -201,14 +217,23 @@ pub fn parse_bundle(trust_domain: &str, data: &[u8]) -> Result<Bundle, BundleFor
                 "jwt-svid key {kid:?} is not an EC P-256 key; only ES256 authorities are supported"
             )));
         };
+        // RFC 7517 §4.5: distinct keys SHOULD have distinct `kid`s. Two keys under one
+        // `kid` are refused: the agent validates with the first, while workloads' SPIFFE
+        // libraries (rust-spiffe, go-spiffe) keep the last of the JWT bundle it serves
+        // (found writing fuzz/jwks's property).
+        if authorities.iter().any(|k: &JwtKey| k.key_id == kid) {
+            return Err(BundleFormatError(format!(
+                "two jwt-svid keys have the key ID {kid:?}"
+            )));
+        }
         let point = [&[4u8][..], &x, &y].concat();
-        bundle.jwt_authorities.push(JwtKey {
+        authorities.push(JwtKey {
             key_id: kid.to_owned(),
             public_key: spki_from_p256_point(&point),
             expires_at: 0,
         });
     }
-    Ok(bundle)
+    Ok(authorities)
 }
 
 fn parse_spiffe_json(text: &str) -> Result<Vec<Vec<u8>>, BundleFormatError> {
@@ -270,6 +295,31 @@ mod tests {
             POINT.as_slice()
         );
         assert!(p256_point_from_spki(&spki[1..]).is_err());
+    }
+
+    #[test]
+    fn jwt_authorities_with_one_kid_twice_are_refused() {
+        let mut other = POINT;
+        other[1] = 8;
+        let key = |kid: &str, point: &[u8]| JwtKey {
+            key_id: kid.into(),
+            public_key: spki_from_p256_point(point),
+            expires_at: 0,
+        };
+        let bundle = |keys| Bundle {
+            trust_domain: "other.org".into(),
+            jwt_authorities: keys,
+            ..Bundle::default()
+        };
+        let two = bundle(vec![key("a", &POINT), key("b", &other)]);
+        let json = to_spiffe_json(&two).expect("json");
+        assert_eq!(
+            parse_jwt_authorities(json.as_bytes()).expect("distinct kids"),
+            two.jwt_authorities
+        );
+        let json = to_spiffe_json(&bundle(vec![key("a", &POINT), key("a", &other)])).expect("json");
+        let error = parse_jwt_authorities(json.as_bytes()).expect_err("one kid twice");
+        assert!(error.0.contains("\"a\""), "{error}");
     }
 
     #[test]
