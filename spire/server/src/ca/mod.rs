@@ -55,6 +55,9 @@ use time::OffsetDateTime;
 use x509_parser::certificate::X509Certificate;
 use x509_parser::certification_request::X509CertificationRequest;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
+use x509_parser::oid_registry::{
+    OID_KEY_TYPE_EC_PUBLIC_KEY, OID_PKCS1_RSAENCRYPTION, OID_PKCS1_RSASSAPSS, OID_SIG_ED25519,
+};
 use x509_parser::prelude::FromDer;
 use x509_parser::public_key::PublicKey;
 use zeroize::{Zeroize, Zeroizing};
@@ -576,6 +579,9 @@ pub fn new_csr(spiffe_id: Option<&SpiffeId>) -> Result<(Vec<u8>, Zeroizing<Vec<u
 }
 
 /// Parses a PKCS#10 CSR, verifies its self-signature and returns its public key.
+/// The OID arc of the ECDSA signature algorithms (ecdsa-with-SHA224 ... SHA512).
+const ECDSA_SIGNATURES: &str = "1.2.840.10045.4.3.";
+
 fn csr_public_key(csr_der: &[u8]) -> Result<rcgen::SubjectPublicKeyInfo, CaError> {
     let (rest, csr) = X509CertificationRequest::from_der(csr_der).map_err(|e| {
         CaError::InvalidCsr(format!("not a DER PKCS#10 certification request: {e}"))
@@ -594,6 +600,23 @@ fn csr_public_key(csr_der: &[u8]) -> Result<rcgen::SubjectPublicKeyInfo, CaError
         return Err(CaError::InvalidCsr(format!(
             "RSA key of {} bits is too small (minimum {MIN_RSA_BITS})",
             rsa.key_size()
+        )));
+    }
+    // x509-parser checks an Ed25519 (or RSA) signature against the key's raw bytes whatever
+    // algorithm the key claims, and rcgen copies that claim into the certificate: a request
+    // signed with Ed25519 that calls its key P-256 would get an SVID with a malformed key.
+    let signature = &csr.signature_algorithm.algorithm;
+    let key = &spki.algorithm.algorithm;
+    let matches = if *signature == OID_SIG_ED25519 {
+        *key == OID_SIG_ED25519
+    } else if signature.to_id_string().starts_with(ECDSA_SIGNATURES) {
+        *key == OID_KEY_TYPE_EC_PUBLIC_KEY
+    } else {
+        *key == OID_PKCS1_RSAENCRYPTION || *key == OID_PKCS1_RSASSAPSS
+    };
+    if !matches {
+        return Err(CaError::InvalidCsr(format!(
+            "the public key's algorithm {key} does not match the signature algorithm {signature}"
         )));
     }
     csr.verify_signature().map_err(|e| {

@@ -372,6 +372,59 @@ fn small_rsa_csr_is_rejected_with_a_clear_message() {
     assert!(err.to_string().contains("too small"), "{err}");
 }
 
+/// DER: `tag`, its length, `content`.
+fn der(tag: u8, content: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    let len = content.len();
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let bytes: Vec<u8> = len
+            .to_be_bytes()
+            .into_iter()
+            .skip_while(|b| *b == 0)
+            .collect();
+        out.push(0x80 | bytes.len() as u8);
+        out.extend(bytes);
+    }
+    out.extend_from_slice(content);
+    out
+}
+
+#[test]
+fn a_csr_whose_key_claims_another_algorithm_than_its_signature_is_refused() {
+    use ring::signature::{Ed25519KeyPair, KeyPair as _};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = new_ca(dir.path());
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).expect("key");
+    let key = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("key");
+    // An Ed25519 public key labelled id-ecPublicKey on prime256v1, signed with Ed25519.
+    let ec_public_key = [
+        der(0x06, &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01]),
+        der(0x06, &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07]),
+    ]
+    .concat();
+    let bits = [&[0u8][..], key.public_key().as_ref()].concat();
+    let spki = der(
+        0x30,
+        &[der(0x30, &ec_public_key), der(0x03, &bits)].concat(),
+    );
+    let info = der(
+        0x30,
+        &[der(0x02, &[0]), der(0x30, &[]), spki, der(0xa0, &[])].concat(),
+    );
+    let ed25519 = der(0x30, &der(0x06, &[0x2b, 0x65, 0x70]));
+    let signature = [&[0u8][..], key.sign(&info).as_ref()].concat();
+    let csr = der(0x30, &[info, ed25519, der(0x03, &signature)].concat());
+
+    let err = ca
+        .sign_csr(&csr, &id("spiffe://example.org/w"), HOUR, &[])
+        .expect_err("a key that is not what it claims");
+    assert!(matches!(err, CaError::InvalidCsr(_)), "{err}");
+    assert!(err.to_string().contains("does not match"), "{err}");
+}
+
 #[test]
 fn new_csr_carries_the_requested_id_and_verifies() {
     let spiffe_id = id("spiffe://example.org/agent/x");
