@@ -271,7 +271,7 @@ impl FederationRelationship {
         profile: &str,
         endpoint_spiffe_id: Option<&str>,
     ) -> Result<FederationRelationship, String> {
-        let trust_domain = TrustDomain::new(td).map_err(|e| e.to_string())?;
+        let trust_domain = spire_proto::flags::canonical_trust_domain(td)?;
         if &trust_domain == own {
             return Err("is this server's own trust domain".into());
         }
@@ -292,7 +292,7 @@ impl FederationRelationship {
                     .into());
             }
             ("https_spiffe", Some(id)) => {
-                let endpoint_spiffe_id = spiffe::SpiffeId::new(id)
+                let endpoint_spiffe_id = spire_proto::flags::canonical_spiffe_id(id)
                     .map_err(|e| format!("endpoint_spiffe_id {id:?}: {e}"))?;
                 if endpoint_spiffe_id.trust_domain() != &trust_domain {
                     return Err(format!(
@@ -842,6 +842,18 @@ mod tests {
                     "endpoint_spiffe_id = \"spiffe://example.org/spire/server\"\n",
                 ),
                 "own trust domain",
+            ),
+            (
+                relationship("Other.org", "https_web", ""),
+                "must be lowercase",
+            ),
+            (
+                relationship(
+                    "other.org",
+                    "https_spiffe",
+                    "endpoint_spiffe_id = \"spiffe://Other.org/spire/server\"\n",
+                ),
+                "canonical form",
             ),
         ] {
             let err = load(&text).expect_err(expected).to_string();

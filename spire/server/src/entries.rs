@@ -96,7 +96,8 @@ pub fn validate(
         return Err(format!("hint is longer than {MAX_HINT_LEN} bytes"));
     }
     for td in &entry.federates_with {
-        TrustDomain::new(td.trim_start_matches("spiffe://"))
+        // Stored as given and matched against bundles' names, so only the canonical spelling.
+        spire_proto::flags::canonical_trust_domain(td)
             .map_err(|e| format!("invalid federatesWith {td:?}: {e}"))?;
     }
     if entry.expires_at < 0 {
@@ -321,6 +322,30 @@ mod tests {
         e.hint = "h".repeat(MAX_HINT_LEN + 1);
         assert!(validate(&e, "x".into(), &td()).is_err());
         assert!(validate_entry_id("has space").is_err());
+    }
+
+    #[test]
+    fn federates_with_takes_only_canonical_trust_domains() {
+        let mut e = wire(
+            "spiffe://example.org/app",
+            "spiffe://example.org/a",
+            &["unix:uid:1"],
+        );
+        for good in ["other.org", "spiffe://other.org"] {
+            e.federates_with = vec![good.into()];
+            assert!(validate(&e, "x".into(), &td()).is_ok(), "{good}");
+        }
+        // Stored verbatim, `Other.org` would never match the bundle of `other.org`.
+        for bad in [
+            "Other.org",
+            "spiffe://OTHER.org",
+            "spiffe://other.org/path",
+            "a b",
+        ] {
+            e.federates_with = vec![bad.into()];
+            let error = validate(&e, "x".into(), &td()).expect_err(bad);
+            assert!(error.contains("federatesWith"), "{error}");
+        }
     }
 
     #[test]

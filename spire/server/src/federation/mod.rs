@@ -25,7 +25,7 @@ use crate::state::{ServerState, bundle_to_proto};
 
 /// Parses `raw` (`other.org` or `spiffe://other.org`) as a trust domain other than ours.
 pub fn foreign_trust_domain(state: &ServerState, raw: &str) -> Result<TrustDomain, Status> {
-    let td = TrustDomain::new(raw)
+    let td = spire_proto::flags::canonical_trust_domain(raw)
         .map_err(|e| Status::invalid_argument(format!("invalid trust domain {raw:?}: {e}")))?;
     if td == state.config.trust_domain {
         return Err(Status::invalid_argument(format!(
