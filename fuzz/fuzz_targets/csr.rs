@@ -120,10 +120,21 @@ fuzz_target!(|data: &[u8]| {
         svid.serial_number
     );
 
-    // The key is the CSR's, of the kind its signature was checked with.
+    // The key is the CSR's, of the kind its signature was checked with. Compared by content:
+    // x509-parser reads a SubjectPublicKeyInfo under another tag than SEQUENCE, and the
+    // certificate carries it re-encoded as DER.
+    let issued = cert.public_key();
     assert_eq!(
-        cert.public_key().raw,
-        requested.raw,
+        (
+            &issued.algorithm.algorithm,
+            issued.algorithm.parameters.as_ref().map(|p| p.data),
+            issued.subject_public_key.data.as_ref(),
+        ),
+        (
+            &requested.algorithm.algorithm,
+            requested.algorithm.parameters.as_ref().map(|p| p.data),
+            requested.subject_public_key.data.as_ref(),
+        ),
         "the SVID is for the CSR's key"
     );
     let signature_alg = request.signature_algorithm.algorithm.to_id_string();

@@ -18,20 +18,23 @@ fuzz_target!(|body: &[u8]| {
     let parsed = ShardBody::parse(body);
     if let Ok(parsed) = &parsed {
         let shard = &parsed.value;
-        let doc: Value = serde_json::from_slice(body).expect("an accepted body is JSON");
-        let numbers: Vec<u64> = doc["shard"]
-            .as_array()
-            .expect("shard is an array")
-            .iter()
-            .map(|n| n.as_u64().expect("of whole numbers"))
-            .collect();
-        assert_eq!(numbers.len(), SHARD_LEN);
-        assert!(
-            numbers
+        // serde_json skips an ignored field without decoding its escapes, so a body whose
+        // unknown field holds a lone surrogate (`"\udc00"`) is a shard body but not a `Value`.
+        if let Ok(doc) = serde_json::from_slice::<Value>(body) {
+            let numbers: Vec<u64> = doc["shard"]
+                .as_array()
+                .expect("shard is an array")
                 .iter()
-                .zip(shard.iter())
-                .all(|(n, b)| *n == u64::from(*b))
-        );
+                .map(|n| n.as_u64().expect("of whole numbers"))
+                .collect();
+            assert_eq!(numbers.len(), SHARD_LEN);
+            assert!(
+                numbers
+                    .iter()
+                    .zip(shard.iter())
+                    .all(|(n, b)| *n == u64::from(*b))
+            );
+        }
         let written = serde_json::to_vec(&ShardBody {
             shard: shard.to_vec(),
             generation: parsed.generation,
