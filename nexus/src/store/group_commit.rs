@@ -16,8 +16,11 @@
 //! own transaction, run by its caller.
 //!
 //! A write is a closure over the transaction ([`Store::write`]) that owns what it needs:
-//! it runs on the writer task. A caller that stops waiting does not withdraw its write
-//! (it may be committed with its group); it was never acknowledged either way.
+//! it runs on the writer task. A caller that stops waiting (its request timed out and was
+//! answered 503) withdraws its write, as dropping its own transaction did before: a write
+//! whose caller is gone when its turn comes, after the group's `BEGIN` got the lock, is
+//! skipped. Only a caller that leaves while its group is running or committing (a few
+//! milliseconds) may find its write stored; it was never acknowledged.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -129,6 +132,10 @@ where
             let Some(op) = self.op.take() else {
                 return false;
             };
+            if self.reply.is_closed() {
+                // Its caller was answered already (a timeout): nothing of it is written.
+                return false;
+            }
             let outcome = op(tx).await;
             let ok = outcome.is_ok();
             self.outcome = Some(outcome);
