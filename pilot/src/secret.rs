@@ -31,7 +31,9 @@ pub async fn run(command: SecretCommand, global: &GlobalArgs) -> Result<Output, 
     }
 }
 
-async fn put(args: PutArgs, global: &GlobalArgs) -> Result<Output, PilotError> {
+/// The values `args` names: `k=v`, `k=@file`, or `k=-` read from the terminal (hidden) or a
+/// pipe.
+fn values_of(args: &PutArgs) -> Result<Values, PilotError> {
     let pairs = parse_pairs(&args.pairs)?;
     let values = read_values(pairs, |key| {
         let stdin = std::io::stdin();
@@ -41,6 +43,11 @@ async fn put(args: PutArgs, global: &GlobalArgs) -> Result<Output, PilotError> {
             input::read_piped(key, &mut stdin.lock())
         }
     })?;
+    Ok(values)
+}
+
+async fn put(args: PutArgs, global: &GlobalArgs) -> Result<Output, PilotError> {
+    let values = values_of(&args)?;
     let session = Session::connect(global).await?;
     let path = args.path.as_str();
     let version = session
@@ -52,15 +59,7 @@ async fn put(args: PutArgs, global: &GlobalArgs) -> Result<Output, PilotError> {
 }
 
 async fn patch(args: PutArgs, global: &GlobalArgs) -> Result<Output, PilotError> {
-    let pairs = parse_pairs(&args.pairs)?;
-    let values = read_values(pairs, |key| {
-        let stdin = std::io::stdin();
-        if stdin.is_terminal() {
-            input::read_hidden(key)
-        } else {
-            input::read_piped(key, &mut stdin.lock())
-        }
-    })?;
+    let values = values_of(&args)?;
     let session = Session::connect(global).await?;
     let path = args.path.as_str();
     let version = session

@@ -51,6 +51,26 @@ pub enum VersionChange {
 }
 
 impl Secrets<'_> {
+    /// A put of a new version of `path` by `created_by`, under Nexus's settings and the
+    /// write permit's fence.
+    fn new_version<'a>(
+        &self,
+        path: &'a SecretPath,
+        cas: Option<u64>,
+        created_by: &'a str,
+        fence: Option<&'a [u8]>,
+    ) -> PutVersion<'a> {
+        PutVersion {
+            path: path.as_str(),
+            cas,
+            max_versions: self.nexus.max_versions,
+            cas_required: self.nexus.cas_required,
+            created_by,
+            now: self.nexus.clock.now(),
+            fence,
+        }
+    }
+
     /// Writes a new version of `path` (only if the current one is `cas`, when given), as
     /// written by the grant's caller; returns its number.
     pub async fn put(
@@ -64,15 +84,7 @@ impl Secrets<'_> {
         let nexus = self.nexus;
         let permit = nexus.keys.write().await.map_err(ServiceError::NotReady)?;
         let created_by = grant.caller().to_string();
-        let put = PutVersion {
-            path: path.as_str(),
-            cas,
-            max_versions: nexus.max_versions,
-            cas_required: nexus.cas_required,
-            created_by: &created_by,
-            now: nexus.clock.now(),
-            fence: permit.fence(),
-        };
+        let put = self.new_version(path, cas, &created_by, permit.fence());
         // The seal runs where the write is committed (the store's writer task, see
         // `store::group_commit`), so it owns its inputs; the copy of the values is zeroized
         // on drop like the original.
@@ -101,15 +113,7 @@ impl Secrets<'_> {
         let nexus = self.nexus;
         let permit = nexus.keys.write().await.map_err(ServiceError::NotReady)?;
         let created_by = grant.caller().to_string();
-        let put = PutVersion {
-            path: path.as_str(),
-            cas,
-            max_versions: nexus.max_versions,
-            cas_required: nexus.cas_required,
-            created_by: &created_by,
-            now: nexus.clock.now(),
-            fence: permit.fence(),
-        };
+        let put = self.new_version(path, cas, &created_by, permit.fence());
         let root = permit.root();
         // Why the merge refused the merged version, if it did: the store only learns that
         // the merge failed, and this says why (the caller's fault, not the cipher's).
