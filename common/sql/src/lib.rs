@@ -8,9 +8,9 @@
 //! (`$1` placeholders, `INSERT … ON CONFLICT`, `… RETURNING`). The backends differ only in
 //!
 //! * the connection URL (`sqlite://…` or `postgres://…`), see [`Backend::from_url`];
-//! * the migrations, one directory per backend with the same tables and columns. The
-//!   `sqlx::migrate!` statics live in each datastore's crate (the macro resolves paths
-//!   relative to that crate) and are handed to [`connect`];
+//! * the migrations, one directory per backend with the same tables and columns and the
+//!   same file names, embedded by each datastore's crate with [`embed_migrations!`] and
+//!   handed to [`connect`] ([`migrations`] says why not `sqlx::migrate!`);
 //! * connection setup, done here: SQLite connections get their pragmas (WAL,
 //!   `synchronous=FULL`, foreign keys, a busy timeout), SQLite write transactions start
 //!   with `BEGIN IMMEDIATE` ([`begin_write`]), and PostgreSQL connections may get a
@@ -18,6 +18,7 @@
 //!
 //! Every query therefore runs, and is tested, on both databases.
 
+pub mod migrations;
 mod sqlite;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -29,6 +30,8 @@ use std::time::Duration;
 
 use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::Migrator;
+
+pub use migrations::Migrations;
 use sqlx::{Any, AnyPool, Executor, Transaction};
 
 pub use sqlite::sqlite_url;
@@ -84,24 +87,14 @@ impl Backend {
     }
 }
 
-/// Connects to `url` and brings the schema up to date with the backend's migrator, with
+/// Connects to `url` and brings the schema up to date with the backend's `migrations`, with
 /// the default [`PoolSettings`].
 ///
 /// Accepted URLs are `sqlite://PATH` and `postgres://…` / `postgresql://…`. A SQLite file
 /// is created if missing (unless the URL sets `mode=` itself), readable and writable by
 /// its owner only; an existing file keeps its permissions.
-pub async fn connect(
-    url: &str,
-    sqlite_migrator: &Migrator,
-    postgres_migrator: &Migrator,
-) -> Result<(AnyPool, Backend), SqlError> {
-    connect_with(
-        url,
-        sqlite_migrator,
-        postgres_migrator,
-        PoolSettings::default(),
-    )
-    .await
+pub async fn connect(url: &str, migrations: &Migrations) -> Result<(AnyPool, Backend), SqlError> {
+    connect_with(url, migrations, PoolSettings::default()).await
 }
 
 /// Pool settings beyond [`connect`]'s defaults.
@@ -120,8 +113,7 @@ pub struct PoolSettings {
 /// [`connect`] with `settings`.
 pub async fn connect_with(
     url: &str,
-    sqlite_migrator: &Migrator,
-    postgres_migrator: &Migrator,
+    migrations: &Migrations,
     settings: PoolSettings,
 ) -> Result<(AnyPool, Backend), SqlError> {
     static INSTALL_DRIVERS: Once = Once::new();
@@ -161,12 +153,12 @@ pub async fn connect_with(
             (options, url.to_owned())
         }
     };
+    let migrator = migrations.migrator(backend).await?;
     let pool = options.connect(&url).await?;
 
     let migrated = match (backend, settings.statement_timeout) {
-        (Backend::Sqlite, _) => sqlite_migrator.run(&pool).await,
-        (Backend::Postgres, None) => postgres_migrator.run(&pool).await,
-        (Backend::Postgres, Some(_)) => migrate_without_timeout(&url, postgres_migrator).await,
+        (Backend::Postgres, Some(_)) => migrate_without_timeout(&url, &migrator).await,
+        _ => migrator.run(&pool).await,
     };
     if let Err(err) = migrated {
         pool.close().await;

@@ -51,7 +51,6 @@ mod versions;
 use std::time::Duration;
 
 use common_sql::PoolSettings;
-use sqlx::migrate::Migrator;
 use sqlx::{Any, AnyPool, Row, Transaction};
 use time::OffsetDateTime;
 
@@ -77,8 +76,17 @@ const STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
 /// database is down) before it is answered 503. Short, so clients learn quickly.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
-static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
-static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
+/// `migrations/{sqlite,postgres}/`, embedded (a new migration file goes in this list too; a
+/// test checks it).
+static MIGRATIONS: common_sql::Migrations = common_sql::embed_migrations![
+    "0001_initial.sql",
+    "0002_policy_generation.sql",
+    "0003_root_key_rotation.sql",
+    "0004_cipher_key.sql",
+    "0005_operator_seal.sql",
+    "0006_kv2_metadata.sql",
+    "0007_keeper_set.sql",
+];
 
 /// Handle to the Nexus datastore. Cheap to clone: clones share one connection pool.
 #[derive(Clone, Debug)]
@@ -100,9 +108,7 @@ impl Store {
             statement_timeout: Some(STATEMENT_TIMEOUT),
             acquire_timeout: Some(ACQUIRE_TIMEOUT),
         };
-        let (pool, backend) =
-            common_sql::connect_with(url, &SQLITE_MIGRATIONS, &POSTGRES_MIGRATIONS, settings)
-                .await?;
+        let (pool, backend) = common_sql::connect_with(url, &MIGRATIONS, settings).await?;
         let group = match backend {
             Backend::Sqlite => Some(group_commit::GroupCommit::start(pool.clone(), backend)),
             Backend::Postgres => None,
@@ -214,8 +220,15 @@ fn version_from_db(value: i64, column: &str) -> Result<u64, StoreError> {
 
 #[cfg(test)]
 mod tests {
-    use super::{Missing, from_millis, to_millis};
+    use super::{MIGRATIONS, Missing, from_millis, to_millis};
     use time::OffsetDateTime;
+
+    #[test]
+    fn every_migration_file_is_embedded() {
+        MIGRATIONS
+            .check_directory(std::path::Path::new(env!("CARGO_MANIFEST_DIR")))
+            .expect("embed_migrations! lists the migration files");
+    }
 
     #[test]
     fn times_round_trip_at_millisecond_precision() {

@@ -22,7 +22,6 @@ mod relationships;
 mod tokens;
 
 use identity::clock::Clock;
-use sqlx::migrate::Migrator;
 use sqlx::{Any, AnyPool, Transaction};
 
 pub use common_sql::Backend;
@@ -30,8 +29,13 @@ pub use model::{
     AttestedAgent, Bundle, Entry, EntryFilter, JoinToken, JwtKey, Relationship, Selector,
 };
 
-static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
-static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
+/// `migrations/{sqlite,postgres}/`, embedded (a new migration file goes in this list too; a
+/// test checks it).
+static MIGRATIONS: common_sql::Migrations = common_sql::embed_migrations![
+    "0001_initial.sql",
+    "0002_agent_new_serial.sql",
+    "0003_federation_relationships.sql",
+];
 
 /// Errors returned by the datastore.
 #[derive(thiserror::Error, Debug)]
@@ -73,8 +77,7 @@ impl Datastore {
     /// sets `mode=` itself) and `postgres://…` / `postgresql://…`. Any other scheme yields
     /// [`common_sql::SqlError::UnsupportedUrl`].
     pub async fn connect(url: &str) -> Result<Datastore, DatastoreError> {
-        let (pool, backend) =
-            common_sql::connect(url, &SQLITE_MIGRATIONS, &POSTGRES_MIGRATIONS).await?;
+        let (pool, backend) = common_sql::connect(url, &MIGRATIONS).await?;
         Ok(Datastore {
             pool,
             backend,
@@ -142,4 +145,14 @@ fn from_json<T: serde::de::DeserializeOwned>(
 ) -> Result<T, DatastoreError> {
     serde_json::from_str(text)
         .map_err(|e| DatastoreError::Corrupt(format!("column {column} is not valid JSON: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_migration_file_is_embedded() {
+        super::MIGRATIONS
+            .check_directory(std::path::Path::new(env!("CARGO_MANIFEST_DIR")))
+            .expect("embed_migrations! lists the migration files");
+    }
 }
