@@ -218,6 +218,7 @@ mod tests {
             version,
             created_time: t0,
             deleted_time: deleted,
+            deletion_time: deleted,
             created_by: WRITER.into(),
         };
         MetadataResponse {
