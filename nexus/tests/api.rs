@@ -1341,4 +1341,26 @@ async fn expired_versions_keep_their_deadline_and_the_periodic_prune_removes_the
             .expect("again"),
         0
     );
+
+    // Sealed, a round prunes nothing: an expired version stays stored.
+    assert_eq!(put("three").await.0, StatusCode::OK);
+    clock.set(start + time::Duration::minutes(4));
+    api.nexus
+        .keys
+        .seal(nexus::keys::Seal {
+            by: ADMIN.to_owned(),
+            at: clock.now(),
+        })
+        .await
+        .expect("seal");
+    assert_eq!(
+        nexus::secrets::prune::prune_round(&api.nexus)
+            .await
+            .expect("sealed round"),
+        0
+    );
+    let stored = api.nexus.store.metadata("db").await.expect("metadata");
+    let versions: Vec<u64> = stored.versions.iter().map(|v| v.version).collect();
+    assert_eq!(versions, [1, 3], "version 3 expired at 3m, still stored");
+    assert_eq!(api.nexus.metrics.versions_pruned_total(), 1);
 }
