@@ -48,6 +48,10 @@ pub struct Config {
     /// How often keepers are probed, and re-seeded if they restarted empty.
     #[arg(long, env = "SPIKE_NEXUS_KEEPER_PROBE_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
     pub keeper_probe_interval: Duration,
+    /// How often expired secret versions (past their `delete_version_after` deadline, already
+    /// unreadable) are removed from storage, in bounded batches.
+    #[arg(long, env = "SPIKE_NEXUS_PRUNE_INTERVAL", default_value = "1m", value_parser = humantime::parse_duration)]
+    pub prune_interval: Duration,
     /// Workload API socket (`unix:///path`); defaults to `SPIFFE_ENDPOINT_SOCKET`.
     #[arg(long, env = "SPIFFE_ENDPOINT_SOCKET")]
     pub spiffe_endpoint_socket: Option<String>,
@@ -198,6 +202,9 @@ impl Config {
         if self.keeper_probe_interval.is_zero() {
             return Err(invalid("keeper-probe-interval", "must be positive"));
         }
+        if self.prune_interval.is_zero() {
+            return Err(invalid("prune-interval", "must be positive"));
+        }
         Ok(())
     }
 
@@ -287,6 +294,7 @@ mod tests {
         assert!(!config.cas_required);
         assert!(parse(&["--cas-required"]).cas_required);
         assert_eq!(config.drain_timeout, common_net::DRAIN_TIMEOUT);
+        assert_eq!(config.prune_interval, Duration::from_secs(60));
         assert!(config.database_url().ends_with("nexus.db"));
     }
 
@@ -340,6 +348,15 @@ mod tests {
                     "0",
                 ],
                 "max-secret-versions",
+            ),
+            (
+                vec![
+                    "--keepers",
+                    "https://a:1,https://b:1",
+                    "--prune-interval",
+                    "0s",
+                ],
+                "prune-interval",
             ),
         ] {
             let error = parse(&args).validate().expect_err("invalid").to_string();

@@ -1,7 +1,7 @@
 //! Nexus's Prometheus metrics: requests by route and status, their latency, the lifecycle
 //! (sealed, sealed by an operator, keepers reachable, time to unseal, operators' seals and
-//! unseals, rekeys and the keeper set's generation and threshold) and how many secrets
-//! are stored. Served by
+//! unseals, rekeys and the keeper set's generation and threshold), how many secrets
+//! are stored and how many expired versions the periodic prune removed. Served by
 //! [`common_metrics`] on the metrics port, never on the mTLS API.
 
 use std::sync::Arc;
@@ -47,6 +47,7 @@ pub struct Metrics {
     operator_unseals: Counter,
     rekeys: Counter,
     rekey_failures: Counter,
+    versions_pruned: Counter,
 }
 
 fn latency_histogram() -> Histogram {
@@ -66,6 +67,7 @@ impl Default for Metrics {
             operator_unseals: Counter::default(),
             rekeys: Counter::default(),
             rekey_failures: Counter::default(),
+            versions_pruned: Counter::default(),
         }
     }
 }
@@ -112,6 +114,16 @@ impl Metrics {
     /// Counts a rekey refused or failed through this Nexus.
     pub fn rekey_failed(&self) {
         self.rekey_failures.inc();
+    }
+
+    /// Counts `n` expired versions removed from storage by this Nexus's periodic prune.
+    pub fn versions_pruned(&self, n: u64) {
+        self.versions_pruned.inc_by(n);
+    }
+
+    /// Expired versions this Nexus's periodic prune removed so far.
+    pub fn versions_pruned_total(&self) -> u64 {
+        self.versions_pruned.get()
     }
 
     /// Records how long the last unseal took.
@@ -168,6 +180,11 @@ pub fn registry(nexus: Arc<Nexus>) -> Registry {
         "rekey_failures",
         "Rekeys refused or failed through this Nexus (bad input, a keeper unreachable, another rekey running)",
         m.rekey_failures.clone(),
+    );
+    registry.register(
+        "expired_versions_pruned",
+        "Expired secret versions (past their deletion time) removed from storage by this Nexus's periodic prune",
+        m.versions_pruned.clone(),
     );
     registry.register_collector(Box::new(Lifecycle(nexus)));
     registry

@@ -126,6 +126,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             config.keeper_probe_interval,
         ),
     );
+    // Restarted: the prune keeps no state; a fresh round starts over from the datastore.
+    {
+        let (nexus, interval) = (nexus.clone(), config.prune_interval);
+        supervisor.restart("prune_expired", Backoff::DEFAULT, move || {
+            crate::secrets::prune::run(nexus.clone(), interval)
+        });
+    }
     let stop = {
         let supervisor = supervisor.clone();
         async move {

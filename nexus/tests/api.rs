@@ -1256,3 +1256,111 @@ async fn a_patch_whose_merged_version_breaks_the_limits_writes_nothing() {
     assert_eq!(current["data"]["k199"], "v");
     assert_eq!(current["data"]["new"], "n");
 }
+
+#[tokio::test]
+async fn expired_versions_keep_their_deadline_and_the_periodic_prune_removes_them() {
+    let start = time::OffsetDateTime::from_unix_timestamp(1_900_000_000).expect("time");
+    let clock = Clock::manual(start);
+    let api = api_dated(true, ApiLimits::default(), clock.clone()).await;
+    let put = |value: &'static str| {
+        api.post(
+            ADMIN,
+            "/v1/store/secrets",
+            json!({"path": "db", "values": {"k": value}}),
+        )
+    };
+    assert_eq!(put("one").await.0, StatusCode::OK);
+    let (status, _) = api
+        .post(
+            ADMIN,
+            "/v1/store/secrets/metadata",
+            json!({"path": "db", "deleteVersionAfter": "1m"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(put("two").await.0, StatusCode::OK);
+    let metadata = || {
+        api.post(
+            ADMIN,
+            "/v1/store/secrets/metadata?action=get",
+            json!({"path": "db"}),
+        )
+    };
+    let (_, meta) = metadata().await;
+    // Version 1 predates the setting: no deadline. Version 2's is fixed at its write.
+    assert!(
+        meta["versions"]["1"].get("deletionTime").is_none(),
+        "{meta}"
+    );
+    assert_eq!(
+        meta["versions"]["2"]["deletionTime"],
+        "2030-03-17T17:47:40Z"
+    );
+    assert!(meta["versions"]["2"]["deletedTime"].is_null(), "{meta}");
+
+    // Past the deadline: unreadable at once, shown deleted, still stored until pruned.
+    clock.set(start + time::Duration::minutes(2));
+    let (status, _) = api
+        .post(
+            ADMIN,
+            "/v1/store/secrets?action=get",
+            json!({"path": "db", "version": 2}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (_, meta) = metadata().await;
+    assert_eq!(meta["versions"]["2"]["deletedTime"], "2030-03-17T17:47:40Z");
+
+    let pruned = nexus::secrets::prune::prune_round(&api.nexus)
+        .await
+        .expect("prune");
+    assert_eq!(pruned, 1);
+    assert_eq!(api.nexus.metrics.versions_pruned_total(), 1);
+    let (_, meta) = metadata().await;
+    let versions: Vec<&String> = meta["versions"]
+        .as_object()
+        .expect("versions")
+        .keys()
+        .collect();
+    assert_eq!(versions, ["1"], "{meta}");
+    assert_eq!(meta["metadata"]["currentVersion"], 1);
+    let lines = api.audit_lines();
+    let prune = lines
+        .iter()
+        .find(|l| l["route"] == nexus::secrets::prune::AUDIT_ROUTE)
+        .expect("the prune's audit line");
+    assert_eq!(prune["path"], "db");
+    assert_eq!(prune["action"], "destroy_expired:2");
+    assert_eq!(prune["caller"], "nexus");
+    assert_eq!(prune["time"], "2030-03-17T17:48:40.000000Z");
+
+    // A second round finds nothing left.
+    assert_eq!(
+        nexus::secrets::prune::prune_round(&api.nexus)
+            .await
+            .expect("again"),
+        0
+    );
+
+    // Sealed, a round prunes nothing: an expired version stays stored.
+    assert_eq!(put("three").await.0, StatusCode::OK);
+    clock.set(start + time::Duration::minutes(4));
+    api.nexus
+        .keys
+        .seal(nexus::keys::Seal {
+            by: ADMIN.to_owned(),
+            at: clock.now(),
+        })
+        .await
+        .expect("seal");
+    assert_eq!(
+        nexus::secrets::prune::prune_round(&api.nexus)
+            .await
+            .expect("sealed round"),
+        0
+    );
+    let stored = api.nexus.store.metadata("db").await.expect("metadata");
+    let versions: Vec<u64> = stored.versions.iter().map(|v| v.version).collect();
+    assert_eq!(versions, [1, 3], "version 3 expired at 3m, still stored");
+    assert_eq!(api.nexus.metrics.versions_pruned_total(), 1);
+}

@@ -19,13 +19,13 @@ fn at(seconds: i64) -> OffsetDateTime {
 
 async fn initialized(store: &Store) {
     assert_eq!(store.keeper_set().await.expect("read"), None);
-    assert_eq!(
+    assert!(matches!(
         store
             .claim_rekey(0, "su", at(0), STALE)
             .await
             .expect("claim"),
         ClaimOutcome::NeverInitialized
-    );
+    ));
     let record = KeyRecord {
         key_check: vec![1; 40],
         threshold: 2,
@@ -59,16 +59,13 @@ async fn check_rekey_claims_and_commits(store: &Store) {
     };
     assert_eq!(claim.from, 0);
     // Another rekey, through any replica, is refused while the claim is fresh.
-    assert_eq!(
+    assert!(matches!(
         store
             .claim_rekey(0, "spiffe://td/other", at(69), STALE)
             .await
             .expect("claim"),
-        ClaimOutcome::Running {
-            by: "spiffe://td/su".into(),
-            since: at(10)
-        }
-    );
+        ClaimOutcome::Running { by, since } if by == "spiffe://td/su" && since == at(10)
+    ));
     let four = urls(4);
     let commit = RekeyCommit {
         key_check: &[1; 40],
@@ -97,29 +94,24 @@ async fn check_rekey_claims_and_commits(store: &Store) {
         !store.commit_rekey(&claim, &commit).await.expect("commit"),
         "a claim commits once"
     );
-    assert_eq!(
-        store
-            .claim_rekey(0, "su", at(20), STALE)
-            .await
-            .expect("claim"),
-        ClaimOutcome::Moved(1),
+    assert!(
+        matches!(
+            store
+                .claim_rekey(0, "su", at(20), STALE)
+                .await
+                .expect("claim"),
+            ClaimOutcome::Moved(1)
+        ),
         "a rekey from a generation already left"
     );
 
-    // A claim left by a Nexus that died is taken over once stale, and its commit then fails.
+    // A claim left by a Nexus that died is taken over, and a lost claim cannot commit.
     let ClaimOutcome::Claimed(dead) = store
         .claim_rekey(1, "a", at(100), STALE)
         .await
         .expect("claim")
     else {
         panic!("claimed");
-    };
-    let ClaimOutcome::Claimed(next) = store
-        .claim_rekey(1, "b", at(161), STALE)
-        .await
-        .expect("claim")
-    else {
-        panic!("a stale claim is taken over");
     };
     let two = urls(2);
     let commit = RekeyCommit {
@@ -128,16 +120,50 @@ async fn check_rekey_claims_and_commits(store: &Store) {
         threshold: 2,
         finish_rotation: false,
     };
-    assert!(!store.commit_rekey(&dead, &commit).await.expect("commit"));
-    store.release_rekey(&dead).await.expect("release");
-    assert!(
-        matches!(
-            store.claim_rekey(1, "c", at(162), STALE).await.expect("claim"),
-            ClaimOutcome::Running { by, .. } if by == "b"
-        ),
-        "releasing a lost claim leaves the live one"
-    );
-    store.release_rekey(&next).await.expect("release");
+    match store.backend() {
+        common_sql::Backend::Sqlite => {
+            // SQLite: once older than the stale time.
+            let ClaimOutcome::Claimed(next) = store
+                .claim_rekey(1, "b", at(161), STALE)
+                .await
+                .expect("claim")
+            else {
+                panic!("a stale claim is taken over");
+            };
+            assert!(!store.commit_rekey(&dead, &commit).await.expect("commit"));
+            store.release_rekey(&dead).await.expect("release");
+            assert!(
+                matches!(
+                    store.claim_rekey(1, "c", at(162), STALE).await.expect("claim"),
+                    ClaimOutcome::Running { by, .. } if by == "b"
+                ),
+                "releasing a lost claim leaves the live one"
+            );
+            store.release_rekey(&next).await.expect("release");
+        }
+        common_sql::Backend::Postgres => {
+            // PostgreSQL: never while its holder's lease lives, however old the claim...
+            assert!(matches!(
+                store.claim_rekey(1, "b", at(1_000), STALE).await.expect("claim"),
+                ClaimOutcome::Running { by, .. } if by == "a"
+            ));
+            // ...and at once when the holder is gone (its claim dropped, as its process
+            // dying drops it), with no time passed.
+            drop(dead);
+            let ClaimOutcome::Claimed(next) = store
+                .claim_rekey(1, "b", at(100), STALE)
+                .await
+                .expect("claim")
+            else {
+                panic!("a dead holder's claim is taken over at once");
+            };
+            store.release_rekey(&next).await.expect("release");
+            assert!(
+                !store.commit_rekey(&next, &commit).await.expect("commit"),
+                "a released claim commits nothing"
+            );
+        }
+    }
     assert!(matches!(
         store
             .claim_rekey(1, "c", at(163), STALE)
@@ -230,4 +256,79 @@ async fn check_refused_commits_store_nothing(store: &Store) {
             .map(|s| s.generation),
         Some(1)
     );
+}
+
+/// Two replicas (two stores) on one PostgreSQL database: a rekey claim whose lease
+/// connection is cut while its Nexus lives on (a vanished network path) is taken over by the
+/// other replica at once, and the first can no longer commit: it fails instead of
+/// committing over the takeover, and is told its claim is not live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_claim_whose_lease_was_cut_is_taken_over_and_cannot_commit() {
+    use sqlx::Connection;
+    let db = common_sql::testing::TestDatabase::create().await;
+    let a = Store::connect(db.url()).await.expect("replica a");
+    let b = Store::connect(db.url()).await.expect("replica b");
+    initialized(&a).await;
+    let ClaimOutcome::Claimed(first) = a.claim_rekey(0, "a", at(0), STALE).await.expect("claim")
+    else {
+        panic!("a claims");
+    };
+    assert!(a.rekey_claim_live(&first).await);
+    assert!(matches!(
+        b.claim_rekey(0, "b", at(1), STALE).await.expect("claim"),
+        ClaimOutcome::Running { by, .. } if by == "a"
+    ));
+
+    let mut admin = sqlx::PgConnection::connect(db.url()).await.expect("admin");
+    let cut: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' \
+         AND granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .fetch_all(&mut admin)
+    .await
+    .expect("cut the lease");
+    assert_eq!(cut, [true], "exactly one lease held");
+    // The server ends the session (and frees its lock) right after the signal.
+    let second = claim_once_freed(&b).await;
+    assert!(!a.rekey_claim_live(&first).await);
+    let two = urls(2);
+    let commit = RekeyCommit {
+        key_check: &[1; 40],
+        urls: &two,
+        threshold: 2,
+        finish_rotation: false,
+    };
+    assert!(
+        a.commit_rekey(&first, &commit).await.is_err(),
+        "a cut lease commits nothing"
+    );
+    assert!(b.commit_rekey(&second, &commit).await.expect("commit"));
+    assert_eq!(
+        a.keeper_set()
+            .await
+            .expect("read")
+            .map(|s| (s.generation, s.threshold)),
+        Some((1, 2))
+    );
+    let _ = admin.close().await;
+    a.close().await;
+    b.close().await;
+}
+
+/// Claims on `store` until the claim is taken (within five seconds).
+async fn claim_once_freed(store: &Store) -> nexus::store::RekeyClaim {
+    for _ in 0..50 {
+        match store
+            .claim_rekey(0, "b", at(2), STALE)
+            .await
+            .expect("claim")
+        {
+            ClaimOutcome::Claimed(claim) => return claim,
+            ClaimOutcome::Running { .. } => {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    panic!("the cut lease was never freed");
 }

@@ -36,6 +36,7 @@ common_sql::backend_tests! {
     check_metadata_update => sqlite_metadata_update, postgres_metadata_update;
     check_cas_required => sqlite_cas_required, postgres_cas_required;
     check_expired_versions => sqlite_expired_versions, postgres_expired_versions;
+    check_prune_expired => sqlite_prune_expired, postgres_prune_expired;
     check_patch => sqlite_patch, postgres_patch;
     check_list_pages => sqlite_list_pages, postgres_list_pages;
 }
@@ -1326,50 +1327,169 @@ async fn check_cas_required(store: &Store) {
     assert_eq!(put_with(store, with_cas).await.expect("cas given"), 2);
 }
 
-async fn check_expired_versions(store: &Store) {
-    let at_time = |path, now| PutVersion { now, ..put(path) };
-    put_with(store, at_time("kv/e", at(0))).await.expect("v1");
-    put_with(store, at_time("kv/e", at(5_000)))
-        .await
-        .expect("v2");
+/// Sets `path`'s `delete_version_after` at `now` (ms).
+async fn expire_after(store: &Store, path: &str, after: std::time::Duration, now: i64) {
     store
         .put_metadata(MetadataUpdate {
-            delete_version_after: Some(std::time::Duration::from_secs(10)),
-            now: at(6_000),
-            ..update("kv/e")
+            delete_version_after: Some(after),
+            now: at(now),
+            ..update(path)
         })
         .await
         .expect("update");
-    // At 12s version 1 (written at 0) has expired, version 2 (at 5s) not yet.
-    assert_not_found(
-        store.get_live_version("kv/e", 1, at(12_000)).await,
-        "version 1 of kv/e",
-    );
-    assert_eq!(
-        store
-            .get_live_version("kv/e", 0, at(12_000))
-            .await
-            .expect("current")
-            .version,
-        2
-    );
-    // At 15s the current version has expired too.
-    assert_not_found(
-        store.get_live_version("kv/e", 0, at(15_000)).await,
-        "current version of kv/e",
-    );
-    assert_eq!(
-        stored_versions(store, "kv/e").await,
-        [1, 2],
-        "not pruned yet"
-    );
-    // The next write prunes them.
-    put_with(store, at_time("kv/e", at(15_000)))
+}
+
+async fn check_expired_versions(store: &Store) {
+    let at_time = |path, now| PutVersion { now, ..put(path) };
+    let secs = std::time::Duration::from_secs;
+    // Version 1 is written without delete_version_after: it never expires, whatever the
+    // setting becomes later (a version's deletion time is fixed when it is written).
+    put_with(store, at_time("kv/e", at(0))).await.expect("v1");
+    expire_after(store, "kv/e", secs(10), 1_000).await;
+    put_with(store, at_time("kv/e", at(5_000)))
+        .await
+        .expect("v2");
+    put_with(store, at_time("kv/e", at(8_000)))
         .await
         .expect("v3");
-    assert_eq!(stored_versions(store, "kv/e").await, [3]);
     let meta = store.metadata("kv/e").await.expect("meta");
-    assert_eq!((meta.current_version, meta.oldest_version), (3, 3));
+    let deadlines: Vec<_> = meta.versions.iter().map(|v| v.expires_at).collect();
+    assert_eq!(deadlines, [None, Some(at(15_000)), Some(at(18_000))]);
+
+    // At 16s version 2 has expired, version 3 not yet; version 1 never will.
+    assert_not_found(
+        store.get_live_version("kv/e", 2, at(16_000)).await,
+        "version 2 of kv/e",
+    );
+    let live = |version, now| store.get_live_version("kv/e", version, at(now));
+    assert_eq!(live(0, 16_000).await.expect("current").version, 3);
+    assert_eq!(
+        live(1, 1_000_000).await.expect("v1 never expires").version,
+        1
+    );
+
+    // Changing the setting moves no existing deadline: lowered to 1s, version 3 still
+    // expires at 18s, not at once; raised to an hour, the new version 4 (written under 1s)
+    // still expires at 18s.
+    expire_after(store, "kv/e", secs(1), 17_000).await;
+    assert_eq!(
+        live(3, 17_500).await.expect("v3 kept its deadline").version,
+        3
+    );
+    put_with(store, at_time("kv/e", at(17_000)))
+        .await
+        .expect("v4");
+    expire_after(store, "kv/e", secs(3600), 17_100).await;
+    assert_eq!(live(0, 17_900).await.expect("v4 readable").version, 4);
+    assert_not_found(live(0, 18_000).await, "current version of kv/e");
+    assert_not_found(live(3, 18_000).await, "version 3 of kv/e");
+    assert_eq!(
+        stored_versions(store, "kv/e").await,
+        [1, 3, 4],
+        "unreadable, not pruned yet (version 2 left with the metadata update at 17s)"
+    );
+
+    // The next write prunes the expired ones, and its version expires under the setting
+    // in force (an hour).
+    put_with(store, at_time("kv/e", at(20_000)))
+        .await
+        .expect("v5");
+    assert_eq!(stored_versions(store, "kv/e").await, [1, 5]);
+    let meta = store.metadata("kv/e").await.expect("meta");
+    assert_eq!((meta.current_version, meta.oldest_version), (5, 1));
+    assert_eq!(meta.versions[1].expires_at, Some(at(20_000 + 3_600_000)));
+}
+
+async fn check_prune_expired(store: &Store) {
+    let at_time = |path, now| PutVersion { now, ..put(path) };
+    let secs = std::time::Duration::from_secs;
+    // kv/a: versions 1 (expires 10s), 2 (15s), 3 (25s); kv/b never expires; kv/c's one
+    // version expires at 12s exactly.
+    expire_after(store, "kv/a", secs(10), 0).await;
+    for now in [0, 5_000] {
+        put_with(store, at_time("kv/a", at(now))).await.expect("a");
+    }
+    expire_after(store, "kv/a", secs(16), 6_000).await;
+    put_with(store, at_time("kv/a", at(9_000)))
+        .await
+        .expect("a");
+    put_with(store, at_time("kv/b", at(0))).await.expect("b");
+    expire_after(store, "kv/c", secs(2), 0).await;
+    put_with(store, at_time("kv/c", at(10_000)))
+        .await
+        .expect("c");
+    let updated = store.metadata("kv/a").await.expect("meta").updated_at;
+
+    // Nothing has expired at 9.999s.
+    assert!(
+        store
+            .prune_expired(at(9_999), 100)
+            .await
+            .expect("prune")
+            .is_empty()
+    );
+
+    // At 12s: version 1 of kv/a and kv/c's only version; nothing not yet expired.
+    let pruned = store.prune_expired(at(12_000), 100).await.expect("prune");
+    let by_path: Vec<(&str, &[u64])> = pruned
+        .iter()
+        .map(|p| (p.path.as_str(), p.versions.as_slice()))
+        .collect();
+    assert_eq!(by_path, [("kv/a", &[1][..]), ("kv/c", &[1][..])]);
+    assert_eq!(stored_versions(store, "kv/a").await, [2, 3]);
+    assert_eq!(stored_versions(store, "kv/b").await, [1]);
+    assert!(stored_versions(store, "kv/c").await.is_empty());
+    let meta = store.metadata("kv/a").await.expect("meta");
+    assert_eq!((meta.current_version, meta.oldest_version), (3, 2));
+    assert_eq!(
+        meta.updated_at, updated,
+        "a prune is no change of the caller's"
+    );
+    let c = store
+        .metadata("kv/c")
+        .await
+        .expect("kv/c stays, without versions");
+    assert_eq!((c.current_version, c.latest_version), (0, 1));
+
+    // Again at the same time: nothing left to prune (idempotent).
+    assert!(
+        store
+            .prune_expired(at(12_000), 100)
+            .await
+            .expect("again")
+            .is_empty()
+    );
+
+    // Batches are bounded: 6 expired versions of kv/d, at most 4 per call.
+    expire_after(store, "kv/d", secs(1), 0).await;
+    for _ in 0..6 {
+        put_with(store, at_time("kv/d", at(0))).await.expect("d");
+    }
+    let first = store.prune_expired(at(20_000), 4).await.expect("first");
+    let count = |pruned: &[nexus::store::PrunedVersions]| {
+        pruned.iter().map(|p| p.versions.len()).sum::<usize>()
+    };
+    assert_eq!(count(&first), 4, "{first:?}");
+    assert_eq!(
+        stored_versions(store, "kv/d").await,
+        [5, 6],
+        "oldest deadlines first, lowest versions first"
+    );
+
+    // Two prunes at once (two replicas): each expired version removed exactly once.
+    let (x, y) = tokio::join!(
+        store.prune_expired(at(20_000), 100),
+        store.prune_expired(at(20_000), 100)
+    );
+    let (x, y) = (x.expect("x"), y.expect("y"));
+    assert_eq!(count(&x) + count(&y), 3, "{x:?} {y:?}");
+    assert!(stored_versions(store, "kv/d").await.is_empty());
+    assert_eq!(
+        stored_versions(store, "kv/a").await,
+        [3],
+        "expires at 25s: kept"
+    );
+    assert_eq!(stored_versions(store, "kv/b").await, [1]);
 }
 
 async fn check_patch(store: &Store) {

@@ -166,13 +166,18 @@ pub fn render(metadata: &MetadataResponse, format: Format) -> String {
         "VERSION".to_owned(),
         "CREATED".to_owned(),
         "DELETED".to_owned(),
+        "EXPIRES".to_owned(),
         "CREATED BY".to_owned(),
     ]];
     rows.extend(metadata.versions.values().map(|v| {
+        // A readable version's deadline (fixed when it was written); a deleted or expired
+        // one shows when under DELETED.
+        let expires = v.deletion_time.filter(|_| v.deleted_time.is_none());
         [
             v.version.to_string(),
             time(v.created_time),
             v.deleted_time.map(time).unwrap_or_else(|| "-".to_owned()),
+            expires.map(time).unwrap_or_else(|| "-".to_owned()),
             or_dash(&v.created_by),
         ]
     }));
@@ -181,8 +186,8 @@ pub fn render(metadata: &MetadataResponse, format: Format) -> String {
 }
 
 /// Left-aligned columns, two spaces apart, indented by two.
-fn table(rows: &[[String; 4]]) -> String {
-    let mut widths = [0; 4];
+fn table<const N: usize>(rows: &[[String; N]]) -> String {
+    let mut widths = [0; N];
     for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());
@@ -214,14 +219,20 @@ mod tests {
     fn sample() -> MetadataResponse {
         let t0 = OffsetDateTime::UNIX_EPOCH;
         let t1 = t0 + time::Duration::hours(1);
-        let entry = |version, deleted| VersionMetadata {
+        let t2 = t0 + time::Duration::hours(2);
+        let entry = |version, deleted, deletion| VersionMetadata {
             version,
             created_time: t0,
             deleted_time: deleted,
+            deletion_time: deletion,
             created_by: WRITER.into(),
         };
         MetadataResponse {
-            versions: [(1, entry(1, Some(t1))), (2, entry(2, None))].into(),
+            versions: [
+                (1, entry(1, Some(t1), Some(t1))),
+                (2, entry(2, None, Some(t2))),
+            ]
+            .into(),
             metadata: SecretMetadata {
                 current_version: 2,
                 oldest_version: 1,
@@ -254,9 +265,9 @@ Custom metadata:
   owner: team-a
 
 Versions:
-  VERSION  CREATED               DELETED               CREATED BY
-  1        1970-01-01T00:00:00Z  1970-01-01T01:00:00Z  spiffe://example.org/spike/pilot/role/superuser
-  2        1970-01-01T00:00:00Z  -                     spiffe://example.org/spike/pilot/role/superuser
+  VERSION  CREATED               DELETED               EXPIRES               CREATED BY
+  1        1970-01-01T00:00:00Z  1970-01-01T01:00:00Z  -                     spiffe://example.org/spike/pilot/role/superuser
+  2        1970-01-01T00:00:00Z  -                     1970-01-01T02:00:00Z  spiffe://example.org/spike/pilot/role/superuser
 ";
         assert_eq!(text, want);
     }

@@ -299,6 +299,17 @@ pub struct VersionMetadata {
     /// When it was soft-deleted, or expired under `deleteVersionAfter`, if it is.
     #[serde(with = "time::serde::rfc3339::option", default)]
     pub deleted_time: Option<OffsetDateTime>,
+    /// Vault's `deletion_time`: when the version became or becomes unreadable, past or
+    /// future: its soft delete, or the deadline fixed when it was written from the secret's
+    /// `deleteVersionAfter` of that time (whichever is earlier); absent if neither (not in
+    /// SPIKE).
+    #[serde(
+        with = "time::serde::rfc3339::option",
+        default,
+        alias = "deletion_time",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub deletion_time: Option<OffsetDateTime>,
     /// SPIFFE ID of the writer (not in SPIKE).
     #[serde(default)]
     pub created_by: String,
@@ -825,6 +836,7 @@ mod tests {
                     version: 3,
                     created_time: now,
                     deleted_time: None,
+                    deletion_time: Some(now + time::Duration::hours(1)),
                     created_by: "spiffe://td/x".into(),
                 },
             )]
@@ -845,6 +857,10 @@ mod tests {
         assert_eq!(json["versions"]["3"]["version"], 3);
         assert_eq!(json["metadata"]["currentVersion"], 3);
         assert_eq!(json["metadata"]["deleteVersionAfter"], "0s");
+        assert_eq!(
+            json["versions"]["3"]["deletionTime"], "1970-01-01T01:00:00Z",
+            "Vault's deletion_time, in the API's camelCase"
+        );
         let back: MetadataResponse = serde_json::from_value(json).expect("back");
         assert_eq!(back, meta);
         // A SPIKE answer, without the KV v2 fields, still reads.

@@ -39,9 +39,11 @@ use crate::error::{Conflict, NotReady, ServiceError};
 use crate::service::Nexus;
 use crate::store::{ClaimOutcome, RekeyClaim, RekeyCommit};
 
-/// A claim older than this belonged to a Nexus that died mid-rekey: another rekey may take
-/// it over. Far longer than a rekey takes (a few keeper calls of at most
-/// [`super::keepers::CALL_TIMEOUT`] each, and one rotation).
+/// On SQLite, a claim older than this is taken over (it can only be left by this process's
+/// predecessor, whose start clears it anyway); far longer than a rekey takes (a few keeper
+/// calls of at most [`super::keepers::CALL_TIMEOUT`] each, and one rotation). On PostgreSQL
+/// the claim is a lease instead, live exactly while its Nexus's connection is, and a dead
+/// Nexus's claim is taken over at once (`crate::store` keeper_set module).
 const CLAIM_STALE: Duration = Duration::from_secs(60);
 
 /// Why a rekey request is refused before anything changes.
@@ -300,7 +302,11 @@ async fn stage_and_commit(
         .zip(results)
         .find_map(|(keeper, result)| result.err().map(|e| (keeper, e)))
     {
-        unstage(current, next).await;
+        // A rekey that lost its lease may have been taken over: what the keepers hold of
+        // the next generation may be the other rekey's, so it is left alone.
+        if nexus.store.rekey_claim_live(claim).await {
+            unstage(current, next).await;
+        }
         return Err(rotated_anyway(
             request,
             ServiceError::invalid(RekeyError::Unreachable {

@@ -6,6 +6,7 @@
 //! refuses one that is not for this operation on this path.
 
 mod path;
+pub mod prune;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -289,24 +290,26 @@ impl Secrets<'_> {
         let meta = self.nexus.store.metadata(path.as_str()).await?;
         let now = self.nexus.clock.now();
         let after = meta.delete_version_after;
-        // An expired version shows as deleted at the time it expired, as Vault shows it.
-        let expiry = |created: time::OffsetDateTime| {
-            let expires = time::Duration::try_from(after)
-                .ok()
-                .and_then(|after| created.checked_add(after))?;
-            (!after.is_zero() && expires <= now).then_some(expires)
-        };
         Ok(MetadataResponse {
             versions: meta
                 .versions
                 .into_iter()
                 .map(|v| {
+                    // An expired version shows as deleted at the time it expired.
+                    let expired = v.expires_at.filter(|at| *at <= now);
+                    // Vault's deletion_time: when the version became, or becomes,
+                    // unreadable: soft-deleted, or its deadline fixed when it was written.
+                    let deletion = match (v.deleted_at, v.expires_at) {
+                        (Some(deleted), Some(expires)) => Some(deleted.min(expires)),
+                        (deleted, expires) => deleted.or(expires),
+                    };
                     (
                         v.version,
                         VersionMetadata {
                             version: v.version,
                             created_time: v.created_at,
-                            deleted_time: v.deleted_at.or_else(|| expiry(v.created_at)),
+                            deleted_time: v.deleted_at.or(expired),
+                            deletion_time: deletion,
                             created_by: v.created_by,
                         },
                     )

@@ -37,6 +37,7 @@
 //! changed. Secrets are never cached, so they need no invalidation.
 
 mod error;
+mod expiry;
 mod group_commit;
 mod keeper_set;
 mod model;
@@ -56,6 +57,7 @@ use time::OffsetDateTime;
 
 pub use common_sql::Backend;
 pub use error::{Corruption, Missing, StoreError};
+pub use expiry::PrunedVersions;
 pub use group_commit::MAX_GROUP;
 pub use keeper_set::{ClaimOutcome, RekeyClaim, RekeyCommit, StoredKeeperSet};
 pub use model::{

@@ -103,6 +103,9 @@ pub struct VersionMeta {
     pub created_at: OffsetDateTime,
     /// When it was soft-deleted, if it is.
     pub deleted_at: Option<OffsetDateTime>,
+    /// When it expires (unreadable from then on, then pruned), fixed when it was written
+    /// from the secret's `delete_version_after` of that time; `None`: never.
+    pub expires_at: Option<OffsetDateTime>,
     /// SPIFFE ID of its writer.
     pub created_by: String,
 }
@@ -130,8 +133,10 @@ pub struct SecretMeta {
     pub custom_metadata: BTreeMap<String, String>,
     /// Whether every write must carry a check-and-set version.
     pub cas_required: bool,
-    /// Age after which a version expires (zero: never): unreadable at once, removed from
-    /// storage by the secret's next write.
+    /// Age after which versions written from now on expire (zero: never). Each version's
+    /// deadline is fixed when it is written ([`VersionMeta::expires_at`]); an expired version
+    /// is unreadable at once and removed from storage by the periodic prune
+    /// ([`Store::prune_expired`](super::Store::prune_expired)) or the secret's next write.
     pub delete_version_after: Duration,
     /// Stored versions (deleted ones included, pruned and destroyed ones not), ascending.
     pub versions: Vec<VersionMeta>,

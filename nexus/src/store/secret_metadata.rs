@@ -10,8 +10,10 @@ use super::{MetadataUpdate, Store, StoreError, to_millis};
 impl Store {
     /// Applies `update` to the secret at `update.path` (creating it without versions if it
     /// does not exist, as Vault does), in one transaction that starts with the write fence.
-    /// Versions that fall out of a lowered `max_versions`, and versions expired under the
-    /// new `delete_version_after`, leave storage in the same transaction.
+    /// Versions that fall out of a lowered `max_versions`, and versions whose deletion time
+    /// has passed, leave storage in the same transaction. A new `delete_version_after`
+    /// applies to versions written from now on: existing versions keep the deletion time
+    /// they were written with, as in Vault.
     pub async fn put_metadata(&self, update: MetadataUpdate<'_>) -> Result<(), StoreError> {
         let now = to_millis(update.now);
         let custom_metadata = update

@@ -100,7 +100,7 @@ impl Store {
             });
         }
         let base = sqlx::query(
-            "SELECT created_at, wrapped_key, ciphertext FROM secret_versions \
+            "SELECT expires_at, wrapped_key, ciphertext FROM secret_versions \
              WHERE path = $1 AND version = $2 AND deleted_at IS NULL",
         )
         .bind(put.path)
@@ -108,7 +108,7 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await?;
         let base = match base {
-            Some(row) if !expired(row.try_get("created_at")?, delete_after, now) => StoredVersion {
+            Some(row) if !expired(row.try_get("expires_at")?, now) => StoredVersion {
                 version: version_from_db(current, "secrets.current_version")?,
                 sealed: SealedRecord {
                     wrapped_key: row.try_get("wrapped_key")?,
@@ -129,19 +129,7 @@ impl Store {
                 return Err(err.into());
             }
         };
-        sqlx::query(
-            "INSERT INTO secret_versions \
-             (path, version, created_at, deleted_at, created_by, wrapped_key, ciphertext) \
-             VALUES ($1, $2, $3, NULL, $4, $5, $6)",
-        )
-        .bind(put.path)
-        .bind(version)
-        .bind(now)
-        .bind(put.created_by)
-        .bind(sealed.wrapped_key)
-        .bind(sealed.ciphertext)
-        .execute(&mut *tx)
-        .await?;
+        insert_version(&mut tx, &put, version, now, delete_after, sealed).await?;
         sqlx::query("DELETE FROM secret_versions WHERE path = $1 AND version <= $2")
             .bind(put.path)
             .bind(version - max_versions)
@@ -186,7 +174,7 @@ impl Store {
         };
         // One statement, so the current version and its row are read from one snapshot.
         let row = sqlx::query(
-            "SELECT s.current_version, s.delete_version_after, v.version, v.created_at, \
+            "SELECT s.current_version, v.version, v.expires_at, \
              v.deleted_at, v.wrapped_key, v.ciphertext \
              FROM secrets s LEFT JOIN secret_versions v ON v.path = s.path \
              AND v.version = (CASE WHEN $2 = 0 THEN s.current_version ELSE $2 END) \
@@ -200,12 +188,10 @@ impl Store {
 
         let found: Option<i64> = row.try_get("version")?;
         let mut deleted_at: Option<i64> = row.try_get("deleted_at")?;
-        if let (Some(now), Some(_)) = (now, found) {
-            let created_at: i64 = row.try_get("created_at")?;
-            let after: i64 = row.try_get("delete_version_after")?;
-            if expired(created_at, after, now) {
-                deleted_at = deleted_at.or(Some(now));
-            }
+        if let (Some(now), Some(_)) = (now, found)
+            && expired(row.try_get("expires_at")?, now)
+        {
+            deleted_at = deleted_at.or(Some(now));
         }
         let (Some(found), None) = (found, deleted_at) else {
             return Err(StoreError::NotFound(if version == 0 {
@@ -233,7 +219,7 @@ impl Store {
             "SELECT s.current_version, s.oldest_version, s.latest_version, s.max_versions, \
              s.created_at, s.updated_at, s.created_by, s.custom_metadata, s.cas_required, \
              s.delete_version_after, v.version, \
-             v.created_at AS version_created_at, v.deleted_at, \
+             v.created_at AS version_created_at, v.deleted_at, v.expires_at, \
              v.created_by AS version_created_by \
              FROM secrets s LEFT JOIN secret_versions v ON v.path = s.path \
              WHERE s.path = $1 ORDER BY v.version",
@@ -330,7 +316,8 @@ where
 {
     let now = to_millis(put.now);
     fence_holds(tx, backend, put.fence).await?;
-    let (version, max_versions, secret_cas_required) = claim_version(tx, &put, now).await?;
+    let (version, max_versions, secret_cas_required, delete_after) =
+        claim_version(tx, &put, now).await?;
 
     if put.cas.is_none() && (put.cas_required || secret_cas_required) {
         return Err(StoreError::CasRequired(put.path.to_owned()));
@@ -346,19 +333,7 @@ where
     }
 
     let sealed = seal(version_from_db(version, "secrets.latest_version")?)?;
-    sqlx::query(
-        "INSERT INTO secret_versions \
-         (path, version, created_at, deleted_at, created_by, wrapped_key, ciphertext) \
-         VALUES ($1, $2, $3, NULL, $4, $5, $6)",
-    )
-    .bind(put.path)
-    .bind(version)
-    .bind(now)
-    .bind(put.created_by)
-    .bind(sealed.wrapped_key)
-    .bind(sealed.ciphertext)
-    .execute(&mut **tx)
-    .await?;
+    insert_version(tx, &put, version, now, delete_after, sealed).await?;
 
     // Keep the newest max_versions; older ones leave storage, not just the listing.
     sqlx::query("DELETE FROM secret_versions WHERE path = $1 AND version <= $2")
@@ -371,8 +346,36 @@ where
     version_from_db(version, "secrets.latest_version")
 }
 
+/// Stores version `version` of `put.path`, written at `now`, with its deletion time fixed
+/// now from the secret's `delete_version_after` (`0`: it never expires), as Vault fixes a
+/// version's `deletion_time` when it is written.
+async fn insert_version(
+    tx: &mut Transaction<'static, Any>,
+    put: &PutVersion<'_>,
+    version: i64,
+    now: i64,
+    delete_version_after: i64,
+    sealed: SealedRecord,
+) -> Result<(), StoreError> {
+    let expires_at = (delete_version_after > 0).then(|| now.saturating_add(delete_version_after));
+    sqlx::query(
+        "INSERT INTO secret_versions (path, version, created_at, deleted_at, created_by, \
+         wrapped_key, ciphertext, expires_at) VALUES ($1, $2, $3, NULL, $4, $5, $6, $7)",
+    )
+    .bind(put.path)
+    .bind(version)
+    .bind(now)
+    .bind(put.created_by)
+    .bind(sealed.wrapped_key)
+    .bind(sealed.ciphertext)
+    .bind(expires_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 /// Claims the next version number of `put.path`, creating the secret if needed, and
-/// returns it with the secret's `max_versions` and `cas_required`.
+/// returns it with the secret's `max_versions`, `cas_required` and `delete_version_after`.
 ///
 /// A single upsert: it inserts the row (as version 1) or increments `latest_version`, and
 /// either way holds the row's write lock until the transaction ends. On PostgreSQL that
@@ -382,13 +385,13 @@ async fn claim_version(
     tx: &mut Transaction<'static, Any>,
     put: &PutVersion<'_>,
     now: i64,
-) -> Result<(i64, i64, bool), StoreError> {
+) -> Result<(i64, i64, bool, i64), StoreError> {
     let row = sqlx::query(
         "INSERT INTO secrets (path, current_version, oldest_version, latest_version, \
          max_versions, created_at, updated_at, created_by) \
          VALUES ($1, 0, 0, 1, $2, $3, $3, $4) \
          ON CONFLICT (path) DO UPDATE SET latest_version = secrets.latest_version + 1 \
-         RETURNING latest_version, max_versions, cas_required",
+         RETURNING latest_version, max_versions, cas_required, delete_version_after",
     )
     .bind(put.path)
     .bind(i64::from(put.max_versions.max(1)))
@@ -399,6 +402,7 @@ async fn claim_version(
     let version: i64 = row.try_get("latest_version")?;
     let max_versions: i64 = row.try_get("max_versions")?;
     let cas_required: i64 = row.try_get("cas_required")?;
+    let delete_after: i64 = row.try_get("delete_version_after")?;
     if version < 1 || max_versions < 1 {
         return Err(StoreError::Corrupt(Corruption::Counters {
             path: put.path.to_owned(),
@@ -406,32 +410,65 @@ async fn claim_version(
             max: max_versions,
         }));
     }
-    Ok((version, max_versions, cas_required != 0))
+    Ok((version, max_versions, cas_required != 0, delete_after))
 }
 
-/// Whether a version written at `created_at` has expired at `now` under the secret's
-/// `delete_version_after` (all milliseconds; 0: versions never expire).
-pub(super) fn expired(created_at: i64, delete_version_after: i64, now: i64) -> bool {
-    delete_version_after > 0 && created_at.saturating_add(delete_version_after) <= now
+/// Whether a version whose deletion time is `expires_at` (`None`: never) has expired at
+/// `now` (milliseconds).
+pub(super) fn expired(expires_at: Option<i64>, now: i64) -> bool {
+    expires_at.is_some_and(|at| at <= now)
 }
 
-/// Removes from storage the versions of `path` that expired under its
-/// `delete_version_after` (they have been unreadable since they expired).
+/// Removes from storage the versions of `path` whose deletion time has come (they have been
+/// unreadable since) and returns their numbers. Versions not yet expired are never touched:
+/// the condition is the deletion time stored with each version, checked in the statement
+/// itself.
 pub(super) async fn prune_expired(
     tx: &mut Transaction<'static, Any>,
     path: &str,
     now: i64,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "DELETE FROM secret_versions WHERE path = $1 AND EXISTS (SELECT 1 FROM secrets s \
-         WHERE s.path = $1 AND s.delete_version_after > 0 \
-         AND secret_versions.created_at + s.delete_version_after <= $2)",
+) -> Result<Vec<u64>, StoreError> {
+    let rows = sqlx::query(
+        "DELETE FROM secret_versions WHERE path = $1 \
+         AND expires_at IS NOT NULL AND expires_at <= $2 RETURNING version",
     )
     .bind(path)
     .bind(now)
-    .execute(&mut **tx)
+    .fetch_all(&mut **tx)
     .await?;
-    Ok(())
+    let mut versions = rows
+        .iter()
+        .map(|row| version_column(row, "version"))
+        .collect::<Result<Vec<_>, _>>()?;
+    versions.sort_unstable();
+    Ok(versions)
+}
+
+/// As [`prune_expired`], for at most `limit` versions of `path`, lowest first: the
+/// periodic prune's bounded step ([`Store::prune_expired`](super::Store::prune_expired)).
+pub(super) async fn prune_some_expired(
+    tx: &mut Transaction<'static, Any>,
+    path: &str,
+    now: i64,
+    limit: i64,
+) -> Result<Vec<u64>, StoreError> {
+    let rows = sqlx::query(
+        "DELETE FROM secret_versions WHERE path = $1 AND expires_at IS NOT NULL \
+         AND expires_at <= $2 AND version IN (SELECT version FROM secret_versions \
+         WHERE path = $1 AND expires_at IS NOT NULL AND expires_at <= $2 \
+         ORDER BY version LIMIT $3) RETURNING version",
+    )
+    .bind(path)
+    .bind(now)
+    .bind(limit)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut versions = rows
+        .iter()
+        .map(|row| version_column(row, "version"))
+        .collect::<Result<Vec<_>, _>>()?;
+    versions.sort_unstable();
+    Ok(versions)
 }
 
 /// The stored custom metadata map of a secret's row.
@@ -458,11 +495,15 @@ fn version_meta(row: &AnyRow) -> Result<Option<VersionMeta>, StoreError> {
     };
     let created_at: i64 = row.try_get("version_created_at")?;
     let deleted_at: Option<i64> = row.try_get("deleted_at")?;
+    let expires_at: Option<i64> = row.try_get("expires_at")?;
     Ok(Some(VersionMeta {
         version: version_from_db(version, "secret_versions.version")?,
         created_at: from_millis(created_at, "secret_versions.created_at")?,
         deleted_at: deleted_at
             .map(|millis| from_millis(millis, "secret_versions.deleted_at"))
+            .transpose()?,
+        expires_at: expires_at
+            .map(|millis| from_millis(millis, "secret_versions.expires_at"))
             .transpose()?,
         created_by: row.try_get("version_created_by")?,
     }))

@@ -168,6 +168,27 @@ async fn lock_secret(tx: &mut Transaction<'static, Any>, path: &str) -> Result<i
     Ok(row.try_get("current_version")?)
 }
 
+/// As [`lock_secret`], for a secret that may be gone: `false` if it does not exist.
+pub(super) async fn lock_secret_if_present(
+    tx: &mut Transaction<'static, Any>,
+    path: &str,
+) -> Result<bool, StoreError> {
+    match lock_secret(tx, path).await {
+        Ok(_) => Ok(true),
+        Err(StoreError::NotFound(_)) => Ok(false),
+        Err(error) => Err(error),
+    }
+}
+
+/// As [`refresh_summary`], leaving `updated_at` as it was: for the periodic prune, which
+/// removes what was already unreadable and is no change a caller made.
+pub(super) async fn refresh_summary_keeping_time(
+    tx: &mut Transaction<'static, Any>,
+    path: &str,
+) -> Result<(), StoreError> {
+    summary(tx, path, None).await
+}
+
 /// Recomputes `current_version` (highest non-deleted, 0 if none) and `oldest_version`
 /// (lowest stored non-deleted, 0 if none) from the version rows, and sets `updated_at`.
 pub(super) async fn refresh_summary(
@@ -175,13 +196,21 @@ pub(super) async fn refresh_summary(
     path: &str,
     now: i64,
 ) -> Result<(), StoreError> {
+    summary(tx, path, Some(now)).await
+}
+
+async fn summary(
+    tx: &mut Transaction<'static, Any>,
+    path: &str,
+    now: Option<i64>,
+) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE secrets SET \
          current_version = COALESCE((SELECT MAX(version) FROM secret_versions \
              WHERE path = $1 AND deleted_at IS NULL), 0), \
          oldest_version = COALESCE((SELECT MIN(version) FROM secret_versions \
              WHERE path = $1 AND deleted_at IS NULL), 0), \
-         updated_at = $2 \
+         updated_at = COALESCE($2, updated_at) \
          WHERE path = $1",
     )
     .bind(path)

@@ -48,7 +48,11 @@ fn audit_lines(path: &std::path::Path, route: &str) -> Vec<Value> {
 #[tokio::test]
 async fn metadata_patch_metadata_delete_and_paged_lists() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut stack = SecretsStack::start(dir.path(), 3).await;
+    let mut stack = SecretsStack::start_without_nexus(dir.path(), 3, None).await;
+    // Expired versions leave storage within a fraction of a second, not a minute.
+    stack.nexus_config = "prune_interval = \"200ms\"\n".to_owned();
+    stack.start_nexus().await;
+    stack.wait_ready().await;
     let source = stack.identity_as(SUPERUSER_ID).await;
     let tls = nexus_tls(&source);
     let port = stack.nexus_port;
@@ -227,8 +231,10 @@ async fn metadata_patch_metadata_delete_and_paged_lists() {
     );
     assert_eq!(after["versions"], before["versions"]);
 
-    // delete_version_after: versions older than it are unreadable at once, shown deleted
-    // when they expired, and removed from storage by the next write.
+    // delete_version_after: a version written under it gets its deletion time (shown as
+    // deletionTime), is unreadable from then on, shown deleted when it expired, and
+    // removed from storage by the periodic prune without any write. Versions written
+    // before keep having no deadline.
     stack.spike_ok(&[
         "secret",
         "metadata",
@@ -240,6 +246,17 @@ async fn metadata_patch_metadata_delete_and_paged_lists() {
         "false",
     ]);
     stack.spike_ok(&["secret", "put", "kv/app", "user=short-lived"]);
+    let written = meta_of(&stack, "kv/app");
+    let v6 = &written["versions"]["6"];
+    let at = |field: &str| {
+        humantime::parse_rfc3339(v6[field].as_str().unwrap_or_default())
+            .unwrap_or_else(|e| panic!("{field} ({e}): {written}"))
+    };
+    assert_eq!(
+        at("deletionTime").duration_since(at("createdTime")).ok(),
+        Some(Duration::from_secs(1)),
+        "deletion time fixed at the write: {written}"
+    );
     tests::wait_for(
         "version 6 of kv/app to expire",
         Duration::from_secs(20),
@@ -249,19 +266,37 @@ async fn metadata_patch_metadata_delete_and_paged_lists() {
         },
     )
     .await;
-    let expired = meta_of(&stack, "kv/app");
+    let kept = meta_of(&stack, "kv/app");
     assert!(
-        expired["versions"]["6"]["deletedTime"].is_string(),
-        "{expired}"
+        kept["versions"]["5"].get("deletionTime").is_some(),
+        "version 5 was written under 1h: {kept}"
     );
-    stack.spike_ok(&["secret", "put", "kv/app", "user=fresh"]);
+    tests::wait_for(
+        "the prune to remove version 6",
+        Duration::from_secs(20),
+        || {
+            let meta = meta_of(&stack, "kv/app");
+            async move { meta["versions"].get("6").is_none().then_some(()) }
+        },
+    )
+    .await;
     let pruned = meta_of(&stack, "kv/app");
     let versions: Vec<&String> = pruned["versions"]
         .as_object()
         .expect("versions")
         .keys()
         .collect();
-    assert_eq!(versions, ["7"], "{pruned}");
+    assert_eq!(versions, ["5"], "{pruned}");
+    let audited = audit_lines(&stack.audit_log(), "internal/prune_expired");
+    assert_eq!(audited.len(), 1, "{audited:?}");
+    assert_eq!(audited[0]["path"], "kv/app");
+    assert_eq!(audited[0]["action"], "destroy_expired:6");
+    let metrics = stack.metrics().await;
+    assert_eq!(
+        tests::metric(&metrics, "nexus_expired_versions_pruned_total", &[]),
+        Some(1.0),
+        "{metrics}"
+    );
 
     // metadata delete: the secret and every version, for good.
     stack.spike_ok(&["secret", "metadata", "delete", "kv/app", "--yes"]);

@@ -3,7 +3,9 @@
 //! is refused with a precise message and changes nothing; a Nexus killed with SIGKILL and
 //! restarted unseals from the new keepers alone, the old ones dead; and a Nexus that dies in
 //! the middle of a rekey (a test failpoint aborts it just before, or just after, the commit)
-//! unseals from the old keepers or the new ones.
+//! unseals from the old keepers or the new ones. With two replicas on PostgreSQL: a rekey
+//! through one reaches the other, which serves throughout and unseals from the new set after
+//! a restart; a replica that dies mid-rekey holds off no other rekey.
 
 use std::time::Duration;
 
@@ -24,20 +26,21 @@ fn json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 
-fn status(stack: &SecretsStack) -> Value {
-    let out = stack.spike(&["status", "-f", "json"]);
+/// The keeper set as `/v1/status` reports it: (generation, keepers, threshold).
+fn keeper_set(stack: &SecretsStack) -> (u64, u64, u64) {
+    keeper_set_at(stack, &stack.nexus_url())
+}
+
+/// [`keeper_set`] of the Nexus at `url`.
+fn keeper_set_at(stack: &SecretsStack, url: &str) -> (u64, u64, u64) {
+    let out = stack.spike_at(url, &["status", "-f", "json"]);
     assert!(
         matches!(out.status.code(), Some(0 | 3)),
         "{}{}",
         stdout(&out),
         stderr(&out)
     );
-    json(&stdout(&out))
-}
-
-/// The keeper set as `/v1/status` reports it: (generation, keepers, threshold).
-fn keeper_set(stack: &SecretsStack) -> (u64, u64, u64) {
-    let keepers = &status(stack)["keepers"];
+    let keepers = &json(&stdout(&out))["keepers"];
     (
         keepers["generation"].as_u64().expect("generation"),
         keepers["total"].as_u64().expect("total"),
@@ -299,4 +302,136 @@ async fn a_nexus_killed_in_the_middle_of_a_rekey_unseals_from_the_old_or_the_new
     restart(&mut stack).await;
     read_back(&stack);
     assert_eq!(keeper_set(&stack), (2, 2, 2));
+}
+
+/// `spike operator rekey` through the Nexus at `url`.
+fn rekey_at(
+    stack: &SecretsStack,
+    url: &str,
+    keepers: &[usize],
+    threshold: &str,
+) -> std::process::Output {
+    let urls: Vec<String> = keepers.iter().map(|&i| stack.keeper_url(i)).collect();
+    stack.spike_at(
+        url,
+        &[
+            "operator",
+            "rekey",
+            "--keepers",
+            &urls.join(","),
+            "--threshold",
+            threshold,
+        ],
+    )
+}
+
+fn read_back_at(stack: &SecretsStack, url: &str, want: &str) {
+    assert_eq!(
+        stack.spike_ok_at(url, &["secret", "get", "db/password", "password"]),
+        format!("{want}\n")
+    );
+}
+
+/// Kills both replicas and starts them again (the first, then a new second one): returns
+/// the second's URL once both are ready.
+async fn restart_both(stack: &mut SecretsStack) -> String {
+    stack.kill_nexus();
+    for mut replica in stack.replicas.drain(..) {
+        replica.process.kill();
+    }
+    let b = stack.start_nexus_and_replicas(1).await.remove(0);
+    stack.wait_ready().await;
+    stack.wait_ready_at(&b).await;
+    b
+}
+
+#[tokio::test]
+async fn with_two_replicas_a_rekey_reaches_both_and_a_dead_rekey_holds_off_no_other() {
+    tests::bin_dir();
+    let db = common_sql::testing::TestDatabase::create().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut stack, a, b) = super::replicas::two_replicas(dir.path(), &db).await;
+    stack.spike_ok_at(
+        &a,
+        &[
+            "secret",
+            "put",
+            "db/password",
+            &format!("password={PASSWORD}"),
+        ],
+    );
+    let mut new = Vec::new();
+    for _ in 0..3 {
+        new.push(stack.add_keeper().await);
+    }
+
+    // Rekeyed through A: 3 of 3 new keepers. B serves throughout, reads and writes, and
+    // its keeper loop adopts the new set.
+    let done = rekey_at(&stack, &a, &new, "3");
+    assert!(done.status.success(), "{}", stderr(&done));
+    assert!(
+        stdout(&done).contains("3 of 3 keepers (keeper set generation 1)"),
+        "{}",
+        stdout(&done)
+    );
+    read_back_at(&stack, &b, PASSWORD);
+    stack.spike_ok_at(&b, &["secret", "put", "db/password", "password=through-b"]);
+    read_back_at(&stack, &a, "through-b");
+    tests::wait_for(
+        "B to adopt the new keeper set",
+        Duration::from_secs(30),
+        || {
+            let set = keeper_set_at(&stack, &b);
+            async move { (set == (1, 3, 3)).then_some(()) }
+        },
+    )
+    .await;
+
+    // The old keepers die; both replicas restart and unseal from the new set alone.
+    for i in 0..3 {
+        stack.kill_keeper(i);
+    }
+    let b = restart_both(&mut stack).await;
+    let a = stack.nexus_url();
+    for url in [&a, &b] {
+        read_back_at(&stack, url, "through-b");
+        assert_eq!(keeper_set_at(&stack, url), (1, 3, 3), "{url}");
+    }
+
+    // A dies in the middle of its next rekey (after staging, before the commit), leaving
+    // its claim in the database: a rekey through B goes ahead at once, not held off by
+    // the dead one's claim (its lease died with A).
+    let next = [stack.add_keeper().await, stack.add_keeper().await];
+    stack.kill_nexus();
+    stack.nexus_env = vec![("SPIKE_NEXUS_FAILPOINT".into(), "rekey-staged".into())];
+    stack.start_nexus().await;
+    stack.wait_ready().await;
+    stack.nexus_env.clear();
+    let dying = rekey_at(&stack, &a, &next, "2");
+    assert!(!dying.status.success(), "{}", stdout(&dying));
+    let exit = stack
+        .nexus
+        .as_mut()
+        .expect("nexus")
+        .wait_exit(Duration::from_secs(20))
+        .await;
+    assert!(!exit.success(), "A died at the failpoint: {exit}");
+    let done = rekey_at(&stack, &b, &next, "2");
+    assert!(done.status.success(), "{}", stderr(&done));
+    assert!(
+        stdout(&done).contains("2 of 2 keepers (keeper set generation 2)"),
+        "{}",
+        stdout(&done)
+    );
+    read_back_at(&stack, &b, "through-b");
+
+    // Generation 1's keepers die; A, started again, unseals from generation 2's.
+    for &i in &new {
+        stack.kill_keeper(i);
+    }
+    stack.kill_nexus();
+    stack.start_nexus().await;
+    stack.wait_ready().await;
+    read_back_at(&stack, &a, "through-b");
+    assert_eq!(keeper_set_at(&stack, &a), (2, 2, 2));
 }
