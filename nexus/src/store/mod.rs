@@ -88,6 +88,7 @@ static MIGRATIONS: common_sql::Migrations = common_sql::embed_migrations![
     "0005_operator_seal.sql",
     "0006_kv2_metadata.sql",
     "0007_keeper_set.sql",
+    "0008_version_expiry.sql",
 ];
 
 /// Handle to the Nexus datastore. Cheap to clone: clones share one connection pool.
