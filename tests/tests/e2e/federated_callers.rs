@@ -313,6 +313,22 @@ async fn federated_callers_get_what_policies_grant_and_no_role_unless_listed() {
         "{refused}"
     );
     wait_refusals_above(&stack, before).await;
+    // The warning names the reason and the trust domain (it follows the count).
+    let line = wait_for(
+        "the refusal in Nexus's log",
+        Duration::from_secs(20),
+        || {
+            let line = stack.nexus_log().lines().find_map(|l| {
+                (l.contains("TLS handshake failed")
+                    && l.contains("foreign_trust_domain")
+                    && l.contains("third.org"))
+                .then(|| l.to_owned())
+            });
+            async move { line }
+        },
+    )
+    .await;
+    assert!(line.contains("WARN"), "{line}");
     assert!(
         !std::fs::read_to_string(stack.audit_log())
             .expect("audit log")
