@@ -10,6 +10,8 @@
 //!   only what a policy gives it; once `superuser_trust_domains` lists B, it is a superuser.
 //! - Removing the federation (Nexus's entry no longer federates with B, so its agent stops
 //!   delivering B's bundle) refuses B's new connections at the handshake.
+//! - A keeper with `--nexus-trust-domains other.org` serves B's Nexus and refuses C's at the
+//!   handshake.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -20,9 +22,9 @@ use nexus_api::routes::{self, Action};
 use serde_json::{Value, json};
 use spiffe::{TrustDomain, X509Source};
 use tests::mtls::{self, Request};
-use tests::secrets::{NEXUS_ID, SecretsStack, TD, values};
-use tests::stack::{Agent, Server};
-use tests::{bin, metric, wait_for};
+use tests::secrets::{KEEPER_ID, NEXUS_ID, SecretsStack, TD, values};
+use tests::stack::{Agent, Process, Server};
+use tests::{bin, metric, next_id, wait_for};
 
 const READER: &str = "spiffe://other.org/app/reader";
 /// B's ID with the path of A's superuser role.
@@ -148,15 +150,22 @@ impl Foreign {
     }
 }
 
-/// Makes Nexus's registration entry at A federate with exactly `trust_domains` (the entry is
-/// replaced whole, as `entry update` does).
+/// Makes Nexus's registration entry at A federate with exactly `trust_domains`.
 fn nexus_federates_with(stack: &SecretsStack, trust_domains: &[&str]) {
-    let shown =
-        json_of(
-            &stack
-                .server
-                .cli_ok(&["entry", "show", "-spiffeID", NEXUS_ID, "-output", "json"]),
-        );
+    entry_federates_with(stack, NEXUS_ID, trust_domains);
+}
+
+/// Makes the registration entry of `spiffe_id` at A federate with exactly `trust_domains`
+/// (the entry is replaced whole, as `entry update` does).
+fn entry_federates_with(stack: &SecretsStack, spiffe_id: &str, trust_domains: &[&str]) {
+    let shown = json_of(&stack.server.cli_ok(&[
+        "entry",
+        "show",
+        "-spiffeID",
+        spiffe_id,
+        "-output",
+        "json",
+    ]));
     let entries = shown["entries"].as_array().expect("entries");
     assert_eq!(entries.len(), 1, "{shown}");
     let entry = &entries[0];
@@ -167,7 +176,7 @@ fn nexus_federates_with(stack: &SecretsStack, trust_domains: &[&str]) {
         "-entryID",
         entry["id"].as_str().expect("id"),
         "-spiffeID",
-        NEXUS_ID,
+        spiffe_id,
         "-parentID",
         entry["parent_id"].as_str().expect("parent"),
     ]
@@ -465,4 +474,90 @@ async fn removing_the_federation_cuts_a_trust_domain_off_at_the_handshake() {
             .trim(),
         SECRET
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keeper_serves_the_nexus_of_a_listed_trust_domain_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stack = SecretsStack::start_without_nexus(dir.path(), 0, None).await;
+    let b = foreign(dir.path(), "other.org", &stack.server).await;
+    let c = foreign(dir.path(), "third.org", &stack.server).await;
+    // The keeper's agent delivers both bundles; the keeper lists B alone.
+    entry_federates_with(&stack, KEEPER_ID, &["other.org", "third.org"]);
+    let mut cmd = Command::new(bin("keeper"));
+    cmd.args([
+        "--listen",
+        "127.0.0.1:0",
+        "--trust-domain",
+        TD,
+        "--metrics-listen",
+        "127.0.0.1:0",
+    ])
+    .env("SPIKE_KEEPER_NEXUS_TRUST_DOMAINS", "other.org")
+    .env("SPIFFE_ENDPOINT_SOCKET", stack.agent.endpoint());
+    let mut keeper = Process::spawn(cmd, dir.path().join(format!("keeper-{}.log", next_id())));
+    let port = keeper.logged_address("keeper ready").await.port();
+    let metrics = keeper.metrics_address().await;
+    let health = Request {
+        method: "GET",
+        target: routes::KEEPER_HEALTH.to_owned(),
+        content_type: "application/json",
+        body: Vec::new(),
+    };
+    let to_keeper = |source: &X509Source| {
+        let td = TrustDomain::new(TD).expect("td");
+        let keeper = identity::SpiffeId::new(KEEPER_ID).expect("keeper ID");
+        Arc::new(
+            identity::workload::client_config(
+                source.clone(),
+                td,
+                identity::workload::exactly(keeper),
+            )
+            .expect("client TLS config"),
+        )
+    };
+
+    // B's Nexus is served, once the keeper's SVID source holds B's bundle.
+    let nexus_b = b.identity_as("spiffe://other.org/spike/nexus").await;
+    let tls = to_keeper(&nexus_b);
+    let answer = wait_for(
+        "B's Nexus to reach the keeper",
+        Duration::from_secs(30),
+        || {
+            let (tls, health) = (&tls, &health);
+            async move { mtls::send(tls, port, health).await.ok() }
+        },
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(answer.json()["hasShard"], false);
+
+    // C's Nexus-shaped ID: its bundle is there, its trust domain is not listed.
+    let nexus_c = c.identity_as("spiffe://third.org/spike/nexus").await;
+    let refused = mtls::send(&to_keeper(&nexus_c), port, &health)
+        .await
+        .expect_err("third.org is not listed");
+    assert_eq!(
+        mtls::alert(&refused),
+        Some(rustls::AlertDescription::HandshakeFailure),
+        "{refused}"
+    );
+    wait_for(
+        "the refusal in keeper_tls_handshake_failures_total",
+        Duration::from_secs(20),
+        || {
+            let metrics = metrics.clone();
+            async move {
+                let text = tests::http_get(&metrics, "/metrics").await;
+                metric(
+                    &text,
+                    "keeper_tls_handshake_failures_total",
+                    &[("reason", "foreign_trust_domain")],
+                )
+                .filter(|n| *n >= 1.0)
+            }
+        },
+    )
+    .await;
+    keeper.kill();
 }
