@@ -7,9 +7,11 @@
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use std::sync::Arc;
+
 use identity::http::CallerId;
 use nexus_api::routes;
-use policies::Role;
+use policies::{Role, RoleDomains};
 
 use crate::routes::ApiError;
 
@@ -72,11 +74,12 @@ impl Grant {
     }
 }
 
-/// What [`authorize`] checks a request against: the trust domain and the route's rule.
+/// What [`authorize`] checks a request against: where role IDs count and the route's rule.
 #[derive(Debug, Clone)]
 pub struct Check {
-    /// The trust domain whose role IDs count.
-    pub trust_domain: String,
+    /// Where role IDs count: the keeper's trust domain, and for Nexus the federated trust
+    /// domains of `--nexus-trust-domains`.
+    pub roles: Arc<RoleDomains>,
     /// The route's row of [`TABLE`].
     pub rule: Rule,
 }
@@ -86,7 +89,7 @@ pub struct Check {
 pub async fn authorize(State(check): State<Check>, mut request: Request, next: Next) -> Response {
     let caller = CallerId::of(request.extensions()).map(ToString::to_string);
     match &caller {
-        Some(id) if policies::role_of(&check.trust_domain, id) == Some(check.rule.role) => {
+        Some(id) if check.roles.role_of(id) == Some(check.rule.role) => {
             request.extensions_mut().insert(Grant { _private: () });
             next.run(request).await
         }
@@ -94,7 +97,7 @@ pub async fn authorize(State(check): State<Check>, mut request: Request, next: N
             "{} is not authorised to call {}: only {} may",
             caller.as_deref().unwrap_or("a caller without an SVID"),
             check.rule.route,
-            check.rule.role.spiffe_id(&check.trust_domain),
+            check.rule.role.spiffe_id(check.roles.local_trust_domain()),
         ))
         .into_response(),
     }

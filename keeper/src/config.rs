@@ -5,6 +5,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common_net::Limits;
+use identity::workload::Trusted;
+use policies::{Role, RoleDomains};
+use spiffe::TrustDomain;
 
 /// Keeper configuration.
 #[derive(Debug, Clone, clap::Parser)]
@@ -24,6 +27,11 @@ pub struct Config {
     /// Trust domain of Nexus (only `spiffe://<td>/spike/nexus[/...]` may call).
     #[arg(long, env = "SPIKE_TRUST_ROOT_NEXUS", default_value = "spike.ist")]
     pub trust_domain: String,
+    /// Foreign trust domains whose Nexus (`spiffe://<td>/spike/nexus[/...]`) may call too,
+    /// comma separated; each also needs its bundle delivered by the keeper's agent (the
+    /// keeper's registration entry `federatesWith` it).
+    #[arg(long, env = "SPIKE_KEEPER_NEXUS_TRUST_DOMAINS", value_delimiter = ',', value_parser = spire_proto::flags::canonical_trust_domain, value_name = "TD,...")]
+    pub nexus_trust_domains: Vec<TrustDomain>,
     /// Workload API socket (`unix:///path`); defaults to `SPIFFE_ENDPOINT_SOCKET`.
     #[arg(long, env = "SPIFFE_ENDPOINT_SOCKET")]
     pub spiffe_endpoint_socket: Option<String>,
@@ -84,6 +92,29 @@ pub struct ConfigError {
 }
 
 impl Config {
+    /// The trust domains Nexus may call from: this one and `--nexus-trust-domains`.
+    pub fn nexus_domains(&self) -> Result<Trusted, ConfigError> {
+        let local =
+            spire_proto::flags::canonical_trust_domain(&self.trust_domain).map_err(|reason| {
+                ConfigError {
+                    option: "trust-domain",
+                    reason,
+                }
+            })?;
+        Trusted::new(local, self.nexus_trust_domains.iter().cloned()).map_err(|e| ConfigError {
+            option: "nexus-trust-domains",
+            reason: e.to_string(),
+        })
+    }
+
+    /// Where the Nexus role is recognised ([`Config::nexus_domains`]); other roles are
+    /// recognised in this trust domain only.
+    pub fn roles(&self) -> Result<RoleDomains, ConfigError> {
+        let nexus = self.nexus_domains()?;
+        Ok(RoleDomains::local(nexus.local_trust_domain().to_string())
+            .with_foreign(Role::Nexus, nexus.foreign().map(ToString::to_string)))
+    }
+
     /// The listener's limits: these options over [`Limits::TLS_API`], checked.
     pub fn serve_limits(&self) -> Result<Limits, ConfigError> {
         let limits = Limits {
@@ -144,6 +175,11 @@ mod tests {
         let config = parse(&["--config", path]);
         assert_eq!(config.listen.to_string(), "127.0.0.1:8443");
         assert_eq!(config.trust_domain, "example.org");
+        assert!(config.nexus_trust_domains.is_empty());
+        assert_eq!(
+            config.roles().expect("valid"),
+            RoleDomains::local("example.org")
+        );
         assert_eq!(config.serve_limits().expect("valid"), Limits::TLS_API);
         assert_eq!(config.metrics_address().expect("valid"), None);
         let config = parse(&["--config", path, "--listen", "127.0.0.1:9000"]);
@@ -152,6 +188,60 @@ mod tests {
             "127.0.0.1:9000",
             "flags override the file"
         );
+    }
+
+    #[test]
+    fn a_federated_nexus_by_flag_environment_and_file() {
+        let config = parse(&["--trust-domain", "a.org"]);
+        assert_eq!(config.nexus_domains().expect("valid").foreign().count(), 0);
+        assert_eq!(config.roles().expect("valid"), RoleDomains::local("a.org"));
+        let config = parse(&[
+            "--trust-domain",
+            "a.org",
+            "--nexus-trust-domains",
+            "b.org,c.org",
+        ]);
+        let roles = config.roles().expect("valid");
+        for (id, role) in [
+            ("spiffe://a.org/spike/nexus", Some(Role::Nexus)),
+            ("spiffe://b.org/spike/nexus", Some(Role::Nexus)),
+            ("spiffe://c.org/spike/nexus/2", Some(Role::Nexus)),
+            ("spiffe://d.org/spike/nexus", None),
+            ("spiffe://b.org/spike/keeper", None),
+        ] {
+            assert_eq!(roles.role_of(id), role, "{id}");
+        }
+        let trusted = config.nexus_domains().expect("valid");
+        assert!(trusted.accepts(&TrustDomain::new("c.org").expect("td")));
+        assert!(!trusted.accepts(&TrustDomain::new("d.org").expect("td")));
+
+        let dir = std::env::temp_dir().join(format!("keeper-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("keeper.toml");
+        std::fs::write(&file, "nexus_trust_domains = [\"b.org\"]\n").expect("write");
+        let config = parse(&["--config", file.to_str().expect("UTF-8")]);
+        assert_eq!(config.nexus_trust_domains.len(), 1);
+        std::fs::write(&file, "nexus_trust_domains = [\"B.org\"]\n").expect("write");
+        let error = common_process::config_file::try_parse_from::<Config, _, _>([
+            "keeper",
+            "--config",
+            file.to_str().expect("UTF-8"),
+        ])
+        .expect_err("upper case")
+        .to_string();
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+        assert!(error.contains("key `nexus_trust_domains`"), "{error}");
+        assert!(error.contains("lowercase"), "{error}");
+
+        let error = parse(&["--trust-domain", "a.org", "--nexus-trust-domains", "a.org"])
+            .nexus_domains()
+            .expect_err("own trust domain");
+        assert_eq!(error.option, "nexus-trust-domains");
+        assert!(error.reason.contains("own trust domain"), "{error}");
+        let error = parse(&["--trust-domain", "A.org"])
+            .nexus_domains()
+            .expect_err("upper case");
+        assert_eq!(error.option, "trust-domain");
     }
 
     #[test]

@@ -19,12 +19,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use spiffe::{SpiffeId, TrustDomain};
+use spiffe::SpiffeId;
 
 /// Runs a keeper until SIGINT/SIGTERM.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     common_process::harden();
-    let td = TrustDomain::new(&config.trust_domain).context("invalid --trust-domain")?;
+    // Checked before anything starts: a bad trust domain is one clear error.
+    let nexus_domains = config.nexus_domains()?;
+    let roles = config.roles()?;
     let limits = config.serve_limits()?;
     common_process::raise_open_files_limit(
         limits.descriptors() + common_net::Limits::METRICS.descriptors() + 64,
@@ -40,17 +42,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     )
     .await
     .context("getting this keeper's SVID from the Workload API")?;
-    let td_name = td.to_string();
-    let only_nexus = move |peer: &SpiffeId| {
-        policies::role_of(&td_name, &peer.to_string()) == Some(policies::Role::Nexus)
+    let only_nexus = {
+        let roles = roles.clone();
+        move |peer: &SpiffeId| roles.role_of(&peer.to_string()) == Some(policies::Role::Nexus)
     };
-    let tls = identity::workload::server_config(source, td, only_nexus)?;
+    let tls = identity::workload::server_config(source, nexus_domains, only_nexus)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     tracing::info!(address = %listener.local_addr()?, "keeper ready");
     let shard = Arc::new(shard::ShardSlot::default());
-    let app = routes::router(shard.clone(), &config.trust_domain);
+    let app = routes::router(shard.clone(), roles);
     let stop = {
         let supervisor = supervisor.clone();
         async move {

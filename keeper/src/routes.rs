@@ -15,6 +15,7 @@ use axum::routing::{MethodFilter, MethodRouter, on, post};
 use axum::{Extension, Json, Router};
 use nexus_api::model::{ParsedShard, RetainRequest, ShardBody, ShardRequest};
 use nexus_api::routes;
+use policies::RoleDomains;
 use serde_json::json;
 
 use crate::authz::{self, Check, Grant, Method, TABLE};
@@ -68,9 +69,10 @@ fn no_store(status: StatusCode, body: serde_json::Value) -> Response {
     (status, headers, Json(body)).into_response()
 }
 
-/// The keeper's routes over a shard slot, for Nexus of `trust_domain`: those of
-/// [`TABLE`], and nothing else.
-pub fn router(slot: Arc<ShardSlot>, trust_domain: &str) -> Router {
+/// The keeper's routes over a shard slot, for Nexus where `roles` recognises it (its own
+/// trust domain, and those of `--nexus-trust-domains`): those of [`TABLE`], and nothing else.
+pub fn router(slot: Arc<ShardSlot>, roles: RoleDomains) -> Router {
+    let roles = Arc::new(roles);
     let mut router = Router::new();
     for rule in TABLE {
         let Some(handler) = handler(rule.route) else {
@@ -82,7 +84,7 @@ pub fn router(slot: Arc<ShardSlot>, trust_domain: &str) -> Router {
             Method::Post => MethodFilter::POST,
         };
         let check = Check {
-            trust_domain: trust_domain.to_owned(),
+            roles: roles.clone(),
             rule: *rule,
         };
         let route = on(filter, handler).route_layer(axum::middleware::from_fn_with_state(
@@ -204,7 +206,7 @@ mod tests {
 
     fn app() -> (Router, Arc<ShardSlot>) {
         let slot = Arc::new(ShardSlot::default());
-        (router(slot.clone(), "td"), slot)
+        (router(slot.clone(), RoleDomains::local("td")), slot)
     }
 
     /// One request from `caller` (`None`: no client SVID).
@@ -319,6 +321,30 @@ mod tests {
         let (status, body) = call(&app, "/v1/store/other", "{}").await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert_eq!(body["message"], "unknown route");
+    }
+
+    #[tokio::test]
+    async fn a_federated_nexus_is_served_only_from_a_listed_trust_domain() {
+        let slot = Arc::new(ShardSlot::default());
+        let roles = RoleDomains::local("td").with_foreign(policies::Role::Nexus, ["other"]);
+        let app = router(slot.clone(), roles);
+        let health = "/healthz";
+        for (caller, allowed) in [
+            ("spiffe://td/spike/nexus", true),
+            ("spiffe://other/spike/nexus", true),
+            ("spiffe://other/spike/nexus/replica-2", true),
+            ("spiffe://third/spike/nexus", false),
+            ("spiffe://other/spike/keeper", false),
+            ("spiffe://other/spike/pilot/role/superuser", false),
+        ] {
+            let (status, body) = call_as(&app, Some(caller), "GET", health, "").await;
+            if allowed {
+                assert_eq!(status, StatusCode::OK, "{caller}: {body}");
+            } else {
+                assert_eq!(status, StatusCode::UNAUTHORIZED, "{caller}");
+                assert_eq!(body["err"], "access_unauthorized");
+            }
+        }
     }
 
     #[tokio::test]

@@ -6,6 +6,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use identity::workload::Trusted;
+use policies::{Role, RoleDomains};
+use spiffe::TrustDomain;
+
 /// Nexus's configuration.
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
@@ -24,6 +28,33 @@ pub struct Config {
     /// Trust domain of Nexus, its keepers and its admins.
     #[arg(long, env = "SPIKE_TRUST_ROOT", default_value = "spike.ist")]
     pub trust_domain: String,
+    /// Foreign trust domains whose workloads may call Nexus, comma separated
+    /// (`other.org,third.org`); each also needs its bundle delivered by Nexus's agent (Nexus's
+    /// registration entry `federatesWith` it). Their callers are ordinary callers, granted
+    /// what policies grant their SPIFFE IDs; a role-shaped ID of theirs holds the role only
+    /// where its trust domain is listed for that role (the options below).
+    #[arg(long, env = "SPIKE_NEXUS_TRUST_DOMAINS", value_delimiter = ',', value_parser = spire_proto::flags::canonical_trust_domain, value_name = "TD,...")]
+    pub trust_domains: Vec<TrustDomain>,
+    /// Foreign trust domains (among `--trust-domains`) whose
+    /// `spiffe://<td>/spike/pilot/role/superuser` is a superuser here.
+    #[arg(long, env = "SPIKE_NEXUS_SUPERUSER_TRUST_DOMAINS", value_delimiter = ',', value_parser = spire_proto::flags::canonical_trust_domain, value_name = "TD,...")]
+    pub superuser_trust_domains: Vec<TrustDomain>,
+    /// Foreign trust domains (among `--trust-domains`) whose
+    /// `spiffe://<td>/spike/pilot/role/recover` may export recovery shards here.
+    #[arg(long, env = "SPIKE_NEXUS_RECOVER_TRUST_DOMAINS", value_delimiter = ',', value_parser = spire_proto::flags::canonical_trust_domain, value_name = "TD,...")]
+    pub recover_trust_domains: Vec<TrustDomain>,
+    /// Foreign trust domains (among `--trust-domains`) whose
+    /// `spiffe://<td>/spike/pilot/role/restore` may restore shards here.
+    #[arg(long, env = "SPIKE_NEXUS_RESTORE_TRUST_DOMAINS", value_delimiter = ',', value_parser = spire_proto::flags::canonical_trust_domain, value_name = "TD,...")]
+    pub restore_trust_domains: Vec<TrustDomain>,
+    /// Foreign trust domains (among `--trust-domains`) whose
+    /// `spiffe://<td>/spike/workload/role/lite` may use the cipher routes here.
+    #[arg(long, env = "SPIKE_NEXUS_LITE_TRUST_DOMAINS", value_delimiter = ',', value_parser = spire_proto::flags::canonical_trust_domain, value_name = "TD,...")]
+    pub lite_trust_domains: Vec<TrustDomain>,
+    /// Foreign trust domains whose `spiffe://<td>/spike/keeper` Nexus accepts as a keeper
+    /// when it calls the keepers (their bundles delivered by Nexus's agent).
+    #[arg(long, env = "SPIKE_NEXUS_KEEPER_TRUST_DOMAINS", value_delimiter = ',', value_parser = spire_proto::flags::canonical_trust_domain, value_name = "TD,...")]
+    pub keeper_trust_domains: Vec<TrustDomain>,
     /// Directory for the default SQLite database.
     #[arg(long, env = "SPIKE_NEXUS_DATA_DIR", default_value = "./data/nexus")]
     pub data_dir: PathBuf,
@@ -163,6 +194,9 @@ impl Config {
         if self.trust_domain != self.trust_domain.to_ascii_lowercase() {
             return Err(invalid("trust-domain", "must be lowercase"));
         }
+        self.callers()?;
+        self.keeper_domains()?;
+        self.roles()?;
         let shares = self.keepers.len();
         if shares == 0 {
             return Err(invalid(
@@ -206,6 +240,68 @@ impl Config {
             return Err(invalid("prune-interval", "must be positive"));
         }
         Ok(())
+    }
+
+    fn local_trust_domain(&self) -> Result<TrustDomain, ConfigError> {
+        TrustDomain::new(&self.trust_domain).map_err(|e| invalid("trust-domain", e.to_string()))
+    }
+
+    /// The trust domains whose workloads may connect: this one and `--trust-domains`.
+    pub fn callers(&self) -> Result<Trusted, ConfigError> {
+        Trusted::new(
+            self.local_trust_domain()?,
+            self.trust_domains.iter().cloned(),
+        )
+        .map_err(|e| invalid("trust-domains", e.to_string()))
+    }
+
+    /// The trust domains whose keepers Nexus accepts: this one and `--keeper-trust-domains`.
+    pub fn keeper_domains(&self) -> Result<Trusted, ConfigError> {
+        Trusted::new(
+            self.local_trust_domain()?,
+            self.keeper_trust_domains.iter().cloned(),
+        )
+        .map_err(|e| invalid("keeper-trust-domains", e.to_string()))
+    }
+
+    /// Where each role is recognised: every role here, and the foreign trust domains listed
+    /// for a role. A caller role's trust domain must be one whose callers may connect.
+    pub fn roles(&self) -> Result<RoleDomains, ConfigError> {
+        let callers = self.callers()?;
+        let mut roles = RoleDomains::local(self.trust_domain.clone());
+        for (option, role, listed) in [
+            (
+                "superuser-trust-domains",
+                Role::Superuser,
+                &self.superuser_trust_domains,
+            ),
+            (
+                "recover-trust-domains",
+                Role::Recover,
+                &self.recover_trust_domains,
+            ),
+            (
+                "restore-trust-domains",
+                Role::Restore,
+                &self.restore_trust_domains,
+            ),
+            ("lite-trust-domains", Role::Lite, &self.lite_trust_domains),
+        ] {
+            // The same checks as `--trust-domains` (not the local one, none twice).
+            Trusted::new(callers.local_trust_domain().clone(), listed.iter().cloned())
+                .map_err(|e| invalid(option, e.to_string()))?;
+            if let Some(td) = listed.iter().find(|td| !callers.accepts(td)) {
+                return Err(invalid(
+                    option,
+                    format!(
+                        "{td} is not in --trust-domains, so its callers cannot connect; list it there too"
+                    ),
+                ));
+            }
+            roles = roles.with_foreign(role, listed.iter().map(ToString::to_string));
+        }
+        let keepers = self.keeper_domains()?;
+        Ok(roles.with_foreign(Role::Keeper, keepers.foreign().map(ToString::to_string)))
     }
 
     /// The datastore URL (the default SQLite file in the data dir unless one is given).
@@ -277,6 +373,8 @@ mod tests {
         let config = parse(&["--config", path]);
         config.validate().expect("valid");
         assert_eq!(config.trust_domain, "example.org");
+        assert!(config.trust_domains.is_empty());
+        assert!(config.superuser_trust_domains.is_empty());
         assert_eq!(config.shares(), 3);
         assert_eq!(config.keeper_probe_interval, Duration::from_secs(5));
         assert!(!config.cas_required);
@@ -321,6 +419,153 @@ mod tests {
                 .expect_err("zero")
                 .to_string();
             assert!(error.starts_with(&format!("--{option}")), "{error}");
+        }
+    }
+
+    #[test]
+    fn foreign_trust_domains_by_flag_environment_and_file() {
+        let keepers = ["--keepers", "https://a:1,https://b:2"];
+        let config = parse(&keepers);
+        assert!(config.trust_domains.is_empty());
+        let callers = config.callers().expect("valid");
+        assert_eq!(callers.foreign().count(), 0);
+        assert_eq!(
+            config.roles().expect("valid"),
+            RoleDomains::local("spike.ist")
+        );
+
+        let mut args = keepers.to_vec();
+        args.extend([
+            "--trust-domain",
+            "a.org",
+            "--trust-domains",
+            "b.org,spiffe://c.org",
+            "--superuser-trust-domains",
+            "b.org",
+            "--keeper-trust-domains",
+            "k.org",
+        ]);
+        let config = parse(&args);
+        config.validate().expect("valid");
+        let callers: Vec<String> = config
+            .callers()
+            .expect("valid")
+            .foreign()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(callers, ["b.org", "c.org"]);
+        let roles = config.roles().expect("valid");
+        let superuser = |td: &str| format!("spiffe://{td}/spike/pilot/role/superuser");
+        assert_eq!(roles.role_of(&superuser("b.org")), Some(Role::Superuser));
+        assert_eq!(
+            roles.role_of(&superuser("c.org")),
+            None,
+            "not listed for the role"
+        );
+        assert_eq!(
+            roles.role_of("spiffe://b.org/spike/pilot/role/recover"),
+            None
+        );
+        assert_eq!(
+            roles.role_of("spiffe://k.org/spike/keeper"),
+            Some(Role::Keeper)
+        );
+        let keeper_domains = config.keeper_domains().expect("valid");
+        assert!(keeper_domains.accepts(&TrustDomain::new("k.org").expect("td")));
+        assert!(!keeper_domains.accepts(&TrustDomain::new("b.org").expect("td")));
+
+        // The config file takes lists, as `keepers`.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("nexus.toml");
+        std::fs::write(
+            &file,
+            "trust_domain = \"a.org\"\nkeepers = [\"https://a:1\", \"https://b:2\"]\n\
+             trust_domains = [\"b.org\", \"c.org\"]\nrecover_trust_domains = [\"c.org\"]\n",
+        )
+        .expect("write");
+        let config = parse(&["--config", file.to_str().expect("UTF-8")]);
+        config.validate().expect("valid");
+        assert_eq!(
+            config
+                .roles()
+                .expect("valid")
+                .role_of("spiffe://c.org/spike/pilot/role/recover"),
+            Some(Role::Recover)
+        );
+        // An upper-case name in the file is refused naming the key.
+        std::fs::write(&file, "trust_domains = [\"B.org\"]\n").expect("write");
+        let error = common_process::config_file::try_parse_from::<Config, _, _>([
+            "nexus",
+            "--config",
+            file.to_str().expect("UTF-8"),
+        ])
+        .expect_err("upper case")
+        .to_string();
+        assert!(error.contains("key `trust_domains`"), "{error}");
+        assert!(error.contains("lowercase"), "{error}");
+    }
+
+    #[test]
+    fn bad_foreign_trust_domains_name_the_option() {
+        let keepers = [
+            "--keepers",
+            "https://a:1,https://b:2",
+            "--trust-domain",
+            "a.org",
+        ];
+        for (extra, option, reason) in [
+            (
+                vec!["--trust-domains", "a.org"],
+                "trust-domains",
+                "own trust domain",
+            ),
+            (
+                vec!["--trust-domains", "b.org,b.org"],
+                "trust-domains",
+                "listed twice",
+            ),
+            (
+                vec!["--superuser-trust-domains", "b.org"],
+                "superuser-trust-domains",
+                "b.org is not in --trust-domains",
+            ),
+            (
+                vec![
+                    "--trust-domains",
+                    "b.org",
+                    "--restore-trust-domains",
+                    "b.org,c.org",
+                ],
+                "restore-trust-domains",
+                "c.org is not in --trust-domains",
+            ),
+            (
+                vec!["--trust-domains", "b.org", "--lite-trust-domains", "a.org"],
+                "lite-trust-domains",
+                "own trust domain",
+            ),
+            (
+                vec!["--keeper-trust-domains", "a.org"],
+                "keeper-trust-domains",
+                "own trust domain",
+            ),
+        ] {
+            let mut args = keepers.to_vec();
+            args.extend(extra);
+            let error = parse(&args).validate().expect_err("invalid").to_string();
+            assert!(error.starts_with(&format!("--{option}: ")), "{error}");
+            assert!(error.contains(reason), "{error}");
+        }
+        // Malformed and upper-case names are refused by the parser, naming the flag.
+        for bad in ["B.org", "not a td", ""] {
+            let error = common_process::config_file::try_parse_from::<Config, _, _>([
+                "nexus",
+                "--trust-domains",
+                bad,
+            ])
+            .expect_err(bad)
+            .to_string();
+            assert!(error.contains("--trust-domains"), "{bad}: {error}");
         }
     }
 

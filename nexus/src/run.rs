@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use common_process::{Backoff, Supervisor};
-use spiffe::TrustDomain;
 
 use crate::audit::AuditLog;
 use crate::config::Config;
@@ -27,7 +26,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     common_process::raise_open_files_limit(
         config.serve_limits().descriptors() + common_net::Limits::METRICS.descriptors() + 256,
     );
-    let td = TrustDomain::new(&config.trust_domain).context("invalid --trust-domain")?;
     let database_url = config.database_url();
     if config.database_url.is_none() {
         create_private_dir(&config.data_dir)?;
@@ -41,8 +39,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     )
     .await
     .context("getting Nexus's SVID from the Workload API")?;
-    let keepers = Keepers::new(&config.keepers, source.clone(), td.clone())?;
-    let access = Access::new(&config.trust_domain)?;
+    let roles = config.roles()?;
+    let keepers = Keepers::new(
+        &config.keepers,
+        source.clone(),
+        config.keeper_domains()?,
+        roles.clone(),
+    )?;
+    let access = Access::for_roles(roles)?;
     let audit = AuditLog::open(&config.audit_log)?;
     let nexus = Arc::new(
         Nexus::new(
@@ -55,8 +59,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .with_cas_required(config.cas_required),
     );
 
-    // Any SVID of the trust domain may connect; every route authorises the caller itself.
-    let tls = identity::workload::server_config(source, td, |_: &spiffe::SpiffeId| true)?;
+    // Any SVID of the trust domain, or of a federated one listed in `--trust-domains`, may
+    // connect; every route authorises the caller itself.
+    let callers = config.callers()?;
+    if callers.foreign().next().is_some() {
+        let foreign: Vec<String> = callers.foreign().map(ToString::to_string).collect();
+        tracing::info!(trust_domains = %foreign.join(","), "accepting callers of federated trust domains");
+    }
+    let tls = identity::workload::server_config(source, callers, |_: &spiffe::SpiffeId| true)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;

@@ -1,6 +1,7 @@
 //! The authoriser on its own, against a real SQLite store and a real root key: which caller
 //! gets a grant for which row of the table (and with which audit decision), and operations
-//! refusing a grant made for something else.
+//! refusing a grant made for something else. The trust domain `fed` is federated and listed
+//! for the recover role only: its IDs are ordinary callers but for its recover role.
 
 use std::sync::Arc;
 
@@ -16,7 +17,7 @@ use nexus::store::Store;
 use nexus_api::model::{PutPolicyRequest, Values};
 use nexus_api::routes::{self, Action};
 use nexus_crypto::RootKey;
-use policies::{Permission, Role};
+use policies::{Permission, Role, RoleDomains};
 use spiffe::SpiffeId;
 
 const ADMIN: &str = "spiffe://td/spike/pilot/role/superuser";
@@ -31,8 +32,25 @@ const APP: &str = "spiffe://td/app/billing";
 const STRANGER: &str = "spiffe://td/app/other";
 /// Looks like the superuser, is not.
 const LOOKALIKE: &str = "spiffe://td/spike/pilot/role/superuser-x";
-const CALLERS: [&str; 9] = [
-    ADMIN, RECOVER, RESTORE, LITE, KEEPER, NEXUS, APP, STRANGER, LOOKALIKE,
+/// The recover role of `fed`, which is listed for that role.
+const FED_RECOVER: &str = "spiffe://fed/spike/pilot/role/recover";
+/// The superuser's path in `fed`, which is not listed for that role: an ordinary caller.
+const FED_ADMIN: &str = "spiffe://fed/spike/pilot/role/superuser";
+/// A workload of `fed` granted `read` on `billing/.*` by the same policy as [`APP`].
+const FED_APP: &str = "spiffe://fed/app/billing";
+const CALLERS: [&str; 12] = [
+    ADMIN,
+    RECOVER,
+    RESTORE,
+    LITE,
+    KEEPER,
+    NEXUS,
+    APP,
+    STRANGER,
+    LOOKALIKE,
+    FED_RECOVER,
+    FED_ADMIN,
+    FED_APP,
 ];
 
 fn id(id: &str) -> SpiffeId {
@@ -50,7 +68,8 @@ async fn nexus(ready: bool) -> Setup {
     let nexus = Arc::new(Nexus::new(
         Store::connect(&url).await.expect("store"),
         Lifecycle::new(2, 3),
-        Access::new("td").expect("access"),
+        Access::for_roles(RoleDomains::local("td").with_foreign(Role::Recover, ["fed"]))
+            .expect("access"),
         3,
         AuditLog::stdout(),
     ));
@@ -61,7 +80,7 @@ async fn nexus(ready: bool) -> Setup {
         let grant = grant(&nexus, ADMIN, routes::POLICY, Some(Action::Put), None).await;
         let policy = NewPolicy::parse(PutPolicyRequest {
             name: "billing".into(),
-            spiffe_id_pattern: "^spiffe://td/app/billing$".into(),
+            spiffe_id_pattern: "^spiffe://(td|fed)/app/billing$".into(),
             path_pattern: "^billing/.*$".into(),
             permissions: vec!["read".into()],
         })
@@ -90,14 +109,16 @@ async fn grant(
 fn expected(requirement: Requirement, caller: &str) -> bool {
     match requirement {
         Requirement::Anyone | Requirement::ReadableFilter => true,
-        Requirement::Role(Role::Recover) => caller == RECOVER,
+        Requirement::Role(Role::Recover) => caller == RECOVER || caller == FED_RECOVER,
         Requirement::Role(Role::Restore) => caller == RESTORE,
         Requirement::Role(Role::Superuser) => caller == ADMIN,
         Requirement::Role(other) => panic!("no route is for the {other} role"),
         Requirement::Permission { permission, on } => {
             caller == ADMIN
                 || match on {
-                    Object::BodyPath => caller == APP && permission == Permission::Read,
+                    Object::BodyPath => {
+                        (caller == APP || caller == FED_APP) && permission == Permission::Read
+                    }
                     Object::System(_) => false,
                     Object::SystemOrRole(_, Role::Lite) => caller == LITE,
                     Object::SystemOrRole(..) => false,

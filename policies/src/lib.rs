@@ -28,7 +28,7 @@ pub use policy::{
     CompiledPolicy, MAX_NAME_LEN, MAX_PATTERN_LEN, Policy, PolicyError, REGEX_SIZE_LIMIT,
     validate_name,
 };
-pub use roles::{Role, role_of};
+pub use roles::{Role, RoleDomains, role_of};
 pub use set::PolicySet;
 
 /// Reserved pseudo-path guarding policy (ACL) management.

@@ -4,7 +4,9 @@
 //! then answers [`PolicySet::check`] with nothing but regex matching: no I/O,
 //! no per-check allocation. Decisions are default-deny, and role identities
 //! (see [`roles`](crate::roles)) are always denied here because they are
-//! authorised by route, not by policy.
+//! authorised by route, not by policy. Which IDs are roles is [`RoleDomains`]'s
+//! answer: with federation, a foreign trust domain's role-shaped ID is a role
+//! (and so denied here) only where that trust domain is listed for the role.
 //!
 //! One change makes a new set with [`PolicySet::with`] or
 //! [`PolicySet::without`], which share every other compiled policy with the
@@ -21,12 +23,13 @@ use std::sync::Arc;
 use crate::applicable::{ApplicableCache, Indices};
 use crate::permission::Permission;
 use crate::policy::{CompiledPolicy, Policy, PolicyError};
-use crate::roles::role_of;
+use crate::roles::RoleDomains;
 
-/// Compiled policies for one trust domain.
+/// Compiled policies for one trust domain (and the foreign ones it federates with).
 #[derive(Debug, Clone)]
 pub struct PolicySet {
-    trust_domain: String,
+    /// Whose IDs are roles, never granted anything here; shared by derived sets.
+    roles: Arc<RoleDomains>,
     /// Shared between the sets one change derives from each other.
     policies: Vec<Arc<CompiledPolicy>>,
     /// Which of `policies` apply to each caller seen so far.
@@ -39,11 +42,17 @@ impl PolicySet {
         trust_domain: impl Into<String>,
         policies: Vec<Policy>,
     ) -> Result<Self, PolicyError> {
+        Self::for_roles(RoleDomains::local(trust_domain), policies)
+    }
+
+    /// Validates and compiles `policies`; the IDs `roles` recognises are denied. Names must
+    /// be unique.
+    pub fn for_roles(roles: RoleDomains, policies: Vec<Policy>) -> Result<Self, PolicyError> {
         let compiled = policies
             .iter()
             .map(Policy::compile)
             .collect::<Result<Vec<_>, _>>()?;
-        Self::from_compiled(trust_domain, compiled)
+        Self::compiled_for_roles(roles, compiled)
     }
 
     /// Builds a set from already compiled policies. Names must be unique.
@@ -51,13 +60,22 @@ impl PolicySet {
         trust_domain: impl Into<String>,
         policies: Vec<CompiledPolicy>,
     ) -> Result<Self, PolicyError> {
-        let trust_domain = trust_domain.into();
-        let valid_td = !trust_domain.is_empty()
-            && trust_domain
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
-        if !valid_td {
-            return Err(PolicyError::InvalidTrustDomain(trust_domain));
+        Self::compiled_for_roles(RoleDomains::local(trust_domain), policies)
+    }
+
+    /// [`PolicySet::from_compiled`] with the roles of [`PolicySet::for_roles`].
+    pub fn compiled_for_roles(
+        roles: RoleDomains,
+        policies: Vec<CompiledPolicy>,
+    ) -> Result<Self, PolicyError> {
+        for td in roles.all_trust_domains() {
+            let valid_td = !td.is_empty()
+                && td
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
+            if !valid_td {
+                return Err(PolicyError::InvalidTrustDomain(td.to_owned()));
+            }
         }
         let mut names = BTreeSet::new();
         for p in &policies {
@@ -66,7 +84,7 @@ impl PolicySet {
             }
         }
         Ok(PolicySet {
-            trust_domain,
+            roles: Arc::new(roles),
             policies: policies.into_iter().map(Arc::new).collect(),
             applicable: ApplicableCache::default(),
         })
@@ -84,7 +102,7 @@ impl PolicySet {
             None => policies.push(Arc::new(policy)),
         }
         PolicySet {
-            trust_domain: self.trust_domain.clone(),
+            roles: self.roles.clone(),
             policies,
             applicable: ApplicableCache::default(),
         }
@@ -93,7 +111,7 @@ impl PolicySet {
     /// This set without the policy named `name` (the same set if it has none).
     pub fn without(&self, name: &str) -> PolicySet {
         PolicySet {
-            trust_domain: self.trust_domain.clone(),
+            roles: self.roles.clone(),
             policies: self
                 .policies
                 .iter()
@@ -104,9 +122,14 @@ impl PolicySet {
         }
     }
 
-    /// The trust domain whose role IDs are never granted.
+    /// The local trust domain, whose role IDs are never granted.
     pub fn trust_domain(&self) -> &str {
-        &self.trust_domain
+        self.roles.local_trust_domain()
+    }
+
+    /// Whose IDs are roles (never granted anything here).
+    pub fn roles(&self) -> &RoleDomains {
+        &self.roles
     }
 
     /// The compiled policies, in the order given.
@@ -175,14 +198,14 @@ impl PolicySet {
     }
 
     fn is_role(&self, caller: &str) -> bool {
-        role_of(&self.trust_domain, caller).is_some()
+        self.roles.role_of(caller).is_some()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::roles::Role;
+    use crate::roles::{Role, role_of};
     use crate::{SYSTEM_ACL_PATH, SYSTEM_CIPHER_EXEC_PATH};
 
     fn set(policies: Vec<Policy>) -> PolicySet {
@@ -285,6 +308,38 @@ mod tests {
             Permission::Read
         ));
         assert!(s.check("spiffe://other/spike/nexus", "secrets/a", Permission::Read));
+    }
+
+    #[test]
+    fn foreign_role_ids_are_denied_only_where_listed_and_otherwise_ordinary() {
+        let roles = RoleDomains::local("td").with_foreign(Role::Superuser, ["other"]);
+        let all = Policy::new("all", ".*", ".*", [Permission::Super]);
+        let s = PolicySet::for_roles(roles.clone(), vec![all]).expect("valid");
+        // other's superuser is a role: never granted through policies.
+        let foreign_superuser = "spiffe://other/spike/pilot/role/superuser";
+        assert!(!s.check(foreign_superuser, "secrets/a", Permission::Read));
+        assert!(
+            s.readable_paths(foreign_superuser, ["secrets/a"])
+                .is_empty()
+        );
+        // Its other role-shaped IDs, and a third trust domain's, are ordinary callers.
+        for caller in [
+            "spiffe://other/spike/nexus",
+            "spiffe://third/spike/pilot/role/superuser",
+        ] {
+            assert!(s.check(caller, "secrets/a", Permission::Read), "{caller}");
+        }
+        // Derived sets keep the roles.
+        let s = s.without("all").with(compiled("any", ".*"));
+        assert!(!s.check(foreign_superuser, "secrets/x", Permission::Read));
+        assert!(s.check("spiffe://other/app", "secrets/x", Permission::Read));
+        assert_eq!(s.roles(), &roles);
+        // A malformed foreign trust domain is refused like a local one.
+        let bad = RoleDomains::local("td").with_foreign(Role::Superuser, ["Other"]);
+        assert_eq!(
+            PolicySet::for_roles(bad, vec![]).err(),
+            Some(PolicyError::InvalidTrustDomain("Other".into()))
+        );
     }
 
     #[test]

@@ -9,7 +9,9 @@
 //!
 //! The Pilot superuser holds every [`Requirement::Permission`]; other role IDs hold exactly
 //! what the table gives their role and are never judged by policies; every other caller
-//! gets what policies grant.
+//! gets what policies grant. A federated trust domain's role-shaped ID holds the role only
+//! where that trust domain is listed for it (`Access::role`, from `policies::RoleDomains`);
+//! otherwise it is one of the other callers.
 
 mod grant;
 mod table;

@@ -26,7 +26,8 @@ use policies::{Permission, Role, SYSTEM_ACL_PATH, SYSTEM_CIPHER_EXEC_PATH};
 /// What a caller must hold to be served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Requirement {
-    /// Any caller with an SVID of the trust domain (the TLS handshake checked that).
+    /// Any caller with an SVID of the trust domain or of a listed federated one (the TLS
+    /// handshake checked that).
     Anyone,
     /// Exactly this role (roles are never granted through policies).
     Role(Role),

@@ -1,6 +1,7 @@
 //! Talking to keepers: fetch the shard one holds, hand one its shard, tell one to forget
 //! other generations' shards. Every call is mTLS with Nexus's SVID, and the keeper must
-//! present a keeper SVID of our trust domain.
+//! present a keeper SVID of our trust domain (or of a federated one listed for keepers,
+//! `--keeper-trust-domains`).
 //!
 //! A [`Keepers`] is one generation of the keeper set: its URLs and the generation whose
 //! shards it asks for and hands out (0, as SPIKE's keepers know it, until the first rekey).
@@ -9,10 +10,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use identity::https_client::{HttpsClient, HttpsError};
+use identity::workload::Trusted;
 use nexus_api::model::{RetainRequest, ShardBody, ShardBodyError, ShardRequest};
 use nexus_api::routes;
 use nexus_crypto::Shard;
-use spiffe::{SpiffeId, TrustDomain, X509Source};
+use policies::{Role, RoleDomains};
+use spiffe::{SpiffeId, X509Source};
 use zeroize::Zeroizing;
 
 /// How long one keeper call may take. Short: a slow keeper must not hold up unsealing, which
@@ -92,17 +95,18 @@ fn numbered(urls: &[String]) -> Vec<Keeper> {
 }
 
 impl Keepers {
-    /// Keepers at `urls` (shard ids 1, 2, ... in order), reached with the SVID from `source`.
+    /// Keepers at `urls` (shard ids 1, 2, ... in order), reached with the SVID from `source`;
+    /// a keeper's chain must lead to a `trusted` trust domain, and its ID be a keeper's where
+    /// `roles` recognises keepers.
     pub fn new(
         urls: &[String],
         source: X509Source,
-        trust_domain: TrustDomain,
+        trusted: Trusted,
+        roles: RoleDomains,
     ) -> Result<Self, identity::IdentityError> {
-        let td = trust_domain.to_string();
-        let is_keeper = move |peer: &SpiffeId| {
-            policies::role_of(&td, &peer.to_string()) == Some(policies::Role::Keeper)
-        };
-        let tls = identity::workload::client_config(source, trust_domain, is_keeper)?;
+        let is_keeper =
+            move |peer: &SpiffeId| roles.role_of(&peer.to_string()) == Some(Role::Keeper);
+        let tls = identity::workload::client_config(source, trusted, is_keeper)?;
         Ok(Keepers {
             keepers: numbered(urls),
             generation: 0,

@@ -3,7 +3,9 @@
 //!
 //! The Pilot superuser role may manage everything; other role IDs (Nexus, keepers,
 //! recover/restore, bootstrap) are authorised by route and never through policies; every
-//! other caller gets exactly what policies grant.
+//! other caller gets exactly what policies grant. Which IDs hold a role is [`RoleDomains`]'s
+//! answer: the local trust domain's role IDs, and a federated trust domain's only for the
+//! roles it is listed for; its other IDs, role-shaped or not, are ordinary callers.
 //!
 //! # Knowing the cache is current
 //!
@@ -32,7 +34,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
-use policies::{CompiledPolicy, Permission, Policy, PolicyError, PolicySet, Role, role_of};
+use policies::{CompiledPolicy, Permission, Policy, PolicyError, PolicySet, Role, RoleDomains};
 use spiffe::SpiffeId;
 
 /// A compiled policy set and the generation it was loaded at.
@@ -57,7 +59,7 @@ pub enum Change {
 /// The compiled policies of one trust domain.
 #[derive(Debug)]
 pub struct Access {
-    trust_domain: String,
+    roles: RoleDomains,
     compiled: ArcSwap<Compiled>,
     /// Highest policy generation known to exist.
     announced: AtomicU64,
@@ -74,9 +76,14 @@ impl Access {
     /// No policies (generation 0, as in a new datastore): everyone but the superuser is
     /// denied. Changes are not known to be pushed until [`Access::set_changes_pushed`].
     pub fn new(trust_domain: &str) -> Result<Self, PolicyError> {
-        let set = PolicySet::new(trust_domain, Vec::new())?;
+        Self::for_roles(RoleDomains::local(trust_domain))
+    }
+
+    /// [`Access::new`] with role IDs recognised where `roles` says (federated trust domains).
+    pub fn for_roles(roles: RoleDomains) -> Result<Self, PolicyError> {
+        let set = PolicySet::for_roles(roles.clone(), Vec::new())?;
         Ok(Access {
-            trust_domain: trust_domain.to_owned(),
+            roles,
             // Not loaded from the datastore: nothing may be applied to it.
             compiled: ArcSwap::from_pointee(Compiled {
                 generation: 0,
@@ -101,7 +108,7 @@ impl Access {
         policies: Vec<Policy>,
         exact: bool,
     ) -> Result<bool, PolicyError> {
-        let set = PolicySet::new(self.trust_domain.clone(), policies)?;
+        let set = PolicySet::for_roles(self.roles.clone(), policies)?;
         let _one = self
             .installing
             .lock()
@@ -176,14 +183,14 @@ impl Access {
         self.pushed.load(Ordering::SeqCst)
     }
 
-    /// The trust domain whose role IDs these are.
+    /// The local trust domain, whose role IDs every role holds.
     pub fn trust_domain(&self) -> &str {
-        &self.trust_domain
+        self.roles.local_trust_domain()
     }
 
     /// The role `caller` holds, if any.
     pub fn role(&self, caller: &SpiffeId) -> Option<Role> {
-        role_of(&self.trust_domain, &caller.to_string())
+        self.roles.role_of(&caller.to_string())
     }
 
     /// Whether `caller` is the Pilot superuser.
@@ -193,9 +200,12 @@ impl Access {
 
     /// Whether `caller` may do `wanted` on `path`.
     pub fn allows(&self, caller: &SpiffeId, path: &str, wanted: Permission) -> bool {
-        let caller = caller.to_string();
-        role_of(&self.trust_domain, &caller) == Some(Role::Superuser)
-            || self.compiled.load().set.check(&caller, path, wanted)
+        self.is_superuser(caller)
+            || self
+                .compiled
+                .load()
+                .set
+                .check(&caller.to_string(), path, wanted)
     }
 
     /// The paths among `paths` that `caller` may read.
@@ -269,6 +279,36 @@ mod tests {
                 .install(1, billing(), true)
                 .expect("same generation again")
         );
+    }
+
+    #[test]
+    fn a_foreign_superuser_counts_only_where_its_trust_domain_is_listed() {
+        let id = |id: &str| SpiffeId::new(id).expect("SPIFFE ID");
+        let listed = &id("spiffe://other.org/spike/pilot/role/superuser");
+        let unlisted = &id("spiffe://third.org/spike/pilot/role/superuser");
+        let access = Access::for_roles(
+            RoleDomains::local("td").with_foreign(Role::Superuser, ["other.org"]),
+        )
+        .expect("access");
+        assert_eq!(access.role(listed), Some(Role::Superuser));
+        assert!(access.allows(listed, "db/x", Permission::Write));
+        assert_eq!(access.readable(listed, vec!["db/x".into()]), ["db/x"]);
+        // Unlisted, the same path is an ordinary caller's: nothing without a policy, what a
+        // policy grants with one, never more.
+        assert_eq!(access.role(unlisted), None);
+        assert!(!access.is_superuser(unlisted));
+        assert!(!access.allows(unlisted, "db/x", Permission::Read));
+        let policy = Policy::new(
+            "third",
+            "spiffe://third\\.org/.*",
+            "db/.*",
+            [Permission::Read],
+        );
+        access.install(1, vec![policy], true).expect("install");
+        assert!(access.allows(unlisted, "db/x", Permission::Read));
+        assert!(!access.allows(unlisted, "db/x", Permission::Write));
+        assert!(!access.allows(unlisted, "other/x", Permission::Read));
+        assert_eq!(access.trust_domain(), "td");
     }
 
     #[test]
