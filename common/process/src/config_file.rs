@@ -738,8 +738,10 @@ mod tests {
                 "[server]\nca_ttl = \"soon\"\n",
                 "\"soon\" is not a number of seconds",
             ),
-            ("[server.federation]\nprot = 1\n", "key `server.federation"),
-            ("[server.federation]\nprot = 1\n", "unknown field `prot`"),
+            (
+                "[server.federation]\nprot = 1\n",
+                "key `server.federation.prot`: unknown field `prot`, expected `port`",
+            ),
             (
                 "[server.federation]\nport = \"x\"\n",
                 "key `server.federation.port`",
