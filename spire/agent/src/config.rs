@@ -223,7 +223,17 @@ impl AgentConfig {
         let workload_limits = workload_limits(&args)?;
         let server_addr = resolve(&args.server_address, args.server_port)?;
         Ok(AgentConfig {
-            limits: file.limits.resolve()?,
+            // The tables come only from the file: their faults name it.
+            limits: file.limits.resolve().map_err(|e| match (e, &args.config) {
+                (ConfigError::Invalid { key, message }, Some(path)) => {
+                    ConfigError::File(ConfigFileError::Invalid {
+                        path: path.clone(),
+                        key: format!("agent.{key}"),
+                        message,
+                    })
+                }
+                (e, _) => e,
+            })?,
             x509pop: file.node_attestor.x509pop,
             trust_domain: args.trust_domain,
             server_addr,
@@ -450,7 +460,9 @@ mod tests {
             .expect_err("zero connections")
             .to_string();
         assert!(
-            err.contains("limits.workload_api") && err.contains("max_connections"),
+            err.starts_with("config file ")
+                && err.contains("key `agent.limits.workload_api`")
+                && err.contains("max_connections"),
             "{err}"
         );
     }

@@ -416,6 +416,8 @@ impl ServerConfig {
     /// Checks what spans options, and the nested tables, and resolves the defaults that
     /// depend on other values.
     pub fn load(args: RunArgs, file: ServerSections) -> Result<Self, ConfigError> {
+        // The tables come only from the file: their faults name it, as the parser's do.
+        let in_file = in_file(args.config.clone(), LAYOUT);
         let trust_domain = args.trust_domain;
         let data_dir = args.data_dir;
         let datastore_url = args.datastore.unwrap_or_else(|| {
@@ -468,15 +470,21 @@ impl ServerConfig {
                     )?,
                 })
             })
-            .transpose()?;
+            .transpose()
+            .map_err(&in_file)?;
         let federates_with = file
             .federation
             .federates_with
             .into_iter()
             .map(|(td, rel)| relationship(&trust_domain, &td, rel))
-            .collect::<Result<_, _>>()?;
-        let key_manager = key_manager(file.key_manager, &trust_domain)?;
-        let oidc_discovery = file.oidc_discovery.map(oidc).transpose()?;
+            .collect::<Result<_, _>>()
+            .map_err(&in_file)?;
+        let key_manager = key_manager(file.key_manager, &trust_domain).map_err(&in_file)?;
+        let oidc_discovery = file
+            .oidc_discovery
+            .map(oidc)
+            .transpose()
+            .map_err(&in_file)?;
         let config = ServerConfig {
             jwt_issuer: args.jwt_issuer,
             oidc_discovery,
@@ -486,7 +494,7 @@ impl ServerConfig {
                 key_file_path: d.key_file_path,
                 bundle_file_path: d.bundle_file_path,
             }),
-            limits: file.limits.resolve()?,
+            limits: file.limits.resolve().map_err(&in_file)?,
             x509pop_ca_bundle: file.node_attestor.x509pop.map(|x| x.ca_bundle_path),
             bundle_endpoint,
             federates_with,
@@ -641,6 +649,21 @@ pub fn parse_trust_domain(raw: &str) -> Result<TrustDomain, ConfigError> {
         return Err(invalid(format!("{raw:?}: must be lowercase, e.g. {td:?}")));
     }
     Ok(td)
+}
+
+/// Turns a fault of a nested table into the file's error: the file, and the full key
+/// (`server.federation.bundle_endpoint`). Without a file there are no tables to fault.
+fn in_file(path: Option<PathBuf>, layout: Layout) -> impl Fn(ConfigError) -> ConfigError {
+    move |e| match (e, &path, layout.section) {
+        (ConfigError::Invalid { key, message }, Some(path), Some(section)) => {
+            ConfigError::File(ConfigFileError::Invalid {
+                path: path.clone(),
+                key: format!("{section}.{key}"),
+                message,
+            })
+        }
+        (e, _, _) => e,
+    }
 }
 
 /// [`parse_trust_domain`] as the `-trustDomain` option's parser.
@@ -799,7 +822,9 @@ mod tests {
         );
         let err = load_file(&file).expect_err("zero timeout").to_string();
         assert!(
-            err.contains("limits.metrics") && err.contains("idle_timeout"),
+            err.starts_with("config file ")
+                && err.contains("key `server.limits.metrics`")
+                && err.contains("idle_timeout"),
             "{err}"
         );
     }
@@ -871,7 +896,11 @@ mod tests {
         ] {
             let err = load(&text).expect_err(expected).to_string();
             assert!(err.contains(expected), "{err}");
-            assert!(err.contains("federation.federates_with"), "{err}");
+            assert!(
+                err.starts_with("config file ")
+                    && err.contains("key `server.federation.federates_with`"),
+                "{err}"
+            );
         }
     }
 
@@ -915,7 +944,11 @@ mod tests {
         ] {
             let err = load(&text).expect_err(expected).to_string();
             assert!(err.contains(expected), "{err}");
-            assert!(err.contains("federation.bundle_endpoint"), "{err}");
+            assert!(
+                err.starts_with("config file ")
+                    && err.contains("key `server.federation.bundle_endpoint"),
+                "{err}"
+            );
         }
     }
 }
