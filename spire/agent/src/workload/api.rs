@@ -360,3 +360,55 @@ impl SpiffeWorkloadApi for WorkloadApi {
         jwt::validate(&snapshot, &svids, request.get_ref(), now).map(Response::new)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use futures::StreamExt;
+    use tonic::Code;
+
+    use super::*;
+    use crate::workload::limits::WorkloadLimits;
+
+    fn snapshot() -> Arc<Snapshot> {
+        Arc::new(Snapshot {
+            trust_domain: spiffe::TrustDomain::new("example.org").expect("trust domain"),
+            bundle: vec![vec![1]],
+            jwt_keys: Vec::new(),
+            svids: Vec::new(),
+            federated: BTreeMap::new(),
+        })
+    }
+
+    #[tokio::test]
+    async fn a_stream_ends_with_unavailable_when_the_agent_stops_and_gives_its_slot_back() {
+        let (_cache, cache_rx) = watch::channel(snapshot());
+        let (stop, stopping) = watch::channel(false);
+        let limits = CallerLimits::new(WorkloadLimits::DEFAULT);
+        let key = CallerKey::Pid(7);
+        let slot = limits.open_stream(key).expect("a slot");
+        let mut stream = watch_stream(cache_rx.clone(), stopping.clone(), slot, |s| {
+            Some(s.bundle.len())
+        });
+        assert_eq!(stream.next().await.expect("a message").expect("ok"), 1);
+        assert_eq!(limits.open_streams(key), 1);
+
+        stop.send(true).expect("the stream listens");
+        let end = stream
+            .next()
+            .await
+            .expect("an end")
+            .expect_err("Unavailable");
+        assert_eq!(end.code(), Code::Unavailable);
+        assert_eq!(end.message(), SHUTTING_DOWN);
+        assert!(stream.next().await.is_none(), "nothing after the end");
+        assert_eq!(limits.open_streams(key), 0, "the slot is given back");
+
+        // A stream opened once the agent is stopping ends at once, before any message.
+        let slot = limits.open_stream(key).expect("a slot");
+        let mut late = watch_stream(cache_rx, stopping, slot, |s| Some(s.bundle.len()));
+        let end = late.next().await.expect("an end").expect_err("Unavailable");
+        assert_eq!(end.code(), Code::Unavailable);
+    }
+}
