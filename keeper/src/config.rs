@@ -76,6 +76,10 @@ pub struct Config {
         default_value_t = 128
     )]
     pub max_handshakes_per_ip: usize,
+    /// On SIGTERM or SIGINT, how long requests in flight get to finish (new connections are
+    /// refused at once); then the shard is forgotten and the keeper exits.
+    #[arg(long, env = "SPIKE_KEEPER_DRAIN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub drain_timeout: Duration,
     /// Log level.
     #[arg(long, env = "SPIKE_KEEPER_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
@@ -182,7 +186,16 @@ mod tests {
         );
         assert_eq!(config.serve_limits().expect("valid"), Limits::TLS_API);
         assert_eq!(config.metrics_address().expect("valid"), None);
-        let config = parse(&["--config", path, "--listen", "127.0.0.1:9000"]);
+        assert_eq!(config.drain_timeout, common_net::DRAIN_TIMEOUT);
+        let config = parse(&[
+            "--config",
+            path,
+            "--listen",
+            "127.0.0.1:9000",
+            "--drain-timeout",
+            "60s",
+        ]);
+        assert_eq!(config.drain_timeout, Duration::from_secs(60));
         assert_eq!(
             config.listen.to_string(),
             "127.0.0.1:9000",

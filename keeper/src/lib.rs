@@ -66,7 +66,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         listener,
         Arc::new(tls),
         app,
-        identity::http::ServeOptions::new(limits, net.listener("api")),
+        identity::http::ServeOptions::new(limits, net.listener("api"))
+            .drain_timeout(config.drain_timeout),
         stop,
     )
     .await;

@@ -1,11 +1,16 @@
-//! `spire-agent run` configuration: a TOML file (keys under `[agent]`), overridden by flags and
-//! their environment variables, validated once into [`AgentConfig`].
+//! `spire-agent run` configuration, by the one mechanism every binary uses
+//! ([`common_process::config_file`], sectioned layout): [`RunArgs`] declares each option once
+//! (flag, environment variable, default, parser); a TOML file sets the same options under
+//! `[agent]` by their ids and the nested tables (`[agent.node_attestor.*]`,
+//! `[agent.limits.*]`) in [`AgentSections`]. Precedence: flag, environment, file, default.
+//! [`AgentConfig::load`] checks what spans options, once, at start.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use common_net::{Limits, LimitsFile};
+use common_process::config_file::{ConfigFileError, Layout};
 use serde::Deserialize;
 use spiffe::TrustDomain;
 
@@ -14,82 +19,91 @@ use crate::workload::limits::WorkloadLimits;
 /// Default Workload API socket, as SPIRE's.
 pub const DEFAULT_SOCKET_PATH: &str = "/tmp/spire-agent/public/api.sock";
 
-/// Flags of `spire-agent run`. Each overrides the same key of the config file.
-#[derive(Debug, Clone, Default, clap::Args)]
+/// Where the agent's options are: those of `spire-agent run`, under `[agent]` in the file.
+pub const LAYOUT: Layout = Layout::sectioned("run", "agent");
+
+/// Options of `spire-agent run`. The file key of each is its field name under `[agent]`.
+#[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
-    /// Path to a TOML configuration file (keys under `[agent]`).
+    /// Path to a TOML configuration file: the options below under `[agent]` by their field
+    /// names in snake case (`trust_domain`, `trust_bundle_path`, ...), and the tables
+    /// `[agent.node_attestor.x509pop]` and `[agent.limits.*]`.
     #[arg(long = "config", env = "SPIRE_AGENT_CONFIG")]
     pub config: Option<PathBuf>,
     /// Trust domain of the server, e.g. `example.org`.
-    #[arg(long = "trustDomain", env = "SPIRE_AGENT_TRUST_DOMAIN")]
-    pub trust_domain: Option<String>,
+    #[arg(long = "trustDomain", env = "SPIRE_AGENT_TRUST_DOMAIN", required = true, value_parser = trust_domain)]
+    pub trust_domain: TrustDomain,
     /// Address of the server's agent API.
-    #[arg(long = "serverAddress", env = "SPIRE_AGENT_SERVER_ADDRESS")]
-    pub server_address: Option<String>,
+    #[arg(
+        long = "serverAddress",
+        env = "SPIRE_AGENT_SERVER_ADDRESS",
+        default_value = "127.0.0.1"
+    )]
+    pub server_address: String,
     /// Port of the server's agent API.
-    #[arg(long = "serverPort", env = "SPIRE_AGENT_SERVER_PORT")]
-    pub server_port: Option<u16>,
+    #[arg(
+        long = "serverPort",
+        env = "SPIRE_AGENT_SERVER_PORT",
+        default_value_t = 8081
+    )]
+    pub server_port: u16,
     /// Single-use join token from `spire-server token generate` (only needed for the first start).
     #[arg(long = "joinToken", env = "SPIRE_AGENT_JOIN_TOKEN")]
     pub join_token: Option<String>,
     /// Bundle (PEM or SPIFFE JSON, as `spire-server bundle show` prints it) used to trust the
-    /// server on first contact.
+    /// server on first contact (file: `trust_bundle_path`).
     #[arg(long = "trustBundle", env = "SPIRE_AGENT_TRUST_BUNDLE")]
-    pub trust_bundle: Option<PathBuf>,
+    pub trust_bundle_path: Option<PathBuf>,
     /// Path of the Workload API socket.
-    #[arg(long = "socketPath", env = "SPIRE_AGENT_SOCKET")]
-    pub socket_path: Option<PathBuf>,
+    #[arg(long = "socketPath", env = "SPIRE_AGENT_SOCKET", default_value = DEFAULT_SOCKET_PATH)]
+    pub socket_path: PathBuf,
     /// Directory where the agent keeps its own SVID between restarts.
-    #[arg(long = "dataDir", env = "SPIRE_AGENT_DATA_DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// How often to sync entries with the server, e.g. `5s`.
-    #[arg(long = "syncInterval", env = "SPIRE_AGENT_SYNC_INTERVAL")]
-    pub sync_interval: Option<String>,
+    #[arg(
+        long = "dataDir",
+        env = "SPIRE_AGENT_DATA_DIR",
+        default_value = "./.data/agent"
+    )]
+    pub data_dir: PathBuf,
+    /// How often to sync entries with the server, e.g. `5s` (at least 100ms).
+    #[arg(long = "syncInterval", env = "SPIRE_AGENT_SYNC_INTERVAL", default_value = "5s", value_parser = sync_interval)]
+    pub sync_interval: Duration,
+    /// Executables larger than this many bytes get no `unix:sha256` selector (hashing them
+    /// would slow every call); 0 means no limit, as SPIRE's default.
+    #[arg(long = "workloadSizeLimit", default_value_t = 0)]
+    pub workload_size_limit: u64,
     /// Serve Prometheus metrics (plain HTTP, `GET /metrics`) on this address, e.g.
     /// `127.0.0.1:9989`. Off unless set.
     #[arg(long = "metricsAddress", env = "SPIRE_AGENT_METRICS_ADDRESS")]
     pub metrics_address: Option<SocketAddr>,
     /// Workload API calls (unary calls and stream opens) each calling process may make per
-    /// second, sustained; 0 turns the limit off. Default 100.
-    #[arg(long = "workloadRateLimit", env = "SPIRE_AGENT_WORKLOAD_RATE_LIMIT")]
-    pub workload_rate_limit: Option<u32>,
+    /// second, sustained; 0 turns the limit off.
+    #[arg(long = "workloadRateLimit", env = "SPIRE_AGENT_WORKLOAD_RATE_LIMIT", default_value_t = WorkloadLimits::DEFAULT.rate_per_second)]
+    pub workload_rate_limit: u32,
     /// Workload API calls a process may make at once after being idle. Default: twice the
     /// rate limit (200).
     #[arg(long = "workloadRateBurst", env = "SPIRE_AGENT_WORKLOAD_RATE_BURST")]
     pub workload_rate_burst: Option<u32>,
     /// Workload API streams each calling process may have open at once; 0 turns the limit
-    /// off. Default 32.
-    #[arg(long = "workloadMaxStreams", env = "SPIRE_AGENT_WORKLOAD_MAX_STREAMS")]
-    pub workload_max_streams: Option<u32>,
+    /// off.
+    #[arg(long = "workloadMaxStreams", env = "SPIRE_AGENT_WORKLOAD_MAX_STREAMS", default_value_t = WorkloadLimits::DEFAULT.max_streams)]
+    pub workload_max_streams: u32,
+    /// On SIGTERM or SIGINT, how long Workload API calls in flight get to finish (streams,
+    /// such as FetchX509SVID, end at once so that their clients reconnect), e.g. `10s`.
+    #[arg(long = "drainTimeout", env = "SPIRE_AGENT_DRAIN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub drain_timeout: Duration,
     /// Log level: error, warn, info, debug, trace.
-    #[arg(long = "logLevel", env = "SPIRE_AGENT_LOG_LEVEL")]
-    pub log_level: Option<String>,
+    #[arg(
+        long = "logLevel",
+        env = "SPIRE_AGENT_LOG_LEVEL",
+        default_value = "info"
+    )]
+    pub log_level: String,
 }
 
+/// The nested tables of `[agent]`, typed (the scalar keys are [`RunArgs`]).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct FileConfig {
-    #[serde(default)]
-    agent: FileAgent,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileAgent {
-    trust_domain: Option<String>,
-    server_address: Option<String>,
-    server_port: Option<u16>,
-    join_token: Option<String>,
-    trust_bundle_path: Option<PathBuf>,
-    socket_path: Option<PathBuf>,
-    data_dir: Option<PathBuf>,
-    sync_interval: Option<String>,
-    workload_size_limit: Option<u64>,
-    workload_rate_limit: Option<u32>,
-    workload_rate_burst: Option<u32>,
-    workload_max_streams: Option<u32>,
-    metrics_address: Option<SocketAddr>,
-    log_level: Option<String>,
+pub struct AgentSections {
     #[serde(default)]
     node_attestor: FileNodeAttestors,
     #[serde(default)]
@@ -154,13 +168,10 @@ pub struct X509PopFiles {
 /// A configuration problem, naming the key at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("invalid config file {path}: {message}")]
-    Parse { path: PathBuf, message: String },
+    /// The command line, the environment or the file (which names itself and the key).
+    #[error(transparent)]
+    File(#[from] ConfigFileError),
+    /// A value (or a combination) that cannot work.
     #[error("invalid `{key}`: {message}")]
     Invalid { key: &'static str, message: String },
 }
@@ -181,6 +192,8 @@ pub struct AgentConfig {
     /// Where Prometheus metrics are served, if anywhere.
     pub metrics_address: Option<SocketAddr>,
     pub log_level: String,
+    /// How long Workload API calls in flight at shutdown get to finish.
+    pub drain_timeout: Duration,
     /// x509pop node attestation, when configured (preferred over a join token).
     pub x509pop: Option<X509PopFiles>,
     /// The bounds of the Workload API socket and the metrics endpoint.
@@ -188,90 +201,77 @@ pub struct AgentConfig {
 }
 
 impl AgentConfig {
-    /// Merges the config file (if any) with the flags and validates the result.
-    pub fn load(args: &RunArgs) -> Result<Self, ConfigError> {
-        let file = match &args.config {
-            Some(path) => read_file(path)?,
-            None => FileAgent::default(),
-        };
-        let workload_limits = workload_limits(args, &file)?;
-        let td = args
-            .trust_domain
-            .clone()
-            .or(file.trust_domain)
-            .ok_or(ConfigError::Invalid {
-                key: "trust_domain",
-                message: "required (flag -trustDomain or `trust_domain` in [agent])".into(),
-            })?;
-        let trust_domain = TrustDomain::new(&td)
-            .ok()
-            .filter(|parsed| parsed.to_string() == td)
-            .ok_or_else(|| ConfigError::Invalid {
-                key: "trust_domain",
-                message: format!("{td:?}: not a valid lowercase trust domain name"),
-            })?;
-        let host = args
-            .server_address
-            .clone()
-            .or(file.server_address)
-            .unwrap_or("127.0.0.1".into());
-        let port = args.server_port.or(file.server_port).unwrap_or(8081);
-        let server_addr = resolve(&host, port)?;
-        let interval = args
-            .sync_interval
-            .clone()
-            .or(file.sync_interval)
-            .unwrap_or("5s".into());
-        let sync_interval =
-            humantime::parse_duration(&interval).map_err(|e| ConfigError::Invalid {
-                key: "sync_interval",
-                message: format!("{interval:?}: {e}"),
-            })?;
-        if sync_interval < Duration::from_millis(100) {
-            return Err(ConfigError::Invalid {
-                key: "sync_interval",
-                message: "must be at least 100ms".into(),
-            });
+    /// Parses `spire-agent run ARGS` (after the program name) as `main` does, the file
+    /// included, and validates the result.
+    pub fn from_run_args<I: IntoIterator<Item = String>>(args: I) -> Result<Self, ConfigError> {
+        let argv = ["spire-agent".to_owned(), "run".to_owned()]
+            .into_iter()
+            .chain(args);
+        let (cli, sections): (crate::cli::Cli, AgentSections) =
+            common_process::config_file::try_parse_sectioned_from(
+                &LAYOUT,
+                spire_proto::flags::normalize(argv),
+            )?;
+        match cli.command {
+            crate::cli::Command::Run(args) => AgentConfig::load(args, sections),
+            _ => unreachable!("the arguments start with `run`"),
         }
+    }
+
+    /// Checks what spans options, and the nested tables, and resolves the server's address.
+    pub fn load(args: RunArgs, file: AgentSections) -> Result<Self, ConfigError> {
+        let workload_limits = workload_limits(&args)?;
+        let server_addr = resolve(&args.server_address, args.server_port)?;
         Ok(AgentConfig {
-            limits: file.limits.resolve()?,
+            // The tables come only from the file: their faults name it.
+            limits: file.limits.resolve().map_err(|e| match (e, &args.config) {
+                (ConfigError::Invalid { key, message }, Some(path)) => {
+                    ConfigError::File(ConfigFileError::Invalid {
+                        path: path.clone(),
+                        key: format!("agent.{key}"),
+                        message,
+                    })
+                }
+                (e, _) => e,
+            })?,
             x509pop: file.node_attestor.x509pop,
-            trust_domain,
+            trust_domain: args.trust_domain,
             server_addr,
-            join_token: args.join_token.clone().or(file.join_token),
-            trust_bundle: args.trust_bundle.clone().or(file.trust_bundle_path),
-            socket_path: args
-                .socket_path
-                .clone()
-                .or(file.socket_path)
-                .unwrap_or(DEFAULT_SOCKET_PATH.into()),
-            data_dir: args
-                .data_dir
-                .clone()
-                .or(file.data_dir)
-                .unwrap_or("./.data/agent".into()),
-            sync_interval,
-            workload_size_limit: file.workload_size_limit.unwrap_or(0),
+            join_token: args.join_token,
+            trust_bundle: args.trust_bundle_path,
+            socket_path: args.socket_path,
+            data_dir: args.data_dir,
+            sync_interval: args.sync_interval,
+            workload_size_limit: args.workload_size_limit,
             workload_limits,
-            metrics_address: args.metrics_address.or(file.metrics_address),
-            log_level: args
-                .log_level
-                .clone()
-                .or(file.log_level)
-                .unwrap_or("info".into()),
+            metrics_address: args.metrics_address,
+            log_level: args.log_level,
+            drain_timeout: args.drain_timeout,
         })
     }
 }
 
-/// The Workload API limits: flags over file over [`WorkloadLimits::DEFAULT`]; an unset burst
-/// is twice the rate.
-fn workload_limits(args: &RunArgs, file: &FileAgent) -> Result<WorkloadLimits, ConfigError> {
-    let default = WorkloadLimits::DEFAULT;
-    let rate_per_second = args
-        .workload_rate_limit
-        .or(file.workload_rate_limit)
-        .unwrap_or(default.rate_per_second);
-    let burst = match args.workload_rate_burst.or(file.workload_rate_burst) {
+/// The `-trustDomain` option's parser: a valid trust domain name, lowercase.
+fn trust_domain(td: &str) -> Result<TrustDomain, String> {
+    TrustDomain::new(td)
+        .ok()
+        .filter(|parsed| parsed.to_string() == td)
+        .ok_or_else(|| format!("{td:?}: not a valid lowercase trust domain name"))
+}
+
+/// The `-syncInterval` option's parser: a duration of at least 100ms.
+fn sync_interval(value: &str) -> Result<Duration, String> {
+    let parsed = humantime::parse_duration(value).map_err(|e| format!("{value:?}: {e}"))?;
+    if parsed < Duration::from_millis(100) {
+        return Err("must be at least 100ms".into());
+    }
+    Ok(parsed)
+}
+
+/// The Workload API limits; an unset burst is twice the rate.
+fn workload_limits(args: &RunArgs) -> Result<WorkloadLimits, ConfigError> {
+    let rate_per_second = args.workload_rate_limit;
+    let burst = match args.workload_rate_burst {
         Some(0) if rate_per_second > 0 => {
             return Err(ConfigError::Invalid {
                 key: "workload_rate_burst",
@@ -284,10 +284,7 @@ fn workload_limits(args: &RunArgs, file: &FileAgent) -> Result<WorkloadLimits, C
     Ok(WorkloadLimits {
         rate_per_second,
         burst,
-        max_streams: args
-            .workload_max_streams
-            .or(file.workload_max_streams)
-            .unwrap_or(default.max_streams),
+        max_streams: args.workload_max_streams,
     })
 }
 
@@ -306,27 +303,26 @@ fn resolve(host: &str, port: u16) -> Result<SocketAddr, ConfigError> {
         })
 }
 
-fn read_file(path: &Path) -> Result<FileAgent, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    let parsed: FileConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
-        path: path.to_owned(),
-        message: e.to_string(),
-    })?;
-    Ok(parsed.agent)
-}
-
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
-    fn args() -> RunArgs {
-        RunArgs {
-            trust_domain: Some("example.org".into()),
-            ..RunArgs::default()
-        }
+    /// `spire-agent run -trustDomain example.org ARGS`, validated.
+    fn load(args: &[&str]) -> Result<AgentConfig, ConfigError> {
+        AgentConfig::from_run_args(
+            ["-trustDomain", "example.org"]
+                .iter()
+                .chain(args)
+                .map(|a| a.to_string()),
+        )
+    }
+
+    /// `spire-agent run -config FILE ARGS`, validated.
+    fn load_file(file: &Path, args: &[&str]) -> Result<AgentConfig, ConfigError> {
+        let path = file.to_str().expect("utf-8 path");
+        AgentConfig::from_run_args(["-config", path].iter().chain(args).map(|a| a.to_string()))
     }
 
     fn write(dir: &Path, text: &str) -> PathBuf {
@@ -341,18 +337,62 @@ mod tests {
             env!("CARGO_MANIFEST_DIR"),
             "/../../examples/config/agent.toml"
         );
-        let config = AgentConfig::load(&RunArgs {
-            config: Some(example.into()),
-            ..RunArgs::default()
-        })
-        .expect("examples/config/agent.toml loads");
+        let config = load_file(Path::new(example), &[]).expect("examples/config/agent.toml loads");
         assert_eq!(config.trust_domain.to_string(), "example.org");
         assert_eq!(config.workload_limits, WorkloadLimits::DEFAULT);
+        assert_eq!(config.trust_bundle, Some("/tmp/bundle.pem".into()));
+        assert_eq!(config.sync_interval, Duration::from_secs(5));
+        assert_eq!(config.drain_timeout, common_net::DRAIN_TIMEOUT);
+    }
+
+    #[test]
+    fn bad_keys_and_values_name_the_file_and_the_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (text, expected) in [
+            (
+                "[agent]\ntrust_bundle = \"/b.pem\"\n",
+                "unknown key `agent.trust_bundle`",
+            ),
+            (
+                "[agent]\nsync_interval = \"1ms\"\n",
+                "key `agent.sync_interval`",
+            ),
+            (
+                "[agent]\ntrust_domain = \"Upper.org\"\n",
+                "key `agent.trust_domain`",
+            ),
+            (
+                "[agent]\ndrain_timeout = \"x\"\n",
+                "key `agent.drain_timeout`",
+            ),
+            (
+                "[agent.node_attestor.x509pop]\ncertificate_path = \"/c\"\n",
+                "key `agent.node_attestor.x509pop`: missing field `private_key_path`",
+            ),
+            (
+                "[agent.limits.workload]\n",
+                "key `agent.limits.workload`: unknown field",
+            ),
+        ] {
+            let file = write(dir.path(), text);
+            let err = load_file(&file, &["-trustDomain", "example.org"])
+                .expect_err(text)
+                .to_string();
+            assert!(err.contains(expected), "{text:?}: {err}");
+            assert!(err.contains(file.to_str().expect("utf-8")), "{err}");
+        }
+        let err = load(&["-syncInterval", "1ms"])
+            .expect_err("too short")
+            .to_string();
+        assert!(
+            err.contains("--syncInterval") && err.contains("100ms"),
+            "{err}"
+        );
     }
 
     #[test]
     fn workload_limits_default_to_100_per_second_bursts_of_200_and_32_streams() {
-        let config = AgentConfig::load(&args()).expect("config");
+        let config = load(&[]).expect("config");
         assert_eq!(
             config.workload_limits,
             WorkloadLimits {
@@ -368,13 +408,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = write(
             dir.path(),
-            "[agent]\nworkload_rate_limit = 5\nworkload_rate_burst = 7\nworkload_max_streams = 0\n",
+            "[agent]\ntrust_domain = \"example.org\"\nworkload_rate_limit = 5\nworkload_rate_burst = 7\nworkload_max_streams = 0\n",
         );
-        let from_file = AgentConfig::load(&RunArgs {
-            config: Some(file.clone()),
-            ..args()
-        })
-        .expect("config");
+        let from_file = load_file(&file, &[]).expect("config");
         assert_eq!(
             from_file.workload_limits,
             WorkloadLimits {
@@ -383,12 +419,10 @@ mod tests {
                 max_streams: 0
             }
         );
-        let flags = AgentConfig::load(&RunArgs {
-            config: Some(file),
-            workload_rate_limit: Some(50),
-            workload_max_streams: Some(4),
-            ..args()
-        })
+        let flags = load_file(
+            &file,
+            &["-workloadRateLimit", "50", "-workloadMaxStreams", "4"],
+        )
         .expect("config");
         assert_eq!(
             flags.workload_limits,
@@ -405,13 +439,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = write(
             dir.path(),
-            "[agent]\n[agent.limits.workload_api]\nmax_connections_per_process = 4\nheader_timeout = \"2s\"\n",
+            "[agent]\ntrust_domain = \"example.org\"\n[agent.limits.workload_api]\nmax_connections_per_process = 4\nheader_timeout = \"2s\"\n",
         );
-        let config = AgentConfig::load(&RunArgs {
-            config: Some(file),
-            ..args()
-        })
-        .expect("config");
+        let config = load_file(&file, &[]).expect("config");
         assert_eq!(config.limits.workload_api.max_connections_per_process, 4);
         assert_eq!(
             config.limits.workload_api.header_timeout,
@@ -424,64 +454,54 @@ mod tests {
         assert_eq!(config.limits.metrics, Limits::METRICS);
         let file = write(
             dir.path(),
-            "[agent]\n[agent.limits.workload_api]\nmax_connections = 0\n",
+            "[agent]\ntrust_domain = \"example.org\"\n[agent.limits.workload_api]\nmax_connections = 0\n",
         );
-        let err = AgentConfig::load(&RunArgs {
-            config: Some(file),
-            ..args()
-        })
-        .expect_err("zero connections")
-        .to_string();
+        let err = load_file(&file, &[])
+            .expect_err("zero connections")
+            .to_string();
         assert!(
-            err.contains("limits.workload_api") && err.contains("max_connections"),
+            err.starts_with("config file ")
+                && err.contains("key `agent.limits.workload_api`")
+                && err.contains("max_connections"),
             "{err}"
         );
     }
 
     #[test]
     fn an_unset_burst_is_twice_the_rate_and_zero_turns_the_rate_off() {
-        let config = AgentConfig::load(&RunArgs {
-            workload_rate_limit: Some(1000),
-            ..args()
-        })
-        .expect("config");
+        let config = load(&["-workloadRateLimit", "1000"]).expect("config");
         assert_eq!(config.workload_limits.burst, 2000);
-        let off = AgentConfig::load(&RunArgs {
-            workload_rate_limit: Some(0),
-            workload_rate_burst: Some(0),
-            ..args()
-        })
-        .expect("a zero burst is fine while the rate is off");
+        let off = load(&["-workloadRateLimit", "0", "-workloadRateBurst", "0"])
+            .expect("a zero burst is fine while the rate is off");
         assert_eq!(off.workload_limits.rate_per_second, 0);
-        let err = AgentConfig::load(&RunArgs {
-            workload_rate_burst: Some(0),
-            ..args()
-        })
-        .expect_err("a zero burst with the rate on");
+        let err = load(&["-workloadRateBurst", "0"]).expect_err("a zero burst with the rate on");
         assert!(err.to_string().contains("workload_rate_burst"), "{err}");
     }
 
     #[test]
     fn the_flags_parse_in_spire_style() {
-        use clap::Parser;
-        let cli = crate::cli::Cli::parse_from(spire_proto::flags::normalize(
-            [
-                "spire-agent",
-                "run",
-                "-workloadRateLimit",
-                "10",
-                "-workloadRateBurst",
-                "20",
-                "-workloadMaxStreams",
-                "2",
-            ]
-            .map(String::from),
-        ));
-        let crate::cli::Command::Run(run) = cli.command else {
-            panic!("run");
-        };
-        assert_eq!(run.workload_rate_limit, Some(10));
-        assert_eq!(run.workload_rate_burst, Some(20));
-        assert_eq!(run.workload_max_streams, Some(2));
+        let config = load(&[
+            "-workloadRateLimit",
+            "10",
+            "-workloadRateBurst",
+            "20",
+            "-workloadMaxStreams",
+            "2",
+            "-drainTimeout",
+            "60s",
+            "-trustBundle",
+            "/b.pem",
+        ])
+        .expect("config");
+        assert_eq!(
+            config.workload_limits,
+            WorkloadLimits {
+                rate_per_second: 10,
+                burst: 20,
+                max_streams: 2
+            }
+        );
+        assert_eq!(config.drain_timeout, Duration::from_secs(60));
+        assert_eq!(config.trust_bundle, Some("/b.pem".into()));
     }
 }

@@ -1,11 +1,15 @@
 //! `spire-agent`: run the agent, check its health, or call its Workload API.
 
-use clap::Parser;
 use spire_agent::cli::{Cli, Command};
-use spire_agent::config::AgentConfig;
+use spire_agent::config::{AgentConfig, AgentSections, LAYOUT};
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse_from(spire_proto::flags::normalize(std::env::args()));
+    // One read of the command line, the environment and (for `run`) the config file; a bad
+    // value in any of them is one error here, before anything starts.
+    let (cli, sections): (Cli, AgentSections) = common_process::config_file::parse_sectioned_from(
+        &LAYOUT,
+        spire_proto::flags::normalize(std::env::args()),
+    );
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -16,7 +20,7 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Run(args) => {
-                let config = AgentConfig::load(&args)?;
+                let config = AgentConfig::load(args, sections)?;
                 common_process::init_logging(&config.log_level);
                 spire_agent::run::run(config).await
             }

@@ -1,7 +1,8 @@
 //! `spire-agent run`: establish the agent's identity, sync once, then serve the Workload API
 //! while the sync loop keeps SVIDs fresh, until SIGINT or SIGTERM, or until a background task
 //! that cannot be restarted (the sync loop, refused by the server) failed: then it exits
-//! non-zero.
+//! non-zero. At shutdown the socket stops accepting, Workload API streams end at once (their
+//! clients reconnect elsewhere) and unary calls in flight get `-drainTimeout` to finish.
 
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
@@ -90,7 +91,8 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         );
     }
     let limits = CallerLimits::new(config.workload_limits);
-    let api = WorkloadApi::new(cache, attestor, jwt, limits, metrics.clone());
+    let (stopping, stopping_rx) = tokio::sync::watch::channel(false);
+    let api = WorkloadApi::new(cache, stopping_rx, attestor, jwt, limits, metrics.clone());
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<SpiffeWorkloadApiServer<WorkloadApi>>()
@@ -123,9 +125,12 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
                 () = common_process::shutdown_signal() => {}
                 failed = supervisor.failed() => tracing::error!(%failed, "stopping"),
             }
+            // Streams never finish by themselves: they end now, unary calls get the drain.
+            let _ = stopping.send(true);
         }
     };
     HttpServer::new(workload, workload_metrics)
+        .drain_timeout(config.drain_timeout)
         .http2_only()
         .serve(
             incoming,

@@ -1,10 +1,16 @@
-//! `spire-server run` configuration: a TOML file, overridden by flags (and their environment
-//! variables), validated once at start into [`ServerConfig`].
+//! `spire-server run` configuration, by the one mechanism every binary uses
+//! ([`common_process::config_file`], sectioned layout): [`RunArgs`] declares each option once
+//! (flag, environment variable, default, parser); a TOML file sets the same options under
+//! `[server]` by their ids (`trust_domain`, `bind_port`, ...) and the nested tables
+//! (`[server.federation]`, `[server.key_manager.*]`, ...) in [`ServerSections`]. Precedence:
+//! flag, environment, file, default. [`ServerConfig::load`] then checks what spans options
+//! (TTL order, the key manager's choice, federation) once, at start.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
+use common_process::config_file::{ConfigFileError, Layout};
 use serde::Deserialize;
 use spiffe::TrustDomain;
 
@@ -12,70 +18,82 @@ use crate::ca::KeyManagerConfig;
 use crate::ca::keys::{PinSource, Pkcs11Config};
 use crate::ca::upstream::DiskUpstreamConfig;
 
-/// Flags of `spire-server run`. Each overrides the same key of the config file.
-#[derive(Debug, Clone, Default, clap::Args)]
+/// Where the server's options are: those of `spire-server run`, under `[server]` in the file.
+pub const LAYOUT: Layout = Layout::sectioned("run", "server");
+
+/// Options of `spire-server run`. The file key of each is its field name under `[server]`.
+#[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
-    /// Path to a TOML configuration file (keys under `[server]`).
+    /// Path to a TOML configuration file: the options below under `[server]` by their field
+    /// names in snake case (`trust_domain`, `bind_port`, ...), and the tables
+    /// `[server.federation]`, `[server.node_attestor.*]`, `[server.key_manager.*]`,
+    /// `[server.upstream_authority.disk]`, `[server.oidc_discovery]`, `[server.limits.*]`.
     #[arg(long = "config", env = "SPIRE_SERVER_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Trust domain this server issues identities for, e.g. `example.org`.
-    #[arg(long = "trustDomain", env = "SPIRE_SERVER_TRUST_DOMAIN")]
-    pub trust_domain: Option<String>,
+    /// Trust domain this server issues identities for, e.g. `example.org` (file:
+    /// `trust_domain`).
+    #[arg(long = "trustDomain", env = "SPIRE_SERVER_TRUST_DOMAIN", required = true, value_parser = trust_domain_arg)]
+    pub trust_domain: TrustDomain,
     /// IP address the agent API listens on.
-    #[arg(long = "bindAddress", env = "SPIRE_SERVER_BIND_ADDRESS")]
-    pub bind_address: Option<IpAddr>,
-    /// TCP port the agent API listens on (0 picks a free port).
-    #[arg(long = "serverPort", env = "SPIRE_SERVER_PORT")]
-    pub server_port: Option<u16>,
+    #[arg(
+        long = "bindAddress",
+        env = "SPIRE_SERVER_BIND_ADDRESS",
+        default_value = "0.0.0.0"
+    )]
+    pub bind_address: IpAddr,
+    /// TCP port the agent API listens on (0 picks a free port; file: `bind_port`).
+    #[arg(long = "serverPort", env = "SPIRE_SERVER_PORT", default_value_t = 8081)]
+    pub bind_port: u16,
     /// Directory for the CA key and the default SQLite datastore.
-    #[arg(long = "dataDir", env = "SPIRE_SERVER_DATA_DIR")]
-    pub data_dir: Option<PathBuf>,
+    #[arg(
+        long = "dataDir",
+        env = "SPIRE_SERVER_DATA_DIR",
+        default_value = "./.data"
+    )]
+    pub data_dir: PathBuf,
     /// Datastore URL: `sqlite://<file>` or `postgres://user@host/db`. Default: SQLite in dataDir.
     #[arg(long = "dataStore", env = "SPIRE_SERVER_DATASTORE")]
     pub datastore: Option<String>,
     /// Admin API socket used by the CLI.
-    #[arg(long = "socketPath", env = "SPIRE_SERVER_SOCKET")]
-    pub socket_path: Option<PathBuf>,
+    #[arg(long = "socketPath", env = "SPIRE_SERVER_SOCKET", default_value = DEFAULT_SOCKET_PATH)]
+    pub socket_path: PathBuf,
     /// Default X509-SVID lifetime, e.g. `1h`, `90s`.
-    #[arg(long = "defaultX509SVIDTTL")]
-    pub default_x509_svid_ttl: Option<String>,
-    /// Lifetime of agent SVIDs.
-    #[arg(long = "agentTTL")]
-    pub agent_ttl: Option<String>,
+    #[arg(long = "defaultX509SVIDTTL", default_value = "1h", value_parser = ttl)]
+    pub default_x509_svid_ttl: Duration,
+    /// Default JWT-SVID lifetime.
+    #[arg(long = "defaultJWTSVIDTTL", default_value = "5m", value_parser = ttl)]
+    pub default_jwt_svid_ttl: Duration,
+    /// Lifetime of agent SVIDs. Default: defaultX509SVIDTTL.
+    #[arg(long = "agentTTL", value_parser = ttl)]
+    pub agent_ttl: Option<Duration>,
     /// Lifetime of the CA certificate.
-    #[arg(long = "caTTL")]
-    pub ca_ttl: Option<String>,
+    #[arg(long = "caTTL", default_value = "24h", value_parser = ttl)]
+    pub ca_ttl: Duration,
+    /// The `iss` claim of JWT-SVIDs (SPIRE's `jwt_issuer`), an https:// (or http://) URL;
+    /// none when unset.
+    #[arg(long = "jwtIssuer", env = "SPIRE_SERVER_JWT_ISSUER", value_parser = issuer)]
+    pub jwt_issuer: Option<String>,
     /// Serve Prometheus metrics (plain HTTP, `GET /metrics`) on this address, e.g.
     /// `127.0.0.1:9988`. Off unless set.
     #[arg(long = "metricsAddress", env = "SPIRE_SERVER_METRICS_ADDRESS")]
     pub metrics_address: Option<SocketAddr>,
+    /// On SIGTERM or SIGINT, how long requests in flight on each listener get to finish
+    /// (new connections are refused at once), e.g. `10s`.
+    #[arg(long = "drainTimeout", env = "SPIRE_SERVER_DRAIN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub drain_timeout: Duration,
     /// Log level: error, warn, info, debug, trace.
-    #[arg(long = "logLevel", env = "SPIRE_SERVER_LOG_LEVEL")]
-    pub log_level: Option<String>,
+    #[arg(
+        long = "logLevel",
+        env = "SPIRE_SERVER_LOG_LEVEL",
+        default_value = "info"
+    )]
+    pub log_level: String,
 }
 
+/// The nested tables of `[server]`, typed (the scalar keys are [`RunArgs`]).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct FileConfig {
-    #[serde(default)]
-    server: FileServer,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileServer {
-    trust_domain: Option<String>,
-    bind_address: Option<IpAddr>,
-    bind_port: Option<u16>,
-    data_dir: Option<PathBuf>,
-    datastore: Option<String>,
-    socket_path: Option<PathBuf>,
-    default_x509_svid_ttl: Option<String>,
-    default_jwt_svid_ttl: Option<String>,
-    agent_ttl: Option<String>,
-    ca_ttl: Option<String>,
-    metrics_address: Option<SocketAddr>,
-    log_level: Option<String>,
+pub struct ServerSections {
     #[serde(default)]
     federation: FileFederation,
     #[serde(default)]
@@ -84,8 +102,6 @@ struct FileServer {
     key_manager: FileKeyManager,
     #[serde(default)]
     upstream_authority: FileUpstreamAuthority,
-    /// The `iss` claim of JWT-SVIDs (SPIRE's `jwt_issuer`); none when unset.
-    jwt_issuer: Option<String>,
     oidc_discovery: Option<FileOidc>,
     #[serde(default)]
     limits: crate::limits::FileLimits,
@@ -320,16 +336,10 @@ impl FederationRelationship {
 /// A configuration problem, naming the key at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The config file could not be read.
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    /// The config file is not valid TOML or has unknown keys.
-    #[error("invalid config file {path}: {message}")]
-    Parse { path: PathBuf, message: String },
-    /// A value is missing or invalid.
+    /// The command line, the environment or the file (which names itself and the key).
+    #[error(transparent)]
+    File(#[from] ConfigFileError),
+    /// A value (or a combination) that cannot work.
     #[error("invalid `{key}`: {message}")]
     Invalid { key: &'static str, message: String },
 }
@@ -349,6 +359,8 @@ pub struct ServerConfig {
     /// Where Prometheus metrics are served, if anywhere.
     pub metrics_address: Option<SocketAddr>,
     pub log_level: String,
+    /// How long requests in flight at shutdown get to finish, on every listener.
+    pub drain_timeout: Duration,
     /// This server's bundle endpoint, if it serves one.
     pub bundle_endpoint: Option<BundleEndpoint>,
     /// Trust domains whose bundles are fetched from their bundle endpoints.
@@ -384,45 +396,34 @@ pub const DEFAULT_PKCS11_PIN_ENV: &str = "SPIRE_SERVER_PKCS11_PIN";
 pub const DEFAULT_SOCKET_PATH: &str = "/tmp/spire-server/private/api.sock";
 
 impl ServerConfig {
-    /// Merges the config file (if any) with the flags and validates the result.
-    pub fn load(args: &RunArgs) -> Result<Self, ConfigError> {
-        let file = match &args.config {
-            Some(path) => read_file(path)?,
-            None => FileServer::default(),
-        };
-        let trust_domain =
-            args.trust_domain
-                .clone()
-                .or(file.trust_domain)
-                .ok_or(ConfigError::Invalid {
-                    key: "trust_domain",
-                    message: "required (flag -trustDomain or `trust_domain` in [server])".into(),
-                })?;
-        let trust_domain = parse_trust_domain(&trust_domain)?;
-        let data_dir = args
-            .data_dir
-            .clone()
-            .or(file.data_dir)
-            .unwrap_or_else(|| "./.data".into());
-        let datastore_url = args
-            .datastore
-            .clone()
-            .or(file.datastore)
-            .unwrap_or_else(|| {
-                format!("sqlite://{}", data_dir.join("datastore.sqlite3").display())
-            });
-        let ip = args
-            .bind_address
-            .or(file.bind_address)
-            .unwrap_or([0, 0, 0, 0].into());
-        let port = args.server_port.or(file.bind_port).unwrap_or(8081);
-        let x509_ttl = duration(
-            "default_x509_svid_ttl",
-            args.default_x509_svid_ttl
-                .clone()
-                .or(file.default_x509_svid_ttl),
-            Duration::from_secs(3600),
-        )?;
+    /// Parses `spire-server run ARGS` (after the program name) as `main` does, the file
+    /// included, and validates the result.
+    pub fn from_run_args<I: IntoIterator<Item = String>>(args: I) -> Result<Self, ConfigError> {
+        let argv = ["spire-server".to_owned(), "run".to_owned()]
+            .into_iter()
+            .chain(args);
+        let (cli, sections): (crate::cli::Cli, ServerSections) =
+            common_process::config_file::try_parse_sectioned_from(
+                &LAYOUT,
+                spire_proto::flags::normalize(argv),
+            )?;
+        match cli.command {
+            crate::cli::Command::Run(args) => ServerConfig::load(args, sections),
+            _ => unreachable!("the arguments start with `run`"),
+        }
+    }
+
+    /// Checks what spans options, and the nested tables, and resolves the defaults that
+    /// depend on other values.
+    pub fn load(args: RunArgs, file: ServerSections) -> Result<Self, ConfigError> {
+        // The tables come only from the file: their faults name it, as the parser's do.
+        let in_file = in_file(args.config.clone(), LAYOUT);
+        let trust_domain = args.trust_domain;
+        let data_dir = args.data_dir;
+        let datastore_url = args.datastore.unwrap_or_else(|| {
+            format!("sqlite://{}", data_dir.join("datastore.sqlite3").display())
+        });
+        let x509_ttl = args.default_x509_svid_ttl;
         let bundle_endpoint = file
             .federation
             .bundle_endpoint
@@ -469,18 +470,23 @@ impl ServerConfig {
                     )?,
                 })
             })
-            .transpose()?;
+            .transpose()
+            .map_err(&in_file)?;
         let federates_with = file
             .federation
             .federates_with
             .into_iter()
             .map(|(td, rel)| relationship(&trust_domain, &td, rel))
-            .collect::<Result<_, _>>()?;
-        let key_manager = key_manager(file.key_manager, &trust_domain)?;
-        let jwt_issuer = file.jwt_issuer.map(check_issuer).transpose()?;
-        let oidc_discovery = file.oidc_discovery.map(oidc).transpose()?;
+            .collect::<Result<_, _>>()
+            .map_err(&in_file)?;
+        let key_manager = key_manager(file.key_manager, &trust_domain).map_err(&in_file)?;
+        let oidc_discovery = file
+            .oidc_discovery
+            .map(oidc)
+            .transpose()
+            .map_err(&in_file)?;
         let config = ServerConfig {
-            jwt_issuer,
+            jwt_issuer: args.jwt_issuer,
             oidc_discovery,
             key_manager,
             upstream_authority: file.upstream_authority.disk.map(|d| DiskUpstreamConfig {
@@ -488,41 +494,22 @@ impl ServerConfig {
                 key_file_path: d.key_file_path,
                 bundle_file_path: d.bundle_file_path,
             }),
-            limits: file.limits.resolve()?,
+            limits: file.limits.resolve().map_err(&in_file)?,
             x509pop_ca_bundle: file.node_attestor.x509pop.map(|x| x.ca_bundle_path),
             bundle_endpoint,
             federates_with,
             trust_domain,
-            bind_addr: SocketAddr::new(ip, port),
+            bind_addr: SocketAddr::new(args.bind_address, args.bind_port),
             data_dir,
             datastore_url,
-            socket_path: args
-                .socket_path
-                .clone()
-                .or(file.socket_path)
-                .unwrap_or_else(|| DEFAULT_SOCKET_PATH.into()),
+            socket_path: args.socket_path,
             default_x509_svid_ttl: x509_ttl,
-            default_jwt_svid_ttl: duration(
-                "default_jwt_svid_ttl",
-                file.default_jwt_svid_ttl,
-                Duration::from_secs(300),
-            )?,
-            agent_ttl: duration(
-                "agent_ttl",
-                args.agent_ttl.clone().or(file.agent_ttl),
-                x509_ttl,
-            )?,
-            ca_ttl: duration(
-                "ca_ttl",
-                args.ca_ttl.clone().or(file.ca_ttl),
-                Duration::from_secs(24 * 3600),
-            )?,
-            metrics_address: args.metrics_address.or(file.metrics_address),
-            log_level: args
-                .log_level
-                .clone()
-                .or(file.log_level)
-                .unwrap_or_else(|| "info".into()),
+            default_jwt_svid_ttl: args.default_jwt_svid_ttl,
+            agent_ttl: args.agent_ttl.unwrap_or(x509_ttl),
+            ca_ttl: args.ca_ttl,
+            metrics_address: args.metrics_address,
+            log_level: args.log_level,
+            drain_timeout: args.drain_timeout,
         };
         if config.default_x509_svid_ttl >= config.ca_ttl {
             return Err(ConfigError::Invalid {
@@ -536,17 +523,14 @@ impl ServerConfig {
 
 /// `jwt_issuer` must be an http(s) URL, as OIDC relying parties compare it with the
 /// discovery document's `issuer`.
-fn check_issuer(issuer: String) -> Result<String, ConfigError> {
+fn issuer(issuer: &str) -> Result<String, String> {
     let ok = (issuer.starts_with("https://") || issuer.starts_with("http://"))
         && issuer.len() <= 2048
         && issuer.chars().all(|c| c.is_ascii_graphic());
     if ok {
-        Ok(issuer)
+        Ok(issuer.to_owned())
     } else {
-        Err(ConfigError::Invalid {
-            key: "jwt_issuer",
-            message: format!("{issuer:?} must be an https:// (or http://) URL"),
-        })
+        Err(format!("{issuer:?} must be an https:// (or http://) URL"))
     }
 }
 
@@ -667,16 +651,36 @@ pub fn parse_trust_domain(raw: &str) -> Result<TrustDomain, ConfigError> {
     Ok(td)
 }
 
-fn read_file(path: &Path) -> Result<FileServer, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    let parsed: FileConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
-        path: path.to_owned(),
-        message: e.to_string(),
-    })?;
-    Ok(parsed.server)
+/// Turns a fault of a nested table into the file's error: the file, and the full key
+/// (`server.federation.bundle_endpoint`). Without a file there are no tables to fault.
+fn in_file(path: Option<PathBuf>, layout: Layout) -> impl Fn(ConfigError) -> ConfigError {
+    move |e| match (e, &path, layout.section) {
+        (ConfigError::Invalid { key, message }, Some(path), Some(section)) => {
+            ConfigError::File(ConfigFileError::Invalid {
+                path: path.clone(),
+                key: format!("{section}.{key}"),
+                message,
+            })
+        }
+        (e, _, _) => e,
+    }
+}
+
+/// [`parse_trust_domain`] as the `-trustDomain` option's parser.
+fn trust_domain_arg(raw: &str) -> Result<TrustDomain, String> {
+    parse_trust_domain(raw).map_err(|e| match e {
+        ConfigError::Invalid { message, .. } => message,
+        other => other.to_string(),
+    })
+}
+
+/// A TTL option's parser: a duration (`1h`, `90s`) of at least a second.
+fn ttl(value: &str) -> Result<Duration, String> {
+    let parsed = humantime::parse_duration(value).map_err(|e| format!("{value:?}: {e}"))?;
+    if parsed < Duration::from_secs(1) {
+        return Err("must be at least 1s".into());
+    }
+    Ok(parsed)
 }
 
 fn duration(
@@ -710,15 +714,48 @@ mod tests {
         file
     }
 
+    /// `spire-server run ARGS`, validated.
+    fn load(args: &[&str]) -> Result<ServerConfig, ConfigError> {
+        ServerConfig::from_run_args(args.iter().map(|a| a.to_string()))
+    }
+
+    /// `spire-server run -config FILE`.
+    fn load_file(file: &tempfile::NamedTempFile) -> Result<ServerConfig, ConfigError> {
+        load(&["-config", file.path().to_str().expect("utf-8 path")])
+    }
+
+    #[test]
+    fn the_example_config_file_is_valid() {
+        let example = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../examples/config/server.toml"
+        );
+        let config = load(&["-config", example]).expect("examples/config/server.toml loads");
+        assert_eq!(config.trust_domain.to_string(), "example.org");
+        assert_eq!(config.bind_addr.port(), 8081);
+        assert_eq!(config.ca_ttl, Duration::from_secs(24 * 3600));
+        assert_eq!(config.drain_timeout, common_net::DRAIN_TIMEOUT);
+    }
+
+    #[test]
+    fn the_drain_timeout_is_an_option_like_the_others() {
+        let config = load(&["-trustDomain", "x.org", "-drainTimeout", "60s"]).expect("valid");
+        assert_eq!(config.drain_timeout, Duration::from_secs(60));
+        let file = write("[server]\ntrust_domain = \"x.org\"\ndrain_timeout = \"2s\"\n");
+        assert_eq!(
+            load_file(&file).expect("valid").drain_timeout,
+            Duration::from_secs(2)
+        );
+        let file = write("[server]\ntrust_domain = \"x.org\"\ndrain_timeout = \"later\"\n");
+        let err = load_file(&file).expect_err("bad duration").to_string();
+        assert!(err.contains("server.drain_timeout"), "{err}");
+    }
+
     #[test]
     fn flags_override_the_file() {
         let file = write("[server]\ntrust_domain = \"file.org\"\nbind_port = 9000\n");
-        let args = RunArgs {
-            config: Some(file.path().into()),
-            trust_domain: Some("flag.org".into()),
-            ..RunArgs::default()
-        };
-        let config = ServerConfig::load(&args).expect("valid config");
+        let path = file.path().to_str().expect("utf-8 path");
+        let config = load(&["-config", path, "-trustDomain", "flag.org"]).expect("valid config");
         assert_eq!(config.trust_domain.to_string(), "flag.org");
         assert_eq!(config.bind_addr.port(), 9000);
     }
@@ -726,33 +763,44 @@ mod tests {
     #[test]
     fn unknown_keys_and_bad_values_name_the_key() {
         let file = write("[server]\ntrust_domian = \"x.org\"\n");
-        let args = RunArgs {
-            config: Some(file.path().into()),
-            ..RunArgs::default()
-        };
-        let err = ServerConfig::load(&args)
+        let err = load_file(&file)
             .expect_err("typo must be rejected")
             .to_string();
         assert!(err.contains("trust_domian"), "{err}");
 
-        let args = RunArgs {
-            trust_domain: Some("Bad_Upper.ORG".into()),
-            ..RunArgs::default()
-        };
-        let err = ServerConfig::load(&args)
+        let err = load(&["-trustDomain", "Bad_Upper.ORG"])
             .expect_err("uppercase TD")
             .to_string();
-        assert!(err.contains("trust_domain"), "{err}");
+        assert!(
+            err.contains("--trustDomain") && err.contains("lowercase"),
+            "{err}"
+        );
+        let file = write("[server]\ntrust_domain = \"Bad_Upper.ORG\"\n");
+        let err = load_file(&file).expect_err("uppercase TD").to_string();
+        assert!(
+            err.contains("server.trust_domain") && err.contains("lowercase"),
+            "{err}"
+        );
 
-        let args = RunArgs {
-            trust_domain: Some("x.org".into()),
-            ca_ttl: Some("soon".into()),
-            ..RunArgs::default()
-        };
-        let err = ServerConfig::load(&args)
+        let err = load(&["-trustDomain", "x.org", "-caTTL", "soon"])
             .expect_err("bad duration")
             .to_string();
-        assert!(err.contains("ca_ttl"), "{err}");
+        assert!(err.contains("--caTTL"), "{err}");
+        let file = write("[server]\ntrust_domain = \"x.org\"\nca_ttl = \"0s\"\n");
+        let err = load_file(&file).expect_err("too short").to_string();
+        assert!(
+            err.contains("server.ca_ttl") && err.contains("at least 1s"),
+            "{err}"
+        );
+        let file = write("[server]\ntrust_domain = \"x.org\"\njwt_issuer = \"ftp://x\"\n");
+        let err = load_file(&file).expect_err("bad issuer").to_string();
+        assert!(err.contains("server.jwt_issuer"), "{err}");
+        let err = load(&["-trustDomain", "x.org", "-defaultX509SVIDTTL", "48h"])
+            .expect_err("x509 TTL beyond the CA's")
+            .to_string();
+        assert!(err.contains("default_x509_svid_ttl"), "{err}");
+        let err = load(&[]).expect_err("no trust domain").to_string();
+        assert!(err.contains("--trustDomain"), "{err}");
     }
 
     #[test]
@@ -761,11 +809,7 @@ mod tests {
             "[server]\ntrust_domain = \"x.org\"\n\
              [server.limits.agent_api]\nmax_handshakes = 64\nhandshake_timeout = \"2s\"\n",
         );
-        let args = RunArgs {
-            config: Some(file.path().into()),
-            ..RunArgs::default()
-        };
-        let limits = ServerConfig::load(&args).expect("valid").limits;
+        let limits = load_file(&file).expect("valid").limits;
         assert_eq!(limits.agent_api.max_handshakes, 64);
         assert_eq!(limits.agent_api.handshake_timeout, Duration::from_secs(2));
         assert_eq!(
@@ -776,14 +820,11 @@ mod tests {
         let file = write(
             "[server]\ntrust_domain = \"x.org\"\n[server.limits.metrics]\nidle_timeout = \"0s\"\n",
         );
-        let err = ServerConfig::load(&RunArgs {
-            config: Some(file.path().into()),
-            ..RunArgs::default()
-        })
-        .expect_err("zero timeout")
-        .to_string();
+        let err = load_file(&file).expect_err("zero timeout").to_string();
         assert!(
-            err.contains("limits.metrics") && err.contains("idle_timeout"),
+            err.starts_with("config file ")
+                && err.contains("key `server.limits.metrics`")
+                && err.contains("idle_timeout"),
             "{err}"
         );
     }
@@ -792,10 +833,7 @@ mod tests {
     fn federation_sections_are_read_and_checked() {
         let load = |text: &str| {
             let file = write(&format!("[server]\ntrust_domain = \"example.org\"\n{text}"));
-            ServerConfig::load(&RunArgs {
-                config: Some(file.path().into()),
-                ..RunArgs::default()
-            })
+            load_file(&file)
         };
         let good = load(
             "[server.federation.bundle_endpoint]\nport = 8443\nrefresh_hint = \"1m\"\n\
@@ -858,7 +896,11 @@ mod tests {
         ] {
             let err = load(&text).expect_err(expected).to_string();
             assert!(err.contains(expected), "{err}");
-            assert!(err.contains("federation.federates_with"), "{err}");
+            assert!(
+                err.starts_with("config file ")
+                    && err.contains("key `server.federation.federates_with`"),
+                "{err}"
+            );
         }
     }
 
@@ -869,10 +911,7 @@ mod tests {
                 "[server]\ntrust_domain = \"example.org\"\n\
                  [server.federation.bundle_endpoint]\nport = 8443\n{text}"
             ));
-            ServerConfig::load(&RunArgs {
-                config: Some(file.path().into()),
-                ..RunArgs::default()
-            })
+            load_file(&file)
         };
         let cert = "[server.federation.bundle_endpoint.serving_cert_file]\n\
                     cert_file_path = \"/etc/tls/b.pem\"\nkey_file_path = \"/etc/tls/b.key\"\n";
@@ -905,7 +944,11 @@ mod tests {
         ] {
             let err = load(&text).expect_err(expected).to_string();
             assert!(err.contains(expected), "{err}");
-            assert!(err.contains("federation.bundle_endpoint"), "{err}");
+            assert!(
+                err.starts_with("config file ")
+                    && err.contains("key `server.federation.bundle_endpoint"),
+                "{err}"
+            );
         }
     }
 }

@@ -1,11 +1,15 @@
 //! `spire-server`: run the identity server, or administer a running one.
 
-use clap::Parser;
 use spire_server::cli::{self, Cli, Command};
-use spire_server::config::ServerConfig;
+use spire_server::config::{LAYOUT, ServerConfig, ServerSections};
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse_from(spire_proto::flags::normalize(std::env::args()));
+    // One read of the command line, the environment and (for `run`) the config file; a bad
+    // value in any of them is one error here, before anything starts.
+    let (cli, sections): (Cli, ServerSections) = common_process::config_file::parse_sectioned_from(
+        &LAYOUT,
+        spire_proto::flags::normalize(std::env::args()),
+    );
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -16,7 +20,7 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Run(args) => {
-                let config = ServerConfig::load(&args)?;
+                let config = ServerConfig::load(args, sections)?;
                 common_process::init_logging(&config.log_level);
                 spire_server::run::run(config).await
             }

@@ -1,8 +1,10 @@
 //! `spire-server run`: opens the datastore, loads the CA and the JWT signing key, publishes
 //! them in the bundle, starts their rotation ([`crate::rotation`]) and serves the agent API
 //! (mTLS, TCP) and the admin API (Unix socket) until SIGINT or SIGTERM, or until a
-//! background task that cannot be restarted failed (then it exits non-zero). Background
-//! tasks run under a [`Supervisor`], each with its policy said where it is started.
+//! background task that cannot be restarted failed (then it exits non-zero). At shutdown
+//! every listener stops accepting and its requests in flight get `-drainTimeout` to finish.
+//! Background tasks run under a [`Supervisor`], each with its policy said where it is
+//! started.
 
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
@@ -156,7 +158,8 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
                 Arc::new(tls),
                 listener,
                 endpoint.refresh_hint,
-                ServeOptions::new(limits.bundle_endpoint, net.listener("bundle_endpoint")),
+                ServeOptions::new(limits.bundle_endpoint, net.listener("bundle_endpoint"))
+                    .drain_timeout(state.config.drain_timeout),
                 common_process::shutdown_signal(),
             ),
         );
@@ -178,7 +181,8 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
                 oidc.domains,
                 tls,
                 listener,
-                ServeOptions::new(limits.oidc_discovery, net.listener("oidc_discovery")),
+                ServeOptions::new(limits.oidc_discovery, net.listener("oidc_discovery"))
+                    .drain_timeout(state.config.drain_timeout),
                 common_process::shutdown_signal(),
             ),
         );
@@ -203,11 +207,14 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         AuthorizeLayer::new(state.clone()).layer(Routes::new(AgentServer::new(AgentService::new(
             state.clone(),
         )))),
-        ServeOptions::new(limits.agent_api, net.listener("agent_api")).grpc(),
+        ServeOptions::new(limits.agent_api, net.listener("agent_api"))
+            .drain_timeout(state.config.drain_timeout)
+            .grpc(),
         wait_for(stop_rx.clone()),
     );
     let admin_metrics = net.listener("admin");
     let admin_api = HttpServer::new(limits.admin, admin_metrics.clone())
+        .drain_timeout(state.config.drain_timeout)
         .http2_only()
         .serve(
             unix_incoming(unix, &limits.admin, admin_metrics),

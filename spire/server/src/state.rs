@@ -124,14 +124,14 @@ pub fn bundle_to_proto(bundle: &datastore::Bundle) -> pb::Bundle {
 /// datastore, all in a temporary directory that lives as long as the returned guard.
 #[cfg(test)]
 pub(crate) async fn for_tests() -> (Arc<ServerState>, tempfile::TempDir) {
-    use crate::config::RunArgs;
     let dir = tempfile::tempdir().expect("tempdir");
-    let args = RunArgs {
-        trust_domain: Some("example.org".into()),
-        data_dir: Some(dir.path().join("data")),
-        ..RunArgs::default()
-    };
-    let config = ServerConfig::load(&args).expect("config");
+    let config = ServerConfig::from_run_args([
+        "-trustDomain".to_owned(),
+        "example.org".to_owned(),
+        "-dataDir".to_owned(),
+        dir.path().join("data").display().to_string(),
+    ])
+    .expect("config");
     let url = format!("sqlite://{}", dir.path().join("ds.sqlite3").display());
     let datastore = Datastore::connect(&url).await.expect("datastore");
     let authorities =

@@ -1,6 +1,11 @@
 //! SIGTERM drains Nexus: the listener closes at once, the request in flight is still
 //! answered and audited, and the process exits 0 within its drain timeout.
 //!
+//! SIGTERM ends the agent's Workload API streams at once (they never finish by themselves,
+//! so waiting for them would hold every shutdown for the whole drain timeout): the client
+//! sees its stream end with Unavailable, and the agent exits 0 well within a drain timeout
+//! deliberately set long.
+//!
 //! The request in flight is one we hold open ourselves: its headers carry
 //! `Expect: 100-continue`, so Nexus says `100 Continue` once a handler is reading the body,
 //! and we send the body only after SIGTERM, once new connections are refused. No sleep
@@ -9,7 +14,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use tests::secrets::{SUPERUSER_ID, SecretsStack, nexus_tls};
+use tests::stack::{Agent, Server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -114,4 +121,60 @@ async fn begin_put(
     let interim = String::from_utf8_lossy(&seen);
     assert!(interim.starts_with("HTTP/1.1 100"), "{interim}");
     stream
+}
+
+/// The agent's drain timeout in the stream test: long, so that an agent that waited for its
+/// streams would miss the (shorter) deadline the test gives it to exit.
+const AGENT_DRAIN: Duration = Duration::from_secs(60);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_the_agents_workload_streams_at_once_and_the_agent_exits_0() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("server"), "example.org", &[]).await;
+    let token = server.join_token(&[]);
+    let drain = format!("{}s", AGENT_DRAIN.as_secs());
+    let mut agent = Agent::start_with(
+        &server,
+        &dir.path().join("agent"),
+        Some(&token),
+        &["-drainTimeout", &drain],
+    )
+    .await;
+    let uid = nix::unistd::geteuid().as_raw();
+    server.create_entry(
+        "spiffe://example.org/app",
+        &server.agent_id(&token),
+        &[&format!("unix:uid:{uid}")],
+        &[],
+    );
+    agent.fetch_svid().await;
+
+    let client = spiffe::WorkloadApiClient::connect_to(agent.endpoint())
+        .await
+        .expect("connecting to the Workload API");
+    let mut stream = client.stream_x509_svids().await.expect("a stream");
+    stream
+        .next()
+        .await
+        .expect("a first message")
+        .expect("an SVID");
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(agent.process.pid()).expect("pid"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+
+    // Both deadlines are half the drain timeout: met only if the stream did not hold it.
+    let end = tokio::time::timeout(AGENT_DRAIN / 2, stream.next())
+        .await
+        .expect("the stream ended before the drain timeout");
+    match end {
+        Some(Err(e)) => {
+            let e = e.to_string();
+            assert!(
+                e.contains("unavailable") && e.contains("the agent is shutting down"),
+                "{e}"
+            );
+        }
+        other => panic!("the stream should end with Unavailable, got {other:?}"),
+    }
+    let status = agent.process.wait_exit(AGENT_DRAIN / 2).await;
+    assert!(status.success(), "{status}\n{}", agent.process.log());
 }

@@ -5,6 +5,9 @@
 //! streams, how many it has open: [`super::limits`], ResourceExhausted beyond them), then
 //! attests the caller through the kernel and matches its selectors against the cached entries. Streams send the current state at once
 //! and again on every cache change, always the full state, never deltas (Workload API §5).
+//! When the agent stops, every stream ends at once with Unavailable (the clients' cue to
+//! reconnect, to this agent's successor or another), so that open streams do not hold the
+//! shutdown for the drain timeout that unary calls in flight get.
 //! The JWT profile's logic lives in [`super::jwt`].
 
 use std::collections::HashMap;
@@ -46,9 +49,14 @@ pub fn require_security_header(request: Request<()>) -> Result<Request<()>, Stat
     }
 }
 
+/// The status streams end with when the agent stops.
+pub const SHUTTING_DOWN: &str = "the agent is shutting down";
+
 /// The Workload API.
 pub struct WorkloadApi {
     cache: watch::Receiver<Arc<Snapshot>>,
+    /// Turns true when the agent stops: streams end.
+    stopping: watch::Receiver<bool>,
     attestor: Arc<UnixAttestor>,
     jwt: Arc<JwtSvids>,
     limits: Arc<CallerLimits>,
@@ -56,8 +64,11 @@ pub struct WorkloadApi {
 }
 
 impl WorkloadApi {
+    /// The API over `cache`; its streams end once `stopping` turns true (or its sender is
+    /// gone).
     pub fn new(
         cache: watch::Receiver<Arc<Snapshot>>,
+        stopping: watch::Receiver<bool>,
         attestor: Arc<UnixAttestor>,
         jwt: Arc<JwtSvids>,
         limits: Arc<CallerLimits>,
@@ -65,6 +76,7 @@ impl WorkloadApi {
     ) -> Self {
         WorkloadApi {
             cache,
+            stopping,
             attestor,
             jwt,
             limits,
@@ -199,8 +211,10 @@ type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 /// Streams `build(snapshot)` now and after every cache change that alters it. `build`
 /// returning `None` means the caller has no identity: the stream ends with PermissionDenied.
 /// The caller's stream `slot` is given back when the stream ends (the task below owns it).
+/// When `stopping` turns true (or its sender is gone), the stream ends with Unavailable.
 fn watch_stream<T, F>(
     mut cache: watch::Receiver<Arc<Snapshot>>,
+    mut stopping: watch::Receiver<bool>,
     slot: StreamSlot,
     build: F,
 ) -> ResponseStream<T>
@@ -212,7 +226,12 @@ where
     tokio::spawn(async move {
         let _slot = slot;
         let mut last: Option<T> = None;
+        let unavailable = || Err(Status::unavailable(SHUTTING_DOWN));
         loop {
+            if *stopping.borrow_and_update() {
+                let _ = tx.send(unavailable()).await;
+                return;
+            }
             let snapshot = cache.borrow_and_update().clone();
             let Some(message) = build(&snapshot) else {
                 let _ = tx.send(Err(Status::permission_denied(NO_IDENTITY))).await;
@@ -226,6 +245,10 @@ where
             }
             tokio::select! {
                 changed = cache.changed() => if changed.is_err() { return },
+                changed = stopping.changed() => if changed.is_err() {
+                    let _ = tx.send(unavailable()).await;
+                    return;
+                },
                 () = tx.closed() => return,
             }
         }
@@ -252,6 +275,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
         }
         Ok(Response::new(watch_stream(
             self.cache.clone(),
+            self.stopping.clone(),
             slot,
             move |snapshot| {
                 let svids = matching(snapshot, &selectors);
@@ -273,6 +297,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
         }
         Ok(Response::new(watch_stream(
             self.cache.clone(),
+            self.stopping.clone(),
             slot,
             move |snapshot| {
                 let svids = matching(snapshot, &selectors);
@@ -310,6 +335,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
         }
         Ok(Response::new(watch_stream(
             self.cache.clone(),
+            self.stopping.clone(),
             slot,
             move |snapshot| {
                 let svids = matching(snapshot, &selectors);
@@ -332,5 +358,57 @@ impl SpiffeWorkloadApi for WorkloadApi {
         }
         let now = self.jwt.clock().unix_seconds();
         jwt::validate(&snapshot, &svids, request.get_ref(), now).map(Response::new)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use futures::StreamExt;
+    use tonic::Code;
+
+    use super::*;
+    use crate::workload::limits::WorkloadLimits;
+
+    fn snapshot() -> Arc<Snapshot> {
+        Arc::new(Snapshot {
+            trust_domain: spiffe::TrustDomain::new("example.org").expect("trust domain"),
+            bundle: vec![vec![1]],
+            jwt_keys: Vec::new(),
+            svids: Vec::new(),
+            federated: BTreeMap::new(),
+        })
+    }
+
+    #[tokio::test]
+    async fn a_stream_ends_with_unavailable_when_the_agent_stops_and_gives_its_slot_back() {
+        let (_cache, cache_rx) = watch::channel(snapshot());
+        let (stop, stopping) = watch::channel(false);
+        let limits = CallerLimits::new(WorkloadLimits::DEFAULT);
+        let key = CallerKey::Pid(7);
+        let slot = limits.open_stream(key).expect("a slot");
+        let mut stream = watch_stream(cache_rx.clone(), stopping.clone(), slot, |s| {
+            Some(s.bundle.len())
+        });
+        assert_eq!(stream.next().await.expect("a message").expect("ok"), 1);
+        assert_eq!(limits.open_streams(key), 1);
+
+        stop.send(true).expect("the stream listens");
+        let end = stream
+            .next()
+            .await
+            .expect("an end")
+            .expect_err("Unavailable");
+        assert_eq!(end.code(), Code::Unavailable);
+        assert_eq!(end.message(), SHUTTING_DOWN);
+        assert!(stream.next().await.is_none(), "nothing after the end");
+        assert_eq!(limits.open_streams(key), 0, "the slot is given back");
+
+        // A stream opened once the agent is stopping ends at once, before any message.
+        let slot = limits.open_stream(key).expect("a slot");
+        let mut late = watch_stream(cache_rx, stopping, slot, |s| Some(s.bundle.len()));
+        let end = late.next().await.expect("an end").expect_err("Unavailable");
+        assert_eq!(end.code(), Code::Unavailable);
     }
 }
