@@ -49,7 +49,7 @@ pub struct RunArgs {
     pub server_port: u16,
     /// Single-use join token from `spire-server token generate` (only needed for the first start).
     #[arg(long = "joinToken", env = "SPIRE_AGENT_JOIN_TOKEN")]
-    pub join_token: Option<String>,
+    pub join_token: Option<JoinToken>,
     /// Bundle (PEM or SPIFFE JSON, as `spire-server bundle show` prints it) used to trust the
     /// server on first contact (file: `trust_bundle_path`).
     #[arg(long = "trustBundle", env = "SPIRE_AGENT_TRUST_BUNDLE")]
@@ -176,12 +176,41 @@ pub enum ConfigError {
     Invalid { key: &'static str, message: String },
 }
 
+/// A join token: a credential until the server has used it, so it prints as `[REDACTED]`
+/// (the configuration derives `Debug`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct JoinToken(String);
+
+impl JoinToken {
+    /// The token itself, for the attestation request.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for JoinToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JoinToken([REDACTED])")
+    }
+}
+
+impl std::str::FromStr for JoinToken {
+    type Err = &'static str;
+
+    fn from_str(token: &str) -> Result<Self, Self::Err> {
+        if token.is_empty() {
+            return Err("the join token is empty");
+        }
+        Ok(JoinToken(token.to_owned()))
+    }
+}
+
 /// The validated agent configuration.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
     pub trust_domain: TrustDomain,
     pub server_addr: SocketAddr,
-    pub join_token: Option<String>,
+    pub join_token: Option<JoinToken>,
     pub trust_bundle: Option<PathBuf>,
     pub socket_path: PathBuf,
     pub data_dir: PathBuf,
@@ -503,5 +532,19 @@ mod tests {
         );
         assert_eq!(config.drain_timeout, Duration::from_secs(60));
         assert_eq!(config.trust_bundle, Some("/b.pem".into()));
+    }
+
+    #[test]
+    fn the_join_token_is_used_but_never_printed() {
+        let token = "6a1f0c7e-secret-token";
+        let config = load(&["-joinToken", token]).expect("config");
+        assert_eq!(
+            config.join_token.as_ref().map(JoinToken::expose),
+            Some(token)
+        );
+        let printed = format!("{config:?}");
+        assert!(!printed.contains(token), "{printed}");
+        assert!(printed.contains("JoinToken([REDACTED])"), "{printed}");
+        assert!(load(&["-joinToken", ""]).is_err());
     }
 }

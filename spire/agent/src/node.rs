@@ -449,7 +449,7 @@ pub async fn establish(
                     if expired {
                         tracing::info!("stored agent SVID expired; attesting with the join token");
                     }
-                    link.attest_join_token(token).await?
+                    link.attest_join_token(token.expose()).await?
                 }
                 (None, None, Some(svid)) => {
                     return Err(NodeError::Expired {
