@@ -60,14 +60,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             }
         }
     };
-    identity::http::serve(
-        listener,
-        Arc::new(tls),
-        app,
-        identity::http::ServeOptions::new(limits, net.listener("api")),
-        stop,
-    )
-    .await;
+    // Exit on failure, like every listener: a panic in its accept loop must stop the process
+    // with a failure, not look like a listener that closed.
+    supervisor
+        .exit_on_failure(
+            "api",
+            identity::http::serve(
+                listener,
+                Arc::new(tls),
+                app,
+                identity::http::ServeOptions::new(limits, net.listener("api")),
+                stop,
+            ),
+        )
+        .ended()
+        .await;
     supervisor.shutdown().await;
     // The shard is zeroized as its last holder (this one, once the connections are gone)
     // drops it.

@@ -135,17 +135,23 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             }
         }
     };
-    // Returns once requests in flight are answered (or the drain timeout passed), with the
-    // listener closed.
-    identity::http::serve(
-        listener,
-        Arc::new(tls),
-        crate::api::router(nexus.clone(), &config.api_limits()),
-        identity::http::ServeOptions::new(config.serve_limits(), net.listener("api"))
-            .drain_timeout(config.drain_timeout),
-        stop,
-    )
-    .await;
+    // Exit on failure, like every listener: a panic in its accept loop must stop the process
+    // with a failure, not look like a listener that closed. It ends once requests in flight
+    // are answered (or the drain timeout passed), with the listener closed.
+    supervisor
+        .exit_on_failure(
+            "api",
+            identity::http::serve(
+                listener,
+                Arc::new(tls),
+                crate::api::router(nexus.clone(), &config.api_limits()),
+                identity::http::ServeOptions::new(config.serve_limits(), net.listener("api"))
+                    .drain_timeout(config.drain_timeout),
+                stop,
+            ),
+        )
+        .ended()
+        .await;
     supervisor.shutdown().await;
     shut_down(nexus).await;
     match supervisor.failure() {

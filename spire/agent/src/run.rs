@@ -125,13 +125,20 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
             }
         }
     };
-    HttpServer::new(workload, workload_metrics)
-        .http2_only()
-        .serve(
-            incoming,
-            ServiceBuilder::new().layer(metrics.layer()).service(routes),
-            stop,
+    // Exit on failure, like every listener: a panic while accepting must stop the agent with
+    // a failure (counted), not take the process down unaccounted or look like a close.
+    supervisor
+        .exit_on_failure(
+            "workload_api",
+            HttpServer::new(workload, workload_metrics)
+                .http2_only()
+                .serve(
+                    incoming,
+                    ServiceBuilder::new().layer(metrics.layer()).service(routes),
+                    stop,
+                ),
         )
+        .ended()
         .await;
     supervisor.shutdown().await;
     let _ = std::fs::remove_file(&config.socket_path);
