@@ -32,7 +32,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if config.database_url.is_none() {
         create_private_dir(&config.data_dir)?;
     }
-    let store = Store::connect(&database_url)
+    // Every background task runs under the supervisor: none fails unnoticed. The first is
+    // the datastore's writer (SQLite), restarted if it fails (`crate::store::group_commit`).
+    let supervisor = Supervisor::new();
+    let store = Store::connect_supervised(&database_url, &supervisor)
         .await
         .context("opening the datastore")?;
     let source = identity::workload::x509_source(
@@ -62,8 +65,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", config.listen))?;
     tracing::info!(address = %listener.local_addr()?, "nexus listening; unsealing");
 
-    // Every background task runs under the supervisor: none fails unnoticed.
-    let supervisor = Supervisor::new();
     match nexus.store.backend() {
         Backend::Postgres => {
             let (nexus, url) = (nexus.clone(), database_url.clone());
