@@ -51,15 +51,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(address = %listener.local_addr()?, "keeper ready");
     let shard = Arc::new(shard::ShardSlot::default());
     let app = routes::router(shard.clone(), &config.trust_domain);
-    let stop = {
-        let supervisor = supervisor.clone();
-        async move {
-            tokio::select! {
-                () = common_process::shutdown_signal() => {}
-                failed = supervisor.failed() => tracing::error!(%failed, "stopping"),
-            }
-        }
-    };
+    let stop = supervisor.stop_requested();
     // Exit on failure, like every listener: a panic in its accept loop must stop the process
     // with a failure, not look like a listener that closed.
     supervisor

@@ -127,15 +127,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             config.keeper_probe_interval,
         ),
     );
-    let stop = {
-        let supervisor = supervisor.clone();
-        async move {
-            tokio::select! {
-                () = common_process::shutdown_signal() => {}
-                failed = supervisor.failed() => tracing::error!(%failed, "stopping"),
-            }
-        }
-    };
+    let stop = supervisor.stop_requested();
     // Exit on failure, like every listener: a panic in its accept loop must stop the process
     // with a failure, not look like a listener that closed. It ends once requests in flight
     // are answered (or the drain timeout passed), with the listener closed.

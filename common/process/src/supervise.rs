@@ -225,6 +225,19 @@ impl Supervisor {
         }
     }
 
+    /// Resolves when the process should stop serving: on SIGINT or SIGTERM
+    /// ([`crate::shutdown_signal`]), or once a task under the exit policy failed (logged
+    /// here). What a process's listeners take as their shutdown signal.
+    pub fn stop_requested(&self) -> impl Future<Output = ()> + Send + 'static {
+        let supervisor = self.clone();
+        async move {
+            tokio::select! {
+                () = crate::shutdown_signal() => {}
+                failed = supervisor.failed() => tracing::error!(%failed, "stopping"),
+            }
+        }
+    }
+
     /// The first failure of a task under the exit policy, if one failed.
     pub fn failure(&self) -> Option<TaskFailed> {
         self.inner.fatal.borrow().clone()

@@ -116,15 +116,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     // :authority (py-spiffe) must get through h2.
     let incoming =
         unix_incoming(listener, &workload, workload_metrics.clone()).map(AuthorityFix::new);
-    let stop = {
-        let supervisor = supervisor.clone();
-        async move {
-            tokio::select! {
-                () = common_process::shutdown_signal() => {}
-                failed = supervisor.failed() => tracing::error!(%failed, "stopping"),
-            }
-        }
-    };
+    let stop = supervisor.stop_requested();
     // Exit on failure, like every listener: a panic while accepting must stop the agent with
     // a failure (counted), not take the process down unaccounted or look like a close.
     supervisor

@@ -195,16 +195,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
 
     // Both APIs stop together: on SIGTERM, or when a task that cannot be restarted failed
     // (one of them included).
-    let stop = {
-        let supervisor = supervisor.clone();
-        async move {
-            tokio::select! {
-                () = common_process::shutdown_signal() => {}
-                failed = supervisor.failed() => tracing::error!(%failed, "stopping"),
-            }
-        }
-        .shared()
-    };
+    let stop = supervisor.stop_requested().shared();
     // Both APIs on the shared bounded listeners: every phase of a connection has a limit.
     // Each serves only what the authorisation table allows its caller. Exit on failure, like
     // every listener: a panic in an accept loop must stop the process with a failure, not
