@@ -9,20 +9,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tests::secrets::{SUPERUSER_ID, SecretsStack, values};
+use tests::{json, stderr, stdout};
 
 const PASSWORD: &str = "rekeyed-Pa55word-41f0aa";
-
-fn stdout(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn json(text: &str) -> Value {
-    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
-}
 
 fn status(stack: &SecretsStack) -> Value {
     let out = stack.spike(&["status", "-f", "json"]);
