@@ -1,6 +1,7 @@
 //! SIGTERM drains Nexus: the listener closes at once, the request in flight is still
 //! answered and audited, and the process exits 0 within its drain timeout. A listener that
-//! dies is no such stop: Nexus logs it, shuts down and exits 1 for its service manager.
+//! dies is no such stop: Nexus (or the identity server) logs it, shuts down and exits 1 for
+//! its service manager.
 //!
 //! The request in flight is one we hold open ourselves: its headers carry
 //! `Expect: 100-continue`, so Nexus says `100 Continue` once a handler is reading the body,
@@ -11,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tests::secrets::{SUPERUSER_ID, SecretsStack, nexus_tls};
+use tests::stack::Server;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -108,6 +110,40 @@ async fn a_panic_in_the_api_accept_loop_stops_nexus_with_exit_status_1() {
     // Still a clean stop: the audit log flushed and the keys dropped.
     assert!(log.contains("audit log flushed"), "{log}");
     assert!(log.contains("Error: the api task failed"), "{log}");
+}
+
+#[tokio::test]
+async fn a_panic_in_the_agent_api_accept_loop_stops_the_identity_server_with_exit_status_1() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The same debug-build fault, in the identity server's agent API.
+    let mut server = Server::start_with_env(
+        dir.path(),
+        "example.org",
+        &[],
+        &[("SPIKE_LISTENER_FAILPOINT", "agent_api")],
+    )
+    .await;
+    TcpStream::connect(("127.0.0.1", server.port))
+        .await
+        .expect("the listener accepts");
+
+    let status = server
+        .process
+        .wait_exit(DRAIN + Duration::from_secs(5))
+        .await;
+    let log = server.process.log();
+    assert_eq!(status.code(), Some(1), "{status}\n{log}");
+    let failure = log
+        .lines()
+        .find(|line| line.contains("background task failed"))
+        .unwrap_or_else(|| panic!("the failure was not logged:\n{log}"));
+    assert!(
+        failure.contains("task=\"agent_api\"") && failure.contains("panicked"),
+        "{failure}"
+    );
+    assert!(log.contains("Error: the agent_api task failed"), "{log}");
+    // It drained as at SIGTERM: the admin socket is gone.
+    assert!(!server.socket.exists(), "{}", server.socket.display());
 }
 
 /// Sends the headers of a secret write with `length` bytes of body to come, and returns once
