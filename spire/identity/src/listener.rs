@@ -303,6 +303,16 @@ mod tests {
 
     use super::*;
 
+    /// Polls `incoming`, which must raise the accept loop's panic ("accept loop broke").
+    async fn assert_loop_panic_reaches_the_server(incoming: &mut TlsIncoming) {
+        let polled = AssertUnwindSafe(incoming.next()).catch_unwind().await;
+        let panic = polled.expect_err("the loop's panic reaches the server");
+        assert_eq!(
+            panic.downcast_ref::<&str>().copied(),
+            Some("accept loop broke")
+        );
+    }
+
     #[tokio::test]
     async fn a_panic_in_the_accept_loop_is_raised_in_the_server_not_taken_for_a_close() {
         let (tx, rx) = mpsc::channel::<PeerStream>(1);
@@ -312,12 +322,7 @@ mod tests {
             panic!("accept loop broke");
         });
         let mut incoming = TlsIncoming::new(rx, accept_loop);
-        let polled = AssertUnwindSafe(incoming.next()).catch_unwind().await;
-        let panic = polled.expect_err("the loop's panic reaches the server");
-        assert_eq!(
-            panic.downcast_ref::<&str>().copied(),
-            Some("accept loop broke")
-        );
+        assert_loop_panic_reaches_the_server(&mut incoming).await;
     }
 
     #[tokio::test]
@@ -339,12 +344,7 @@ mod tests {
             "the stream ended while its loop had not"
         );
         go_tx.send(()).expect("the loop waits");
-        let polled = AssertUnwindSafe(incoming.next()).catch_unwind().await;
-        let panic = polled.expect_err("the loop's panic reaches the server");
-        assert_eq!(
-            panic.downcast_ref::<&str>().copied(),
-            Some("accept loop broke")
-        );
+        assert_loop_panic_reaches_the_server(&mut incoming).await;
     }
 
     #[tokio::test]
