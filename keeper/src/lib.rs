@@ -53,24 +53,23 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(address = %listener.local_addr()?, "keeper ready");
     let shard = Arc::new(shard::ShardSlot::default());
     let app = routes::router(shard.clone(), roles);
-    let stop = {
-        let supervisor = supervisor.clone();
-        async move {
-            tokio::select! {
-                () = common_process::shutdown_signal() => {}
-                failed = supervisor.failed() => tracing::error!(%failed, "stopping"),
-            }
-        }
-    };
-    identity::http::serve(
-        listener,
-        Arc::new(tls),
-        app,
-        identity::http::ServeOptions::new(limits, net.listener("api"))
-            .drain_timeout(config.drain_timeout),
-        stop,
-    )
-    .await;
+    let stop = supervisor.stop_requested();
+    // Exit on failure, like every listener: a panic in its accept loop must stop the process
+    // with a failure, not look like a listener that closed.
+    supervisor
+        .exit_on_failure(
+            "api",
+            identity::http::serve(
+                listener,
+                Arc::new(tls),
+                app,
+                identity::http::ServeOptions::new(limits, net.listener("api"))
+                    .drain_timeout(config.drain_timeout),
+                stop,
+            ),
+        )
+        .ended()
+        .await;
     supervisor.shutdown().await;
     // The shard is zeroized as its last holder (this one, once the connections are gone)
     // drops it.

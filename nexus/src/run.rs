@@ -30,7 +30,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if config.database_url.is_none() {
         create_private_dir(&config.data_dir)?;
     }
-    let store = Store::connect(&database_url)
+    // Every background task runs under the supervisor: none fails unnoticed. The first is
+    // the datastore's writer (SQLite), restarted if it fails (`crate::store::group_commit`).
+    let supervisor = Supervisor::new();
+    let store = Store::connect_supervised(&database_url, &supervisor)
         .await
         .context("opening the datastore")?;
     let source = identity::workload::x509_source(
@@ -72,8 +75,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", config.listen))?;
     tracing::info!(address = %listener.local_addr()?, "nexus listening; unsealing");
 
-    // Every background task runs under the supervisor: none fails unnoticed.
-    let supervisor = Supervisor::new();
     match nexus.store.backend() {
         Backend::Postgres => {
             let (nexus, url) = (nexus.clone(), database_url.clone());
@@ -143,26 +144,24 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             crate::secrets::prune::run(nexus.clone(), interval)
         });
     }
-    let stop = {
-        let supervisor = supervisor.clone();
-        async move {
-            tokio::select! {
-                () = common_process::shutdown_signal() => {}
-                failed = supervisor.failed() => tracing::error!(%failed, "stopping"),
-            }
-        }
-    };
-    // Returns once requests in flight are answered (or the drain timeout passed), with the
-    // listener closed.
-    identity::http::serve(
-        listener,
-        Arc::new(tls),
-        crate::api::router(nexus.clone(), &config.api_limits()),
-        identity::http::ServeOptions::new(config.serve_limits(), net.listener("api"))
-            .drain_timeout(config.drain_timeout),
-        stop,
-    )
-    .await;
+    let stop = supervisor.stop_requested();
+    // Exit on failure, like every listener: a panic in its accept loop must stop the process
+    // with a failure, not look like a listener that closed. It ends once requests in flight
+    // are answered (or the drain timeout passed), with the listener closed.
+    supervisor
+        .exit_on_failure(
+            "api",
+            identity::http::serve(
+                listener,
+                Arc::new(tls),
+                crate::api::router(nexus.clone(), &config.api_limits()),
+                identity::http::ServeOptions::new(config.serve_limits(), net.listener("api"))
+                    .drain_timeout(config.drain_timeout),
+                stop,
+            ),
+        )
+        .ended()
+        .await;
     supervisor.shutdown().await;
     shut_down(nexus).await;
     match supervisor.failure() {

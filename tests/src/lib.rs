@@ -210,6 +210,21 @@ pub fn bundle_cas(json: &str) -> Vec<String> {
     cas
 }
 
+/// A finished command's standard output, as text.
+pub fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A finished command's standard error, as text.
+pub fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// `text` as one JSON document; panics, quoting it, if it is not one.
+pub fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not one JSON document ({e}): {text}"))
+}
+
 /// The sum of the samples of metric `name` whose labels include `labels`, from Prometheus or
 /// OpenMetrics text; `None` if there is no such sample. Panics on a malformed sample line.
 pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {

@@ -408,6 +408,35 @@ impl Agent {
         agent
     }
 
+    /// An agent of `server` (attested with a new join token) and an entry under it giving
+    /// this process (its UID) the SPIFFE ID `workload`.
+    pub async fn start_for_workload(server: &Server, dir: &Path, workload: &str) -> Agent {
+        let token = server.join_token(&[]);
+        let agent = Agent::start(server, dir, Some(&token)).await;
+        let uid = nix::unistd::geteuid().as_raw().to_string();
+        server.create_entry(
+            workload,
+            &server.agent_id(&token),
+            &[&format!("unix:uid:{uid}")],
+            &[],
+        );
+        agent
+    }
+
+    /// A JWT-SVID for `audience` from the agent, validated against the agent's JWT bundles.
+    pub async fn validated_jwt(&self, audience: &str) -> spiffe::JwtSvid {
+        let client = spiffe::WorkloadApiClient::connect_to(self.endpoint())
+            .await
+            .expect("Workload API");
+        let svid = client
+            .fetch_jwt_svid(&[audience], None)
+            .await
+            .expect("JWT-SVID");
+        let bundles = client.fetch_jwt_bundles().await.expect("JWT bundles");
+        spiffe::JwtSvid::parse_and_validate(svid.token(), &bundles, &[audience])
+            .expect("the JWT-SVID validates against the agent's JWT bundle")
+    }
+
     /// Runs a `spire-agent` client command (`healthcheck`, `api ...`) against this agent.
     pub fn cli(&self, args: &[&str]) -> Output {
         Command::new(bin("spire-agent"))

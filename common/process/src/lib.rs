@@ -5,7 +5,7 @@ pub mod config_file;
 pub mod files;
 pub mod supervise;
 
-pub use supervise::{Backoff, Supervisor, TaskFailed};
+pub use supervise::{Backoff, Running, Supervisor, TaskFailed};
 
 /// Logs to stderr at `level`, unless `RUST_LOG` says otherwise.
 pub fn init_logging(level: &str) {

@@ -14,7 +14,9 @@
 //!   listener, or state a panic may have left half-changed). A failure is logged and counted
 //!   the same way, then [`Supervisor::failed`] resolves: the process drains like on SIGTERM
 //!   and exits non-zero, and the service manager (systemd `Restart=on-failure`, Kubernetes)
-//!   starts it afresh.
+//!   starts it afresh. A process's main listener runs under this policy too, and the process
+//!   waits for it with [`Running::ended`]: its failure is recorded by then, so the exit
+//!   status cannot miss it.
 //!
 //! A task that returns `Ok` (or `()`) has finished its job, usually because shutdown was
 //! asked: it is neither counted nor restarted. At shutdown, [`Supervisor::shutdown`] stops
@@ -30,7 +32,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tokio::task::{AbortHandle, JoinSet};
 
 /// How long a restarted task waits: doubling from `initial` up to `max`.
@@ -177,13 +179,17 @@ impl Supervisor {
     /// Runs `task` as the background task `name`; if it fails, [`Supervisor::failed`]
     /// resolves so that the process exits non-zero (see the module docs for when this
     /// policy fits).
-    pub fn exit_on_failure<Fut>(&self, name: &'static str, task: Fut) -> AbortHandle
+    pub fn exit_on_failure<Fut>(&self, name: &'static str, task: Fut) -> Running
     where
         Fut: Future + Send + 'static,
         Fut::Output: Outcome,
     {
         let supervisor = self.clone();
-        self.spawn(async move {
+        let (ended_tx, ended) = oneshot::channel::<()>();
+        let abort = self.spawn(async move {
+            // Dropped last (or with the task when it is stopped): whoever waits for the end
+            // finds the failure recorded.
+            let _ended = ended_tx;
             if let Some(reason) = run_once(task).await {
                 supervisor.count(name, &reason);
                 tracing::error!(
@@ -199,7 +205,8 @@ impl Supervisor {
                     true
                 });
             }
-        })
+        });
+        Running { abort, ended }
     }
 
     /// Resolves once a task under the exit policy failed, with the first such failure.
@@ -215,6 +222,19 @@ impl Supervisor {
             // The sender lives in `self`: it cannot be dropped while this waits, and
             // `wait_for` only returns a value that is `Some`.
             None => std::future::pending().await,
+        }
+    }
+
+    /// Resolves when the process should stop serving: on SIGINT or SIGTERM
+    /// ([`crate::shutdown_signal`]), or once a task under the exit policy failed (logged
+    /// here). What a process's listeners take as their shutdown signal.
+    pub fn stop_requested(&self) -> impl Future<Output = ()> + Send + 'static {
+        let supervisor = self.clone();
+        async move {
+            tokio::select! {
+                () = crate::shutdown_signal() => {}
+                failed = supervisor.failed() => tracing::error!(%failed, "stopping"),
+            }
         }
     }
 
@@ -260,6 +280,27 @@ impl Supervisor {
             .get_or_create(&TaskLabel { task: name })
             .inc();
         tracing::error!(task = name, reason, "background task failed");
+    }
+}
+
+/// A task started under the exit policy: it can be waited for, or stopped. Dropping this
+/// does neither.
+#[derive(Debug)]
+pub struct Running {
+    abort: AbortHandle,
+    ended: oneshot::Receiver<()>,
+}
+
+impl Running {
+    /// Resolves once the task has ended (finished, failed or stopped); a failure is then
+    /// already recorded, in [`Supervisor::failure`] and the failure count.
+    pub async fn ended(self) {
+        let _ = self.ended.await;
+    }
+
+    /// Stops the task.
+    pub fn abort(&self) {
+        self.abort.abort();
     }
 }
 
@@ -359,6 +400,37 @@ mod tests {
         }
         assert_eq!(supervisor.failed().await.task, "listener");
         supervisor.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_main_listener_that_fails_has_its_failure_recorded_by_the_time_it_ended() {
+        // As a process's main listener: the process waits for its end, then exits with
+        // `failure()`, which must not be read before the failure was recorded.
+        let supervisor = Supervisor::new();
+        let (go_tx, go) = tokio::sync::oneshot::channel::<()>();
+        let api = supervisor.exit_on_failure("api", async move {
+            let _ = go.await;
+            broken_listener().await;
+        });
+        let _ = go_tx.send(());
+        api.ended().await;
+        let failed = supervisor
+            .failure()
+            .expect("recorded before the end was seen");
+        assert_eq!(failed.task, "api");
+        assert_eq!(failed.reason, "panicked: listener broke");
+        assert_eq!(supervisor.failures("api"), 1);
+        supervisor.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_stopped_task_has_ended_without_a_failure() {
+        let supervisor = Supervisor::new();
+        let forever = supervisor.exit_on_failure("forever", std::future::pending::<()>());
+        forever.abort();
+        forever.ended().await;
+        assert_eq!(supervisor.failure(), None);
+        assert_eq!(supervisor.failures("forever"), 0);
     }
 
     #[tokio::test]

@@ -31,15 +31,15 @@ impl Endpoint for Restore {
     type Request = RestoreRequest;
 
     async fn serve(call: Call<'_, RestoreRequest>) -> Result<Response, ApiError> {
-        let Call {
-            nexus,
-            grant,
-            request,
-            audit,
-        } = call;
-        audit.target = format!("shard {}", request.id);
-        let restored = break_glass::restore(nexus, &grant, request.id, &request.shard).await?;
-        Ok(ok(restored))
+        let RestoreRequest { id, shard } = &call.request;
+        call.audit.target = format!("shard {id}");
+        Ok(ok(break_glass::restore(
+            call.nexus,
+            &call.grant,
+            *id,
+            shard,
+        )
+        .await?))
     }
 }
 
@@ -59,28 +59,27 @@ impl Endpoint for Rotate {
     }
 }
 
-/// `/v1/operator/seal`: the root key out of memory until an unseal. Answers the status.
-pub(super) struct Seal;
+/// `/v1/operator/seal` ([`Seal`]: the root key out of memory until an unseal) and
+/// `/v1/operator/unseal` ([`Unseal`]: the operator's seal lifted, the key back from the
+/// keepers). Each answers the status.
+pub(super) struct SealChange<const LIFT: bool>;
 
-impl Endpoint for Seal {
-    const ROUTE: &'static str = routes::SEAL;
+/// `/v1/operator/seal`.
+pub(super) type Seal = SealChange<false>;
+/// `/v1/operator/unseal`.
+pub(super) type Unseal = SealChange<true>;
+
+impl<const LIFT: bool> Endpoint for SealChange<LIFT> {
+    const ROUTE: &'static str = if LIFT { routes::UNSEAL } else { routes::SEAL };
     type Request = Empty;
 
     async fn serve(call: Call<'_, Empty>) -> Result<Response, ApiError> {
-        Ok(ok(operator_seal::seal(call.nexus, &call.grant).await?))
-    }
-}
-
-/// `/v1/operator/unseal`: the operator's seal lifted, the key back from the keepers.
-/// Answers the status.
-pub(super) struct Unseal;
-
-impl Endpoint for Unseal {
-    const ROUTE: &'static str = routes::UNSEAL;
-    type Request = Empty;
-
-    async fn serve(call: Call<'_, Empty>) -> Result<Response, ApiError> {
-        Ok(ok(operator_seal::unseal(call.nexus, &call.grant).await?))
+        let status = if LIFT {
+            operator_seal::unseal(call.nexus, &call.grant).await?
+        } else {
+            operator_seal::seal(call.nexus, &call.grant).await?
+        };
+        Ok(ok(status))
     }
 }
 
@@ -92,22 +91,19 @@ impl Endpoint for Rekey {
     type Request = RekeyRequest;
 
     async fn serve(call: Call<'_, RekeyRequest>) -> Result<Response, ApiError> {
-        let Call {
-            nexus,
-            grant,
-            request,
-            audit,
-        } = call;
-        audit.target = format!(
-            "{} of {} keepers{}",
+        let request = &call.request;
+        let root_key = if request.new_root_key {
+            ", new root key"
+        } else {
+            ""
+        };
+        call.audit.target = format!(
+            "{} of {} keepers{root_key}",
             request.threshold,
             request.keepers.len(),
-            if request.new_root_key {
-                ", new root key"
-            } else {
-                ""
-            }
         );
-        Ok(ok(rekey::rekey(nexus, &grant, &request).await?))
+        Ok(ok(
+            rekey::rekey(call.nexus, &call.grant, &call.request).await?
+        ))
     }
 }

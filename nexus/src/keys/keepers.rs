@@ -76,6 +76,17 @@ pub struct Keeper {
     pub url: String,
 }
 
+impl Keeper {
+    /// This keeper answered (or would be sent) something it should not have.
+    fn protocol(&self, reason: Unexpected) -> KeeperError {
+        KeeperError::Protocol {
+            id: self.id,
+            url: self.url.clone(),
+            reason,
+        }
+    }
+}
+
 /// One generation of the keeper set and an mTLS client for them.
 #[derive(Debug, Clone)]
 pub struct Keepers {
@@ -139,42 +150,53 @@ impl Keepers {
         self.generation
     }
 
+    /// Posts `request` as JSON to `route` of `keeper`: the answer's status and body.
     async fn post(
         &self,
         keeper: &Keeper,
         route: &str,
-        body: Vec<u8>,
+        request: &impl serde::Serialize,
     ) -> Result<(u16, Bytes), KeeperError> {
+        // The serialised body is handed to the transport, which owns (and frees) it.
+        let body =
+            serde_json::to_vec(request).map_err(|e| keeper.protocol(Unexpected::Encode(e)))?;
         let url = format!("{}{route}", keeper.url);
-        let uri = HttpsClient::parse_url(&url).map_err(|source| KeeperError::Unreachable {
+        let unreachable = |source| KeeperError::Unreachable {
             id: keeper.id,
             url: keeper.url.clone(),
             source,
-        })?;
-        let (status, body) =
-            self.http
-                .post_json(uri, Bytes::from(body))
-                .await
-                .map_err(|source| KeeperError::Unreachable {
-                    id: keeper.id,
-                    url: keeper.url.clone(),
-                    source,
-                })?;
+        };
+        let uri = HttpsClient::parse_url(&url).map_err(unreachable)?;
+        let (status, body) = self
+            .http
+            .post_json(uri, Bytes::from(body))
+            .await
+            .map_err(unreachable)?;
         Ok((status.as_u16(), body))
+    }
+
+    /// Posts `request` to `route` of `keeper`, which must answer 200; any other status is
+    /// the error `refused` makes of it.
+    async fn command(
+        &self,
+        keeper: &Keeper,
+        route: &str,
+        request: &impl serde::Serialize,
+        refused: fn(u16) -> Unexpected,
+    ) -> Result<(), KeeperError> {
+        match self.post(keeper, route, request).await? {
+            (200, _) => Ok(()),
+            (status, _) => Err(keeper.protocol(refused(status))),
+        }
     }
 
     /// The shard `keeper` holds; `None` if it holds none (it restarted).
     pub async fn fetch(&self, keeper: &Keeper) -> Result<Option<Shard>, KeeperError> {
-        let protocol = |reason: Unexpected| KeeperError::Protocol {
-            id: keeper.id,
-            url: keeper.url.clone(),
-            reason,
-        };
+        let protocol = |reason| keeper.protocol(reason);
         let request = ShardRequest {
             generation: self.generation,
         };
-        let request = serde_json::to_vec(&request).map_err(|e| protocol(Unexpected::Encode(e)))?;
-        let (status, body) = self.post(keeper, routes::KEEPER_SHARD, request).await?;
+        let (status, body) = self.post(keeper, routes::KEEPER_SHARD, &request).await?;
         // SPIKE's keepers answer 400 (and older ones 404) when they hold no shard.
         if status == 400 || status == 404 {
             return Ok(None);
@@ -197,50 +219,28 @@ impl Keepers {
 
     /// Gives `keeper` its shard.
     pub async fn contribute(&self, keeper: &Keeper, shard: &Shard) -> Result<(), KeeperError> {
-        // The serialised body is handed to the transport, which owns (and frees) it.
-        let body = serde_json::to_vec(&ShardBody {
+        let body = ShardBody {
             shard: shard.expose_secret().to_vec(),
             generation: self.generation,
-        })
-        .map_err(|e| KeeperError::Protocol {
-            id: keeper.id,
-            url: keeper.url.clone(),
-            reason: Unexpected::Encode(e),
-        })?;
-        let (status, _) = self.post(keeper, routes::KEEPER_CONTRIBUTE, body).await?;
-        if status == 200 {
-            Ok(())
-        } else {
-            Err(KeeperError::Protocol {
-                id: keeper.id,
-                url: keeper.url.clone(),
-                reason: Unexpected::Refused(status),
-            })
-        }
+        };
+        self.command(
+            keeper,
+            routes::KEEPER_CONTRIBUTE,
+            &body,
+            Unexpected::Refused,
+        )
+        .await
     }
 
     /// Tells `keeper` to forget the shards of generations below this one (after a rekey: a
     /// keeper left out of the new set forgets all it holds), or with `exactly` of every
     /// generation but this one (a failed rekey's staged shard).
     pub async fn retain(&self, keeper: &Keeper, exactly: bool) -> Result<(), KeeperError> {
-        let body = serde_json::to_vec(&RetainRequest {
+        let request = RetainRequest {
             generation: self.generation,
             exactly,
-        })
-        .map_err(|e| KeeperError::Protocol {
-            id: keeper.id,
-            url: keeper.url.clone(),
-            reason: Unexpected::Encode(e),
-        })?;
-        let (status, _) = self.post(keeper, routes::KEEPER_RETAIN, body).await?;
-        if status == 200 {
-            Ok(())
-        } else {
-            Err(KeeperError::Protocol {
-                id: keeper.id,
-                url: keeper.url.clone(),
-                reason: Unexpected::Status(status),
-            })
-        }
+        };
+        self.command(keeper, routes::KEEPER_RETAIN, &request, Unexpected::Status)
+            .await
     }
 }

@@ -21,15 +21,26 @@
 //! whose caller is gone when its turn comes, after the group's `BEGIN` got the lock, is
 //! skipped. Only a caller that leaves while its group is running or committing (a few
 //! milliseconds) may find its write stored; it was never acknowledged.
+//!
+//! # When the writer fails
+//!
+//! The writer runs under the process's supervisor (`common_process::supervise`), restarted:
+//! it keeps nothing a fresh run cannot rebuild. The queue outlives it, and the group it was
+//! running is rolled back with its transaction. So if a write panics, the writes of its
+//! group are answered at once with an unavailable error (503, retry), the failure is logged
+//! and counted in `task_failures_total{task="group_commit"}`, and a new run takes the writes
+//! queued meanwhile after a short backoff ([`RESTART`]); a caller whose request timed out
+//! by then withdrew its write (above). No write waits on a writer that is gone. Exiting the
+//! process instead would fail every request in flight for one bad write.
 
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::time::Duration;
 
+use common_process::{Backoff, Supervisor};
 use common_sql::Backend;
-use futures::FutureExt;
 use futures::future::BoxFuture;
 use sqlx::{Any, AnyPool, Transaction};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Mutex, mpsc, oneshot};
 
 use super::{Store, StoreError};
 
@@ -51,11 +62,23 @@ impl std::fmt::Debug for GroupCommit {
     }
 }
 
+/// How soon a failed writer runs again: writes are waiting, so sooner than
+/// [`Backoff::DEFAULT`], and still not in a tight loop if every run fails.
+pub const RESTART: Backoff = Backoff {
+    initial: Duration::from_millis(50),
+    max: Duration::from_secs(5),
+};
+
 impl GroupCommit {
-    /// Starts the writer task; it ends when every handle to the queue is dropped.
-    pub(super) fn start(pool: AnyPool, backend: Backend) -> GroupCommit {
+    /// Starts the writer task under `supervisor`, restarted if it fails (see the module
+    /// docs); it ends when every handle to the queue is dropped.
+    pub(super) fn start(pool: AnyPool, backend: Backend, supervisor: &Supervisor) -> GroupCommit {
         let (queue, writes) = mpsc::unbounded_channel();
-        tokio::spawn(writer(pool, backend, writes));
+        // Shared with each run of the writer, so that the queue outlives a failed one.
+        let writes = Arc::new(Mutex::new(writes));
+        supervisor.restart("group_commit", RESTART, move || {
+            writer(pool.clone(), backend, writes.clone())
+        });
         GroupCommit { queue }
     }
 }
@@ -100,7 +123,8 @@ impl Store {
     }
 }
 
-/// The writer task has stopped (it only does when a write panicked in it).
+/// The writer task has stopped: a write panicked in it (the next run takes the writes
+/// queued after), or the process is shutting down.
 fn writer_gone() -> StoreError {
     sqlx::Error::WorkerCrashed.into()
 }
@@ -155,23 +179,18 @@ where
     }
 }
 
-/// The writer task: one group at a time, each every write queued at that moment.
+/// One run of the writer task: one group at a time, each every write queued at that moment.
+/// A write that panics ends the run (its group's callers see the writer gone, its
+/// transaction is rolled back on drop); the supervisor starts the next.
 async fn writer(
     pool: AnyPool,
     backend: Backend,
-    mut writes: mpsc::UnboundedReceiver<Box<dyn Queued>>,
+    writes: Arc<Mutex<mpsc::UnboundedReceiver<Box<dyn Queued>>>>,
 ) {
+    let mut writes = writes.lock().await;
     let mut group = Vec::with_capacity(MAX_GROUP);
     while writes.recv_many(&mut group, MAX_GROUP).await > 0 {
-        // A write that panics fails its group (the callers see the writer gone, the
-        // transaction is rolled back on drop) but not the writes after it.
-        let committed = AssertUnwindSafe(commit_group(&pool, backend, &mut group))
-            .catch_unwind()
-            .await;
-        if committed.is_err() {
-            tracing::error!("a write panicked; its group was rolled back");
-        }
-        group.clear();
+        commit_group(&pool, backend, &mut group).await;
     }
 }
 
@@ -213,4 +232,47 @@ async fn run_group(
     }
     tx.commit().await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_write_that_panics_fails_its_caller_at_once_and_the_writer_runs_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}", dir.path().join("nexus.db").display());
+        let supervisor = Supervisor::new();
+        let store = Store::connect_supervised(&url, &supervisor)
+            .await
+            .expect("connect");
+
+        let broken = store
+            .write::<(), _>(|_tx| Box::pin(async { panic!("a write's bug") }))
+            .await
+            .expect_err("a panicking write is not acknowledged");
+        assert!(broken.is_unavailable(), "answered 503: {broken}");
+        while supervisor.failures("group_commit") == 0 {
+            tokio::task::yield_now().await;
+        }
+
+        // Queued while the writer is down, taken by its next run.
+        let answer = store
+            .write(|tx| {
+                Box::pin(async move {
+                    let row: (i64,) = sqlx::query_as("SELECT 7").fetch_one(&mut **tx).await?;
+                    Ok(row.0)
+                })
+            })
+            .await
+            .expect("the restarted writer commits");
+        assert_eq!(answer, 7);
+        assert_eq!(supervisor.failures("group_commit"), 1);
+        supervisor.shutdown().await;
+        let stopped = store
+            .write(|_tx| Box::pin(async { Ok(()) }))
+            .await
+            .expect_err("no writer after shutdown");
+        assert!(stopped.is_unavailable(), "{stopped}");
+    }
 }

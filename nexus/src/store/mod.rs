@@ -101,19 +101,34 @@ pub struct Store {
 }
 
 impl Store {
-    /// Connects to `url` and brings the schema up to date.
+    /// Connects to `url` and brings the schema up to date, with the writer task (SQLite)
+    /// under a supervisor of its own: [`Store::connect_supervised`] for a service, whose
+    /// supervisor counts the writer's failures with its other tasks'.
     ///
     /// Accepted URLs are `sqlite://PATH` (the file is created, readable by its owner only,
     /// if missing) and `postgres://…` / `postgresql://…`. Any other scheme yields
     /// [`common_sql::SqlError::UnsupportedUrl`].
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        Store::connect_supervised(url, &common_process::Supervisor::new()).await
+    }
+
+    /// [`Store::connect`], with the writer task (SQLite, `group_commit`) run by
+    /// `supervisor`: restarted if it fails, stopped by its shutdown.
+    pub async fn connect_supervised(
+        url: &str,
+        supervisor: &common_process::Supervisor,
+    ) -> Result<Store, StoreError> {
         let settings = PoolSettings {
             statement_timeout: Some(STATEMENT_TIMEOUT),
             acquire_timeout: Some(ACQUIRE_TIMEOUT),
         };
         let (pool, backend) = common_sql::connect_with(url, &MIGRATIONS, settings).await?;
         let group = match backend {
-            Backend::Sqlite => Some(group_commit::GroupCommit::start(pool.clone(), backend)),
+            Backend::Sqlite => Some(group_commit::GroupCommit::start(
+                pool.clone(),
+                backend,
+                supervisor,
+            )),
             Backend::Postgres => None,
         };
         Ok(Store {

@@ -119,24 +119,28 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     let incoming =
         unix_incoming(listener, &workload, workload_metrics.clone()).map(AuthorityFix::new);
     let stop = {
-        let supervisor = supervisor.clone();
+        let stop = supervisor.stop_requested();
         async move {
-            tokio::select! {
-                () = common_process::shutdown_signal() => {}
-                failed = supervisor.failed() => tracing::error!(%failed, "stopping"),
-            }
+            stop.await;
             // Streams never finish by themselves: they end now, unary calls get the drain.
             let _ = stopping.send(true);
         }
     };
-    HttpServer::new(workload, workload_metrics)
-        .drain_timeout(config.drain_timeout)
-        .http2_only()
-        .serve(
-            incoming,
-            ServiceBuilder::new().layer(metrics.layer()).service(routes),
-            stop,
+    // Exit on failure, like every listener: a panic while accepting must stop the agent with
+    // a failure (counted), not take the process down unaccounted or look like a close.
+    supervisor
+        .exit_on_failure(
+            "workload_api",
+            HttpServer::new(workload, workload_metrics)
+                .drain_timeout(config.drain_timeout)
+                .http2_only()
+                .serve(
+                    incoming,
+                    ServiceBuilder::new().layer(metrics.layer()).service(routes),
+                    stop,
+                ),
         )
+        .ended()
         .await;
     supervisor.shutdown().await;
     let _ = std::fs::remove_file(&config.socket_path);

@@ -14,19 +14,28 @@
 //!    presented no certificate. The slot is freed when the [`PeerStream`] is dropped.
 //!
 //! Every failed handshake and every refusal is counted by reason and logged at warn with the
-//! peer's address, rate-limited ([`ListenerMetrics`]). [`crate::http::serve`] serves axum
+//! peer's address, rate-limited ([`ListenerMetrics`]).
+//!
+//! The accept loop runs as a task of its own, so that accepting never waits for the server
+//! to poll. Its failure must not look like a listener that closed: a panic in it is raised
+//! again in whoever polls the stream ([`TlsIncoming`]), where the process's supervisor
+//! (`common_process::Supervisor`) counts it and stops the process with a failure. [`crate::http::serve`] serves axum
 //! and tonic routes on the stream with every later phase bounded; handlers find [`PeerInfo`]
 //! in each request's extensions.
 
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use common_net::budget::{PerSource, Slot};
 use common_net::{Admitted, Limits, ListenerMetrics};
+use futures::{FutureExt, Stream, StreamExt};
 use spiffe::SpiffeId;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
@@ -76,6 +85,70 @@ struct Admission {
     metrics: ListenerMetrics,
 }
 
+/// The connections [`tls_incoming`] admitted. Polling it raises a panic of the accept loop
+/// in the caller (see the module docs); dropping it closes the listener.
+pub struct TlsIncoming {
+    admitted: ReceiverStream<PeerStream>,
+    accept_loop: Option<JoinHandle<()>>,
+}
+
+impl TlsIncoming {
+    fn new(admitted: mpsc::Receiver<PeerStream>, accept_loop: JoinHandle<()>) -> Self {
+        TlsIncoming {
+            admitted: ReceiverStream::new(admitted),
+            accept_loop: Some(accept_loop),
+        }
+    }
+}
+
+impl Stream for TlsIncoming {
+    type Item = PeerStream;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<PeerStream>> {
+        // The loop first: once it died, no connection should be served as if all were well.
+        if let Some(accept_loop) = self.accept_loop.as_mut()
+            && let Poll::Ready(ended) = accept_loop.poll_unpin(cx)
+        {
+            self.accept_loop = None;
+            if let Err(error) = ended
+                && error.is_panic()
+            {
+                std::panic::resume_unwind(error.into_panic());
+            }
+            // It ends by itself only once this stream is dropped, and is never aborted.
+            return Poll::Ready(None);
+        }
+        match self.admitted.poll_next_unpin(cx) {
+            // The loop's sender is dropped as it unwinds, which may close the channel before
+            // the loop's end is known: wait for that end (its waker is registered above).
+            Poll::Ready(None) if self.accept_loop.is_some() => Poll::Pending,
+            polled => polled,
+        }
+    }
+}
+
+impl Drop for TlsIncoming {
+    fn drop(&mut self) {
+        // The loop would also notice the closed channel; stopping it here closes the
+        // listener without waiting for that.
+        if let Some(accept_loop) = &self.accept_loop {
+            accept_loop.abort();
+        }
+    }
+}
+
+/// A test-only fault: in debug builds, if `SPIKE_LISTENER_FAILPOINT` names this listener
+/// (its metrics name: `api`, `agent_api`...), its accept loop panics at its first
+/// connection, so the end-to-end suite can show what a dying listener does to its process.
+/// Release builds ignore it.
+fn failpoint(listener: &str) {
+    if cfg!(debug_assertions)
+        && std::env::var("SPIKE_LISTENER_FAILPOINT").is_ok_and(|name| name == listener)
+    {
+        panic!("test failpoint reached: the {listener} accept loop fails");
+    }
+}
+
 /// Accepts TCP connections on `listener` and yields those that complete a TLS handshake under
 /// `config` and fit the budgets of `limits` (see the module docs). The listener closes when
 /// the stream is dropped.
@@ -84,7 +157,7 @@ pub fn tls_incoming(
     config: Arc<rustls::ServerConfig>,
     limits: &Limits,
     metrics: ListenerMetrics,
-) -> ReceiverStream<PeerStream> {
+) -> TlsIncoming {
     let (tx, rx) = mpsc::channel(64);
     let admission = Arc::new(Admission {
         acceptor: TlsAcceptor::from(config),
@@ -94,7 +167,7 @@ pub fn tls_incoming(
         handshake_timeout: limits.handshake_timeout,
         metrics,
     });
-    tokio::spawn(async move {
+    let accept_loop = tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
                 accepted = listener.accept() => accepted,
@@ -109,6 +182,7 @@ pub fn tls_incoming(
                     continue;
                 }
             };
+            failpoint(admission.metrics.name());
             let probe = socket2::SockRef::from(&tcp).try_clone().ok();
             let (ticket, evicted) = admission.pending.admit(remote_addr.ip(), probe);
             let admission = admission.clone();
@@ -120,7 +194,7 @@ pub fn tls_incoming(
             });
         }
     });
-    ReceiverStream::new(rx)
+    TlsIncoming::new(rx, accept_loop)
 }
 
 impl Admission {
@@ -220,5 +294,91 @@ impl Admission {
             .accept(tcp)
             .await
             .map_err(|error| (HandshakeFailure::of_io(&error), error.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::panic::AssertUnwindSafe;
+
+    use super::*;
+
+    /// Polls `incoming`, which must raise the accept loop's panic ("accept loop broke").
+    async fn assert_loop_panic_reaches_the_server(incoming: &mut TlsIncoming) {
+        let polled = AssertUnwindSafe(incoming.next()).catch_unwind().await;
+        let panic = polled.expect_err("the loop's panic reaches the server");
+        assert_eq!(
+            panic.downcast_ref::<&str>().copied(),
+            Some("accept loop broke")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_panic_in_the_accept_loop_is_raised_in_the_server_not_taken_for_a_close() {
+        let (tx, rx) = mpsc::channel::<PeerStream>(1);
+        // As the real loop: it holds the sender, so the channel would just close.
+        let accept_loop = tokio::spawn(async move {
+            let _tx = tx;
+            panic!("accept loop broke");
+        });
+        let mut incoming = TlsIncoming::new(rx, accept_loop);
+        assert_loop_panic_reaches_the_server(&mut incoming).await;
+    }
+
+    #[tokio::test]
+    async fn a_channel_closed_by_a_dying_loop_is_not_taken_for_a_close() {
+        let (tx, rx) = mpsc::channel::<PeerStream>(1);
+        let (closed_tx, closed) = oneshot::channel::<()>();
+        let (go_tx, go) = oneshot::channel::<()>();
+        // The sender goes first, as when the loop unwinds; its end is known only later.
+        let accept_loop = tokio::spawn(async move {
+            drop(tx);
+            let _ = closed_tx.send(());
+            let _ = go.await;
+            panic!("accept loop broke");
+        });
+        let mut incoming = TlsIncoming::new(rx, accept_loop);
+        closed.await.expect("the channel closed");
+        assert!(
+            futures::poll!(incoming.next()).is_pending(),
+            "the stream ended while its loop had not"
+        );
+        go_tx.send(()).expect("the loop waits");
+        assert_loop_panic_reaches_the_server(&mut incoming).await;
+    }
+
+    #[tokio::test]
+    async fn the_listener_closes_when_the_stream_is_dropped() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("protocols")
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(rustls::server::ResolvesServerCertUsingSni::new()));
+        let incoming = tls_incoming(
+            listener,
+            Arc::new(config),
+            &Limits::default(),
+            ListenerMetrics::default(),
+        );
+        tokio::net::TcpStream::connect(address)
+            .await
+            .expect("open while the stream lives");
+        drop(incoming);
+        let mut refused = false;
+        for _ in 0..1000 {
+            if tokio::net::TcpStream::connect(address).await.is_err() {
+                refused = true;
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            refused,
+            "the listener still accepts after the stream was dropped"
+        );
     }
 }

@@ -14,6 +14,7 @@ use anyhow::Context;
 use common_net::HttpServer;
 use common_net::unix::unix_incoming;
 use common_process::{Backoff, Supervisor};
+use futures::FutureExt;
 use identity::http::ServeOptions;
 use identity::svid_tls::{self, ClientAuth, SvidStore};
 use spiffe::SpiffeId;
@@ -196,54 +197,50 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         });
     }
 
-    let shutdown = common_process::shutdown_signal();
-    tokio::pin!(shutdown);
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // Both APIs stop together: on SIGTERM, or when a task that cannot be restarted failed
+    // (one of them included).
+    let stop = supervisor.stop_requested().shared();
     // Both APIs on the shared bounded listeners: every phase of a connection has a limit.
-    // Each serves only what the authorisation table allows its caller.
-    let agent_api = identity::http::serve(
-        tcp,
-        Arc::new(tls),
-        AuthorizeLayer::new(state.clone()).layer(Routes::new(AgentServer::new(AgentService::new(
-            state.clone(),
-        )))),
-        ServeOptions::new(limits.agent_api, net.listener("agent_api"))
-            .drain_timeout(state.config.drain_timeout)
-            .grpc(),
-        wait_for(stop_rx.clone()),
+    // Each serves only what the authorisation table allows its caller. Exit on failure, like
+    // every listener: a panic in an accept loop must stop the process with a failure, not
+    // look like a listener that closed.
+    let agent_api = supervisor.exit_on_failure(
+        "agent_api",
+        identity::http::serve(
+            tcp,
+            Arc::new(tls),
+            AuthorizeLayer::new(state.clone()).layer(Routes::new(AgentServer::new(
+                AgentService::new(state.clone()),
+            ))),
+            ServeOptions::new(limits.agent_api, net.listener("agent_api"))
+                .drain_timeout(state.config.drain_timeout)
+                .grpc(),
+            stop.clone(),
+        ),
     );
     let admin_metrics = net.listener("admin");
-    let admin_api = HttpServer::new(limits.admin, admin_metrics.clone())
-        .drain_timeout(state.config.drain_timeout)
-        .http2_only()
-        .serve(
-            unix_incoming(unix, &limits.admin, admin_metrics),
-            AuthorizeLayer::new(state.clone()).layer(
-                Routes::new(health_service)
-                    .add_service(AdminServer::new(AdminService::new(state.clone()))),
+    let admin_api = supervisor.exit_on_failure(
+        "admin_api",
+        HttpServer::new(limits.admin, admin_metrics.clone())
+            .drain_timeout(state.config.drain_timeout)
+            .http2_only()
+            .serve(
+                unix_incoming(unix, &limits.admin, admin_metrics),
+                AuthorizeLayer::new(state.clone()).layer(
+                    Routes::new(health_service)
+                        .add_service(AdminServer::new(AdminService::new(state.clone()))),
+                ),
+                stop,
             ),
-            wait_for(stop_rx),
-        );
+    );
     tracing::info!(
         trust_domain = %state.config.trust_domain,
         address = %tcp_addr,
         socket = %state.config.socket_path.display(),
         "server ready"
     );
-    let servers = async { tokio::join!(agent_api, admin_api) };
-    tokio::pin!(servers);
-    tokio::select! {
-        _ = &mut servers => {}
-        () = &mut shutdown => {
-            let _ = stop_tx.send(true);
-            servers.await;
-        }
-        failed = supervisor.failed() => {
-            tracing::error!(%failed, "stopping");
-            let _ = stop_tx.send(true);
-            servers.await;
-        }
-    }
+    // Each returns once its requests in flight are answered (or the drain timeout passed).
+    tokio::join!(agent_api.ended(), admin_api.ended());
     supervisor.shutdown().await;
     let _ = std::fs::remove_file(&state.config.socket_path);
     state.datastore.close().await;
@@ -291,10 +288,6 @@ fn bind_admin_socket(path: &Path) -> anyhow::Result<UnixListener> {
     std::fs::rename(&staged, path)
         .with_context(|| format!("moving the admin socket to {}", path.display()))?;
     Ok(listener)
-}
-
-async fn wait_for(mut stop: tokio::sync::watch::Receiver<bool>) {
-    let _ = stop.wait_for(|stopped| *stopped).await;
 }
 
 /// A TLS config presenting the Web PKI certificate in `files`, kept current as they are

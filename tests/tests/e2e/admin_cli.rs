@@ -6,14 +6,10 @@
 use std::time::Duration;
 
 use tests::stack::{Agent, Server};
-use tests::wait_for;
 use tests::x509pop::{NodePki, node_pki};
+use tests::{json, wait_for};
 
 const TD: &str = "example.org";
-
-fn json(out: &str) -> serde_json::Value {
-    serde_json::from_str(out).unwrap_or_else(|e| panic!("JSON ({e}): {out}"))
-}
 
 #[tokio::test]
 async fn a_banned_agent_cannot_attest_again_until_it_is_evicted() {

@@ -21,7 +21,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{Connection, Executor};
 use tests::secrets::SecretsStack;
 use tests::stack::Process;
-use tests::{free_port, wait_for};
+use tests::{free_port, stderr, stdout, wait_for};
 
 /// The PostgreSQL role the applications log in as.
 const ROLE: &str = "app_orders";
@@ -162,14 +162,6 @@ async fn apps_log_in_with_the_password_from_nexus_and_follow_rotation() {
         }
     }
     println!("apps test took {:?}", started.elapsed());
-}
-
-fn stdout(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// `spike secret put db/password username=<ROLE> password=<password>` as the admin.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use spiffe::{JwtSvid, TrustDomain, WorkloadApiClient};
+use spiffe::TrustDomain;
 use tests::stack::{Agent, Server};
 use tests::wait_for;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -34,19 +34,6 @@ fn stored_cas(server: &Server) -> Vec<String> {
     tests::bundle_cas(&server.cli_ok(&["bundle", "show", "-format", "spiffe"]))
 }
 
-async fn jwt_svid(agent: &Agent, audience: &str) -> JwtSvid {
-    let client = WorkloadApiClient::connect_to(agent.endpoint())
-        .await
-        .expect("Workload API");
-    let svid = client
-        .fetch_jwt_svid(&[audience], None)
-        .await
-        .expect("JWT-SVID");
-    let bundles = client.fetch_jwt_bundles().await.expect("JWT bundles");
-    JwtSvid::parse_and_validate(svid.token(), &bundles, &[audience])
-        .expect("the JWT-SVID validates against the agent's JWT bundle")
-}
-
 #[tokio::test]
 async fn ca_rotation_causes_no_failed_handshakes() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -56,22 +43,14 @@ async fn ca_rotation_causes_no_failed_handshakes() {
         &["-caTTL", "30s", "-defaultX509SVIDTTL", "20s"],
     )
     .await;
-    let token = server.join_token(&[]);
-    let agent = Agent::start(&server, &dir.path().join("agent"), Some(&token)).await;
-    let uid = nix::unistd::geteuid().as_raw().to_string();
-    server.create_entry(
-        WORKLOAD,
-        &server.agent_id(&token),
-        &[&format!("unix:uid:{uid}")],
-        &[],
-    );
+    let agent = Agent::start_for_workload(&server, &dir.path().join("agent"), WORKLOAD).await;
     let first_cas = stored_cas(&server);
     assert_eq!(first_cas.len(), 1, "one CA before any rotation");
 
     let source = identity::workload::x509_source(Some(&agent.endpoint()), Duration::from_secs(20))
         .await
         .expect("X509Source");
-    let first_jwt = jwt_svid(&agent, "rotation-start").await;
+    let first_jwt = agent.validated_jwt("rotation-start").await;
     let td = TrustDomain::new(TD).expect("td");
     let me = identity::SpiffeId::new(WORKLOAD).expect("id");
     // Both sides built with spiffe-rustls directly (as `identity::workload` does) to get their
@@ -249,6 +228,6 @@ async fn ca_rotation_causes_no_failed_handshakes() {
     );
 
     // The JWT key rotated too: a fresh token carries a new key ID and validates offline.
-    let last_jwt = jwt_svid(&agent, "rotation-end").await;
+    let last_jwt = agent.validated_jwt("rotation-end").await;
     assert_ne!(last_jwt.key_id(), first_jwt.key_id());
 }

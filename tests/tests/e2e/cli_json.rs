@@ -11,14 +11,10 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::Value;
 use tests::stack::{Agent, Process, Server};
-use tests::{bin, wait_for};
+use tests::{bin, json, wait_for};
 
 const TD: &str = "example.org";
 const APP: &str = "spiffe://example.org/app";
-
-fn json(out: &str) -> Value {
-    serde_json::from_str(out).unwrap_or_else(|e| panic!("not one JSON document ({e}): {out}"))
-}
 
 fn b64(value: &Value) -> Vec<u8> {
     BASE64

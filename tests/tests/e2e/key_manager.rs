@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use spiffe::{JwtSvid, WorkloadApiClient};
+use spiffe::WorkloadApiClient;
 use tests::softhsm::{SoftHsm, USER_PIN};
 use tests::stack::{Agent, Server};
 use tests::wait_for;
@@ -47,19 +47,6 @@ fn mint_and_verify_with_openssl(server: &Server, dir: &Path) {
     );
 }
 
-async fn validated_jwt(agent: &Agent, audience: &str) -> JwtSvid {
-    let client = WorkloadApiClient::connect_to(agent.endpoint())
-        .await
-        .expect("Workload API");
-    let svid = client
-        .fetch_jwt_svid(&[audience], None)
-        .await
-        .expect("JWT-SVID");
-    let bundles = client.fetch_jwt_bundles().await.expect("JWT bundles");
-    JwtSvid::parse_and_validate(svid.token(), &bundles, &[audience])
-        .expect("the JWT-SVID validates against the agent's JWT bundle")
-}
-
 async fn start_hsm_server(dir: &Path, hsm: &SoftHsm, extra: &[&str]) -> Server {
     std::fs::create_dir_all(dir).expect("server dir");
     let config = dir.join("server.toml");
@@ -87,20 +74,6 @@ fn kid_of(token: &str) -> String {
     header["kid"].as_str().expect("kid").to_owned()
 }
 
-/// An agent of `server` and an entry for this process under it.
-async fn agent_with_entry(server: &Server, dir: &Path) -> Agent {
-    let token = server.join_token(&[]);
-    let agent = Agent::start(server, dir, Some(&token)).await;
-    let uid = nix::unistd::geteuid().as_raw().to_string();
-    server.create_entry(
-        WORKLOAD,
-        &server.agent_id(&token),
-        &[&format!("unix:uid:{uid}")],
-        &[],
-    );
-    agent
-}
-
 #[tokio::test]
 async fn pkcs11_keys_stay_in_the_token_and_are_found_again_after_a_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -125,9 +98,9 @@ async fn pkcs11_keys_stay_in_the_token_and_are_found_again_after_a_restart() {
 
     // SVIDs and JWT-SVIDs signed in the token verify with independent clients.
     mint_and_verify_with_openssl(&server, &dir.path().join("mint-1"));
-    let agent = agent_with_entry(&server, &dir.path().join("agent")).await;
+    let agent = Agent::start_for_workload(&server, &dir.path().join("agent"), WORKLOAD).await;
     let first = agent.fetch_svid().await;
-    let first_jwt = validated_jwt(&agent, "hsm").await;
+    let first_jwt = agent.validated_jwt("hsm").await;
 
     // A restart finds the keys by label: same CA, same JWT key, still signing. A stray key
     // under the CA's label (what a crash in the middle of a rotation's rename leaves) is told
@@ -149,7 +122,7 @@ async fn pkcs11_keys_stay_in_the_token_and_are_found_again_after_a_restart() {
         first_jwt.key_id(),
         "the same JWT key signs"
     );
-    let after = validated_jwt(&agent, "after-restart").await;
+    let after = agent.validated_jwt("after-restart").await;
     assert_eq!(after.key_id(), first_jwt.key_id());
     let svid = agent.fetch_svid().await;
     assert_eq!(
@@ -170,10 +143,10 @@ async fn pkcs11_keys_rotate_inside_the_token() {
         &["-caTTL", "12s", "-defaultX509SVIDTTL", "4s"],
     )
     .await;
-    let agent = agent_with_entry(&server, &dir.path().join("agent")).await;
+    let agent = Agent::start_for_workload(&server, &dir.path().join("agent"), WORKLOAD).await;
     let first = agent.fetch_svid().await;
     let first_issuer = issuer(first.leaf().as_bytes());
-    let first_jwt = validated_jwt(&agent, "hsm").await;
+    let first_jwt = agent.validated_jwt("hsm").await;
     let first_cas = stored_cas(&server);
 
     // The prepared CA (a new key in the token) takes over, and SVIDs follow it.
@@ -195,7 +168,7 @@ async fn pkcs11_keys_rotate_inside_the_token() {
     wait_for("a JWT key rotation", Duration::from_secs(20), || {
         let agent = &agent;
         let kid = first_jwt.key_id().to_owned();
-        async move { (validated_jwt(agent, "hsm-rotated").await.key_id() != kid).then_some(()) }
+        async move { (agent.validated_jwt("hsm-rotated").await.key_id() != kid).then_some(()) }
     })
     .await;
     mint_and_verify_with_openssl(&server, &dir.path().join("mint"));

@@ -9,18 +9,7 @@ use nexus_api::routes::{self, Action};
 use serde_json::{Value, json};
 use tests::mtls;
 use tests::secrets::{SUPERUSER_ID, SecretsStack, nexus_tls};
-
-fn stdout(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn json_of(text: &str) -> Value {
-    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
-}
+use tests::{json as json_of, stderr, stdout};
 
 /// `POST route?action=...` with `body` as the test's SVID; the status and the JSON answer.
 async fn api(

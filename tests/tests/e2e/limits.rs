@@ -11,14 +11,7 @@ use std::time::{Duration, Instant};
 use nexus_api::routes::{self, Action};
 use nexus_api::{Client, ClientError, ErrorCode};
 use tests::secrets::{SUPERUSER_ID, SecretsStack, nexus_tls, values};
-
-fn stderr(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn json(text: &str) -> serde_json::Value {
-    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
-}
+use tests::{json, stderr};
 
 /// Builds the binaries, then starts the test's clock (the printed timings are the test's).
 fn clock() -> Instant {

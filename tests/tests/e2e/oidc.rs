@@ -127,15 +127,7 @@ async fn a_jwt_svid_verifies_through_discovery_alone_and_after_a_key_rotation() 
     write_config(port);
     server.restart().await;
     let issuer = format!("https://localhost:{port}");
-    let token = server.join_token(&[]);
-    let agent = Agent::start(&server, &dir.path().join("agent"), Some(&token)).await;
-    let uid = nix::unistd::geteuid().as_raw().to_string();
-    server.create_entry(
-        WORKLOAD,
-        &server.agent_id(&token),
-        &[&format!("unix:uid:{uid}")],
-        &[],
-    );
+    let agent = Agent::start_for_workload(&server, &dir.path().join("agent"), WORKLOAD).await;
     agent.fetch_svid().await;
 
     let mut party = RelyingParty::start(&format!("{issuer}/.well-known/openid-configuration"), &ca);

@@ -11,19 +11,20 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tests::secrets::{SUPERUSER_ID, SecretsStack, values};
+use tests::{json, stderr, stdout};
 
 const PASSWORD: &str = "rekeyed-Pa55word-41f0aa";
 
-fn stdout(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn json(text: &str) -> Value {
-    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+/// `/v1/status` of the Nexus at `url`, as `spike status -f json` prints it.
+fn status_at(stack: &SecretsStack, url: &str) -> Value {
+    let out = stack.spike_at(url, &["status", "-f", "json"]);
+    assert!(
+        matches!(out.status.code(), Some(0 | 3)),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    json(&stdout(&out))
 }
 
 /// The keeper set as `/v1/status` reports it: (generation, keepers, threshold).
@@ -33,14 +34,7 @@ fn keeper_set(stack: &SecretsStack) -> (u64, u64, u64) {
 
 /// [`keeper_set`] of the Nexus at `url`.
 fn keeper_set_at(stack: &SecretsStack, url: &str) -> (u64, u64, u64) {
-    let out = stack.spike_at(url, &["status", "-f", "json"]);
-    assert!(
-        matches!(out.status.code(), Some(0 | 3)),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
-    let keepers = &json(&stdout(&out))["keepers"];
+    let keepers = &status_at(stack, url)["keepers"];
     (
         keepers["generation"].as_u64().expect("generation"),
         keepers["total"].as_u64().expect("total"),

@@ -10,16 +10,9 @@ use std::time::{Duration, Instant};
 use common_sql::testing::TestDatabase;
 use sqlx::Connection;
 use tests::secrets::SecretsStack;
+use tests::{stderr, stdout};
 
 const PASSWORD: &str = "replicated-Pa55word-41c9e2";
-
-fn stderr(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn stdout(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// Builds the binaries, then starts the test's clock (the printed timings are the test's).
 fn clock() -> Instant {

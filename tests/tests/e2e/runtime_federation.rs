@@ -7,7 +7,6 @@
 //! that it re-reads when renewed; bad input refused with a clear error and nothing written.
 
 use std::path::Path;
-use std::process::Output;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -16,18 +15,10 @@ use spire_proto::server as pb;
 use tests::mtls::handshake;
 use tests::stack::{Agent, Server};
 use tests::web_pki::BundleHost;
-use tests::{free_port, wait_for};
+use tests::{free_port, json as json_of, stderr, wait_for};
 
 const FRONT: &str = "spiffe://example.org/front";
 const BACK: &str = "spiffe://other.org/back";
-
-fn json_of(out: &str) -> Value {
-    serde_json::from_str(out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
 /// Runs `args` at `server`, which must fail saying `expected`.
 fn refused(server: &Server, args: &[&str], expected: &str) {

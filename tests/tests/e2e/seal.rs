@@ -12,20 +12,9 @@ use serde_json::Value;
 use tests::secrets::{SUPERUSER_ID, SecretsStack, values};
 
 use super::replicas::two_replicas;
+use tests::{json, stderr, stdout};
 
 const PASSWORD: &str = "sealed-Pa55word-8c1d07";
-
-fn stdout(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn json(text: &str) -> Value {
-    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
-}
 
 /// `spike status -f json` at `url`, whatever its exit code (3 while sealed).
 fn status_at(stack: &SecretsStack, url: &str) -> Value {

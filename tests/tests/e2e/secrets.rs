@@ -5,23 +5,12 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use tests::secrets::SecretsStack;
+use tests::{json, stderr, stdout};
 
 /// Values written by these tests; none may appear in the datastore or any log.
 const PASSWORD: &str = "s3cr3t-Pa55word-0e8f1c";
 const API_KEY: &str = "api-key-7d41b2a9c3";
 const FILE_SECRET: &str = "from-a-file-5be0d6";
-
-fn stdout(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn json(text: &str) -> serde_json::Value {
-    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
-}
 
 /// Every file under `dir`, recursively.
 fn files(dir: &Path) -> Vec<std::path::PathBuf> {

@@ -1,5 +1,7 @@
 //! SIGTERM drains Nexus: the listener closes at once, the request in flight is still
-//! answered and audited, and the process exits 0 within its drain timeout.
+//! answered and audited, and the process exits 0 within its drain timeout. A listener that
+//! dies is no such stop: Nexus (or the identity server) logs it, shuts down and exits 1 for
+//! its service manager.
 //!
 //! SIGTERM ends the agent's Workload API streams at once (they never finish by themselves,
 //! so waiting for them would hold every shutdown for the whole drain timeout): the client
@@ -82,6 +84,72 @@ async fn sigterm_answers_the_request_in_flight_refuses_new_connections_and_exits
         .unwrap_or_else(|| panic!("no audit line for {PATH}:\n{audit}"));
     assert_eq!(line["status"], 200, "{line}");
     assert_eq!(line["caller"], SUPERUSER_ID, "{line}");
+}
+
+#[tokio::test]
+async fn a_panic_in_the_api_accept_loop_stops_nexus_with_exit_status_1() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut stack = SecretsStack::start_without_nexus(dir.path(), 2, None).await;
+    // A debug build's test fault: the API's accept loop panics at its first connection.
+    stack.nexus_env = vec![("SPIKE_LISTENER_FAILPOINT".into(), "api".into())];
+    stack.start_nexus().await;
+    TcpStream::connect(("127.0.0.1", stack.nexus_port))
+        .await
+        .expect("the listener accepts");
+
+    let nexus = stack.nexus.as_mut().expect("Nexus runs");
+    let status = nexus.wait_exit(DRAIN + Duration::from_secs(5)).await;
+    let log = nexus.log();
+    assert_eq!(status.code(), Some(1), "{status}\n{log}");
+    assert!(
+        log.contains("test failpoint reached: the api accept loop fails"),
+        "{log}"
+    );
+    let failure = log
+        .lines()
+        .find(|line| line.contains("background task failed"))
+        .unwrap_or_else(|| panic!("the failure was not logged:\n{log}"));
+    assert!(
+        failure.contains("task=\"api\"") && failure.contains("panicked"),
+        "{failure}"
+    );
+    // Still a clean stop: the audit log flushed and the keys dropped.
+    assert!(log.contains("audit log flushed"), "{log}");
+    assert!(log.contains("Error: the api task failed"), "{log}");
+}
+
+#[tokio::test]
+async fn a_panic_in_the_agent_api_accept_loop_stops_the_identity_server_with_exit_status_1() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The same debug-build fault, in the identity server's agent API.
+    let mut server = Server::start_with_env(
+        dir.path(),
+        "example.org",
+        &[],
+        &[("SPIKE_LISTENER_FAILPOINT", "agent_api")],
+    )
+    .await;
+    TcpStream::connect(("127.0.0.1", server.port))
+        .await
+        .expect("the listener accepts");
+
+    let status = server
+        .process
+        .wait_exit(DRAIN + Duration::from_secs(5))
+        .await;
+    let log = server.process.log();
+    assert_eq!(status.code(), Some(1), "{status}\n{log}");
+    let failure = log
+        .lines()
+        .find(|line| line.contains("background task failed"))
+        .unwrap_or_else(|| panic!("the failure was not logged:\n{log}"));
+    assert!(
+        failure.contains("task=\"agent_api\"") && failure.contains("panicked"),
+        "{failure}"
+    );
+    assert!(log.contains("Error: the agent_api task failed"), "{log}");
+    // It drained as at SIGTERM: the admin socket is gone.
+    assert!(!server.socket.exists(), "{}", server.socket.display());
 }
 
 /// Sends the headers of a secret write with `length` bytes of body to come, and returns once

@@ -242,15 +242,7 @@ async fn the_ca_is_an_intermediate_under_the_operators_root_and_keeps_rotating()
     );
 
     // A workload's SVID chain: leaf, the server's CA, the upstream intermediate.
-    let token = server.join_token(&[]);
-    let agent = Agent::start(&server, &dir.path().join("agent"), Some(&token)).await;
-    let uid = nix::unistd::geteuid().as_raw().to_string();
-    server.create_entry(
-        WORKLOAD,
-        &server.agent_id(&token),
-        &[&format!("unix:uid:{uid}")],
-        &[],
-    );
+    let agent = Agent::start_for_workload(&server, &dir.path().join("agent"), WORKLOAD).await;
     let svid = agent.fetch_svid().await;
     let chain: Vec<Vec<u8>> = svid
         .cert_chain()

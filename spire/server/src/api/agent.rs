@@ -1,13 +1,13 @@
 //! The `Agent` service: node attestation, agent SVID renewal, entry sync and workload SVID
 //! signing (X.509 and JWT). Served over mTLS; every call but attestation must come from an
 //! attested agent presenting its current agent SVID: the authoriser ([`crate::api::authz`])
-//! decides that before a handler runs and hands the handler an [`AgentGrant`].
+//! decides that before a handler runs and hands the handler an [`AgentGrant`]. Workload
+//! SVIDs are signed only for an [`authorized::AuthorizedEntry`], which only that grant
+//! yields.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
-use spiffe::SpiffeId;
 use spire_proto::refusal::{self, Reason};
 use spire_proto::server as pb;
 use spire_proto::server::agent_server::Agent;
@@ -20,6 +20,7 @@ use crate::ca::{SignedJwtSvid, SignedSvid};
 use crate::datastore::{self, AttestedAgent, EntryFilter};
 use crate::entries;
 use crate::state::ServerState;
+use authorized::AuthorizedEntry;
 
 /// Most CSRs one `BatchNewX509SVID` call may carry.
 pub const MAX_BATCH: usize = 500;
@@ -35,10 +36,7 @@ impl AgentService {
     }
 
     /// The entries `agent` may have SVIDs for: those it is authorised for, not expired.
-    async fn authorized_entries(
-        &self,
-        agent: &AgentGrant,
-    ) -> Result<Vec<datastore::Entry>, Status> {
+    async fn authorized_entries(&self, agent: &AgentGrant) -> Result<Vec<AuthorizedEntry>, Status> {
         let all = self
             .state
             .datastore
@@ -46,11 +44,7 @@ impl AgentService {
             .await
             .map_err(datastore_status)?;
         let now = self.state.clock.unix_seconds();
-        Ok(entries::authorized_for(&agent.agent().to_string(), &all)
-            .into_iter()
-            .filter(|e| e.expires_at == 0 || e.expires_at > now)
-            .cloned()
-            .collect())
+        Ok(AuthorizedEntry::for_agent(agent, &all, now))
     }
 }
 
@@ -244,7 +238,12 @@ impl Agent for AgentService {
         request: Request<pb::SyncAuthorizedEntriesRequest>,
     ) -> Result<Response<pb::SyncAuthorizedEntriesResponse>, Status> {
         let agent = AgentGrant::of(&request)?;
-        let entries = self.authorized_entries(&agent).await?;
+        let entries: Vec<datastore::Entry> = self
+            .authorized_entries(&agent)
+            .await?
+            .into_iter()
+            .map(AuthorizedEntry::into_entry)
+            .collect();
         let bundle = self.state.bundle().await.map_err(datastore_status)?;
         let federated_bundles = crate::federation::bundles_for(&self.state, &entries)
             .await
@@ -268,11 +267,11 @@ impl Agent for AgentService {
                 params.len()
             )));
         }
-        let authorized: HashMap<String, datastore::Entry> = self
+        let authorized: HashMap<String, AuthorizedEntry> = self
             .authorized_entries(&agent)
             .await?
             .into_iter()
-            .map(|e| (e.id.clone(), e))
+            .map(|e| (e.entry().id.clone(), e))
             .collect();
         let default_ttl = self.state.config.default_x509_svid_ttl;
         let mut results = Vec::with_capacity(params.len());
@@ -282,7 +281,7 @@ impl Agent for AgentService {
                     "entry {:?} is not authorized for this agent",
                     param.entry_id
                 )),
-                Some(entry) => sign_for_entry(&self.state, entry, &param.csr, default_ttl),
+                Some(entry) => entry.sign_x509(&self.state, &param.csr, default_ttl),
             };
             results.push(match result {
                 Ok(svid) => pb::X509SvidResult {
@@ -319,54 +318,22 @@ impl Agent for AgentService {
             .authorized_entries(&agent)
             .await?
             .into_iter()
-            .find(|e| e.id == req.entry_id)
+            .find(|e| e.entry().id == req.entry_id)
             .ok_or_else(|| {
                 Status::permission_denied(format!(
                     "entry {:?} is not authorized for this agent",
                     req.entry_id
                 ))
             })?;
-        let id = SpiffeId::new(&entry.spiffe_id)
-            .map_err(|e| Status::internal(format!("stored entry is corrupt: {e}")))?;
-        let ttl = match u64::try_from(entry.jwt_svid_ttl) {
-            Ok(secs) if secs > 0 => Duration::from_secs(secs),
-            _ => self.state.config.default_jwt_svid_ttl,
-        };
-        let svid = self
-            .state
-            .jwt()
-            .sign_as(
-                &id,
-                &req.audience,
-                ttl,
-                self.state.config.jwt_issuer.as_deref(),
-            )
-            .map_err(ca_status)?;
+        let svid = entry.sign_jwt(&self.state, &req.audience)?;
         self.state.metrics.signed("jwt", "workload", 1);
-        tracing::debug!(agent = %agent.agent(), spiffe_id = %id, "JWT-SVID signed");
+        tracing::debug!(agent = %agent.agent(), spiffe_id = %svid.spiffe_id, "JWT-SVID signed");
         Ok(Response::new(pb::NewJwtSvidResponse {
             svid: Some(jwt_svid_to_proto(svid)),
         }))
     }
 }
 
-fn sign_for_entry(
-    state: &ServerState,
-    entry: &datastore::Entry,
-    csr: &[u8],
-    default_ttl: Duration,
-) -> Result<SignedSvid, String> {
-    let id =
-        SpiffeId::new(&entry.spiffe_id).map_err(|e| format!("stored entry is corrupt: {e}"))?;
-    let ttl = match u64::try_from(entry.x509_svid_ttl) {
-        Ok(secs) if secs > 0 => Duration::from_secs(secs),
-        _ => default_ttl,
-    };
-    state
-        .ca()
-        .sign_csr(csr, &id, ttl, &entry.dns_names)
-        .map_err(|e| e.to_string())
-}
-
+mod authorized;
 #[cfg(test)]
 mod tests;

@@ -290,3 +290,108 @@ async fn a_handler_reached_without_the_authoriser_refuses() {
     assert_eq!(status.code(), Code::Internal, "{status:?}");
     assert_eq!(status.message(), "authorisation fault; see the server log");
 }
+
+/// A workload entry `id` under `parent`, expiring at `expires_at` (0: never).
+fn workload_entry(
+    state: &ServerState,
+    id: &str,
+    parent: &SpiffeId,
+    expires_at: i64,
+) -> crate::datastore::Entry {
+    crate::datastore::Entry {
+        id: id.into(),
+        spiffe_id: format!("spiffe://{}/workload/{id}", state.config.trust_domain),
+        parent_id: parent.to_string(),
+        selectors: vec![crate::datastore::Selector::new("unix", "uid:1000")],
+        expires_at,
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn an_agent_gets_svids_only_for_its_own_unexpired_entries() {
+    let fixture = fixture().await;
+    let (a, b) = (
+        fixture.attest_join_token("token-a").await,
+        fixture.attest_join_token("token-b").await,
+    );
+    let state = &fixture.state;
+    let past = state.clock.unix_seconds() - 1;
+    for entry in [
+        workload_entry(state, "mine", &a.id, 0),
+        workload_entry(state, "expired", &a.id, past),
+        workload_entry(state, "theirs", &b.id, 0),
+    ] {
+        state.datastore.create_entry(&entry).await.expect("entry");
+    }
+
+    let params = ["mine", "expired", "theirs", "missing"].map(|id| pb::NewX509SvidParams {
+        entry_id: id.into(),
+        csr: new_csr(None).expect("CSR").0,
+    });
+    let request = fixture
+        .authorized(
+            "BatchNewX509SVID",
+            pb::BatchNewX509SvidRequest {
+                params: params.to_vec(),
+            },
+            Some(&a),
+        )
+        .await
+        .expect("authorised");
+    let results = fixture
+        .service
+        .batch_new_x509svid(request)
+        .await
+        .expect("answered")
+        .into_inner()
+        .results;
+    let signed: Vec<(&str, Option<&str>)> = results
+        .iter()
+        .map(|r| {
+            (
+                r.entry_id.as_str(),
+                r.svid.as_ref().map(|s| s.spiffe_id.as_str()),
+            )
+        })
+        .collect();
+    let mine = format!("spiffe://{}/workload/mine", state.config.trust_domain);
+    assert_eq!(
+        signed,
+        [
+            ("mine", Some(mine.as_str())),
+            ("expired", None),
+            ("theirs", None),
+            ("missing", None)
+        ]
+    );
+    assert!(
+        results[2].error.contains("not authorized for this agent"),
+        "{:?}",
+        results[2]
+    );
+
+    for (entry, allowed) in [("mine", true), ("theirs", false), ("expired", false)] {
+        let request = fixture
+            .authorized(
+                "NewJWTSVID",
+                pb::NewJwtSvidRequest {
+                    entry_id: entry.into(),
+                    audience: vec!["db".into()],
+                },
+                Some(&a),
+            )
+            .await
+            .expect("authorised");
+        let answer = fixture.service.new_jwtsvid(request).await;
+        match answer {
+            Ok(svid) if allowed => {
+                assert_eq!(svid.into_inner().svid.expect("an SVID").spiffe_id, mine)
+            }
+            Err(status) if !allowed => {
+                assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+            }
+            other => panic!("{entry}: {other:?}"),
+        }
+    }
+}
