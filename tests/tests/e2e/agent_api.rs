@@ -368,8 +368,11 @@ async fn an_evicted_x509pop_agent_attests_again_by_itself() {
     let old = agent_svid(&agent);
 
     server.cli_ok(&["agent", "evict", "-spiffeID", &agent_id]);
+    // The server records the new serial before it answers, so the agent's log line comes
+    // after: wait for both.
     let second_serial = wait_for("the agent to attest again", Duration::from_secs(20), || {
-        let serial = current_serial(&server, &agent_id).filter(|s| *s != first_serial);
+        let serial = current_serial(&server, &agent_id)
+            .filter(|s| *s != first_serial && agent.process.log().contains("node attested again"));
         async move { serial }
     })
     .await;
