@@ -15,6 +15,14 @@
 //! writers' row locks could deadlock with another replica's: there each write keeps its
 //! own transaction, run by its caller.
 //!
+//! A write that finds nothing queued and no group running runs in its caller's task, in a
+//! transaction of its own, as on PostgreSQL: handing it to the writer task and waking its
+//! caller back would only add two task switches to its latency, and there is nothing to
+//! group it with. It holds the writer's turn while it runs, so the writer waits for it
+//! before its next group (as SQLite's write lock would make it wait anyway), and a write
+//! arriving meanwhile queues and joins that group. Dropping such a write's future (its
+//! caller timed out) drops its transaction, which rolls it back unless it was committing.
+//!
 //! A write is a closure over the transaction ([`Store::write`]) that owns what it needs:
 //! it runs on the writer task. A caller that stops waiting (its request timed out and was
 //! answered 503) withdraws its write, as dropping its own transaction did before: a write
@@ -24,12 +32,13 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common_sql::Backend;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use sqlx::{Any, AnyPool, Transaction};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Mutex, mpsc, oneshot};
 
 use super::{Store, StoreError};
 
@@ -43,6 +52,11 @@ pub const MAX_GROUP: usize = 64;
 #[derive(Clone)]
 pub(super) struct GroupCommit {
     queue: mpsc::UnboundedSender<Box<dyn Queued>>,
+    /// Held by the writer task while it runs a group, and by a write that runs alone in
+    /// its caller's task: one at a time.
+    turn: Arc<Mutex<()>>,
+    /// Writes queued and not yet answered: a write runs alone only when there are none.
+    pending: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for GroupCommit {
@@ -55,8 +69,20 @@ impl GroupCommit {
     /// Starts the writer task; it ends when every handle to the queue is dropped.
     pub(super) fn start(pool: AnyPool, backend: Backend) -> GroupCommit {
         let (queue, writes) = mpsc::unbounded_channel();
-        tokio::spawn(writer(pool, backend, writes));
-        GroupCommit { queue }
+        let turn = Arc::new(Mutex::new(()));
+        let pending = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(writer(
+            pool,
+            backend,
+            writes,
+            Arc::clone(&turn),
+            Arc::clone(&pending),
+        ));
+        GroupCommit {
+            queue,
+            turn,
+            pending,
+        }
     }
 }
 
@@ -71,22 +97,15 @@ impl Store {
         F: for<'t> FnOnce(&'t mut WriteTx) -> BoxFuture<'t, Result<T, StoreError>> + Send + 'static,
     {
         let Some(group) = &self.group else {
-            let mut tx = self.begin_write().await?;
-            return match op(&mut tx).await {
-                Ok(value) => {
-                    tx.commit().await?;
-                    Ok(value)
-                }
-                Err(error) => {
-                    // The write's own error says what went wrong; dropping the transaction
-                    // would roll it back as well, this only does it now.
-                    if let Err(rollback) = tx.rollback().await {
-                        tracing::debug!(%rollback, "rolling back a failed write failed");
-                    }
-                    Err(error)
-                }
-            };
+            return self.write_alone(op).await;
         };
+        if group.pending.load(Ordering::Acquire) == 0
+            && let Ok(_turn) = group.turn.try_lock()
+        {
+            // Nothing queued, no group running: nothing to wait for or group with.
+            return self.write_alone(op).await;
+        }
+        group.pending.fetch_add(1, Ordering::AcqRel);
         let (reply, answer) = oneshot::channel();
         let write = Box::new(Write {
             op: Some(op),
@@ -94,9 +113,32 @@ impl Store {
             reply,
         });
         if group.queue.send(write).is_err() {
+            group.pending.fetch_sub(1, Ordering::AcqRel);
             return Err(writer_gone());
         }
         answer.await.unwrap_or_else(|_| Err(writer_gone()))
+    }
+
+    /// Runs `op` in a write transaction of its own, in the caller's task, and commits it.
+    async fn write_alone<T, F>(&self, op: F) -> Result<T, StoreError>
+    where
+        F: for<'t> FnOnce(&'t mut WriteTx) -> BoxFuture<'t, Result<T, StoreError>>,
+    {
+        let mut tx = self.begin_write().await?;
+        match op(&mut tx).await {
+            Ok(value) => {
+                tx.commit().await?;
+                Ok(value)
+            }
+            Err(error) => {
+                // The write's own error says what went wrong; dropping the transaction
+                // would roll it back as well, this only does it now.
+                if let Err(rollback) = tx.rollback().await {
+                    tracing::debug!(%rollback, "rolling back a failed write failed");
+                }
+                Err(error)
+            }
+        }
     }
 }
 
@@ -160,17 +202,32 @@ async fn writer(
     pool: AnyPool,
     backend: Backend,
     mut writes: mpsc::UnboundedReceiver<Box<dyn Queued>>,
+    turn: Arc<Mutex<()>>,
+    pending: Arc<AtomicUsize>,
 ) {
     let mut group = Vec::with_capacity(MAX_GROUP);
     while writes.recv_many(&mut group, MAX_GROUP).await > 0 {
-        // A write that panics fails its group (the callers see the writer gone, the
-        // transaction is rolled back on drop) but not the writes after it.
-        let committed = AssertUnwindSafe(commit_group(&pool, backend, &mut group))
-            .catch_unwind()
-            .await;
-        if committed.is_err() {
-            tracing::error!("a write panicked; its group was rolled back");
-        }
+        let count = {
+            // Waits for a write running alone; the writes queued meanwhile join the group.
+            let _turn = turn.lock().await;
+            while group.len() < MAX_GROUP {
+                match writes.try_recv() {
+                    Ok(write) => group.push(write),
+                    Err(_) => break,
+                }
+            }
+            let count = group.len();
+            // A write that panics fails its group (the callers see the writer gone, the
+            // transaction is rolled back on drop) but not the writes after it.
+            let committed = AssertUnwindSafe(commit_group(&pool, backend, &mut group))
+                .catch_unwind()
+                .await;
+            if committed.is_err() {
+                tracing::error!("a write panicked; its group was rolled back");
+            }
+            count
+        };
+        pending.fetch_sub(count, Ordering::AcqRel);
         group.clear();
     }
 }
