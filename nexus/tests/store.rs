@@ -1089,6 +1089,54 @@ async fn check_sealed_writes_are_fenced_by_the_stored_key(store: &Store) {
         "{refused:?}"
     );
 
+    // The fence is read by the put's first statement, which creates a new secret's row:
+    // a refused put to a new path leaves no secret behind.
+    let refused = put_with(
+        store,
+        PutVersion {
+            fence: Some(&retired),
+            ..put("db/f-new")
+        },
+    )
+    .await;
+    assert!(
+        matches!(refused, Err(StoreError::KeyChanged)),
+        "{refused:?}"
+    );
+    assert!(
+        !store
+            .list_paths()
+            .await
+            .expect("list")
+            .contains(&"db/f-new".to_owned()),
+        "a refused put creates no secret"
+    );
+    // A patch is fenced as well, whether or not its secret exists.
+    for path in ["db/f", "db/f-missing"] {
+        let refused = store
+            .patch_version(
+                PutVersion {
+                    fence: Some(&retired),
+                    ..put(path)
+                },
+                |_, _| {
+                    Ok(SealedRecord {
+                        wrapped_key: b"key".to_vec(),
+                        ciphertext: b"body".to_vec(),
+                    })
+                },
+            )
+            .await;
+        assert!(
+            matches!(refused, Err(StoreError::KeyChanged)),
+            "{path}: {refused:?}"
+        );
+    }
+    assert_eq!(
+        store.metadata("db/f").await.expect("meta").latest_version,
+        1
+    );
+
     assert_eq!(stored_versions(store, "db/f").await, vec![1]);
     assert!(store.get_policy("p").await.expect("read").is_none());
     assert_eq!(store.cipher_key().await.expect("read"), None);

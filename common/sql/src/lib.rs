@@ -130,8 +130,14 @@ pub async fn connect_with(
             // (shared-cache) database, and shared cache reports lock conflicts without
             // honouring busy_timeout: serialise through a single connection.
             let max = if sqlite::is_in_memory(&url) { 1 } else { 6 };
+            // No ping before each checkout (sqlx's default): a SQLite connection is a file
+            // handle on sqlx's worker thread, not a socket that can drop, and the ping is a
+            // round trip to that thread on every query and transaction. A connection whose
+            // worker died still fails its next statement, and sqlx pings it when it comes
+            // back to the pool.
             let options = options
                 .max_connections(max)
+                .test_before_acquire(false)
                 .after_connect(|conn, _meta| Box::pin(sqlite::apply_pragmas(conn)));
             (options, url)
         }

@@ -15,6 +15,14 @@
 //! writers' row locks could deadlock with another replica's: there each write keeps its
 //! own transaction, run by its caller.
 //!
+//! A write that finds nothing queued and no group running runs in its caller's task, in a
+//! transaction of its own, as on PostgreSQL: handing it to the writer task and waking its
+//! caller back would only add two task switches to its latency, and there is nothing to
+//! group it with. It holds the writer's turn while it runs, so the writer waits for it
+//! before its next group (as SQLite's write lock would make it wait anyway), and a write
+//! arriving meanwhile queues and joins that group. Dropping such a write's future (its
+//! caller timed out) drops its transaction, which rolls it back unless it was committing.
+//!
 //! A write is a closure over the transaction ([`Store::write`]) that owns what it needs:
 //! it runs on the writer task. A caller that stops waiting (its request timed out and was
 //! answered 503) withdraws its write, as dropping its own transaction did before: a write
@@ -33,11 +41,14 @@
 //! by then withdrew its write (above). No write waits on a writer that is gone. Exiting the
 //! process instead would fail every request in flight for one bad write.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common_process::{Backoff, Supervisor};
 use common_sql::Backend;
+use futures::FutureExt;
 use futures::future::BoxFuture;
 use sqlx::{Any, AnyPool, Transaction};
 use tokio::sync::{Mutex, mpsc, oneshot};
@@ -54,6 +65,11 @@ pub const MAX_GROUP: usize = 64;
 #[derive(Clone)]
 pub(super) struct GroupCommit {
     queue: mpsc::UnboundedSender<Box<dyn Queued>>,
+    /// Held by the writer task while it runs a group, and by a write that runs alone in
+    /// its caller's task: one at a time.
+    turn: Arc<Mutex<()>>,
+    /// Writes queued and not yet answered: a write runs alone only when there are none.
+    pending: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for GroupCommit {
@@ -76,10 +92,25 @@ impl GroupCommit {
         let (queue, writes) = mpsc::unbounded_channel();
         // Shared with each run of the writer, so that the queue outlives a failed one.
         let writes = Arc::new(Mutex::new(writes));
-        supervisor.restart("group_commit", RESTART, move || {
-            writer(pool.clone(), backend, writes.clone())
+        let turn = Arc::new(Mutex::new(()));
+        let pending = Arc::new(AtomicUsize::new(0));
+        supervisor.restart("group_commit", RESTART, {
+            let (turn, pending) = (Arc::clone(&turn), Arc::clone(&pending));
+            move || {
+                writer(
+                    pool.clone(),
+                    backend,
+                    writes.clone(),
+                    turn.clone(),
+                    pending.clone(),
+                )
+            }
         });
-        GroupCommit { queue }
+        GroupCommit {
+            queue,
+            turn,
+            pending,
+        }
     }
 }
 
@@ -94,22 +125,17 @@ impl Store {
         F: for<'t> FnOnce(&'t mut WriteTx) -> BoxFuture<'t, Result<T, StoreError>> + Send + 'static,
     {
         let Some(group) = &self.group else {
-            let mut tx = self.begin_write().await?;
-            return match op(&mut tx).await {
-                Ok(value) => {
-                    tx.commit().await?;
-                    Ok(value)
-                }
-                Err(error) => {
-                    // The write's own error says what went wrong; dropping the transaction
-                    // would roll it back as well, this only does it now.
-                    if let Err(rollback) = tx.rollback().await {
-                        tracing::debug!(%rollback, "rolling back a failed write failed");
-                    }
-                    Err(error)
-                }
-            };
+            return self.write_alone(op).await;
         };
+        if group.pending.load(Ordering::Acquire) == 0
+            && !group.queue.is_closed()
+            && let Ok(_turn) = group.turn.try_lock()
+        {
+            // Nothing queued, no group running, the writer alive (not shut down): nothing
+            // to wait for or group with.
+            return self.write_alone(op).await;
+        }
+        group.pending.fetch_add(1, Ordering::AcqRel);
         let (reply, answer) = oneshot::channel();
         let write = Box::new(Write {
             op: Some(op),
@@ -117,9 +143,38 @@ impl Store {
             reply,
         });
         if group.queue.send(write).is_err() {
+            group.pending.fetch_sub(1, Ordering::AcqRel);
             return Err(writer_gone());
         }
         answer.await.unwrap_or_else(|_| Err(writer_gone()))
+    }
+
+    /// Runs `op` in a write transaction of its own, in the caller's task, and commits it.
+    /// A write that panics is answered as one that panicked on the writer task is: rolled
+    /// back and unavailable (503), the panic logged, the caller's task unharmed.
+    async fn write_alone<T, F>(&self, op: F) -> Result<T, StoreError>
+    where
+        F: for<'t> FnOnce(&'t mut WriteTx) -> BoxFuture<'t, Result<T, StoreError>>,
+    {
+        let mut tx = self.begin_write().await?;
+        let Ok(outcome) = AssertUnwindSafe(op(&mut tx)).catch_unwind().await else {
+            tracing::error!("a write panicked; it was rolled back");
+            return Err(writer_gone());
+        };
+        match outcome {
+            Ok(value) => {
+                tx.commit().await?;
+                Ok(value)
+            }
+            Err(error) => {
+                // The write's own error says what went wrong; dropping the transaction
+                // would roll it back as well, this only does it now.
+                if let Err(rollback) = tx.rollback().await {
+                    tracing::debug!(%rollback, "rolling back a failed write failed");
+                }
+                Err(error)
+            }
+        }
     }
 }
 
@@ -186,11 +241,39 @@ async fn writer(
     pool: AnyPool,
     backend: Backend,
     writes: Arc<Mutex<mpsc::UnboundedReceiver<Box<dyn Queued>>>>,
+    turn: Arc<Mutex<()>>,
+    pending: Arc<AtomicUsize>,
 ) {
     let mut writes = writes.lock().await;
     let mut group = Vec::with_capacity(MAX_GROUP);
     while writes.recv_many(&mut group, MAX_GROUP).await > 0 {
+        // Waits for a write running alone; the writes queued meanwhile join the group.
+        let _turn = turn.lock().await;
+        while group.len() < MAX_GROUP {
+            match writes.try_recv() {
+                Ok(write) => group.push(write),
+                Err(_) => break,
+            }
+        }
+        // Taken off the count when the group is answered, or when a panic ends this run.
+        let _taken = Taken {
+            pending: &pending,
+            count: group.len(),
+        };
         commit_group(&pool, backend, &mut group).await;
+    }
+}
+
+/// The writes of a group, taken off the count of pending writes when the group is done,
+/// however it ends (a panic ends the writer's run).
+struct Taken<'a> {
+    pending: &'a AtomicUsize,
+    count: usize,
+}
+
+impl Drop for Taken<'_> {
+    fn drop(&mut self) {
+        self.pending.fetch_sub(self.count, Ordering::AcqRel);
     }
 }
 
@@ -217,18 +300,26 @@ async fn run_group(
         }
         return Ok(());
     }
-    for write in group.iter_mut() {
-        sqlx::query("SAVEPOINT one_write").execute(&mut *tx).await?;
-        if !write.run(&mut tx).await {
-            // If this fails too (SQLite rolled the whole transaction back on an I/O
-            // error), the group fails: nothing of it is committed, and every write says so.
-            sqlx::query("ROLLBACK TO SAVEPOINT one_write")
-                .execute(&mut *tx)
-                .await?;
-        }
-        sqlx::query("RELEASE SAVEPOINT one_write")
-            .execute(&mut *tx)
-            .await?;
+    // Each write runs under its own savepoint. Ending one write's savepoint and opening the
+    // next one's are sent together, as one query string (sqlx's SQLite driver runs its
+    // statements in turn, in one hand-off to its worker thread): a write costs its own
+    // statements plus one hand-off, not two.
+    sqlx::query("SAVEPOINT one_write").execute(&mut *tx).await?;
+    let last = group.len() - 1;
+    for (i, write) in group.iter_mut().enumerate() {
+        let ok = write.run(&mut tx).await;
+        // If this fails (SQLite rolled the whole transaction back on an I/O error), the
+        // group fails: nothing of it is committed, and every write says so.
+        let end = match (ok, i == last) {
+            (true, true) => "RELEASE SAVEPOINT one_write",
+            (true, false) => "RELEASE SAVEPOINT one_write; SAVEPOINT one_write",
+            (false, true) => "ROLLBACK TO SAVEPOINT one_write; RELEASE SAVEPOINT one_write",
+            (false, false) => {
+                "ROLLBACK TO SAVEPOINT one_write; RELEASE SAVEPOINT one_write; \
+                 SAVEPOINT one_write"
+            }
+        };
+        sqlx::query(end).execute(&mut *tx).await?;
     }
     tx.commit().await?;
     Ok(())
@@ -247,24 +338,62 @@ mod tests {
             .await
             .expect("connect");
 
+        // Alone, it runs in its caller's task: answered 503, the caller unharmed.
         let broken = store
             .write::<(), _>(|_tx| Box::pin(async { panic!("a write's bug") }))
             .await
+            .expect_err("a panicking write is not acknowledged");
+        assert!(broken.is_unavailable(), "answered 503: {broken}");
+        assert_eq!(supervisor.failures("group_commit"), 0);
+
+        // While the writer's turn is taken, a write queues and runs on the writer task.
+        let group = store.group.as_ref().expect("SQLite groups its writes");
+        let turn = group.turn.lock().await;
+        let queued = tokio::spawn({
+            let store = store.clone();
+            async move {
+                store
+                    .write::<(), _>(|_tx| Box::pin(async { panic!("a write's bug") }))
+                    .await
+            }
+        });
+        while group.pending.load(Ordering::Acquire) == 0 {
+            tokio::task::yield_now().await;
+        }
+        drop(turn);
+        let broken = queued
+            .await
+            .expect("the caller's task survives")
             .expect_err("a panicking write is not acknowledged");
         assert!(broken.is_unavailable(), "answered 503: {broken}");
         while supervisor.failures("group_commit") == 0 {
             tokio::task::yield_now().await;
         }
 
-        // Queued while the writer is down, taken by its next run.
-        let answer = store
-            .write(|tx| {
-                Box::pin(async move {
-                    let row: (i64,) = sqlx::query_as("SELECT 7").fetch_one(&mut **tx).await?;
-                    Ok(row.0)
-                })
-            })
+        // Queued (the turn taken again) while the writer may still be down: taken by its
+        // next run.
+        let turn = group.turn.lock().await;
+        let queued = tokio::spawn({
+            let store = store.clone();
+            async move {
+                store
+                    .write(|tx| {
+                        Box::pin(async move {
+                            let row: (i64,) =
+                                sqlx::query_as("SELECT 7").fetch_one(&mut **tx).await?;
+                            Ok(row.0)
+                        })
+                    })
+                    .await
+            }
+        });
+        while group.pending.load(Ordering::Acquire) == 0 {
+            tokio::task::yield_now().await;
+        }
+        drop(turn);
+        let answer = queued
             .await
+            .expect("the caller's task")
             .expect("the restarted writer commits");
         assert_eq!(answer, 7);
         assert_eq!(supervisor.failures("group_commit"), 1);

@@ -195,10 +195,22 @@ async fn fence_holds(
         .map(|r| r.try_get::<Option<i64>, _>("sealed_at"))
         .transpose()?
         .flatten();
+    fence_verdict(expected, stored.as_deref(), sealed)
+}
+
+/// The fence's verdict on the root key row's `key_check` and `sealed_at` as read (`None`:
+/// no row, or NULL), for a write sealed under the key whose key-check value is `expected`.
+/// [`fence_holds`] reads them with a statement of its own; a secret put reads them in its
+/// first statement (`secrets::claim_version`), to save a round trip.
+fn fence_verdict(
+    expected: &[u8],
+    stored: Option<&[u8]>,
+    sealed: Option<i64>,
+) -> Result<(), StoreError> {
     if sealed.is_some() {
         return Err(StoreError::Sealed);
     }
-    if stored.as_deref() == Some(expected) {
+    if stored == Some(expected) {
         Ok(())
     } else {
         Err(StoreError::KeyChanged)

@@ -11,8 +11,8 @@ use time::OffsetDateTime;
 use super::versions::refresh_summary;
 use super::{
     Backend, Corruption, Missing, PutVersion, SealedRecord, SecretMeta, Store, StoreError,
-    StoredVersion, VersionMeta, fence_holds, from_millis, to_millis, version_from_db,
-    version_to_db,
+    StoredVersion, VersionMeta, fence_holds, fence_verdict, from_millis, to_millis,
+    version_from_db, version_to_db,
 };
 
 impl Store {
@@ -66,20 +66,38 @@ impl Store {
     {
         let now = to_millis(put.now);
         let mut tx = self.begin_write().await?;
-        self.check_fence(&mut tx, put.fence).await?;
+        if self.backend == Backend::Postgres {
+            // The share lock first, as every sealed write takes it (see `fence_holds`).
+            self.check_fence(&mut tx, put.fence).await?;
+        }
         // Claims the next number and takes the row's write lock; nothing for a new path.
+        // The fence's columns come with it, one statement fewer (see `claim_version`).
         let Some(row) = sqlx::query(
             "UPDATE secrets SET latest_version = latest_version + 1 WHERE path = $1 \
              RETURNING current_version, latest_version, max_versions, cas_required, \
-             delete_version_after",
+             delete_version_after, \
+             (SELECT key_check FROM root_key WHERE id = 1) AS key_check, \
+             (SELECT sealed_at FROM root_key WHERE id = 1) AS sealed_at",
         )
         .bind(put.path)
         .fetch_optional(&mut *tx)
         .await?
         else {
+            // No row, so no fence columns: the fence's verdict still comes first.
+            let fence = fence_holds(&mut tx, self.backend, put.fence).await;
             tx.rollback().await?;
+            fence?;
             return Err(StoreError::NotFound(Missing::Secret(put.path.to_owned())));
         };
+        if let Some(expected) = put.fence {
+            let key_check: Option<Vec<u8>> = row.try_get("key_check")?;
+            if let Err(error) =
+                fence_verdict(expected, key_check.as_deref(), row.try_get("sealed_at")?)
+            {
+                tx.rollback().await?;
+                return Err(error);
+            }
+        }
         let version: i64 = row.try_get("latest_version")?;
         let current: i64 = row.try_get("current_version")?;
         let max_versions: i64 = row.try_get("max_versions")?;
@@ -129,14 +147,19 @@ impl Store {
                 return Err(err.into());
             }
         };
-        insert_version(&mut tx, &put, version, now, delete_after, sealed).await?;
-        sqlx::query("DELETE FROM secret_versions WHERE path = $1 AND version <= $2")
-            .bind(put.path)
-            .bind(version - max_versions)
-            .execute(&mut *tx)
-            .await?;
-        prune_expired(&mut tx, put.path, now).await?;
-        refresh_summary(&mut tx, put.path, now).await?;
+        finish_version(
+            &mut tx,
+            self.backend,
+            &put,
+            NewVersion {
+                version,
+                now,
+                max_versions,
+                delete_version_after: delete_after,
+            },
+            sealed,
+        )
+        .await?;
         tx.commit().await?;
         version_from_db(version, "secrets.latest_version")
     }
@@ -305,6 +328,11 @@ impl Store {
 
 /// The SQL of [`Store::put_version`], in the transaction it is given; an error leaves the
 /// rolling back to the caller.
+///
+/// On SQLite a put is two statements, each one round trip to sqlx's SQLite worker thread:
+/// the claim (which also reads the fence) and [`FINISH_VERSION_SQLITE`]. On PostgreSQL the
+/// fence is read first, with its share lock, as for every sealed write, and the finishing
+/// statements run one by one.
 async fn put_version_in<F>(
     tx: &mut Transaction<'static, Any>,
     backend: Backend,
@@ -315,11 +343,16 @@ where
     F: FnOnce(u64) -> Result<SealedRecord, CryptoError>,
 {
     let now = to_millis(put.now);
-    fence_holds(tx, backend, put.fence).await?;
-    let (version, max_versions, secret_cas_required, delete_after) =
-        claim_version(tx, &put, now).await?;
+    if backend == Backend::Postgres {
+        fence_holds(tx, backend, put.fence).await?;
+    }
+    let claim = claim_version(tx, &put, now).await?;
+    if let Some(expected) = put.fence {
+        fence_verdict(expected, claim.key_check.as_deref(), claim.sealed_at)?;
+    }
+    let version = claim.version;
 
-    if put.cas.is_none() && (put.cas_required || secret_cas_required) {
+    if put.cas.is_none() && (put.cas_required || claim.cas_required) {
         return Err(StoreError::CasRequired(put.path.to_owned()));
     }
     let previous = version - 1;
@@ -333,49 +366,139 @@ where
     }
 
     let sealed = seal(version_from_db(version, "secrets.latest_version")?)?;
-    insert_version(tx, &put, version, now, delete_after, sealed).await?;
-
-    // Keep the newest max_versions; older ones leave storage, not just the listing.
-    sqlx::query("DELETE FROM secret_versions WHERE path = $1 AND version <= $2")
-        .bind(put.path)
-        .bind(version - max_versions)
-        .execute(&mut **tx)
-        .await?;
-    prune_expired(tx, put.path, now).await?;
-    refresh_summary(tx, put.path, now).await?;
+    finish_version(
+        tx,
+        backend,
+        &put,
+        NewVersion {
+            version,
+            now,
+            max_versions: claim.max_versions,
+            delete_version_after: claim.delete_version_after,
+        },
+        sealed,
+    )
+    .await?;
     version_from_db(version, "secrets.latest_version")
 }
 
-/// Stores version `version` of `put.path`, written at `now`, with its deletion time fixed
-/// now from the secret's `delete_version_after` (`0`: it never expires), as Vault fixes a
-/// version's `deletion_time` when it is written.
-async fn insert_version(
-    tx: &mut Transaction<'static, Any>,
-    put: &PutVersion<'_>,
+/// The version a put or patch writes, and what decides which versions it prunes.
+#[derive(Clone, Copy)]
+struct NewVersion {
+    /// Its number.
     version: i64,
+    /// The time of the write (unix milliseconds).
     now: i64,
+    /// The secret's `max_versions`: versions at or below `version - max_versions` go.
+    max_versions: i64,
+    /// The secret's `delete_version_after` (milliseconds, `0`: never), which fixes the new
+    /// version's deletion time.
     delete_version_after: i64,
+}
+
+impl NewVersion {
+    /// The new version's deletion time, fixed now from the secret's `delete_version_after`
+    /// (`None`: it never expires), as Vault fixes a version's `deletion_time` when it is
+    /// written.
+    fn expires_at(self) -> Option<i64> {
+        (self.delete_version_after > 0).then(|| self.now.saturating_add(self.delete_version_after))
+    }
+}
+
+/// [`finish_version`] on SQLite: the three statements in one query string, which sqlx's
+/// SQLite driver runs in turn in one round trip to its worker thread, binding `$N` in each
+/// to the N-th argument ($1 path, $2 version, $3 now, $4 created_by, $5 wrapped key,
+/// $6 ciphertext, $7 expires_at, $8 the highest version out of the `max_versions` window).
+/// The statements are [`INSERT_VERSION`], [`PRUNE_VERSIONS`] and the summary of
+/// `versions::refresh_summary`, in that order; PostgreSQL's extended protocol takes one
+/// statement per query, so there they run one by one.
+const FINISH_VERSION_SQLITE: &str = "\
+    INSERT INTO secret_versions (path, version, created_at, deleted_at, created_by, \
+    wrapped_key, ciphertext, expires_at) VALUES ($1, $2, $3, NULL, $4, $5, $6, $7); \
+    DELETE FROM secret_versions WHERE path = $1 \
+    AND (version <= $8 OR (expires_at IS NOT NULL AND expires_at <= $3)); \
+    UPDATE secrets SET \
+    current_version = COALESCE((SELECT MAX(version) FROM secret_versions \
+        WHERE path = $1 AND deleted_at IS NULL), 0), \
+    oldest_version = COALESCE((SELECT MIN(version) FROM secret_versions \
+        WHERE path = $1 AND deleted_at IS NULL), 0), \
+    updated_at = $3 \
+    WHERE path = $1";
+
+/// Stores a new version (see [`NewVersion::expires_at`] for its deletion time).
+const INSERT_VERSION: &str = "INSERT INTO secret_versions (path, version, created_at, \
+    deleted_at, created_by, wrapped_key, ciphertext, expires_at) \
+    VALUES ($1, $2, $3, NULL, $4, $5, $6, $7)";
+
+/// Removes from storage the versions of $1 that fall out of the `max_versions` window
+/// (numbers up to $2) and those whose deletion time has come at $3 (unreadable since).
+const PRUNE_VERSIONS: &str = "DELETE FROM secret_versions WHERE path = $1 \
+    AND (version <= $2 OR (expires_at IS NOT NULL AND expires_at <= $3))";
+
+/// Writes the sealed new version of `put.path`, prunes the versions it pushes out of the
+/// `max_versions` window and those past their deletion time (keeping the newest
+/// `max_versions`: older ones leave storage, not just the listing), and recomputes the
+/// secret's summary columns.
+async fn finish_version(
+    tx: &mut Transaction<'static, Any>,
+    backend: Backend,
+    put: &PutVersion<'_>,
+    new: NewVersion,
     sealed: SealedRecord,
 ) -> Result<(), StoreError> {
-    let expires_at = (delete_version_after > 0).then(|| now.saturating_add(delete_version_after));
-    sqlx::query(
-        "INSERT INTO secret_versions (path, version, created_at, deleted_at, created_by, \
-         wrapped_key, ciphertext, expires_at) VALUES ($1, $2, $3, NULL, $4, $5, $6, $7)",
-    )
-    .bind(put.path)
-    .bind(version)
-    .bind(now)
-    .bind(put.created_by)
-    .bind(sealed.wrapped_key)
-    .bind(sealed.ciphertext)
-    .bind(expires_at)
-    .execute(&mut **tx)
-    .await?;
+    let prune_through = new.version - new.max_versions;
+    match backend {
+        Backend::Sqlite => {
+            sqlx::query(FINISH_VERSION_SQLITE)
+                .bind(put.path)
+                .bind(new.version)
+                .bind(new.now)
+                .bind(put.created_by)
+                .bind(sealed.wrapped_key)
+                .bind(sealed.ciphertext)
+                .bind(new.expires_at())
+                .bind(prune_through)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Backend::Postgres => {
+            sqlx::query(INSERT_VERSION)
+                .bind(put.path)
+                .bind(new.version)
+                .bind(new.now)
+                .bind(put.created_by)
+                .bind(sealed.wrapped_key)
+                .bind(sealed.ciphertext)
+                .bind(new.expires_at())
+                .execute(&mut **tx)
+                .await?;
+            sqlx::query(PRUNE_VERSIONS)
+                .bind(put.path)
+                .bind(prune_through)
+                .bind(new.now)
+                .execute(&mut **tx)
+                .await?;
+            refresh_summary(tx, put.path, new.now).await?;
+        }
+    }
     Ok(())
 }
 
+/// What [`claim_version`] returns: the claimed number, the secret's settings, and the root
+/// key row's fence columns.
+struct Claim {
+    version: i64,
+    max_versions: i64,
+    cas_required: bool,
+    delete_version_after: i64,
+    key_check: Option<Vec<u8>>,
+    sealed_at: Option<i64>,
+}
+
 /// Claims the next version number of `put.path`, creating the secret if needed, and
-/// returns it with the secret's `max_versions`, `cas_required` and `delete_version_after`.
+/// returns it with the secret's `max_versions`, `cas_required` and `delete_version_after`,
+/// and the fence's columns of the root key row as they are in this transaction (for
+/// [`fence_verdict`]: one statement fewer than [`fence_holds`]).
 ///
 /// A single upsert: it inserts the row (as version 1) or increments `latest_version`, and
 /// either way holds the row's write lock until the transaction ends. On PostgreSQL that
@@ -385,13 +508,15 @@ async fn claim_version(
     tx: &mut Transaction<'static, Any>,
     put: &PutVersion<'_>,
     now: i64,
-) -> Result<(i64, i64, bool, i64), StoreError> {
+) -> Result<Claim, StoreError> {
     let row = sqlx::query(
         "INSERT INTO secrets (path, current_version, oldest_version, latest_version, \
          max_versions, created_at, updated_at, created_by) \
          VALUES ($1, 0, 0, 1, $2, $3, $3, $4) \
          ON CONFLICT (path) DO UPDATE SET latest_version = secrets.latest_version + 1 \
-         RETURNING latest_version, max_versions, cas_required, delete_version_after",
+         RETURNING latest_version, max_versions, cas_required, delete_version_after, \
+         (SELECT key_check FROM root_key WHERE id = 1) AS key_check, \
+         (SELECT sealed_at FROM root_key WHERE id = 1) AS sealed_at",
     )
     .bind(put.path)
     .bind(i64::from(put.max_versions.max(1)))
@@ -402,7 +527,7 @@ async fn claim_version(
     let version: i64 = row.try_get("latest_version")?;
     let max_versions: i64 = row.try_get("max_versions")?;
     let cas_required: i64 = row.try_get("cas_required")?;
-    let delete_after: i64 = row.try_get("delete_version_after")?;
+    let delete_version_after: i64 = row.try_get("delete_version_after")?;
     if version < 1 || max_versions < 1 {
         return Err(StoreError::Corrupt(Corruption::Counters {
             path: put.path.to_owned(),
@@ -410,7 +535,14 @@ async fn claim_version(
             max: max_versions,
         }));
     }
-    Ok((version, max_versions, cas_required != 0, delete_after))
+    Ok(Claim {
+        version,
+        max_versions,
+        cas_required: cas_required != 0,
+        delete_version_after,
+        key_check: row.try_get("key_check")?,
+        sealed_at: row.try_get("sealed_at")?,
+    })
 }
 
 /// Whether a version whose deletion time is `expires_at` (`None`: never) has expired at
