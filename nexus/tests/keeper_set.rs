@@ -147,16 +147,27 @@ async fn check_rekey_claims_and_commits(store: &Store) {
                 store.claim_rekey(1, "b", at(1_000), STALE).await.expect("claim"),
                 ClaimOutcome::Running { by, .. } if by == "a"
             ));
-            // ...and at once when the holder is gone (its claim dropped, as its process
-            // dying drops it), with no time passed.
+            // ...and as soon as the server has ended the holder's session (its claim
+            // dropped, as its process dying drops it), with no time passed in the claim's
+            // clock: until then the claim is still the holder's.
             drop(dead);
-            let ClaimOutcome::Claimed(next) = store
-                .claim_rekey(1, "b", at(100), STALE)
-                .await
-                .expect("claim")
-            else {
-                panic!("a dead holder's claim is taken over at once");
-            };
+            let next = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+                loop {
+                    match store
+                        .claim_rekey(1, "b", at(100), STALE)
+                        .await
+                        .expect("claim")
+                    {
+                        ClaimOutcome::Claimed(next) => break next,
+                        ClaimOutcome::Running { by, .. } if by == "a" => {
+                            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                        }
+                        other => panic!("a dead holder's claim is taken over: {other:?}"),
+                    }
+                }
+            })
+            .await
+            .expect("the server ends the dead holder's session, and its claim is taken over");
             store.release_rekey(&next).await.expect("release");
             assert!(
                 !store.commit_rekey(&next, &commit).await.expect("commit"),

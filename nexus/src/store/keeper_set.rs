@@ -250,6 +250,22 @@ impl Store {
     }
 }
 
+/// Frees a claim's lease (PostgreSQL) and closes its connection. The lock is unlocked
+/// first, on the connection: closing alone frees it only once the server has ended the
+/// session, a moment after the client hangs up, and a rekey claimed in that moment would
+/// be told that this one still runs. If the unlock fails (the connection was cut), the
+/// server frees the lock with the session anyway.
+async fn end_lease(mut conn: AnyConnection) {
+    if let Err(error) = sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(REKEY_LOCK)
+        .execute(&mut conn)
+        .await
+    {
+        tracing::debug!(%error, "unlocking a rekey lease failed; closing its session frees it");
+    }
+    let _ = conn.close().await;
+}
+
 /// Claims the row on `conn` in one write transaction: refused if the generation is not
 /// `from`, or (with `stale_after`) while the claim in the row is younger than that.
 async fn claim_row(
@@ -359,9 +375,9 @@ impl Store {
             return Ok(false);
         }
         tx.commit().await?;
-        // The claim is done: closing the connection frees the lease.
+        // The claim is done: the lease is freed.
         if let Some(conn) = held.take() {
-            let _ = conn.close().await;
+            end_lease(conn).await;
         }
         Ok(true)
     }
@@ -396,7 +412,7 @@ impl Store {
             // Cleared before the lease is freed, so no other rekey sees it in between.
             Some(mut conn) => {
                 let cleared = release.execute(&mut conn).await;
-                let _ = conn.close().await;
+                end_lease(conn).await;
                 cleared?;
             }
             None => {
