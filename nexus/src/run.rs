@@ -59,7 +59,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             config.max_secret_versions,
             audit,
         )
-        .with_cas_required(config.cas_required),
+        .with_cas_required(config.cas_required)
+        .with_bundles(source.clone()),
     );
 
     // Any SVID of the trust domain, or of a federated one listed in `--trust-domains`, may

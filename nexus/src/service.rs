@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use nexus_crypto::RootKey;
+use spiffe::X509Source;
 
 use crate::audit::AuditLog;
 use crate::clock::Clock;
@@ -48,6 +49,9 @@ pub struct Nexus {
     /// Held by each round of the keeper loop and by a rekey from staging to forgetting, so
     /// the loop never re-seeds a keeper of a set the rekey is retiring.
     pub(crate) keeper_rounds: tokio::sync::Mutex<()>,
+    /// The bundles this Nexus's agent delivers, the set its TLS end verifies callers
+    /// against; `None` (in-process tests without an agent): no per-request check.
+    pub(crate) bundles: Option<X509Source>,
 }
 
 impl Nexus {
@@ -71,7 +75,16 @@ impl Nexus {
             cipher_key: arc_swap::ArcSwapOption::empty(),
             keepers: arc_swap::ArcSwapOption::empty(),
             keeper_rounds: tokio::sync::Mutex::new(()),
+            bundles: None,
         }
+    }
+
+    /// The same Nexus checking, on every request, that a caller of another trust domain
+    /// still has its bundle in `source` (see [`crate::authz`]): a connection opened while
+    /// a federation stood does not outlive it.
+    pub fn with_bundles(mut self, source: X509Source) -> Self {
+        self.bundles = Some(source);
+        self
     }
 
     /// The same Nexus dated by `clock` instead of the system clock.

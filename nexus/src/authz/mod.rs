@@ -12,12 +12,17 @@
 //! gets what policies grant. A federated trust domain's role-shaped ID holds the role only
 //! where that trust domain is listed for it (`Access::role`, from `policies::RoleDomains`);
 //! otherwise it is one of the other callers.
+//!
+//! A caller of another trust domain is refused outright once Nexus no longer holds a bundle
+//! of that trust domain ([`Nexus::with_bundles`]): the TLS end refuses its new connections
+//! from then on, and this refuses the requests of connections it opened before (kept
+//! alive, they would otherwise outlive the federation until they go idle).
 
 mod grant;
 mod table;
 
 use policies::{Permission, Role};
-use spiffe::SpiffeId;
+use spiffe::{BundleSource, SpiffeId, TrustDomain};
 
 pub use grant::{Grant, NotGranted, Scope};
 pub use table::{Object, Requirement, Rule, TABLE, requirement, routes};
@@ -69,6 +74,8 @@ pub enum Wanted {
     Permission(Permission, String),
     /// A role, by its ID.
     Role(Role, String),
+    /// A trust domain Nexus still federates with (holds a bundle of).
+    Federation(TrustDomain),
 }
 
 impl std::fmt::Display for Wanted {
@@ -76,6 +83,9 @@ impl std::fmt::Display for Wanted {
         match self {
             Wanted::Permission(permission, path) => write!(f, "{permission} {path:?}"),
             Wanted::Role(role, id) => write!(f, "use {id} (only {role} may)"),
+            Wanted::Federation(td) => {
+                write!(f, "call from {td}: this Nexus no longer federates with it")
+            }
         }
     }
 }
@@ -107,6 +117,14 @@ async fn judge(
     judgement: &mut Judgement,
 ) -> Result<Grant, Refusal> {
     let access = &nexus.access;
+    if let Some(trust_domain) = unfederated(nexus, caller) {
+        judgement.decision = Decision::Deny;
+        return Err(Denied {
+            caller: caller.clone(),
+            wanted: Wanted::Federation(trust_domain),
+        }
+        .into());
+    }
     let scope = match requirement {
         Requirement::Anyone => Scope::Anyone,
         Requirement::Role(role) => {
@@ -166,4 +184,21 @@ async fn judge(
         }
     };
     Ok(Grant::new(caller.clone(), scope))
+}
+
+/// The caller's trust domain if it is another one and Nexus holds no bundle of it any more
+/// (its federation was removed; or the source is closed, at shutdown).
+fn unfederated(nexus: &Nexus, caller: &SpiffeId) -> Option<TrustDomain> {
+    if caller.trust_domain_name() == nexus.access.trust_domain() {
+        return None;
+    }
+    let trust_domain = caller.trust_domain();
+    match nexus
+        .bundles
+        .as_ref()?
+        .bundle_for_trust_domain(trust_domain)
+    {
+        Ok(Some(_)) => None,
+        Ok(None) | Err(_) => Some(trust_domain.clone()),
+    }
 }

@@ -18,6 +18,7 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::Duration;
 
+use nexus_api::ClientError;
 use nexus_api::routes::{self, Action};
 use serde_json::{Value, json};
 use spiffe::{TrustDomain, X509Source};
@@ -439,6 +440,10 @@ async fn removing_the_federation_cuts_a_trust_domain_off_at_the_handshake() {
     .await;
     assert_eq!(answer.status, 200, "{}", answer.text());
     assert_eq!(answer.json()["data"]["password"], SECRET);
+    // A client whose pool keeps its connection open across the removal below.
+    let kept = stack.client(&reader);
+    let read = kept.get_secret("fed/db", 0).await.expect("B reads at A");
+    assert_eq!(read.data.get("password").map(String::as_str), Some(SECRET));
 
     // Nexus's entry no longer federates with B: its agent stops delivering B's bundle, and
     // every new connection of B is refused at the handshake, though B is still listed.
@@ -466,6 +471,18 @@ async fn removing_the_federation_cuts_a_trust_domain_off_at_the_handshake() {
     assert_eq!(
         mtls::alert(&again),
         Some(rustls::AlertDescription::HandshakeFailure)
+    );
+    // The connection B opened before, kept alive, is cut off too: each request on it is
+    // refused (an answer, so the connection was still open: a new one would have failed
+    // its handshake), audited as a denial naming the trust domain.
+    let cut = kept
+        .get_secret("fed/db", 0)
+        .await
+        .expect_err("a kept-alive connection does not outlive the federation");
+    assert!(
+        matches!(&cut, ClientError::Api { status: 401, message, .. }
+            if message.contains("no longer federates with") && message.contains("other.org")),
+        "{cut}"
     );
     // A's own callers are unaffected.
     assert_eq!(
