@@ -463,9 +463,7 @@ async fn break_glass_drill_recovers_after_every_keeper_is_lost() {
         },
     )
     .await;
-    stack.kill_nexus();
-    stack.start_nexus().await;
-    stack.wait_ready().await;
+    stack.restart_nexus().await;
     assert_eq!(
         stack
             .spike_ok(&["secret", "get", "db/password", "password"])
@@ -614,9 +612,7 @@ async fn root_key_rotation_survives_kill_9_between_commit_and_keepers() {
     .await;
 
     // Finished: every keeper holds the new key, so a plain restart unseals from them.
-    stack.kill_nexus();
-    stack.start_nexus().await;
-    stack.wait_ready().await;
+    stack.restart_nexus().await;
     assert!(!stack.nexus_log().contains("rotation record"));
     read_all(&stack);
     stack.spike_ok(&["secret", "put", "r/after", "v=written-after"]);
