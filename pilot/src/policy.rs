@@ -3,8 +3,6 @@
 //! Policies are validated here with the same rules Nexus applies (the `policies` crate), so
 //! a typo fails before any call; Nexus still decides.
 
-use std::io::IsTerminal;
-
 use nexus_api::model::{ListPoliciesRequest, PolicyResponse, PutPolicyRequest};
 use nexus_api::{ClientError, ErrorCode};
 use policies::{Permission, Policy};
@@ -13,7 +11,7 @@ use serde::Serialize;
 use crate::cli::{ApplyArgs, GlobalArgs, PolicyCommand, PolicyFields, PolicyListArgs};
 use crate::context::Session;
 use crate::error::{Operation, PilotError};
-use crate::input::{confirm, read_file};
+use crate::input::{confirm_at_terminal, read_file};
 use crate::output::{Format, Output, structured, time};
 
 /// Runs a `spike policy` command.
@@ -28,13 +26,7 @@ pub async fn run(command: PolicyCommand, global: &GlobalArgs) -> Result<Output, 
             if !args.yes {
                 let question =
                     format!("Delete policy `{name}`? Workloads lose what it grants at once.");
-                let stdin = std::io::stdin();
-                confirm(
-                    &question,
-                    stdin.is_terminal(),
-                    &mut stdin.lock(),
-                    &mut std::io::stderr(),
-                )?;
+                confirm_at_terminal(&question)?;
             }
             delete(name, global).await
         }
