@@ -479,6 +479,27 @@ impl SecretsStack {
         crate::json(&crate::stdout(&out))
     }
 
+    /// `spike secret put <path> <key>=<value>` as the admin, which must succeed.
+    pub fn spike_put(&self, path: &str, key: &str, value: &str) -> String {
+        self.spike_put_at(&self.nexus_url(), path, key, value)
+    }
+
+    /// [`SecretsStack::spike_put`] against the Nexus at `url`.
+    pub fn spike_put_at(&self, url: &str, path: &str, key: &str, value: &str) -> String {
+        self.spike_ok_at(url, &["secret", "put", path, &format!("{key}={value}")])
+    }
+
+    /// What `spike secret get <path> <key>` prints as the admin (it must succeed): the value
+    /// and a newline.
+    pub fn spike_get(&self, path: &str, key: &str) -> String {
+        self.spike_ok(&["secret", "get", path, key])
+    }
+
+    /// [`SecretsStack::spike_get`] against the Nexus at `url`.
+    pub fn spike_get_at(&self, url: &str, path: &str, key: &str) -> String {
+        self.spike_ok_at(url, &["secret", "get", path, key])
+    }
+
     /// Runs the admin `spike`, panicking with its stderr unless it succeeds; returns stdout.
     pub fn spike_ok(&self, args: &[&str]) -> String {
         self.spike_ok_at(&self.nexus_url(), args)

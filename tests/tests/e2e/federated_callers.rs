@@ -239,7 +239,7 @@ async fn federated_callers_get_what_policies_grant_and_no_role_unless_listed() {
         "{log}"
     );
 
-    stack.spike_ok(&["secret", "put", "fed/db", &format!("password={SECRET}")]);
+    stack.spike_put("fed/db", "password", SECRET);
     stack.spike_ok(&["secret", "put", "local/db", "password=local-only"]);
     let_other_org_apps_read_fed(&stack);
 
@@ -397,7 +397,7 @@ async fn removing_the_federation_cuts_a_trust_domain_off_at_the_handshake() {
     stack.nexus_config = "trust_domains = [\"other.org\"]\n".to_owned();
     stack.start_nexus().await;
     stack.wait_ready().await;
-    stack.spike_ok(&["secret", "put", "fed/db", &format!("password={SECRET}")]);
+    stack.spike_put("fed/db", "password", SECRET);
     let_other_org_apps_read_fed(&stack);
     let reader = b.identity_as(READER).await;
     let tls = to_nexus(&reader);
@@ -437,12 +437,7 @@ async fn removing_the_federation_cuts_a_trust_domain_off_at_the_handshake() {
         Some(rustls::AlertDescription::HandshakeFailure)
     );
     // A's own callers are unaffected.
-    assert_eq!(
-        stack
-            .spike_ok(&["secret", "get", "fed/db", "password"])
-            .trim(),
-        SECRET
-    );
+    assert_eq!(stack.spike_get("fed/db", "password").trim(), SECRET);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

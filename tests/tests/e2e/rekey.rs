@@ -52,7 +52,7 @@ fn assert_refused(out: &std::process::Output, says: &str) {
 
 fn read_back(stack: &SecretsStack) {
     assert_eq!(
-        stack.spike_ok(&["secret", "get", "db/password", "password"]),
+        stack.spike_get("db/password", "password"),
         format!("{PASSWORD}\n")
     );
 }
@@ -211,12 +211,7 @@ async fn a_nexus_killed_in_the_middle_of_a_rekey_unseals_from_the_old_or_the_new
     tests::bin_dir();
     let dir = tempfile::tempdir().expect("tempdir");
     let mut stack = SecretsStack::start(dir.path(), 3).await;
-    stack.spike_ok(&[
-        "secret",
-        "put",
-        "db/password",
-        &format!("password={PASSWORD}"),
-    ]);
+    stack.spike_put("db/password", "password", PASSWORD);
     let mut new = Vec::new();
     for _ in 0..3 {
         new.push(stack.add_keeper().await);
@@ -292,7 +287,7 @@ fn rekey_at(
 
 fn read_back_at(stack: &SecretsStack, url: &str, want: &str) {
     assert_eq!(
-        stack.spike_ok_at(url, &["secret", "get", "db/password", "password"]),
+        stack.spike_get_at(url, "db/password", "password"),
         format!("{want}\n")
     );
 }
@@ -316,15 +311,7 @@ async fn with_two_replicas_a_rekey_reaches_both_and_a_dead_rekey_holds_off_no_ot
     let db = common_sql::testing::TestDatabase::create().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let (mut stack, a, b) = super::replicas::two_replicas(dir.path(), &db).await;
-    stack.spike_ok_at(
-        &a,
-        &[
-            "secret",
-            "put",
-            "db/password",
-            &format!("password={PASSWORD}"),
-        ],
-    );
+    stack.spike_put_at(&a, "db/password", "password", PASSWORD);
     let mut new = Vec::new();
     for _ in 0..3 {
         new.push(stack.add_keeper().await);

@@ -186,7 +186,7 @@ async fn a_seal_drops_the_key_holds_through_a_restart_and_only_the_superuser_lif
         PASSWORD
     );
     assert_eq!(
-        stack.spike_ok(&["secret", "get", "db/password", "password"]),
+        stack.spike_get("db/password", "password"),
         format!("{PASSWORD}\n")
     );
     let status = stack.status_at(&stack.nexus_url());
@@ -229,17 +229,9 @@ async fn a_seal_through_one_replica_seals_the_other_and_an_unseal_through_it_lif
     let db = TestDatabase::create().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let (stack, a, b) = two_replicas(dir.path(), &db).await;
-    stack.spike_ok_at(
-        &a,
-        &[
-            "secret",
-            "put",
-            "db/password",
-            &format!("password={PASSWORD}"),
-        ],
-    );
+    stack.spike_put_at(&a, "db/password", "password", PASSWORD);
     assert_eq!(
-        stack.spike_ok_at(&b, &["secret", "get", "db/password", "password"]),
+        stack.spike_get_at(&b, "db/password", "password"),
         format!("{PASSWORD}\n")
     );
 
@@ -281,7 +273,7 @@ async fn a_seal_through_one_replica_seals_the_other_and_an_unseal_through_it_lif
     .await;
     for url in [&a, &b] {
         assert_eq!(
-            stack.spike_ok_at(url, &["secret", "get", "db/password", "password"]),
+            stack.spike_get_at(url, "db/password", "password"),
             format!("{PASSWORD}\n"),
             "at {url}: the write refused while sealed left nothing"
         );
