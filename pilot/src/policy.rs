@@ -54,16 +54,7 @@ async fn create(fields: PolicyFields, global: &GlobalArgs) -> Result<Output, Pil
         }) => {}
         Err(e) => return Err(session.fail(Operation::ReadPolicy { name })(e)),
     }
-    session
-        .client()
-        .put_policy(&request)
-        .await
-        .map_err(session.fail(Operation::WritePolicy { name }))?;
-    Ok(Output::ok(render_written(
-        Written::Created,
-        name,
-        global.format,
-    )))
+    write(&session, &request, Written::Created, global.format).await
 }
 
 async fn apply(args: ApplyArgs, global: &GlobalArgs) -> Result<Output, PilotError> {
@@ -80,17 +71,23 @@ async fn apply(args: ApplyArgs, global: &GlobalArgs) -> Result<Output, PilotErro
         )?,
     };
     let session = Session::connect(global).await?;
+    write(&session, &request, Written::Applied, global.format).await
+}
+
+/// Writes the policy `request` through `session` and says so, as `what`.
+async fn write(
+    session: &Session,
+    request: &PutPolicyRequest,
+    what: Written,
+    format: Format,
+) -> Result<Output, PilotError> {
     let name = request.name.as_str();
     session
         .client()
-        .put_policy(&request)
+        .put_policy(request)
         .await
         .map_err(session.fail(Operation::WritePolicy { name }))?;
-    Ok(Output::ok(render_written(
-        Written::Applied,
-        name,
-        global.format,
-    )))
+    Ok(Output::ok(render_written(what, name, format)))
 }
 
 async fn list(args: PolicyListArgs, global: &GlobalArgs) -> Result<Output, PilotError> {
