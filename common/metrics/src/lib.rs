@@ -63,6 +63,18 @@ pub async fn serve<R, F>(
         .await;
 }
 
+/// A metrics listen option's value: `off` (no endpoint) or `host:port` with an IP address.
+/// `Err` is the reason it is neither, for the caller's config error.
+pub fn parse_listen(value: &str) -> Result<Option<SocketAddr>, String> {
+    match value {
+        "off" => Ok(None),
+        address => address
+            .parse()
+            .map(Some)
+            .map_err(|_| format!("{address:?} is neither host:port (an IP address) nor `off`")),
+    }
+}
+
 /// Binds `address` for [`serve`], logging where metrics are.
 pub async fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
     let listener = TcpListener::bind(address).await?;
