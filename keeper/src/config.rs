@@ -149,13 +149,10 @@ impl Config {
 
     /// The metrics address, or `None` when metrics are off.
     pub fn metrics_address(&self) -> Result<Option<SocketAddr>, ConfigError> {
-        match self.metrics_listen.as_str() {
-            "off" => Ok(None),
-            address => address.parse().map(Some).map_err(|_| ConfigError {
-                option: "metrics-listen",
-                reason: format!("{address:?} is neither host:port (an IP address) nor `off`"),
-            }),
-        }
+        common_metrics::parse_listen(&self.metrics_listen).map_err(|reason| ConfigError {
+            option: "metrics-listen",
+            reason,
+        })
     }
 }
 

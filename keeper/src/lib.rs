@@ -74,10 +74,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // The shard is zeroized as its last holder (this one, once the connections are gone)
     // drops it.
     drop(shard);
-    match supervisor.failure() {
-        None => Ok(()),
-        Some(failed) => Err(failed.into()),
-    }
+    Ok(supervisor.outcome()?)
 }
 
 /// Serves the listeners' counters (the keeper has no others) at `address`.
@@ -86,24 +83,16 @@ async fn serve_metrics(
     net: &common_net::NetMetrics,
     supervisor: &common_process::Supervisor,
 ) -> anyhow::Result<()> {
-    let listener = common_metrics::bind(address)
-        .await
-        .with_context(|| format!("binding the metrics address {address}"))?;
-    let mut registry = prometheus_client::registry::Registry::with_prefix("keeper");
-    net.register(&mut registry);
-    supervisor.register(&mut registry);
-    // Exit on failure: the server owns its bound listener, which a restart could not get
-    // back; a fresh process binds it again (and Nexus re-seeds its shard).
-    supervisor.exit_on_failure(
-        "metrics",
-        common_metrics::serve(
-            listener,
-            Arc::new(registry),
-            || async {},
-            common_net::Limits::METRICS,
-            net.listener("metrics"),
-            common_process::shutdown_signal(),
-        ),
-    );
-    Ok(())
+    // A keeper exiting because its metrics listener failed loses its shard; Nexus re-seeds
+    // it once the keeper is back.
+    common_metrics::start(
+        address,
+        prometheus_client::registry::Registry::with_prefix("keeper"),
+        || async {},
+        common_net::Limits::METRICS,
+        net,
+        supervisor,
+    )
+    .await
+    .with_context(|| format!("binding the metrics address {address}"))
 }

@@ -96,13 +96,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // Every listener's refusals, timeouts and failed handshakes, on the metrics endpoint.
     let net = common_net::NetMetrics::default();
     if let Some(address) = config.metrics_address()? {
-        let listener = common_metrics::bind(address)
-            .await
-            .with_context(|| format!("binding the metrics address {address}"))?;
-        let mut registry = crate::metrics::registry(nexus.clone());
-        net.register(&mut registry);
-        supervisor.register(&mut registry);
-        let registry = Arc::new(registry);
         let counted = nexus.clone();
         let refresh = move || {
             let nexus = counted.clone();
@@ -112,19 +105,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 }
             }
         };
-        // Exit on failure: the server owns its bound listener, which a restart could not
-        // get back; a fresh process binds it again.
-        supervisor.exit_on_failure(
-            "metrics",
-            common_metrics::serve(
-                listener,
-                registry,
-                refresh,
-                common_net::Limits::METRICS,
-                net.listener("metrics"),
-                common_process::shutdown_signal(),
-            ),
-        );
+        common_metrics::start(
+            address,
+            crate::metrics::registry(nexus.clone()),
+            refresh,
+            common_net::Limits::METRICS,
+            &net,
+            &supervisor,
+        )
+        .await
+        .with_context(|| format!("binding the metrics address {address}"))?;
     }
     // Exit on failure: the keeper loop unseals, re-seeds keepers and rotates the root key;
     // a panic there may leave the lifecycle between two states, and a fresh process
@@ -165,10 +155,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await;
     supervisor.shutdown().await;
     shut_down(nexus).await;
-    match supervisor.failure() {
-        None => Ok(()),
-        Some(failed) => Err(failed.into()),
-    }
+    Ok(supervisor.outcome()?)
 }
 
 /// After the last request: flushes the audit log to disk, forgets the keys (each zeroized

@@ -5,7 +5,7 @@
 //! Errors here never quote a value that came from stdin or a file.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, Read, Write};
+use std::io::{BufRead, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -251,6 +251,17 @@ impl FromStr for VersionList {
         }
         Ok(VersionList(versions))
     }
+}
+
+/// [`confirm`] at the terminal: the prompt on stderr, the answer from stdin.
+pub fn confirm_at_terminal(question: &str) -> Result<(), InputError> {
+    let stdin = std::io::stdin();
+    confirm(
+        question,
+        stdin.is_terminal(),
+        &mut stdin.lock(),
+        &mut std::io::stderr(),
+    )
 }
 
 /// Asks `question` with a `[y/N]` prompt on `prompt` and reads the answer from `answer`.

@@ -3,7 +3,6 @@
 //! written and deleted, and by whom.
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
 
 use nexus_api::model::{DurationValue, MetadataResponse, PutMetadataRequest};
 use serde::Serialize;
@@ -11,7 +10,7 @@ use serde::Serialize;
 use crate::cli::{GlobalArgs, MetadataCommand, MetadataDeleteArgs, MetadataPutArgs};
 use crate::context::Session;
 use crate::error::{Operation, PilotError};
-use crate::input::{InputError, confirm};
+use crate::input::{InputError, confirm_at_terminal};
 use crate::output::{Format, Output, structured, time};
 
 /// Runs a `spike secret metadata` command.
@@ -60,13 +59,7 @@ async fn delete(args: MetadataDeleteArgs, global: &GlobalArgs) -> Result<Output,
             "Delete secret `{}`: every version and its metadata, for good?",
             args.path
         );
-        let stdin = std::io::stdin();
-        confirm(
-            &question,
-            stdin.is_terminal(),
-            &mut stdin.lock(),
-            &mut std::io::stderr(),
-        )?;
+        confirm_at_terminal(&question)?;
     }
     let session = Session::connect(global).await?;
     let path = args.path.as_str();

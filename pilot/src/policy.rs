@@ -3,8 +3,6 @@
 //! Policies are validated here with the same rules Nexus applies (the `policies` crate), so
 //! a typo fails before any call; Nexus still decides.
 
-use std::io::IsTerminal;
-
 use nexus_api::model::{ListPoliciesRequest, PolicyResponse, PutPolicyRequest};
 use nexus_api::{ClientError, ErrorCode};
 use policies::{Permission, Policy};
@@ -13,7 +11,7 @@ use serde::Serialize;
 use crate::cli::{ApplyArgs, GlobalArgs, PolicyCommand, PolicyFields, PolicyListArgs};
 use crate::context::Session;
 use crate::error::{Operation, PilotError};
-use crate::input::{confirm, read_file};
+use crate::input::{confirm_at_terminal, read_file};
 use crate::output::{Format, Output, structured, time};
 
 /// Runs a `spike policy` command.
@@ -28,13 +26,7 @@ pub async fn run(command: PolicyCommand, global: &GlobalArgs) -> Result<Output, 
             if !args.yes {
                 let question =
                     format!("Delete policy `{name}`? Workloads lose what it grants at once.");
-                let stdin = std::io::stdin();
-                confirm(
-                    &question,
-                    stdin.is_terminal(),
-                    &mut stdin.lock(),
-                    &mut std::io::stderr(),
-                )?;
+                confirm_at_terminal(&question)?;
             }
             delete(name, global).await
         }
@@ -62,16 +54,7 @@ async fn create(fields: PolicyFields, global: &GlobalArgs) -> Result<Output, Pil
         }) => {}
         Err(e) => return Err(session.fail(Operation::ReadPolicy { name })(e)),
     }
-    session
-        .client()
-        .put_policy(&request)
-        .await
-        .map_err(session.fail(Operation::WritePolicy { name }))?;
-    Ok(Output::ok(render_written(
-        Written::Created,
-        name,
-        global.format,
-    )))
+    write(&session, &request, Written::Created, global.format).await
 }
 
 async fn apply(args: ApplyArgs, global: &GlobalArgs) -> Result<Output, PilotError> {
@@ -88,17 +71,23 @@ async fn apply(args: ApplyArgs, global: &GlobalArgs) -> Result<Output, PilotErro
         )?,
     };
     let session = Session::connect(global).await?;
+    write(&session, &request, Written::Applied, global.format).await
+}
+
+/// Writes the policy `request` through `session` and says so, as `what`.
+async fn write(
+    session: &Session,
+    request: &PutPolicyRequest,
+    what: Written,
+    format: Format,
+) -> Result<Output, PilotError> {
     let name = request.name.as_str();
     session
         .client()
-        .put_policy(&request)
+        .put_policy(request)
         .await
         .map_err(session.fail(Operation::WritePolicy { name }))?;
-    Ok(Output::ok(render_written(
-        Written::Applied,
-        name,
-        global.format,
-    )))
+    Ok(Output::ok(render_written(what, name, format)))
 }
 
 async fn list(args: PolicyListArgs, global: &GlobalArgs) -> Result<Output, PilotError> {

@@ -14,7 +14,7 @@ use crate::cli::{
 };
 use crate::context::Session;
 use crate::error::{Operation, PilotError};
-use crate::input::{self, confirm, parse_pairs, read_values};
+use crate::input::{self, confirm_at_terminal, parse_pairs, read_values};
 use crate::output::{Format, Output, structured};
 
 /// Runs a `spike secret` command.
@@ -145,13 +145,7 @@ async fn destroy(args: DestroyArgs, global: &GlobalArgs) -> Result<Output, Pilot
             "Destroy secret `{}`: every version and its metadata, for good?",
             args.path
         );
-        let stdin = std::io::stdin();
-        confirm(
-            &question,
-            stdin.is_terminal(),
-            &mut stdin.lock(),
-            &mut std::io::stderr(),
-        )?;
+        confirm_at_terminal(&question)?;
     }
     apply_change(Change::Destroy, &args.path, &versions, global).await
 }

@@ -257,6 +257,35 @@ pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     found
 }
 
+/// Runs `openssl` with `args`; panics, with its output, unless it succeeds.
+pub fn openssl<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(args: &[S]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("running openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+}
+
+/// [`metric`] with no label filter, for a metric that must be there: panics, quoting `text`,
+/// if it is not.
+pub fn metric_value(text: &str, name: &str) -> f64 {
+    metric(text, name, &[]).unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+}
+
+/// Every line of the JSON-lines audit log at `path`, in order.
+pub fn audit_entries(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .expect("audit log")
+        .lines()
+        .map(json)
+        .collect()
+}
+
 #[cfg(test)]
 mod logged_address_tests {
     use super::logged_address;

@@ -90,7 +90,8 @@ impl Replica {
     }
 }
 
-fn unix_path(path: &Path) -> String {
+/// The `unix:path:` selector of the binary at `path` (canonical, as the agent sees it).
+pub fn unix_path(path: &Path) -> String {
     format!(
         "unix:path:{}",
         path.canonicalize().expect("binary path").display()
@@ -209,6 +210,19 @@ impl SecretsStack {
         self.audit_log_of(FIRST)
     }
 
+    /// Every line of the first Nexus's audit log, in order.
+    pub fn audit_entries(&self) -> Vec<serde_json::Value> {
+        crate::audit_entries(&self.audit_log())
+    }
+
+    /// The first Nexus's audit lines of `route`, in order.
+    pub fn audit_lines(&self, route: &str) -> Vec<serde_json::Value> {
+        self.audit_entries()
+            .into_iter()
+            .filter(|line| line["route"] == route)
+            .collect()
+    }
+
     fn audit_log_of(&self, name: &str) -> PathBuf {
         self.dir.join(format!("audit-{name}.log"))
     }
@@ -216,6 +230,14 @@ impl SecretsStack {
     /// Nexus's `/metrics` text (from the Nexus on the stack's own port).
     pub async fn metrics(&self) -> String {
         crate::http_get(&format!("127.0.0.1:{}", self.metrics_port), "/metrics").await
+    }
+
+    /// Kills the first Nexus and starts it again on the same data, waiting until it is
+    /// ready.
+    pub async fn restart_nexus(&mut self) {
+        self.kill_nexus();
+        self.start_nexus().await;
+        self.wait_ready().await;
     }
 
     /// Starts Nexus (without waiting for it to be ready). The first start binds port 0 for
@@ -408,6 +430,19 @@ impl SecretsStack {
         self.run_at(url, &bin("spike"), args, None)
     }
 
+    /// The admin `spike` with `args` against the first Nexus, without blocking the runtime
+    /// (for tests whose own tasks must keep running meanwhile).
+    pub async fn spike_async(&self, args: &[&str]) -> Output {
+        tokio::process::Command::new(bin("spike"))
+            .args(args)
+            .env("SPIFFE_ENDPOINT_SOCKET", self.agent.endpoint())
+            .env("SPIKE_NEXUS_API_URL", self.nexus_url())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await
+            .expect("spawning spike")
+    }
+
     /// Runs `binary` (a `spike` copy) with `args`, feeding `stdin` if given.
     pub fn run(&self, binary: &Path, args: &[&str], stdin: Option<&[u8]>) -> Output {
         self.run_at(&self.nexus_url(), binary, args, stdin)
@@ -429,6 +464,40 @@ impl SecretsStack {
             input.write_all(bytes).expect("writing stdin");
         }
         child.wait_with_output().expect("spike output")
+    }
+
+    /// `spike status -f json` at the Nexus at `url`, whatever its exit code (3 while
+    /// sealed); panics on any other exit code.
+    pub fn status_at(&self, url: &str) -> serde_json::Value {
+        let out = self.spike_at(url, &["status", "-f", "json"]);
+        assert!(
+            matches!(out.status.code(), Some(0 | 3)),
+            "spike status at {url}: {}{}",
+            crate::stdout(&out),
+            crate::stderr(&out)
+        );
+        crate::json(&crate::stdout(&out))
+    }
+
+    /// `spike secret put <path> <key>=<value>` as the admin, which must succeed.
+    pub fn spike_put(&self, path: &str, key: &str, value: &str) -> String {
+        self.spike_put_at(&self.nexus_url(), path, key, value)
+    }
+
+    /// [`SecretsStack::spike_put`] against the Nexus at `url`.
+    pub fn spike_put_at(&self, url: &str, path: &str, key: &str, value: &str) -> String {
+        self.spike_ok_at(url, &["secret", "put", path, &format!("{key}={value}")])
+    }
+
+    /// What `spike secret get <path> <key>` prints as the admin (it must succeed): the value
+    /// and a newline.
+    pub fn spike_get(&self, path: &str, key: &str) -> String {
+        self.spike_ok(&["secret", "get", path, key])
+    }
+
+    /// [`SecretsStack::spike_get`] against the Nexus at `url`.
+    pub fn spike_get_at(&self, url: &str, path: &str, key: &str) -> String {
+        self.spike_ok_at(url, &["secret", "get", path, key])
     }
 
     /// Runs the admin `spike`, panicking with its stderr unless it succeeds; returns stdout.

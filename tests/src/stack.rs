@@ -228,6 +228,11 @@ impl Server {
         String::from_utf8(out.stdout).expect("UTF-8 output")
     }
 
+    /// The CA certificates in the server's stored bundle (base64 DER, sorted).
+    pub fn stored_cas(&self) -> Vec<String> {
+        crate::bundle_cas(&self.cli_ok(&["bundle", "show", "-format", "spiffe"]))
+    }
+
     /// A new join token.
     pub fn join_token(&self, extra: &[&str]) -> String {
         let mut args = vec!["token", "generate"];

@@ -61,3 +61,23 @@ pub fn node_pki(dir: &Path, name: &str) -> NodePki {
         agent_config,
     }
 }
+
+/// An identity server of `trust_domain` in `<dir>/server` whose x509pop attestor trusts the
+/// CA at `ca_path`, its config written to `<dir>/server.toml`.
+pub async fn start_server(dir: &Path, trust_domain: &str, ca_path: &Path) -> crate::stack::Server {
+    let config = dir.join("server.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server.node_attestor.x509pop]\nca_bundle_path = {:?}\n",
+            ca_path.display().to_string()
+        ),
+    )
+    .expect("write server config");
+    crate::stack::Server::start(
+        &dir.join("server"),
+        trust_domain,
+        &["-config", config.to_str().expect("UTF-8")],
+    )
+    .await
+}

@@ -79,18 +79,6 @@ fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
-/// The admin `spike` with `args`, without blocking the runtime the floods run on.
-async fn spike(stack: &SecretsStack, args: &[&str]) -> std::process::Output {
-    tokio::process::Command::new(tests::bin("spike"))
-        .args(args)
-        .env("SPIFFE_ENDPOINT_SOCKET", stack.agent.endpoint())
-        .env("SPIKE_NEXUS_API_URL", stack.nexus_url())
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .expect("spawning spike")
-}
-
 /// `GET /metrics` from `address`, without blocking the runtime.
 async fn scrape(address: &str) -> String {
     tests::http_get(address, "/metrics").await
@@ -149,11 +137,9 @@ async fn nexus_and_a_keeper_serve_their_clients_through_floods() {
     let keeper_metrics = restart_keeper_with_metrics(&mut stack, 0).await;
     stack.start_nexus().await;
     stack.wait_ready().await;
-    let out = spike(
-        &stack,
-        &["secret", "put", "hostile/db", &format!("password={SECRET}")],
-    )
-    .await;
+    let out = stack
+        .spike_async(&["secret", "put", "hostile/db", &format!("password={SECRET}")])
+        .await;
     assert!(
         out.status.success(),
         "{}",
@@ -219,7 +205,9 @@ async fn nexus_serves_through_silent_and_idle_floods(
     silent.wait_connected(SILENT as u64).await;
     idle.wait_connected(IDLE as u64).await;
     let asked = Instant::now();
-    let out = spike(stack, &["secret", "get", "hostile/db", "password"]).await;
+    let out = stack
+        .spike_async(&["secret", "get", "hostile/db", "password"])
+        .await;
     let took = asked.elapsed();
     assert!(
         out.status.success(),
@@ -312,7 +300,9 @@ async fn a_restarted_nexus_unseals_from_a_flooded_keeper(
     stack.start_nexus().await;
     stack.wait_ready().await;
     let took = restarted.elapsed();
-    let out = spike(stack, &["secret", "get", "hostile/db", "password"]).await;
+    let out = stack
+        .spike_async(&["secret", "get", "hostile/db", "password"])
+        .await;
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), SECRET);
     println!(
         "keeper: a Nexus killed with -9 was ready {took:?} after its restart, its keeper under {SILENT} silent connections and {} refused handshakes",

@@ -17,7 +17,8 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use common_net::tcp::tcp_incoming;
-use common_net::{HttpServer, Limits, ListenerMetrics};
+use common_net::{HttpServer, Limits, ListenerMetrics, NetMetrics};
+use common_process::Supervisor;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
@@ -62,11 +63,58 @@ pub async fn serve<R, F>(
         .await;
 }
 
+/// A metrics listen option's value: `off` (no endpoint) or `host:port` with an IP address.
+/// `Err` is the reason it is neither, for the caller's config error.
+pub fn parse_listen(value: &str) -> Result<Option<SocketAddr>, String> {
+    match value {
+        "off" => Ok(None),
+        address => address
+            .parse()
+            .map(Some)
+            .map_err(|_| format!("{address:?} is neither host:port (an IP address) nor `off`")),
+    }
+}
+
 /// Binds `address` for [`serve`], logging where metrics are.
 pub async fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
     let listener = TcpListener::bind(address).await?;
     tracing::info!(address = %listener.local_addr()?, "metrics at http://{}/metrics", listener.local_addr()?);
     Ok(listener)
+}
+
+/// Binds `address` and serves `registry` there (with `net`'s listener counters and
+/// `supervisor`'s task failures added) as `supervisor`'s task `metrics`, until SIGINT or
+/// SIGTERM: what every service does with its metrics address. `refresh` as in [`serve`].
+///
+/// Exit on failure, like every listener: the server owns its bound listener, which a restart
+/// could not get back; a fresh process binds it again.
+pub async fn start<R, F>(
+    address: SocketAddr,
+    mut registry: Registry,
+    refresh: R,
+    limits: Limits,
+    net: &NetMetrics,
+    supervisor: &Supervisor,
+) -> std::io::Result<()>
+where
+    R: Fn() -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
+    let listener = bind(address).await?;
+    net.register(&mut registry);
+    supervisor.register(&mut registry);
+    supervisor.exit_on_failure(
+        "metrics",
+        serve(
+            listener,
+            Arc::new(registry),
+            refresh,
+            limits,
+            net.listener("metrics"),
+            common_process::shutdown_signal(),
+        ),
+    );
+    Ok(())
 }
 
 fn scrape(registry: &Registry) -> Response {

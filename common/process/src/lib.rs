@@ -7,6 +7,30 @@ pub mod supervise;
 
 pub use supervise::{Backoff, Running, Supervisor, TaskFailed};
 
+/// Runs `main` to its end on a new multi-threaded runtime: the exit code of a binary whose
+/// work is async. An error (or a runtime that cannot start) is printed as `Error: ...` with
+/// its whole chain (`{:#}`) and makes the exit code a failure.
+pub fn run_to_exit_code<F, E>(main: F) -> std::process::ExitCode
+where
+    F: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("Error: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(main) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// Logs to stderr at `level`, unless `RUST_LOG` says otherwise.
 pub fn init_logging(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

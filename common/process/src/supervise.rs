@@ -243,6 +243,12 @@ impl Supervisor {
         self.inner.fatal.borrow().clone()
     }
 
+    /// What the process ends with: `Err` with the first failure of a task under the exit
+    /// policy, if one failed.
+    pub fn outcome(&self) -> Result<(), TaskFailed> {
+        self.failure().map_or(Ok(()), Err)
+    }
+
     /// Stops every task and waits until each has ended, so that whatever they held (a
     /// clone of the service's state, keys included) is dropped before this returns.
     pub async fn shutdown(&self) {

@@ -21,6 +21,7 @@ pub use path::{MAX_PATH_LEN, PathError, SecretPath};
 
 use crate::authz::Grant;
 use crate::error::ServiceError;
+use crate::keys::lifecycle::WritePermit;
 use crate::keys::rotation::adopt_rotated_key;
 use crate::keys::sealing::{self, SealingError};
 use crate::service::Nexus;
@@ -52,6 +53,23 @@ pub enum VersionChange {
 }
 
 impl Secrets<'_> {
+    /// The write permit for a change of `path`, once `grant` allows writing there, and the
+    /// grant's caller as the change's author.
+    async fn begin_write(
+        &self,
+        grant: &Grant,
+        path: &SecretPath,
+    ) -> Result<(WritePermit<'_>, String), ServiceError> {
+        grant.for_path(Permission::Write, path.as_str())?;
+        let permit = self
+            .nexus
+            .keys
+            .write()
+            .await
+            .map_err(ServiceError::NotReady)?;
+        Ok((permit, grant.caller().to_string()))
+    }
+
     /// A put of a new version of `path` by `created_by`, under Nexus's settings and the
     /// write permit's fence.
     fn new_version<'a>(
@@ -81,10 +99,8 @@ impl Secrets<'_> {
         values: &Values,
         cas: Option<u64>,
     ) -> Result<u64, ServiceError> {
-        grant.for_path(Permission::Write, path.as_str())?;
+        let (permit, created_by) = self.begin_write(grant, path).await?;
         let nexus = self.nexus;
-        let permit = nexus.keys.write().await.map_err(ServiceError::NotReady)?;
-        let created_by = grant.caller().to_string();
         let put = self.new_version(path, cas, &created_by, permit.fence());
         // The seal runs where the write is committed (the store's writer task, see
         // `store::group_commit`), so it owns its inputs; the copy of the values is zeroized
@@ -110,10 +126,8 @@ impl Secrets<'_> {
         values: &Values,
         cas: Option<u64>,
     ) -> Result<u64, ServiceError> {
-        grant.for_path(Permission::Write, path.as_str())?;
+        let (permit, created_by) = self.begin_write(grant, path).await?;
         let nexus = self.nexus;
-        let permit = nexus.keys.write().await.map_err(ServiceError::NotReady)?;
-        let created_by = grant.caller().to_string();
         let put = self.new_version(path, cas, &created_by, permit.fence());
         let root = permit.root();
         // Why the merge refused the merged version, if it did: the store only learns that
@@ -152,10 +166,8 @@ impl Secrets<'_> {
         path: &SecretPath,
         update: MetadataChange,
     ) -> Result<(), ServiceError> {
-        grant.for_path(Permission::Write, path.as_str())?;
+        let (permit, created_by) = self.begin_write(grant, path).await?;
         let nexus = self.nexus;
-        let permit = nexus.keys.write().await.map_err(ServiceError::NotReady)?;
-        let created_by = grant.caller().to_string();
         let max_versions = update
             .max_versions
             .map(|n| if n == 0 { nexus.max_versions } else { n });

@@ -13,7 +13,7 @@
 use sqlx::Row;
 use time::OffsetDateTime;
 
-use super::secrets::prune_some_expired;
+use super::secrets::prune_expired;
 use super::versions::{lock_secret_if_present, refresh_summary_keeping_time};
 use super::{Store, StoreError, to_millis};
 
@@ -67,7 +67,7 @@ impl Store {
                                 versions: Vec::new(),
                             });
                         }
-                        let versions = prune_some_expired(tx, &path, now, count).await?;
+                        let versions = prune_expired(tx, &path, now, Some(count)).await?;
                         if !versions.is_empty() {
                             refresh_summary_keeping_time(tx, &path).await?;
                         }

@@ -67,7 +67,7 @@ impl Store {
             .bind(latest - max_versions)
             .execute(&mut *tx)
             .await?;
-        prune_expired(&mut tx, update.path, now).await?;
+        prune_expired(&mut tx, update.path, now, None).await?;
         refresh_summary(&mut tx, update.path, now).await?;
         tx.commit().await?;
         Ok(())

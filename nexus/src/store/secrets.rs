@@ -554,47 +554,33 @@ pub(super) fn expired(expires_at: Option<i64>, now: i64) -> bool {
 /// Removes from storage the versions of `path` whose deletion time has come (they have been
 /// unreadable since) and returns their numbers. Versions not yet expired are never touched:
 /// the condition is the deletion time stored with each version, checked in the statement
-/// itself.
+/// itself. With a `limit`, at most that many, lowest first: the periodic prune's bounded
+/// step ([`Store::prune_expired`](super::Store::prune_expired)).
 pub(super) async fn prune_expired(
     tx: &mut Transaction<'static, Any>,
     path: &str,
     now: i64,
+    limit: Option<i64>,
 ) -> Result<Vec<u64>, StoreError> {
-    let rows = sqlx::query(
-        "DELETE FROM secret_versions WHERE path = $1 \
-         AND expires_at IS NOT NULL AND expires_at <= $2 RETURNING version",
-    )
-    .bind(path)
-    .bind(now)
-    .fetch_all(&mut **tx)
-    .await?;
-    let mut versions = rows
-        .iter()
-        .map(|row| version_column(row, "version"))
-        .collect::<Result<Vec<_>, _>>()?;
-    versions.sort_unstable();
-    Ok(versions)
-}
-
-/// As [`prune_expired`], for at most `limit` versions of `path`, lowest first: the
-/// periodic prune's bounded step ([`Store::prune_expired`](super::Store::prune_expired)).
-pub(super) async fn prune_some_expired(
-    tx: &mut Transaction<'static, Any>,
-    path: &str,
-    now: i64,
-    limit: i64,
-) -> Result<Vec<u64>, StoreError> {
-    let rows = sqlx::query(
-        "DELETE FROM secret_versions WHERE path = $1 AND expires_at IS NOT NULL \
-         AND expires_at <= $2 AND version IN (SELECT version FROM secret_versions \
-         WHERE path = $1 AND expires_at IS NOT NULL AND expires_at <= $2 \
-         ORDER BY version LIMIT $3) RETURNING version",
-    )
-    .bind(path)
-    .bind(now)
-    .bind(limit)
-    .fetch_all(&mut **tx)
-    .await?;
+    // Without a limit, no sub-select: the plain statement a metadata write runs.
+    let query = match limit {
+        None => sqlx::query(
+            "DELETE FROM secret_versions WHERE path = $1 \
+             AND expires_at IS NOT NULL AND expires_at <= $2 RETURNING version",
+        )
+        .bind(path)
+        .bind(now),
+        Some(limit) => sqlx::query(
+            "DELETE FROM secret_versions WHERE path = $1 AND expires_at IS NOT NULL \
+             AND expires_at <= $2 AND version IN (SELECT version FROM secret_versions \
+             WHERE path = $1 AND expires_at IS NOT NULL AND expires_at <= $2 \
+             ORDER BY version LIMIT $3) RETURNING version",
+        )
+        .bind(path)
+        .bind(now)
+        .bind(limit),
+    };
+    let rows = query.fetch_all(&mut **tx).await?;
     let mut versions = rows
         .iter()
         .map(|row| version_column(row, "version"))

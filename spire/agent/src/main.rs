@@ -10,14 +10,7 @@ fn main() -> std::process::ExitCode {
         &LAYOUT,
         spire_proto::flags::normalize(std::env::args()),
     );
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("Error: cannot start the runtime: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    let result = runtime.block_on(async {
+    common_process::run_to_exit_code(async {
         match cli.command {
             Command::Run(args) => {
                 let config = AgentConfig::load(args, sections)?;
@@ -30,12 +23,5 @@ fn main() -> std::process::ExitCode {
             } => spire_agent::cli::healthcheck(socket_path, output).await,
             Command::Api(command) => spire_agent::cli::api::execute(command).await,
         }
-    });
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("Error: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    })
 }

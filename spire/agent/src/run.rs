@@ -70,25 +70,16 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     // Every listener's refusals and timeouts, on the metrics endpoint.
     let net = common_net::NetMetrics::default();
     if let Some(address) = config.metrics_address {
-        let listener = common_metrics::bind(address)
-            .await
-            .with_context(|| format!("binding the metrics address {address}"))?;
-        let mut registry = metrics.registry(cache.clone());
-        net.register(&mut registry);
-        supervisor.register(&mut registry);
-        // Exit on failure: the server owns its bound listener, which a restart could not get
-        // back; a fresh process binds it again.
-        supervisor.exit_on_failure(
-            "metrics",
-            common_metrics::serve(
-                listener,
-                Arc::new(registry),
-                || async {},
-                config.limits.metrics,
-                net.listener("metrics"),
-                common_process::shutdown_signal(),
-            ),
-        );
+        common_metrics::start(
+            address,
+            metrics.registry(cache.clone()),
+            || async {},
+            config.limits.metrics,
+            &net,
+            &supervisor,
+        )
+        .await
+        .with_context(|| format!("binding the metrics address {address}"))?;
     }
     let limits = CallerLimits::new(config.workload_limits);
     let (stopping, stopping_rx) = tokio::sync::watch::channel(false);
@@ -144,10 +135,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         .await;
     supervisor.shutdown().await;
     let _ = std::fs::remove_file(&config.socket_path);
-    match supervisor.failure() {
-        None => Ok(()),
-        Some(failed) => Err(failed.into()),
-    }
+    Ok(supervisor.outcome()?)
 }
 
 /// The error the agent exits with when the server refused it for good.

@@ -10,14 +10,7 @@ fn main() -> std::process::ExitCode {
         &LAYOUT,
         spire_proto::flags::normalize(std::env::args()),
     );
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("Error: cannot start the runtime: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    let result = runtime.block_on(async {
+    common_process::run_to_exit_code(async {
         match cli.command {
             Command::Run(args) => {
                 let config = ServerConfig::load(args, sections)?;
@@ -26,12 +19,5 @@ fn main() -> std::process::ExitCode {
             }
             other => cli::execute(other).await,
         }
-    });
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("Error: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    })
 }

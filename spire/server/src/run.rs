@@ -118,26 +118,17 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     // Every listener's refusals, timeouts and failed handshakes, on the metrics endpoint.
     let net = common_net::NetMetrics::default();
     if let Some(address) = state.config.metrics_address {
-        let listener = common_metrics::bind(address)
-            .await
-            .with_context(|| format!("binding the metrics address {address}"))?;
-        let mut registry = crate::metrics::registry(&state);
-        net.register(&mut registry);
-        supervisor.register(&mut registry);
         let counted = state.clone();
-        // Exit on failure, like every listener below: a server owns its bound listener,
-        // which a restart could not get back; a fresh process binds it again.
-        supervisor.exit_on_failure(
-            "metrics",
-            common_metrics::serve(
-                listener,
-                Arc::new(registry),
-                move || crate::metrics::refresh(counted.clone()),
-                limits.metrics,
-                net.listener("metrics"),
-                common_process::shutdown_signal(),
-            ),
-        );
+        common_metrics::start(
+            address,
+            crate::metrics::registry(&state),
+            move || crate::metrics::refresh(counted.clone()),
+            limits.metrics,
+            &net,
+            &supervisor,
+        )
+        .await
+        .with_context(|| format!("binding the metrics address {address}"))?;
     }
 
     if let Some(endpoint) = state.config.bundle_endpoint.clone() {
@@ -244,10 +235,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     supervisor.shutdown().await;
     let _ = std::fs::remove_file(&state.config.socket_path);
     state.datastore.close().await;
-    match supervisor.failure() {
-        None => Ok(()),
-        Some(failed) => Err(failed.into()),
-    }
+    Ok(supervisor.outcome()?)
 }
 
 fn create_private_dir(dir: &Path) -> anyhow::Result<()> {

@@ -19,21 +19,7 @@ async fn a_banned_agent_cannot_attest_again_until_it_is_evicted() {
         agent_config,
         ..
     } = node_pki(&dir.path().join("pki"), "node-1");
-    let config = dir.path().join("server.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server.node_attestor.x509pop]\nca_bundle_path = {:?}\n",
-            ca_path.display().to_string()
-        ),
-    )
-    .expect("config");
-    let server = Server::start(
-        &dir.path().join("server"),
-        TD,
-        &["-config", config.to_str().expect("UTF-8")],
-    )
-    .await;
+    let server = tests::x509pop::start_server(dir.path(), TD, &ca_path).await;
     let agent_dir = dir.path().join("agent");
     let flags = ["-config", agent_config.to_str().expect("UTF-8")];
     let mut agent = Agent::start_with(&server, &agent_dir, None, &flags).await;

@@ -328,21 +328,7 @@ async fn an_evicted_x509pop_agent_attests_again_by_itself() {
         agent_config,
         ..
     } = tests::x509pop::node_pki(&dir.path().join("pki"), "node");
-    let server_config = dir.path().join("server.toml");
-    std::fs::write(
-        &server_config,
-        format!(
-            "[server.node_attestor.x509pop]\nca_bundle_path = {:?}\n",
-            ca.display().to_string()
-        ),
-    )
-    .expect("write server config");
-    let server = Server::start(
-        &dir.path().join("server"),
-        TD,
-        &["-config", server_config.to_str().expect("path")],
-    )
-    .await;
+    let server = tests::x509pop::start_server(dir.path(), TD, &ca).await;
     let mut agent = Agent::start_with(
         &server,
         &dir.path().join("agent"),

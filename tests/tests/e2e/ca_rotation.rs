@@ -8,31 +8,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use super::dn::{issuer, subject};
 use spiffe::TrustDomain;
 use tests::stack::{Agent, Server};
 use tests::wait_for;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use x509_parser::prelude::{FromDer, X509Certificate};
 
 const TD: &str = "example.org";
 const WORKLOAD: &str = "spiffe://example.org/rotating";
-
-/// The issuer DN of a DER certificate.
-fn issuer(der: &[u8]) -> String {
-    let (_, cert) = X509Certificate::from_der(der).expect("certificate parses");
-    cert.issuer().to_string()
-}
-
-/// The subject DN of a DER certificate.
-fn subject(der: &[u8]) -> String {
-    let (_, cert) = X509Certificate::from_der(der).expect("certificate parses");
-    cert.subject().to_string()
-}
-
-/// The CA certificates in the server's stored bundle.
-fn stored_cas(server: &Server) -> Vec<String> {
-    tests::bundle_cas(&server.cli_ok(&["bundle", "show", "-format", "spiffe"]))
-}
 
 #[tokio::test]
 async fn ca_rotation_causes_no_failed_handshakes() {
@@ -44,7 +27,7 @@ async fn ca_rotation_causes_no_failed_handshakes() {
     )
     .await;
     let agent = Agent::start_for_workload(&server, &dir.path().join("agent"), WORKLOAD).await;
-    let first_cas = stored_cas(&server);
+    let first_cas = server.stored_cas();
     assert_eq!(first_cas.len(), 1, "one CA before any rotation");
 
     let source = identity::workload::x509_source(Some(&agent.endpoint()), Duration::from_secs(20))
@@ -206,7 +189,7 @@ async fn ca_rotation_causes_no_failed_handshakes() {
     wait_for(
         "the first CA to be pruned",
         Duration::from_secs(30),
-        || async { (!stored_cas(&server).contains(&first_cas[0])).then_some(()) },
+        || async { (!server.stored_cas().contains(&first_cas[0])).then_some(()) },
     )
     .await;
     let bundle = source

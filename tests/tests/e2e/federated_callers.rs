@@ -23,34 +23,15 @@ use nexus_api::routes::{self, Action};
 use serde_json::{Value, json};
 use spiffe::{TrustDomain, X509Source};
 use tests::mtls::{self, Request};
-use tests::secrets::{KEEPER_ID, NEXUS_ID, SecretsStack, TD, values};
+use tests::secrets::{KEEPER_ID, NEXUS_ID, SecretsStack, TD, unix_path, values};
 use tests::stack::{Agent, Process, Server};
-use tests::{bin, metric, next_id, wait_for};
+use tests::{bin, json, metric, next_id, stderr, stdout, wait_for};
 
 const READER: &str = "spiffe://other.org/app/reader";
 /// B's ID with the path of A's superuser role.
 const LOOK_ALIKE: &str = "spiffe://other.org/spike/pilot/role/superuser";
 const STRANGER: &str = "spiffe://third.org/app/reader";
 const SECRET: &str = "federated-s3cret";
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn json_of(text: &str) -> Value {
-    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
-}
-
-fn canonical(path: &Path) -> String {
-    format!(
-        "unix:path:{}",
-        path.canonicalize().expect("binary path").display()
-    )
-}
 
 /// Another trust domain: its server and agent, each trust domain holding the other's
 /// bundle (exchanged as operators do, `bundle show` then `bundle set`).
@@ -95,7 +76,7 @@ impl Foreign {
         self.server.create_entry(
             spiffe_id,
             &self.agent_id,
-            &[&uid, &canonical(binary)],
+            &[&uid, &unix_path(binary)],
             &["-federatesWith", &format!("spiffe://{TD}")],
         );
     }
@@ -159,14 +140,12 @@ fn nexus_federates_with(stack: &SecretsStack, trust_domains: &[&str]) {
 /// Makes the registration entry of `spiffe_id` at A federate with exactly `trust_domains`
 /// (the entry is replaced whole, as `entry update` does).
 fn entry_federates_with(stack: &SecretsStack, spiffe_id: &str, trust_domains: &[&str]) {
-    let shown = json_of(&stack.server.cli_ok(&[
-        "entry",
-        "show",
-        "-spiffeID",
-        spiffe_id,
-        "-output",
-        "json",
-    ]));
+    let shown =
+        json(
+            &stack
+                .server
+                .cli_ok(&["entry", "show", "-spiffeID", spiffe_id, "-output", "json"]),
+        );
     let entries = shown["entries"].as_array().expect("entries");
     assert_eq!(entries.len(), 1, "{shown}");
     let entry = &entries[0];
@@ -191,6 +170,22 @@ fn entry_federates_with(stack: &SecretsStack, spiffe_id: &str, trust_domains: &[
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     stack.server.cli_ok(&args);
+}
+
+/// A policy letting B's apps (`other.org/app/...`) read `fed/...`.
+fn let_other_org_apps_read_fed(stack: &SecretsStack) {
+    stack.spike_ok(&[
+        "policy",
+        "create",
+        "--name",
+        "other-readers",
+        "--spiffeid-pattern",
+        "^spiffe://other\\.org/app/.*$",
+        "--path-pattern",
+        "^fed/.*$",
+        "--permissions",
+        "read",
+    ]);
 }
 
 /// A client TLS config presenting `source`'s SVID, accepting only A's Nexus.
@@ -245,20 +240,9 @@ async fn federated_callers_get_what_policies_grant_and_no_role_unless_listed() {
         "{log}"
     );
 
-    stack.spike_ok(&["secret", "put", "fed/db", &format!("password={SECRET}")]);
+    stack.spike_put("fed/db", "password", SECRET);
     stack.spike_ok(&["secret", "put", "local/db", "password=local-only"]);
-    stack.spike_ok(&[
-        "policy",
-        "create",
-        "--name",
-        "other-readers",
-        "--spiffeid-pattern",
-        "^spiffe://other\\.org/app/.*$",
-        "--path-pattern",
-        "^fed/.*$",
-        "--permissions",
-        "read",
-    ]);
+    let_other_org_apps_read_fed(&stack);
 
     // B's workload reads what the policy grants, once Nexus's SVID source holds B's bundle
     // (the agent syncs the updated entry on its own schedule).
@@ -292,23 +276,19 @@ async fn federated_callers_get_what_policies_grant_and_no_role_unless_listed() {
     assert_eq!(client.list_secrets().await.expect("list"), ["fed/db"]);
 
     // The audit log records B's caller by its full SPIFFE ID.
-    let audit = std::fs::read_to_string(stack.audit_log()).expect("audit log");
-    let lines: Vec<Value> = audit
-        .lines()
-        .map(json_of)
-        .filter(|l| l["caller"] == READER)
-        .collect();
+    let audit = stack.audit_entries();
+    let lines: Vec<&Value> = audit.iter().filter(|l| l["caller"] == READER).collect();
     assert!(
         lines
             .iter()
             .any(|l| l["path"] == "fed/db" && l["decision"] == "allow" && l["status"] == 200),
-        "{audit}"
+        "{audit:?}"
     );
     assert!(
         lines
             .iter()
             .any(|l| l["path"] == "local/db" && l["decision"] == "deny" && l["status"] == 401),
-        "{audit}"
+        "{audit:?}"
     );
 
     // C's workload: Nexus holds C's bundle but does not list C, so the handshake refuses it.
@@ -393,7 +373,7 @@ async fn federated_callers_get_what_policies_grant_and_no_role_unless_listed() {
     stack.wait_ready().await;
     let out = b.run(&stack, &look_alike, &["policy", "list", "-f", "json"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let names: Vec<String> = json_of(&stdout(&out))
+    let names: Vec<String> = json(&stdout(&out))
         .as_array()
         .expect("policies")
         .iter()
@@ -418,19 +398,8 @@ async fn removing_the_federation_cuts_a_trust_domain_off_at_the_handshake() {
     stack.nexus_config = "trust_domains = [\"other.org\"]\n".to_owned();
     stack.start_nexus().await;
     stack.wait_ready().await;
-    stack.spike_ok(&["secret", "put", "fed/db", &format!("password={SECRET}")]);
-    stack.spike_ok(&[
-        "policy",
-        "create",
-        "--name",
-        "other-readers",
-        "--spiffeid-pattern",
-        "^spiffe://other\\.org/app/.*$",
-        "--path-pattern",
-        "^fed/.*$",
-        "--permissions",
-        "read",
-    ]);
+    stack.spike_put("fed/db", "password", SECRET);
+    let_other_org_apps_read_fed(&stack);
     let reader = b.identity_as(READER).await;
     let tls = to_nexus(&reader);
     let answer = wait_for("B's workload to read at A", Duration::from_secs(30), || {
@@ -485,12 +454,7 @@ async fn removing_the_federation_cuts_a_trust_domain_off_at_the_handshake() {
         "{cut}"
     );
     // A's own callers are unaffected.
-    assert_eq!(
-        stack
-            .spike_ok(&["secret", "get", "fed/db", "password"])
-            .trim(),
-        SECRET
-    );
+    assert_eq!(stack.spike_get("fed/db", "password").trim(), SECRET);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,44 +7,27 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use super::dn::issuer;
 use spiffe::WorkloadApiClient;
 use tests::softhsm::{SoftHsm, USER_PIN};
 use tests::stack::{Agent, Server};
 use tests::wait_for;
-use x509_parser::prelude::{FromDer, X509Certificate};
 
 const TD: &str = "example.org";
 const WORKLOAD: &str = "spiffe://example.org/hsm-signed";
 const PIN_ENV: &str = "SPIKE_TEST_PKCS11_PIN";
-
-fn issuer(der: &[u8]) -> String {
-    let (_, cert) = X509Certificate::from_der(der).expect("certificate parses");
-    cert.issuer().to_string()
-}
-
-/// The CA certificates of the server's bundle (base64 DER, as the SPIFFE bundle holds them).
-fn stored_cas(server: &Server) -> Vec<String> {
-    tests::bundle_cas(&server.cli_ok(&["bundle", "show", "-format", "spiffe"]))
-}
 
 /// `x509 mint -write` into `dir`, then `openssl verify` of the SVID against the bundle.
 fn mint_and_verify_with_openssl(server: &Server, dir: &Path) {
     std::fs::create_dir_all(dir).expect("mint dir");
     let dir_arg = dir.to_str().expect("UTF-8 path");
     server.cli_ok(&["x509", "mint", "-spiffeID", WORKLOAD, "-write", dir_arg]);
-    let out = Command::new("openssl")
-        .arg("verify")
-        .arg("-CAfile")
-        .arg(dir.join("bundle.pem"))
-        .arg(dir.join("svid.pem"))
-        .output()
-        .expect("running openssl");
-    assert!(
-        out.status.success(),
-        "openssl verify: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    tests::openssl(&[
+        "verify".as_ref(),
+        "-CAfile".as_ref(),
+        dir.join("bundle.pem").as_os_str(),
+        dir.join("svid.pem").as_os_str(),
+    ]);
 }
 
 async fn start_hsm_server(dir: &Path, hsm: &SoftHsm, extra: &[&str]) -> Server {
@@ -147,7 +130,7 @@ async fn pkcs11_keys_rotate_inside_the_token() {
     let first = agent.fetch_svid().await;
     let first_issuer = issuer(first.leaf().as_bytes());
     let first_jwt = agent.validated_jwt("hsm").await;
-    let first_cas = stored_cas(&server);
+    let first_cas = server.stored_cas();
 
     // The prepared CA (a new key in the token) takes over, and SVIDs follow it.
     wait_for("SVIDs from the rotated CA", Duration::from_secs(40), || {
@@ -161,7 +144,7 @@ async fn pkcs11_keys_rotate_inside_the_token() {
     })
     .await;
     assert_ne!(
-        stored_cas(&server),
+        server.stored_cas(),
         first_cas,
         "the bundle follows rotation"
     );

@@ -25,15 +25,6 @@ async fn api(
     (answer.status, answer.json())
 }
 
-fn audit_lines(path: &std::path::Path, route: &str) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .expect("audit log")
-        .lines()
-        .map(json_of)
-        .filter(|l| l["route"] == route)
-        .collect()
-}
-
 #[tokio::test]
 async fn metadata_patch_metadata_delete_and_paged_lists() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -276,7 +267,7 @@ async fn metadata_patch_metadata_delete_and_paged_lists() {
         .keys()
         .collect();
     assert_eq!(versions, ["5"], "{pruned}");
-    let audited = audit_lines(&stack.audit_log(), "internal/prune_expired");
+    let audited = stack.audit_lines("internal/prune_expired");
     assert_eq!(audited.len(), 1, "{audited:?}");
     assert_eq!(audited[0]["path"], "kv/app");
     assert_eq!(audited[0]["action"], "destroy_expired:6");
@@ -386,8 +377,7 @@ async fn metadata_patch_metadata_delete_and_paged_lists() {
     assert!(!out.status.success(), "reading does not allow deleting");
 
     // Every new action is audited with the caller and the decision.
-    let audit = stack.audit_log();
-    let metadata_lines = audit_lines(&audit, routes::SECRETS_METADATA);
+    let metadata_lines = stack.audit_lines(routes::SECRETS_METADATA);
     let count = |action: &str, caller: &str, status: u64| {
         metadata_lines
             .iter()
@@ -399,7 +389,8 @@ async fn metadata_patch_metadata_delete_and_paged_lists() {
         "{metadata_lines:?}"
     );
     assert_eq!(count("delete", "spiffe://example.org/app/tree", 401), 1);
-    let patches = audit_lines(&audit, routes::SECRETS)
+    let patches = stack
+        .audit_lines(routes::SECRETS)
         .into_iter()
         .filter(|l| l["action"] == "patch" && l["status"] == 200)
         .count();

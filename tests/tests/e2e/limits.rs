@@ -49,18 +49,6 @@ async fn spike_retrying(stack: &SecretsStack, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// The admin `spike` with `args`, run without blocking the runtime.
-async fn spike_async(stack: &SecretsStack, args: &[&str]) -> std::process::Output {
-    tokio::process::Command::new(tests::bin("spike"))
-        .args(args)
-        .env("SPIFFE_ENDPOINT_SOCKET", stack.agent.endpoint())
-        .env("SPIKE_NEXUS_API_URL", stack.nexus_url())
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .expect("spawning spike")
-}
-
 // ---------------------------------------------------------------------------------------
 // 1. Root key rotation under load
 // ---------------------------------------------------------------------------------------
@@ -245,7 +233,9 @@ async fn root_key_rotations_under_concurrent_readers_and_writers_fail_no_request
         )
         .await;
         let (r_before, w_before) = counts();
-        let out = spike_async(&stack, &["operator", "rotate", "-f", "json"]).await;
+        let out = stack
+            .spike_async(&["operator", "rotate", "-f", "json"])
+            .await;
         let (r_after, w_after) = counts();
         assert!(
             out.status.success(),
@@ -317,9 +307,7 @@ async fn root_key_rotations_under_concurrent_readers_and_writers_fail_no_request
     // Every acknowledged write reads back with its last value...
     assert_values(&stack.client(&source), &expected, "after the rotations").await;
     // ...also after a restart, which unseals from the keepers alone: they hold the last key.
-    stack.kill_nexus();
-    stack.start_nexus().await;
-    stack.wait_ready().await;
+    stack.restart_nexus().await;
     assert!(
         !stack.nexus_log().contains("rotation record"),
         "the last rotation was finished before the restart"

@@ -18,6 +18,7 @@ mod authz_matrix;
 mod ca_rotation;
 mod cli_json;
 mod crash;
+mod dn;
 mod federated_callers;
 mod federation;
 mod identity;

@@ -9,23 +9,10 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
 use tests::secrets::{SUPERUSER_ID, SecretsStack, values};
-use tests::{json, stderr, stdout};
+use tests::{metric_value, stderr, stdout};
 
 const PASSWORD: &str = "rekeyed-Pa55word-41f0aa";
-
-/// `/v1/status` of the Nexus at `url`, as `spike status -f json` prints it.
-fn status_at(stack: &SecretsStack, url: &str) -> Value {
-    let out = stack.spike_at(url, &["status", "-f", "json"]);
-    assert!(
-        matches!(out.status.code(), Some(0 | 3)),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
-    json(&stdout(&out))
-}
 
 /// The keeper set as `/v1/status` reports it: (generation, keepers, threshold).
 fn keeper_set(stack: &SecretsStack) -> (u64, u64, u64) {
@@ -34,16 +21,12 @@ fn keeper_set(stack: &SecretsStack) -> (u64, u64, u64) {
 
 /// [`keeper_set`] of the Nexus at `url`.
 fn keeper_set_at(stack: &SecretsStack, url: &str) -> (u64, u64, u64) {
-    let keepers = &status_at(stack, url)["keepers"];
+    let keepers = &stack.status_at(url)["keepers"];
     (
         keepers["generation"].as_u64().expect("generation"),
         keepers["total"].as_u64().expect("total"),
         keepers["threshold"].as_u64().expect("threshold"),
     )
-}
-
-fn metric(text: &str, name: &str) -> f64 {
-    tests::metric(text, name, &[]).unwrap_or_else(|| panic!("no {name} in:\n{text}"))
 }
 
 /// `spike operator rekey` to the keepers `urls`, `threshold` of them.
@@ -67,16 +50,9 @@ fn assert_refused(out: &std::process::Output, says: &str) {
     );
 }
 
-/// Kills Nexus and starts it again on the same data, waiting until it is ready.
-async fn restart(stack: &mut SecretsStack) {
-    stack.kill_nexus();
-    stack.start_nexus().await;
-    stack.wait_ready().await;
-}
-
 fn read_back(stack: &SecretsStack) {
     assert_eq!(
-        stack.spike_ok(&["secret", "get", "db/password", "password"]),
+        stack.spike_get("db/password", "password"),
         format!("{PASSWORD}\n")
     );
 }
@@ -156,19 +132,14 @@ async fn a_rekey_moves_the_key_to_new_keepers_and_a_killed_nexus_unseals_from_th
     read_back(&stack);
 
     let metrics = stack.metrics().await;
-    assert_eq!(metric(&metrics, "nexus_rekeys_total"), 1.0);
-    assert_eq!(metric(&metrics, "nexus_rekey_failures_total"), 5.0);
-    assert_eq!(metric(&metrics, "nexus_keeper_generation"), 1.0);
-    assert_eq!(metric(&metrics, "nexus_shamir_threshold"), 2.0);
-    assert_eq!(metric(&metrics, "nexus_keepers"), 4.0);
+    assert_eq!(metric_value(&metrics, "nexus_rekeys_total"), 1.0);
+    assert_eq!(metric_value(&metrics, "nexus_rekey_failures_total"), 5.0);
+    assert_eq!(metric_value(&metrics, "nexus_keeper_generation"), 1.0);
+    assert_eq!(metric_value(&metrics, "nexus_shamir_threshold"), 2.0);
+    assert_eq!(metric_value(&metrics, "nexus_keepers"), 4.0);
 
     // The audit log: who rekeyed, and the refusals.
-    let audit = std::fs::read_to_string(stack.audit_log()).expect("audit log");
-    let lines: Vec<Value> = audit
-        .lines()
-        .map(json)
-        .filter(|l| l["route"] == "/v1/operator/rekey")
-        .collect();
+    let lines = stack.audit_lines("/v1/operator/rekey");
     let count = |status: u64| {
         lines
             .iter()
@@ -182,7 +153,7 @@ async fn a_rekey_moves_the_key_to_new_keepers_and_a_killed_nexus_unseals_from_th
     for i in 0..3 {
         stack.kill_keeper(i);
     }
-    restart(&mut stack).await;
+    stack.restart_nexus().await;
     read_back(&stack);
     assert_eq!(keeper_set(&stack), (1, 4, 2));
     assert!(
@@ -197,7 +168,7 @@ async fn a_rekey_moves_the_key_to_new_keepers_and_a_killed_nexus_unseals_from_th
     // restarted empty.
     stack.kill_keeper(new[0]);
     stack.kill_keeper(new[1]);
-    restart(&mut stack).await;
+    stack.restart_nexus().await;
     read_back(&stack);
     stack.start_keeper(new[0]);
     tests::wait_for(
@@ -240,12 +211,7 @@ async fn a_nexus_killed_in_the_middle_of_a_rekey_unseals_from_the_old_or_the_new
     tests::bin_dir();
     let dir = tempfile::tempdir().expect("tempdir");
     let mut stack = SecretsStack::start(dir.path(), 3).await;
-    stack.spike_ok(&[
-        "secret",
-        "put",
-        "db/password",
-        &format!("password={PASSWORD}"),
-    ]);
+    stack.spike_put("db/password", "password", PASSWORD);
     let mut new = Vec::new();
     for _ in 0..3 {
         new.push(stack.add_keeper().await);
@@ -257,7 +223,7 @@ async fn a_nexus_killed_in_the_middle_of_a_rekey_unseals_from_the_old_or_the_new
     for &i in &new {
         stack.kill_keeper(i);
     }
-    restart(&mut stack).await;
+    stack.restart_nexus().await;
     read_back(&stack);
     assert_eq!(keeper_set(&stack), (0, 3, 2));
 
@@ -270,7 +236,7 @@ async fn a_nexus_killed_in_the_middle_of_a_rekey_unseals_from_the_old_or_the_new
     for i in 0..3 {
         stack.kill_keeper(i);
     }
-    restart(&mut stack).await;
+    stack.restart_nexus().await;
     read_back(&stack);
     assert_eq!(keeper_set(&stack), (1, 3, 3));
     // And the next rekey is not held off by the dead one's claim: back to two of them,
@@ -293,7 +259,7 @@ async fn a_nexus_killed_in_the_middle_of_a_rekey_unseals_from_the_old_or_the_new
     );
     read_back(&stack);
     stack.kill_keeper(new[2]);
-    restart(&mut stack).await;
+    stack.restart_nexus().await;
     read_back(&stack);
     assert_eq!(keeper_set(&stack), (2, 2, 2));
 }
@@ -321,7 +287,7 @@ fn rekey_at(
 
 fn read_back_at(stack: &SecretsStack, url: &str, want: &str) {
     assert_eq!(
-        stack.spike_ok_at(url, &["secret", "get", "db/password", "password"]),
+        stack.spike_get_at(url, "db/password", "password"),
         format!("{want}\n")
     );
 }
@@ -345,15 +311,7 @@ async fn with_two_replicas_a_rekey_reaches_both_and_a_dead_rekey_holds_off_no_ot
     let db = common_sql::testing::TestDatabase::create().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let (mut stack, a, b) = super::replicas::two_replicas(dir.path(), &db).await;
-    stack.spike_ok_at(
-        &a,
-        &[
-            "secret",
-            "put",
-            "db/password",
-            &format!("password={PASSWORD}"),
-        ],
-    );
+    stack.spike_put_at(&a, "db/password", "password", PASSWORD);
     let mut new = Vec::new();
     for _ in 0..3 {
         new.push(stack.add_keeper().await);
@@ -423,9 +381,7 @@ async fn with_two_replicas_a_rekey_reaches_both_and_a_dead_rekey_holds_off_no_ot
     for &i in &new {
         stack.kill_keeper(i);
     }
-    stack.kill_nexus();
-    stack.start_nexus().await;
-    stack.wait_ready().await;
+    stack.restart_nexus().await;
     read_back_at(&stack, &a, "through-b");
     assert_eq!(keeper_set_at(&stack, &a), (2, 2, 2));
 }

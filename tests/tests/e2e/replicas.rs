@@ -50,26 +50,14 @@ async fn replicas_started_together_initialise_once_and_agree() {
         "exactly one replica creates the root key:\n{logs}"
     );
 
-    stack.spike_ok_at(
-        &a,
-        &[
-            "secret",
-            "put",
-            "db/password",
-            &format!("password={PASSWORD}"),
-        ],
-    );
+    stack.spike_put_at(&a, "db/password", "password", PASSWORD);
     assert_eq!(
-        stack
-            .spike_ok_at(&b, &["secret", "get", "db/password", "password"])
-            .trim(),
+        stack.spike_get_at(&b, "db/password", "password").trim(),
         PASSWORD
     );
     stack.spike_ok_at(&b, &["secret", "put", "db/password", "password=second"]);
     assert_eq!(
-        stack
-            .spike_ok_at(&a, &["secret", "get", "db/password", "password"])
-            .trim(),
+        stack.spike_get_at(&a, "db/password", "password").trim(),
         "second"
     );
     assert_eq!(
@@ -332,12 +320,7 @@ async fn nexus_answers_503_while_the_database_is_down_and_recovers() {
     );
     let dir = tempfile::tempdir().expect("tempdir");
     let stack = SecretsStack::start_with_database(dir.path(), 3, &proxied).await;
-    stack.spike_ok(&[
-        "secret",
-        "put",
-        "db/password",
-        &format!("password={PASSWORD}"),
-    ]);
+    stack.spike_put("db/password", "password", PASSWORD);
 
     outage.cut();
     let down = Instant::now();
@@ -377,10 +360,7 @@ async fn a_rotation_through_one_replica_is_picked_up_by_the_other() {
         );
     }
     // B has read them under the old key.
-    assert_eq!(
-        stack.spike_ok_at(&b, &["secret", "get", "r/0", "v"]).trim(),
-        "value-0"
-    );
+    assert_eq!(stack.spike_get_at(&b, "r/0", "v").trim(), "value-0");
 
     stack.spike_ok_at(&a, &["operator", "rotate"]);
     for url in [&b, &a] {
@@ -391,9 +371,7 @@ async fn a_rotation_through_one_replica_is_picked_up_by_the_other() {
     }
     stack.spike_ok_at(&b, &["secret", "put", "r/from-b", "v=after-rotation"]);
     assert_eq!(
-        stack
-            .spike_ok_at(&a, &["secret", "get", "r/from-b", "v"])
-            .trim(),
+        stack.spike_get_at(&a, "r/from-b", "v").trim(),
         "after-rotation"
     );
     let logs = stack.nexus_logs();

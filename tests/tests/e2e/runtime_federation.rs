@@ -20,6 +20,13 @@ use tests::{free_port, json as json_of, stderr, wait_for};
 const FRONT: &str = "spiffe://example.org/front";
 const BACK: &str = "spiffe://other.org/back";
 
+/// A server of `example.org` in `dir` with `flags`, whose only Web PKI root is the CA at
+/// `ca_path` (`SSL_CERT_FILE`).
+async fn server_trusting(dir: &Path, flags: &[&str], ca_path: &Path) -> Server {
+    let ca_file = ca_path.to_str().expect("UTF-8").to_owned();
+    Server::start_with_env(dir, "example.org", flags, &[("SSL_CERT_FILE", &ca_file)]).await
+}
+
 /// Runs `args` at `server`, which must fail saying `expected`.
 fn refused(server: &Server, args: &[&str], expected: &str) {
     let out = server.cli(args);
@@ -345,14 +352,7 @@ async fn https_web_relationships_refresh_at_once_and_stop_when_deleted() {
     let host = BundleHost::start(&dir.path().join("host"), "web").await;
     let stranger = BundleHost::start(&dir.path().join("stranger"), "stranger").await;
     // The server trusts the host's CA, and only it, as its Web PKI roots.
-    let ca_file = host.ca_path.to_str().expect("UTF-8").to_owned();
-    let server = Server::start_with_env(
-        &dir.path().join("server"),
-        "example.org",
-        &[],
-        &[("SSL_CERT_FILE", &ca_file)],
-    )
-    .await;
+    let server = server_trusting(&dir.path().join("server"), &[], &host.ca_path).await;
     let (ca1, ca2) = (new_ca(), new_ca());
     host.set("/web", spiffe_bundle("web.org", &[&ca1], 300));
     let create = |td: &str, url: &str| {
@@ -459,14 +459,7 @@ async fn an_https_web_bundle_endpoint_serves_its_web_certificate_and_follows_ren
         .logged_address("bundle endpoint ready")
         .await
         .port();
-    let ca_file = trusted.ca_path.to_str().expect("UTF-8").to_owned();
-    let b = Server::start_with_env(
-        &dir.path().join("b"),
-        "example.org",
-        &[],
-        &[("SSL_CERT_FILE", &ca_file)],
-    )
-    .await;
+    let b = server_trusting(&dir.path().join("b"), &[], &trusted.ca_path).await;
     b.cli_ok(&[
         "federation",
         "create",
@@ -514,12 +507,10 @@ async fn the_config_file_relationship_overrides_a_stored_one() {
     host.set("/config", spiffe_bundle("web.org", &[&config_ca], 1));
     let config = dir.path().join("server.toml");
     std::fs::write(&config, "").expect("config");
-    let ca_file = host.ca_path.to_str().expect("UTF-8").to_owned();
-    let mut server = Server::start_with_env(
+    let mut server = server_trusting(
         &dir.path().join("server"),
-        "example.org",
         &["-config", config.to_str().expect("UTF-8")],
-        &[("SSL_CERT_FILE", &ca_file)],
+        &host.ca_path,
     )
     .await;
     server.cli_ok(&[

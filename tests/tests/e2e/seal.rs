@@ -12,35 +12,9 @@ use serde_json::Value;
 use tests::secrets::{SUPERUSER_ID, SecretsStack, values};
 
 use super::replicas::two_replicas;
-use tests::{json, stderr, stdout};
+use tests::{metric_value, stderr, stdout};
 
 const PASSWORD: &str = "sealed-Pa55word-8c1d07";
-
-/// `spike status -f json` at `url`, whatever its exit code (3 while sealed).
-fn status_at(stack: &SecretsStack, url: &str) -> Value {
-    let out = stack.spike_at(url, &["status", "-f", "json"]);
-    assert!(
-        matches!(out.status.code(), Some(0 | 3)),
-        "spike status at {url}: {}{}",
-        stdout(&out),
-        stderr(&out)
-    );
-    json(&stdout(&out))
-}
-
-/// The audit lines of `route` in the log at `path`.
-fn audit_lines(path: &std::path::Path, route: &str) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .expect("audit log")
-        .lines()
-        .map(json)
-        .filter(|line| line["route"] == route)
-        .collect()
-}
-
-fn metric(text: &str, name: &str) -> f64 {
-    tests::metric(text, name, &[]).unwrap_or_else(|| panic!("no {name} in:\n{text}"))
-}
 
 /// A request refused because Nexus is sealed: 503 `state_not_ready` saying so.
 fn assert_sealed_answer<T: std::fmt::Debug>(result: Result<T, ClientError>) {
@@ -88,7 +62,7 @@ async fn a_seal_drops_the_key_holds_through_a_restart_and_only_the_superuser_lif
         "{}",
         stderr(&refused)
     );
-    assert_eq!(status_at(&stack, &stack.nexus_url())["state"], "ready");
+    assert_eq!(stack.status_at(&stack.nexus_url())["state"], "ready");
     assert_eq!(
         stack
             .run(&ops, &["secret", "get", "db/password", "password"], None)
@@ -131,7 +105,7 @@ async fn a_seal_drops_the_key_holds_through_a_restart_and_only_the_superuser_lif
         "{}",
         stdout(&human)
     );
-    let status = status_at(&stack, &stack.nexus_url());
+    let status = stack.status_at(&stack.nexus_url());
     assert_eq!(status["state"], "sealed");
     assert_eq!(status["operatorSeal"]["by"], SUPERUSER_ID);
     let at = status["operatorSeal"]["at"]
@@ -157,14 +131,14 @@ async fn a_seal_drops_the_key_holds_through_a_restart_and_only_the_superuser_lif
         stderr(&refused)
     );
     assert_eq!(
-        status_at(&stack, &stack.nexus_url())["operatorSeal"]["at"],
+        stack.status_at(&stack.nexus_url())["operatorSeal"]["at"],
         at.as_str()
     );
 
     let metrics = stack.metrics().await;
-    assert_eq!(metric(&metrics, "nexus_sealed"), 1.0);
-    assert_eq!(metric(&metrics, "nexus_sealed_by_operator"), 1.0);
-    assert_eq!(metric(&metrics, "nexus_operator_seals_total"), 1.0);
+    assert_eq!(metric_value(&metrics, "nexus_sealed"), 1.0);
+    assert_eq!(metric_value(&metrics, "nexus_sealed_by_operator"), 1.0);
+    assert_eq!(metric_value(&metrics, "nexus_operator_seals_total"), 1.0);
 
     // Killed and restarted, Nexus finds the stored seal and asks no keeper, though all three
     // still hold their shards.
@@ -184,7 +158,7 @@ async fn a_seal_drops_the_key_holds_through_a_restart_and_only_the_superuser_lif
         },
     )
     .await;
-    let status = status_at(&stack, &stack.nexus_url());
+    let status = stack.status_at(&stack.nexus_url());
     assert_eq!(status["state"], "sealed");
     assert_eq!(status["operatorSeal"]["by"], SUPERUSER_ID);
     assert_eq!(status["operatorSeal"]["at"], at.as_str());
@@ -195,7 +169,7 @@ async fn a_seal_drops_the_key_holds_through_a_restart_and_only_the_superuser_lif
         stack.nexus_log()
     );
     let metrics = stack.metrics().await;
-    assert_eq!(metric(&metrics, "nexus_sealed_by_operator"), 1.0);
+    assert_eq!(metric_value(&metrics, "nexus_sealed_by_operator"), 1.0);
 
     // The unseal: the key comes back from the keepers.
     let unsealed = stack.spike_ok(&["operator", "unseal"]);
@@ -212,10 +186,10 @@ async fn a_seal_drops_the_key_holds_through_a_restart_and_only_the_superuser_lif
         PASSWORD
     );
     assert_eq!(
-        stack.spike_ok(&["secret", "get", "db/password", "password"]),
+        stack.spike_get("db/password", "password"),
         format!("{PASSWORD}\n")
     );
-    let status = status_at(&stack, &stack.nexus_url());
+    let status = stack.status_at(&stack.nexus_url());
     assert_eq!(status["state"], "ready");
     assert!(status.get("operatorSeal").is_none(), "{status}");
     let again = stack.spike(&["operator", "unseal"]);
@@ -226,13 +200,12 @@ async fn a_seal_drops_the_key_holds_through_a_restart_and_only_the_superuser_lif
         stderr(&again)
     );
     let metrics = stack.metrics().await;
-    assert_eq!(metric(&metrics, "nexus_sealed"), 0.0);
-    assert_eq!(metric(&metrics, "nexus_sealed_by_operator"), 0.0);
-    assert_eq!(metric(&metrics, "nexus_operator_unseals_total"), 1.0);
+    assert_eq!(metric_value(&metrics, "nexus_sealed"), 0.0);
+    assert_eq!(metric_value(&metrics, "nexus_sealed_by_operator"), 0.0);
+    assert_eq!(metric_value(&metrics, "nexus_operator_unseals_total"), 1.0);
 
     // The audit log says who sealed and unsealed, and whom it refused.
-    let audit = stack.audit_log();
-    let seals = audit_lines(&audit, "/v1/operator/seal");
+    let seals = stack.audit_lines("/v1/operator/seal");
     let by = |lines: &[Value], caller: &str, status: u64, decision: &str| {
         lines
             .iter()
@@ -242,7 +215,7 @@ async fn a_seal_drops_the_key_holds_through_a_restart_and_only_the_superuser_lif
     assert_eq!(by(&seals, SUPERUSER_ID, 200, "allow"), 1, "{seals:?}");
     assert_eq!(by(&seals, SUPERUSER_ID, 409, "allow"), 1, "{seals:?}");
     assert_eq!(by(&seals, "spiffe://example.org/ops/tool", 401, "deny"), 1);
-    let unseals = audit_lines(&audit, "/v1/operator/unseal");
+    let unseals = stack.audit_lines("/v1/operator/unseal");
     assert_eq!(by(&unseals, SUPERUSER_ID, 200, "allow"), 1, "{unseals:?}");
     assert_eq!(
         by(&unseals, "spiffe://example.org/ops/tool", 401, "deny"),
@@ -256,17 +229,9 @@ async fn a_seal_through_one_replica_seals_the_other_and_an_unseal_through_it_lif
     let db = TestDatabase::create().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let (stack, a, b) = two_replicas(dir.path(), &db).await;
-    stack.spike_ok_at(
-        &a,
-        &[
-            "secret",
-            "put",
-            "db/password",
-            &format!("password={PASSWORD}"),
-        ],
-    );
+    stack.spike_put_at(&a, "db/password", "password", PASSWORD);
     assert_eq!(
-        stack.spike_ok_at(&b, &["secret", "get", "db/password", "password"]),
+        stack.spike_get_at(&b, "db/password", "password"),
         format!("{PASSWORD}\n")
     );
 
@@ -281,7 +246,7 @@ async fn a_seal_through_one_replica_seals_the_other_and_an_unseal_through_it_lif
     );
     // And B drops its key as soon as the notification reaches it.
     let status = tests::wait_for("B to be sealed", Duration::from_secs(20), || {
-        let status = status_at(&stack, &b);
+        let status = stack.status_at(&b);
         async move { (status["state"] == "sealed").then_some(status) }
     })
     .await;
@@ -302,13 +267,13 @@ async fn a_seal_through_one_replica_seals_the_other_and_an_unseal_through_it_lif
         "{unsealed}"
     );
     tests::wait_for("A to be ready", Duration::from_secs(20), || {
-        let ready = status_at(&stack, &a)["state"] == "ready";
+        let ready = stack.status_at(&a)["state"] == "ready";
         async move { ready.then_some(()) }
     })
     .await;
     for url in [&a, &b] {
         assert_eq!(
-            stack.spike_ok_at(url, &["secret", "get", "db/password", "password"]),
+            stack.spike_get_at(url, "db/password", "password"),
             format!("{PASSWORD}\n"),
             "at {url}: the write refused while sealed left nothing"
         );

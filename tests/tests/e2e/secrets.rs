@@ -69,7 +69,7 @@ async fn secrets_policies_and_workloads() {
         "apps/billing/key",
         &format!("key=@{}", file.display()),
     ]);
-    stack.spike_ok(&["secret", "put", "apps/other/key", &format!("key={API_KEY}")]);
+    stack.spike_put("apps/other/key", "key", API_KEY);
 
     let current = json(&stack.spike_ok(&["secret", "get", "db/password", "-f", "json"]));
     assert_eq!(current["password"], format!("{PASSWORD}-v2"));
@@ -80,9 +80,7 @@ async fn secrets_policies_and_workloads() {
         PASSWORD
     );
     assert_eq!(
-        stack
-            .spike_ok(&["secret", "get", "apps/billing/key", "key"])
-            .trim(),
+        stack.spike_get("apps/billing/key", "key").trim(),
         FILE_SECRET
     );
 
@@ -121,9 +119,7 @@ async fn secrets_policies_and_workloads() {
     );
     stack.spike_ok(&["secret", "delete", "db/password", "-v", "3"]);
     assert_eq!(
-        stack
-            .spike_ok(&["secret", "get", "db/password", "password"])
-            .trim(),
+        stack.spike_get("db/password", "password").trim(),
         format!("{PASSWORD}-v2")
     );
     let gone = stack.spike(&["secret", "get", "db/password", "-v", "3"]);
@@ -135,9 +131,7 @@ async fn secrets_policies_and_workloads() {
     );
     stack.spike_ok(&["secret", "undelete", "db/password", "-v", "3"]);
     assert_eq!(
-        stack
-            .spike_ok(&["secret", "get", "db/password", "password"])
-            .trim(),
+        stack.spike_get("db/password", "password").trim(),
         format!("{PASSWORD}-v3")
     );
 
@@ -280,12 +274,7 @@ async fn secrets_policies_and_workloads() {
 async fn nexus_unseals_itself_and_reseeds_keepers() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut stack = SecretsStack::start(dir.path(), 3).await;
-    stack.spike_ok(&[
-        "secret",
-        "put",
-        "db/password",
-        &format!("password={PASSWORD}"),
-    ]);
+    stack.spike_put("db/password", "password", PASSWORD);
 
     // Restart with one of three keepers unreachable (stopped, shard still in its memory).
     let stop = |stack: &SecretsStack, i: usize, signal| {
@@ -301,12 +290,7 @@ async fn nexus_unseals_itself_and_reseeds_keepers() {
         "restart to ready with one keeper down: {:?}",
         started.elapsed()
     );
-    assert_eq!(
-        stack
-            .spike_ok(&["secret", "get", "db/password", "password"])
-            .trim(),
-        PASSWORD
-    );
+    assert_eq!(stack.spike_get("db/password", "password").trim(), PASSWORD);
 
     // With two of three unreachable it stays sealed and says why...
     stack.kill_nexus();
@@ -333,12 +317,7 @@ async fn nexus_unseals_itself_and_reseeds_keepers() {
     stop(&stack, 0, nix::sys::signal::Signal::SIGCONT);
     stop(&stack, 1, nix::sys::signal::Signal::SIGCONT);
     stack.wait_ready().await;
-    assert_eq!(
-        stack
-            .spike_ok(&["secret", "get", "db/password", "password"])
-            .trim(),
-        PASSWORD
-    );
+    assert_eq!(stack.spike_get("db/password", "password").trim(), PASSWORD);
 
     // A keeper restarted empty gets its shard back within seconds...
     stack.kill_keeper(2);
@@ -353,24 +332,14 @@ async fn nexus_unseals_itself_and_reseeds_keepers() {
     stack.kill_keeper(0);
     stack.start_nexus().await;
     stack.wait_ready().await;
-    assert_eq!(
-        stack
-            .spike_ok(&["secret", "get", "db/password", "password"])
-            .trim(),
-        PASSWORD
-    );
+    assert_eq!(stack.spike_get("db/password", "password").trim(), PASSWORD);
 }
 
 #[tokio::test]
 async fn break_glass_drill_recovers_after_every_keeper_is_lost() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut stack = SecretsStack::start(dir.path(), 3).await;
-    stack.spike_ok(&[
-        "secret",
-        "put",
-        "db/password",
-        &format!("password={PASSWORD}"),
-    ]);
+    stack.spike_put("db/password", "password", PASSWORD);
     let recover = stack.workload(
         "spike-recover",
         "spiffe://example.org/spike/pilot/role/recover",
@@ -441,12 +410,7 @@ async fn break_glass_drill_recovers_after_every_keeper_is_lost() {
     let last = stack.run(&restore, &["operator", "restore"], Some(&shard(2)));
     assert!(last.status.success(), "{}", stderr(&last));
     assert!(stdout(&last).contains("restored"), "{}", stdout(&last));
-    assert_eq!(
-        stack
-            .spike_ok(&["secret", "get", "db/password", "password"])
-            .trim(),
-        PASSWORD
-    );
+    assert_eq!(stack.spike_get("db/password", "password").trim(), PASSWORD);
     let refused = stack.run(&restore, &["operator", "restore"], Some(&shard(1)));
     assert!(
         !refused.status.success(),
@@ -463,15 +427,8 @@ async fn break_glass_drill_recovers_after_every_keeper_is_lost() {
         },
     )
     .await;
-    stack.kill_nexus();
-    stack.start_nexus().await;
-    stack.wait_ready().await;
-    assert_eq!(
-        stack
-            .spike_ok(&["secret", "get", "db/password", "password"])
-            .trim(),
-        PASSWORD
-    );
+    stack.restart_nexus().await;
+    assert_eq!(stack.spike_get("db/password", "password").trim(), PASSWORD);
 }
 
 #[tokio::test]
@@ -614,9 +571,7 @@ async fn root_key_rotation_survives_kill_9_between_commit_and_keepers() {
     .await;
 
     // Finished: every keeper holds the new key, so a plain restart unseals from them.
-    stack.kill_nexus();
-    stack.start_nexus().await;
-    stack.wait_ready().await;
+    stack.restart_nexus().await;
     assert!(!stack.nexus_log().contains("rotation record"));
     read_all(&stack);
     stack.spike_ok(&["secret", "put", "r/after", "v=written-after"]);

@@ -10,26 +10,14 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::dn::{issuer, subject};
 use spiffe::{TrustDomain, WorkloadApiClient};
 use tests::stack::{Agent, Server};
-use tests::wait_for;
+use tests::{openssl, wait_for};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use x509_parser::prelude::{FromDer, X509Certificate};
 
 const TD: &str = "example.org";
 const WORKLOAD: &str = "spiffe://example.org/under-upstream";
-
-fn openssl(args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .output()
-        .expect("running openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// An existing PKI: `root.pem`/`root.key` and `intermediate.pem`/`intermediate.key` signed by
 /// it, P-256, PKCS#8 keys, made by openssl.
@@ -111,22 +99,6 @@ fn pem_certs(text: &str) -> Vec<Vec<u8>> {
         .collect()
 }
 
-fn subject(der: &[u8]) -> String {
-    X509Certificate::from_der(der)
-        .expect("certificate")
-        .1
-        .subject()
-        .to_string()
-}
-
-fn issuer(der: &[u8]) -> String {
-    X509Certificate::from_der(der)
-        .expect("certificate")
-        .1
-        .issuer()
-        .to_string()
-}
-
 /// Writes `chain` (leaf first) and verifies it with `openssl verify` against `root` only.
 fn openssl_verify(dir: &Path, root: &Path, chain: &[Vec<u8>]) {
     std::fs::create_dir_all(dir).expect("dir");
@@ -141,21 +113,14 @@ fn openssl_verify(dir: &Path, root: &Path, chain: &[Vec<u8>]) {
     };
     let leaf = write("leaf.pem", &chain[..1]);
     let untrusted = write("untrusted.pem", &chain[1..]);
-    let out = Command::new("openssl")
-        .arg("verify")
-        .arg("-CAfile")
-        .arg(root)
-        .arg("-untrusted")
-        .arg(&untrusted)
-        .arg(&leaf)
-        .output()
-        .expect("running openssl");
-    assert!(
-        out.status.success(),
-        "openssl verify: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    openssl(&[
+        "verify".as_ref(),
+        "-CAfile".as_ref(),
+        root.as_os_str(),
+        "-untrusted".as_ref(),
+        untrusted.as_os_str(),
+        leaf.as_os_str(),
+    ]);
 }
 
 /// One mTLS handshake between two `spiffe-rustls` configs built from `source` (this process

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use tests::stack::{Agent, Server};
+use tests::stack::Agent;
 use tests::x509pop::{NodePki, node_pki};
 
 fn sha1_hex(der: &[u8]) -> String {
@@ -24,21 +24,7 @@ async fn agents_attest_with_a_node_certificate_and_again_without_a_token() {
         node_cert_der: node_der,
         agent_config,
     } = node_pki(&dir.path().join("pki"), "node-1");
-    let server_config = dir.path().join("server.toml");
-    std::fs::write(
-        &server_config,
-        format!(
-            "[server.node_attestor.x509pop]\nca_bundle_path = {:?}\n",
-            ca.display().to_string()
-        ),
-    )
-    .expect("write server config");
-    let server = Server::start(
-        &dir.path().join("server"),
-        "example.org",
-        &["-config", server_config.to_str().expect("path")],
-    )
-    .await;
+    let server = tests::x509pop::start_server(dir.path(), "example.org", &ca).await;
 
     let agent_dir = dir.path().join("agent");
     let agent_flags = ["-config", agent_config.to_str().expect("path")];

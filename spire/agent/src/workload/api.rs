@@ -122,6 +122,35 @@ impl WorkloadApi {
     }
 
     /// The caller's selectors, from its socket credentials and /proc.
+    /// The stream of an RPC that answers only a caller with an identity: counts the
+    /// admitted `caller`'s stream, attests it, refuses it if no entry matches, then streams
+    /// `respond(snapshot, its SVIDs)` now and as the cache changes (see [`watch_stream`]).
+    async fn identity_stream<T, F>(
+        &self,
+        caller: Caller,
+        rpc: &'static str,
+        respond: F,
+    ) -> Result<Response<ResponseStream<T>>, Status>
+    where
+        T: Clone + PartialEq + Send + 'static,
+        F: Fn(&Snapshot, &[&Arc<WorkloadSvid>]) -> T + Send + 'static,
+    {
+        let slot = self.open_stream(&caller, rpc)?;
+        let selectors = self.attest(caller).await?;
+        if matching(&self.cache.borrow(), &selectors).is_empty() {
+            return Err(Status::permission_denied(NO_IDENTITY));
+        }
+        Ok(Response::new(watch_stream(
+            self.cache.clone(),
+            self.stopping.clone(),
+            slot,
+            move |snapshot| {
+                let svids = matching(snapshot, &selectors);
+                (!svids.is_empty()).then(|| respond(snapshot, &svids))
+            },
+        )))
+    }
+
     async fn attest(&self, caller: Caller) -> Result<Vec<Selector>, Status> {
         let attestor = self.attestor.clone();
         let result = tokio::task::spawn_blocking(move || attestor.attest(caller))
@@ -268,20 +297,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
     ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
         const RPC: &str = "FetchX509SVID";
         let caller = self.admit(&request, RPC)?;
-        let slot = self.open_stream(&caller, RPC)?;
-        let selectors = self.attest(caller).await?;
-        if matching(&self.cache.borrow(), &selectors).is_empty() {
-            return Err(Status::permission_denied(NO_IDENTITY));
-        }
-        Ok(Response::new(watch_stream(
-            self.cache.clone(),
-            self.stopping.clone(),
-            slot,
-            move |snapshot| {
-                let svids = matching(snapshot, &selectors);
-                (!svids.is_empty()).then(|| x509_svid_response(snapshot, &svids))
-            },
-        )))
+        self.identity_stream(caller, RPC, x509_svid_response).await
     }
 
     async fn fetch_x509_bundles(
@@ -290,20 +306,8 @@ impl SpiffeWorkloadApi for WorkloadApi {
     ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
         const RPC: &str = "FetchX509Bundles";
         let caller = self.admit(&request, RPC)?;
-        let slot = self.open_stream(&caller, RPC)?;
-        let selectors = self.attest(caller).await?;
-        if matching(&self.cache.borrow(), &selectors).is_empty() {
-            return Err(Status::permission_denied(NO_IDENTITY));
-        }
-        Ok(Response::new(watch_stream(
-            self.cache.clone(),
-            self.stopping.clone(),
-            slot,
-            move |snapshot| {
-                let svids = matching(snapshot, &selectors);
-                (!svids.is_empty()).then(|| x509_bundles_response(snapshot, &svids))
-            },
-        )))
+        self.identity_stream(caller, RPC, x509_bundles_response)
+            .await
     }
 
     async fn fetch_jwtsvid(
@@ -328,20 +332,8 @@ impl SpiffeWorkloadApi for WorkloadApi {
     ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
         const RPC: &str = "FetchJWTBundles";
         let caller = self.admit(&request, RPC)?;
-        let slot = self.open_stream(&caller, RPC)?;
-        let selectors = self.attest(caller).await?;
-        if matching(&self.cache.borrow(), &selectors).is_empty() {
-            return Err(Status::permission_denied(NO_IDENTITY));
-        }
-        Ok(Response::new(watch_stream(
-            self.cache.clone(),
-            self.stopping.clone(),
-            slot,
-            move |snapshot| {
-                let svids = matching(snapshot, &selectors);
-                (!svids.is_empty()).then(|| jwt::bundles_response(snapshot, &svids))
-            },
-        )))
+        self.identity_stream(caller, RPC, jwt::bundles_response)
+            .await
     }
 
     async fn validate_jwtsvid(

@@ -4,7 +4,7 @@ use clap::Subcommand;
 use spiffe::SpiffeId;
 use spire_proto::server as pb;
 
-use super::output::{print_json, time};
+use super::output::{print_count, print_json, time};
 use super::{Admin, Output, status_error};
 
 #[derive(Debug, Subcommand)]
@@ -82,13 +82,7 @@ pub async fn execute(command: AgentCommand) -> anyhow::Result<()> {
                 .map_err(status_error)?
                 .into_inner()
                 .count;
-            match admin.output {
-                Output::Json => print_json(&serde_json::json!({ "count": count })),
-                Output::Pretty => {
-                    let noun = if count == 1 { "agent" } else { "agents" };
-                    println!("{count} attested {noun}");
-                }
-            }
+            print_count(admin.output, count, "attested", "agent", "agents");
         }
         AgentCommand::Ban { spiffe_id, admin } => {
             admin

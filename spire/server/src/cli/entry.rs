@@ -4,7 +4,7 @@ use clap::Subcommand;
 use spiffe::SpiffeId;
 use spire_proto::server as pb;
 
-use super::output::{entry_json, entry_pretty, print_json};
+use super::output::{entry_json, entry_pretty, print_count, print_json};
 use super::{Admin, Output, status_error};
 
 /// Flags describing an entry, shared by create and update.
@@ -157,13 +157,7 @@ pub async fn execute(command: EntryCommand) -> anyhow::Result<()> {
                 .map_err(status_error)?
                 .into_inner()
                 .count;
-            match admin.output {
-                Output::Json => print_json(&serde_json::json!({ "count": count })),
-                Output::Pretty => {
-                    let noun = if count == 1 { "entry" } else { "entries" };
-                    println!("{count} registration {noun}");
-                }
-            }
+            print_count(admin.output, count, "registration", "entry", "entries");
         }
         EntryCommand::Delete {
             file: Some(file),

@@ -149,6 +149,18 @@ pub fn status_json(status: &Result<(), tonic::Status>) -> serde_json::Value {
     }
 }
 
+/// Prints a count of things: `{"count": N}` as JSON, else `N <what> <noun>` with the noun
+/// (`one` or `many`) agreeing with N.
+pub fn print_count(output: Output, count: i64, what: &str, one: &str, many: &str) {
+    match output {
+        Output::Json => print_json(&serde_json::json!({ "count": count })),
+        Output::Pretty => {
+            let noun = if count == 1 { one } else { many };
+            println!("{count} {what} {noun}");
+        }
+    }
+}
+
 /// Prints a JSON value on stdout.
 pub fn print_json(value: &serde_json::Value) {
     println!(
