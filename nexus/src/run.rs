@@ -63,6 +63,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .with_bundles(source.clone()),
     );
 
+    // Looked at once before the first request, so that the status of a Nexus whose
+    // datastore holds a root key is never `uninitialized`, not even in the moment before
+    // the keeper loop's first look (an operator reading that would fear the data gone).
+    match nexus.store.key_record().await {
+        Ok(Some(_)) => nexus.keys.record_found(),
+        Ok(None) => {}
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the root key record yet; the keeper loop retries");
+        }
+    }
+
     // Any SVID of the trust domain, or of a federated one listed in `--trust-domains`, may
     // connect; every route authorises the caller itself.
     let callers = config.callers()?;
