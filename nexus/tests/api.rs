@@ -443,6 +443,71 @@ async fn workloads_get_only_what_policies_grant_and_roles_nothing() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
 
+/// SPIKE's list answer, byte for byte: `{"keys":[...]}` in byte-wise order, typed JSON, no
+/// `nextCursor`, for the superuser (every path) and for a workload (its readable ones).
+#[tokio::test]
+async fn the_full_list_is_spikes_exact_bytes_for_every_caller() {
+    let api = api(true).await;
+    let list = || json!({}).to_string().into_bytes();
+    let uri = "/v1/store/secrets?action=list";
+    let body = |response: axum::response::Response| async move {
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            response
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .map(|v| v.as_bytes()),
+            Some(&b"application/json"[..])
+        );
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        String::from_utf8(bytes.to_vec()).expect("UTF-8")
+    };
+    let empty = api.response(ADMIN, "POST", uri, list()).await;
+    assert_eq!(body(empty).await, r#"{"keys":[]}"#);
+
+    // Written out of order; "billing/a-b" sorts before "billing/a/b" ('-' < '/').
+    for path in [
+        "z",
+        "billing/a/b",
+        "billing/db",
+        "Billing/db",
+        "billing/a-b",
+        "a",
+    ] {
+        let (status, _) = api
+            .post(
+                ADMIN,
+                "/v1/store/secrets",
+                json!({"path": path, "values": {"k": "v"}}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let every = api.response(ADMIN, "POST", uri, list()).await;
+    assert_eq!(
+        body(every).await,
+        r#"{"keys":["Billing/db","a","billing/a-b","billing/a/b","billing/db","z"]}"#
+    );
+
+    let none = api.response(APP, "POST", uri, list()).await;
+    assert_eq!(body(none).await, r#"{"keys":[]}"#, "no policy, no path");
+    let (status, _) = api
+        .post(
+            ADMIN,
+            "/v1/acl/policy",
+            json!({"name": "billing", "spiffeidPattern": "spiffe://td/app/billing", "pathPattern": "billing/a.*", "permissions": ["read"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let readable = api.response(APP, "POST", uri, list()).await;
+    assert_eq!(
+        body(readable).await,
+        r#"{"keys":["billing/a-b","billing/a/b"]}"#
+    );
+}
+
 #[tokio::test]
 async fn check_and_set_conflicts_and_versions() {
     let api = api(true).await;

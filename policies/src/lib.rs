@@ -29,7 +29,7 @@ pub use policy::{
     validate_name,
 };
 pub use roles::{Role, RoleDomains, role_of};
-pub use set::PolicySet;
+pub use set::{PolicySet, ReadFilter};
 
 /// Reserved pseudo-path guarding policy (ACL) management.
 pub const SYSTEM_ACL_PATH: &str = "spike/system/acl";

@@ -167,22 +167,30 @@ impl PolicySet {
         caller: &str,
         paths: impl IntoIterator<Item = &'a str>,
     ) -> Vec<&'a str> {
-        if self.is_role(caller) {
-            return Vec::new();
-        }
-        let applicable: Vec<&CompiledPolicy> = self
-            .applicable(caller)
-            .iter()
-            .map(|&i| &*self.policies[i])
-            .filter(|p| p.grants(Permission::Read))
-            .collect();
-        if applicable.is_empty() {
+        let filter = self.read_filter(caller);
+        if filter.is_empty() {
             return Vec::new();
         }
         paths
             .into_iter()
-            .filter(|path| applicable.iter().any(|p| p.matches_path(path)))
+            .filter(|path| filter.allows(path))
             .collect()
+    }
+
+    /// What `caller` may read, its policies looked up once: for a long list of paths,
+    /// [`ReadFilter::allows`] answers each as [`check`](Self::check) would for
+    /// [`Permission::Read`], without a look-up per path.
+    pub fn read_filter(&self, caller: &str) -> ReadFilter<'_> {
+        if self.is_role(caller) {
+            return ReadFilter(Vec::new());
+        }
+        ReadFilter(
+            self.applicable(caller)
+                .iter()
+                .map(|&i| &*self.policies[i])
+                .filter(|p| p.grants(Permission::Read))
+                .collect(),
+        )
     }
 
     /// The indices of the policies whose caller pattern matches `caller`, in set order.
@@ -199,6 +207,22 @@ impl PolicySet {
 
     fn is_role(&self, caller: &str) -> bool {
         self.roles.role_of(caller).is_some()
+    }
+}
+
+/// The policies that let one caller read: see [`PolicySet::read_filter`].
+#[derive(Debug)]
+pub struct ReadFilter<'a>(Vec<&'a CompiledPolicy>);
+
+impl ReadFilter<'_> {
+    /// Whether the caller may read `path`.
+    pub fn allows(&self, path: &str) -> bool {
+        self.0.iter().any(|p| p.matches_path(path))
+    }
+
+    /// Whether the caller may read nothing at all.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
 
@@ -369,6 +393,52 @@ mod tests {
             s.readable_paths("spiffe://td/app/billing", owned.iter().map(String::as_str))
                 .len(),
             2
+        );
+    }
+
+    #[test]
+    fn a_read_filter_decides_every_path_as_a_read_check() {
+        let s = set(vec![
+            billing(),
+            Policy::new(
+                "w",
+                "spiffe://td/app/billing",
+                "secrets/hr/.*",
+                [Permission::Write],
+            ),
+            Policy::new(
+                "s",
+                "spiffe://td/app/ops",
+                "secrets/.*",
+                [Permission::Super],
+            ),
+        ]);
+        let paths = [
+            "secrets/billing/a",
+            "secrets/hr/b",
+            "secrets/billingx",
+            "other",
+        ];
+        let pilot = Role::Superuser.spiffe_id("td");
+        let callers = [
+            "spiffe://td/app/billing",
+            "spiffe://td/app/ops",
+            "spiffe://td/app/other",
+            pilot.as_str(),
+        ];
+        let mut allowed = 0;
+        for caller in callers {
+            let filter = s.read_filter(caller);
+            for path in paths {
+                let read = s.check(caller, path, Permission::Read);
+                assert_eq!(filter.allows(path), read, "{caller} reading {path}");
+                allowed += usize::from(read);
+            }
+        }
+        assert_eq!(allowed, 1 + 3, "billing reads one path, ops (super) three");
+        assert!(
+            s.read_filter(&pilot).is_empty(),
+            "a role reads nothing by policy"
         );
     }
 

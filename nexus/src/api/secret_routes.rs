@@ -1,8 +1,8 @@
 //! `/v1/store/secrets` and `/v1/store/secrets/metadata`.
 
 use axum::body::Bytes;
-use axum::http::HeaderMap;
-use axum::response::Response;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use nexus_api::model::{
     Empty, GetSecretRequest, ListSecretsRequest, ListSecretsResponse, PatchSecretRequest,
     PutMetadataRequest, PutSecretRequest, PutSecretResponse, SecretPathRequest, Values,
@@ -12,6 +12,7 @@ use nexus_api::routes::{self, Action};
 
 use super::endpoint::{Body, Call, Endpoint};
 use super::{ApiError, invalid, ok, parse};
+use crate::error::ServiceError;
 use crate::secrets::{MetadataChange, SecretPath, VersionChange};
 use crate::validate;
 
@@ -182,10 +183,11 @@ impl Endpoint for Secrets {
                 secrets.change(&grant, change, &path, &versions).await?;
                 ok(Empty {})
             }
-            Checked::ListAll => ok(ListSecretsResponse {
-                keys: secrets.list(&grant).await?,
-                next_cursor: None,
-            }),
+            Checked::ListAll => {
+                let mut keys = KeysJson::default();
+                secrets.list_each(&grant, |path| keys.push(path)).await?;
+                json_ok(keys.finish()?)
+            }
             Checked::ListPage {
                 prefix,
                 cursor,
@@ -198,6 +200,63 @@ impl Endpoint for Secrets {
             }
         })
     }
+}
+
+/// SPIKE's list answer, `{"keys":[...]}`, written path by path as the service hands them
+/// over: the bytes `ok(ListSecretsResponse { keys, next_cursor: None })` gives, without a
+/// `Vec<String>` of every path first (100,000 of them were most of a full list's memory).
+#[derive(Default)]
+struct KeysJson {
+    /// The body after `{"keys":[`.
+    body: Vec<u8>,
+    /// How many paths are in it.
+    count: usize,
+    /// The first failure to write a path (none on a `Vec`, which never refuses bytes).
+    error: Option<serde_json::Error>,
+}
+
+impl KeysJson {
+    const OPEN: &'static [u8] = br#"{"keys":["#;
+    const CLOSE: &'static [u8] = b"]}";
+
+    fn push(&mut self, path: &str) {
+        if self.count == 0 {
+            self.body.extend_from_slice(Self::OPEN);
+        } else {
+            self.body.push(b',');
+        }
+        self.count += 1;
+        // serde_json's own string escaping, as the typed answer would have it.
+        if let Err(error) = serde_json::to_writer(&mut self.body, path) {
+            self.error.get_or_insert(error);
+        }
+    }
+
+    /// The whole body.
+    fn finish(mut self) -> Result<Vec<u8>, ApiError> {
+        if let Some(error) = self.error {
+            tracing::error!(%error, "writing the list answer failed");
+            return Err(ServiceError::Internal.into());
+        }
+        if self.count == 0 {
+            self.body.extend_from_slice(Self::OPEN);
+        }
+        self.body.extend_from_slice(Self::CLOSE);
+        Ok(self.body)
+    }
+}
+
+/// `200 OK` with a JSON `body` already written, typed as `axum::Json` types its answers.
+fn json_ok(body: Vec<u8>) -> Response {
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
 }
 
 /// `/v1/store/secrets/metadata`: get, update (no action), delete.
@@ -299,5 +358,42 @@ impl Endpoint for Metadata {
                 ok(Empty {})
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The typed answer's bytes, as `ok` writes them.
+    fn typed(keys: &[&str]) -> Vec<u8> {
+        let answer = ListSecretsResponse {
+            keys: keys.iter().map(|k| (*k).to_owned()).collect(),
+            next_cursor: None,
+        };
+        serde_json::to_vec(&answer).expect("typed answer")
+    }
+
+    #[test]
+    fn the_written_list_is_byte_for_byte_the_typed_answer() {
+        let cases: [&[&str]; 4] = [
+            &[],
+            &["a"],
+            &["app/db", "app/db/creds", "z-_.@~+=:,9"],
+            // Never a valid path, but escaped as serde_json escapes it all the same.
+            &["quote\"back\\slash", "tab\tnew\nline\u{1}", "é/ü"],
+        ];
+        for keys in cases {
+            let mut written = KeysJson::default();
+            for key in keys {
+                written.push(key);
+            }
+            let written = written.finish().expect("written");
+            assert_eq!(
+                String::from_utf8_lossy(&written),
+                String::from_utf8_lossy(&typed(keys)),
+                "{keys:?}"
+            );
+        }
     }
 }

@@ -75,6 +75,12 @@ pub enum Corruption {
         /// Its value.
         value: i64,
     },
+    /// The list of every path the database built is not a JSON array of strings.
+    #[error("the list of secret paths is not a JSON array of strings: {reason}")]
+    PathList {
+        /// What the JSON parser said, with the position.
+        reason: String,
+    },
     /// A secret's version counters are below 1.
     #[error("secret {path} has latest_version {latest} and max_versions {max}")]
     Counters {

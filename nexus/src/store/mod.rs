@@ -68,6 +68,7 @@ pub use operator_seal::{SEAL_NOTICE, SealOutcome, StoredSeal};
 pub use policies::POLICY_CHANNEL;
 pub use root_key::{InitError, Initialization};
 pub use rotation::{RotateError, RotationRecord, WrappedRow};
+pub use secrets::PathList;
 
 /// PostgreSQL cancels a statement running longer than this: no query of Nexus's takes more
 /// than milliseconds, so one that does is stuck (a lock held by a hung client, an

@@ -1,5 +1,6 @@
 //! Writing and reading secret versions (`secrets`, `secret_versions`).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -287,12 +288,26 @@ impl Store {
     /// Every secret path (including secrets whose versions are all deleted, excluding
     /// destroyed ones), sorted ascending byte-wise.
     pub async fn list_paths(&self) -> Result<Vec<String>, StoreError> {
-        let rows = sqlx::query("SELECT path FROM secrets ORDER BY path")
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|row| row.try_get("path").map_err(StoreError::from))
-            .collect()
+        let list = self.path_list().await?;
+        Ok(list.paths()?.into_iter().map(Cow::into_owned).collect())
+    }
+
+    /// Every secret path, as [`list_paths`](Self::list_paths), in one JSON array the
+    /// database builds: one row and one round trip. As rows, 100,000 paths cost 100,000
+    /// row objects and strings made on sqlx's SQLite worker thread and freed on another,
+    /// which took most of a full list's time and left the allocator holding tens of MiB.
+    pub async fn path_list(&self) -> Result<PathList, StoreError> {
+        // Both order by the column's collation: SQLite's BINARY, PostgreSQL's "C" (see
+        // the migrations), so byte-wise on both. SQLite (3.44 and later, bundled) takes
+        // ORDER BY inside an aggregate; PostgreSQL's json_agg of no rows is NULL.
+        let sql = match self.backend {
+            Backend::Sqlite => "SELECT json_group_array(path ORDER BY path) FROM secrets",
+            Backend::Postgres => "SELECT json_agg(path ORDER BY path)::text FROM secrets",
+        };
+        let json: Option<String> = sqlx::query_scalar(sql).fetch_one(&self.pool).await?;
+        Ok(PathList {
+            json: json.unwrap_or_else(|| "[]".to_owned()),
+        })
     }
 
     /// Up to `limit` secret paths that start with `prefix` and sort after `after` (byte-wise,
@@ -323,6 +338,28 @@ impl Store {
             .fetch_one(&self.pool)
             .await?;
         version_from_db(row.try_get("n")?, "COUNT(*)")
+    }
+}
+
+/// Every secret path, sorted, as the JSON array text the database built
+/// ([`Store::path_list`]).
+pub struct PathList {
+    json: String,
+}
+
+/// One path of a [`PathList`], borrowed from its text unless it had to be unescaped.
+#[derive(serde::Deserialize)]
+struct ListedPath<'a>(#[serde(borrow)] Cow<'a, str>);
+
+impl PathList {
+    /// The paths, in order, borrowed from the list's text (valid paths need no escaping).
+    pub fn paths(&self) -> Result<Vec<Cow<'_, str>>, StoreError> {
+        let paths: Vec<ListedPath<'_>> = serde_json::from_str(&self.json).map_err(|e| {
+            StoreError::Corrupt(Corruption::PathList {
+                reason: e.to_string(),
+            })
+        })?;
+        Ok(paths.into_iter().map(|ListedPath(path)| path).collect())
     }
 }
 
