@@ -121,6 +121,20 @@ impl Api {
         )
     }
 
+    /// Writes `{"k": "v"}` at each of `paths` as the superuser, each answered 200.
+    async fn put_each(&self, paths: impl IntoIterator<Item = &str>) {
+        for path in paths {
+            let (status, answer) = self
+                .post(
+                    ADMIN,
+                    "/v1/store/secrets",
+                    json!({"path": path, "values": {"k": "v"}}),
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK, "{path}: {answer}");
+        }
+    }
+
     async fn post(&self, caller: &str, uri: &str, body: Value) -> (StatusCode, Value) {
         self.raw(caller, "POST", uri, body.to_string().into_bytes())
             .await
@@ -343,16 +357,7 @@ async fn an_operator_seal_refuses_data_routes_and_restore_until_the_superuser_li
 #[tokio::test]
 async fn workloads_get_only_what_policies_grant_and_roles_nothing() {
     let api = api(true).await;
-    for path in ["billing/db", "other/db"] {
-        let (status, _) = api
-            .post(
-                ADMIN,
-                "/v1/store/secrets",
-                json!({"path": path, "values": {"k": "v"}}),
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK);
-    }
+    api.put_each(["billing/db", "other/db"]).await;
     let (status, answer) = api
         .post(
             APP,
@@ -468,23 +473,15 @@ async fn the_full_list_is_spikes_exact_bytes_for_every_caller() {
     assert_eq!(body(empty).await, r#"{"keys":[]}"#);
 
     // Written out of order; "billing/a-b" sorts before "billing/a/b" ('-' < '/').
-    for path in [
+    api.put_each([
         "z",
         "billing/a/b",
         "billing/db",
         "Billing/db",
         "billing/a-b",
         "a",
-    ] {
-        let (status, _) = api
-            .post(
-                ADMIN,
-                "/v1/store/secrets",
-                json!({"path": path, "values": {"k": "v"}}),
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK);
-    }
+    ])
+    .await;
     let every = api.response(ADMIN, "POST", uri, list()).await;
     assert_eq!(
         body(every).await,

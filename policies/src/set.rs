@@ -248,6 +248,16 @@ mod tests {
         )
     }
 
+    /// Billing may also write (not read) under `secrets/hr/`.
+    fn hr_writer() -> Policy {
+        Policy::new(
+            "w",
+            "spiffe://td/app/billing",
+            "secrets/hr/.*",
+            [Permission::Write],
+        )
+    }
+
     #[test]
     fn default_deny() {
         let s = set(vec![]);
@@ -368,15 +378,7 @@ mod tests {
 
     #[test]
     fn readable_paths_filters() {
-        let s = set(vec![
-            billing(),
-            Policy::new(
-                "w",
-                "spiffe://td/app/billing",
-                "secrets/hr/.*",
-                [Permission::Write],
-            ),
-        ]);
+        let s = set(vec![billing(), hr_writer()]);
         let paths = [
             "secrets/billing/a",
             "secrets/hr/b",
@@ -400,12 +402,7 @@ mod tests {
     fn a_read_filter_decides_every_path_as_a_read_check() {
         let s = set(vec![
             billing(),
-            Policy::new(
-                "w",
-                "spiffe://td/app/billing",
-                "secrets/hr/.*",
-                [Permission::Write],
-            ),
+            hr_writer(),
             Policy::new(
                 "s",
                 "spiffe://td/app/ops",

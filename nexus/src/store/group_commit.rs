@@ -329,6 +329,26 @@ async fn run_group(
 mod tests {
     use super::*;
 
+    /// Runs `op` as a queued write, on the writer task: the writer's turn is held until
+    /// the write is queued, so it cannot run alone in its caller's task.
+    async fn queued_write<T, F>(store: &Store, op: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: for<'t> FnOnce(&'t mut WriteTx) -> BoxFuture<'t, Result<T, StoreError>> + Send + 'static,
+    {
+        let group = store.group.as_ref().expect("SQLite groups its writes");
+        let turn = group.turn.lock().await;
+        let queued = tokio::spawn({
+            let store = store.clone();
+            async move { store.write(op).await }
+        });
+        while group.pending.load(Ordering::Acquire) == 0 {
+            tokio::task::yield_now().await;
+        }
+        drop(turn);
+        queued.await.expect("the caller's task survives")
+    }
+
     #[tokio::test]
     async fn a_write_that_panics_fails_its_caller_at_once_and_the_writer_runs_again() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -347,54 +367,24 @@ mod tests {
         assert_eq!(supervisor.failures("group_commit"), 0);
 
         // While the writer's turn is taken, a write queues and runs on the writer task.
-        let group = store.group.as_ref().expect("SQLite groups its writes");
-        let turn = group.turn.lock().await;
-        let queued = tokio::spawn({
-            let store = store.clone();
-            async move {
-                store
-                    .write::<(), _>(|_tx| Box::pin(async { panic!("a write's bug") }))
-                    .await
-            }
-        });
-        while group.pending.load(Ordering::Acquire) == 0 {
-            tokio::task::yield_now().await;
-        }
-        drop(turn);
-        let broken = queued
-            .await
-            .expect("the caller's task survives")
-            .expect_err("a panicking write is not acknowledged");
+        let broken =
+            queued_write::<(), _>(&store, |_tx| Box::pin(async { panic!("a write's bug") }))
+                .await
+                .expect_err("a panicking write is not acknowledged");
         assert!(broken.is_unavailable(), "answered 503: {broken}");
         while supervisor.failures("group_commit") == 0 {
             tokio::task::yield_now().await;
         }
 
-        // Queued (the turn taken again) while the writer may still be down: taken by its
-        // next run.
-        let turn = group.turn.lock().await;
-        let queued = tokio::spawn({
-            let store = store.clone();
-            async move {
-                store
-                    .write(|tx| {
-                        Box::pin(async move {
-                            let row: (i64,) =
-                                sqlx::query_as("SELECT 7").fetch_one(&mut **tx).await?;
-                            Ok(row.0)
-                        })
-                    })
-                    .await
-            }
-        });
-        while group.pending.load(Ordering::Acquire) == 0 {
-            tokio::task::yield_now().await;
-        }
-        drop(turn);
-        let answer = queued
-            .await
-            .expect("the caller's task")
-            .expect("the restarted writer commits");
+        // Queued while the writer may still be down: taken by its next run.
+        let answer = queued_write(&store, |tx| {
+            Box::pin(async move {
+                let row: (i64,) = sqlx::query_as("SELECT 7").fetch_one(&mut **tx).await?;
+                Ok(row.0)
+            })
+        })
+        .await
+        .expect("the restarted writer commits");
         assert_eq!(answer, 7);
         assert_eq!(supervisor.failures("group_commit"), 1);
         supervisor.shutdown().await;

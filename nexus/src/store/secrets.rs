@@ -486,27 +486,13 @@ async fn finish_version(
     let prune_through = new.version - new.max_versions;
     match backend {
         Backend::Sqlite => {
-            sqlx::query(FINISH_VERSION_SQLITE)
-                .bind(put.path)
-                .bind(new.version)
-                .bind(new.now)
-                .bind(put.created_by)
-                .bind(sealed.wrapped_key)
-                .bind(sealed.ciphertext)
-                .bind(new.expires_at())
+            bind_version(sqlx::query(FINISH_VERSION_SQLITE), put, new, sealed)
                 .bind(prune_through)
                 .execute(&mut **tx)
                 .await?;
         }
         Backend::Postgres => {
-            sqlx::query(INSERT_VERSION)
-                .bind(put.path)
-                .bind(new.version)
-                .bind(new.now)
-                .bind(put.created_by)
-                .bind(sealed.wrapped_key)
-                .bind(sealed.ciphertext)
-                .bind(new.expires_at())
+            bind_version(sqlx::query(INSERT_VERSION), put, new, sealed)
                 .execute(&mut **tx)
                 .await?;
             sqlx::query(PRUNE_VERSIONS)
@@ -519,6 +505,24 @@ async fn finish_version(
         }
     }
     Ok(())
+}
+
+/// Binds the new version's row, $1 to $7 of [`INSERT_VERSION`] and of
+/// [`FINISH_VERSION_SQLITE`], in that order.
+fn bind_version<'q>(
+    query: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
+    put: &PutVersion<'q>,
+    new: NewVersion,
+    sealed: SealedRecord,
+) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>> {
+    query
+        .bind(put.path)
+        .bind(new.version)
+        .bind(new.now)
+        .bind(put.created_by)
+        .bind(sealed.wrapped_key)
+        .bind(sealed.ciphertext)
+        .bind(new.expires_at())
 }
 
 /// What [`claim_version`] returns: the claimed number, the secret's settings, and the root
