@@ -12,6 +12,7 @@ use std::sync::Arc;
 use identity::http::CallerId;
 use nexus_api::routes;
 use policies::{Role, RoleDomains};
+use spiffe::X509Source;
 
 use crate::routes::ApiError;
 
@@ -82,11 +83,25 @@ pub struct Check {
     pub roles: Arc<RoleDomains>,
     /// The route's row of [`TABLE`].
     pub rule: Rule,
+    /// The bundles the keeper's agent delivers, asked on each request so that a federated
+    /// Nexus's kept-alive connection does not outlive its federation; `None` in unit tests
+    /// without an agent.
+    pub bundles: Option<X509Source>,
 }
 
 /// Middleware: the caller holds the route's role, or the request is answered 401
 /// `access_unauthorized`; an allowed request carries its [`Grant`] to the handler.
 pub async fn authorize(State(check): State<Check>, mut request: Request, next: Next) -> Response {
+    if let (Some(id), Some(bundles)) = (CallerId::of(request.extensions()), &check.bundles)
+        && let Some(trust_domain) =
+            identity::workload::unfederated(bundles, check.roles.local_trust_domain(), id)
+    {
+        return ApiError::unauthorized(format!(
+            "{id} is not authorised to call {}: this keeper no longer federates with {trust_domain}",
+            check.rule.route,
+        ))
+        .into_response();
+    }
     let caller = CallerId::of(request.extensions()).map(ToString::to_string);
     match &caller {
         Some(id) if check.roles.role_of(id) == Some(check.rule.role) => {

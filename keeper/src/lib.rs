@@ -46,13 +46,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let roles = roles.clone();
         move |peer: &SpiffeId| roles.role_of(&peer.to_string()) == Some(policies::Role::Nexus)
     };
-    let tls = identity::workload::server_config(source, nexus_domains, only_nexus)?;
+    let tls = identity::workload::server_config(source.clone(), nexus_domains, only_nexus)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     tracing::info!(address = %listener.local_addr()?, "keeper ready");
     let shard = Arc::new(shard::ShardSlot::default());
-    let app = routes::router(shard.clone(), roles);
+    let app = routes::router(shard.clone(), roles, Some(source));
     let stop = supervisor.stop_requested();
     // Exit on failure, like every listener: a panic in its accept loop must stop the process
     // with a failure, not look like a listener that closed.

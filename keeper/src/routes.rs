@@ -17,6 +17,7 @@ use nexus_api::model::{ParsedShard, RetainRequest, ShardBody, ShardRequest};
 use nexus_api::routes;
 use policies::RoleDomains;
 use serde_json::json;
+use spiffe::X509Source;
 
 use crate::authz::{self, Check, Grant, Method, TABLE};
 use crate::shard::ShardSlot;
@@ -70,8 +71,9 @@ fn no_store(status: StatusCode, body: serde_json::Value) -> Response {
 }
 
 /// The keeper's routes over a shard slot, for Nexus where `roles` recognises it (its own
-/// trust domain, and those of `--nexus-trust-domains`): those of [`TABLE`], and nothing else.
-pub fn router(slot: Arc<ShardSlot>, roles: RoleDomains) -> Router {
+/// trust domain, and those of `--nexus-trust-domains`) and, for a federated one, while
+/// `bundles` still holds its trust domain's bundle: those of [`TABLE`], and nothing else.
+pub fn router(slot: Arc<ShardSlot>, roles: RoleDomains, bundles: Option<X509Source>) -> Router {
     let roles = Arc::new(roles);
     let mut router = Router::new();
     for rule in TABLE {
@@ -86,6 +88,7 @@ pub fn router(slot: Arc<ShardSlot>, roles: RoleDomains) -> Router {
         let check = Check {
             roles: roles.clone(),
             rule: *rule,
+            bundles: bundles.clone(),
         };
         let route = on(filter, handler).route_layer(axum::middleware::from_fn_with_state(
             check,
@@ -206,7 +209,7 @@ mod tests {
 
     fn app() -> (Router, Arc<ShardSlot>) {
         let slot = Arc::new(ShardSlot::default());
-        (router(slot.clone(), RoleDomains::local("td")), slot)
+        (router(slot.clone(), RoleDomains::local("td"), None), slot)
     }
 
     /// One request from `caller` (`None`: no client SVID).
@@ -327,7 +330,7 @@ mod tests {
     async fn a_federated_nexus_is_served_only_from_a_listed_trust_domain() {
         let slot = Arc::new(ShardSlot::default());
         let roles = RoleDomains::local("td").with_foreign(policies::Role::Nexus, ["other"]);
-        let app = router(slot.clone(), roles);
+        let app = router(slot.clone(), roles, None);
         let health = "/healthz";
         for (caller, allowed) in [
             ("spiffe://td/spike/nexus", true),

@@ -22,7 +22,7 @@ mod grant;
 mod table;
 
 use policies::{Permission, Role};
-use spiffe::{BundleSource, SpiffeId, TrustDomain};
+use spiffe::{SpiffeId, TrustDomain};
 
 pub use grant::{Grant, NotGranted, Scope};
 pub use table::{Object, Requirement, Rule, TABLE, requirement, routes};
@@ -186,19 +186,9 @@ async fn judge(
     Ok(Grant::new(caller.clone(), scope))
 }
 
-/// The caller's trust domain if it is another one and Nexus holds no bundle of it any more
-/// (its federation was removed; or the source is closed, at shutdown).
+/// The caller's trust domain if it is another one and Nexus's agent no longer delivers its
+/// bundle (see [`identity::workload::unfederated`]).
 fn unfederated(nexus: &Nexus, caller: &SpiffeId) -> Option<TrustDomain> {
-    if caller.trust_domain_name() == nexus.access.trust_domain() {
-        return None;
-    }
-    let trust_domain = caller.trust_domain();
-    match nexus
-        .bundles
-        .as_ref()?
-        .bundle_for_trust_domain(trust_domain)
-    {
-        Ok(Some(_)) => None,
-        Ok(None) | Err(_) => Some(trust_domain.clone()),
-    }
+    let bundles = nexus.bundles.as_ref()?;
+    identity::workload::unfederated(bundles, nexus.access.trust_domain(), caller)
 }

@@ -12,11 +12,15 @@
 //! (the registration entry `federatesWith` it). Listing alone is not trust, and a bundle alone
 //! is not consent: the agent delivers the bundles its entries name, for whatever the
 //! workload's other uses are.
+//!
+//! The handshake checks a peer once, when its connection opens. A server that keeps
+//! connections alive asks [`unfederated`] on each request as well, so that a connection
+//! opened while a federation stood does not outlive it.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use spiffe::{SpiffeId, TrustDomain, X509Source};
+use spiffe::{BundleSource, SpiffeId, TrustDomain, X509Bundle, X509Source};
 use spiffe_rustls::{Authorizer, TrustDomainPolicy, mtls_client, mtls_server};
 
 use crate::IdentityError;
@@ -128,6 +132,23 @@ impl From<TrustDomain> for Trusted {
     }
 }
 
+/// The trust domain of `peer` if it is not `local` and `bundles` (a live [`X509Source`], the
+/// set the TLS end verifies against) no longer holds a bundle of it: its federation was
+/// removed since the peer's connection opened. A source that cannot answer (closed, at
+/// shutdown) holds nothing. `None` for a local peer or one whose bundle is still there.
+pub fn unfederated<B>(bundles: &B, local: &str, peer: &SpiffeId) -> Option<TrustDomain>
+where
+    B: BundleSource<Item = X509Bundle>,
+{
+    if peer.trust_domain_name() == local {
+        return None;
+    }
+    match bundles.bundle_for_trust_domain(peer.trust_domain()) {
+        Ok(Some(_)) => None,
+        Ok(None) | Err(_) => Some(peer.trust_domain().clone()),
+    }
+}
+
 /// A server config that requires a client SVID from a `trusted` trust domain (given as one
 /// [`TrustDomain`] when there is no other) accepted by `authorizer`.
 pub fn server_config(
@@ -165,6 +186,38 @@ mod tests {
 
     fn td(name: &str) -> TrustDomain {
         TrustDomain::new(name).expect("trust domain")
+    }
+
+    #[test]
+    fn a_foreign_peer_is_unfederated_once_its_bundle_is_gone() {
+        let id = |s: &str| SpiffeId::new(s).expect("SPIFFE ID");
+        let mut bundles = spiffe::X509BundleSet::new();
+        bundles.add_bundle(X509Bundle::new(td("a.org")));
+        bundles.add_bundle(X509Bundle::new(td("b.org")));
+        // Local peers are never asked about: this process's own bundle is not the point.
+        assert_eq!(
+            unfederated(
+                &spiffe::X509BundleSet::new(),
+                "a.org",
+                &id("spiffe://a.org/app")
+            ),
+            None
+        );
+        assert_eq!(
+            unfederated(&bundles, "a.org", &id("spiffe://b.org/app")),
+            None
+        );
+        assert_eq!(
+            unfederated(&bundles, "a.org", &id("spiffe://c.org/app")),
+            Some(td("c.org"))
+        );
+        // The federation with b.org removed: its bundle is no longer delivered.
+        let mut without_b = spiffe::X509BundleSet::new();
+        without_b.add_bundle(X509Bundle::new(td("a.org")));
+        assert_eq!(
+            unfederated(&without_b, "a.org", &id("spiffe://b.org/app")),
+            Some(td("b.org"))
+        );
     }
 
     #[test]

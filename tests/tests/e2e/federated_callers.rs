@@ -512,6 +512,18 @@ async fn a_keeper_serves_the_nexus_of_a_listed_trust_domain_only() {
     .await;
     assert_eq!(answer.status, 200, "{}", answer.text());
     assert_eq!(answer.json()["hasShard"], false);
+    // A pooled client of B's Nexus, whose connection stays open across the removal below.
+    let kept = identity::https_client::HttpsClient::new((*tls).clone(), Duration::from_secs(10));
+    let health_url = identity::https_client::HttpsClient::parse_url(&format!(
+        "https://127.0.0.1:{port}{}",
+        routes::KEEPER_HEALTH
+    ))
+    .expect("health URL");
+    let (status, _) = kept
+        .get(health_url.clone())
+        .await
+        .expect("B's Nexus is served");
+    assert_eq!(status, 200);
 
     // C's Nexus-shaped ID: its bundle is there, its trust domain is not listed.
     let nexus_c = c.identity_as("spiffe://third.org/spike/nexus").await;
@@ -540,5 +552,34 @@ async fn a_keeper_serves_the_nexus_of_a_listed_trust_domain_only() {
         },
     )
     .await;
+
+    // The keeper's entry no longer federates with B: new connections of B's Nexus are
+    // refused at the handshake, and so is every request on the one it kept open (an answer,
+    // so that connection was still open: a new one would have failed its handshake).
+    entry_federates_with(&stack, KEEPER_ID, &["third.org"]);
+    let refused = wait_for(
+        "B's Nexus to be refused once its bundle is gone",
+        Duration::from_secs(30),
+        || {
+            let (tls, health) = (&tls, &health);
+            async move { mtls::send(tls, port, health).await.err() }
+        },
+    )
+    .await;
+    assert_eq!(
+        mtls::alert(&refused),
+        Some(rustls::AlertDescription::HandshakeFailure),
+        "{refused}"
+    );
+    let (status, body) = kept
+        .get(health_url)
+        .await
+        .expect("an answer on the kept-alive connection");
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        body.contains("no longer federates with other.org"),
+        "{body}"
+    );
     keeper.kill();
 }
