@@ -31,7 +31,7 @@ pub struct Migrations {
 /// Embeds `migrations/sqlite/<file>` and `migrations/postgres/<file>` of the calling crate
 /// for each file name given, as a [`Migrations`]:
 ///
-/// ```ignore
+/// ```text
 /// static MIGRATIONS: common_sql::Migrations =
 ///     common_sql::embed_migrations!["0001_initial.sql", "0002_more.sql"];
 /// ```
