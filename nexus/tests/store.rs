@@ -38,6 +38,7 @@ common_sql::backend_tests! {
     check_expired_versions => sqlite_expired_versions, postgres_expired_versions;
     check_prune_expired => sqlite_prune_expired, postgres_prune_expired;
     check_patch => sqlite_patch, postgres_patch;
+    check_reads_follow_every_write => sqlite_reads_follow_every_write, postgres_reads_follow_every_write;
     check_list_pages => sqlite_list_pages, postgres_list_pages;
 }
 
@@ -1632,4 +1633,72 @@ async fn check_list_pages(store: &Store) {
     put_ok(store, "a_b").await;
     put_ok(store, "axb").await;
     assert_eq!(page("a_", "", 5).await, ["a_b"]);
+}
+
+/// Every kind of write is seen by the next read of the same path, though that path was just
+/// read (on SQLite the store keeps the rows it read: each write must empty that cache).
+async fn check_reads_follow_every_write(store: &Store) {
+    let path = "kv/cached";
+    let current = |store: &Store| {
+        let store = store.clone();
+        async move { store.get_version(path, 0).await.map(|v| v.version) }
+    };
+    assert_not_found(current(store).await, "secret kv/cached");
+    put_ok(store, path).await;
+    assert_eq!(current(store).await.expect("v1"), 1);
+    put_ok(store, path).await;
+    assert_eq!(current(store).await.expect("v2"), 2, "put");
+    let merge = |_: &StoredVersion, version: u64| Ok(record(path, version));
+    store.patch_version(put(path), merge).await.expect("patch");
+    assert_eq!(current(store).await.expect("v3"), 3, "patch");
+
+    store
+        .delete_versions(path, &[], at(1))
+        .await
+        .expect("delete");
+    assert_eq!(current(store).await.expect("v2"), 2, "delete");
+    assert_not_found(store.get_version(path, 3).await, "version 3 of kv/cached");
+    store
+        .undelete_versions(path, &[3], at(2))
+        .await
+        .expect("undelete");
+    assert_eq!(current(store).await.expect("v3"), 3, "undelete");
+    assert_eq!(store.get_version(path, 3).await.expect("v3").version, 3);
+
+    assert_eq!(store.get_version(path, 1).await.expect("v1").version, 1);
+    store.destroy(path, &[1], at(3)).await.expect("destroy");
+    assert_not_found(store.get_version(path, 1).await, "version 1 of kv/cached");
+    store
+        .put_metadata(MetadataUpdate {
+            max_versions: Some(1),
+            ..update(path)
+        })
+        .await
+        .expect("max_versions");
+    assert_not_found(store.get_version(path, 2).await, "version 2 of kv/cached");
+    assert_eq!(current(store).await.expect("v3"), 3, "metadata");
+
+    // Expiry is judged at each read from the stored deletion time; pruning removes the row.
+    expire_after(store, path, std::time::Duration::from_secs(1), 10_000).await;
+    put_with(
+        store,
+        PutVersion {
+            now: at(10_000),
+            ..put(path)
+        },
+    )
+    .await
+    .expect("v4");
+    let live = |now| store.get_live_version(path, 4, at(now));
+    assert_eq!(live(10_500).await.expect("live").version, 4);
+    assert_not_found(live(11_000).await, "version 4 of kv/cached");
+    assert_eq!(store.get_version(path, 4).await.expect("stored").version, 4);
+    store.prune_expired(at(11_000), 100).await.expect("prune");
+    assert_not_found(store.get_version(path, 4).await, "version 4 of kv/cached");
+
+    store
+        .destroy(path, &[], at(12_000))
+        .await
+        .expect("destroy all");
+    assert_not_found(current(store).await, "secret kv/cached");
 }

@@ -53,6 +53,7 @@ use futures::future::BoxFuture;
 use sqlx::{Any, AnyPool, Transaction};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
+use super::read_cache::{ReadCache, Written};
 use super::{Store, StoreError};
 
 /// The transaction a write runs in.
@@ -88,7 +89,13 @@ pub const RESTART: Backoff = Backoff {
 impl GroupCommit {
     /// Starts the writer task under `supervisor`, restarted if it fails (see the module
     /// docs); it ends when every handle to the queue is dropped.
-    pub(super) fn start(pool: AnyPool, backend: Backend, supervisor: &Supervisor) -> GroupCommit {
+    /// Every group empties `cache` once it has ended, before its writes are answered.
+    pub(super) fn start(
+        pool: AnyPool,
+        backend: Backend,
+        cache: &Arc<ReadCache>,
+        supervisor: &Supervisor,
+    ) -> GroupCommit {
         let (queue, writes) = mpsc::unbounded_channel();
         // Shared with each run of the writer, so that the queue outlives a failed one.
         let writes = Arc::new(Mutex::new(writes));
@@ -96,10 +103,12 @@ impl GroupCommit {
         let pending = Arc::new(AtomicUsize::new(0));
         supervisor.restart("group_commit", RESTART, {
             let (turn, pending) = (Arc::clone(&turn), Arc::clone(&pending));
+            let cache = Arc::clone(cache);
             move || {
                 writer(
                     pool.clone(),
                     backend,
+                    cache.clone(),
                     writes.clone(),
                     turn.clone(),
                     pending.clone(),
@@ -156,7 +165,7 @@ impl Store {
     where
         F: for<'t> FnOnce(&'t mut WriteTx) -> BoxFuture<'t, Result<T, StoreError>>,
     {
-        let mut tx = self.begin_write().await?;
+        let (mut tx, _written) = self.begin_write().await?;
         let Ok(outcome) = AssertUnwindSafe(op(&mut tx)).catch_unwind().await else {
             tracing::error!("a write panicked; it was rolled back");
             return Err(writer_gone());
@@ -240,6 +249,7 @@ where
 async fn writer(
     pool: AnyPool,
     backend: Backend,
+    cache: Arc<ReadCache>,
     writes: Arc<Mutex<mpsc::UnboundedReceiver<Box<dyn Queued>>>>,
     turn: Arc<Mutex<()>>,
     pending: Arc<AtomicUsize>,
@@ -260,7 +270,7 @@ async fn writer(
             pending: &pending,
             count: group.len(),
         };
-        commit_group(&pool, backend, &mut group).await;
+        commit_group(&pool, backend, &cache, &mut group).await;
     }
 }
 
@@ -277,9 +287,17 @@ impl Drop for Taken<'_> {
     }
 }
 
-/// Runs `group` in one transaction, commits it and answers every write.
-async fn commit_group(pool: &AnyPool, backend: Backend, group: &mut Vec<Box<dyn Queued>>) {
-    let committed = run_group(pool, backend, group).await.map_err(Arc::new);
+/// Runs `group` in one transaction, commits it, empties `cache` and answers every write.
+async fn commit_group(
+    pool: &AnyPool,
+    backend: Backend,
+    cache: &Arc<ReadCache>,
+    group: &mut Vec<Box<dyn Queued>>,
+) {
+    let committed = {
+        let _written = Written::new(Some(cache));
+        run_group(pool, backend, group).await.map_err(Arc::new)
+    };
     for write in group.drain(..) {
         write.answer(committed.as_ref().map(|_| ()));
     }

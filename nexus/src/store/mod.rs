@@ -43,17 +43,21 @@ mod keeper_set;
 mod model;
 mod operator_seal;
 mod policies;
+mod read_cache;
 mod root_key;
 mod rotation;
 mod secret_metadata;
 mod secrets;
 mod versions;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use common_sql::PoolSettings;
 use sqlx::{Any, AnyPool, Row, Transaction};
 use time::OffsetDateTime;
+
+use read_cache::{ReadCache, Written};
 
 pub use common_sql::Backend;
 pub use error::{Corruption, Missing, StoreError};
@@ -99,6 +103,8 @@ pub struct Store {
     backend: Backend,
     /// The writer task that commits concurrent writes together (SQLite only).
     group: Option<group_commit::GroupCommit>,
+    /// Sealed rows of recent reads (SQLite only; see [`read_cache`]).
+    cache: Option<Arc<ReadCache>>,
 }
 
 impl Store {
@@ -124,18 +130,20 @@ impl Store {
             acquire_timeout: Some(ACQUIRE_TIMEOUT),
         };
         let (pool, backend) = common_sql::connect_with(url, &MIGRATIONS, settings).await?;
-        let group = match backend {
-            Backend::Sqlite => Some(group_commit::GroupCommit::start(
-                pool.clone(),
-                backend,
-                supervisor,
-            )),
-            Backend::Postgres => None,
+        let (group, cache) = match backend {
+            Backend::Sqlite => {
+                let cache = Arc::new(ReadCache::default());
+                let group =
+                    group_commit::GroupCommit::start(pool.clone(), backend, &cache, supervisor);
+                (Some(group), Some(cache))
+            }
+            Backend::Postgres => (None, None),
         };
         Ok(Store {
             pool,
             backend,
             group,
+            cache,
         })
     }
 
@@ -166,9 +174,14 @@ impl Store {
         self.pool.close().await;
     }
 
-    /// Starts a transaction that will write (`BEGIN IMMEDIATE` on SQLite).
-    async fn begin_write(&self) -> Result<Transaction<'static, Any>, StoreError> {
-        Ok(common_sql::begin_write(&self.pool, self.backend).await?)
+    /// Starts a transaction that will write (`BEGIN IMMEDIATE` on SQLite), with what
+    /// empties the read cache once it has ended: keep both until then.
+    async fn begin_write(&self) -> Result<(Transaction<'static, Any>, Written), StoreError> {
+        let written = Written::new(self.cache.as_ref());
+        Ok((
+            common_sql::begin_write(&self.pool, self.backend).await?,
+            written,
+        ))
     }
 }
 

@@ -47,7 +47,7 @@ impl Store {
     /// Stores an operator seal by `by` at `at`, unless one is stored; announces it to every
     /// replica.
     pub async fn seal(&self, by: &str, at: OffsetDateTime) -> Result<SealOutcome, StoreError> {
-        let mut tx = self.begin_write().await?;
+        let (mut tx, _written) = self.begin_write().await?;
         // On PostgreSQL the row lock waits for writers holding the fence's share lock, and
         // the writers after it see the seal: no sealed write commits after the seal, on any
         // replica.
@@ -76,7 +76,7 @@ impl Store {
     /// Clears the operator seal; returns the seal it cleared (`None`: there was none, and
     /// nothing changed). Announces the change to every replica.
     pub async fn unseal(&self) -> Result<Option<StoredSeal>, StoreError> {
-        let mut tx = self.begin_write().await?;
+        let (mut tx, _written) = self.begin_write().await?;
         let row = sqlx::query(&format!("{SEAL_QUERY}{}", self.row_lock()))
             .fetch_optional(&mut *tx)
             .await?;

@@ -71,7 +71,7 @@ impl Store {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<(KeyRecord, T), E>>,
     {
-        let mut tx = self.begin_write().await?;
+        let (mut tx, _written) = self.begin_write().await?;
         if self.backend == Backend::Postgres {
             // Selected through FROM: the lock function returns `void`, a type the Any
             // driver cannot decode.

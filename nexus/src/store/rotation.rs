@@ -72,7 +72,7 @@ impl Store {
         F: Fn(&WrappedRow<'_>) -> Result<Vec<u8>, E> + Send + Sync,
         E: Send,
     {
-        let mut tx = self.begin_write().await?;
+        let (mut tx, _written) = self.begin_write().await?;
         let lock = match self.backend() {
             // Writers and other rotations on other replicas wait on this row.
             Backend::Postgres => " FOR UPDATE",
@@ -209,7 +209,7 @@ impl Store {
         now: time::OffsetDateTime,
         fence: Option<&[u8]>,
     ) -> Result<Vec<u8>, StoreError> {
-        let mut tx = self.begin_write().await?;
+        let (mut tx, _written) = self.begin_write().await?;
         self.check_fence(&mut tx, fence).await?;
         sqlx::query(
             "INSERT INTO cipher_key (id, wrapped_key, created_at) VALUES (1, $1, $2) \

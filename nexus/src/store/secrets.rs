@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use nexus_crypto::CryptoError;
@@ -9,6 +10,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 use time::OffsetDateTime;
 
+use super::read_cache::{Found, VersionRow};
 use super::versions::refresh_summary;
 use super::{
     Backend, Corruption, Missing, PutVersion, SealedRecord, SecretMeta, Store, StoreError,
@@ -66,7 +68,7 @@ impl Store {
         F: FnOnce(&StoredVersion, u64) -> Result<SealedRecord, CryptoError> + Send,
     {
         let now = to_millis(put.now);
-        let mut tx = self.begin_write().await?;
+        let (mut tx, _written) = self.begin_write().await?;
         if self.backend == Backend::Postgres {
             // The share lock first, as every sealed write takes it (see `fence_holds`).
             self.check_fence(&mut tx, put.fence).await?;
@@ -196,28 +198,31 @@ impl Store {
                 versions: vec![version],
             }));
         };
-        // One statement, so the current version and its row are read from one snapshot.
-        let row = sqlx::query(
-            "SELECT s.current_version, v.version, v.expires_at, \
-             v.deleted_at, v.wrapped_key, v.ciphertext \
-             FROM secrets s LEFT JOIN secret_versions v ON v.path = s.path \
-             AND v.version = (CASE WHEN $2 = 0 THEN s.current_version ELSE $2 END) \
-             WHERE s.path = $1",
-        )
-        .bind(path)
-        .bind(wanted)
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or_else(|| StoreError::NotFound(Missing::Secret(path.to_owned())))?;
-
-        let found: Option<i64> = row.try_get("version")?;
-        let mut deleted_at: Option<i64> = row.try_get("deleted_at")?;
-        if let (Some(now), Some(_)) = (now, found)
-            && expired(row.try_get("expires_at")?, now)
+        let found = match &self.cache {
+            None => Arc::new(self.fetch_version(path, wanted).await?),
+            Some(cache) => match cache.get(path, wanted) {
+                Some(found) => found,
+                None => {
+                    let generation = cache.generation();
+                    let found = Arc::new(self.fetch_version(path, wanted).await?);
+                    cache.insert(generation, path, wanted, Arc::clone(&found));
+                    found
+                }
+            },
+        };
+        let row = found
+            .as_ref()
+            .as_ref()
+            .ok_or_else(|| StoreError::NotFound(Missing::Secret(path.to_owned())))?;
+        let mut deleted_at = row.deleted_at;
+        if let (Some(now), Some(_)) = (now, row.version)
+            && expired(row.expires_at, now)
         {
             deleted_at = deleted_at.or(Some(now));
         }
-        let (Some(found), None) = (found, deleted_at) else {
+        let (Some(found), None, Some(wrapped_key), Some(ciphertext)) =
+            (row.version, deleted_at, &row.wrapped_key, &row.ciphertext)
+        else {
             return Err(StoreError::NotFound(if version == 0 {
                 Missing::CurrentVersion(path.to_owned())
             } else {
@@ -230,10 +235,36 @@ impl Store {
         Ok(StoredVersion {
             version: version_from_db(found, "secret_versions.version")?,
             sealed: SealedRecord {
-                wrapped_key: row.try_get("wrapped_key")?,
-                ciphertext: row.try_get("ciphertext")?,
+                wrapped_key: wrapped_key.clone(),
+                ciphertext: ciphertext.clone(),
             },
         })
+    }
+
+    /// The row of `path` at `wanted` (0: the current version) as stored; `None` if there is
+    /// no such secret.
+    async fn fetch_version(&self, path: &str, wanted: i64) -> Result<Found, StoreError> {
+        // One statement, so the current version and its row are read from one snapshot.
+        let row = sqlx::query(
+            "SELECT v.version, v.expires_at, v.deleted_at, v.wrapped_key, v.ciphertext \
+             FROM secrets s LEFT JOIN secret_versions v ON v.path = s.path \
+             AND v.version = (CASE WHEN $2 = 0 THEN s.current_version ELSE $2 END) \
+             WHERE s.path = $1",
+        )
+        .bind(path)
+        .bind(wanted)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        Ok(Some(VersionRow {
+            version: row.try_get("version")?,
+            expires_at: row.try_get("expires_at")?,
+            deleted_at: row.try_get("deleted_at")?,
+            wrapped_key: row.try_get("wrapped_key")?,
+            ciphertext: row.try_get("ciphertext")?,
+        }))
     }
 
     /// A secret's metadata and the metadata of its stored versions.
