@@ -165,7 +165,7 @@ impl Store {
     where
         F: for<'t> FnOnce(&'t mut WriteTx) -> BoxFuture<'t, Result<T, StoreError>>,
     {
-        let (mut tx, _written) = self.begin_write().await?;
+        let (mut tx, mut written) = self.begin_write().await?;
         let Ok(outcome) = AssertUnwindSafe(op(&mut tx)).catch_unwind().await else {
             tracing::error!("a write panicked; it was rolled back");
             return Err(writer_gone());
@@ -173,13 +173,17 @@ impl Store {
         match outcome {
             Ok(value) => {
                 tx.commit().await?;
+                written.ended();
                 Ok(value)
             }
             Err(error) => {
                 // The write's own error says what went wrong; dropping the transaction
                 // would roll it back as well, this only does it now.
-                if let Err(rollback) = tx.rollback().await {
-                    tracing::debug!(%rollback, "rolling back a failed write failed");
+                match tx.rollback().await {
+                    Ok(()) => written.ended(),
+                    Err(rollback) => {
+                        tracing::debug!(%rollback, "rolling back a failed write failed")
+                    }
                 }
                 Err(error)
             }
@@ -295,8 +299,12 @@ async fn commit_group(
     group: &mut Vec<Box<dyn Queued>>,
 ) {
     let committed = {
-        let _written = Written::new(Some(cache));
-        run_group(pool, backend, group).await.map_err(Arc::new)
+        let mut written = Written::new(Some(cache));
+        let committed = run_group(pool, backend, group).await.map_err(Arc::new);
+        if committed.is_ok() {
+            written.ended();
+        }
+        committed
     };
     for write in group.drain(..) {
         write.answer(committed.as_ref().map(|_| ()));

@@ -132,7 +132,7 @@ impl Store {
         let (pool, backend) = common_sql::connect_with(url, &MIGRATIONS, settings).await?;
         let (group, cache) = match backend {
             Backend::Sqlite => {
-                let cache = Arc::new(ReadCache::default());
+                let cache = Arc::new(ReadCache::new(pool.clone()));
                 let group =
                     group_commit::GroupCommit::start(pool.clone(), backend, &cache, supervisor);
                 (Some(group), Some(cache))

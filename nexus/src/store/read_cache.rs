@@ -18,6 +18,15 @@
 //!   before the write is acknowledged. Emptying all of it, not one path, keeps the rule
 //!   simple for writes that touch many paths (a rotation re-wraps every record; pruning,
 //!   `max_versions`, destroy).
+//! - **A write that may still be committing suspends it.** A write is told it has ended
+//!   ([`Written::ended`]) once its `COMMIT` or `ROLLBACK` has returned. A `Written` dropped
+//!   before that (its caller gave up, its request timed out, an error returned early, a
+//!   panic) may leave a `COMMIT` running on sqlx's worker thread after the cache was
+//!   emptied, and a read meanwhile would keep the row from before it. So the cache then
+//!   serves and keeps nothing until a task has taken SQLite's write lock (`BEGIN
+//!   IMMEDIATE`, then `ROLLBACK`): a transaction that held the lock has ended by then, and
+//!   the cache is emptied once more and resumes. If that task cannot run (no runtime, the
+//!   pool closed), the cache stays suspended: reads go to the database.
 //! - **A miss stores only what no write could have changed**: a read notes the cache's
 //!   generation before it reads the database and stores its row only if no write ended
 //!   since. A row read before a write committed can then never be stored after that write
@@ -27,6 +36,10 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use common_sql::Backend;
+use sqlx::AnyPool;
 
 /// Rows kept at most (each a few hundred bytes: a path and a sealed record).
 pub const CAPACITY: usize = 10_000;
@@ -46,9 +59,12 @@ pub(super) struct VersionRow {
 }
 
 /// Sealed rows by path and version asked for (0: the current one).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct ReadCache {
     inner: Mutex<Inner>,
+    /// The SQLite pool whose writes empty this cache, for taking its write lock after a
+    /// write that may still be committing.
+    pool: AnyPool,
 }
 
 #[derive(Debug, Default)]
@@ -58,9 +74,20 @@ struct Inner {
     /// Per path, the versions read (a path is read as few versions: a `Vec` suffices).
     rows: HashMap<Box<str>, Vec<(i64, Arc<Found>)>>,
     len: usize,
+    /// Writes dropped before they ended whose end is not yet known: while above zero, the
+    /// cache serves and keeps nothing.
+    suspended: usize,
 }
 
 impl ReadCache {
+    /// An empty cache of the SQLite store on `pool`.
+    pub fn new(pool: AnyPool) -> ReadCache {
+        ReadCache {
+            inner: Mutex::new(Inner::default()),
+            pool,
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // Nothing here can panic half-way through an update: a poisoned lock is still whole.
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
@@ -69,6 +96,9 @@ impl ReadCache {
     /// The row read for `path` at `wanted`, if kept.
     pub fn get(&self, path: &str, wanted: i64) -> Option<Arc<Found>> {
         let inner = self.lock();
+        if inner.suspended > 0 {
+            return None;
+        }
         let versions = inner.rows.get(path)?;
         versions
             .iter()
@@ -86,7 +116,7 @@ impl ReadCache {
     /// the cache is full.
     pub fn insert(&self, generation: u64, path: &str, wanted: i64, found: Arc<Found>) {
         let mut inner = self.lock();
-        if inner.generation != generation || inner.len >= CAPACITY {
+        if inner.generation != generation || inner.suspended > 0 || inner.len >= CAPACITY {
             return;
         }
         let versions = inner.rows.entry(path.into()).or_default();
@@ -105,6 +135,49 @@ impl ReadCache {
         inner.len = 0;
     }
 
+    /// A write was dropped before it ended: suspended (and emptied) until SQLite's write
+    /// lock shows it is over.
+    fn abandoned(self: &Arc<Self>) {
+        {
+            let mut inner = self.lock();
+            inner.suspended += 1;
+            inner.generation += 1;
+            inner.rows.clear();
+            inner.len = 0;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let cache = Arc::clone(self);
+        runtime.spawn(async move {
+            let mut pause = Duration::from_millis(50);
+            loop {
+                match common_sql::begin_write(&cache.pool, Backend::Sqlite).await {
+                    Ok(tx) => {
+                        if let Err(error) = tx.rollback().await {
+                            tracing::debug!(%error, "read cache: ending its lock's transaction");
+                        }
+                        break;
+                    }
+                    // Closed at shutdown: stay suspended.
+                    Err(_) if cache.pool.is_closed() => return,
+                    // Still locked past the busy timeout, or the database unreachable: the
+                    // cache stays suspended (reads go to the database) and tries again.
+                    Err(error) => {
+                        tracing::debug!(%error, "read cache: the write lock is not free yet");
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+            let mut inner = cache.lock();
+            inner.suspended -= 1;
+            inner.generation += 1;
+            inner.rows.clear();
+            inner.len = 0;
+        });
+    }
+
     /// How many rows are kept.
     #[cfg(test)]
     fn len(&self) -> usize {
@@ -112,31 +185,57 @@ impl ReadCache {
     }
 }
 
-/// Held for as long as a write transaction runs: empties the cache when dropped, whatever
-/// became of the transaction. Keep it bound (`_written`, not `_`) until the transaction has
-/// ended.
+/// Held for as long as a write transaction runs: empties the cache when dropped, and if
+/// the transaction was not said to have [`ended`](Self::ended), suspends it until the
+/// transaction is surely over (see the module docs). Keep it bound (not `_`) until then.
 #[must_use = "the cache is emptied when this is dropped: hold it until the write has ended"]
 #[derive(Debug)]
-pub(super) struct Written(Option<Arc<ReadCache>>);
+pub(super) struct Written {
+    cache: Option<Arc<ReadCache>>,
+    ended: bool,
+}
 
 impl Written {
     /// For a write on a store whose cache is `cache` (`None`: no cache).
     pub fn new(cache: Option<&Arc<ReadCache>>) -> Written {
-        Written(cache.cloned())
+        Written {
+            cache: cache.cloned(),
+            ended: false,
+        }
+    }
+
+    /// The transaction's `COMMIT` or `ROLLBACK` has returned: nothing of it can still
+    /// change the database.
+    pub fn ended(&mut self) {
+        self.ended = true;
     }
 }
 
 impl Drop for Written {
     fn drop(&mut self) {
-        if let Some(cache) = &self.0 {
-            cache.written();
+        match &self.cache {
+            Some(cache) if self.ended => cache.written(),
+            Some(cache) => cache.abandoned(),
+            None => {}
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use sqlx::any::AnyPoolOptions;
+
     use super::*;
+
+    /// A cache on a lazy pool (made in a runtime, as sqlx requires).
+    fn cache() -> Arc<ReadCache> {
+        sqlx::any::install_default_drivers();
+        let pool = AnyPoolOptions::new()
+            .max_connections(1)
+            .connect_lazy("sqlite::memory:")
+            .expect("a lazy pool");
+        Arc::new(ReadCache::new(pool))
+    }
 
     fn row(version: i64) -> Arc<Found> {
         Arc::new(Some(VersionRow {
@@ -152,9 +251,14 @@ mod tests {
         found.as_ref().and_then(|row| row.version)
     }
 
-    #[test]
-    fn rows_are_kept_per_path_and_version_until_a_write_ends() {
-        let cache = Arc::new(ReadCache::default());
+    fn ended(cache: &Arc<ReadCache>) {
+        let mut written = Written::new(Some(cache));
+        written.ended();
+    }
+
+    #[tokio::test]
+    async fn rows_are_kept_per_path_and_version_until_a_write_ends() {
+        let cache = cache();
         let g = cache.generation();
         cache.insert(g, "a", 0, row(3));
         cache.insert(g, "a", 2, row(2));
@@ -165,18 +269,19 @@ mod tests {
         assert!(cache.get("a", 1).is_none());
         assert!(cache.get("c", 0).is_none());
 
-        let written = Written::new(Some(&cache));
+        let mut written = Written::new(Some(&cache));
         assert_eq!(cache.len(), 3, "a write in progress leaves the cache alone");
+        written.ended();
         drop(written);
         assert_eq!(cache.len(), 0);
         assert!(cache.get("a", 0).is_none());
     }
 
-    #[test]
-    fn a_row_read_before_a_write_ended_is_not_kept() {
-        let cache = Arc::new(ReadCache::default());
+    #[tokio::test]
+    async fn a_row_read_before_a_write_ended_is_not_kept() {
+        let cache = cache();
         let before = cache.generation();
-        drop(Written::new(Some(&cache)));
+        ended(&cache);
         cache.insert(before, "a", 0, row(1));
         assert!(cache.get("a", 0).is_none());
         let after = cache.generation();
@@ -184,9 +289,9 @@ mod tests {
         assert_eq!(cache.get("a", 0).map(|f| version(&f)), Some(Some(2)));
     }
 
-    #[test]
-    fn the_cache_stops_growing_at_its_capacity() {
-        let cache = ReadCache::default();
+    #[tokio::test]
+    async fn the_cache_stops_growing_at_its_capacity() {
+        let cache = cache();
         let g = cache.generation();
         for i in 0..CAPACITY + 10 {
             cache.insert(g, &format!("p{i}"), 0, row(1));
@@ -194,5 +299,46 @@ mod tests {
         assert_eq!(cache.len(), CAPACITY);
         assert!(cache.get(&format!("p{}", CAPACITY + 5), 0).is_none());
         assert!(cache.get("p0", 0).is_some());
+    }
+
+    #[tokio::test]
+    async fn a_write_dropped_before_it_ended_suspends_the_cache_until_the_write_lock_is_free() {
+        let cache = cache();
+        let g = cache.generation();
+        cache.insert(g, "a", 0, row(1));
+        // The database's one connection is in a write transaction, as an abandoned write's
+        // would be while its COMMIT is still running.
+        let held = common_sql::begin_write(&cache.pool, Backend::Sqlite)
+            .await
+            .expect("takes the write lock");
+        drop(Written::new(Some(&cache)));
+        assert!(cache.get("a", 0).is_none(), "emptied");
+        let g = cache.generation();
+        cache.insert(g, "a", 0, row(2));
+        assert!(
+            cache.get("a", 0).is_none(),
+            "nothing is kept while suspended"
+        );
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            cache.lock().suspended,
+            1,
+            "still suspended while the lock is held"
+        );
+
+        held.commit().await.expect("ends the transaction");
+        // The suspension ends once the cache's task has taken and released the lock.
+        let resumed = tokio::time::timeout(Duration::from_secs(10), async {
+            while cache.lock().suspended > 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        assert!(resumed.is_ok(), "the cache resumes once the lock is free");
+        let g = cache.generation();
+        cache.insert(g, "a", 0, row(3));
+        assert_eq!(cache.get("a", 0).map(|f| version(&f)), Some(Some(3)));
     }
 }

@@ -72,7 +72,7 @@ impl Store {
         F: Fn(&WrappedRow<'_>) -> Result<Vec<u8>, E> + Send + Sync,
         E: Send,
     {
-        let (mut tx, _written) = self.begin_write().await?;
+        let (mut tx, mut written) = self.begin_write().await?;
         let lock = match self.backend() {
             // Writers and other rotations on other replicas wait on this row.
             Backend::Postgres => " FOR UPDATE",
@@ -86,6 +86,7 @@ impl Store {
         .try_get("key_check")?;
         if stored != current_check {
             tx.rollback().await?;
+            written.ended();
             return Err(RotateError::KeyChanged);
         }
         let mut count = 0u64;
@@ -173,6 +174,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        written.ended();
         Ok(count)
     }
 
@@ -209,7 +211,7 @@ impl Store {
         now: time::OffsetDateTime,
         fence: Option<&[u8]>,
     ) -> Result<Vec<u8>, StoreError> {
-        let (mut tx, _written) = self.begin_write().await?;
+        let (mut tx, mut written) = self.begin_write().await?;
         self.check_fence(&mut tx, fence).await?;
         sqlx::query(
             "INSERT INTO cipher_key (id, wrapped_key, created_at) VALUES (1, $1, $2) \
@@ -224,6 +226,7 @@ impl Store {
             .await?
             .try_get("wrapped_key")?;
         tx.commit().await?;
+        written.ended();
         Ok(stored)
     }
 
