@@ -9,13 +9,14 @@ use std::sync::atomic::AtomicU64;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::service::Nexus;
+use crate::store::ReadCacheStats;
 
 /// A route and the status it answered.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -239,6 +240,56 @@ impl Collector for Lifecycle {
             let metric = encoder.encode_descriptor(name, help, None, gauge.metric_type())?;
             gauge.encode(metric)?;
         }
+        if let Some(stats) = self.0.store.read_cache_stats() {
+            encode_read_cache(&mut encoder, stats)?;
+        }
         Ok(())
     }
+}
+
+/// The read cache's counts (SQLite only, see `store/read_cache.rs`).
+fn encode_read_cache(
+    encoder: &mut DescriptorEncoder<'_>,
+    stats: ReadCacheStats,
+) -> Result<(), std::fmt::Error> {
+    let counters = [
+        (
+            "read_cache_hits",
+            "Secret reads served from the sealed-row cache",
+            stats.hits,
+        ),
+        (
+            "read_cache_misses",
+            "Secret reads that went to the datastore",
+            stats.misses,
+        ),
+        (
+            "read_cache_suspensions",
+            "Writes dropped before their commit returned, each suspending the read cache until the write lock was free",
+            stats.suspensions,
+        ),
+    ];
+    for (name, help, value) in counters {
+        let counter = ConstCounter::new(value);
+        let metric = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
+        counter.encode(metric)?;
+    }
+    let gauges = [
+        (
+            "read_cache_rows",
+            "Sealed rows the read cache holds",
+            i64::try_from(stats.rows).unwrap_or(i64::MAX),
+        ),
+        (
+            "read_cache_suspended",
+            "1 while the read cache is suspended (reads go to the datastore), else 0",
+            i64::from(stats.suspended),
+        ),
+    ];
+    for (name, help, value) in gauges {
+        let gauge = ConstGauge::new(value);
+        let metric = encoder.encode_descriptor(name, help, None, gauge.metric_type())?;
+        gauge.encode(metric)?;
+    }
+    Ok(())
 }

@@ -864,6 +864,26 @@ async fn metrics_count_requests_by_route_and_status_and_show_the_lifecycle() {
     assert_eq!(sample("nexus_keepers"), 3.0);
     assert_eq!(sample("nexus_secrets"), 7.0);
     assert_eq!(sample("nexus_audit_failures_total"), 0.0);
+    // The two reads that reached the store (SQLite) missed the read cache and left their
+    // rows (no such secret); reading one again is a hit.
+    assert_eq!(sample("nexus_read_cache_misses_total"), 2.0);
+    assert_eq!(sample("nexus_read_cache_hits_total"), 0.0);
+    assert_eq!(sample("nexus_read_cache_rows"), 2.0);
+    api.post(
+        ADMIN,
+        "/v1/store/secrets?action=get",
+        json!({ "path": "a" }),
+    )
+    .await;
+    let text = common_metrics::encode(&registry).expect("encode");
+    assert!(
+        text.lines().any(|l| l == "nexus_read_cache_hits_total 1"),
+        "{text}"
+    );
+    assert!(
+        text.lines().any(|l| l == "nexus_read_cache_suspended 0"),
+        "{text}"
+    );
 }
 
 #[tokio::test]

@@ -70,6 +70,7 @@ pub use model::{
 };
 pub use operator_seal::{SEAL_NOTICE, SealOutcome, StoredSeal};
 pub use policies::POLICY_CHANNEL;
+pub use read_cache::ReadCacheStats;
 pub use root_key::{InitError, Initialization};
 pub use rotation::{RotateError, RotationRecord, WrappedRow};
 pub use secrets::PathList;
@@ -166,6 +167,11 @@ impl Store {
     /// The database this store is connected to.
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// What the read cache has done (`None` on PostgreSQL, which has none).
+    pub fn read_cache_stats(&self) -> Option<ReadCacheStats> {
+        self.cache.as_ref().map(|cache| cache.stats())
     }
 
     /// Closes every connection of the pool, waiting for checked-out ones to be returned.

@@ -77,6 +77,24 @@ struct Inner {
     /// Writes dropped before they ended whose end is not yet known: while above zero, the
     /// cache serves and keeps nothing.
     suspended: usize,
+    hits: u64,
+    misses: u64,
+    suspensions: u64,
+}
+
+/// What the cache has done since Nexus started, for its metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadCacheStats {
+    /// Reads served from the cache.
+    pub hits: u64,
+    /// Reads that went to the database (not kept, or the cache suspended).
+    pub misses: u64,
+    /// Writes dropped before they ended, each suspending the cache for a while.
+    pub suspensions: u64,
+    /// Rows kept now.
+    pub rows: u64,
+    /// Whether the cache is suspended now.
+    pub suspended: bool,
 }
 
 impl ReadCache {
@@ -95,15 +113,34 @@ impl ReadCache {
 
     /// The row read for `path` at `wanted`, if kept.
     pub fn get(&self, path: &str, wanted: i64) -> Option<Arc<Found>> {
-        let inner = self.lock();
-        if inner.suspended > 0 {
-            return None;
+        let mut inner = self.lock();
+        let found = if inner.suspended > 0 {
+            None
+        } else {
+            inner.rows.get(path).and_then(|versions| {
+                versions
+                    .iter()
+                    .find(|(version, _)| *version == wanted)
+                    .map(|(_, found)| found.clone())
+            })
+        };
+        match found {
+            Some(_) => inner.hits += 1,
+            None => inner.misses += 1,
         }
-        let versions = inner.rows.get(path)?;
-        versions
-            .iter()
-            .find(|(version, _)| *version == wanted)
-            .map(|(_, found)| found.clone())
+        found
+    }
+
+    /// Its counts since it was made.
+    pub fn stats(&self) -> ReadCacheStats {
+        let inner = self.lock();
+        ReadCacheStats {
+            hits: inner.hits,
+            misses: inner.misses,
+            suspensions: inner.suspensions,
+            rows: u64::try_from(inner.len).unwrap_or(u64::MAX),
+            suspended: inner.suspended > 0,
+        }
     }
 
     /// What a read notes before it reads the database (see [`insert`](Self::insert)).
@@ -141,6 +178,7 @@ impl ReadCache {
         {
             let mut inner = self.lock();
             inner.suspended += 1;
+            inner.suspensions += 1;
             inner.generation += 1;
             inner.rows.clear();
             inner.len = 0;
@@ -268,6 +306,8 @@ mod tests {
         assert_eq!(cache.get("b", 0).map(|f| f.is_none()), Some(true));
         assert!(cache.get("a", 1).is_none());
         assert!(cache.get("c", 0).is_none());
+        let stats = cache.stats();
+        assert_eq!((stats.hits, stats.misses, stats.rows), (3, 2, 3));
 
         let mut written = Written::new(Some(&cache));
         assert_eq!(cache.len(), 3, "a write in progress leaves the cache alone");
@@ -327,6 +367,9 @@ mod tests {
             1,
             "still suspended while the lock is held"
         );
+        let stats = cache.stats();
+        assert!(stats.suspended);
+        assert_eq!((stats.suspensions, stats.rows), (1, 0));
 
         held.commit().await.expect("ends the transaction");
         // The suspension ends once the cache's task has taken and released the lock.
