@@ -804,6 +804,16 @@ async fn check_policy_generation(store: &Store) {
         None
     );
     assert_eq!(store.policy_generation().await.expect("generation"), 4);
+    let (generation, policies) = store.policies_at_generation().await.expect("snapshot");
+    let names: Vec<_> = policies.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!((generation, names), (4, vec!["b"]));
+    store.delete_policy("b").await.expect("delete b");
+    let (generation, policies) = store.policies_at_generation().await.expect("snapshot");
+    assert_eq!(
+        (generation, policies.len()),
+        (5, 0),
+        "no policy: the generation still"
+    );
 
     // Concurrent changes each get their own generation.
     let tasks: Vec<_> = (0..8)
@@ -819,7 +829,9 @@ async fn check_policy_generation(store: &Store) {
         .map(|r| r.expect("task").expect("put"))
         .collect();
     generations.sort_unstable();
-    assert_eq!(generations, (5..=12).collect::<Vec<_>>());
+    assert_eq!(generations, (6..=13).collect::<Vec<_>>());
+    let (generation, policies) = store.policies_at_generation().await.expect("snapshot");
+    assert_eq!((generation, policies.len()), (13, 8));
 }
 
 /// PostgreSQL announces each new policy generation on the channel, when the change commits.

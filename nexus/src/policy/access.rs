@@ -70,6 +70,9 @@ pub struct Access {
     /// One reload from the datastore at a time ([`super::sync`]); callers that waited find
     /// the cache current and skip theirs.
     reload: tokio::sync::Mutex<()>,
+    /// One policy change of this process at a time, from its commit until it is applied
+    /// ([`Access::write_lock`]).
+    writes: tokio::sync::Mutex<()>,
 }
 
 impl Access {
@@ -94,6 +97,7 @@ impl Access {
             pushed: AtomicBool::new(false),
             installing: Mutex::new(()),
             reload: tokio::sync::Mutex::new(()),
+            writes: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -146,6 +150,16 @@ impl Access {
             exact: true,
         }));
         true
+    }
+
+    /// Waits for this process's other policy changes to be applied; commit and apply a
+    /// change while holding the guard. Each change is then applied onto the generation
+    /// just before it, in place: committed concurrently, changes reached [`Access::apply`]
+    /// in any order, and each one out of order reloaded and recompiled the whole set (16
+    /// writers filling 1,000 policies took minutes). Policy changes are administrative and
+    /// about a millisecond each; other replicas' changes still arrive by reloads.
+    pub(crate) async fn write_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.writes.lock().await
     }
 
     /// Waits for any other reload to finish; reload while holding the guard.

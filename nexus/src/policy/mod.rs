@@ -38,6 +38,7 @@ impl Policies<'_> {
     pub async fn put(&self, grant: &Grant, policy: &NewPolicy) -> Result<(), ServiceError> {
         grant.for_path(Permission::Write, SYSTEM_ACL_PATH)?;
         let nexus = self.nexus;
+        let _one = nexus.access.write_lock().await;
         let permit = nexus.keys.write().await.map_err(ServiceError::NotReady)?;
         let root = permit.root().clone();
         let sealed = sealing::seal_policy(&root, policy.request())?;
@@ -60,6 +61,7 @@ impl Policies<'_> {
     pub async fn delete(&self, grant: &Grant, name: &PolicyName) -> Result<(), ServiceError> {
         grant.for_path(Permission::Write, SYSTEM_ACL_PATH)?;
         let root = self.nexus.root()?;
+        let _one = self.nexus.access.write_lock().await;
         let generation = self
             .nexus
             .store

@@ -106,6 +106,30 @@ impl Store {
         Ok(())
     }
 
+    /// Every policy, sorted by name, with the policy generation they are: one statement, so
+    /// one snapshot on either database, and the set is exactly that generation (a change
+    /// moves the generation in the transaction that makes it).
+    pub async fn policies_at_generation(&self) -> Result<(u64, Vec<StoredPolicy>), StoreError> {
+        let rows = sqlx::query(
+            "SELECT g.generation, p.name, p.wrapped_key, p.ciphertext, p.created_at, \
+             p.updated_at FROM policy_generation g LEFT JOIN policies p ON TRUE \
+             WHERE g.id = 1 ORDER BY p.name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let first = rows.first().ok_or_else(missing_generation)?;
+        let generation =
+            version_from_db(first.try_get("generation")?, "policy_generation.generation")?;
+        let mut policies = Vec::with_capacity(rows.len());
+        for row in &rows {
+            // No policy at all: the one row has the generation and NULLs.
+            if row.try_get::<Option<String>, _>("name")?.is_some() {
+                policies.push(policy_from_row(row)?);
+            }
+        }
+        Ok((generation, policies))
+    }
+
     /// Every policy, sorted by name (byte-wise).
     pub async fn list_policies(&self) -> Result<Vec<StoredPolicy>, StoreError> {
         sqlx::query(
