@@ -26,9 +26,10 @@
 //! A change this process committed is applied to the installed set in place
 //! ([`Access::apply`]: one policy compiled, the others shared) when the installed set holds
 //! exactly the generation before it: each change increments the generation by one in its
-//! own transaction, so that change is then the only difference. Otherwise (a concurrent
-//! change came first, or the set was loaded while a change committed, so it may hold more
-//! than its generation says) the cache is reloaded whole.
+//! own transaction, so that change is then the only difference. This process commits and
+//! applies its changes one at a time ([`Access::write_lock`]) and loads a set together with
+//! its generation from one snapshot, so that is the usual case. Otherwise (another
+//! replica's change came first) the cache is reloaded whole.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
