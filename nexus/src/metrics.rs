@@ -235,11 +235,7 @@ impl Collector for Lifecycle {
                 i64::from(status.keepers.threshold),
             ),
         ];
-        for (name, help, value) in gauges {
-            let gauge = ConstGauge::new(value);
-            let metric = encoder.encode_descriptor(name, help, None, gauge.metric_type())?;
-            gauge.encode(metric)?;
-        }
+        encode_gauges(&mut encoder, &gauges)?;
         if let Some(stats) = self.0.store.read_cache_stats() {
             encode_read_cache(&mut encoder, stats)?;
         }
@@ -286,7 +282,15 @@ fn encode_read_cache(
             i64::from(stats.suspended),
         ),
     ];
-    for (name, help, value) in gauges {
+    encode_gauges(encoder, &gauges)
+}
+
+/// Gauges read at scrape time, as `(name, help, value)`.
+fn encode_gauges(
+    encoder: &mut DescriptorEncoder<'_>,
+    gauges: &[(&str, &str, i64)],
+) -> Result<(), std::fmt::Error> {
+    for &(name, help, value) in gauges {
         let gauge = ConstGauge::new(value);
         let metric = encoder.encode_descriptor(name, help, None, gauge.metric_type())?;
         gauge.encode(metric)?;

@@ -82,6 +82,15 @@ struct Inner {
     suspensions: u64,
 }
 
+impl Inner {
+    /// Forgets every row; reads that began before this store nothing.
+    fn empty(&mut self) {
+        self.generation += 1;
+        self.rows.clear();
+        self.len = 0;
+    }
+}
+
 /// What the cache has done since Nexus started, for its metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReadCacheStats {
@@ -167,9 +176,7 @@ impl ReadCache {
     /// A write has ended: nothing kept may be current any more.
     fn written(&self) {
         let mut inner = self.lock();
-        inner.generation += 1;
-        inner.rows.clear();
-        inner.len = 0;
+        inner.empty();
     }
 
     /// A write was dropped before it ended: suspended (and emptied) until SQLite's write
@@ -179,9 +186,7 @@ impl ReadCache {
             let mut inner = self.lock();
             inner.suspended += 1;
             inner.suspensions += 1;
-            inner.generation += 1;
-            inner.rows.clear();
-            inner.len = 0;
+            inner.empty();
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
@@ -210,9 +215,7 @@ impl ReadCache {
             }
             let mut inner = cache.lock();
             inner.suspended -= 1;
-            inner.generation += 1;
-            inner.rows.clear();
-            inner.len = 0;
+            inner.empty();
         });
     }
 
