@@ -15,7 +15,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use common_net::unix::UnixPeer;
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use spire_proto::server::Selector;
 use spire_proto::workload as wl;
 use spire_proto::workload::spiffe_workload_api_server::SpiffeWorkloadApi;
@@ -241,6 +241,11 @@ type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 /// returning `None` means the caller has no identity: the stream ends with PermissionDenied.
 /// The caller's stream `slot` is given back when the stream ends (the task below owns it).
 /// When `stopping` turns true (or its sender is gone), the stream ends with Unavailable.
+///
+/// The first message is built here, in the caller's request, and is ready when the response
+/// is: a call that wants one message (most clients' first fetch) is answered without waiting
+/// for the task that follows the cache to be scheduled, possibly on another thread. That task
+/// sends only what changes after it.
 fn watch_stream<T, F>(
     mut cache: watch::Receiver<Arc<Snapshot>>,
     mut stopping: watch::Receiver<bool>,
@@ -251,12 +256,29 @@ where
     T: Clone + PartialEq + Send + 'static,
     F: Fn(&Snapshot) -> Option<T> + Send + 'static,
 {
+    let unavailable = || Err(Status::unavailable(SHUTTING_DOWN));
+    if *stopping.borrow_and_update() {
+        return Box::pin(futures::stream::once(async move { unavailable() }));
+    }
+    let snapshot = cache.borrow_and_update().clone();
+    let Some(first) = build(&snapshot) else {
+        return Box::pin(futures::stream::once(async {
+            Err(Status::permission_denied(NO_IDENTITY))
+        }));
+    };
     let (tx, rx) = mpsc::channel(4);
+    let mut last = first.clone();
     tokio::spawn(async move {
         let _slot = slot;
-        let mut last: Option<T> = None;
-        let unavailable = || Err(Status::unavailable(SHUTTING_DOWN));
         loop {
+            tokio::select! {
+                changed = cache.changed() => if changed.is_err() { return },
+                changed = stopping.changed() => if changed.is_err() {
+                    let _ = tx.send(unavailable()).await;
+                    return;
+                },
+                () = tx.closed() => return,
+            }
             if *stopping.borrow_and_update() {
                 let _ = tx.send(unavailable()).await;
                 return;
@@ -266,23 +288,15 @@ where
                 let _ = tx.send(Err(Status::permission_denied(NO_IDENTITY))).await;
                 return;
             };
-            if last.as_ref() != Some(&message) {
-                last = Some(message.clone());
+            if message != last {
+                last = message.clone();
                 if tx.send(Ok(message)).await.is_err() {
                     return;
                 }
             }
-            tokio::select! {
-                changed = cache.changed() => if changed.is_err() { return },
-                changed = stopping.changed() => if changed.is_err() {
-                    let _ = tx.send(unavailable()).await;
-                    return;
-                },
-                () = tx.closed() => return,
-            }
         }
     });
-    Box::pin(ReceiverStream::new(rx))
+    Box::pin(futures::stream::once(async { Ok(first) }).chain(ReceiverStream::new(rx)))
 }
 
 #[tonic::async_trait]
