@@ -441,7 +441,7 @@ impl Store {
 /// The commit's statements in `tx`; `false` if the claim, generation, key or seal no longer
 /// allow it (nothing stored).
 async fn commit_in(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    tx: &mut sqlx::AnyConnection,
     claim: &RekeyClaim,
     commit: &RekeyCommit<'_>,
     from: i64,
@@ -460,7 +460,7 @@ async fn commit_in(
     .bind(from)
     .bind(claim.started_at)
     .bind(commit.key_check)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?
     .rows_affected();
     if updated != 1 {
@@ -468,7 +468,7 @@ async fn commit_in(
     }
     if commit.finish_rotation {
         sqlx::query("DELETE FROM root_key_rotation")
-            .execute(&mut **tx)
+            .execute(&mut *tx)
             .await?;
     }
     Ok(true)

@@ -54,7 +54,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common_sql::PoolSettings;
-use sqlx::{Any, AnyPool, Row, Transaction};
+use sqlx::{Any, AnyConnection, AnyPool, Row, Transaction};
 use time::OffsetDateTime;
 
 use read_cache::{ReadCache, Written};
@@ -134,8 +134,7 @@ impl Store {
         let (group, cache) = match backend {
             Backend::Sqlite => {
                 let cache = Arc::new(ReadCache::new(pool.clone()));
-                let group =
-                    group_commit::GroupCommit::start(pool.clone(), backend, &cache, supervisor);
+                let group = group_commit::GroupCommit::start(pool.clone(), &cache, supervisor);
                 (Some(group), Some(cache))
             }
             Backend::Postgres => (None, None),
@@ -158,7 +157,7 @@ impl Store {
     /// key-check stored yet) checks nothing.
     async fn check_fence(
         &self,
-        tx: &mut Transaction<'static, Any>,
+        tx: &mut AnyConnection,
         fence: Option<&[u8]>,
     ) -> Result<(), StoreError> {
         fence_holds(tx, self.backend, fence).await
@@ -177,6 +176,7 @@ impl Store {
     /// Closes every connection of the pool, waiting for checked-out ones to be returned.
     /// Later calls on any clone of this handle fail.
     pub async fn close(&self) {
+        self.close_writer().await;
         self.pool.close().await;
     }
 
@@ -193,7 +193,7 @@ impl Store {
 
 /// [`Store::check_fence`], for writes that run on the group-commit writer.
 async fn fence_holds(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut AnyConnection,
     backend: Backend,
     fence: Option<&[u8]>,
 ) -> Result<(), StoreError> {
@@ -207,7 +207,7 @@ async fn fence_holds(
     let row = sqlx::query(&format!(
         "SELECT key_check, sealed_at FROM root_key WHERE id = 1{lock}"
     ))
-    .fetch_optional(&mut **tx)
+    .fetch_optional(&mut *tx)
     .await?;
     let stored: Option<Vec<u8>> = row.as_ref().map(|r| r.try_get("key_check")).transpose()?;
     let sealed: Option<i64> = row

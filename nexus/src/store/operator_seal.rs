@@ -5,7 +5,7 @@
 //! [`POLICY_CHANNEL`] with the payload [`SEAL_NOTICE`], sent as the change commits.
 
 use sqlx::any::AnyRow;
-use sqlx::{Any, Row, Transaction};
+use sqlx::{AnyConnection, Row};
 use time::OffsetDateTime;
 
 use super::{Backend, POLICY_CHANNEL, Store, StoreError, from_millis, to_millis};
@@ -105,14 +105,14 @@ impl Store {
     }
 
     /// PostgreSQL: tells every replica, when `tx` commits, that the seal changed.
-    async fn announce_seal(&self, tx: &mut Transaction<'static, Any>) -> Result<(), StoreError> {
+    async fn announce_seal(&self, tx: &mut AnyConnection) -> Result<(), StoreError> {
         if self.backend == Backend::Postgres {
             // Selected through FROM: pg_notify returns `void`, which the Any driver cannot
             // decode.
             sqlx::query("SELECT 1 AS sent FROM pg_notify($1, $2)")
                 .bind(POLICY_CHANNEL)
                 .bind(SEAL_NOTICE)
-                .execute(&mut **tx)
+                .execute(&mut *tx)
                 .await?;
         }
         Ok(())

@@ -6,7 +6,7 @@
 //! new generation to every replica on the `nexus_policies` channel.
 
 use sqlx::any::AnyRow;
-use sqlx::{Any, Row, Transaction};
+use sqlx::{AnyConnection, Row};
 use time::OffsetDateTime;
 
 use super::{
@@ -146,12 +146,12 @@ impl Store {
 
 /// Increments the policy generation inside `tx` and returns the new value. The row lock it
 /// takes also orders concurrent policy changes: generations follow commit order.
-async fn next_generation(tx: &mut Transaction<'static, Any>) -> Result<u64, StoreError> {
+async fn next_generation(tx: &mut AnyConnection) -> Result<u64, StoreError> {
     let row = sqlx::query(
         "UPDATE policy_generation SET generation = generation + 1 WHERE id = 1 \
          RETURNING generation",
     )
-    .fetch_optional(&mut **tx)
+    .fetch_optional(&mut *tx)
     .await?
     .ok_or_else(missing_generation)?;
     version_from_db(row.try_get("generation")?, "policy_generation.generation")

@@ -4,7 +4,7 @@
 use std::future::Future;
 
 use sqlx::any::AnyRow;
-use sqlx::{Any, Row, Transaction};
+use sqlx::{AnyConnection, Row};
 
 use super::{Backend, Corruption, KeyRecord, Store, StoreError, from_millis, to_millis};
 
@@ -133,10 +133,7 @@ fn record_from_row(row: &AnyRow) -> Result<KeyRecord, StoreError> {
 
 /// Inserts the record; `false` if one exists. The row's key is fixed, so this could never
 /// overwrite a record even without the lock.
-async fn insert_record(
-    tx: &mut Transaction<'static, Any>,
-    record: &KeyRecord,
-) -> Result<bool, StoreError> {
+async fn insert_record(tx: &mut AnyConnection, record: &KeyRecord) -> Result<bool, StoreError> {
     let inserted = sqlx::query(
         "INSERT INTO root_key (id, key_check, threshold, shares, created_at) \
          VALUES (1, $1, $2, $3, $4) ON CONFLICT (id) DO NOTHING",
@@ -145,7 +142,7 @@ async fn insert_record(
     .bind(i64::from(record.threshold))
     .bind(i64::from(record.shares))
     .bind(to_millis(record.created_at))
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     Ok(inserted.rows_affected() == 1)
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use nexus_crypto::CryptoError;
 use sqlx::any::AnyRow;
-use sqlx::{Any, Row, Transaction};
+use sqlx::{Any, AnyConnection, Row};
 use time::OffsetDateTime;
 
 use super::read_cache::{Found, VersionRow};
@@ -409,7 +409,7 @@ impl PathList {
 /// fence is read first, with its share lock, as for every sealed write, and the finishing
 /// statements run one by one.
 async fn put_version_in<F>(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut AnyConnection,
     backend: Backend,
     put: PutVersion<'_>,
     seal: F,
@@ -515,7 +515,7 @@ const PRUNE_VERSIONS: &str = "DELETE FROM secret_versions WHERE path = $1 \
 /// `max_versions`: older ones leave storage, not just the listing), and recomputes the
 /// secret's summary columns.
 async fn finish_version(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut AnyConnection,
     backend: Backend,
     put: &PutVersion<'_>,
     new: NewVersion,
@@ -526,18 +526,18 @@ async fn finish_version(
         Backend::Sqlite => {
             bind_version(sqlx::query(FINISH_VERSION_SQLITE), put, new, sealed)
                 .bind(prune_through)
-                .execute(&mut **tx)
+                .execute(&mut *tx)
                 .await?;
         }
         Backend::Postgres => {
             bind_version(sqlx::query(INSERT_VERSION), put, new, sealed)
-                .execute(&mut **tx)
+                .execute(&mut *tx)
                 .await?;
             sqlx::query(PRUNE_VERSIONS)
                 .bind(put.path)
                 .bind(prune_through)
                 .bind(new.now)
-                .execute(&mut **tx)
+                .execute(&mut *tx)
                 .await?;
             refresh_summary(tx, put.path, new.now).await?;
         }
@@ -584,7 +584,7 @@ struct Claim {
 /// serialises concurrent puts to one path even under READ COMMITTED (a waiting upsert sees
 /// the winner's committed row); on SQLite `BEGIN IMMEDIATE` has serialised them already.
 async fn claim_version(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut AnyConnection,
     put: &PutVersion<'_>,
     now: i64,
 ) -> Result<Claim, StoreError> {
@@ -601,7 +601,7 @@ async fn claim_version(
     .bind(i64::from(put.max_versions.max(1)))
     .bind(now)
     .bind(put.created_by)
-    .fetch_one(&mut **tx)
+    .fetch_one(&mut *tx)
     .await?;
     let version: i64 = row.try_get("latest_version")?;
     let max_versions: i64 = row.try_get("max_versions")?;
@@ -636,7 +636,7 @@ pub(super) fn expired(expires_at: Option<i64>, now: i64) -> bool {
 /// itself. With a `limit`, at most that many, lowest first: the periodic prune's bounded
 /// step ([`Store::prune_expired`](super::Store::prune_expired)).
 pub(super) async fn prune_expired(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut AnyConnection,
     path: &str,
     now: i64,
     limit: Option<i64>,
@@ -659,7 +659,7 @@ pub(super) async fn prune_expired(
         .bind(now)
         .bind(limit),
     };
-    let rows = query.fetch_all(&mut **tx).await?;
+    let rows = query.fetch_all(&mut *tx).await?;
     let mut versions = rows
         .iter()
         .map(|row| version_column(row, "version"))

@@ -1,7 +1,7 @@
 //! Changing a secret's existing versions: soft delete, undelete, destroy, and the summary
 //! columns (`current_version`, `oldest_version`) every change recomputes.
 
-use sqlx::{Any, Row, Transaction};
+use sqlx::{AnyConnection, Row};
 use time::OffsetDateTime;
 
 use super::{Missing, Store, StoreError, to_millis, version_to_db};
@@ -29,7 +29,7 @@ impl Store {
                     .bind(&path)
                     .bind(version)
                     .bind(now)
-                    .execute(&mut **tx)
+                    .execute(&mut *tx)
                     .await?;
                 }
                 refresh_summary(tx, &path, now).await
@@ -74,7 +74,7 @@ impl Store {
 
 /// The SQL of [`Store::undelete_versions`].
 async fn undelete_in(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut AnyConnection,
     path: String,
     versions: Vec<u64>,
     now: i64,
@@ -86,7 +86,7 @@ async fn undelete_in(
              WHERE path = $1 AND deleted_at IS NOT NULL",
         )
         .bind(&path)
-        .fetch_one(&mut **tx)
+        .fetch_one(&mut *tx)
         .await?;
         current = row.try_get::<Option<i64>, _>("version")?.unwrap_or(0);
     }
@@ -98,7 +98,7 @@ async fn undelete_in(
         )
         .bind(&path)
         .bind(version)
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await?
         .rows_affected();
     }
@@ -115,7 +115,7 @@ async fn undelete_in(
 
 /// The SQL of [`Store::destroy`].
 async fn destroy_in(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut AnyConnection,
     path: String,
     versions: Vec<u64>,
     now: i64,
@@ -125,7 +125,7 @@ async fn destroy_in(
         // other writer (secret row, then versions), so no deadlock on PostgreSQL.
         let deleted = sqlx::query("DELETE FROM secrets WHERE path = $1")
             .bind(&path)
-            .execute(&mut **tx)
+            .execute(&mut *tx)
             .await?;
         if deleted.rows_affected() == 0 {
             return Err(StoreError::NotFound(Missing::Secret(path)));
@@ -134,7 +134,7 @@ async fn destroy_in(
         // outlive its secret even on a connection without foreign keys enabled.
         sqlx::query("DELETE FROM secret_versions WHERE path = $1")
             .bind(&path)
-            .execute(&mut **tx)
+            .execute(&mut *tx)
             .await?;
         return Ok(());
     }
@@ -145,7 +145,7 @@ async fn destroy_in(
         destroyed += sqlx::query("DELETE FROM secret_versions WHERE path = $1 AND version = $2")
             .bind(&path)
             .bind(version)
-            .execute(&mut **tx)
+            .execute(&mut *tx)
             .await?
             .rows_affected();
     }
@@ -157,12 +157,12 @@ async fn destroy_in(
 
 /// Takes the write lock on the secret's row (a no-op update: PostgreSQL locks the row, so
 /// no concurrent write interleaves with this transaction) and returns its current version.
-async fn lock_secret(tx: &mut Transaction<'static, Any>, path: &str) -> Result<i64, StoreError> {
+async fn lock_secret(tx: &mut AnyConnection, path: &str) -> Result<i64, StoreError> {
     let row = sqlx::query(
         "UPDATE secrets SET updated_at = updated_at WHERE path = $1 RETURNING current_version",
     )
     .bind(path)
-    .fetch_optional(&mut **tx)
+    .fetch_optional(&mut *tx)
     .await?
     .ok_or_else(|| StoreError::NotFound(Missing::Secret(path.to_owned())))?;
     Ok(row.try_get("current_version")?)
@@ -170,7 +170,7 @@ async fn lock_secret(tx: &mut Transaction<'static, Any>, path: &str) -> Result<i
 
 /// As [`lock_secret`], for a secret that may be gone: `false` if it does not exist.
 pub(super) async fn lock_secret_if_present(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut AnyConnection,
     path: &str,
 ) -> Result<bool, StoreError> {
     match lock_secret(tx, path).await {
@@ -183,7 +183,7 @@ pub(super) async fn lock_secret_if_present(
 /// As [`refresh_summary`], leaving `updated_at` as it was: for the periodic prune, which
 /// removes what was already unreadable and is no change a caller made.
 pub(super) async fn refresh_summary_keeping_time(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut AnyConnection,
     path: &str,
 ) -> Result<(), StoreError> {
     summary(tx, path, None).await
@@ -192,18 +192,14 @@ pub(super) async fn refresh_summary_keeping_time(
 /// Recomputes `current_version` (highest non-deleted, 0 if none) and `oldest_version`
 /// (lowest stored non-deleted, 0 if none) from the version rows, and sets `updated_at`.
 pub(super) async fn refresh_summary(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut AnyConnection,
     path: &str,
     now: i64,
 ) -> Result<(), StoreError> {
     summary(tx, path, Some(now)).await
 }
 
-async fn summary(
-    tx: &mut Transaction<'static, Any>,
-    path: &str,
-    now: Option<i64>,
-) -> Result<(), StoreError> {
+async fn summary(tx: &mut AnyConnection, path: &str, now: Option<i64>) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE secrets SET \
          current_version = COALESCE((SELECT MAX(version) FROM secret_versions \
@@ -215,7 +211,7 @@ async fn summary(
     )
     .bind(path)
     .bind(now)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     Ok(())
 }
