@@ -22,9 +22,9 @@
 //! puts to one path never compute the same version and exactly one check-and-set wins.
 //!
 //! On SQLite, writes to secrets go through one writer task that commits the writes waiting
-//! at that moment in one transaction, each under its own savepoint, with one fsync
-//! (`group_commit`): a write is answered only after its group's commit, and one write's
-//! failure undoes that write alone. A new write operation takes the same path by running
+//! at that moment in one transaction, each under its own savepoint, with one fsync, on one
+//! connection it keeps (`group_commit`): a write is answered only after its group's
+//! commit, and one write's failure undoes that write alone. A new write operation takes the same path by running
 //! its SQL inside [`Store::write`].
 //!
 //! # Several Nexus replicas on one database
@@ -34,7 +34,8 @@
 //! creates the root key. Every policy change increments a generation counter in its own
 //! transaction and, on PostgreSQL, announces it on a notification channel
 //! (`crate::policy::sync` listens), so no replica keeps enforcing a policy another replica
-//! changed. Secrets are never cached, so they need no invalidation.
+//! changed. Secrets are not cached on PostgreSQL (the read cache is SQLite's alone), so they
+//! need no invalidation across replicas.
 
 mod error;
 mod expiry;
