@@ -30,11 +30,12 @@
 //! runs one write transaction at a time anyway, and a connection taken from the pool for
 //! each write costs more than its statements: the pool tests each connection it gets back
 //! (a round trip to that connection's thread) and hands out another, whose thread is asleep
-//! and whose page cache another connection's commit made stale. A lone put measured
-//! 430-630 us through the pool against 310-350 us on a kept connection. A connection whose
-//! transaction could not begin, commit or roll back is closed and the next write opens a
-//! fresh one; on an in-memory database, whose pool has a single connection, the writer
-//! gives it back after every write.
+//! and whose page cache another connection's commit made stale: back to back in one
+//! process, a transaction of one insert took 430-630 us through the pool against 310-350 us
+//! on a kept connection (docs/performance.md, also on what a lone put still pays). A write
+//! that ends in a database error closes the connection and the next write opens a fresh
+//! one; on an in-memory database, whose pool has a single connection, the writer gives it
+//! back after every write.
 //!
 //! A write is a closure over the transaction ([`Store::write`]) that owns what it needs:
 //! it runs on the writer task. A caller that stops waiting (its request timed out and was
