@@ -518,6 +518,40 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_write_that_fails_in_the_database_gets_a_fresh_connection_for_the_next() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}", dir.path().join("nexus.db").display());
+        let store = Store::connect(&url).await.expect("connect");
+        let group = store.group.as_ref().expect("SQLite groups its writes");
+        select_one(&store).await.expect("a write");
+        assert!(
+            group.turn.lock().await.conn.is_some(),
+            "kept between writes"
+        );
+
+        let failed = store
+            .write(|tx| {
+                Box::pin(async move {
+                    sqlx::query("INSERT INTO no_such_table VALUES (1)")
+                        .execute(&mut *tx)
+                        .await?;
+                    Ok(())
+                })
+            })
+            .await
+            .expect_err("no such table");
+        assert!(matches!(failed, StoreError::Sql(_)), "{failed}");
+        assert!(
+            group.turn.lock().await.conn.is_none(),
+            "closed after a database error"
+        );
+        select_one(&store)
+            .await
+            .expect("the next write opens another");
+        assert!(group.turn.lock().await.conn.is_some());
+    }
+
+    #[tokio::test]
     async fn an_in_memory_database_gets_its_one_connection_back_after_each_write() {
         let store = Store::connect("sqlite::memory:").await.expect("connect");
         for _ in 0..2 {
