@@ -67,7 +67,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyConnection, AnyPool, Connection, Transaction};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-use super::read_cache::{ReadCache, Written};
+use super::read_cache::{ReadCache, WriteTransaction, Written};
 use super::{Store, StoreError};
 
 /// The connection a write runs its statements on, inside its transaction (or its
@@ -140,8 +140,7 @@ impl Store {
         F: for<'t> FnOnce(&'t mut WriteTx) -> BoxFuture<'t, Result<T, StoreError>> + Send + 'static,
     {
         let Some(group) = &self.group else {
-            let (tx, written) = self.begin_write().await?;
-            return write_alone(tx, written, op).await;
+            return write_alone(self.begin_write().await?, op).await;
         };
         if group.pending.load(Ordering::Acquire) == 0
             && !group.queue.is_closed()
@@ -151,7 +150,7 @@ impl Store {
             // to wait for or group with.
             let written = Written::new(self.cache.as_ref());
             let result = match turn.begin().await {
-                Ok(tx) => write_alone(tx, written, op).await,
+                Ok(tx) => write_alone(WriteTransaction::new(tx, written), op).await,
                 Err(error) => Err(error),
             };
             turn.after(result.as_ref().err());
@@ -183,11 +182,7 @@ impl Store {
 /// Runs `op` in `tx`, a write transaction of its own, in the caller's task, and commits it.
 /// A write that panics is answered as one that panicked on the writer task is: rolled
 /// back and unavailable (503), the panic logged, the caller's task unharmed.
-async fn write_alone<T, F>(
-    mut tx: Transaction<'_, Any>,
-    mut written: Written,
-    op: F,
-) -> Result<T, StoreError>
+async fn write_alone<T, F>(mut tx: WriteTransaction<'_>, op: F) -> Result<T, StoreError>
 where
     F: for<'t> FnOnce(&'t mut WriteTx) -> BoxFuture<'t, Result<T, StoreError>>,
 {
@@ -198,17 +193,13 @@ where
     match outcome {
         Ok(value) => {
             tx.commit().await?;
-            written.ended();
             Ok(value)
         }
         Err(error) => {
             // The write's own error says what went wrong; dropping the transaction
             // would roll it back as well, this only does it now.
-            match tx.rollback().await {
-                Ok(()) => written.ended(),
-                Err(rollback) => {
-                    tracing::debug!(%rollback, "rolling back a failed write failed")
-                }
+            if let Err(rollback) = tx.rollback().await {
+                tracing::debug!(%rollback, "rolling back a failed write failed");
             }
             Err(error)
         }
@@ -476,16 +467,17 @@ mod tests {
         assert!(stopped.is_unavailable(), "{stopped}");
     }
 
+    /// A write's statements: `SELECT 1`.
+    fn select_1(tx: &mut WriteTx) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            sqlx::query("SELECT 1").execute(&mut *tx).await?;
+            Ok(())
+        })
+    }
+
     /// A write that only runs `SELECT 1`.
     async fn select_one(store: &Store) -> Result<(), StoreError> {
-        store
-            .write(|tx| {
-                Box::pin(async move {
-                    sqlx::query("SELECT 1").execute(&mut *tx).await?;
-                    Ok(())
-                })
-            })
-            .await
+        store.write(select_1).await
     }
 
     #[tokio::test]
@@ -494,14 +486,9 @@ mod tests {
         let url = format!("sqlite://{}", dir.path().join("nexus.db").display());
         let store = Store::connect(&url).await.expect("connect");
         select_one(&store).await.expect("alone");
-        queued_write(&store, |tx| {
-            Box::pin(async move {
-                sqlx::query("SELECT 1").execute(&mut *tx).await?;
-                Ok(())
-            })
-        })
-        .await
-        .expect("on the writer task");
+        queued_write(&store, select_1)
+            .await
+            .expect("on the writer task");
         let group = store.group.as_ref().expect("SQLite groups its writes");
         assert!(
             group.turn.lock().await.conn.is_some(),

@@ -352,14 +352,12 @@ impl Store {
         })?;
         let shares = i64::try_from(commit.urls.len()).unwrap_or(i64::MAX);
         let Some(lease) = &claim.lease else {
-            let (mut tx, mut written) = self.begin_write().await?;
+            let mut tx = self.begin_write().await?;
             let committed = commit_in(&mut tx, claim, commit, from, &urls, shares).await?;
             if committed {
                 tx.commit().await?;
-                written.ended();
             } else {
                 tx.rollback().await?;
-                written.ended();
             }
             return Ok(committed);
         };

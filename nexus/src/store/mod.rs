@@ -24,8 +24,8 @@
 //! On SQLite, writes to secrets go through one writer task that commits the writes waiting
 //! at that moment in one transaction, each under its own savepoint, with one fsync, on one
 //! connection it keeps (`group_commit`): a write is answered only after its group's
-//! commit, and one write's failure undoes that write alone. A new write operation takes the same path by running
-//! its SQL inside [`Store::write`].
+//! commit, and one write's failure undoes that write alone. A new write operation takes
+//! the same path by running its SQL inside [`Store::write`].
 //!
 //! # Several Nexus replicas on one database
 //!
@@ -55,10 +55,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common_sql::PoolSettings;
-use sqlx::{Any, AnyConnection, AnyPool, Row, Transaction};
+use sqlx::{AnyConnection, AnyPool, Row};
 use time::OffsetDateTime;
 
-use read_cache::{ReadCache, Written};
+use read_cache::{ReadCache, WriteTransaction, Written};
 
 pub use common_sql::Backend;
 pub use error::{Corruption, Missing, StoreError};
@@ -181,14 +181,12 @@ impl Store {
         self.pool.close().await;
     }
 
-    /// Starts a transaction that will write (`BEGIN IMMEDIATE` on SQLite), with what
-    /// empties the read cache once it has ended: keep both until then.
-    async fn begin_write(&self) -> Result<(Transaction<'static, Any>, Written), StoreError> {
+    /// Starts a transaction that will write (`BEGIN IMMEDIATE` on SQLite); its commit or
+    /// rollback empties the read cache.
+    async fn begin_write(&self) -> Result<WriteTransaction<'static>, StoreError> {
         let written = Written::new(self.cache.as_ref());
-        Ok((
-            common_sql::begin_write(&self.pool, self.backend).await?,
-            written,
-        ))
+        let tx = common_sql::begin_write(&self.pool, self.backend).await?;
+        Ok(WriteTransaction::new(tx, written))
     }
 }
 

@@ -47,7 +47,7 @@ impl Store {
     /// Stores an operator seal by `by` at `at`, unless one is stored; announces it to every
     /// replica.
     pub async fn seal(&self, by: &str, at: OffsetDateTime) -> Result<SealOutcome, StoreError> {
-        let (mut tx, mut written) = self.begin_write().await?;
+        let mut tx = self.begin_write().await?;
         // On PostgreSQL the row lock waits for writers holding the fence's share lock, and
         // the writers after it see the seal: no sealed write commits after the seal, on any
         // replica.
@@ -61,7 +61,6 @@ impl Store {
         };
         if outcome != SealOutcome::Sealed {
             tx.rollback().await?;
-            written.ended();
             return Ok(outcome);
         }
         sqlx::query("UPDATE root_key SET sealed_by = $1, sealed_at = $2 WHERE id = 1")
@@ -71,20 +70,18 @@ impl Store {
             .await?;
         self.announce_seal(&mut tx).await?;
         tx.commit().await?;
-        written.ended();
         Ok(outcome)
     }
 
     /// Clears the operator seal; returns the seal it cleared (`None`: there was none, and
     /// nothing changed). Announces the change to every replica.
     pub async fn unseal(&self) -> Result<Option<StoredSeal>, StoreError> {
-        let (mut tx, mut written) = self.begin_write().await?;
+        let mut tx = self.begin_write().await?;
         let row = sqlx::query(&format!("{SEAL_QUERY}{}", self.row_lock()))
             .fetch_optional(&mut *tx)
             .await?;
         let Some(lifted) = row.as_ref().map(seal_from_row).transpose()?.flatten() else {
             tx.rollback().await?;
-            written.ended();
             return Ok(None);
         };
         sqlx::query("UPDATE root_key SET sealed_by = NULL, sealed_at = NULL WHERE id = 1")
@@ -92,7 +89,6 @@ impl Store {
             .await?;
         self.announce_seal(&mut tx).await?;
         tx.commit().await?;
-        written.ended();
         Ok(Some(lifted))
     }
 

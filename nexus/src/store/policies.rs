@@ -28,7 +28,7 @@ impl Store {
         now: OffsetDateTime,
         fence: Option<&[u8]>,
     ) -> Result<u64, StoreError> {
-        let (mut tx, mut written) = self.begin_write().await?;
+        let mut tx = self.begin_write().await?;
         self.check_fence(&mut tx, fence).await?;
         sqlx::query(
             "INSERT INTO policies (name, wrapped_key, ciphertext, created_at, updated_at) \
@@ -44,7 +44,6 @@ impl Store {
         .await?;
         let generation = next_generation(&mut tx).await?;
         tx.commit().await?;
-        written.ended();
         Ok(generation)
     }
 
@@ -65,19 +64,17 @@ impl Store {
     /// Deletes the policy `name`; returns the policy generation this change created, or
     /// `None` (and changes nothing) if there was no such policy.
     pub async fn delete_policy(&self, name: &str) -> Result<Option<u64>, StoreError> {
-        let (mut tx, mut written) = self.begin_write().await?;
+        let mut tx = self.begin_write().await?;
         let deleted = sqlx::query("DELETE FROM policies WHERE name = $1")
             .bind(name)
             .execute(&mut *tx)
             .await?;
         if deleted.rows_affected() == 0 {
             tx.rollback().await?;
-            written.ended();
             return Ok(None);
         }
         let generation = next_generation(&mut tx).await?;
         tx.commit().await?;
-        written.ended();
         Ok(Some(generation))
     }
 

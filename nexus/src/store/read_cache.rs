@@ -13,11 +13,12 @@
 //!   [`crate::policy::sync`]). Replicas on PostgreSQL could not learn of each other's writes
 //!   before acknowledging them, so they read the database every time.
 //! - **Every write empties it.** Each write transaction of the store comes with a
-//!   [`Written`] ([`Store::begin_write`](super::Store::begin_write), the group-commit
-//!   writer), which empties the cache once the transaction has ended, committed or not,
-//!   before the write is acknowledged. Emptying all of it, not one path, keeps the rule
-//!   simple for writes that touch many paths (a rotation re-wraps every record; pruning,
-//!   `max_versions`, destroy).
+//!   [`Written`] (inside a [`WriteTransaction`] from
+//!   [`Store::begin_write`](super::Store::begin_write) and a write run alone; the
+//!   group-commit writer's own), which empties the cache once the transaction has ended,
+//!   committed or not, before the write is acknowledged. Emptying all of it, not one path,
+//!   keeps the rule simple for writes that touch many paths (a rotation re-wraps every
+//!   record; pruning, `max_versions`, destroy).
 //! - **A write that may still be committing suspends it.** A write is told it has ended
 //!   ([`Written::ended`]) once its `COMMIT` or `ROLLBACK` has returned. A `Written` dropped
 //!   before that (its caller gave up, its request timed out, an error returned early, a
@@ -39,7 +40,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use common_sql::Backend;
-use sqlx::AnyPool;
+use sqlx::{Any, AnyConnection, AnyPool, Transaction};
 
 /// Rows kept at most (each a few hundred bytes: a path and a sealed record).
 pub const CAPACITY: usize = 10_000;
@@ -259,6 +260,52 @@ impl Drop for Written {
             Some(cache) => cache.abandoned(),
             None => {}
         }
+    }
+}
+
+/// A write transaction with its [`Written`]: committing or rolling it back says the write
+/// has ended, so no write can forget to. Dropped unfinished (an early return, a panic, a
+/// caller that gave up), its `Written` suspends the cache (see the module docs). Statements
+/// run on it as on its connection.
+pub(super) struct WriteTransaction<'c> {
+    tx: Transaction<'c, Any>,
+    written: Written,
+}
+
+impl<'c> WriteTransaction<'c> {
+    /// `tx`, begun after `written` was made.
+    pub fn new(tx: Transaction<'c, Any>, written: Written) -> Self {
+        WriteTransaction { tx, written }
+    }
+
+    /// Commits; once `COMMIT` has returned, the write has ended.
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        let WriteTransaction { tx, mut written } = self;
+        tx.commit().await?;
+        written.ended();
+        Ok(())
+    }
+
+    /// Rolls back; once `ROLLBACK` has returned, the write has ended.
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        let WriteTransaction { tx, mut written } = self;
+        tx.rollback().await?;
+        written.ended();
+        Ok(())
+    }
+}
+
+impl std::ops::Deref for WriteTransaction<'_> {
+    type Target = AnyConnection;
+
+    fn deref(&self) -> &AnyConnection {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for WriteTransaction<'_> {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        &mut self.tx
     }
 }
 

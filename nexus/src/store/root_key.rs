@@ -71,7 +71,7 @@ impl Store {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<(KeyRecord, T), E>>,
     {
-        let (mut tx, mut written) = self.begin_write().await?;
+        let mut tx = self.begin_write().await?;
         if self.backend == Backend::Postgres {
             // Selected through FROM: the lock function returns `void`, a type the Any
             // driver cannot decode.
@@ -85,14 +85,12 @@ impl Store {
         if let Some(row) = sqlx::query(RECORD_QUERY).fetch_optional(&mut *tx).await? {
             let record = record_from_row(&row)?;
             tx.rollback().await?;
-            written.ended();
             return Ok(Initialization::Existing(record));
         }
         let (record, value) = match create().await {
             Ok(created) => created,
             Err(error) => {
                 tx.rollback().await?;
-                written.ended();
                 return Err(InitError::Create(error));
             }
         };
@@ -100,7 +98,6 @@ impl Store {
             return Err(StoreError::Corrupt(Corruption::RecordAppeared).into());
         }
         tx.commit().await?;
-        written.ended();
         Ok(Initialization::Created(value))
     }
 

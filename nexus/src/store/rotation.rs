@@ -72,7 +72,7 @@ impl Store {
         F: Fn(&WrappedRow<'_>) -> Result<Vec<u8>, E> + Send + Sync,
         E: Send,
     {
-        let (mut tx, mut written) = self.begin_write().await?;
+        let mut tx = self.begin_write().await?;
         let lock = match self.backend() {
             // Writers and other rotations on other replicas wait on this row.
             Backend::Postgres => " FOR UPDATE",
@@ -86,7 +86,6 @@ impl Store {
         .try_get("key_check")?;
         if stored != current_check {
             tx.rollback().await?;
-            written.ended();
             return Err(RotateError::KeyChanged);
         }
         let mut count = 0u64;
@@ -174,7 +173,6 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        written.ended();
         Ok(count)
     }
 
@@ -211,7 +209,7 @@ impl Store {
         now: time::OffsetDateTime,
         fence: Option<&[u8]>,
     ) -> Result<Vec<u8>, StoreError> {
-        let (mut tx, mut written) = self.begin_write().await?;
+        let mut tx = self.begin_write().await?;
         self.check_fence(&mut tx, fence).await?;
         sqlx::query(
             "INSERT INTO cipher_key (id, wrapped_key, created_at) VALUES (1, $1, $2) \
@@ -226,7 +224,6 @@ impl Store {
             .await?
             .try_get("wrapped_key")?;
         tx.commit().await?;
-        written.ended();
         Ok(stored)
     }
 

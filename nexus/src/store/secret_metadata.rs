@@ -25,7 +25,7 @@ impl Store {
                     path: update.path.to_owned(),
                 })
             })?;
-        let (mut tx, mut written) = self.begin_write().await?;
+        let mut tx = self.begin_write().await?;
         self.check_fence(&mut tx, update.fence).await?;
         // Creates the row or, if it exists, takes its write lock (as every secret write
         // does first, so concurrent writers serialise on it).
@@ -70,7 +70,6 @@ impl Store {
         prune_expired(&mut tx, update.path, now, None).await?;
         refresh_summary(&mut tx, update.path, now).await?;
         tx.commit().await?;
-        written.ended();
         Ok(())
     }
 }

@@ -68,7 +68,7 @@ impl Store {
         F: FnOnce(&StoredVersion, u64) -> Result<SealedRecord, CryptoError> + Send,
     {
         let now = to_millis(put.now);
-        let (mut tx, mut written) = self.begin_write().await?;
+        let mut tx = self.begin_write().await?;
         if self.backend == Backend::Postgres {
             // The share lock first, as every sealed write takes it (see `fence_holds`).
             self.check_fence(&mut tx, put.fence).await?;
@@ -89,7 +89,6 @@ impl Store {
             // No row, so no fence columns: the fence's verdict still comes first.
             let fence = fence_holds(&mut tx, self.backend, put.fence).await;
             tx.rollback().await?;
-            written.ended();
             fence?;
             return Err(StoreError::NotFound(Missing::Secret(put.path.to_owned())));
         };
@@ -99,7 +98,6 @@ impl Store {
                 fence_verdict(expected, key_check.as_deref(), row.try_get("sealed_at")?)
             {
                 tx.rollback().await?;
-                written.ended();
                 return Err(error);
             }
         }
@@ -110,7 +108,6 @@ impl Store {
         let cas_required = row.try_get::<i64, _>("cas_required")? != 0;
         if put.cas.is_none() && (put.cas_required || cas_required) {
             tx.rollback().await?;
-            written.ended();
             return Err(StoreError::CasRequired(put.path.to_owned()));
         }
         let previous = version - 1;
@@ -118,7 +115,6 @@ impl Store {
             && version_to_db(expected) != Some(previous)
         {
             tx.rollback().await?;
-            written.ended();
             return Err(StoreError::CasMismatch {
                 expected,
                 current: version_from_db(previous, "secrets.latest_version")?,
@@ -142,7 +138,6 @@ impl Store {
             },
             _ => {
                 tx.rollback().await?;
-                written.ended();
                 return Err(StoreError::NotFound(Missing::CurrentVersion(
                     put.path.to_owned(),
                 )));
@@ -152,7 +147,6 @@ impl Store {
             Ok(sealed) => sealed,
             Err(err) => {
                 tx.rollback().await?;
-                written.ended();
                 return Err(err.into());
             }
         };
@@ -170,7 +164,6 @@ impl Store {
         )
         .await?;
         tx.commit().await?;
-        written.ended();
         version_from_db(version, "secrets.latest_version")
     }
 
