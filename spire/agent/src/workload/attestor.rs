@@ -8,16 +8,21 @@
 //! # PID reuse
 //!
 //! A pid is only a number: the caller may exit while we look at it and the kernel may hand its
-//! pid to an unrelated process, whose `/proc` entries we would then read. As SPIRE's
-//! peertracker does, we record the process start time (which a reused pid does not share)
-//! before reading anything and check after collecting the selectors that it is unchanged,
-//! that the process is still running (not a zombie) and that its uid still is the peer uid.
-//! In addition every file is read relative to one open handle on the `/proc/<pid>`
-//! directory: that handle stays bound to the original process, so once that process is
-//! gone, reads through it fail (mapped to [`AttestError::CallerGone`]) instead of silently
-//! describing a newcomer. What no check on our side can catch is a caller that exited and
-//! whose pid was reused *before* we were called; the caller of [`UnixAttestor::attest`]
-//! should only trust the result while the connection is still open.
+//! pid to an unrelated process, whose `/proc` entries we would then read. Every file is
+//! therefore read relative to one open handle on the `/proc/<pid>` directory: the kernel binds
+//! that handle to the process it named when it was opened, so once that process has exited
+//! and been reaped, reads through it fail (mapped to [`AttestError::CallerGone`]) instead of
+//! describing a newcomer, whatever its pid. (SPIRE's peertracker also compares the process
+//! start time before and after; through a bound handle both reads would see the same process,
+//! so that second `stat` read would check nothing more.) A process that exited but was not
+//! reaped (a zombie) is refused by its state in `status`, and if it dies after that read, by
+//! `/proc/<pid>/exe`, which a zombie no longer has. What no check on our side can catch is a
+//! caller that exited and whose pid was reused *before* we opened the handle; the caller of
+//! [`UnixAttestor::attest`] should only trust the result while the connection is still open.
+//!
+//! `status` is read once: its uid must be the peer's (`SO_PEERCRED`, taken at connect time).
+//! A caller that changes its uid after that read could as well change it right after receiving
+//! its SVID, so reading it again would prove nothing the first read did not.
 //!
 //! Missing selectors only make fewer registration entries match (an entry needs all its
 //! selectors), so when the executable cannot be inspected (permissions, oversized binary,
@@ -125,16 +130,11 @@ impl HashCache {
     }
 }
 
-/// What we need from `/proc/<pid>/stat`.
-#[derive(Debug, PartialEq, Eq)]
-struct ProcStat {
-    state: char,
-    start_time: u64,
-}
-
 /// What we need from `/proc/<pid>/status`.
 #[derive(Debug, PartialEq, Eq)]
 struct ProcStatus {
+    /// The state letter: `R`, `S`, ..., `Z` for a zombie.
+    state: char,
     euid: u32,
     egid: u32,
     groups: Vec<u32>,
@@ -173,8 +173,10 @@ impl UnixAttestor {
         }
         let dir =
             File::open(format!("/proc/{pid}")).map_err(|e| proc_err(pid, "/proc entry", e))?;
-        let before = read_stat(&dir, pid)?;
         let status = read_status(&dir, pid)?;
+        if matches!(status.state, 'Z' | 'X' | 'x') {
+            return Err(AttestError::CallerGone { pid });
+        }
         if status.euid != caller.uid {
             warn!(
                 pid,
@@ -209,15 +211,6 @@ impl UnixAttestor {
         }
         if let Some(digest) = self.exe_digest(&dir, pid)? {
             push(format!("sha256:{digest}"));
-        }
-
-        // Is the process we described still the caller?
-        let after = read_stat(&dir, pid)?;
-        if after.start_time != before.start_time || matches!(after.state, 'Z' | 'X' | 'x') {
-            return Err(AttestError::CallerGone { pid });
-        }
-        if read_status(&dir, pid)?.euid != caller.uid {
-            return Err(AttestError::CallerGone { pid });
         }
         Ok(selectors)
     }
@@ -345,13 +338,6 @@ fn read_proc_file(dir: &File, pid: i32, name: &str) -> Result<String, AttestErro
     Ok(text)
 }
 
-fn read_stat(dir: &File, pid: i32) -> Result<ProcStat, AttestError> {
-    parse_stat(&read_proc_file(dir, pid, "stat")?).ok_or_else(|| AttestError::Malformed {
-        pid,
-        what: "/proc/<pid>/stat".into(),
-    })
-}
-
 fn read_status(dir: &File, pid: i32) -> Result<ProcStatus, AttestError> {
     parse_status(&read_proc_file(dir, pid, "status")?).ok_or_else(|| AttestError::Malformed {
         pid,
@@ -359,25 +345,18 @@ fn read_status(dir: &File, pid: i32) -> Result<ProcStatus, AttestError> {
     })
 }
 
-/// Parses `/proc/<pid>/stat`: `pid (comm) state ppid ... starttime ...`. `comm` may contain
-/// spaces and parentheses, so fields are counted from the *last* `)`; after it come field 3
-/// (state) onwards, making starttime (field 22) the 20th.
-fn parse_stat(text: &str) -> Option<ProcStat> {
-    let (_, rest) = text.rsplit_once(')')?;
-    let mut fields = rest.split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    let start_time = fields.nth(22 - 4)?.parse().ok()?;
-    Some(ProcStat { state, start_time })
-}
-
-/// Parses the `Uid:`, `Gid:` (second field: effective) and `Groups:` lines of
+/// Parses the `State:`, `Uid:`, `Gid:` (second field: effective) and `Groups:` lines of
 /// `/proc/<pid>/status`.
 fn parse_status(text: &str) -> Option<ProcStatus> {
-    let (mut euid, mut egid, mut groups) = (None, None, None);
+    let (mut state, mut euid, mut egid, mut groups) = (None, None, None, None);
     for line in text.lines() {
         let Some((name, values)) = line.split_once(':') else {
             continue;
         };
+        if name == "State" {
+            state = values.trim_start().chars().next();
+            continue;
+        }
         let mut values = values.split_whitespace().map(str::parse::<u32>);
         match name {
             "Uid" => euid = Some(values.nth(1)?.ok()?),
@@ -392,6 +371,7 @@ fn parse_status(text: &str) -> Option<ProcStatus> {
         }
     }
     Some(ProcStatus {
+        state: state?,
         euid: euid?,
         egid: egid?,
         groups: groups.unwrap_or_default(),
@@ -521,8 +501,8 @@ mod tests {
         child.kill().unwrap();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         loop {
-            let stat = std::fs::read_to_string(format!("/proc/{}/stat", caller.pid)).unwrap();
-            if parse_stat(&stat).unwrap().state == 'Z' {
+            let status = std::fs::read_to_string(format!("/proc/{}/status", caller.pid)).unwrap();
+            if parse_status(&status).unwrap().state == 'Z' {
                 break;
             }
             assert!(
@@ -564,39 +544,46 @@ mod tests {
     }
 
     #[test]
-    fn stat_parser_counts_from_last_paren() {
-        let rest = (4..=21)
-            .map(|n| n.to_string())
-            .collect::<Vec<_>>()
-            .join(" ");
-        let line = format!("42 ((a) b (c)) S {rest} 987654 23 24\n");
-        assert_eq!(
-            parse_stat(&line),
-            Some(ProcStat {
-                state: 'S',
-                start_time: 987654
-            })
+    fn reads_through_the_handle_fail_once_the_process_is_reaped() {
+        // What makes a second look at the start time unnecessary: the handle stays bound to
+        // the process it was opened for, never to a later holder of its pid.
+        let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+        let pid = child.id() as i32;
+        let dir = File::open(format!("/proc/{pid}")).unwrap();
+        assert_eq!(read_status(&dir, pid).unwrap().euid, me().uid);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let err = read_status(&dir, pid).unwrap_err();
+        assert!(
+            matches!(err, AttestError::CallerGone { pid: gone } if gone == pid),
+            "{err:?}"
         );
-        assert_eq!(parse_stat("42 (x) S 1 2"), None);
-        assert_eq!(parse_stat("no paren at all"), None);
     }
 
     #[test]
     fn status_parser() {
-        let text =
-            "Name:\tx\nUid:\t1000\t1001\t1002\t1003\nGid:\t50\t51\t52\t53\nGroups:\t4 24 4 \n";
+        let text = "Name:\tx\nState:\tS (sleeping)\nUid:\t1000\t1001\t1002\t1003\nGid:\t50\t51\t52\t53\nGroups:\t4 24 4 \n";
         let status = parse_status(text).unwrap();
         assert_eq!(
             status,
             ProcStatus {
+                state: 'S',
                 euid: 1001,
                 egid: 51,
                 groups: vec![4, 24]
             }
         );
-        let none = parse_status("Uid:\t1\t2\t3\t4\nGid:\t5\t6\t7\t8\nGroups:\t\n").unwrap();
+        let none =
+            parse_status("State:\tZ (zombie)\nUid:\t1\t2\t3\t4\nGid:\t5\t6\t7\t8\nGroups:\t\n")
+                .unwrap();
         assert!(none.groups.is_empty());
-        assert_eq!(parse_status("Uid:\t1\n"), None);
+        assert_eq!(none.state, 'Z');
+        assert_eq!(parse_status("State:\tR (running)\nUid:\t1\n"), None);
+        // No state line: not the file we expect.
+        assert_eq!(
+            parse_status("Uid:\t1\t2\t3\t4\nGid:\t5\t6\t7\t8\nGroups:\t\n"),
+            None
+        );
     }
 
     #[test]
