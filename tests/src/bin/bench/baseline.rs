@@ -1,14 +1,19 @@
 //! The floors the figures are measured against: a bare mTLS server with Nexus's HTTP stack,
+//! in a process of its own as Nexus is (and, for comparison, in the harness's own process),
 //! and raw SQLite with Nexus's durability settings.
 
+use std::io::Read;
 use std::path::Path;
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use identity::https_client::HttpsClient;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{ConnectOptions, Connection};
 use tests::secrets::TD;
+use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::measure::{self, Stats};
 
@@ -35,7 +40,59 @@ pub async fn server(source: spiffe::X509Source) -> anyhow::Result<u16> {
     Ok(port)
 }
 
-/// A client of the bare server with its own connection pool, presenting `source`'s SVID.
+/// The argument that makes the harness binary the bare server's own process
+/// ([`serve_as_process`]) instead of the harness.
+pub const SERVER_PROCESS_ARG: &str = "--bare-server";
+
+/// The bare server ([`server`]) in a process of its own, as Nexus runs: the harness binary
+/// again, with [`SERVER_PROCESS_ARG`], taking its SVID as `id` from the agent at `endpoint`.
+/// Returns the process and its port. The process ends when its standard input closes, so
+/// when the returned handle is dropped (it is also killed then) or the harness exits.
+pub async fn server_process(
+    endpoint: &str,
+    id: &str,
+) -> anyhow::Result<(tokio::process::Child, u16)> {
+    let mut child = tokio::process::Command::new(std::env::current_exe()?)
+        .args([SERVER_PROCESS_ARG, endpoint, id])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stdout = child.stdout.take().context("the bare server's stdout")?;
+    let mut line = String::new();
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        BufReader::new(stdout).read_line(&mut line),
+    )
+    .await
+    .context("the bare server did not report its port within 30 s")??;
+    let port = line
+        .trim()
+        .strip_prefix("port=")
+        .with_context(|| format!("the bare server said {line:?}, not its port"))?
+        .parse()?;
+    Ok((child, port))
+}
+
+/// The bare server's process: `args` are the agent's endpoint and the SPIFFE ID to serve as.
+/// Prints `port=N` once it listens, serves until its standard input closes.
+pub async fn serve_as_process(mut args: impl Iterator<Item = String>) -> anyhow::Result<()> {
+    let endpoint = args.next().context("the agent's endpoint")?;
+    let id = args.next().context("the SPIFFE ID to serve as")?;
+    let source = crate::secrets::source_at(&endpoint, &id).await?;
+    let port = server(source).await?;
+    println!("port={port}");
+    // Ends with the harness: its end of the pipe closes when it exits or drops the child.
+    tokio::task::spawn_blocking(|| {
+        let mut sink = [0u8; 64];
+        while std::io::stdin().read(&mut sink).is_ok_and(|n| n > 0) {}
+    })
+    .await?;
+    Ok(())
+}
+
+/// An mTLS client with its own connection pool, presenting `source`'s SVID and accepting
+/// any server of the trust domain: the bare servers' and Nexus's, in the read figures.
 pub fn client(source: &spiffe::X509Source) -> anyhow::Result<HttpsClient> {
     let td = spiffe::TrustDomain::new(TD)?;
     let tls = identity::workload::client_config(source.clone(), td, |_: &spiffe::SpiffeId| true)?;

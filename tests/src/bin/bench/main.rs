@@ -155,6 +155,9 @@ fn args() -> anyhow::Result<Args> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    if std::env::args().nth(1).as_deref() == Some(baseline::SERVER_PROCESS_ARG) {
+        return baseline::serve_as_process(std::env::args().skip(2)).await;
+    }
     let Args { plan, json, phases } = args()?;
     progress(&format!("plan: {plan:?}"));
     let mut figures = Figures::default();

@@ -84,6 +84,65 @@ where
     Ok(total as f64 / start.elapsed().as_secs_f64())
 }
 
+/// Times `kinds` kinds of call against each other: `rounds` rounds, each making
+/// `n / rounds` calls of every kind through `f(kind, i)`, one kind after the other, in an
+/// order that rotates from round to round. A figure compares a subject with its floor in the
+/// same run; on a shared machine the speed of everything drifts over seconds, and taking
+/// both in turns shares the drift between them instead of giving it to whichever ran
+/// later. Returns the samples of each kind, in kind order.
+pub async fn time_in_turns<F, Fut>(
+    kinds: usize,
+    n: usize,
+    rounds: usize,
+    mut f: F,
+) -> anyhow::Result<Vec<Stats>>
+where
+    F: FnMut(usize, usize) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let per_round = n.div_ceil(rounds.max(1));
+    let mut samples = vec![Vec::with_capacity(n); kinds];
+    for round in 0..rounds.max(1) {
+        for turn in 0..kinds {
+            let kind = (round + turn) % kinds;
+            for i in 0..per_round {
+                let start = Instant::now();
+                f(kind, round * per_round + i).await?;
+                samples[kind].push(start.elapsed());
+            }
+        }
+    }
+    Ok(samples.into_iter().map(Stats::new).collect())
+}
+
+/// Calls per second of `kinds` kinds of call, taken in turns as [`time_in_turns`] does:
+/// `rounds` rounds in each of which `clients` tasks share `total / rounds` calls of one kind
+/// (`f(kind, c, i)`, as [`rate`]), then of the next. Returns each kind's calls over its
+/// time summed across rounds, in kind order.
+pub async fn rate_in_turns<F, Fut>(
+    kinds: usize,
+    clients: usize,
+    total: usize,
+    rounds: usize,
+    f: F,
+) -> anyhow::Result<Vec<f64>>
+where
+    F: Fn(usize, usize, usize) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let per_round = total.div_ceil(rounds.max(1));
+    let mut busy = vec![Duration::ZERO; kinds];
+    for round in 0..rounds.max(1) {
+        for turn in 0..kinds {
+            let kind = (round + turn) % kinds;
+            let per_second = rate(clients, per_round, |c, i| f(kind, c, i)).await?;
+            busy[kind] += Duration::from_secs_f64(per_round as f64 / per_second);
+        }
+    }
+    let calls = (per_round * rounds.max(1)) as f64;
+    Ok(busy.into_iter().map(|t| calls / t.as_secs_f64()).collect())
+}
+
 /// Resident memory of process `pid`, MiB.
 pub fn rss_mib(pid: u32) -> anyhow::Result<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;

@@ -30,8 +30,13 @@ impl spiffe::x509_source::SvidPicker for Pick {
 
 /// An SVID source for this process as `id` (registered on `stack`'s agent).
 pub async fn source_as(stack: &SecretsStack, id: &str) -> anyhow::Result<spiffe::X509Source> {
+    source_at(&stack.agent.endpoint(), id).await
+}
+
+/// An SVID source for this process as `id`, from the agent at `endpoint`.
+pub async fn source_at(endpoint: &str, id: &str) -> anyhow::Result<spiffe::X509Source> {
     Ok(spiffe::X509Source::builder()
-        .endpoint(stack.agent.endpoint())
+        .endpoint(endpoint)
         .picker(Pick(id.to_owned()))
         .initial_sync_timeout(Duration::from_secs(30))
         .build()
@@ -76,7 +81,7 @@ pub async fn run(
     progress(&format!("  {}", read10.line()));
 
     if want("secrets") {
-        reads(plan, &stack, &source, &read10, figures).await?;
+        reads(plan, &stack, &source, figures).await?;
         audit(plan, dir.path(), &read10, figures).await?;
         writes(plan, dir.path(), &stack, &source, &nexus, figures).await?;
         restarts(plan, &mut stack, &source, figures).await?;
@@ -93,74 +98,106 @@ pub async fn run(
     Ok(())
 }
 
-/// Kept-alive reads (1 and 16 clients) and reads on new connections, against the bare server.
+/// Rounds in which a read figure's subject and floors take turns ([`measure::time_in_turns`]).
+const ROUNDS: usize = 10;
+/// Kept-alive reads are cheap: the throughput figures make this many times
+/// [`Plan::rate_calls`] of each kind, so that each lasts long enough to be read.
+const READ_RATE_CALLS: usize = 4;
+/// The body of every read: a `GetSecretRequest` for Nexus; the bare servers answer any POST
+/// with a fixed body of the same size as Nexus's answer.
+const READ_BODY: &[u8] = br#"{"path":"bench/db"}"#;
+
+/// One read with `client` from the server at `url`: the same call for Nexus and for the bare
+/// servers, so that the load generator's own work is the same in subject and floor.
+async fn read_once(client: &HttpsClient, url: &str) -> anyhow::Result<()> {
+    let uri = HttpsClient::parse_url(url)?;
+    let (status, _) = client.post_json(uri, Bytes::from_static(READ_BODY)).await?;
+    anyhow::ensure!(status.is_success(), "{url} answered {status}");
+    Ok(())
+}
+
+/// Kept-alive reads (1 and 16 clients) and reads on new connections, against the bare server
+/// in a process of its own (the floor of each goal: Nexus, too, answers from its own process,
+/// so every request crosses between two processes' threads) and, reported beside it, in this
+/// process (`*_inproc`: client and server share one runtime, and a request need not wake
+/// another thread at all). Nexus and both floors take turns, [`ROUNDS`] times, each through
+/// the same kind of client making the same call.
 async fn reads(
     plan: Plan,
     stack: &SecretsStack,
     source: &spiffe::X509Source,
-    read10: &Stats,
     figures: &mut Figures,
 ) -> anyhow::Result<()> {
+    let (_bare_process, port) =
+        baseline::server_process(&stack.agent.endpoint(), SUPERUSER_ID).await?;
+    let process_url = format!("https://127.0.0.1:{port}/v1/store/secrets?action=get");
     let port = baseline::server(source.clone()).await?;
-    let url = format!("https://127.0.0.1:{port}/v1/store/secrets?action=get");
-    let body = Bytes::from_static(br#"{"path":"bench/db"}"#);
-    let bare_call = |client: &HttpsClient| {
-        let (client, body, uri) = (client.clone(), body.clone(), HttpsClient::parse_url(&url));
-        async move {
-            let (status, _) = client.post_json(uri?, body).await?;
-            anyhow::ensure!(status.is_success(), "bare server answered {status}");
-            Ok(())
-        }
+    let inproc_url = format!("https://127.0.0.1:{port}/v1/store/secrets?action=get");
+    // Kind 0 is Nexus, 1 the bare server in its own process, 2 the one in this process.
+    let urls = [
+        format!("{}/v1/store/secrets?action=get", stack.nexus_url()),
+        process_url,
+        inproc_url,
+    ];
+    let record = |figures: &mut Figures, name: &str, values: &[f64]| -> anyhow::Result<()> {
+        figures.record(name, values[0], values[1])?;
+        figures.record(&format!("{name}_inproc"), values[0], values[2])
     };
-    let bare = baseline::client(source)?;
-    for _ in 0..50 {
-        bare_call(&bare).await?;
+    // What the timed calls only check by status: Nexus answers this request with the secret.
+    let nexus = Client::connect(source.clone(), &stack.nexus_url(), TD)?;
+    anyhow::ensure!(
+        nexus
+            .get_secret("bench/db", 0)
+            .await?
+            .data
+            .contains_key("password"),
+        "the read Nexus answers is not the secret's"
+    );
+
+    progress("kept-alive reads, Nexus and the bare servers in turns...");
+    let client = baseline::client(source)?;
+    for url in &urls {
+        for _ in 0..50 {
+            read_once(&client, url).await?;
+        }
     }
-    progress("kept-alive reads, bare server...");
-    let floor = measure::time(plan.reads, |_| bare_call(&bare)).await?;
-    progress(&format!(
-        "  nexus {}\n           bare  {}",
-        read10.line(),
-        floor.line()
-    ));
-    figures.record("read_keepalive_1c", read10.mean_us(), floor.mean_us())?;
+    let stats = measure::time_in_turns(3, plan.reads, ROUNDS, |kind, _| {
+        read_once(&client, &urls[kind])
+    })
+    .await?;
+    for (stats, name) in stats.iter().zip(["nexus", "bare", "bare in process"]) {
+        progress(&format!("  {name:<16} {}", stats.line()));
+    }
+    let means: Vec<f64> = stats.iter().map(Stats::mean_us).collect();
+    record(figures, "read_keepalive_1c", &means)?;
 
     progress(&format!("kept-alive reads, {} clients...", plan.clients));
-    let clients: Vec<Client> = (0..plan.clients)
-        .map(|_| Client::connect(source.clone(), &stack.nexus_url(), TD))
-        .collect::<Result<_, _>>()?;
-    let bares: Vec<HttpsClient> = (0..plan.clients)
+    let clients: Vec<HttpsClient> = (0..plan.clients)
         .map(|_| baseline::client(source))
         .collect::<Result<_, _>>()?;
-    for (client, bare) in clients.iter().zip(&bares) {
-        client.get_secret("bench/db", 0).await?;
-        bare_call(bare).await?;
+    for client in &clients {
+        for url in &urls {
+            read_once(client, url).await?;
+        }
     }
-    let subject = measure::rate(plan.clients, plan.rate_calls, |c, _| {
-        let client = &clients[c];
-        async move { Ok(client.get_secret("bench/db", 0).await?) }
-    })
+    let rates = measure::rate_in_turns(
+        3,
+        plan.clients,
+        plan.rate_calls * READ_RATE_CALLS,
+        ROUNDS / 2,
+        |kind, c, _| read_once(&clients[c], &urls[kind]),
+    )
     .await?;
-    let floor = measure::rate(plan.clients, plan.rate_calls, |c, _| bare_call(&bares[c])).await?;
-    figures.record("read_keepalive_16c", subject, floor)?;
+    record(figures, "read_keepalive_16c", &rates)?;
 
     progress("reads on new connections...");
-    let subject = measure::time(plan.slow, |_| {
-        let (source, url) = (source.clone(), stack.nexus_url());
-        async move {
-            Ok(Client::connect(source, &url, TD)?
-                .get_secret("bench/db", 0)
-                .await?)
-        }
+    let stats = measure::time_in_turns(3, plan.slow, ROUNDS / 2, |kind, _| {
+        let (client, url) = (baseline::client(source), &urls[kind]);
+        async move { read_once(&client?, url).await }
     })
     .await?;
-    let floor = measure::time(plan.slow, |_| {
-        let client = baseline::client(source);
-        async move { bare_call(&client?).await }
-    })
-    .await?;
-    figures.record("read_new_conn", subject.mean_us(), floor.mean_us())?;
-    Ok(())
+    let means: Vec<f64> = stats.iter().map(Stats::mean_us).collect();
+    record(figures, "read_new_conn", &means)
 }
 
 /// One audit line against the whole read it records.
