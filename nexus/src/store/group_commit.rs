@@ -485,16 +485,39 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let url = format!("sqlite://{}", dir.path().join("nexus.db").display());
         let store = Store::connect(&url).await.expect("connect");
-        select_one(&store).await.expect("alone");
-        queued_write(&store, select_1)
+        // A temporary table exists only on the connection that made it: the later writes,
+        // alone and on the writer task, find it only on that same connection.
+        store
+            .write(|tx| {
+                Box::pin(async move {
+                    sqlx::query("CREATE TEMP TABLE kept (n INTEGER)")
+                        .execute(&mut *tx)
+                        .await?;
+                    Ok(())
+                })
+            })
             .await
-            .expect("on the writer task");
+            .expect("a write makes the table");
+        fn insert(tx: &mut WriteTx) -> BoxFuture<'_, Result<(), StoreError>> {
+            Box::pin(async move {
+                sqlx::query("INSERT INTO temp.kept (n) VALUES (1)")
+                    .execute(&mut *tx)
+                    .await?;
+                Ok(())
+            })
+        }
+        store
+            .write(insert)
+            .await
+            .expect("alone, on the same connection");
+        queued_write(&store, insert)
+            .await
+            .expect("on the writer task, on the same connection");
         let group = store.group.as_ref().expect("SQLite groups its writes");
         assert!(
             group.turn.lock().await.conn.is_some(),
             "kept between writes"
         );
-        assert_eq!(store.pool.num_idle(), store.pool.size() as usize - 1);
 
         // Closed with the pool: no write runs after.
         tokio::time::timeout(Duration::from_secs(30), store.close())
