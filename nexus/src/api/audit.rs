@@ -107,7 +107,11 @@ impl Drop for Audit {
 pub async fn record(State(nexus): State<Arc<Nexus>>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let time = audit_log::timestamp(nexus.clock.now());
-    let request_id = uuid::Uuid::new_v4().to_string();
+    // A version 4 UUID from the thread's CSPRNG (ChaCha, seeded and reseeded from the OS)
+    // rather than `Uuid::new_v4`, which asks the kernel (`getrandom(2)`) on every request.
+    let request_id = uuid::Builder::from_random_bytes(rand::random())
+        .into_uuid()
+        .to_string();
     let caller =
         CallerId::of(request.extensions()).map_or_else(|| "-".to_owned(), ToString::to_string);
     let mut uri_path = request.uri().path().to_owned();
