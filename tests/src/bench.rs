@@ -86,6 +86,14 @@ pub const SPECS: &[Spec] = &[
         None,
     ),
     spec(
+        "read_cpu_16c",
+        "Nexus's CPU time per kept-alive read, 16 concurrent clients",
+        "the bare server process's CPU time per read, same load",
+        "us",
+        Lower,
+        None,
+    ),
+    spec(
         "read_new_conn",
         "secret read on a new connection (mean)",
         "bare rustls mTLS handshake + request, server in its own process",

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use bytes::Bytes;
 use identity::https_client::HttpsClient;
 use nexus_api::Client;
@@ -128,7 +129,7 @@ async fn reads(
     source: &spiffe::X509Source,
     figures: &mut Figures,
 ) -> anyhow::Result<()> {
-    let (_bare_process, port) =
+    let (bare_process, port) =
         baseline::server_process(&stack.agent.endpoint(), SUPERUSER_ID).await?;
     let process_url = format!("https://127.0.0.1:{port}/v1/store/secrets?action=get");
     let port = baseline::server(source.clone()).await?;
@@ -189,6 +190,28 @@ async fn reads(
     )
     .await?;
     record(figures, "read_keepalive_16c", &rates)?;
+
+    // What each server process spends per read, from its CPU time: unlike the rates, not
+    // shared with the load generator on the same two cores.
+    let pids = [
+        stack.nexus.as_ref().map_or(0, |p| p.pid()),
+        bare_process.id().context("the bare server's pid")?,
+    ];
+    let calls = plan.rate_calls * READ_RATE_CALLS;
+    let mut cpu = [Duration::ZERO; 2];
+    for round in 0..ROUNDS / 2 {
+        for turn in 0..2 {
+            let kind = (round + turn) % 2;
+            let before = measure::cpu_seconds(pids[kind])?;
+            measure::rate(plan.clients, calls / (ROUNDS / 2), |c, _| {
+                read_once(&clients[c], &urls[kind])
+            })
+            .await?;
+            cpu[kind] += Duration::from_secs_f64(measure::cpu_seconds(pids[kind])? - before);
+        }
+    }
+    let per_read = |cpu: Duration| cpu.as_secs_f64() * 1e6 / calls as f64;
+    figures.record("read_cpu_16c", per_read(cpu[0]), per_read(cpu[1]))?;
 
     progress("reads on new connections...");
     let stats = measure::time_in_turns(3, plan.slow, ROUNDS / 2, |kind, _| {
