@@ -115,32 +115,59 @@ where
     Ok(samples.into_iter().map(Stats::new).collect())
 }
 
+/// What [`rate_in_turns`] measured of one kind of call.
+pub struct Turns {
+    /// Calls per second: the kind's calls over its turns' time.
+    pub rate: f64,
+    /// Calls made.
+    pub calls: usize,
+    /// How much the kind's counter grew over its turns.
+    pub counted: f64,
+}
+
 /// Calls per second of `kinds` kinds of call, taken in turns as [`time_in_turns`] does:
 /// `rounds` rounds in each of which `clients` tasks share `total / rounds` calls of one kind
-/// (`f(kind, c, i)`, as [`rate`]), then of the next. Returns each kind's calls over its
-/// time summed across rounds, in kind order.
-pub async fn rate_in_turns<F, Fut>(
+/// (`f(kind, c, i)`, as [`rate`], `i` counting on across rounds), then of the next. `counter(kind)` is read before and
+/// after each of the kind's turns (a process's CPU seconds, say; 0 for nothing). Returns
+/// each kind's figures, in kind order.
+pub async fn rate_in_turns<F, Fut, C>(
     kinds: usize,
     clients: usize,
     total: usize,
     rounds: usize,
     f: F,
-) -> anyhow::Result<Vec<f64>>
+    counter: C,
+) -> anyhow::Result<Vec<Turns>>
 where
     F: Fn(usize, usize, usize) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
+    C: Fn(usize) -> anyhow::Result<f64>,
 {
-    let per_round = total.div_ceil(rounds.max(1));
+    let rounds = rounds.max(1);
+    let per_round = total.div_ceil(rounds);
     let mut busy = vec![Duration::ZERO; kinds];
-    for round in 0..rounds.max(1) {
+    let mut counted = vec![0.0; kinds];
+    for round in 0..rounds {
         for turn in 0..kinds {
             let kind = (round + turn) % kinds;
-            let per_second = rate(clients, per_round, |c, i| f(kind, c, i)).await?;
-            busy[kind] += Duration::from_secs_f64(per_round as f64 / per_second);
+            let before = counter(kind)?;
+            let start = Instant::now();
+            let first = round * per_round;
+            rate(clients, per_round, |c, i| f(kind, c, first + i)).await?;
+            busy[kind] += start.elapsed();
+            counted[kind] += counter(kind)? - before;
         }
     }
-    let calls = (per_round * rounds.max(1)) as f64;
-    Ok(busy.into_iter().map(|t| calls / t.as_secs_f64()).collect())
+    let calls = per_round * rounds;
+    Ok(busy
+        .into_iter()
+        .zip(counted)
+        .map(|(time, counted)| Turns {
+            rate: calls as f64 / time.as_secs_f64(),
+            calls,
+            counted,
+        })
+        .collect())
 }
 
 /// Resident memory of process `pid`, MiB.

@@ -181,37 +181,30 @@ async fn reads(
             read_once(client, url).await?;
         }
     }
-    let rates = measure::rate_in_turns(
+    // Beside the rates, what each server process spends per read, from its CPU time: unlike
+    // the rates, not shared with the load generator on the same two cores.
+    let pids = [
+        Some(stack.nexus.as_ref().context("Nexus is running")?.pid()),
+        Some(bare_process.id().context("the bare server's pid")?),
+        None,
+    ];
+    let turns = measure::rate_in_turns(
         3,
         plan.clients,
         plan.rate_calls * READ_RATE_CALLS,
         ROUNDS / 2,
         |kind, c, _| read_once(&clients[c], &urls[kind]),
+        |kind| pids[kind].map_or(Ok(0.0), measure::cpu_seconds),
     )
     .await?;
+    let rates: Vec<f64> = turns.iter().map(|t| t.rate).collect();
     record(figures, "read_keepalive_16c", &rates)?;
-
-    // What each server process spends per read, from its CPU time: unlike the rates, not
-    // shared with the load generator on the same two cores.
-    let pids = [
-        stack.nexus.as_ref().map_or(0, |p| p.pid()),
-        bare_process.id().context("the bare server's pid")?,
-    ];
-    let calls = plan.rate_calls * READ_RATE_CALLS;
-    let mut cpu = [Duration::ZERO; 2];
-    for round in 0..ROUNDS / 2 {
-        for turn in 0..2 {
-            let kind = (round + turn) % 2;
-            let before = measure::cpu_seconds(pids[kind])?;
-            measure::rate(plan.clients, calls / (ROUNDS / 2), |c, _| {
-                read_once(&clients[c], &urls[kind])
-            })
-            .await?;
-            cpu[kind] += Duration::from_secs_f64(measure::cpu_seconds(pids[kind])? - before);
-        }
-    }
-    let per_read = |cpu: Duration| cpu.as_secs_f64() * 1e6 / calls as f64;
-    figures.record("read_cpu_16c", per_read(cpu[0]), per_read(cpu[1]))?;
+    let cpu_per_read = |t: &measure::Turns| t.counted * 1e6 / t.calls as f64;
+    figures.record(
+        "read_cpu_16c",
+        cpu_per_read(&turns[0]),
+        cpu_per_read(&turns[1]),
+    )?;
 
     progress("reads on new connections...");
     let stats = measure::time_in_turns(3, plan.slow, ROUNDS / 2, |kind, _| {
