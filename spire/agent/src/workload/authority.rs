@@ -20,6 +20,13 @@
 //! in step. On a Unix socket `:authority` means nothing: the caller is identified by its
 //! socket credentials. The server-to-client direction is not touched.
 //!
+//! A client sends the same `:authority` on every call of a channel, so the first header block
+//! decides: if it needs no rewrite, it goes to h2 with its HPACK bytes as the client encoded
+//! them (h2's table then holds what the client's does) and the rest of the connection passes
+//! through untouched, with no decoding at all (the `spiffe` crate, tonic, grpc-go). A later
+//! block with an invalid authority on such a connection is refused by h2, as it would be
+//! without the rewriter. Otherwise every block of the connection is rewritten.
+//!
 //! # Memory
 //!
 //! What a connection can make the rewriter hold is bounded by the limits h2 enforces itself,
@@ -110,6 +117,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for AuthorityFix<S> {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         loop {
+            if this.output.is_empty() && this.input.is_empty() && this.rewriter.passing_through() {
+                // Nothing held and nothing left to rewrite: the client's bytes go straight to h2.
+                return Pin::new(&mut this.inner).poll_read(cx, buf);
+            }
             if !this.output.is_empty() {
                 let n = buf.remaining().min(this.output.len());
                 buf.put_slice(&this.output[..n]);
@@ -169,7 +180,9 @@ enum State {
     Preface,
     /// Reading frames.
     Frames,
-    /// Not HTTP/2 with prior knowledge: pass everything on and let h2 reject it.
+    /// Nothing (more) to rewrite: not HTTP/2 with prior knowledge (h2 rejects it), a frame
+    /// over the size limit (h2 refuses it), or a connection whose first header block needed
+    /// no rewrite.
     Passthrough,
 }
 
@@ -186,6 +199,9 @@ struct Rewriter {
     state: State,
     decoder: loona_hpack::Decoder<'static>,
     pending: Option<Pending>,
+    /// Whether a header block was emitted yet: the first one decides whether the
+    /// connection is rewritten at all.
+    emitted: bool,
 }
 
 fn protocol_error(message: &str) -> io::Error {
@@ -200,7 +216,13 @@ impl Rewriter {
             state: State::Preface,
             decoder,
             pending: None,
+            emitted: false,
         }
+    }
+
+    /// Whether everything from now on passes through untouched.
+    fn passing_through(&self) -> bool {
+        matches!(self.state, State::Passthrough)
     }
 
     /// Moves every complete unit (preface, frame) from `input` to `output`, rewritten.
@@ -283,10 +305,15 @@ impl Rewriter {
         Ok(())
     }
 
-    /// Decodes a complete header block and writes it out as HEADERS (+ CONTINUATION) frames.
+    /// Decodes a complete header block and writes it out as HEADERS (+ CONTINUATION) frames:
+    /// rewritten, or as the client encoded it if it is the connection's first and needs no
+    /// rewrite (the connection then passes through untouched).
     fn emit(&mut self, pending: Pending, output: &mut BytesMut) -> io::Result<()> {
+        let first_block = !self.emitted;
+        self.emitted = true;
         let mut block = Vec::with_capacity(pending.block.len() + 64);
         let mut failed = None;
+        let mut replaced = false;
         let mut list_size = 0usize;
         self.decoder
             .decode_with_cb(&pending.block, |name, value| {
@@ -303,6 +330,7 @@ impl Rewriter {
                     return;
                 }
                 let value: &[u8] = if name.as_ref() == b":authority" && !valid_authority(&value) {
+                    replaced = true;
                     tracing::trace!(
                         authority = %String::from_utf8_lossy(&value),
                         "replacing an :authority h2 would reject with localhost"
@@ -319,9 +347,15 @@ impl Rewriter {
         if let Some(e) = failed {
             return Err(e);
         }
+        if first_block && !replaced {
+            // h2 decodes the client's own bytes, so its table follows the client's from here
+            // on, and nothing later needs decoding.
+            block = pending.block;
+            self.state = State::Passthrough;
+        }
 
-        // Literals cost less than the list's 32 octets per field, so the block fits one frame;
-        // splitting stays for safety.
+        // Rewritten, literals cost less than the list's 32 octets per field, so the block fits
+        // one frame; a client's own block of up to MAX_HEADER_LIST_SIZE may not.
         let mut chunks = block.chunks(MAX_FRAME_SIZE - 5).peekable();
         let first = chunks.next().unwrap_or_default();
         let mut flags = pending.flags & END_STREAM;
@@ -562,6 +596,57 @@ mod tests {
     }
 
     #[test]
+    fn a_connection_whose_first_authority_is_valid_passes_through_untouched() {
+        // What tonic and the `spiffe` crate send: a valid authority, then blocks that refer
+        // to the dynamic table the first one filled.
+        let mut client = loona_hpack::Encoder::new();
+        let first = request(&mut client, "localhost", "/SpiffeWorkloadAPI/FetchX509SVID");
+        let second = request(&mut client, "localhost", "/SpiffeWorkloadAPI/FetchJWTSVID");
+        let mut input = PREFACE.to_vec();
+        input.extend(frame(0x4, 0, 0, &[]));
+        input.extend(frame(HEADERS, END_HEADERS, 1, &first));
+        input.extend(frame(0x0, END_STREAM, 1, b"body"));
+        input.extend(frame(HEADERS, END_HEADERS | END_STREAM, 3, &second));
+        // A third block h2 will refuse is h2's to refuse: it is no longer looked at.
+        input.extend(frame(
+            HEADERS,
+            END_HEADERS,
+            5,
+            &[0xff, 0xff, 0xff, 0xff, 0xff],
+        ));
+        for step in [1, 7, input.len()] {
+            assert_eq!(
+                rewrite(&input, step).expect("passed on"),
+                input,
+                "step {step}"
+            );
+        }
+        let mut server = loona_hpack::Decoder::new();
+        for block in [&first, &second] {
+            let headers = server
+                .decode(block)
+                .expect("h2's table follows the client's");
+            assert!(headers.contains(&(b":authority".to_vec(), b"localhost".to_vec())));
+        }
+
+        // Split over CONTINUATION frames and padded, the first block reaches h2 with the
+        // client's bytes in one frame, and what follows passes as it came.
+        let mut padded = vec![2u8];
+        padded.extend_from_slice(&first[..5]);
+        padded.extend_from_slice(&[0, 0]);
+        let mut input = PREFACE.to_vec();
+        input.extend(frame(HEADERS, PADDED, 1, &padded));
+        input.extend(frame(CONTINUATION, END_HEADERS, 1, &first[5..]));
+        let rest = frame(HEADERS, END_HEADERS | END_STREAM, 3, &second);
+        input.extend(rest.clone());
+        let out = rewrite(&input, 3).expect("passed on");
+        let mut expected = PREFACE.to_vec();
+        expected.extend(frame(HEADERS, END_HEADERS, 1, &first));
+        expected.extend(rest);
+        assert_eq!(out, expected);
+    }
+
+    #[test]
     fn what_grpc_sends_on_unix_sockets_is_not_an_authority() {
         assert!(!valid_authority(b"tmp%2Fx%2Fapi.sock"), "grpcio 1.85");
         assert!(!valid_authority(b"/tmp/x/api.sock"), "grpc-java");
@@ -636,7 +721,15 @@ mod tests {
         // dynamic table, then referenced ten times at one byte each.
         let mut client = loona_hpack::Encoder::new();
         let large = "v".repeat(4_000);
-        let first = encode(&mut client, &[(":method", "POST"), ("x-large", &large)]);
+        // The first block needs a rewrite, so the connection's blocks are all decoded.
+        let first = encode(
+            &mut client,
+            &[
+                (":method", "POST"),
+                (":authority", "/tmp/x/api.sock"),
+                ("x-large", &large),
+            ],
+        );
         let mut input = PREFACE.to_vec();
         input.extend(frame(HEADERS, END_HEADERS, 1, &first));
         let rewritten = rewrite(&input, input.len()).expect("one large header is fine");
