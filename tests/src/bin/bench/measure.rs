@@ -127,9 +127,9 @@ pub struct Turns {
 
 /// Calls per second of `kinds` kinds of call, taken in turns as [`time_in_turns`] does:
 /// `rounds` rounds in each of which `clients` tasks share `total / rounds` calls of one kind
-/// (`f(kind, c, i)`, as [`rate`], `i` counting on across rounds), then of the next. `counter(kind)` is read before and
-/// after each of the kind's turns (a process's CPU seconds, say; 0 for nothing). Returns
-/// each kind's figures, in kind order.
+/// (`f(kind, c, i)`, as [`rate`], `i` counting on across rounds), then of the next.
+/// `counter(kind)` is read before and after each of the kind's turns (a process's CPU
+/// seconds, say; 0 for nothing). Returns each kind's figures, in kind order.
 pub async fn rate_in_turns<F, Fut, C>(
     kinds: usize,
     clients: usize,
