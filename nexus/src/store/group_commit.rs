@@ -467,17 +467,24 @@ mod tests {
         assert!(stopped.is_unavailable(), "{stopped}");
     }
 
-    /// A write's statements: `SELECT 1`.
-    fn select_1(tx: &mut WriteTx) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(async move {
-            sqlx::query("SELECT 1").execute(&mut *tx).await?;
-            Ok(())
-        })
+    /// A write whose statements are `sql` alone.
+    fn statement(
+        sql: &'static str,
+    ) -> impl for<'t> FnOnce(&'t mut WriteTx) -> BoxFuture<'t, Result<(), StoreError>>
+    + Send
+    + Copy
+    + 'static {
+        move |tx| {
+            Box::pin(async move {
+                sqlx::query(sql).execute(&mut *tx).await?;
+                Ok(())
+            })
+        }
     }
 
     /// A write that only runs `SELECT 1`.
     async fn select_one(store: &Store) -> Result<(), StoreError> {
-        store.write(select_1).await
+        store.write(statement("SELECT 1")).await
     }
 
     #[tokio::test]
@@ -488,24 +495,10 @@ mod tests {
         // A temporary table exists only on the connection that made it: the later writes,
         // alone and on the writer task, find it only on that same connection.
         store
-            .write(|tx| {
-                Box::pin(async move {
-                    sqlx::query("CREATE TEMP TABLE kept (n INTEGER)")
-                        .execute(&mut *tx)
-                        .await?;
-                    Ok(())
-                })
-            })
+            .write(statement("CREATE TEMP TABLE kept (n INTEGER)"))
             .await
             .expect("a write makes the table");
-        fn insert(tx: &mut WriteTx) -> BoxFuture<'_, Result<(), StoreError>> {
-            Box::pin(async move {
-                sqlx::query("INSERT INTO temp.kept (n) VALUES (1)")
-                    .execute(&mut *tx)
-                    .await?;
-                Ok(())
-            })
-        }
+        let insert = statement("INSERT INTO temp.kept (n) VALUES (1)");
         store
             .write(insert)
             .await
@@ -540,14 +533,7 @@ mod tests {
         );
 
         let failed = store
-            .write(|tx| {
-                Box::pin(async move {
-                    sqlx::query("INSERT INTO no_such_table VALUES (1)")
-                        .execute(&mut *tx)
-                        .await?;
-                    Ok(())
-                })
-            })
+            .write(statement("INSERT INTO no_such_table VALUES (1)"))
             .await
             .expect_err("no such table");
         assert!(matches!(failed, StoreError::Sql(_)), "{failed}");
