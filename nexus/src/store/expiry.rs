@@ -61,6 +61,7 @@ impl Store {
             let versions = self
                 .write(move |tx| {
                     Box::pin(async move {
+                        let tx = tx.conn().await?;
                         if !lock_secret_if_present(tx, &path).await? {
                             return Ok(PrunedVersions {
                                 path,

@@ -10,6 +10,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, AnyConnection, Row};
 use time::OffsetDateTime;
 
+use super::group_commit::WriteTx;
 use super::read_cache::{Found, VersionRow};
 use super::versions::refresh_summary;
 use super::{
@@ -151,7 +152,7 @@ impl Store {
             }
         };
         finish_version(
-            &mut tx,
+            &mut WriteTx::begun(&mut tx),
             self.backend,
             &put,
             NewVersion {
@@ -397,12 +398,13 @@ impl PathList {
 /// The SQL of [`Store::put_version`], in the transaction it is given; an error leaves the
 /// rolling back to the caller.
 ///
-/// On SQLite a put is two statements, each one round trip to sqlx's SQLite worker thread:
-/// the claim (which also reads the fence) and [`FINISH_VERSION_SQLITE`]. On PostgreSQL the
+/// On SQLite a put is two query strings, each one round trip to sqlx's SQLite worker
+/// thread: the claim (which also reads the fence), after the `BEGIN` its transaction owes
+/// (see [`WriteTx`]), and [`FINISH_VERSION_SQLITE`], before its `COMMIT`. On PostgreSQL the
 /// fence is read first, with its share lock, as for every sealed write, and the finishing
 /// statements run one by one.
 async fn put_version_in<F>(
-    tx: &mut AnyConnection,
+    tx: &mut WriteTx<'_>,
     backend: Backend,
     put: PutVersion<'_>,
     seal: F,
@@ -412,7 +414,7 @@ where
 {
     let now = to_millis(put.now);
     if backend == Backend::Postgres {
-        fence_holds(tx, backend, put.fence).await?;
+        fence_holds(tx.conn().await?, backend, put.fence).await?;
     }
     let claim = claim_version(tx, &put, now).await?;
     if let Some(expected) = put.fence {
@@ -508,7 +510,7 @@ const PRUNE_VERSIONS: &str = "DELETE FROM secret_versions WHERE path = $1 \
 /// `max_versions`: older ones leave storage, not just the listing), and recomputes the
 /// secret's summary columns.
 async fn finish_version(
-    tx: &mut AnyConnection,
+    tx: &mut WriteTx<'_>,
     backend: Backend,
     put: &PutVersion<'_>,
     new: NewVersion,
@@ -517,12 +519,15 @@ async fn finish_version(
     let prune_through = new.version - new.max_versions;
     match backend {
         Backend::Sqlite => {
-            bind_version(sqlx::query(FINISH_VERSION_SQLITE), put, new, sealed)
+            // The write's last statements: its `COMMIT` goes with them when it runs alone.
+            let (sql, conn) = tx.last_statement(FINISH_VERSION_SQLITE);
+            bind_version(sqlx::query(&sql), put, new, sealed)
                 .bind(prune_through)
-                .execute(&mut *tx)
+                .execute(conn)
                 .await?;
         }
         Backend::Postgres => {
+            let tx = tx.conn().await?;
             bind_version(sqlx::query(INSERT_VERSION), put, new, sealed)
                 .execute(&mut *tx)
                 .await?;
@@ -567,6 +572,16 @@ struct Claim {
     sealed_at: Option<i64>,
 }
 
+/// The statement of [`claim_version`]: $1 path, $2 `max_versions` of a new secret, $3 now,
+/// $4 created_by.
+const CLAIM_VERSION: &str = "INSERT INTO secrets (path, current_version, oldest_version, \
+    latest_version, max_versions, created_at, updated_at, created_by) \
+    VALUES ($1, 0, 0, 1, $2, $3, $3, $4) \
+    ON CONFLICT (path) DO UPDATE SET latest_version = secrets.latest_version + 1 \
+    RETURNING latest_version, max_versions, cas_required, delete_version_after, \
+    (SELECT key_check FROM root_key WHERE id = 1) AS key_check, \
+    (SELECT sealed_at FROM root_key WHERE id = 1) AS sealed_at";
+
 /// Claims the next version number of `put.path`, creating the secret if needed, and
 /// returns it with the secret's `max_versions`, `cas_required` and `delete_version_after`,
 /// and the fence's columns of the root key row as they are in this transaction (for
@@ -577,25 +592,22 @@ struct Claim {
 /// serialises concurrent puts to one path even under READ COMMITTED (a waiting upsert sees
 /// the winner's committed row); on SQLite `BEGIN IMMEDIATE` has serialised them already.
 async fn claim_version(
-    tx: &mut AnyConnection,
+    tx: &mut WriteTx<'_>,
     put: &PutVersion<'_>,
     now: i64,
 ) -> Result<Claim, StoreError> {
-    let row = sqlx::query(
-        "INSERT INTO secrets (path, current_version, oldest_version, latest_version, \
-         max_versions, created_at, updated_at, created_by) \
-         VALUES ($1, 0, 0, 1, $2, $3, $3, $4) \
-         ON CONFLICT (path) DO UPDATE SET latest_version = secrets.latest_version + 1 \
-         RETURNING latest_version, max_versions, cas_required, delete_version_after, \
-         (SELECT key_check FROM root_key WHERE id = 1) AS key_check, \
-         (SELECT sealed_at FROM root_key WHERE id = 1) AS sealed_at",
-    )
-    .bind(put.path)
-    .bind(i64::from(put.max_versions.max(1)))
-    .bind(now)
-    .bind(put.created_by)
-    .fetch_one(&mut *tx)
-    .await?;
+    // The write's first statement: on SQLite what its transaction owes goes with it
+    // (`BEGIN IMMEDIATE` when it runs alone).
+    let (sql, conn) = tx.statement(CLAIM_VERSION);
+    let row = sqlx::query(&sql)
+        .bind(put.path)
+        .bind(i64::from(put.max_versions.max(1)))
+        .bind(now)
+        .bind(put.created_by)
+        .fetch_all(conn)
+        .await?
+        .pop()
+        .ok_or(sqlx::Error::RowNotFound)?;
     let version: i64 = row.try_get("latest_version")?;
     let max_versions: i64 = row.try_get("max_versions")?;
     let cas_required: i64 = row.try_get("cas_required")?;

@@ -20,6 +20,7 @@ impl Store {
         let (path, versions) = (path.to_owned(), versions.to_vec());
         self.write(move |tx| {
             Box::pin(async move {
+                let tx = tx.conn().await?;
                 let current = lock_secret(tx, &path).await?;
                 for version in with_current(&versions, current) {
                     sqlx::query(
@@ -50,8 +51,10 @@ impl Store {
     ) -> Result<(), StoreError> {
         let now = to_millis(now);
         let (path, versions) = (path.to_owned(), versions.to_vec());
-        self.write(move |tx| Box::pin(undelete_in(tx, path, versions, now)))
-            .await
+        self.write(move |tx| {
+            Box::pin(async move { undelete_in(tx.conn().await?, path, versions, now).await })
+        })
+        .await
     }
 
     /// Removes versions of `path` from storage for good. An empty list removes the whole
@@ -67,8 +70,10 @@ impl Store {
     ) -> Result<(), StoreError> {
         let (path, versions) = (path.to_owned(), versions.to_vec());
         let now = to_millis(now);
-        self.write(move |tx| Box::pin(destroy_in(tx, path, versions, now)))
-            .await
+        self.write(move |tx| {
+            Box::pin(async move { destroy_in(tx.conn().await?, path, versions, now).await })
+        })
+        .await
     }
 }
 
