@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -115,10 +115,8 @@ pub async fn record(State(nexus): State<Arc<Nexus>>, request: Request, next: Nex
     let caller =
         CallerId::of(request.extensions()).map_or_else(|| "-".to_owned(), ToString::to_string);
     let mut uri_path = request.uri().path().to_owned();
-    let matched = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_owned());
+    // The metrics' label: a served route, never the caller's arbitrary path.
+    let matched = crate::authz::route(request.uri().path());
     let (mut response, unfinished) = UNFINISHED
         .scope(std::cell::RefCell::new(None), async {
             let response = next.run(request).await;
@@ -155,7 +153,7 @@ pub async fn record(State(nexus): State<Arc<Nexus>>, request: Request, next: Nex
         latency_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
     };
     nexus.metrics.request(
-        matched.as_deref().unwrap_or("unmatched"),
+        matched.unwrap_or("unmatched"),
         line.status,
         started.elapsed().as_secs_f64(),
     );

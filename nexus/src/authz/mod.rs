@@ -25,7 +25,7 @@ use policies::{Permission, Role};
 use spiffe::{SpiffeId, TrustDomain};
 
 pub use grant::{Grant, NotGranted, Scope};
-pub use table::{Object, Requirement, Rule, TABLE, requirement, routes};
+pub use table::{Object, Requirement, Rule, TABLE, requirement, route, routes};
 
 use crate::audit::Decision;
 use crate::error::ServiceError;

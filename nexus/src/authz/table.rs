@@ -172,6 +172,15 @@ pub fn requirement(route: &str, action: Option<Action>) -> Option<Requirement> {
         .map(|rule| rule.requirement)
 }
 
+/// The route of the table that is `path`, if any: the routes have no parameters, so a
+/// request's path either is one of them or matches none.
+pub fn route(path: &str) -> Option<&'static str> {
+    TABLE
+        .iter()
+        .map(|rule| rule.route)
+        .find(|route| *route == path)
+}
+
 /// Every route of the table, once each, in table order.
 pub fn routes() -> Vec<&'static str> {
     let mut routes: Vec<&'static str> = Vec::new();
