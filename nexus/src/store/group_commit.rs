@@ -126,7 +126,8 @@ const IN_GROUP: Bounds = Bounds {
     opening: "SAVEPOINT one_write",
     ending: "RELEASE SAVEPOINT one_write",
 };
-/// A write in a transaction its caller began and ends (PostgreSQL).
+/// A write in a transaction its caller began and ends: on PostgreSQL, and the writes that
+/// begin their own (`Store::begin_write`).
 const BEGUN: Bounds = Bounds {
     opening: "",
     ending: "",
