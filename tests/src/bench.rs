@@ -206,6 +206,14 @@ pub const SPECS: &[Spec] = &[
         Some(0.9),
     ),
     spec(
+        "secrets_100k_read_miss",
+        "secret read that misses the read cache (after a write), 100,000 secrets stored (mean)",
+        "the same with 10 secrets stored",
+        "us",
+        Lower,
+        Some(0.9),
+    ),
+    spec(
         "workload_x509",
         "X509-SVID from the agent's cache: new stream on a kept channel, first message",
         "refused call without the security header, same channel",
