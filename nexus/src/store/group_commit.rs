@@ -712,6 +712,24 @@ mod tests {
         }
     }
 
+    /// A store on a database file of its own, which lives as long as the directory.
+    async fn file_store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}", dir.path().join("nexus.db").display());
+        let store = Store::connect(&url).await.expect("connect");
+        (dir, store)
+    }
+
+    /// A [`file_store`] with a table `t (n INTEGER)` for writes to fill.
+    async fn store_with_table() -> (tempfile::TempDir, Store) {
+        let (dir, store) = file_store().await;
+        store
+            .write(statement("CREATE TABLE t (n INTEGER)"))
+            .await
+            .expect("a table");
+        (dir, store)
+    }
+
     /// A write that only runs `SELECT 1`.
     async fn select_one(store: &Store) -> Result<(), StoreError> {
         store.write(statement("SELECT 1")).await
@@ -760,13 +778,7 @@ mod tests {
 
     #[tokio::test]
     async fn in_a_group_a_failed_write_is_undone_alone_whatever_it_sent() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let url = format!("sqlite://{}", dir.path().join("nexus.db").display());
-        let store = Store::connect(&url).await.expect("connect");
-        store
-            .write(statement("CREATE TABLE t (n INTEGER)"))
-            .await
-            .expect("a table");
+        let (_dir, store) = store_with_table().await;
         let group = store.group.as_ref().expect("SQLite groups its writes");
 
         // Queued in this order while the writer's turn is held, so one group runs them.
@@ -856,13 +868,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_write_alone_whose_caller_leaves_mid_transaction_is_rolled_back() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let url = format!("sqlite://{}", dir.path().join("nexus.db").display());
-        let store = Store::connect(&url).await.expect("connect");
-        store
-            .write(statement("CREATE TABLE t (n INTEGER)"))
-            .await
-            .expect("a table");
+        let (_dir, store) = store_with_table().await;
         let (inserted, has_inserted) = oneshot::channel();
         let write = tokio::spawn({
             let store = store.clone();
@@ -899,9 +905,7 @@ mod tests {
 
     #[tokio::test]
     async fn writes_keep_one_connection_and_give_it_up_when_the_store_closes() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let url = format!("sqlite://{}", dir.path().join("nexus.db").display());
-        let store = Store::connect(&url).await.expect("connect");
+        let (_dir, store) = file_store().await;
         // A temporary table exists only on the connection that made it: the later writes,
         // alone and on the writer task, find it only on that same connection.
         store
@@ -932,9 +936,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_write_that_fails_in_the_database_gets_a_fresh_connection_for_the_next() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let url = format!("sqlite://{}", dir.path().join("nexus.db").display());
-        let store = Store::connect(&url).await.expect("connect");
+        let (_dir, store) = file_store().await;
         let group = store.group.as_ref().expect("SQLite groups its writes");
         select_one(&store).await.expect("a write");
         assert!(
