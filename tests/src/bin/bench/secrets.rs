@@ -406,13 +406,7 @@ async fn reads_after_writes(
 
 /// Nexus's `nexus_read_cache_misses_total`.
 async fn read_cache_misses(stack: &SecretsStack) -> anyhow::Result<f64> {
-    let text = stack.metrics().await;
-    text.lines()
-        .find_map(|line| {
-            line.strip_prefix("nexus_read_cache_misses_total ")?
-                .parse()
-                .ok()
-        })
+    tests::metric(&stack.metrics().await, "nexus_read_cache_misses_total", &[])
         .context("no nexus_read_cache_misses_total in Nexus's metrics")
 }
 
